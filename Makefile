@@ -1,0 +1,29 @@
+# xclear: the two set-up commands are `make demo` and `make test`.
+CARGO ?= cargo
+
+.PHONY: all build test lint fmt demo bench
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+# The whole test suite (unit, integration, property). .ci/run calls this.
+test:
+	$(CARGO) test --all-targets
+
+# Formatting and lints, run by CI after the tests.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+# Until the federation demo lands (issue 6), the demo settles the public
+# worked example with the reference rules.
+demo:
+	$(CARGO) run --release -- calc --rules clearing_rules --case tests/cases/example_a.json
+
+bench:
+	@echo "no benchmarks yet"

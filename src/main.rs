@@ -1,0 +1,104 @@
+//! The `xclear` binary: parses arguments and calls into the library.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use xclear::calc::{run_case, CalcOutcome};
+use xclear::rules::RuleBook;
+
+/// Exit codes of `xclear calc` (and of other commands on bad input).
+const EXIT_BAD_INPUT: u8 = 2;
+const EXIT_REFUSED: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "xclear", version, about = "Clearing house for out-of-region medical-insurance settlement")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compute one settlement offline from a JSON case (REFERENCE_POLICIES.md §5).
+    Calc {
+        /// The rules directory (policies/, catalogues/, corps_local.toml).
+        #[arg(long, default_value = "clearing_rules")]
+        rules: PathBuf,
+        /// The case file; `-` reads standard input.
+        #[arg(long)]
+        case: String,
+    },
+    /// Load and validate a rules directory, listing what it holds.
+    Rules {
+        #[arg(long, default_value = "clearing_rules")]
+        rules: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Calc { rules, case } => calc(&rules, &case),
+        Command::Rules { rules } => check_rules(&rules),
+    }
+}
+
+fn load_rules(dir: &std::path::Path) -> Result<RuleBook, ExitCode> {
+    RuleBook::load(dir).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(EXIT_BAD_INPUT)
+    })
+}
+
+fn calc(rules_dir: &std::path::Path, case: &str) -> ExitCode {
+    let rules = match load_rules(rules_dir) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let text = if case == "-" {
+        let mut buf = String::new();
+        let limit = xclear::calc::MAX_CASE_BYTES as u64 + 1;
+        if let Err(e) = std::io::stdin().take(limit).read_to_string(&mut buf) {
+            eprintln!("-: cannot read standard input: {e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+        buf
+    } else {
+        match std::fs::read_to_string(case) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{case}: cannot read: {e}");
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
+        }
+    };
+    match run_case(&rules, &text) {
+        Ok(CalcOutcome::Settled(json)) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Ok(CalcOutcome::Refused(json)) => {
+            println!("{json}");
+            ExitCode::from(EXIT_REFUSED)
+        }
+        Err(e) => {
+            eprintln!("bad input: {e}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
+fn check_rules(dir: &std::path::Path) -> ExitCode {
+    let rules = match load_rules(dir) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    for p in rules.policies() {
+        println!("policy {} {} {} effective {} ({})", p.region, p.insutype.code(), p.name, p.effective, p.source);
+    }
+    println!("corps-local pairs: {}", rules.pairs().iter().count());
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,52 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+pub fn rules_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clearing_rules")
+}
+
+pub fn rules() -> xclear::rules::RuleBook {
+    xclear::rules::RuleBook::load(&rules_dir()).expect("reference rules load")
+}
+
+/// The public worked-example bill (REFERENCE_POLICIES.md §4), 商洛 resident in Beijing.
+pub fn example_case() -> Value {
+    json!({
+        "person": {"psn_no": "P0001", "insuplc_admdvs": "611000", "insutype": "390",
+                   "retired": false, "special_group": null,
+                   "contribution_years": {"611000": 12}},
+        "registration": {"kind": "long_term_resident", "target_admdvs": "110000",
+                         "begndate": "2026-01-01", "enddate": null},
+        "encounter": {"mdtrtarea_admvs": "110105", "hosp_lv": 3, "setl_date": "2026-03-10",
+                      "items": [{"code": "XC001", "qty": "1", "price": "3000.00"},
+                                {"code": "FW001", "qty": "10", "price": "150.00"},
+                                {"code": "XB001", "qty": "1", "price": "10000.00"},
+                                {"code": "XA001", "qty": "1", "price": "35500.00"}]},
+        "counters": {"hifp_paid": "0.00", "ci_base": "0.00", "ci_paid": "0.00", "maf_paid": "0.00"}
+    })
+}
+
+/// Runs `xclear calc --case -` with the given standard input.
+pub fn run_calc_cli(stdin: &str) -> Output {
+    run_calc_cli_with_rules(stdin, &rules_dir())
+}
+
+pub fn run_calc_cli_with_rules(stdin: &str, rules: &std::path::Path) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xclear"))
+        .args(["calc", "--rules"])
+        .arg(rules)
+        .args(["--case", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn xclear");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    child.wait_with_output().expect("xclear output")
+}
