@@ -9,15 +9,24 @@
 //! - [`settlement`]: the settlement computation (bill split, basic fund,
 //!   critical illness, assistance, counters, reversal).
 //!
+//! - [`ledger`]: entry format, Merkle tree and proofs (pure), and the durable
+//!   ledger itself (segment file + group commit, indexes in [`storage`]).
+//!
 //! At the edges:
 //! - [`calc`]: the `xclear calc` JSON interface.
+//! - [`clock`]: time as an argument; [`crypto`]: keys and signatures.
+//! - [`storage`]: sled behind a small trait (the only place that imports sled).
 //! - [`proto`]: generated gRPC types (never edited).
 
 pub mod calc;
+pub mod clock;
+pub mod crypto;
+pub mod ledger;
 pub mod money;
 pub mod region;
 pub mod rules;
 pub mod settlement;
+pub mod storage;
 
 /// Generated from `proto/xclear/v1/*.proto` by `build.rs`.
 pub mod proto {

@@ -9,9 +9,8 @@ use clap::{Parser, Subcommand};
 use xclear::calc::{run_case, CalcOutcome};
 use xclear::rules::RuleBook;
 
-/// Exit codes of `xclear calc` (and of other commands on bad input).
-const EXIT_BAD_INPUT: u8 = 2;
-const EXIT_REFUSED: u8 = 3;
+mod cli;
+use cli::{fail, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_REFUSED};
 
 #[derive(Parser)]
 #[command(name = "xclear", version, about = "Clearing house for out-of-region medical-insurance settlement")]
@@ -36,6 +35,16 @@ enum Command {
         #[arg(long, default_value = "clearing_rules")]
         rules: PathBuf,
     },
+    /// Generate an ed25519 key file (hex seed, mode 0600) and print its public key.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Ledger tools: verify, export, verify-export, head, prove.
+    Ledger {
+        #[command(subcommand)]
+        command: cli::ledger_cmd::LedgerCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,6 +52,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Calc { rules, case } => calc(&rules, &case),
         Command::Rules { rules } => check_rules(&rules),
+        Command::Keygen { out } => keygen(&out),
+        Command::Ledger { command } => cli::ledger_cmd::run(command),
     }
 }
 
@@ -101,4 +112,15 @@ fn check_rules(dir: &std::path::Path) -> ExitCode {
     }
     println!("corps-local pairs: {}", rules.pairs().iter().count());
     ExitCode::SUCCESS
+}
+
+fn keygen(out: &std::path::Path) -> ExitCode {
+    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    match xclear::crypto::write_signing_key(out, &key) {
+        Ok(()) => {
+            println!("{}", hex::encode(key.verifying_key().as_bytes()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EXIT_FAILED, e),
+    }
 }

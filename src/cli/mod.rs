@@ -1,0 +1,15 @@
+//! Command-line plumbing shared by the subcommands.
+
+pub mod ledger_cmd;
+
+use std::process::ExitCode;
+
+/// Exit codes: 2 bad input, 3 refused (calc), 1 anything that failed or is not sound.
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_BAD_INPUT: u8 = 2;
+pub const EXIT_REFUSED: u8 = 3;
+
+pub fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{message}");
+    ExitCode::from(code)
+}

@@ -1,0 +1,156 @@
+//! Export as JSON lines, and verification of an export with nothing but the
+//! owner's public key.
+//!
+//! ```text
+//! {"xclear_ledger_export":1,"public_key":"<hex>"}
+//! {"seq":0,"timestamp_ms":..,"prev_hash":"<hex>","kind":"settlement","key":"..",
+//!  "payload":"<text>" | "payload_hex":"<hex>","hash":"<hex>","entry":"<hex of the stored bytes>"}
+//! ...
+//! {"tree_head":{"size":..,"root":"<hex>","timestamp_ms":..,"signature":"<hex>"}}
+//! ```
+//! The `entry` field is authoritative; the other fields are a readable copy
+//! that the verifier checks against it.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use ed25519_dalek::VerifyingKey;
+use serde_json::{json, Value};
+
+use super::entry::Entry;
+use super::head::SignedTreeHead;
+use super::segment::{self, SegmentError};
+use super::verify::{check_head, ChainVerifier, VerifyFailure};
+use super::{keys, INDEX_DIR, SEGMENT_FILE};
+use crate::storage::{KvStore, SledStore};
+
+/// Longest line accepted in an export (an entry of the largest size, hex-encoded twice).
+pub const MAX_EXPORT_LINE: usize = 5 * 1024 * 1024;
+
+pub fn entry_json(e: &Entry) -> Value {
+    let mut v = json!({
+        "seq": e.frame.seq,
+        "timestamp_ms": e.frame.timestamp_ms,
+        "prev_hash": hex::encode(e.frame.prev_hash),
+        "kind": e.body.kind.name(),
+        "key": e.body.key,
+        "hash": hex::encode(e.hash()),
+        "entry": hex::encode(&e.bytes),
+    });
+    match std::str::from_utf8(&e.body.payload) {
+        Ok(text) => v["payload"] = json!(text),
+        Err(_) => v["payload_hex"] = json!(hex::encode(&e.body.payload)),
+    }
+    v
+}
+
+/// Writes the ledger in `dir` as JSON lines; returns the number of entries.
+pub fn export_dir(dir: &Path, out: &mut dyn Write) -> Result<u64, String> {
+    let path = dir.join(SEGMENT_FILE);
+    let mut file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let owner = segment::read_header(&mut file).map_err(|e| e.to_string())?;
+    writeln!(out, "{}", json!({"xclear_ledger_export": 1, "public_key": hex::encode(owner)}))
+        .map_err(|e| e.to_string())?;
+    let mut n = 0u64;
+    segment::scan(&file, |rec| {
+        let e = Entry::decode(rec.bytes).map_err(|err| SegmentError::Corrupt {
+            offset: rec.offset,
+            reason: err.to_string(),
+            tail: 0,
+        })?;
+        writeln!(out, "{}", entry_json(&e))?;
+        n += 1;
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    let store = SledStore::open(&dir.join(INDEX_DIR)).map_err(|e| e.to_string())?;
+    if let Some(head) = store.get(keys::HEAD).map_err(|e| e.to_string())?.and_then(|b| SignedTreeHead::decode(&b)) {
+        writeln!(out, "{}", json!({"tree_head": head.to_json()})).map_err(|e| e.to_string())?;
+    }
+    Ok(n)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportReport {
+    pub entries: u64,
+    pub head: SignedTreeHead,
+}
+
+fn field<'a>(v: &'a Value, name: &str, seq: u64) -> Result<&'a Value, VerifyFailure> {
+    v.get(name).ok_or_else(|| VerifyFailure::entry(seq, format!("missing field {name}")))
+}
+
+/// Checks that the readable fields say what the stored bytes say.
+fn check_fields(v: &Value, e: &Entry, seq: u64) -> Result<(), VerifyFailure> {
+    let expected = entry_json(e);
+    let obj = v.as_object().ok_or_else(|| VerifyFailure::entry(seq, "not an object"))?;
+    for (name, value) in obj {
+        match expected.get(name) {
+            Some(x) if x == value => {}
+            Some(_) => return Err(VerifyFailure::entry(seq, format!("field {name} does not match the stored entry"))),
+            None => return Err(VerifyFailure::entry(seq, format!("unexpected field {name}"))),
+        }
+    }
+    if obj.len() != expected.as_object().map_or(0, |o| o.len()) {
+        return Err(VerifyFailure::entry(seq, "fields missing"));
+    }
+    Ok(())
+}
+
+fn parse_head(v: &Value) -> Option<SignedTreeHead> {
+    let h = v.get("tree_head")?;
+    Some(SignedTreeHead {
+        size: h.get("size")?.as_u64()?,
+        root: hex::decode(h.get("root")?.as_str()?).ok()?.try_into().ok()?,
+        timestamp_ms: h.get("timestamp_ms")?.as_i64()?,
+        signature: hex::decode(h.get("signature")?.as_str()?).ok()?.try_into().ok()?,
+    })
+}
+
+/// Verifies an export against the owner's key: every entry's bytes, fields,
+/// sequence, link and signature, and the signed tree head over them.
+pub fn verify_export(input: &mut dyn BufRead, key: &VerifyingKey) -> Result<ExportReport, VerifyFailure> {
+    // Lines are read as bytes: a damaged byte may not be UTF-8, and must
+    // still be reported against its entry.
+    let mut lines = input.split(b'\n');
+    let first = lines.next().ok_or_else(|| VerifyFailure::Other("empty export".into()))?.map_err(|e| VerifyFailure::Other(e.to_string()))?;
+    let header: Value = serde_json::from_slice(&first).map_err(|e| VerifyFailure::Other(format!("line 1: {e}")))?;
+    if header.get("xclear_ledger_export") != Some(&json!(1)) {
+        return Err(VerifyFailure::Other("line 1: not an xclear ledger export".into()));
+    }
+    if header.get("public_key").and_then(Value::as_str) != Some(&hex::encode(key.as_bytes())) {
+        return Err(VerifyFailure::Other("line 1: the export names a different public key".into()));
+    }
+    let mut chain = ChainVerifier::new(*key);
+    let mut head = None;
+    for (i, line) in lines.enumerate() {
+        let seq = chain.len();
+        let line = line.map_err(|e| VerifyFailure::Other(format!("line {}: {e}", i + 2)))?;
+        if line.is_empty() && head.is_some() {
+            continue;
+        }
+        if line.len() > MAX_EXPORT_LINE {
+            return Err(VerifyFailure::entry(seq, "line too long"));
+        }
+        if head.is_some() {
+            return Err(VerifyFailure::Other(format!("line {}: content after the tree head", i + 2)));
+        }
+        let v: Value = serde_json::from_slice(&line)
+            .map_err(|e| VerifyFailure::entry(seq, format!("line {} is not valid JSON: {e}", i + 2)))?;
+        if v.get("tree_head").is_some() {
+            head = Some(parse_head(&v).ok_or_else(|| VerifyFailure::Head("malformed".into()))?);
+            continue;
+        }
+        let bytes = field(&v, "entry", seq)?
+            .as_str()
+            .and_then(|h| hex::decode(h).ok())
+            .ok_or_else(|| VerifyFailure::entry(seq, "entry is not hex"))?;
+        let e = chain.push(bytes)?;
+        check_fields(&v, &e, seq)?;
+    }
+    let entries = chain.len();
+    let leaves = chain.finish()?;
+    let head = head.ok_or_else(|| VerifyFailure::Head("the export has no signed tree head".into()))?;
+    check_head(&head, key, &leaves)?;
+    Ok(ExportReport { entries, head })
+}

@@ -1,0 +1,390 @@
+//! The signed, append-only, hash-chained ledger every node keeps.
+//!
+//! - [`entry`]: the entry format; [`merkle`]: RFC 6962 tree and proofs;
+//!   [`head`]: signed tree heads — all pure.
+//! - [`segment`]: the append-only segment file, the durability point.
+//! - this module: [`Ledger`], which recovers from the segment on open, keeps
+//!   the sled indexes caught up, and appends through one writer thread that
+//!   group-commits (many appends, one write, one `fdatasync`).
+//! - [`verify`] and [`export`]: checking a ledger at rest or an export.
+
+pub mod entry;
+pub mod export;
+pub mod head;
+pub mod merkle;
+pub mod segment;
+pub mod verify;
+mod writer;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::Clock;
+use crate::crypto;
+use crate::storage::{KvStore, SledStore, StoreError, WriteBatch};
+pub use entry::{Body, Entry, EntryKind, FormatError};
+pub use head::SignedTreeHead;
+use merkle::{Frontier, Hash};
+use segment::{Segment, SegmentError, TornTail};
+
+/// Most appends waiting for the writer; further callers wait for room.
+pub const QUEUE_CAPACITY: usize = 16_384;
+/// Most entries in one group commit.
+pub const MAX_BATCH_ENTRIES: usize = 8_192;
+/// Entries indexed per store batch while catching up on open.
+const CATCH_UP_BATCH: usize = 10_000;
+
+pub const SEGMENT_FILE: &str = "ledger.seg";
+pub const INDEX_DIR: &str = "index";
+
+/// Why an append or a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("idempotency key {key:?} is already used by entry {seq} with a different body")]
+    IdempotencyConflict { key: String, seq: u64 },
+    #[error("bad entry: {0}")]
+    Format(#[from] FormatError),
+    #[error("{0}")]
+    Segment(#[from] SegmentError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("ledger I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("ledger is corrupt at entry {seq}: {reason}")]
+    Corrupt { seq: u64, reason: String },
+    #[error("the ledger's key does not match this segment's owner")]
+    WrongKey,
+    #[error("the ledger has stopped accepting appends after a storage failure; restart to recover")]
+    Failed,
+    #[error("the ledger is closed")]
+    Closed,
+}
+
+/// The outcome of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    pub hash: Hash,
+    pub timestamp_ms: i64,
+    /// The key was already used with the identical body: this is that entry.
+    pub existing: bool,
+}
+
+/// Index keys in the store.
+pub(crate) mod keys {
+    pub const APPLIED: &[u8] = b"m/applied";
+    pub const HEAD: &[u8] = b"m/head";
+
+    pub fn location(seq: u64) -> Vec<u8> {
+        [b"l/".as_slice(), &seq.to_be_bytes()].concat()
+    }
+    pub fn idem(key: &str) -> Vec<u8> {
+        [b"k/".as_slice(), key.as_bytes()].concat()
+    }
+    pub fn hash(h: &[u8; 32]) -> Vec<u8> {
+        [b"h/".as_slice(), h.as_slice()].concat()
+    }
+}
+
+/// Adds the indexes of one entry to a batch.
+pub(crate) fn index_entry(batch: &mut WriteBatch, seq: u64, offset: u64, entry: &[u8], hash: &Hash, key: &str) {
+    let mut loc = offset.to_be_bytes().to_vec();
+    loc.extend_from_slice(&(entry.len() as u32).to_be_bytes());
+    batch.put(keys::location(seq), loc);
+    batch.put(keys::idem(key), seq.to_be_bytes().to_vec());
+    batch.put(keys::hash(hash), seq.to_be_bytes().to_vec());
+}
+
+/// The tree as of the last group commit.
+pub(crate) struct TreeState {
+    pub leaves: Vec<Hash>,
+    pub frontier: Frontier,
+    pub last_hash: Hash,
+    pub last_timestamp_ms: i64,
+    pub head: SignedTreeHead,
+}
+
+pub(crate) struct Shared {
+    pub key: SigningKey,
+    pub public: VerifyingKey,
+    pub store: Arc<dyn KvStore>,
+    pub reader: File,
+    pub state: RwLock<TreeState>,
+    /// Group commits (write + fdatasync) since open.
+    pub commits: std::sync::atomic::AtomicU64,
+}
+
+/// What the writer is asked to append.
+pub(crate) struct Pending {
+    pub body: Body,
+    pub body_bytes: Vec<u8>,
+    pub signature: [u8; 64],
+    pub reply: oneshot::Sender<Result<Appended, LedgerError>>,
+}
+
+/// What opening found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    pub entries: u64,
+    /// Entries the index had to catch up on.
+    pub reindexed: u64,
+    pub torn_tail: Option<TornTail>,
+    /// The index could not be opened and was rebuilt from the log.
+    pub index_rebuilt: bool,
+}
+
+pub struct Ledger {
+    tx: Option<mpsc::Sender<Pending>>,
+    shared: Arc<Shared>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    recovery: Recovery,
+    dir: PathBuf,
+}
+
+impl Ledger {
+    /// Opens the ledger in `dir` (creating it), recovering from the segment.
+    pub fn open(dir: &Path, key: SigningKey, clock: Arc<dyn Clock>) -> Result<Ledger, LedgerError> {
+        std::fs::create_dir_all(dir)?;
+        let public = key.verifying_key();
+        let (store, index_rebuilt) = open_store(&dir.join(INDEX_DIR))?;
+        let applied = read_u64(store.get(keys::APPLIED)?.as_deref()).unwrap_or(0);
+        let mut leaves = Vec::new();
+        let mut frontier = Frontier::default();
+        let mut last_hash = [0u8; 32];
+        let mut last_ts = i64::MIN;
+        let mut batch = WriteBatch::default();
+        let mut reindexed = 0u64;
+        let (segment, torn_tail) = Segment::open(&dir.join(SEGMENT_FILE), public.as_bytes(), |rec| {
+            let seq = leaves.len() as u64;
+            let corrupt = |reason: String| SegmentError::Corrupt { offset: rec.offset, reason, tail: 0 };
+            let hash = entry::entry_hash(&rec.bytes);
+            let leaf = merkle::leaf_hash(&rec.bytes);
+            let e = Entry::decode(rec.bytes).map_err(|err| corrupt(format!("entry {seq}: {err}")))?;
+            if e.frame.seq != seq || e.frame.prev_hash != last_hash {
+                return Err(corrupt(format!("entry {seq} is out of sequence or breaks the hash chain")));
+            }
+            if seq >= applied {
+                index_entry(&mut batch, seq, rec.offset, &e.bytes, &hash, &e.body.key);
+                reindexed += 1;
+                if batch.len() >= CATCH_UP_BATCH * 3 {
+                    let mut b = std::mem::take(&mut batch);
+                    b.put(keys::APPLIED.to_vec(), (seq + 1).to_be_bytes().to_vec());
+                    store.apply(b).map_err(|e| corrupt(e.to_string()))?;
+                }
+            }
+            leaves.push(leaf);
+            frontier.push(leaf);
+            last_hash = hash;
+            last_ts = e.frame.timestamp_ms;
+            Ok(())
+        })
+        .map_err(|e| match e {
+            SegmentError::BadHeader => LedgerError::WrongKey,
+            other => LedgerError::Segment(other),
+        })?;
+        let len = leaves.len() as u64;
+        if applied > len {
+            return Err(LedgerError::Corrupt {
+                seq: len,
+                reason: format!("the index acknowledges {applied} entries but the log holds {len}"),
+            });
+        }
+        let stored_head = store.get(keys::HEAD)?.and_then(|b| SignedTreeHead::decode(&b));
+        let head = match stored_head {
+            Some(h) if h.size == len && h.root == frontier.root() && h.verify(&public) => h,
+            _ => SignedTreeHead::sign(&key, len, frontier.root(), clock.now_ms().max(last_ts)),
+        };
+        batch.put(keys::APPLIED.to_vec(), len.to_be_bytes().to_vec());
+        batch.put(keys::HEAD.to_vec(), head.encode());
+        store.apply(batch)?;
+        store.flush()?;
+        let reader = segment.try_clone_file()?;
+        let shared = Arc::new(Shared {
+            key,
+            public,
+            store,
+            reader,
+            state: RwLock::new(TreeState { leaves, frontier, last_hash, last_timestamp_ms: last_ts, head }),
+            commits: std::sync::atomic::AtomicU64::new(0),
+        });
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let writer = writer::spawn(segment, Arc::clone(&shared), clock, rx)?;
+        Ok(Ledger {
+            tx: Some(tx),
+            shared,
+            writer: Some(writer),
+            recovery: Recovery { entries: len, reindexed, torn_tail, index_rebuilt },
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn recovery(&self) -> Recovery {
+        self.recovery
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn public_key(&self) -> VerifyingKey {
+        self.shared.public
+    }
+
+    /// Signs the body in the caller's thread (so signing runs in parallel) and
+    /// queues it for the writer.
+    fn prepare(
+        &self,
+        kind: EntryKind,
+        key: &str,
+        payload: Vec<u8>,
+    ) -> Result<(Pending, oneshot::Receiver<Result<Appended, LedgerError>>), LedgerError> {
+        let body = Body { kind, key: key.to_string(), payload };
+        body.validate()?;
+        let body_bytes = body.encode();
+        let signature = crypto::sign(&self.shared.key, entry::ENTRY_DOMAIN, &body_bytes).to_bytes();
+        let (reply, rx) = oneshot::channel();
+        Ok((Pending { body, body_bytes, signature, reply }, rx))
+    }
+
+    /// Appends an entry; returns once it is durable. Appending an existing
+    /// key with the identical body returns that entry (`existing`); with a
+    /// different body it is refused.
+    pub async fn append(&self, kind: EntryKind, key: &str, payload: Vec<u8>) -> Result<Appended, LedgerError> {
+        let (pending, rx) = self.prepare(kind, key, payload)?;
+        let tx = self.tx.as_ref().ok_or(LedgerError::Closed)?;
+        tx.send(pending).await.map_err(|_| LedgerError::Closed)?;
+        rx.await.map_err(|_| LedgerError::Failed)?
+    }
+
+    /// [`Ledger::append`] for callers outside an async runtime.
+    pub fn append_blocking(&self, kind: EntryKind, key: &str, payload: Vec<u8>) -> Result<Appended, LedgerError> {
+        let (pending, rx) = self.prepare(kind, key, payload)?;
+        let tx = self.tx.as_ref().ok_or(LedgerError::Closed)?;
+        tx.blocking_send(pending).map_err(|_| LedgerError::Closed)?;
+        rx.blocking_recv().map_err(|_| LedgerError::Failed)?
+    }
+
+    /// Number of durable entries.
+    pub fn len(&self) -> u64 {
+        self.read_state(|s| s.leaves.len() as u64)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read_state<T>(&self, f: impl FnOnce(&TreeState) -> T) -> T {
+        match self.shared.state.read() {
+            Ok(s) => f(&s),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    /// Group commits (one write and one `fdatasync` each) since open.
+    pub fn commits(&self) -> u64 {
+        self.shared.commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The latest signed tree head (one is signed at every group commit).
+    pub fn head(&self) -> SignedTreeHead {
+        self.read_state(|s| s.head)
+    }
+
+    pub fn entry(&self, seq: u64) -> Result<Option<Entry>, LedgerError> {
+        let Some(loc) = self.shared.store.get(&keys::location(seq))? else {
+            return Ok(None);
+        };
+        let offset = read_u64(Some(&loc[..8])).ok_or(LedgerError::Corrupt { seq, reason: "bad location".into() })?;
+        let bytes = segment::read_record(&self.shared.reader, offset)?;
+        let e = Entry::decode(bytes).map_err(|err| LedgerError::Corrupt { seq, reason: err.to_string() })?;
+        if e.frame.seq != seq {
+            return Err(LedgerError::Corrupt { seq, reason: format!("index points at entry {}", e.frame.seq) });
+        }
+        Ok(Some(e))
+    }
+
+    pub fn entry_by_key(&self, key: &str) -> Result<Option<Entry>, LedgerError> {
+        match read_u64(self.shared.store.get(&keys::idem(key))?.as_deref()) {
+            Some(seq) => self.entry(seq),
+            None => Ok(None),
+        }
+    }
+
+    pub fn entry_by_hash(&self, hash: &Hash) -> Result<Option<Entry>, LedgerError> {
+        match read_u64(self.shared.store.get(&keys::hash(hash))?.as_deref()) {
+            Some(seq) => self.entry(seq),
+            None => Ok(None),
+        }
+    }
+
+    /// Leaf hash of `seq` and its audit path in the tree of `size` entries.
+    pub fn inclusion_proof(&self, seq: u64, size: u64) -> Option<(Hash, Vec<Hash>)> {
+        self.read_state(|s| {
+            let size = usize::try_from(size).ok().filter(|n| *n <= s.leaves.len())?;
+            let i = usize::try_from(seq).ok()?;
+            let proof = merkle::inclusion_proof(&s.leaves[..size], i)?;
+            Some((s.leaves[i], proof))
+        })
+    }
+
+    /// Proof that the tree of `old` entries is a prefix of the tree of `new`.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Option<Vec<Hash>> {
+        self.read_state(|s| {
+            let new = usize::try_from(new).ok().filter(|n| *n <= s.leaves.len())?;
+            merkle::consistency_proof(&s.leaves[..new], usize::try_from(old).ok()?)
+        })
+    }
+
+    /// Root of the first `size` entries.
+    pub fn root_at(&self, size: u64) -> Option<Hash> {
+        self.read_state(|s| {
+            usize::try_from(size).ok().filter(|n| *n <= s.leaves.len()).map(|n| merkle::root(&s.leaves[..n]))
+        })
+    }
+
+    /// Stops the writer after the queued appends and flushes the index.
+    pub fn close(mut self) -> Result<(), LedgerError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), LedgerError> {
+        self.tx.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        self.shared.store.flush()?;
+        Ok(())
+    }
+
+    /// Verifies a body signature with this ledger's key (for tests and tools).
+    pub fn verify_entry_signature(&self, e: &Entry) -> bool {
+        crypto::verify(&self.shared.public, entry::ENTRY_DOMAIN, e.body_bytes(), &Signature::from_bytes(&e.signature))
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+pub(crate) fn read_u64(b: Option<&[u8]>) -> Option<u64> {
+    b.and_then(|b| b.get(..8)).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
+}
+
+/// Opens the index; one that cannot be opened is moved aside and rebuilt.
+fn open_store(path: &Path) -> Result<(Arc<dyn KvStore>, bool), LedgerError> {
+    match SledStore::open(path) {
+        Ok(s) => Ok((Arc::new(s), false)),
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "index cannot be opened; rebuilding it from the log");
+            let aside = path.with_extension(format!("broken-{}", std::process::id()));
+            std::fs::rename(path, &aside)?;
+            Ok((Arc::new(SledStore::open(path)?), true))
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Derived state on sled, behind a small trait. This is the only file that
+//! imports sled.
+//!
+//! sled is not the durability point (its `flush()` is not an fsync on Linux):
+//! the ledger's segment file is. Everything here is derived from the log and
+//! brought up to date from it on start; a store that is behind is caught up, a
+//! store that cannot be opened or disagrees with the log is rebuilt.
+//!
+//! One sled tree, keys prefixed by what they index, so one batch is atomic.
+
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+#[error("index store: {0}")]
+pub struct StoreError(pub String);
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// Writes applied together, atomically.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    pub(crate) ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl WriteBatch {
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((key, Some(value)));
+    }
+
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.ops.push((key, None));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Key-value pairs in key order.
+pub type KvIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a>;
+
+/// A key-value store with atomic batches.
+pub trait KvStore: Send + Sync {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// Keys and values with the given prefix, in key order.
+    fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_>;
+    /// Asks the store to write out what it holds (not a durability point).
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+pub struct SledStore {
+    db: sled::Db,
+}
+
+impl SledStore {
+    pub fn open(path: &Path) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new().path(path).cache_capacity(64 * 1024 * 1024).open()?;
+        Ok(SledStore { db })
+    }
+
+    /// Measures sled's raw rate of `insert` + `flush()` pairs for `seconds`,
+    /// for the benchmark table (what sled alone calls durable).
+    pub fn raw_flush_rate(path: &Path, seconds: f64) -> Result<(u64, f64), StoreError> {
+        let db = sled::Config::new().path(path).open()?;
+        let start = std::time::Instant::now();
+        let mut n = 0u64;
+        while start.elapsed().as_secs_f64() < seconds {
+            db.insert(n.to_be_bytes(), &[0u8; 64][..])?;
+            db.flush()?;
+            n += 1;
+        }
+        Ok((n, start.elapsed().as_secs_f64()))
+    }
+}
+
+impl KvStore for SledStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for (k, v) in batch.ops {
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        }
+        Ok(self.db.apply_batch(b)?)
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_> {
+        Box::new(
+            self.db.scan_prefix(prefix).map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(StoreError::from)),
+        )
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
