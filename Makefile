@@ -25,5 +25,6 @@ fmt:
 demo:
 	$(CARGO) run --release -- calc --rules clearing_rules --case tests/cases/example_a.json
 
+# Throughput figures: a table, then `BENCH name=value` lines.
 bench:
-	@echo "no benchmarks yet"
+	$(CARGO) run --release -- bench ledger

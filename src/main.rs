@@ -40,6 +40,11 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Benchmarks: a table, then one `BENCH name=value` line per figure.
+    Bench {
+        #[command(subcommand)]
+        command: cli::bench_cmd::BenchCommand,
+    },
     /// Ledger tools: verify, export, verify-export, head, prove.
     Ledger {
         #[command(subcommand)]
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
         Command::Rules { rules } => check_rules(&rules),
         Command::Keygen { out } => keygen(&out),
         Command::Ledger { command } => cli::ledger_cmd::run(command),
+        Command::Bench { command } => cli::bench_cmd::run(command),
     }
 }
 

@@ -113,7 +113,10 @@ pub fn verify_export(input: &mut dyn BufRead, key: &VerifyingKey) -> Result<Expo
     // Lines are read as bytes: a damaged byte may not be UTF-8, and must
     // still be reported against its entry.
     let mut lines = input.split(b'\n');
-    let first = lines.next().ok_or_else(|| VerifyFailure::Other("empty export".into()))?.map_err(|e| VerifyFailure::Other(e.to_string()))?;
+    let first = lines
+        .next()
+        .ok_or_else(|| VerifyFailure::Other("empty export".into()))?
+        .map_err(|e| VerifyFailure::Other(e.to_string()))?;
     let header: Value = serde_json::from_slice(&first).map_err(|e| VerifyFailure::Other(format!("line 1: {e}")))?;
     if header.get("xclear_ledger_export") != Some(&json!(1)) {
         return Err(VerifyFailure::Other("line 1: not an xclear ledger export".into()));

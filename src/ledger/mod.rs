@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
+use sha2::Digest;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
@@ -79,29 +80,39 @@ pub(crate) mod keys {
     pub const APPLIED: &[u8] = b"m/applied";
     pub const HEAD: &[u8] = b"m/head";
 
-    pub fn location(seq: u64) -> Vec<u8> {
-        [b"l/".as_slice(), &seq.to_be_bytes()].concat()
-    }
+    /// Idempotency key (the fact's id) -> seq u64 || segment offset u64.
     pub fn idem(key: &str) -> Vec<u8> {
         [b"k/".as_slice(), key.as_bytes()].concat()
     }
-    pub fn hash(h: &[u8; 32]) -> Vec<u8> {
-        [b"h/".as_slice(), h.as_slice()].concat()
-    }
 }
 
-/// Adds the indexes of one entry to a batch.
-pub(crate) fn index_entry(batch: &mut WriteBatch, seq: u64, offset: u64, entry: &[u8], hash: &Hash, key: &str) {
-    let mut loc = offset.to_be_bytes().to_vec();
-    loc.extend_from_slice(&(entry.len() as u32).to_be_bytes());
-    batch.put(keys::location(seq), loc);
-    batch.put(keys::idem(key), seq.to_be_bytes().to_vec());
-    batch.put(keys::hash(hash), seq.to_be_bytes().to_vec());
+/// Adds the index of one entry to a batch: one record per entry, so that the
+/// index costs one store write per append.
+pub(crate) fn index_entry(batch: &mut WriteBatch, seq: u64, offset: u64, key: &str) {
+    let mut v = seq.to_be_bytes().to_vec();
+    v.extend_from_slice(&offset.to_be_bytes());
+    batch.put(keys::idem(key), v);
+}
+
+/// (seq, offset) of an index record.
+pub(crate) fn read_index(v: &[u8]) -> Option<(u64, u64)> {
+    Some((read_u64(v.get(..8))?, read_u64(v.get(8..16))?))
+}
+
+/// A 64-bit digest of an idempotency key, for the in-memory filter that lets
+/// a new key skip the store lookup.
+pub(crate) fn key_digest(key: &str) -> u64 {
+    let d = sha2::Sha256::digest(key.as_bytes());
+    u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
 /// The tree as of the last group commit.
 pub(crate) struct TreeState {
     pub leaves: Vec<Hash>,
+    /// Segment offset of each entry, by seq.
+    pub offsets: Vec<u64>,
+    /// Digests of every key in the ledger (collisions are resolved in the store).
+    pub key_digests: std::collections::HashSet<u64>,
     pub frontier: Frontier,
     pub last_hash: Hash,
     pub last_timestamp_ms: i64,
@@ -153,6 +164,8 @@ impl Ledger {
         let (store, index_rebuilt) = open_store(&dir.join(INDEX_DIR))?;
         let applied = read_u64(store.get(keys::APPLIED)?.as_deref()).unwrap_or(0);
         let mut leaves = Vec::new();
+        let mut offsets = Vec::new();
+        let mut key_digests = std::collections::HashSet::new();
         let mut frontier = Frontier::default();
         let mut last_hash = [0u8; 32];
         let mut last_ts = i64::MIN;
@@ -168,15 +181,17 @@ impl Ledger {
                 return Err(corrupt(format!("entry {seq} is out of sequence or breaks the hash chain")));
             }
             if seq >= applied {
-                index_entry(&mut batch, seq, rec.offset, &e.bytes, &hash, &e.body.key);
+                index_entry(&mut batch, seq, rec.offset, &e.body.key);
                 reindexed += 1;
-                if batch.len() >= CATCH_UP_BATCH * 3 {
+                if batch.len() >= CATCH_UP_BATCH {
                     let mut b = std::mem::take(&mut batch);
                     b.put(keys::APPLIED.to_vec(), (seq + 1).to_be_bytes().to_vec());
                     store.apply(b).map_err(|e| corrupt(e.to_string()))?;
                 }
             }
             leaves.push(leaf);
+            offsets.push(rec.offset);
+            key_digests.insert(key_digest(&e.body.key));
             frontier.push(leaf);
             last_hash = hash;
             last_ts = e.frame.timestamp_ms;
@@ -208,7 +223,15 @@ impl Ledger {
             public,
             store,
             reader,
-            state: RwLock::new(TreeState { leaves, frontier, last_hash, last_timestamp_ms: last_ts, head }),
+            state: RwLock::new(TreeState {
+                leaves,
+                offsets,
+                key_digests,
+                frontier,
+                last_hash,
+                last_timestamp_ms: last_ts,
+                head,
+            }),
             commits: std::sync::atomic::AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
@@ -295,28 +318,20 @@ impl Ledger {
     }
 
     pub fn entry(&self, seq: u64) -> Result<Option<Entry>, LedgerError> {
-        let Some(loc) = self.shared.store.get(&keys::location(seq))? else {
+        let Some(offset) = self.read_state(|s| usize::try_from(seq).ok().and_then(|i| s.offsets.get(i).copied()))
+        else {
             return Ok(None);
         };
-        let offset = read_u64(Some(&loc[..8])).ok_or(LedgerError::Corrupt { seq, reason: "bad location".into() })?;
-        let bytes = segment::read_record(&self.shared.reader, offset)?;
-        let e = Entry::decode(bytes).map_err(|err| LedgerError::Corrupt { seq, reason: err.to_string() })?;
-        if e.frame.seq != seq {
-            return Err(LedgerError::Corrupt { seq, reason: format!("index points at entry {}", e.frame.seq) });
-        }
-        Ok(Some(e))
+        read_entry(&self.shared.reader, seq, offset).map(Some)
     }
 
     pub fn entry_by_key(&self, key: &str) -> Result<Option<Entry>, LedgerError> {
-        match read_u64(self.shared.store.get(&keys::idem(key))?.as_deref()) {
-            Some(seq) => self.entry(seq),
-            None => Ok(None),
-        }
-    }
-
-    pub fn entry_by_hash(&self, hash: &Hash) -> Result<Option<Entry>, LedgerError> {
-        match read_u64(self.shared.store.get(&keys::hash(hash))?.as_deref()) {
-            Some(seq) => self.entry(seq),
+        match self.shared.store.get(&keys::idem(key))? {
+            Some(v) => {
+                let (seq, offset) = read_index(&v)
+                    .ok_or(LedgerError::Corrupt { seq: 0, reason: format!("bad index record for {key:?}") })?;
+                read_entry(&self.shared.reader, seq, offset).map(Some)
+            }
             None => Ok(None),
         }
     }
@@ -370,6 +385,16 @@ impl Drop for Ledger {
     fn drop(&mut self) {
         let _ = self.shutdown();
     }
+}
+
+/// Reads and decodes the entry at `offset`, which must be entry `seq`.
+pub(crate) fn read_entry(file: &File, seq: u64, offset: u64) -> Result<Entry, LedgerError> {
+    let bytes = segment::read_record(file, offset)?;
+    let e = Entry::decode(bytes).map_err(|err| LedgerError::Corrupt { seq, reason: err.to_string() })?;
+    if e.frame.seq != seq {
+        return Err(LedgerError::Corrupt { seq, reason: format!("index points at entry {}", e.frame.seq) });
+    }
+    Ok(e)
 }
 
 pub(crate) fn read_u64(b: Option<&[u8]>) -> Option<u64> {

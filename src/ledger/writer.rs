@@ -11,7 +11,10 @@ use tokio::sync::mpsc;
 use super::entry::{self, Frame};
 use super::head::SignedTreeHead;
 use super::segment::{Segment, MAX_BATCH_BYTES};
-use super::{index_entry, keys, merkle, read_u64, Appended, LedgerError, Pending, Shared, MAX_BATCH_ENTRIES};
+use super::{
+    index_entry, key_digest, keys, merkle, read_entry, read_index, Appended, LedgerError, Pending, Shared,
+    MAX_BATCH_ENTRIES,
+};
 use crate::clock::Clock;
 use crate::storage::WriteBatch;
 
@@ -86,7 +89,11 @@ fn commit(segment: &mut Segment, shared: &Shared, clock: &dyn Clock, group: Vec<
             }
             continue;
         }
-        if let Some(result) = existing(shared, &p)? {
+        let digest = key_digest(&p.body.key);
+        let maybe_known = shared.state.read().map_err(|_| LedgerError::Failed)?.key_digests.contains(&digest);
+        if !maybe_known {
+            // Certainly new: no store lookup needed.
+        } else if let Some(result) = existing(shared, &p)? {
             now.push((p.reply, result));
             continue;
         }
@@ -122,12 +129,14 @@ fn commit(segment: &mut Segment, shared: &Shared, clock: &dyn Clock, group: Vec<
     shared.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut batch = WriteBatch::default();
     for (a, offset) in accepted.iter().zip(&offsets) {
-        index_entry(&mut batch, a.seq, *offset, &a.stored, &a.hash, &a.key);
+        index_entry(&mut batch, a.seq, *offset, &a.key);
     }
     let head = {
         let mut s = shared.state.write().map_err(|_| LedgerError::Failed)?;
-        for a in &accepted {
+        for (a, offset) in accepted.iter().zip(&offsets) {
             s.leaves.push(a.leaf);
+            s.offsets.push(*offset);
+            s.key_digests.insert(key_digest(&a.key));
             s.frontier.push(a.leaf);
         }
         s.last_hash = prev_hash;
@@ -152,14 +161,11 @@ fn commit(segment: &mut Segment, shared: &Shared, clock: &dyn Clock, group: Vec<
 /// An append whose key is already durable: the same body gives back that
 /// entry, a different body is refused.
 fn existing(shared: &Shared, p: &Pending) -> Result<Option<Result<Appended, LedgerError>>, LedgerError> {
-    let Some(seq) = read_u64(shared.store.get(&keys::idem(&p.body.key))?.as_deref()) else {
+    let Some(v) = shared.store.get(&keys::idem(&p.body.key))? else {
         return Ok(None);
     };
-    let loc =
-        shared.store.get(&keys::location(seq))?.ok_or(LedgerError::Corrupt { seq, reason: "no location".into() })?;
-    let offset = read_u64(Some(&loc)).ok_or(LedgerError::Corrupt { seq, reason: "bad location".into() })?;
-    let bytes = super::segment::read_record(&shared.reader, offset)?;
-    let e = entry::Entry::decode(bytes).map_err(|err| LedgerError::Corrupt { seq, reason: err.to_string() })?;
+    let (seq, offset) = read_index(&v).ok_or(LedgerError::Corrupt { seq: 0, reason: "bad index record".into() })?;
+    let e = read_entry(&shared.reader, seq, offset)?;
     if e.body_bytes() == p.body_bytes.as_slice() {
         Ok(Some(Ok(Appended { seq, hash: e.hash(), timestamp_ms: e.frame.timestamp_ms, existing: true })))
     } else {
