@@ -127,6 +127,26 @@ pub(crate) struct Shared {
     pub state: RwLock<TreeState>,
     /// Group commits (write + fdatasync) since open.
     pub commits: std::sync::atomic::AtomicU64,
+    /// Keys durable in the segment but not yet in the store: (seq, offset).
+    pub unindexed: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
+    /// Set when the store failed: appends stop until a restart recovers.
+    pub failed: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    /// (seq, offset) of a key, from the not-yet-indexed keys or the store.
+    pub(crate) fn locate_key(&self, key: &str) -> Result<Option<(u64, u64)>, LedgerError> {
+        let recent = self.unindexed.lock().map_err(|_| LedgerError::Failed)?.get(key).copied();
+        if recent.is_some() {
+            return Ok(recent);
+        }
+        match self.store.get(&keys::idem(key))? {
+            Some(v) => read_index(&v)
+                .map(Some)
+                .ok_or(LedgerError::Corrupt { seq: 0, reason: format!("bad index record for {key:?}") }),
+            None => Ok(None),
+        }
+    }
 }
 
 /// What the writer is asked to append.
@@ -233,6 +253,8 @@ impl Ledger {
                 head,
             }),
             commits: std::sync::atomic::AtomicU64::new(0),
+            unindexed: std::sync::Mutex::new(std::collections::HashMap::new()),
+            failed: std::sync::atomic::AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let writer = writer::spawn(segment, Arc::clone(&shared), clock, rx)?;
@@ -326,12 +348,8 @@ impl Ledger {
     }
 
     pub fn entry_by_key(&self, key: &str) -> Result<Option<Entry>, LedgerError> {
-        match self.shared.store.get(&keys::idem(key))? {
-            Some(v) => {
-                let (seq, offset) = read_index(&v)
-                    .ok_or(LedgerError::Corrupt { seq: 0, reason: format!("bad index record for {key:?}") })?;
-                read_entry(&self.shared.reader, seq, offset).map(Some)
-            }
+        match self.shared.locate_key(key)? {
+            Some((seq, offset)) => read_entry(&self.shared.reader, seq, offset).map(Some),
             None => Ok(None),
         }
     }

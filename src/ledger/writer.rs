@@ -1,9 +1,12 @@
 //! The single writer: collects queued appends into a group, resolves
 //! idempotency keys, assigns sequence numbers, timestamps and links, writes
-//! the group with one `fdatasync`, indexes it in one atomic store batch,
-//! signs a tree head, and only then answers every caller.
+//! the group with one `fdatasync`, signs a tree head, and only then answers
+//! every caller. The group's index records go, in one atomic batch, to an
+//! indexer thread, so that the store's work overlaps the next group's sync;
+//! until they are applied the keys are found in `Shared::unindexed`.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -12,8 +15,7 @@ use super::entry::{self, Frame};
 use super::head::SignedTreeHead;
 use super::segment::{Segment, MAX_BATCH_BYTES};
 use super::{
-    index_entry, key_digest, keys, merkle, read_entry, read_index, Appended, LedgerError, Pending, Shared,
-    MAX_BATCH_ENTRIES,
+    index_entry, key_digest, keys, merkle, read_entry, Appended, LedgerError, Pending, Shared, MAX_BATCH_ENTRIES,
 };
 use crate::clock::Clock;
 use crate::storage::WriteBatch;
@@ -27,7 +29,69 @@ pub(crate) fn spawn(
     std::thread::Builder::new().name("ledger-writer".into()).spawn(move || run(segment, shared, clock, rx))
 }
 
+/// Index batches waiting for the indexer; the writer waits when it is full.
+const INDEX_QUEUE: usize = 64;
+
+/// One group's index records and the keys they cover.
+struct IndexJob {
+    batch: WriteBatch,
+    keys: Vec<String>,
+}
+
 fn run(mut segment: Segment, shared: Arc<Shared>, clock: Arc<dyn Clock>, mut rx: mpsc::Receiver<Pending>) {
+    let (index_tx, index_rx) = std::sync::mpsc::sync_channel::<IndexJob>(INDEX_QUEUE);
+    let indexer_shared = Arc::clone(&shared);
+    let indexer =
+        std::thread::Builder::new().name("ledger-indexer".into()).spawn(move || index(indexer_shared, index_rx));
+    let indexer = match indexer {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the ledger indexer");
+            shared.failed.store(true, Ordering::SeqCst);
+            while let Some(p) = rx.blocking_recv() {
+                let _ = p.reply.send(Err(LedgerError::Failed));
+            }
+            return;
+        }
+    };
+    write_loop(&mut segment, &shared, clock.as_ref(), &mut rx, &index_tx);
+    drop(index_tx);
+    let _ = indexer.join();
+}
+
+/// Applies index batches in order; several queued ones go in one store batch.
+fn index(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<IndexJob>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = first.batch;
+        let mut keys = first.keys;
+        while let Ok(more) = rx.try_recv() {
+            batch.ops.extend(more.batch.ops);
+            keys.extend(more.keys);
+        }
+        match shared.store.apply(batch) {
+            Ok(()) => {
+                if let Ok(mut u) = shared.unindexed.lock() {
+                    for k in &keys {
+                        u.remove(k);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "ledger index failed; refusing further appends until restart");
+                shared.failed.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+}
+
+fn write_loop(
+    segment: &mut Segment,
+    shared: &Shared,
+    clock: &dyn Clock,
+    rx: &mut mpsc::Receiver<Pending>,
+    index_tx: &std::sync::mpsc::SyncSender<IndexJob>,
+) {
     let mut failed = false;
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
@@ -41,13 +105,13 @@ fn run(mut segment: Segment, shared: Arc<Shared>, clock: Arc<dyn Clock>, mut rx:
                 Err(_) => break,
             }
         }
-        if failed {
+        if failed || shared.failed.load(Ordering::SeqCst) {
             for p in group {
                 let _ = p.reply.send(Err(LedgerError::Failed));
             }
             continue;
         }
-        if let Err(e) = commit(&mut segment, &shared, clock.as_ref(), group) {
+        if let Err(e) = commit(segment, shared, clock, group, index_tx) {
             tracing::error!(error = %e, "ledger append failed; refusing further appends until restart");
             failed = true;
         }
@@ -67,7 +131,13 @@ struct Accepted {
 type ReplyTo = tokio::sync::oneshot::Sender<Result<Appended, LedgerError>>;
 type Reply = (ReplyTo, Result<Appended, LedgerError>);
 
-fn commit(segment: &mut Segment, shared: &Shared, clock: &dyn Clock, group: Vec<Pending>) -> Result<(), LedgerError> {
+fn commit(
+    segment: &mut Segment,
+    shared: &Shared,
+    clock: &dyn Clock,
+    group: Vec<Pending>,
+    index_tx: &std::sync::mpsc::SyncSender<IndexJob>,
+) -> Result<(), LedgerError> {
     let (mut next_seq, mut prev_hash, mut last_ts) = {
         let s = shared.state.read().map_err(|_| LedgerError::Failed)?;
         (s.leaves.len() as u64, s.last_hash, s.last_timestamp_ms)
@@ -125,11 +195,16 @@ fn commit(segment: &mut Segment, shared: &Shared, clock: &dyn Clock, group: Vec<
             return Err(LedgerError::Io(e));
         }
     };
-    // Durable from here on. Index, sign the new head, publish, answer.
-    shared.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Durable from here on: publish the keys, sign the new head, queue the
+    // index batch, answer.
+    shared.commits.fetch_add(1, Ordering::Relaxed);
     let mut batch = WriteBatch::default();
-    for (a, offset) in accepted.iter().zip(&offsets) {
-        index_entry(&mut batch, a.seq, *offset, &a.key);
+    {
+        let mut u = shared.unindexed.lock().map_err(|_| LedgerError::Failed)?;
+        for (a, offset) in accepted.iter().zip(&offsets) {
+            index_entry(&mut batch, a.seq, *offset, &a.key);
+            u.insert(a.key.clone(), (a.seq, *offset));
+        }
     }
     let head = {
         let mut s = shared.state.write().map_err(|_| LedgerError::Failed)?;
@@ -146,25 +221,21 @@ fn commit(segment: &mut Segment, shared: &Shared, clock: &dyn Clock, group: Vec<
     };
     batch.put(keys::APPLIED.to_vec(), next_seq.to_be_bytes().to_vec());
     batch.put(keys::HEAD.to_vec(), head.encode());
-    let indexed = shared.store.apply(batch);
+    let keys = accepted.iter().map(|a| a.key.clone()).collect();
+    let queued = index_tx.send(IndexJob { batch, keys });
     for (reply, i, existing) in later {
         let a = &accepted[i];
-        let result = match &indexed {
-            Ok(()) => Ok(Appended { seq: a.seq, hash: a.hash, timestamp_ms: a.timestamp_ms, existing }),
-            Err(_) => Err(LedgerError::Failed),
-        };
-        let _ = reply.send(result);
+        let _ = reply.send(Ok(Appended { seq: a.seq, hash: a.hash, timestamp_ms: a.timestamp_ms, existing }));
     }
-    indexed.map_err(LedgerError::Store)
+    queued.map_err(|_| LedgerError::Failed)
 }
 
 /// An append whose key is already durable: the same body gives back that
 /// entry, a different body is refused.
 fn existing(shared: &Shared, p: &Pending) -> Result<Option<Result<Appended, LedgerError>>, LedgerError> {
-    let Some(v) = shared.store.get(&keys::idem(&p.body.key))? else {
+    let Some((seq, offset)) = shared.locate_key(&p.body.key)? else {
         return Ok(None);
     };
-    let (seq, offset) = read_index(&v).ok_or(LedgerError::Corrupt { seq: 0, reason: "bad index record".into() })?;
     let e = read_entry(&shared.reader, seq, offset)?;
     if e.body_bytes() == p.body_bytes.as_slice() {
         Ok(Some(Ok(Appended { seq, hash: e.hash(), timestamp_ms: e.frame.timestamp_ms, existing: true })))
