@@ -13,16 +13,20 @@
 //!   ledger itself (segment file + group commit, indexes in [`storage`]).
 //!
 //! At the edges:
+//! - [`node`]: a region's node (home and treatment sides) over its ledger;
+//!   [`api`]: signed envelopes, wire conversions, errors -> gRPC status.
 //! - [`calc`]: the `xclear calc` JSON interface.
 //! - [`clock`]: time as an argument; [`crypto`]: keys and signatures.
 //! - [`storage`]: sled behind a small trait (the only place that imports sled).
 //! - [`proto`]: generated gRPC types (never edited).
 
+pub mod api;
 pub mod calc;
 pub mod clock;
 pub mod crypto;
 pub mod ledger;
 pub mod money;
+pub mod node;
 pub mod region;
 pub mod rules;
 pub mod settlement;

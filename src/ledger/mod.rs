@@ -354,6 +354,18 @@ impl Ledger {
         }
     }
 
+    /// Calls `f` with every entry from `from` on, in order (for rebuilding
+    /// derived state on start).
+    pub fn for_each(&self, from: u64, mut f: impl FnMut(Entry) -> Result<(), LedgerError>) -> Result<(), LedgerError> {
+        let offsets: Vec<u64> = self.read_state(|s| {
+            s.offsets.get(usize::try_from(from).unwrap_or(usize::MAX)..).map(<[u64]>::to_vec).unwrap_or_default()
+        });
+        for (i, offset) in offsets.into_iter().enumerate() {
+            f(read_entry(&self.shared.reader, from + i as u64, offset)?)?;
+        }
+        Ok(())
+    }
+
     /// Leaf hash of `seq` and its audit path in the tree of `size` entries.
     pub fn inclusion_proof(&self, seq: u64, size: u64) -> Option<(Hash, Vec<Hash>)> {
         self.read_state(|s| {

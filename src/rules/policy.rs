@@ -179,6 +179,8 @@ pub struct BenefitPolicy {
     pub critical_illness: CriticalIllness,
     pub assistance: Assistance,
     pub reductions: Reductions,
+    /// Days a long-term registration must be held before it may be changed or cancelled.
+    pub registration_min_holding_days: u32,
     /// The rules file this came from, for messages.
     pub source: String,
 }

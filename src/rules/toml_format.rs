@@ -67,6 +67,16 @@ pub struct PolicyFile {
     pub critical_illness: CiSection,
     pub assistance: AssistanceSection,
     pub reductions: ReductionsSection,
+    #[serde(default)]
+    pub registration: Option<RegistrationSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationSection {
+    /// Days a long-term registration must be held before a change or cancel.
+    #[serde(default)]
+    pub min_holding_days: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,6 +282,7 @@ impl PolicyFile {
             critical_illness: critical_illness?,
             assistance: assistance?,
             reductions: reductions?,
+            registration_min_holding_days: self.registration.map_or(0, |r| r.min_holding_days),
             source: c.file.to_string(),
         };
         check_reduction_ceilings(c, &policy);

@@ -1,0 +1,99 @@
+//! Conversion between wire (prost) types and domain types, with validation,
+//! in one place: domain code never sees prost types.
+
+use chrono::NaiveDate;
+
+use super::error::NodeError;
+use crate::money::{self, Amount};
+use crate::proto;
+use crate::region::RegionCode;
+use crate::settlement::bill::{MAX_ITEMS_PER_BILL, MAX_PRICE, MAX_QTY, PRICE_SCALE, QTY_SCALE};
+use crate::settlement::{BillItem, BillTotals, Figures};
+
+pub const MAX_MSGID_LEN: usize = 64;
+
+pub fn region(field: &str, text: &str) -> Result<RegionCode, NodeError> {
+    RegionCode::parse(text).map_err(|e| NodeError::bad(field, e.to_string()))
+}
+
+pub fn date(field: &str, text: &str) -> Result<NaiveDate, NodeError> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| NodeError::bad(field, format!("{text:?} is not a date (YYYY-MM-DD)")))
+}
+
+pub fn amount(field: &str, text: &str) -> Result<Amount, NodeError> {
+    Amount::parse_non_negative(text).map_err(|e| NodeError::bad(field, e.to_string()))
+}
+
+pub fn msgid(field: &str, text: &str) -> Result<String, NodeError> {
+    let ok = !text.is_empty() && text.len() <= MAX_MSGID_LEN && text.chars().all(|c| c.is_ascii_graphic() && c != ':');
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(NodeError::bad(field, format!("must be 1–{MAX_MSGID_LEN} printable ASCII characters without ':'")))
+    }
+}
+
+pub fn items(items: &[proto::BillItem]) -> Result<Vec<BillItem>, NodeError> {
+    if items.is_empty() {
+        return Err(NodeError::bad("items", "a bill needs at least one item"));
+    }
+    if items.len() > MAX_ITEMS_PER_BILL {
+        return Err(NodeError::bad("items", format!("{} items, over the limit of {MAX_ITEMS_PER_BILL}", items.len())));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| {
+            let f = |name: &str| format!("items[{i}].{name}");
+            if it.code.is_empty() || it.code.len() > 64 {
+                return Err(NodeError::bad(f("code"), "item code must be 1–64 characters"));
+            }
+            let qty = money::parse_bounded(&it.qty, QTY_SCALE).map_err(|e| NodeError::bad(f("qty"), e.to_string()))?;
+            let price =
+                money::parse_bounded(&it.price, PRICE_SCALE).map_err(|e| NodeError::bad(f("price"), e.to_string()))?;
+            if qty > MAX_QTY || price > MAX_PRICE {
+                return Err(NodeError::bad(f("qty"), "quantity or price over its limit"));
+            }
+            Ok(BillItem { code: it.code.clone(), qty, price })
+        })
+        .collect()
+}
+
+pub fn figures_to_proto(f: &Figures) -> proto::SettlementFigures {
+    proto::SettlementFigures {
+        route: f.route.as_str().to_string(),
+        medfee_sumamt: f.medfee_sumamt.to_string(),
+        fulamt_ownpay_amt: f.fulamt_ownpay_amt.to_string(),
+        overlmt_selfpay: f.overlmt_selfpay.to_string(),
+        preselfpay_amt: f.preselfpay_amt.to_string(),
+        inscp_scp_amt: f.inscp_scp_amt.to_string(),
+        act_pay_dedc: f.act_pay_dedc.to_string(),
+        pool_prop: f.pool_prop.to_string(),
+        hifp_pay: f.hifp_pay.to_string(),
+        hifmi_pay: f.hifmi_pay.to_string(),
+        hifob_pay: f.hifob_pay.to_string(),
+        maf_pay: f.maf_pay.to_string(),
+        fund_pay_sumamt: f.fund_pay_sumamt.to_string(),
+        psn_part_amt: f.psn_part_amt.to_string(),
+    }
+}
+
+/// The bill totals a claim carries.
+pub fn claim_totals(c: &proto::Claim) -> Result<BillTotals, NodeError> {
+    Ok(BillTotals {
+        medfee_sumamt: amount("medfee_sumamt", &c.medfee_sumamt)?,
+        fulamt_ownpay_amt: amount("fulamt_ownpay_amt", &c.fulamt_ownpay_amt)?,
+        overlmt_selfpay: amount("overlmt_selfpay", &c.overlmt_selfpay)?,
+        preselfpay_amt: amount("preselfpay_amt", &c.preselfpay_amt)?,
+        inscp_scp_amt: amount("inscp_scp_amt", &c.inscp_scp_amt)?,
+    })
+}
+
+pub fn set_claim_totals(c: &mut proto::Claim, t: &BillTotals) {
+    c.medfee_sumamt = t.medfee_sumamt.to_string();
+    c.fulamt_ownpay_amt = t.fulamt_ownpay_amt.to_string();
+    c.overlmt_selfpay = t.overlmt_selfpay.to_string();
+    c.preselfpay_amt = t.preselfpay_amt.to_string();
+    c.inscp_scp_amt = t.inscp_scp_amt.to_string();
+}

@@ -1,0 +1,91 @@
+//! Signed envelopes: the signature covers a domain string and the exact
+//! body bytes that were sent; receivers verify those bytes and keep them.
+
+use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
+use prost::Message;
+
+use crate::crypto;
+use crate::proto::Signed;
+
+/// Domains: what a signature is for.
+pub const HOSPITAL_DOMAIN: &[u8] = b"xclear/hospital/v1\0";
+pub const CLAIM_DOMAIN: &[u8] = b"xclear/claim/v1\0";
+pub const CLAIM_RESULT_DOMAIN: &[u8] = b"xclear/claim-result/v1\0";
+pub const ADMIN_DOMAIN: &[u8] = b"xclear/admin/v1\0";
+pub const PEER_QUERY_DOMAIN: &[u8] = b"xclear/peer-query/v1\0";
+
+/// Largest envelope body accepted (a bill of the maximum item count fits).
+pub const MAX_BODY_BYTES: usize = 512 * 1024;
+
+/// Encodes `msg` and signs the bytes.
+pub fn seal<M: Message>(key: &SigningKey, domain: &[u8], signer: &str, msg: &M) -> Signed {
+    let body = msg.encode_to_vec();
+    let signature = crypto::sign(key, domain, &body).to_bytes().to_vec();
+    Signed { body, signature, signer: signer.to_string() }
+}
+
+/// Why an envelope was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("the envelope is not signed")]
+    Unsigned,
+    #[error("the signature does not verify")]
+    BadSignature,
+    #[error("the body is {0} bytes, over the limit")]
+    TooLarge(usize),
+    #[error("the body is not a valid message: {0}")]
+    Malformed(String),
+}
+
+/// Verifies the envelope's signature over its exact body bytes, then decodes.
+pub fn open<M: Message + Default>(env: &Signed, key: &VerifyingKey, domain: &[u8]) -> Result<M, EnvelopeError> {
+    if env.signature.is_empty() {
+        return Err(EnvelopeError::Unsigned);
+    }
+    if env.body.len() > MAX_BODY_BYTES {
+        return Err(EnvelopeError::TooLarge(env.body.len()));
+    }
+    let sig: [u8; 64] = env.signature.as_slice().try_into().map_err(|_| EnvelopeError::BadSignature)?;
+    if !crypto::verify(key, domain, &env.body, &Signature::from_bytes(&sig)) {
+        return Err(EnvelopeError::BadSignature);
+    }
+    M::decode(env.body.as_slice()).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+}
+
+/// Decodes without checking the signature (only to learn who claims to have
+/// signed it, before looking up their key).
+pub fn peek<M: Message + Default>(env: &Signed) -> Result<M, EnvelopeError> {
+    if env.body.len() > MAX_BODY_BYTES {
+        return Err(EnvelopeError::TooLarge(env.body.len()));
+    }
+    M::decode(env.body.as_slice()).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::ContributionYearsRequest;
+
+    #[test]
+    fn seal_and_open() {
+        let k = SigningKey::from_bytes(&[3; 32]);
+        let msg = ContributionYearsRequest { psn_no: "P1".into() };
+        let env = seal(&k, PEER_QUERY_DOMAIN, "654000", &msg);
+        assert_eq!(open::<ContributionYearsRequest>(&env, &k.verifying_key(), PEER_QUERY_DOMAIN), Ok(msg));
+        assert_eq!(
+            open::<ContributionYearsRequest>(&env, &k.verifying_key(), CLAIM_DOMAIN),
+            Err(EnvelopeError::BadSignature)
+        );
+        let mut tampered = env.clone();
+        tampered.body[2] ^= 1;
+        assert_eq!(
+            open::<ContributionYearsRequest>(&tampered, &k.verifying_key(), PEER_QUERY_DOMAIN),
+            Err(EnvelopeError::BadSignature)
+        );
+        let unsigned = Signed { signature: vec![], ..env };
+        assert_eq!(
+            open::<ContributionYearsRequest>(&unsigned, &k.verifying_key(), PEER_QUERY_DOMAIN),
+            Err(EnvelopeError::Unsigned)
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! The edge between the wire and the domain: signed envelopes, conversions
+//! with validation, and the one mapping from outcomes to gRPC statuses.
+
+pub mod convert;
+pub mod envelope;
+pub mod error;
+
+pub use error::NodeError;

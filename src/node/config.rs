@@ -1,0 +1,257 @@
+//! The node's TOML configuration, validated on load.
+//!
+//! ```toml
+//! region = "611000"                   # the region this node serves
+//! listen = "127.0.0.1:50061"
+//! data_dir = "data/611000"            # ledger and indexes
+//! key_file = "keys/611000.key"        # this node's ed25519 key (xclear keygen)
+//! rules_dir = "clearing_rules"
+//! metrics_listen = "127.0.0.1:9161"   # optional Prometheus endpoint
+//!
+//! [[peers]]                           # other regions' nodes
+//! region = "110000"
+//! endpoint = "http://127.0.0.1:50011"
+//! public_key = "<64 hex>"
+//!
+//! [[hospitals]]                       # this region's hospitals
+//! code = "H110105001"
+//! level = 3
+//! public_key = "<64 hex>"
+//! designated = true                   # 定点
+//! cross_region = true                 # open for out-of-region direct settlement
+//!
+//! [[admins]]                          # who may file registrations here
+//! name = "agency"
+//! public_key = "<64 hex>"
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::VerifyingKey;
+use serde::Deserialize;
+
+use crate::crypto;
+use crate::region::RegionCode;
+use crate::settlement::HospitalLevel;
+
+/// Most peers, hospitals and admins one config may list.
+pub const MAX_CONFIG_ENTRIES: usize = 100_000;
+/// Largest config file read.
+pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {key}: {reason}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    region: String,
+    listen: String,
+    data_dir: PathBuf,
+    key_file: PathBuf,
+    rules_dir: PathBuf,
+    #[serde(default)]
+    metrics_listen: Option<String>,
+    #[serde(default)]
+    peers: Vec<RawPeer>,
+    #[serde(default)]
+    hospitals: Vec<RawHospital>,
+    #[serde(default)]
+    admins: Vec<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    region: String,
+    endpoint: String,
+    public_key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHospital {
+    code: String,
+    level: i64,
+    public_key: String,
+    #[serde(default = "yes")]
+    designated: bool,
+    #[serde(default = "yes")]
+    cross_region: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    name: String,
+    public_key: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub region: RegionCode,
+    pub endpoint: String,
+    pub public_key: VerifyingKey,
+}
+
+#[derive(Debug, Clone)]
+pub struct Hospital {
+    pub code: String,
+    pub level: HospitalLevel,
+    pub public_key: VerifyingKey,
+    pub designated: bool,
+    pub cross_region: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub region: RegionCode,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub key_file: PathBuf,
+    pub rules_dir: PathBuf,
+    pub metrics_listen: Option<SocketAddr>,
+    pub peers: BTreeMap<RegionCode, Peer>,
+    pub hospitals: BTreeMap<String, Hospital>,
+    pub admins: BTreeMap<String, VerifyingKey>,
+}
+
+impl NodeConfig {
+    /// Loads a config file; relative paths are taken from the file's directory.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let file = path.display().to_string();
+        let err = |key: &str, reason: String| ConfigError { file: file.clone(), key: key.to_string(), reason };
+        let size = std::fs::metadata(path).map_err(|e| err("-", e.to_string()))?.len();
+        if size > MAX_CONFIG_BYTES {
+            return Err(err("-", format!("{size} bytes, over the limit of {MAX_CONFIG_BYTES}")));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| err("-", e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        NodeConfig::parse(&text, &file, base)
+    }
+
+    pub fn parse(text: &str, file: &str, base: &Path) -> Result<NodeConfig, ConfigError> {
+        let err = |key: &str, reason: String| ConfigError { file: file.to_string(), key: key.to_string(), reason };
+        let de = toml::Deserializer::parse(text).map_err(|e| err("-", format!("not valid TOML: {}", e.message())))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(de)
+            .map_err(|e| err(&e.path().to_string(), e.inner().message().to_string()))?;
+        let region = RegionCode::parse(&raw.region).map_err(|e| err("region", e.to_string()))?;
+        let listen = raw.listen.parse().map_err(|_| err("listen", format!("{:?} is not host:port", raw.listen)))?;
+        let metrics_listen = raw
+            .metrics_listen
+            .as_deref()
+            .map(|m| m.parse().map_err(|_| err("metrics_listen", format!("{m:?} is not host:port"))))
+            .transpose()?;
+        if raw.peers.len() + raw.hospitals.len() + raw.admins.len() > MAX_CONFIG_ENTRIES {
+            return Err(err("-", format!("more than {MAX_CONFIG_ENTRIES} peers, hospitals and admins")));
+        }
+        let key = |k: &str, text: &str| crypto::parse_public_key(text).map_err(|e| err(k, e.to_string()));
+        let mut peers = BTreeMap::new();
+        for (i, p) in raw.peers.iter().enumerate() {
+            let r = RegionCode::parse(&p.region).map_err(|e| err(&format!("peers[{i}].region"), e.to_string()))?;
+            if r == region {
+                return Err(err(&format!("peers[{i}].region"), "a node is not its own peer".into()));
+            }
+            if !(p.endpoint.starts_with("http://") || p.endpoint.starts_with("https://")) {
+                return Err(err(&format!("peers[{i}].endpoint"), format!("{:?} is not an http(s) URL", p.endpoint)));
+            }
+            let public_key = key(&format!("peers[{i}].public_key"), &p.public_key)?;
+            if peers.insert(r, Peer { region: r, endpoint: p.endpoint.clone(), public_key }).is_some() {
+                return Err(err(&format!("peers[{i}].region"), format!("region {r} is listed twice")));
+            }
+        }
+        let mut hospitals = BTreeMap::new();
+        for (i, h) in raw.hospitals.iter().enumerate() {
+            if h.code.is_empty() || h.code.len() > 64 {
+                return Err(err(&format!("hospitals[{i}].code"), "must be 1–64 characters".into()));
+            }
+            let level = HospitalLevel::new(h.level)
+                .ok_or_else(|| err(&format!("hospitals[{i}].level"), format!("level {} is outside 0–3", h.level)))?;
+            let public_key = key(&format!("hospitals[{i}].public_key"), &h.public_key)?;
+            let hospital = Hospital {
+                code: h.code.clone(),
+                level,
+                public_key,
+                designated: h.designated,
+                cross_region: h.cross_region,
+            };
+            if hospitals.insert(h.code.clone(), hospital).is_some() {
+                return Err(err(&format!("hospitals[{i}].code"), format!("hospital {} is listed twice", h.code)));
+            }
+        }
+        let mut admins = BTreeMap::new();
+        for (i, a) in raw.admins.iter().enumerate() {
+            let k = key(&format!("admins[{i}].public_key"), &a.public_key)?;
+            if admins.insert(a.name.clone(), k).is_some() {
+                return Err(err(&format!("admins[{i}].name"), format!("admin {} is listed twice", a.name)));
+            }
+        }
+        let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        Ok(NodeConfig {
+            region,
+            listen,
+            data_dir: abs(raw.data_dir),
+            key_file: abs(raw.key_file),
+            rules_dir: abs(raw.rules_dir),
+            metrics_listen,
+            peers,
+            hospitals,
+            admins,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "707ed55e6f04d08b7b0562d86455262847d1bc00e9b7120c798fb8e6a48bb44f";
+
+    fn base() -> String {
+        format!(
+            "region = \"611000\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nkey_file = \"k\"\nrules_dir = \"r\"\n\
+             [[peers]]\nregion = \"110000\"\nendpoint = \"http://127.0.0.1:1\"\npublic_key = \"{KEY}\"\n\
+             [[hospitals]]\ncode = \"H1\"\nlevel = 3\npublic_key = \"{KEY}\"\n"
+        )
+    }
+
+    #[test]
+    fn parses_and_resolves_paths() {
+        let c = NodeConfig::parse(&base(), "n.toml", Path::new("/etc/xclear")).unwrap();
+        assert_eq!(c.region.to_string(), "611000");
+        assert_eq!(c.data_dir, PathBuf::from("/etc/xclear/d"));
+        assert!(c.hospitals["H1"].designated && c.hospitals["H1"].cross_region);
+        assert_eq!(c.peers.len(), 1);
+    }
+
+    #[test]
+    fn refuses_defects_naming_the_key() {
+        let cases = [
+            (base().replace("611000", "991000"), "region"),
+            (base().replace("level = 3", "level = 5"), "hospitals[0].level"),
+            (base().replace("http://127.0.0.1:1", "ftp://x"), "peers[0].endpoint"),
+            (
+                base().replace(&format!("public_key = \"{KEY}\"\n[[hospitals]]"), "public_key = \"zz\"\n[[hospitals]]"),
+                "peers[0].public_key",
+            ),
+            (base().replace("listen = \"127.0.0.1:0\"", "listen = \"nowhere\""), "listen"),
+            (base() + "colour = 1\n", "hospitals[0].colour"),
+            (base().replace("\"110000\"", "\"611000\""), "peers[0].region"),
+        ];
+        for (text, key) in cases {
+            let e = NodeConfig::parse(&text, "n.toml", Path::new(".")).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The home side: a treatment node's signed claim is checked (who signed it,
+//! for which area, which person), computed with the home policy and the
+//! person's counters, and — for a settlement or reversal — committed to the
+//! ledger together with the counters, then answered with a signed result.
+
+use chrono::{Datelike, FixedOffset, TimeZone};
+use sha2::{Digest, Sha256};
+
+use super::records::{to_payload, EnvelopeRecord, HomeSettlementEntry, PersonRecord};
+use super::state::person_from_record;
+use super::{ledger_error, Node};
+use crate::api::convert::{claim_totals, date, figures_to_proto, msgid, region};
+use crate::api::envelope::{self, CLAIM_DOMAIN, CLAIM_RESULT_DOMAIN};
+use crate::api::NodeError;
+use crate::ledger::{EntryKind, LedgerError};
+use crate::proto::{hospital_request::Action, Claim, ClaimResult, Signed};
+use crate::region::RegionCode;
+use crate::settlement::{compute_benefit, BenefitInput, CounterDelta, HospitalLevel, Refusal, Settlement};
+
+/// Asia/Shanghai has kept UTC+8 without daylight saving since 1991.
+pub fn shanghai() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| FixedOffset::east_opt(0).expect("UTC offset"))
+}
+
+/// `YYYY-MM` of a commit time in Asia/Shanghai.
+pub fn month_of(ms: i64) -> String {
+    shanghai().timestamp_millis_opt(ms).single().map(|t| t.format("%Y-%m").to_string()).unwrap_or_default()
+}
+
+fn claim_key(treatment: &str, hospital: &str, msgid: &str) -> String {
+    format!("claim:{treatment}:{hospital}:{msgid}")
+}
+
+impl Node {
+    /// Handles a claim from a peer: returns the home node's signed result.
+    pub async fn handle_claim(&self, env: Signed) -> Result<Signed, NodeError> {
+        let signer = RegionCode::parse(&env.signer).map_err(|_| NodeError::UnknownPeer(env.signer.clone()))?;
+        let peer = self.config.peers.get(&signer).ok_or_else(|| NodeError::UnknownPeer(signer.to_string()))?;
+        let claim: Claim = envelope::open(&env, &peer.public_key, CLAIM_DOMAIN).map_err(|e| match e {
+            envelope::EnvelopeError::Unsigned => NodeError::Unsigned,
+            other => NodeError::BadSignature(format!("{signer}: {other}")),
+        })?;
+        let treatment = region("mdtrtarea_admvs", &claim.mdtrtarea_admvs)?;
+        if !signer.covers(treatment) {
+            return Err(NodeError::NotAuthorised(format!("region {signer} cannot claim for care in {treatment}")));
+        }
+        let home = region("insuplc_admdvs", &claim.insuplc_admdvs)?;
+        if !self.region().covers(home) {
+            return Err(NodeError::NotAuthorised(format!("{home} is not insured at this node ({})", self.region())));
+        }
+        msgid("msgid", &claim.msgid)?;
+        let key = claim_key(&signer.to_string(), &claim.fixmedins_code, &claim.msgid);
+        let action = Action::try_from(claim.action).unwrap_or(Action::Unspecified);
+        match action {
+            Action::Settle | Action::Reverse => {
+                let lock = self.person_lock(&claim.psn_no).lock().await;
+                if let Some(stored) = self.stored_result(&key, &env)? {
+                    return Ok(stored);
+                }
+                let result = if action == Action::Settle {
+                    self.settle_claim(&claim, &env, &key, signer).await
+                } else {
+                    self.reverse_claim(&claim, &env, &key, signer).await
+                };
+                drop(lock);
+                result
+            }
+            Action::Presettle | Action::Eligibility => {
+                let (result, _) = self.compute_claim(&claim, &env, treatment)?;
+                Ok(result)
+            }
+            Action::Unspecified => Err(NodeError::bad("action", "unknown action")),
+        }
+    }
+
+    /// The result already committed under this key, if the claim is the same.
+    fn stored_result(&self, key: &str, env: &Signed) -> Result<Option<Signed>, NodeError> {
+        let Some(entry) = self.ledger.entry_by_key(key).map_err(ledger_error)? else {
+            return Ok(None);
+        };
+        let rec: HomeSettlementEntry = serde_json::from_slice(&entry.body.payload)
+            .map_err(|e| NodeError::Internal(format!("stored claim: {e}")))?;
+        if rec.claim.body != hex::encode(&env.body) {
+            return Err(NodeError::MsgidReused(key.to_string()));
+        }
+        rec.result.to_signed().map(Some).ok_or_else(|| NodeError::Internal("stored result".into()))
+    }
+
+    fn sign_result(&self, result: &ClaimResult) -> Signed {
+        envelope::seal(&self.key, CLAIM_RESULT_DOMAIN, &self.region().to_string(), result)
+    }
+
+    fn base_result(&self, claim: &Claim, env: &Signed, now_ms: i64) -> ClaimResult {
+        ClaimResult {
+            msgid: claim.msgid.clone(),
+            fixmedins_code: claim.fixmedins_code.clone(),
+            mdtrtarea_admvs: claim.mdtrtarea_admvs.clone(),
+            insuplc_admdvs: claim.insuplc_admdvs.clone(),
+            committed_at_ms: now_ms,
+            month: month_of(now_ms),
+            claim_hash: Sha256::digest(&env.body).to_vec(),
+            ..ClaimResult::default()
+        }
+    }
+
+    /// Computes the benefit of a claim against the person's current counters.
+    /// A refusal is an answer (signed, `settled = false`), not an error.
+    fn compute_claim(
+        &self,
+        claim: &Claim,
+        env: &Signed,
+        treatment: RegionCode,
+    ) -> Result<(Signed, Option<(Settlement, i32)>), NodeError> {
+        let now = self.clock.now_ms();
+        let mut result = self.base_result(claim, env, now);
+        let setl_date = date("setl_date", &claim.setl_date)?;
+        let hosp_lv =
+            HospitalLevel::new(i64::from(claim.hosp_lv)).ok_or_else(|| NodeError::bad("hosp_lv", "outside 0–3"))?;
+        let totals = claim_totals(claim)?;
+        let emergency = claim.emergency;
+        let (person, registration, counters) = self.read_home(|h| {
+            let person = h.persons.get(&claim.psn_no).cloned();
+            let reg = h.registration_for(&claim.psn_no, treatment, setl_date, emergency);
+            let counters = h.counters(&claim.psn_no, setl_date.year());
+            (person, reg, counters)
+        })?;
+        let person = person.ok_or_else(|| NodeError::UnknownPerson(claim.psn_no.clone()))?;
+        let computed = match self.rules.policy_for(person.insuplc_admdvs, person.insutype, setl_date) {
+            Err(_) => Err(Refusal::PolicyNotInForce),
+            Ok(policy) => compute_benefit(&BenefitInput {
+                policy,
+                person: &person,
+                registration: registration.as_ref(),
+                treatment,
+                hosp_lv,
+                setl_date,
+                totals: &totals,
+                counters: &counters,
+                pairs: self.rules.pairs(),
+            }),
+        };
+        match computed {
+            Ok(benefit) => {
+                let s = Settlement { totals, benefit };
+                result.settled = claim.action == Action::Settle as i32;
+                result.eligible = true;
+                result.figures = Some(figures_to_proto(&s.figures()));
+                Ok((self.sign_result(&result), Some((s, setl_date.year()))))
+            }
+            Err(r) => {
+                result.refusal = r.code().to_string();
+                result.message = r.to_string();
+                Ok((self.sign_result(&result), None))
+            }
+        }
+    }
+
+    async fn settle_claim(
+        &self,
+        claim: &Claim,
+        env: &Signed,
+        key: &str,
+        treatment: RegionCode,
+    ) -> Result<Signed, NodeError> {
+        let (mut result_env, computed) = self.compute_claim(claim, env, treatment)?;
+        let Some((settlement, year)) = computed else {
+            return Ok(result_env); // refused: nothing recorded
+        };
+        let setl_id = format!("S{}{}", self.region(), &hex::encode(Sha256::digest(key.as_bytes()))[..16]);
+        let mut result: ClaimResult = envelope::peek(&result_env).map_err(|e| NodeError::Internal(e.to_string()))?;
+        result.setl_id = setl_id.clone();
+        result_env = self.sign_result(&result);
+        let rec = HomeSettlementEntry {
+            claim: EnvelopeRecord::from(env),
+            result: EnvelopeRecord::from(&result_env),
+            setl_id,
+            psn_no: claim.psn_no.clone(),
+            year,
+            delta: settlement.benefit.delta,
+            treatment: treatment.to_string(),
+            fixmedins_code: claim.fixmedins_code.clone(),
+            reversed_setl_id: None,
+        };
+        self.commit_home(EntryKind::Settlement, key, &rec).await?;
+        Ok(result_env)
+    }
+
+    async fn reverse_claim(
+        &self,
+        claim: &Claim,
+        env: &Signed,
+        key: &str,
+        treatment: RegionCode,
+    ) -> Result<Signed, NodeError> {
+        let original = claim.reversed_setl_id.clone();
+        let state = self.read_home(|h| h.settlements.get(&original).cloned())?;
+        let state = state.ok_or_else(|| NodeError::UnknownSettlement(original.clone()))?;
+        if state.treatment != treatment.to_string()
+            || state.fixmedins_code != claim.fixmedins_code
+            || state.psn_no != claim.psn_no
+        {
+            return Err(NodeError::NotAuthorised(format!(
+                "settlement {original} was not made by this hospital for this person"
+            )));
+        }
+        if state.reversed {
+            return Err(NodeError::AlreadyReversed(original));
+        }
+        let entry = self.ledger.entry_by_key(&self.settlement_key(&original)?).map_err(ledger_error)?;
+        let original_rec: HomeSettlementEntry = entry
+            .and_then(|e| serde_json::from_slice(&e.body.payload).ok())
+            .ok_or_else(|| NodeError::Internal(format!("settlement {original} missing from the ledger")))?;
+        let original_result: ClaimResult = original_rec
+            .result
+            .to_signed()
+            .and_then(|s| envelope::peek(&s).ok())
+            .ok_or_else(|| NodeError::Internal("stored result".into()))?;
+        let now = self.clock.now_ms();
+        let mut result = self.base_result(claim, env, now);
+        result.settled = true;
+        result.eligible = true;
+        result.setl_id = format!("R{}{}", self.region(), &hex::encode(Sha256::digest(key.as_bytes()))[..16]);
+        result.figures = original_result.figures.map(negate_figures);
+        let result_env = self.sign_result(&result);
+        let negated = CounterDelta {
+            hifp_paid: -state.delta.hifp_paid,
+            ci_base: -state.delta.ci_base,
+            ci_paid: -state.delta.ci_paid,
+            maf_paid: -state.delta.maf_paid,
+        };
+        let rec = HomeSettlementEntry {
+            claim: EnvelopeRecord::from(env),
+            result: EnvelopeRecord::from(&result_env),
+            setl_id: result.setl_id.clone(),
+            psn_no: claim.psn_no.clone(),
+            year: state.year,
+            delta: negated,
+            treatment: treatment.to_string(),
+            fixmedins_code: claim.fixmedins_code.clone(),
+            reversed_setl_id: Some(original),
+        };
+        self.commit_home(EntryKind::Reversal, key, &rec).await?;
+        Ok(result_env)
+    }
+
+    /// The ledger key of a committed settlement, from its id.
+    fn settlement_key(&self, setl_id: &str) -> Result<String, NodeError> {
+        self.read_home(|h| h.settlement_keys.get(setl_id).cloned())?
+            .ok_or_else(|| NodeError::UnknownSettlement(setl_id.to_string()))
+    }
+
+    /// Appends a home entry and moves the derived state with it (the caller
+    /// holds the person's lock, so nobody computes on stale counters).
+    async fn commit_home(&self, kind: EntryKind, key: &str, rec: &HomeSettlementEntry) -> Result<(), NodeError> {
+        match self.ledger.append(kind, key, to_payload(rec)).await {
+            Ok(a) if a.existing => Ok(()),
+            Ok(_) => self.write_home(|h| {
+                h.apply_settlement(rec);
+                h.settlement_keys.insert(rec.setl_id.clone(), key.to_string());
+            }),
+            Err(LedgerError::IdempotencyConflict { .. }) => Err(NodeError::MsgidReused(key.to_string())),
+            Err(e) => Err(ledger_error(e)),
+        }
+    }
+
+    /// Loads insured persons (idempotent: the same record twice is one entry).
+    pub async fn import_persons(&self, records: &[PersonRecord]) -> Result<usize, NodeError> {
+        let mut added = 0;
+        for (i, r) in records.iter().enumerate() {
+            let p = person_from_record(r).map_err(|m| NodeError::bad(format!("persons[{i}]"), m))?;
+            if !self.region().covers(p.insuplc_admdvs) {
+                return Err(NodeError::bad(
+                    format!("persons[{i}].insuplc_admdvs"),
+                    format!("not in this node's region {}", self.region()),
+                ));
+            }
+            let payload = to_payload(r);
+            let key = format!("person:{}:{}", r.psn_no, &hex::encode(Sha256::digest(&payload))[..16]);
+            let a = self.ledger.append(EntryKind::PersonImport, &key, payload).await.map_err(ledger_error)?;
+            if !a.existing {
+                added += 1;
+            }
+            self.write_home(|h| {
+                h.persons.insert(p.psn_no.clone(), p);
+            })?;
+        }
+        Ok(added)
+    }
+}
+
+fn negate_figures(f: crate::proto::SettlementFigures) -> crate::proto::SettlementFigures {
+    let neg = |s: String| {
+        use std::str::FromStr;
+        match rust_decimal::Decimal::from_str(&s) {
+            Ok(d) => (-crate::money::Amount::round_half_up(d)).to_string(),
+            Err(_) => s,
+        }
+    };
+    crate::proto::SettlementFigures {
+        route: f.route,
+        medfee_sumamt: neg(f.medfee_sumamt),
+        fulamt_ownpay_amt: neg(f.fulamt_ownpay_amt),
+        overlmt_selfpay: neg(f.overlmt_selfpay),
+        preselfpay_amt: neg(f.preselfpay_amt),
+        inscp_scp_amt: neg(f.inscp_scp_amt),
+        act_pay_dedc: neg(f.act_pay_dedc),
+        pool_prop: f.pool_prop,
+        hifp_pay: neg(f.hifp_pay),
+        hifmi_pay: neg(f.hifmi_pay),
+        hifob_pay: neg(f.hifob_pay),
+        maf_pay: neg(f.maf_pay),
+        fund_pay_sumamt: neg(f.fund_pay_sumamt),
+        psn_part_amt: neg(f.psn_part_amt),
+    }
+}

@@ -1,0 +1,64 @@
+//! An in-process transport: the whole federation in one process, for tests
+//! and simulation. A region that is not registered (or was taken down) is
+//! unreachable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock, Weak};
+
+use super::{BoxFuture, Node, PeerTransport, TransportError};
+use crate::proto::Signed;
+use crate::region::RegionCode;
+
+#[derive(Default)]
+pub struct LocalNetwork {
+    nodes: RwLock<HashMap<RegionCode, Weak<Node>>>,
+}
+
+impl LocalNetwork {
+    pub fn new() -> Arc<LocalNetwork> {
+        Arc::new(LocalNetwork::default())
+    }
+
+    pub fn attach(&self, node: &Arc<Node>) {
+        if let Ok(mut n) = self.nodes.write() {
+            n.insert(node.region(), Arc::downgrade(node));
+        }
+    }
+
+    pub fn detach(&self, region: RegionCode) {
+        if let Ok(mut n) = self.nodes.write() {
+            n.remove(&region);
+        }
+    }
+
+    fn node(&self, region: RegionCode) -> Result<Arc<Node>, TransportError> {
+        self.nodes
+            .read()
+            .ok()
+            .and_then(|n| n.get(&region).and_then(Weak::upgrade))
+            .ok_or_else(|| TransportError::Unreachable(format!("no node for {region}")))
+    }
+}
+
+impl PeerTransport for LocalNetwork {
+    fn submit_claim(&self, to: RegionCode, claim: Signed) -> BoxFuture<'_, Result<Signed, TransportError>> {
+        Box::pin(async move {
+            let node = self.node(to)?;
+            node.handle_claim(claim)
+                .await
+                .map_err(|e| TransportError::Refused { reason: e.reason().to_string(), message: e.to_string() })
+        })
+    }
+
+    fn contribution_years(
+        &self,
+        to: RegionCode,
+        query: Signed,
+    ) -> BoxFuture<'_, Result<BTreeMap<String, u32>, TransportError>> {
+        Box::pin(async move {
+            let node = self.node(to)?;
+            node.handle_contribution_years(query)
+                .map_err(|e| TransportError::Refused { reason: e.reason().to_string(), message: e.to_string() })
+        })
+    }
+}

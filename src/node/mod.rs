@@ -1,0 +1,155 @@
+//! A region's node: the home side of settlements (persons, registrations,
+//! counters, benefit computation), the treatment side (its hospitals, its
+//! catalogue, intents and outcomes), over one ledger. Pure of transport: peers
+//! are reached through [`PeerTransport`] (gRPC in production, in-process in
+//! tests), and time comes from a [`Clock`].
+
+pub mod config;
+mod home;
+pub mod local;
+pub mod records;
+mod registration;
+pub mod state;
+mod treatment;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use ed25519_dalek::SigningKey;
+
+use crate::api::NodeError;
+use crate::clock::Clock;
+use crate::ledger::{Ledger, LedgerError};
+use crate::proto::Signed;
+use crate::region::RegionCode;
+use crate::rules::RuleBook;
+pub use config::NodeConfig;
+use state::HomeState;
+
+/// Person-level locks: a person's counters move under one of these stripes.
+const PERSON_LOCK_STRIPES: usize = 1024;
+/// Claims a node works on at once; more wait.
+pub const MAX_IN_FLIGHT: usize = 4096;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a peer could not be asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The peer answered with an error.
+    #[error("{reason}: {message}")]
+    Refused { reason: String, message: String },
+}
+
+/// How a node reaches its peers.
+pub trait PeerTransport: Send + Sync {
+    fn submit_claim(&self, to: RegionCode, claim: Signed) -> BoxFuture<'_, Result<Signed, TransportError>>;
+    fn contribution_years(
+        &self,
+        to: RegionCode,
+        query: Signed,
+    ) -> BoxFuture<'_, Result<std::collections::BTreeMap<String, u32>, TransportError>>;
+}
+
+pub struct Node {
+    pub config: NodeConfig,
+    key: SigningKey,
+    rules: Arc<RuleBook>,
+    ledger: Arc<Ledger>,
+    home: RwLock<HomeState>,
+    person_locks: Vec<tokio::sync::Mutex<()>>,
+    transport: Arc<dyn PeerTransport>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Node {
+    /// Opens the node's ledger and rebuilds its state from it.
+    pub fn open(
+        config: NodeConfig,
+        key: SigningKey,
+        rules: Arc<RuleBook>,
+        clock: Arc<dyn Clock>,
+        transport: Arc<dyn PeerTransport>,
+    ) -> Result<Node, LedgerError> {
+        let ledger = Ledger::open(&config.data_dir, key.clone(), Arc::clone(&clock))?;
+        let mut home = HomeState::default();
+        ledger.for_each(0, |e| {
+            home.apply(&e);
+            Ok(())
+        })?;
+        Ok(Node {
+            config,
+            key,
+            rules,
+            ledger: Arc::new(ledger),
+            home: RwLock::new(home),
+            person_locks: (0..PERSON_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            transport,
+            clock,
+        })
+    }
+
+    pub fn region(&self) -> RegionCode {
+        self.config.region
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn rules(&self) -> &RuleBook {
+        &self.rules
+    }
+
+    fn read_home<T>(&self, f: impl FnOnce(&HomeState) -> T) -> Result<T, NodeError> {
+        self.home.read().map(|h| f(&h)).map_err(|_| NodeError::Internal("state lock poisoned".into()))
+    }
+
+    fn write_home<T>(&self, f: impl FnOnce(&mut HomeState) -> T) -> Result<T, NodeError> {
+        self.home.write().map(|mut h| f(&mut h)).map_err(|_| NodeError::Internal("state lock poisoned".into()))
+    }
+
+    fn person_lock(&self, psn_no: &str) -> &tokio::sync::Mutex<()> {
+        let d = crate::ledger::entry::entry_hash(psn_no.as_bytes());
+        let i = u16::from_be_bytes([d[0], d[1]]) as usize % self.person_locks.len();
+        &self.person_locks[i]
+    }
+
+    /// The peer whose region covers `region`.
+    fn peer_for(&self, region: RegionCode) -> Option<&config::Peer> {
+        region.lineage().find_map(|r| self.config.peers.get(&r))
+    }
+}
+
+impl Node {
+    /// Answers a partner's signed query for a person's contribution years.
+    pub fn handle_contribution_years(&self, env: Signed) -> Result<std::collections::BTreeMap<String, u32>, NodeError> {
+        let signer = RegionCode::parse(&env.signer).map_err(|_| NodeError::UnknownPeer(env.signer.clone()))?;
+        let peer = self.config.peers.get(&signer).ok_or_else(|| NodeError::UnknownPeer(signer.to_string()))?;
+        if !self.rules.pairs().are_partners(signer, self.region()) {
+            return Err(NodeError::NotAuthorised(format!(
+                "{signer} is not a corps–local partner of {}",
+                self.region()
+            )));
+        }
+        let q: crate::proto::ContributionYearsRequest =
+            crate::api::envelope::open(&env, &peer.public_key, crate::api::envelope::PEER_QUERY_DOMAIN)
+                .map_err(|e| NodeError::BadSignature(format!("{signer}: {e}")))?;
+        self.read_home(|h| {
+            h.persons
+                .get(&q.psn_no)
+                .map(|p| p.contribution_years.iter().map(|(r, y)| (r.to_string(), *y)).collect())
+                .unwrap_or_default()
+        })
+    }
+}
+
+pub(crate) fn ledger_error(e: LedgerError) -> NodeError {
+    match e {
+        LedgerError::IdempotencyConflict { key, .. } => NodeError::MsgidReused(key),
+        other => NodeError::Internal(other.to_string()),
+    }
+}

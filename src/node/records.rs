@@ -1,0 +1,95 @@
+//! What nodes write on their ledgers (JSON payloads). Signed messages are kept
+//! verbatim (hex of the exact bytes received) so any party can re-verify them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::proto::Signed;
+use crate::rules::SpecialGroup;
+use crate::settlement::CounterDelta;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvelopeRecord {
+    pub body: String,
+    pub signature: String,
+    pub signer: String,
+}
+
+impl From<&Signed> for EnvelopeRecord {
+    fn from(s: &Signed) -> Self {
+        EnvelopeRecord { body: hex::encode(&s.body), signature: hex::encode(&s.signature), signer: s.signer.clone() }
+    }
+}
+
+impl EnvelopeRecord {
+    pub fn to_signed(&self) -> Option<Signed> {
+        Some(Signed {
+            body: hex::decode(&self.body).ok()?,
+            signature: hex::decode(&self.signature).ok()?,
+            signer: self.signer.clone(),
+        })
+    }
+}
+
+/// An insured person as the home node holds them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonRecord {
+    pub psn_no: String,
+    pub insuplc_admdvs: String,
+    pub insutype: String,
+    #[serde(default)]
+    pub retired: bool,
+    #[serde(default)]
+    pub special_group: Option<SpecialGroup>,
+    #[serde(default)]
+    pub contribution_years: BTreeMap<String, u32>,
+}
+
+/// A registration as filed, changed or cancelled (the record after the operation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationEntry {
+    pub request: EnvelopeRecord,
+    pub op: String,
+    pub reg_id: String,
+    pub psn_no: String,
+    pub kind: String,
+    pub target_admdvs: String,
+    pub begndate: String,
+    pub enddate: Option<String>,
+    pub cancelled: bool,
+}
+
+/// A settlement or reversal committed by the home node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HomeSettlementEntry {
+    pub claim: EnvelopeRecord,
+    pub result: EnvelopeRecord,
+    pub setl_id: String,
+    pub psn_no: String,
+    pub year: i32,
+    pub delta: CounterDelta,
+    pub treatment: String,
+    pub fixmedins_code: String,
+    pub reversed_setl_id: Option<String>,
+}
+
+/// The treatment node's record that it is about to ask the home node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentEntry {
+    pub hospital_request: EnvelopeRecord,
+    pub claim: EnvelopeRecord,
+    pub home: String,
+}
+
+/// The treatment node's record of the home node's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeEntry {
+    pub intent_key: String,
+    pub result: EnvelopeRecord,
+}
+
+pub fn to_payload<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}

@@ -1,0 +1,180 @@
+//! The home node's derived state: insured persons, registrations, year-to-date
+//! counters and committed settlements. Rebuilt from the ledger on start and
+//! moved only together with a durable ledger entry.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDate;
+
+use super::records::{HomeSettlementEntry, PersonRecord, RegistrationEntry};
+use crate::ledger::{Entry, EntryKind};
+use crate::region::RegionCode;
+use crate::rules::{Insutype, SpecialGroup};
+use crate::settlement::{CounterDelta, Counters, Person, Registration, RegistrationKind};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegState {
+    pub reg_id: String,
+    pub psn_no: String,
+    pub registration: Registration,
+    pub cancelled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementState {
+    pub psn_no: String,
+    pub year: i32,
+    pub delta: CounterDelta,
+    pub treatment: String,
+    pub fixmedins_code: String,
+    pub reversed: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct HomeState {
+    pub persons: HashMap<String, Person>,
+    pub registrations: HashMap<String, RegState>,
+    pub by_person: HashMap<String, Vec<String>>,
+    pub counters: HashMap<(String, i32), Counters>,
+    pub settlements: HashMap<String, SettlementState>,
+    /// setl_id -> ledger key of the committed settlement.
+    pub settlement_keys: HashMap<String, String>,
+}
+
+/// Converts a person record, validating it.
+pub fn person_from_record(r: &PersonRecord) -> Result<Person, String> {
+    if r.psn_no.is_empty() || r.psn_no.len() > 64 {
+        return Err("psn_no must be 1–64 characters".into());
+    }
+    let insuplc_admdvs = RegionCode::parse(&r.insuplc_admdvs).map_err(|e| format!("insuplc_admdvs: {e}"))?;
+    let insutype =
+        Insutype::parse(&r.insutype).ok_or_else(|| format!("insutype: {:?} is not 390 or 310", r.insutype))?;
+    let mut contribution_years = std::collections::BTreeMap::new();
+    for (code, years) in &r.contribution_years {
+        let c = RegionCode::parse(code).map_err(|e| format!("contribution_years.{code}: {e}"))?;
+        if *years > 100 {
+            return Err(format!("contribution_years.{code}: {years} is more than 100"));
+        }
+        contribution_years.insert(c, *years);
+    }
+    Ok(Person {
+        psn_no: r.psn_no.clone(),
+        insuplc_admdvs,
+        insutype,
+        retired: r.retired,
+        special_group: r.special_group,
+        contribution_years,
+    })
+}
+
+pub fn registration_from_entry(e: &RegistrationEntry) -> Option<Registration> {
+    let date = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
+    Some(Registration {
+        kind: RegistrationKind::parse(&e.kind)?,
+        target_admdvs: Some(RegionCode::parse(&e.target_admdvs).ok()?),
+        begndate: Some(date(&e.begndate)?),
+        enddate: match &e.enddate {
+            Some(d) => Some(date(d)?),
+            None => None,
+        },
+    })
+}
+
+impl HomeState {
+    /// Applies one ledger entry (home-side entries only; others are ignored).
+    pub fn apply(&mut self, entry: &Entry) {
+        let key = entry.body.key.as_str();
+        let payload = entry.body.payload.as_slice();
+        match entry.body.kind {
+            EntryKind::PersonImport => {
+                if let Ok(r) = serde_json::from_slice::<PersonRecord>(payload) {
+                    if let Ok(p) = person_from_record(&r) {
+                        self.persons.insert(p.psn_no.clone(), p);
+                    }
+                }
+            }
+            EntryKind::Registration | EntryKind::RegistrationChange | EntryKind::RegistrationCancel => {
+                if let Ok(r) = serde_json::from_slice::<RegistrationEntry>(payload) {
+                    self.apply_registration(&r);
+                }
+            }
+            EntryKind::Settlement | EntryKind::Reversal if key.starts_with("claim:") => {
+                if let Ok(s) = serde_json::from_slice::<HomeSettlementEntry>(payload) {
+                    self.apply_settlement(&s);
+                    self.settlement_keys.insert(s.setl_id.clone(), key.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn apply_registration(&mut self, r: &RegistrationEntry) {
+        let Some(registration) = registration_from_entry(r) else { return };
+        let ids = self.by_person.entry(r.psn_no.clone()).or_default();
+        if !ids.contains(&r.reg_id) {
+            ids.push(r.reg_id.clone());
+        }
+        self.registrations.insert(
+            r.reg_id.clone(),
+            RegState { reg_id: r.reg_id.clone(), psn_no: r.psn_no.clone(), registration, cancelled: r.cancelled },
+        );
+    }
+
+    pub fn apply_settlement(&mut self, s: &HomeSettlementEntry) {
+        let counters = self.counters.entry((s.psn_no.clone(), s.year)).or_default();
+        *counters = counters.plus(&s.delta);
+        match &s.reversed_setl_id {
+            Some(original) => {
+                if let Some(o) = self.settlements.get_mut(original) {
+                    o.reversed = true;
+                }
+            }
+            None => {
+                self.settlements.insert(
+                    s.setl_id.clone(),
+                    SettlementState {
+                        psn_no: s.psn_no.clone(),
+                        year: s.year,
+                        delta: s.delta,
+                        treatment: s.treatment.clone(),
+                        fixmedins_code: s.fixmedins_code.clone(),
+                        reversed: false,
+                    },
+                );
+            }
+        }
+    }
+
+    pub fn counters(&self, psn_no: &str, year: i32) -> Counters {
+        self.counters.get(&(psn_no.to_string(), year)).copied().unwrap_or_default()
+    }
+
+    /// The registration that governs care in `treatment` on `date`: one in
+    /// force covering the area; else, for an emergency, the unfiled emergency;
+    /// else the latest filed one (so the refusal names what is wrong with it).
+    pub fn registration_for(
+        &self,
+        psn_no: &str,
+        treatment: RegionCode,
+        date: NaiveDate,
+        emergency: bool,
+    ) -> Option<Registration> {
+        let regs: Vec<&RegState> = self
+            .by_person
+            .get(psn_no)
+            .map(|ids| ids.iter().filter_map(|id| self.registrations.get(id)).filter(|r| !r.cancelled).collect())
+            .unwrap_or_default();
+        if let Some(r) = regs.iter().find(|r| r.registration.covers_area(treatment) && r.registration.in_force_on(date))
+        {
+            return Some(r.registration.clone());
+        }
+        if emergency {
+            return Some(Registration::emergency_unfiled());
+        }
+        regs.last().map(|r| r.registration.clone())
+    }
+
+    pub fn special_group(&self, psn_no: &str) -> Option<SpecialGroup> {
+        self.persons.get(psn_no).and_then(|p| p.special_group)
+    }
+}

@@ -1,0 +1,292 @@
+//! The treatment side: a hospital's signed request is checked (is it this
+//! node's hospital, designated for this care), the bill is classified by this
+//! region's catalogue, an intent is recorded, the home node is asked with a
+//! signed claim, and its signed result is verified, recorded and answered.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::records::{to_payload, EnvelopeRecord, IntentEntry, OutcomeEntry};
+use super::{ledger_error, Node, TransportError};
+use crate::api::convert::{date, items, msgid, region, set_claim_totals};
+use crate::api::envelope::{self, CLAIM_DOMAIN, CLAIM_RESULT_DOMAIN, HOSPITAL_DOMAIN};
+use crate::api::NodeError;
+use crate::ledger::{EntryKind, LedgerError};
+use crate::proto::{hospital_request::Action, Claim, ClaimResult, HospitalRequest, HospitalResponse, Signed};
+use crate::region::{route, RegionCode, Route};
+use crate::settlement::classify;
+
+/// Attempts at the home node within one hospital call, and the wait between.
+const CLAIM_ATTEMPTS: u32 = 3;
+const CLAIM_BACKOFF: Duration = Duration::from_millis(100);
+
+fn intent_key(hospital: &str, msgid: &str) -> String {
+    format!("intent:{hospital}:{msgid}")
+}
+
+fn outcome_key(hospital: &str, msgid: &str) -> String {
+    format!("outcome:{hospital}:{msgid}")
+}
+
+impl Node {
+    /// Handles a hospital's signed request.
+    pub async fn handle_hospital(&self, env: Signed) -> Result<HospitalResponse, NodeError> {
+        if env.signature.is_empty() {
+            return Err(NodeError::Unsigned);
+        }
+        let claimed: HospitalRequest = envelope::peek(&env).map_err(|e| NodeError::bad("body", e.to_string()))?;
+        let hospital = self
+            .config
+            .hospitals
+            .get(&claimed.fixmedins_code)
+            .ok_or_else(|| NodeError::UnknownHospital(claimed.fixmedins_code.clone()))?;
+        if env.signer != hospital.code {
+            return Err(NodeError::NotAuthorised(format!("signed as {:?} for hospital {}", env.signer, hospital.code)));
+        }
+        let req: HospitalRequest = envelope::open(&env, &hospital.public_key, HOSPITAL_DOMAIN)
+            .map_err(|e| NodeError::BadSignature(format!("hospital {}: {e}", hospital.code)))?;
+        msgid("msgid", &req.msgid)?;
+        let home = region("insuplc_admdvs", &req.insuplc_admdvs)?;
+        let care = route(home, self.region(), self.rules.pairs());
+        if care == Route::Local {
+            return Err(NodeError::bad(
+                "insuplc_admdvs",
+                "a local patient settles with the local system, not across regions",
+            ));
+        }
+        if !hospital.designated || !(hospital.cross_region || care == Route::CorpsLocal) {
+            return Err(NodeError::HospitalNotDesignated(hospital.code.clone()));
+        }
+        let peer = self.peer_for(home).ok_or_else(|| NodeError::UnknownPeer(home.to_string()))?.region;
+        let action = Action::try_from(req.action).unwrap_or(Action::Unspecified);
+        let hospital_code = hospital.code.clone();
+        match action {
+            Action::Eligibility | Action::Presettle => {
+                let claim = self.build_claim(&req, &env, hospital.level, action)?;
+                let claim_env = envelope::seal(&self.key, CLAIM_DOMAIN, &self.region().to_string(), &claim);
+                let result = self.ask_home(peer, &claim_env).await?;
+                Ok(response(&req.msgid, &result.0, result.1))
+            }
+            Action::Settle | Action::Reverse => {
+                self.settle_or_reverse(req, env, hospital_code, hospital.level, peer, action).await
+            }
+            Action::Unspecified => Err(NodeError::bad("action", "unknown action")),
+        }
+    }
+
+    fn build_claim(
+        &self,
+        req: &HospitalRequest,
+        env: &Signed,
+        level: crate::settlement::HospitalLevel,
+        action: Action,
+    ) -> Result<Claim, NodeError> {
+        let setl_date = date("setl_date", &req.setl_date)?;
+        let mut claim = Claim {
+            mdtrtarea_admvs: self.region().to_string(),
+            fixmedins_code: req.fixmedins_code.clone(),
+            hosp_lv: level.index() as i32,
+            msgid: req.msgid.clone(),
+            action: action as i32,
+            psn_no: req.psn_no.clone(),
+            insuplc_admdvs: req.insuplc_admdvs.clone(),
+            setl_date: req.setl_date.clone(),
+            hospital_request: Some(env.clone()),
+            emergency: req.emergency,
+            ..Claim::default()
+        };
+        if action != Action::Reverse {
+            let bill = items(&req.items)?;
+            let catalogue = self
+                .rules
+                .catalogue_for(self.region(), setl_date)
+                .ok_or(NodeError::Refused(crate::settlement::Refusal::CatalogueNotInForce))?;
+            let (_, totals) = classify(catalogue, &bill);
+            set_claim_totals(&mut claim, &totals);
+        }
+        Ok(claim)
+    }
+
+    async fn settle_or_reverse(
+        &self,
+        req: HospitalRequest,
+        env: Signed,
+        hospital: String,
+        level: crate::settlement::HospitalLevel,
+        home: RegionCode,
+        action: Action,
+    ) -> Result<HospitalResponse, NodeError> {
+        let ikey = intent_key(&hospital, &req.msgid);
+        // An answered msgid gets its first answer back.
+        if let Some(done) = self.stored_outcome(&hospital, &req.msgid, &env)? {
+            return Ok(done);
+        }
+        let claim_env = match self.ledger.entry_by_key(&ikey).map_err(ledger_error)? {
+            Some(e) => {
+                let intent: IntentEntry =
+                    serde_json::from_slice(&e.body.payload).map_err(|e| NodeError::Internal(e.to_string()))?;
+                if intent.hospital_request.body != hex::encode(&env.body) {
+                    return Err(NodeError::MsgidReused(req.msgid));
+                }
+                intent.claim.to_signed().ok_or_else(|| NodeError::Internal("stored claim".into()))?
+            }
+            None => {
+                let mut claim = self.build_claim(&req, &env, level, action)?;
+                if action == Action::Reverse {
+                    claim.reversed_setl_id = self.settled_id(&hospital, &req.reversed_msgid)?;
+                }
+                let claim_env = envelope::seal(&self.key, CLAIM_DOMAIN, &self.region().to_string(), &claim);
+                let intent = IntentEntry {
+                    hospital_request: EnvelopeRecord::from(&env),
+                    claim: EnvelopeRecord::from(&claim_env),
+                    home: home.to_string(),
+                };
+                match self.ledger.append(EntryKind::SettlementIntent, &ikey, to_payload(&intent)).await {
+                    Ok(_) => claim_env,
+                    Err(LedgerError::IdempotencyConflict { .. }) => return Err(NodeError::MsgidReused(req.msgid)),
+                    Err(e) => return Err(ledger_error(e)),
+                }
+            }
+        };
+        let (result_env, result) = self.ask_home(home, &claim_env).await?;
+        self.record_outcome(&ikey, &hospital, &req.msgid, action, &result_env).await?;
+        Ok(response(&req.msgid, &result_env, result))
+    }
+
+    /// The setl_id of this hospital's settled msgid (for a reversal).
+    fn settled_id(&self, hospital: &str, msgid: &str) -> Result<String, NodeError> {
+        let entry = self.ledger.entry_by_key(&outcome_key(hospital, msgid)).map_err(ledger_error)?;
+        let outcome: OutcomeEntry = entry
+            .and_then(|e| serde_json::from_slice(&e.body.payload).ok())
+            .ok_or_else(|| NodeError::UnknownSettlement(msgid.to_string()))?;
+        let result: ClaimResult = outcome
+            .result
+            .to_signed()
+            .and_then(|s| envelope::peek(&s).ok())
+            .ok_or_else(|| NodeError::Internal("stored outcome".into()))?;
+        if !result.settled || result.setl_id.is_empty() {
+            return Err(NodeError::UnknownSettlement(msgid.to_string()));
+        }
+        Ok(result.setl_id)
+    }
+
+    fn stored_outcome(&self, hospital: &str, msgid: &str, env: &Signed) -> Result<Option<HospitalResponse>, NodeError> {
+        let Some(entry) = self.ledger.entry_by_key(&outcome_key(hospital, msgid)).map_err(ledger_error)? else {
+            return Ok(None);
+        };
+        let intent = self.ledger.entry_by_key(&intent_key(hospital, msgid)).map_err(ledger_error)?;
+        let same = intent
+            .and_then(|e| serde_json::from_slice::<IntentEntry>(&e.body.payload).ok())
+            .is_some_and(|i| i.hospital_request.body == hex::encode(&env.body));
+        if !same {
+            return Err(NodeError::MsgidReused(msgid.to_string()));
+        }
+        let outcome: OutcomeEntry =
+            serde_json::from_slice(&entry.body.payload).map_err(|e| NodeError::Internal(e.to_string()))?;
+        let result_env = outcome.result.to_signed().ok_or_else(|| NodeError::Internal("stored outcome".into()))?;
+        let result: ClaimResult = envelope::peek(&result_env).map_err(|e| NodeError::Internal(e.to_string()))?;
+        Ok(Some(response(msgid, &result_env, result)))
+    }
+
+    async fn record_outcome(
+        &self,
+        ikey: &str,
+        hospital: &str,
+        msgid: &str,
+        action: Action,
+        result_env: &Signed,
+    ) -> Result<(), NodeError> {
+        let outcome = OutcomeEntry { intent_key: ikey.to_string(), result: EnvelopeRecord::from(result_env) };
+        let kind = if action == Action::Reverse { EntryKind::Reversal } else { EntryKind::Settlement };
+        self.ledger.append(kind, &outcome_key(hospital, msgid), to_payload(&outcome)).await.map_err(ledger_error)?;
+        Ok(())
+    }
+
+    /// Sends a claim to the home node (a few attempts), verifies the signed
+    /// result: signed by that region, for this claim.
+    async fn ask_home(&self, home: RegionCode, claim_env: &Signed) -> Result<(Signed, ClaimResult), NodeError> {
+        let peer = self.config.peers.get(&home).ok_or_else(|| NodeError::UnknownPeer(home.to_string()))?;
+        let mut last = String::new();
+        for attempt in 0..CLAIM_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(CLAIM_BACKOFF * attempt).await;
+            }
+            match self.transport.submit_claim(home, claim_env.clone()).await {
+                Ok(result_env) => {
+                    let result: ClaimResult = envelope::open(&result_env, &peer.public_key, CLAIM_RESULT_DOMAIN)
+                        .map_err(|e| NodeError::BadPeerAnswer(home.to_string(), e.to_string()))?;
+                    if result.claim_hash != Sha256::digest(&claim_env.body).to_vec() {
+                        return Err(NodeError::BadPeerAnswer(
+                            home.to_string(),
+                            "the result is for another claim".into(),
+                        ));
+                    }
+                    return Ok((result_env, result));
+                }
+                Err(TransportError::Unreachable(e)) => last = e,
+                Err(TransportError::Refused { reason, message }) => return Err(peer_refusal(&reason, message)),
+            }
+        }
+        tracing::warn!(home = %home, error = %last, "home node unreachable");
+        Err(NodeError::HomeUnreachable(home.to_string()))
+    }
+
+    /// Re-drives every intent without an outcome until the home node answers
+    /// (called on start). Returns how many completed.
+    pub async fn redrive_intents(&self) -> Result<usize, NodeError> {
+        let mut pending = Vec::new();
+        self.ledger
+            .for_each(0, |e| {
+                if e.body.kind == EntryKind::SettlementIntent {
+                    pending.push(e);
+                }
+                Ok(())
+            })
+            .map_err(ledger_error)?;
+        let mut done = 0;
+        for e in pending {
+            let Some(rest) = e.body.key.strip_prefix("intent:") else { continue };
+            let Some((hospital, msgid)) = rest.split_once(':') else { continue };
+            if self.ledger.entry_by_key(&outcome_key(hospital, msgid)).map_err(ledger_error)?.is_some() {
+                continue;
+            }
+            let intent: IntentEntry =
+                serde_json::from_slice(&e.body.payload).map_err(|err| NodeError::Internal(err.to_string()))?;
+            let home = region("home", &intent.home)?;
+            let claim_env = intent.claim.to_signed().ok_or_else(|| NodeError::Internal("stored claim".into()))?;
+            let claim: Claim = envelope::peek(&claim_env).map_err(|err| NodeError::Internal(err.to_string()))?;
+            let action = Action::try_from(claim.action).unwrap_or(Action::Settle);
+            let (result_env, _) = self.ask_home(home, &claim_env).await?;
+            self.record_outcome(&e.body.key, hospital, msgid, action, &result_env).await?;
+            done += 1;
+        }
+        Ok(done)
+    }
+}
+
+fn peer_refusal(reason: &str, message: String) -> NodeError {
+    match reason {
+        "unknown_person" => NodeError::UnknownPerson(message),
+        "already_reversed" => NodeError::AlreadyReversed(message),
+        "unknown_settlement" => NodeError::UnknownSettlement(message),
+        "msgid_reused" => NodeError::MsgidReused(message),
+        "bad_request" => NodeError::bad("claim", message),
+        "not_authorised" | "unknown_peer" | "bad_signature" | "unsigned" => NodeError::NotAuthorised(message),
+        _ => NodeError::BadPeerAnswer(String::new(), format!("{reason}: {message}")),
+    }
+}
+
+fn response(msgid: &str, result_env: &Signed, r: ClaimResult) -> HospitalResponse {
+    HospitalResponse {
+        msgid: msgid.to_string(),
+        settled: r.settled,
+        setl_id: r.setl_id,
+        figures: r.figures,
+        refusal: r.refusal,
+        message: r.message,
+        month: r.month,
+        home_result: Some(result_env.clone()),
+        eligible: r.eligible,
+    }
+}

@@ -1,0 +1,452 @@
+//! A federation in one process (in-process transport): settlements end to end
+//! agree with `xclear calc`, retries move counters once, reversals restore
+//! them, refusals and forgeries record nothing, an unreachable home completes
+//! on redrive.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use xclear::api::envelope::{seal, ADMIN_DOMAIN, CLAIM_DOMAIN, HOSPITAL_DOMAIN};
+use xclear::api::NodeError;
+use xclear::clock::{Clock, ManualClock};
+use xclear::node::config::{Hospital, Peer};
+use xclear::node::local::LocalNetwork;
+use xclear::node::records::PersonRecord;
+use xclear::node::{Node, NodeConfig};
+use xclear::proto::{
+    hospital_request::Action, registration_request::Op, BillItem, Claim, HospitalRequest, HospitalResponse,
+    RegistrationRequest,
+};
+use xclear::region::RegionCode;
+use xclear::settlement::HospitalLevel;
+
+const REGIONS: [&str; 4] = ["611000", "110000", "654000", "660400"];
+const BJ_HOSPITAL: &str = "H110105001";
+const YILI_HOSPITAL: &str = "H654002001";
+/// 2026-03-10 10:00 Asia/Shanghai.
+const T0: i64 = 1_773_108_000_000;
+
+fn code(s: &str) -> RegionCode {
+    RegionCode::parse(s).expect("region")
+}
+
+fn node_key(region: &str) -> SigningKey {
+    let mut seed = [0u8; 32];
+    seed[..6].copy_from_slice(region.as_bytes());
+    SigningKey::from_bytes(&seed)
+}
+
+fn hospital_key(c: &str) -> SigningKey {
+    let mut seed = [1u8; 32];
+    seed[..c.len()].copy_from_slice(c.as_bytes());
+    SigningKey::from_bytes(&seed)
+}
+
+fn admin_key() -> SigningKey {
+    SigningKey::from_bytes(&[5u8; 32])
+}
+
+struct Federation {
+    _dir: tempfile::TempDir,
+    net: Arc<LocalNetwork>,
+    nodes: BTreeMap<&'static str, Arc<Node>>,
+    clock: Arc<ManualClock>,
+}
+
+fn config(region: &'static str, dir: &std::path::Path) -> NodeConfig {
+    let mut peers = BTreeMap::new();
+    for r in REGIONS.iter().filter(|r| **r != region) {
+        peers.insert(
+            code(r),
+            Peer { region: code(r), endpoint: "http://in-process".into(), public_key: node_key(r).verifying_key() },
+        );
+    }
+    let mut hospitals = BTreeMap::new();
+    let h = |c: &str, lv: i64, cross: bool| Hospital {
+        code: c.into(),
+        level: HospitalLevel::new(lv).expect("level"),
+        public_key: hospital_key(c).verifying_key(),
+        designated: true,
+        cross_region: cross,
+    };
+    match region {
+        "110000" => {
+            hospitals.insert(BJ_HOSPITAL.to_string(), h(BJ_HOSPITAL, 3, true));
+            hospitals.insert("H110105999".to_string(), Hospital { designated: false, ..h("H110105999", 2, true) });
+        }
+        "654000" => {
+            hospitals.insert(YILI_HOSPITAL.to_string(), h(YILI_HOSPITAL, 2, false));
+        }
+        _ => {}
+    }
+    let mut admins = BTreeMap::new();
+    admins.insert("agency".to_string(), admin_key().verifying_key());
+    NodeConfig {
+        region: code(region),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.join(region),
+        key_file: dir.join("unused.key"),
+        rules_dir: common::rules_dir(),
+        metrics_listen: None,
+        peers,
+        hospitals,
+        admins,
+    }
+}
+
+fn open_node(
+    region: &'static str,
+    dir: &std::path::Path,
+    net: &Arc<LocalNetwork>,
+    clock: &Arc<ManualClock>,
+) -> Arc<Node> {
+    let rules = Arc::new(common::rules());
+    let clock: Arc<dyn Clock> = clock.clone();
+    let node =
+        Arc::new(Node::open(config(region, dir), node_key(region), rules, clock, net.clone()).expect("open node"));
+    net.attach(&node);
+    node
+}
+
+fn federation() -> Federation {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = LocalNetwork::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let nodes = REGIONS.iter().map(|r| (*r, open_node(r, dir.path(), &net, &clock))).collect();
+    Federation { _dir: dir, net, nodes, clock }
+}
+
+fn person(psn: &str, region: &str, insutype: &str) -> PersonRecord {
+    PersonRecord {
+        psn_no: psn.into(),
+        insuplc_admdvs: region.into(),
+        insutype: insutype.into(),
+        retired: false,
+        special_group: None,
+        contribution_years: BTreeMap::new(),
+    }
+}
+
+async fn register(node: &Node, msgid: &str, psn: &str, kind: &str, target: &str) -> Result<String, NodeError> {
+    let req = RegistrationRequest {
+        msgid: msgid.into(),
+        op: Op::Create as i32,
+        psn_no: psn.into(),
+        kind: kind.into(),
+        target_admdvs: target.into(),
+        begndate: "2026-01-01".into(),
+        ..Default::default()
+    };
+    node.apply_registration(seal(&admin_key(), ADMIN_DOMAIN, "agency", &req)).await.map(|r| r.reg_id)
+}
+
+fn example_items() -> Vec<BillItem> {
+    [("XC001", "1", "3000.00"), ("FW001", "10", "150.00"), ("XB001", "1", "10000.00"), ("XA001", "1", "35500.00")]
+        .iter()
+        .map(|(c, q, p)| BillItem { code: c.to_string(), qty: q.to_string(), price: p.to_string() })
+        .collect()
+}
+
+fn request(
+    hospital: &str,
+    msgid: &str,
+    action: Action,
+    psn: &str,
+    home: &str,
+    items: Vec<BillItem>,
+) -> HospitalRequest {
+    HospitalRequest {
+        fixmedins_code: hospital.into(),
+        msgid: msgid.into(),
+        action: action as i32,
+        psn_no: psn.into(),
+        insuplc_admdvs: home.into(),
+        setl_date: "2026-03-10".into(),
+        items,
+        ..Default::default()
+    }
+}
+
+async fn submit(node: &Node, req: &HospitalRequest) -> Result<HospitalResponse, NodeError> {
+    node.handle_hospital(seal(&hospital_key(&req.fixmedins_code), HOSPITAL_DOMAIN, &req.fixmedins_code, req)).await
+}
+
+/// Sets up the 商洛 patient of the worked examples with a long-term registration in Beijing.
+async fn shangluo_patient(f: &Federation) {
+    let home = &f.nodes["611000"];
+    home.import_persons(&[person("P0001", "611000", "390")]).await.expect("import");
+    register(home, "r1", "P0001", "long_term_resident", "110000").await.expect("register");
+}
+
+fn calc_example_a() -> serde_json::Value {
+    match xclear::calc::run_case(&common::rules(), &common::example_case().to_string()).expect("case") {
+        xclear::calc::CalcOutcome::Settled(j) => serde_json::from_str(&j).expect("json"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn worked_example_a_end_to_end_matches_calc_and_moves_counters_once() {
+    let f = federation();
+    shangluo_patient(&f).await;
+    let (bj, home) = (&f.nodes["110000"], &f.nodes["611000"]);
+    let req = request(BJ_HOSPITAL, "m1", Action::Settle, "P0001", "611000", example_items());
+    let r = submit(bj, &req).await.expect("settled");
+    assert!(r.settled, "{r:?}");
+    assert_eq!(r.month, "2026-03");
+    let figs = r.figures.clone().expect("figures");
+    let calc = calc_example_a();
+    for (name, value) in [
+        ("route", &figs.route),
+        ("medfee_sumamt", &figs.medfee_sumamt),
+        ("inscp_scp_amt", &figs.inscp_scp_amt),
+        ("hifp_pay", &figs.hifp_pay),
+        ("hifmi_pay", &figs.hifmi_pay),
+        ("maf_pay", &figs.maf_pay),
+        ("fund_pay_sumamt", &figs.fund_pay_sumamt),
+        ("psn_part_amt", &figs.psn_part_amt),
+        ("pool_prop", &figs.pool_prop),
+    ] {
+        assert_eq!(calc[name], value.as_str(), "{name}");
+    }
+    let after = home.counters_of("P0001", 2026).expect("counters");
+    assert_eq!(after.hifp_paid.to_string(), "31500.00");
+    assert_eq!(after.ci_base.to_string(), "14000.00");
+
+    // Retries with the same msgid return the first outcome and move nothing.
+    let (bj_len, home_len) = (bj.ledger().len(), home.ledger().len());
+    for _ in 0..3 {
+        let again = submit(bj, &req).await.expect("retry");
+        assert_eq!(again.setl_id, r.setl_id);
+        assert_eq!(again.figures, r.figures);
+    }
+    assert_eq!(home.counters_of("P0001", 2026).expect("counters"), after);
+    assert_eq!((bj.ledger().len(), home.ledger().len()), (bj_len, home_len));
+
+    // The same msgid with a different bill is refused.
+    let mut changed = req.clone();
+    changed.items[3].price = "35501.00".into();
+    assert_eq!(submit(bj, &changed).await.expect_err("reused").reason(), "msgid_reused");
+
+    // A reversal restores the counters; a second reversal is refused.
+    let mut rev = request(BJ_HOSPITAL, "m2", Action::Reverse, "P0001", "611000", vec![]);
+    rev.reversed_msgid = "m1".into();
+    let reversed = submit(bj, &rev).await.expect("reversed");
+    assert!(reversed.settled);
+    assert_eq!(reversed.figures.expect("figures").hifp_pay, "-31500.00");
+    assert_eq!(home.counters_of("P0001", 2026).expect("counters"), Default::default());
+    let mut rev2 = rev.clone();
+    rev2.msgid = "m3".into();
+    assert_eq!(submit(bj, &rev2).await.expect_err("twice").reason(), "already_reversed");
+
+    // Both ledgers hold the signed records and verify.
+    for n in [bj, home] {
+        let head = n.ledger().head();
+        assert!(head.verify(&n.ledger().public_key()));
+    }
+    assert!(bj.ledger().entry_by_key("outcome:H110105001:m1").expect("read").is_some());
+}
+
+#[tokio::test]
+async fn refusal_records_nothing_at_home() {
+    let f = federation();
+    let home = &f.nodes["611000"];
+    home.import_persons(&[person("P0002", "611000", "390")]).await.expect("import");
+    let before = home.ledger().len();
+    let req = request(BJ_HOSPITAL, "e1", Action::Settle, "P0002", "611000", example_items());
+    let r = submit(&f.nodes["110000"], &req).await.expect("answered");
+    assert!(!r.settled);
+    assert_eq!(r.refusal, "registration_required");
+    assert_eq!(home.ledger().len(), before);
+    assert_eq!(home.counters_of("P0002", 2026).expect("counters"), Default::default());
+    // An emergency settles without a filing (60% at level 3).
+    let mut em = request(BJ_HOSPITAL, "e2", Action::Settle, "P0002", "611000", example_items());
+    em.emergency = true;
+    let r = submit(&f.nodes["110000"], &em).await.expect("emergency");
+    assert!(r.settled);
+    assert_eq!(r.figures.expect("figures").hifp_pay, "27000.00");
+}
+
+#[tokio::test]
+async fn presettlement_commits_nothing() {
+    let f = federation();
+    shangluo_patient(&f).await;
+    let (bj, home) = (&f.nodes["110000"], &f.nodes["611000"]);
+    let (bj_len, home_len) = (bj.ledger().len(), home.ledger().len());
+    let r = submit(bj, &request(BJ_HOSPITAL, "p1", Action::Presettle, "P0001", "611000", example_items()))
+        .await
+        .expect("presettle");
+    assert!(!r.settled);
+    assert_eq!(r.figures.expect("figures").hifp_pay, "31500.00");
+    let e = submit(bj, &request(BJ_HOSPITAL, "q1", Action::Eligibility, "P0001", "611000", example_items()))
+        .await
+        .expect("eligibility");
+    assert!(e.eligible);
+    assert_eq!((bj.ledger().len(), home.ledger().len()), (bj_len, home_len));
+    assert_eq!(home.counters_of("P0001", 2026).expect("counters"), Default::default());
+}
+
+#[tokio::test]
+async fn corps_local_care_needs_no_registration_and_accepts_the_partners_hospital() {
+    let f = federation();
+    f.nodes["660400"].import_persons(&[person("B0001", "660400", "390")]).await.expect("import");
+    // The 伊犁 hospital is not open for cross-region settlement, but is recognised across the pair.
+    let items = vec![BillItem { code: "XA001".into(), qty: "1".into(), price: "10000.00".into() }];
+    let r = submit(&f.nodes["654000"], &request(YILI_HOSPITAL, "c1", Action::Settle, "B0001", "660400", items.clone()))
+        .await
+        .expect("settled");
+    assert!(r.settled, "{r:?}");
+    let figs = r.figures.expect("figures");
+    assert_eq!(figs.route, "corps_local");
+    assert_eq!(figs.hifp_pay, "7488.00");
+    // Beyond the pair it is not designated for out-of-region care.
+    f.nodes["611000"].import_persons(&[person("P0003", "611000", "390")]).await.expect("import");
+    let e = submit(&f.nodes["654000"], &request(YILI_HOSPITAL, "c2", Action::Settle, "P0003", "611000", items))
+        .await
+        .expect_err("refused");
+    assert_eq!(e.reason(), "hospital_not_designated");
+}
+
+#[tokio::test]
+async fn unreachable_home_completes_on_redrive_exactly_once() {
+    let f = federation();
+    shangluo_patient(&f).await;
+    let bj = &f.nodes["110000"];
+    f.net.detach(code("611000"));
+    let req = request(BJ_HOSPITAL, "u1", Action::Settle, "P0001", "611000", example_items());
+    assert_eq!(submit(bj, &req).await.expect_err("unreachable").reason(), "home_unreachable");
+    f.net.attach(&f.nodes["611000"]);
+    assert_eq!(bj.redrive_intents().await.expect("redrive"), 1);
+    assert_eq!(bj.redrive_intents().await.expect("nothing left"), 0);
+    let r = submit(bj, &req).await.expect("answered from the record");
+    assert!(r.settled);
+    assert_eq!(f.nodes["611000"].counters_of("P0001", 2026).expect("c").hifp_paid.to_string(), "31500.00");
+}
+
+#[tokio::test]
+async fn security_refusals_record_nothing() {
+    let f = federation();
+    shangluo_patient(&f).await;
+    let (bj, home) = (&f.nodes["110000"], &f.nodes["611000"]);
+    let lens = || (bj.ledger().len(), home.ledger().len());
+    let before = lens();
+    let req = request(BJ_HOSPITAL, "s1", Action::Settle, "P0001", "611000", example_items());
+
+    // Unsigned.
+    let mut env = seal(&hospital_key(BJ_HOSPITAL), HOSPITAL_DOMAIN, BJ_HOSPITAL, &req);
+    env.signature.clear();
+    assert_eq!(bj.handle_hospital(env).await.expect_err("unsigned").reason(), "unsigned");
+    // Wrong hospital key.
+    let forged = seal(&hospital_key("H000000000"), HOSPITAL_DOMAIN, BJ_HOSPITAL, &req);
+    assert_eq!(bj.handle_hospital(forged).await.expect_err("bad key").reason(), "bad_signature");
+    // A hospital of another region at this node.
+    let other = request(YILI_HOSPITAL, "s2", Action::Settle, "P0001", "611000", example_items());
+    assert_eq!(submit(bj, &other).await.expect_err("elsewhere").reason(), "unknown_hospital");
+    // An undesignated hospital.
+    let undesignated = request("H110105999", "s3", Action::Settle, "P0001", "611000", example_items());
+    assert_eq!(submit(bj, &undesignated).await.expect_err("undesignated").reason(), "hospital_not_designated");
+    // A forged peer claim: signed by a key that is not Beijing's.
+    let claim = Claim {
+        mdtrtarea_admvs: "110105".into(),
+        fixmedins_code: BJ_HOSPITAL.into(),
+        hosp_lv: 3,
+        msgid: "f1".into(),
+        action: Action::Settle as i32,
+        psn_no: "P0001".into(),
+        insuplc_admdvs: "611000".into(),
+        setl_date: "2026-03-10".into(),
+        medfee_sumamt: "50000.00".into(),
+        fulamt_ownpay_amt: "0.00".into(),
+        overlmt_selfpay: "0.00".into(),
+        preselfpay_amt: "0.00".into(),
+        inscp_scp_amt: "50000.00".into(),
+        ..Default::default()
+    };
+    let forged_claim = seal(&node_key("654000"), CLAIM_DOMAIN, "110000", &claim);
+    assert_eq!(home.handle_claim(forged_claim).await.expect_err("forged").reason(), "bad_signature");
+    // A region signing for care in another region's area.
+    let for_other = seal(&node_key("654000"), CLAIM_DOMAIN, "654000", &claim);
+    assert_eq!(home.handle_claim(for_other).await.expect_err("other area").reason(), "not_authorised");
+    assert_eq!(lens(), before);
+    assert_eq!(home.counters_of("P0001", 2026).expect("c"), Default::default());
+
+    // A replayed claim with a changed amount.
+    let ok = seal(&node_key("110000"), CLAIM_DOMAIN, "110000", &claim);
+    home.handle_claim(ok).await.expect("genuine claim");
+    let counters = home.counters_of("P0001", 2026).expect("c");
+    let mut changed = claim.clone();
+    changed.inscp_scp_amt = "49000.00".into();
+    let replay = seal(&node_key("110000"), CLAIM_DOMAIN, "110000", &changed);
+    assert_eq!(home.handle_claim(replay).await.expect_err("replay").reason(), "msgid_reused");
+    assert_eq!(home.counters_of("P0001", 2026).expect("c"), counters);
+}
+
+#[tokio::test]
+async fn registrations_expired_or_elsewhere_are_refused() {
+    let f = federation();
+    let home = &f.nodes["611000"];
+    home.import_persons(&[person("P0004", "611000", "390")]).await.expect("import");
+    register(home, "r2", "P0004", "long_term_resident", "440000").await.expect("register");
+    let bj = &f.nodes["110000"];
+    let r = submit(bj, &request(BJ_HOSPITAL, "w1", Action::Settle, "P0004", "611000", example_items()))
+        .await
+        .expect("answer");
+    assert_eq!(r.refusal, "registration_target_mismatch");
+    let req = RegistrationRequest {
+        msgid: "r3".into(),
+        op: Op::Create as i32,
+        psn_no: "P0004".into(),
+        kind: "other_temporary".into(),
+        target_admdvs: "110000".into(),
+        begndate: "2026-01-01".into(),
+        enddate: "2026-02-28".into(),
+        ..Default::default()
+    };
+    home.apply_registration(seal(&admin_key(), ADMIN_DOMAIN, "agency", &req)).await.expect("filed");
+    let r = submit(bj, &request(BJ_HOSPITAL, "w2", Action::Settle, "P0004", "611000", example_items()))
+        .await
+        .expect("answer");
+    assert_eq!(r.refusal, "registration_not_in_force");
+    assert_eq!(home.counters_of("P0004", 2026).expect("c"), Default::default());
+    // Registrations are only filed by the node's admins, inside the rules.
+    let stranger = seal(&SigningKey::from_bytes(&[6u8; 32]), ADMIN_DOMAIN, "agency", &req);
+    assert_eq!(home.apply_registration(stranger).await.expect_err("forged").reason(), "bad_signature");
+    let mut local = req.clone();
+    local.msgid = "r4".into();
+    local.target_admdvs = "611002".into();
+    let e = home.apply_registration(seal(&admin_key(), ADMIN_DOMAIN, "agency", &local)).await.expect_err("local");
+    assert_eq!(e.reason(), "bad_request");
+    // A change before the holding period is refused.
+    let reg_id = register(home, "r5", "P0004", "resettled_retiree", "330000").await.expect("filed");
+    let cancel = RegistrationRequest {
+        msgid: "r6".into(),
+        op: Op::Cancel as i32,
+        psn_no: "P0004".into(),
+        reg_id,
+        on_date: "2026-03-01".into(),
+        ..Default::default()
+    };
+    let e = home.apply_registration(seal(&admin_key(), ADMIN_DOMAIN, "agency", &cancel)).await.expect_err("too soon");
+    assert_eq!(e.reason(), "holding_period");
+}
+
+#[tokio::test]
+async fn state_is_rebuilt_from_the_ledger_on_restart() {
+    let f = federation();
+    shangluo_patient(&f).await;
+    let r = submit(&f.nodes["110000"], &request(BJ_HOSPITAL, "k1", Action::Settle, "P0001", "611000", example_items()))
+        .await
+        .expect("settled");
+    assert!(r.settled);
+    let dir = f._dir.path().to_path_buf();
+    let before = f.nodes["611000"].counters_of("P0001", 2026).expect("c");
+    let Federation { nodes, net, clock, _dir } = f;
+    drop(nodes);
+    let reopened = open_node("611000", &dir, &net, &clock);
+    assert_eq!(reopened.counters_of("P0001", 2026).expect("c"), before);
+    assert_eq!(reopened.registrations_of("P0001").expect("regs").len(), 1);
+    drop(_dir);
+}
