@@ -40,6 +40,37 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Run a region's node (gRPC), from a TOML config.
+    Node {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value = "human")]
+        log_format: cli::node_cmd::LogFormat,
+    },
+    /// A hospital's client: sign a bill and send it to the hospital's own node.
+    Hospital {
+        #[command(subcommand)]
+        action: cli::node_cmd::HospitalAction,
+        /// The node's URL, e.g. http://127.0.0.1:50011
+        #[arg(long, global = true, default_value = "http://127.0.0.1:50011")]
+        node: String,
+        /// The hospital's key file.
+        #[arg(long, global = true, default_value = "hospital.key")]
+        key: PathBuf,
+        /// The bill (JSON: fixmedins_code, msgid, psn_no, insuplc_admdvs, setl_date, items, ...).
+        #[arg(long, global = true, default_value = "bill.json")]
+        bill: PathBuf,
+    },
+    /// Insured persons: `import` loads a JSON array into a stopped node's ledger.
+    Persons {
+        #[command(subcommand)]
+        command: PersonsCommand,
+    },
+    /// Registrations (备案): `apply` sends an agency's signed request to its node.
+    Registration {
+        #[command(subcommand)]
+        command: RegistrationCommand,
+    },
     /// Benchmarks: a table, then one `BENCH name=value` line per figure.
     Bench {
         #[command(subcommand)]
@@ -52,6 +83,32 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum PersonsCommand {
+    Import {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistrationCommand {
+    Apply {
+        #[arg(long)]
+        node: String,
+        /// The admin's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The admin's name, as in the node's config.
+        #[arg(long)]
+        admin: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -60,6 +117,14 @@ fn main() -> ExitCode {
         Command::Keygen { out } => keygen(&out),
         Command::Ledger { command } => cli::ledger_cmd::run(command),
         Command::Bench { command } => cli::bench_cmd::run(command),
+        Command::Node { config, log_format } => cli::node_cmd::run_node(&config, log_format),
+        Command::Hospital { action, node, key, bill } => cli::node_cmd::run_hospital(action, &node, &key, &bill),
+        Command::Persons { command: PersonsCommand::Import { config, file } } => {
+            cli::node_cmd::run_import(&config, &file)
+        }
+        Command::Registration { command: RegistrationCommand::Apply { node, key, admin, file } } => {
+            cli::node_cmd::run_registration(&node, &key, &admin, &file)
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod bench_cmd;
 pub mod ledger_cmd;
+pub mod node_cmd;
 
 use std::process::ExitCode;
 

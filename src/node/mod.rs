@@ -5,8 +5,10 @@
 //! tests), and time comes from a [`Clock`].
 
 pub mod config;
+pub mod grpc;
 mod home;
 pub mod local;
+pub mod metrics;
 pub mod records;
 mod registration;
 pub mod state;

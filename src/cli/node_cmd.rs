@@ -1,0 +1,331 @@
+//! `xclear node`, `xclear hospital …`, `xclear persons import`, `xclear registration apply`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Subcommand, ValueEnum};
+use serde::Deserialize;
+use serde_json::json;
+
+use xclear::api::envelope::{seal, ADMIN_DOMAIN, HOSPITAL_DOMAIN};
+use xclear::api::error::reason_of;
+use xclear::clock::SystemClock;
+use xclear::crypto;
+use xclear::node::grpc::{self, GrpcTransport};
+use xclear::node::records::PersonRecord;
+use xclear::node::{metrics, Node, NodeConfig};
+use xclear::proto::hospital_service_client::HospitalServiceClient;
+use xclear::proto::registration_service_client::RegistrationServiceClient;
+use xclear::proto::{
+    hospital_request::Action, registration_request::Op, BillItem, HospitalRequest, HospitalResponse,
+    RegistrationRequest,
+};
+use xclear::rules::RuleBook;
+
+use super::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
+
+/// How often a node re-drives intents that have no outcome yet.
+const REDRIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[derive(Clone, Copy, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+pub fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(EXIT_FAILED, e))
+}
+
+/// Loads what a node needs from its config.
+fn open_node(config: &Path) -> Result<Arc<Node>, ExitCode> {
+    let cfg = NodeConfig::load(config).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
+    let key = crypto::load_signing_key(&cfg.key_file).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
+    let rules = RuleBook::load(&cfg.rules_dir).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
+    let endpoints = cfg.peers.values().map(|p| (p.region, p.endpoint.clone())).collect();
+    let transport = Arc::new(GrpcTransport::new(endpoints));
+    Node::open(cfg, key, Arc::new(rules), Arc::new(SystemClock), transport)
+        .map(Arc::new)
+        .map_err(|e| fail(EXIT_FAILED, e))
+}
+
+pub fn run_node(config: &Path, log_format: LogFormat) -> ExitCode {
+    init_logs(log_format);
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    rt.block_on(async {
+        let node = match open_node(config) {
+            Ok(n) => n,
+            Err(c) => return c,
+        };
+        let listener = match tokio::net::TcpListener::bind(node.config.listen).await {
+            Ok(l) => l,
+            Err(e) => return fail(EXIT_FAILED, format!("{}: {e}", node.config.listen)),
+        };
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        if let Some(m) = node.config.metrics_listen {
+            match tokio::net::TcpListener::bind(m).await {
+                Ok(l) => {
+                    let n = Arc::clone(&node);
+                    tracing::info!(metrics = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics");
+                    tokio::spawn(metrics::serve(l, move || n.ledger().len()));
+                }
+                Err(e) => return fail(EXIT_FAILED, format!("metrics {m}: {e}")),
+            }
+        }
+        // Intents without an outcome are re-driven until their home answers.
+        let redriver = Arc::clone(&node);
+        tokio::spawn(async move {
+            loop {
+                match redriver.redrive_intents().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(completed = n, "re-driven intents completed"),
+                    Err(e) => tracing::warn!(error = %e, "re-driving intents"),
+                }
+                tokio::time::sleep(REDRIVE_EVERY).await;
+            }
+        });
+        tracing::info!(region = %node.region(), listen = %addr, entries = node.ledger().len(), "node started");
+        // The first line on standard output names the bound address (port 0 picks one).
+        println!("xclear node {} listening on {addr}", node.region());
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        match grpc::serve(node, listener, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(EXIT_FAILED, e),
+        }
+    })
+}
+
+#[derive(Subcommand, Clone, Copy)]
+pub enum HospitalAction {
+    /// Settle a bill (结算).
+    Settle,
+    /// Compute without committing anything (预结算).
+    Presettle,
+    /// Reverse a settlement (撤销): the bill file names `reversed_msgid`.
+    Reverse,
+    /// Ask whether the patient can settle directly here.
+    Eligibility,
+}
+
+/// The bill file a hospital client sends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillFile {
+    pub fixmedins_code: String,
+    pub msgid: String,
+    pub psn_no: String,
+    pub insuplc_admdvs: String,
+    pub setl_date: String,
+    #[serde(default)]
+    pub items: Vec<BillItemJson>,
+    #[serde(default)]
+    pub emergency: bool,
+    #[serde(default)]
+    pub reversed_msgid: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillItemJson {
+    pub code: String,
+    pub qty: String,
+    pub price: String,
+}
+
+pub fn hospital_response_json(r: &HospitalResponse) -> serde_json::Value {
+    let figures = r.figures.as_ref().map(|f| {
+        json!({
+            "route": f.route, "medfee_sumamt": f.medfee_sumamt, "fulamt_ownpay_amt": f.fulamt_ownpay_amt,
+            "overlmt_selfpay": f.overlmt_selfpay, "preselfpay_amt": f.preselfpay_amt, "inscp_scp_amt": f.inscp_scp_amt,
+            "act_pay_dedc": f.act_pay_dedc, "pool_prop": f.pool_prop, "hifp_pay": f.hifp_pay, "hifmi_pay": f.hifmi_pay,
+            "hifob_pay": f.hifob_pay, "maf_pay": f.maf_pay, "fund_pay_sumamt": f.fund_pay_sumamt, "psn_part_amt": f.psn_part_amt,
+        })
+    });
+    json!({
+        "msgid": r.msgid, "settled": r.settled, "eligible": r.eligible, "setl_id": r.setl_id, "month": r.month,
+        "refusal": r.refusal, "message": r.message, "figures": figures,
+    })
+}
+
+pub fn run_hospital(action: HospitalAction, node: &str, key: &Path, bill: &Path) -> ExitCode {
+    let key = match crypto::load_signing_key(key) {
+        Ok(k) => k,
+        Err(e) => return fail(EXIT_BAD_INPUT, e),
+    };
+    let text = match std::fs::read_to_string(bill) {
+        Ok(t) => t,
+        Err(e) => return fail(EXIT_BAD_INPUT, format!("{}: {e}", bill.display())),
+    };
+    let de = &mut serde_json::Deserializer::from_str(&text);
+    let b: BillFile = match serde_path_to_error::deserialize(de) {
+        Ok(b) => b,
+        Err(e) => return fail(EXIT_BAD_INPUT, format!("{}: {}: {}", bill.display(), e.path(), e.inner())),
+    };
+    let req = HospitalRequest {
+        fixmedins_code: b.fixmedins_code.clone(),
+        msgid: b.msgid,
+        action: match action {
+            HospitalAction::Settle => Action::Settle,
+            HospitalAction::Presettle => Action::Presettle,
+            HospitalAction::Reverse => Action::Reverse,
+            HospitalAction::Eligibility => Action::Eligibility,
+        } as i32,
+        psn_no: b.psn_no,
+        insuplc_admdvs: b.insuplc_admdvs,
+        setl_date: b.setl_date,
+        items: b.items.into_iter().map(|i| BillItem { code: i.code, qty: i.qty, price: i.price }).collect(),
+        reversed_msgid: b.reversed_msgid,
+        sent_at_ms: chrono::Utc::now().timestamp_millis(),
+        emergency: b.emergency,
+    };
+    let env = seal(&key, HOSPITAL_DOMAIN, &b.fixmedins_code, &req);
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    rt.block_on(async {
+        let mut client = match HospitalServiceClient::connect(node.to_string()).await {
+            Ok(c) => c,
+            Err(e) => return fail(EXIT_FAILED, json!({"error": "unreachable", "message": e.to_string()})),
+        };
+        match client.submit(env).await {
+            Ok(r) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&hospital_response_json(&r.into_inner())).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(s) => fail(
+                EXIT_FAILED,
+                json!({"error": reason_of(&s).unwrap_or_else(|| format!("{:?}", s.code())), "message": s.message()}),
+            ),
+        }
+    })
+}
+
+/// Loads insured persons from a JSON array into a (stopped) node's ledger.
+pub fn run_import(config: &Path, file: &Path) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => return fail(EXIT_BAD_INPUT, format!("{}: {e}", file.display())),
+    };
+    let de = &mut serde_json::Deserializer::from_str(&text);
+    let persons: Vec<PersonRecord> = match serde_path_to_error::deserialize(de) {
+        Ok(p) => p,
+        Err(e) => return fail(EXIT_BAD_INPUT, format!("{}: {}: {}", file.display(), e.path(), e.inner())),
+    };
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    rt.block_on(async {
+        let node = match open_node(config) {
+            Ok(n) => n,
+            Err(c) => return c,
+        };
+        match node.import_persons(&persons).await {
+            Ok(added) => {
+                println!("{added} persons added ({} in the file)", persons.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(EXIT_BAD_INPUT, e),
+        }
+    })
+}
+
+/// The registration request file an agency sends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationFile {
+    pub msgid: String,
+    pub op: String,
+    pub psn_no: String,
+    #[serde(default)]
+    pub reg_id: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub target_admdvs: String,
+    #[serde(default)]
+    pub begndate: String,
+    #[serde(default)]
+    pub enddate: String,
+    #[serde(default)]
+    pub on_date: String,
+}
+
+pub fn run_registration(node: &str, key: &Path, admin: &str, file: &PathBuf) -> ExitCode {
+    let key = match crypto::load_signing_key(key) {
+        Ok(k) => k,
+        Err(e) => return fail(EXIT_BAD_INPUT, e),
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => return fail(EXIT_BAD_INPUT, format!("{}: {e}", file.display())),
+    };
+    let de = &mut serde_json::Deserializer::from_str(&text);
+    let r: RegistrationFile = match serde_path_to_error::deserialize(de) {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_BAD_INPUT, format!("{}: {}: {}", file.display(), e.path(), e.inner())),
+    };
+    let op = match r.op.as_str() {
+        "create" => Op::Create,
+        "change" => Op::Change,
+        "cancel" => Op::Cancel,
+        other => return fail(EXIT_BAD_INPUT, format!("op: {other:?} is not create, change or cancel")),
+    };
+    let req = RegistrationRequest {
+        msgid: r.msgid,
+        op: op as i32,
+        psn_no: r.psn_no,
+        reg_id: r.reg_id,
+        kind: r.kind,
+        target_admdvs: r.target_admdvs,
+        begndate: r.begndate,
+        enddate: r.enddate,
+        on_date: r.on_date,
+    };
+    let env = seal(&key, ADMIN_DOMAIN, admin, &req);
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    rt.block_on(async {
+        let mut client = match RegistrationServiceClient::connect(node.to_string()).await {
+            Ok(c) => c,
+            Err(e) => return fail(EXIT_FAILED, json!({"error": "unreachable", "message": e.to_string()})),
+        };
+        match client.apply(env).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                println!(
+                    "{}",
+                    json!({"reg_id": r.reg_id, "psn_no": r.psn_no, "kind": r.kind, "target_admdvs": r.target_admdvs,
+                           "begndate": r.begndate, "enddate": r.enddate, "cancelled": r.cancelled})
+                );
+                ExitCode::SUCCESS
+            }
+            Err(s) => fail(
+                EXIT_FAILED,
+                json!({"error": reason_of(&s).unwrap_or_else(|| format!("{:?}", s.code())), "message": s.message()}),
+            ),
+        }
+    })
+}

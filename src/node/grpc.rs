@@ -1,0 +1,185 @@
+//! The gRPC edge: the node's services (hospital, peer, registration), gRPC
+//! health and reflection, and the peer transport over gRPC. Thin: every call
+//! goes straight to [`Node`], and errors map to statuses in `api::error`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic::{Request, Response, Status};
+
+use super::{BoxFuture, Node, PeerTransport, TransportError};
+use crate::api::error::reason_of;
+use crate::proto::hospital_service_server::{HospitalService, HospitalServiceServer};
+use crate::proto::peer_service_client::PeerServiceClient;
+use crate::proto::peer_service_server::{PeerService, PeerServiceServer};
+use crate::proto::registration_service_server::{RegistrationService, RegistrationServiceServer};
+use crate::proto::{
+    ContributionYearsResponse, HospitalResponse, RegistrationList, RegistrationQuery, RegistrationRecord, Signed,
+};
+use crate::region::RegionCode;
+
+/// The encoded descriptor set of `proto/`, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("xclear_descriptor");
+/// Largest message a node accepts or sends.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Concurrent requests on one connection (a hospital's connection included).
+pub const MAX_CONCURRENT_PER_CONNECTION: usize = 256;
+/// A call that takes longer than this is cancelled.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Peer calls: connect and per-call timeouts.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+struct Svc(Arc<Node>);
+
+#[tonic::async_trait]
+impl HospitalService for Svc {
+    async fn submit(&self, req: Request<Signed>) -> Result<Response<HospitalResponse>, Status> {
+        let started = std::time::Instant::now();
+        let result = self.0.handle_hospital(req.into_inner()).await;
+        let outcome = match &result {
+            Ok(r) if r.settled => "settled",
+            Ok(r) if !r.refusal.is_empty() => "refused",
+            Ok(_) => "answered",
+            Err(e) => e.reason(),
+        };
+        super::metrics::record(outcome, started.elapsed());
+        result.map(Response::new).map_err(Status::from)
+    }
+}
+
+#[tonic::async_trait]
+impl PeerService for Svc {
+    async fn submit_claim(&self, req: Request<Signed>) -> Result<Response<Signed>, Status> {
+        self.0.handle_claim(req.into_inner()).await.map(Response::new).map_err(Status::from)
+    }
+
+    async fn contribution_years(&self, req: Request<Signed>) -> Result<Response<ContributionYearsResponse>, Status> {
+        self.0
+            .handle_contribution_years(req.into_inner())
+            .map(|years| Response::new(ContributionYearsResponse { years: years.into_iter().collect() }))
+            .map_err(Status::from)
+    }
+}
+
+#[tonic::async_trait]
+impl RegistrationService for Svc {
+    async fn apply(&self, req: Request<Signed>) -> Result<Response<RegistrationRecord>, Status> {
+        self.0.apply_registration(req.into_inner()).await.map(Response::new).map_err(Status::from)
+    }
+
+    async fn query(&self, req: Request<RegistrationQuery>) -> Result<Response<RegistrationList>, Status> {
+        self.0
+            .registrations_of(&req.into_inner().psn_no)
+            .map(|registrations| Response::new(RegistrationList { registrations }))
+            .map_err(Status::from)
+    }
+}
+
+/// Serves the node on `listener` until `shutdown` completes.
+pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<HospitalServiceServer<Svc>>().await;
+    health.set_serving::<PeerServiceServer<Svc>>().await;
+    health.set_serving::<RegistrationServiceServer<Svc>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| e.to_string())?;
+    let svc = Svc(node);
+    Server::builder()
+        .concurrency_limit_per_connection(MAX_CONCURRENT_PER_CONNECTION)
+        .timeout(REQUEST_TIMEOUT)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            HospitalServiceServer::new(svc.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            PeerServiceServer::new(svc.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            RegistrationServiceServer::new(svc)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Reaches peers over gRPC: one lazily connected channel per peer.
+pub struct GrpcTransport {
+    endpoints: BTreeMap<RegionCode, String>,
+    channels: Mutex<HashMap<RegionCode, Channel>>,
+}
+
+impl GrpcTransport {
+    pub fn new(endpoints: BTreeMap<RegionCode, String>) -> GrpcTransport {
+        GrpcTransport { endpoints, channels: Mutex::new(HashMap::new()) }
+    }
+
+    fn client(&self, to: RegionCode) -> Result<PeerServiceClient<Channel>, TransportError> {
+        let mut channels = self.channels.lock().map_err(|_| TransportError::Unreachable("lock".into()))?;
+        if let Some(c) = channels.get(&to) {
+            return Ok(client(c.clone()));
+        }
+        let url =
+            self.endpoints.get(&to).ok_or_else(|| TransportError::Unreachable(format!("no endpoint for {to}")))?;
+        let channel = Endpoint::from_shared(url.clone())
+            .map_err(|e| TransportError::Unreachable(e.to_string()))?
+            .connect_timeout(PEER_CONNECT_TIMEOUT)
+            .timeout(PEER_CALL_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(to, channel.clone());
+        Ok(client(channel))
+    }
+}
+
+fn client(c: Channel) -> PeerServiceClient<Channel> {
+    PeerServiceClient::new(c).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// A status from a peer: transport trouble is "unreachable", anything the
+/// peer decided is a refusal with its reason.
+fn transport_error(s: Status) -> TransportError {
+    match reason_of(&s) {
+        Some(reason) => TransportError::Refused { reason, message: s.message().to_string() },
+        None => TransportError::Unreachable(format!("{:?}: {}", s.code(), s.message())),
+    }
+}
+
+impl PeerTransport for GrpcTransport {
+    fn submit_claim(&self, to: RegionCode, claim: Signed) -> BoxFuture<'_, Result<Signed, TransportError>> {
+        Box::pin(async move {
+            let mut c = self.client(to)?;
+            c.submit_claim(claim).await.map(Response::into_inner).map_err(transport_error)
+        })
+    }
+
+    fn contribution_years(
+        &self,
+        to: RegionCode,
+        query: Signed,
+    ) -> BoxFuture<'_, Result<BTreeMap<String, u32>, TransportError>> {
+        Box::pin(async move {
+            let mut c = self.client(to)?;
+            c.contribution_years(query)
+                .await
+                .map(|r| r.into_inner().years.into_iter().collect())
+                .map_err(transport_error)
+        })
+    }
+}

@@ -1,0 +1,220 @@
+//! Nodes served over gRPC on 127.0.0.1:0 in this process: a settlement over
+//! the wire, reasons on statuses, health and reflection.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use tokio::net::TcpListener;
+use xclear::api::envelope::{seal, ADMIN_DOMAIN, HOSPITAL_DOMAIN};
+use xclear::api::error::reason_of;
+use xclear::clock::SystemClock;
+use xclear::node::config::{Hospital, Peer};
+use xclear::node::grpc::{serve, GrpcTransport};
+use xclear::node::records::PersonRecord;
+use xclear::node::{Node, NodeConfig};
+use xclear::proto::hospital_service_client::HospitalServiceClient;
+use xclear::proto::registration_service_client::RegistrationServiceClient;
+use xclear::proto::{
+    hospital_request::Action, registration_request::Op, BillItem, HospitalRequest, RegistrationQuery,
+    RegistrationRequest,
+};
+use xclear::region::RegionCode;
+use xclear::settlement::HospitalLevel;
+
+fn key(tag: u8) -> SigningKey {
+    SigningKey::from_bytes(&[tag; 32])
+}
+
+struct Running {
+    _dir: tempfile::TempDir,
+    urls: BTreeMap<&'static str, String>,
+    home: Arc<Node>,
+    stop: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+async fn start() -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let regions = [("611000", 11u8), ("110000", 12u8)];
+    let mut listeners = BTreeMap::new();
+    let mut urls = BTreeMap::new();
+    for (r, _) in regions {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        urls.insert(r, format!("http://{}", l.local_addr().expect("addr")));
+        listeners.insert(r, l);
+    }
+    let mut stop = Vec::new();
+    let mut home = None;
+    for (r, tag) in regions {
+        let code = RegionCode::parse(r).expect("code");
+        let mut peers = BTreeMap::new();
+        for (p, ptag) in regions.iter().filter(|(p, _)| *p != r) {
+            let pc = RegionCode::parse(p).expect("code");
+            peers.insert(pc, Peer { region: pc, endpoint: urls[p].clone(), public_key: key(*ptag).verifying_key() });
+        }
+        let mut hospitals = BTreeMap::new();
+        if r == "110000" {
+            hospitals.insert(
+                "H1".to_string(),
+                Hospital {
+                    code: "H1".into(),
+                    level: HospitalLevel::new(3).expect("lv"),
+                    public_key: key(21).verifying_key(),
+                    designated: true,
+                    cross_region: true,
+                },
+            );
+        }
+        let mut admins = BTreeMap::new();
+        admins.insert("agency".to_string(), key(31).verifying_key());
+        let cfg = NodeConfig {
+            region: code,
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: dir.path().join(r),
+            key_file: dir.path().join("k"),
+            rules_dir: common::rules_dir(),
+            metrics_listen: None,
+            peers: peers.clone(),
+            hospitals,
+            admins,
+        };
+        let endpoints = peers.values().map(|p| (p.region, p.endpoint.clone())).collect();
+        let node = Arc::new(
+            Node::open(
+                cfg,
+                key(tag),
+                Arc::new(common::rules()),
+                Arc::new(SystemClock),
+                Arc::new(GrpcTransport::new(endpoints)),
+            )
+            .expect("open"),
+        );
+        if r == "611000" {
+            home = Some(Arc::clone(&node));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        stop.push(tx);
+        let listener = listeners.remove(r).expect("listener");
+        tokio::spawn(async move {
+            let _ = serve(node, listener, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+    }
+    Running { _dir: dir, urls, home: home.expect("home"), stop }
+}
+
+fn bill(msgid: &str) -> HospitalRequest {
+    let items =
+        [("XC001", "1", "3000.00"), ("FW001", "10", "150.00"), ("XB001", "1", "10000.00"), ("XA001", "1", "35500.00")]
+            .iter()
+            .map(|(c, q, p)| BillItem { code: c.to_string(), qty: q.to_string(), price: p.to_string() })
+            .collect();
+    HospitalRequest {
+        fixmedins_code: "H1".into(),
+        msgid: msgid.into(),
+        action: Action::Settle as i32,
+        psn_no: "P0001".into(),
+        insuplc_admdvs: "611000".into(),
+        setl_date: "2026-03-10".into(),
+        items,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settlement_over_grpc_with_health_and_reflection() {
+    let run = start().await;
+    let person = PersonRecord {
+        psn_no: "P0001".into(),
+        insuplc_admdvs: "611000".into(),
+        insutype: "390".into(),
+        retired: false,
+        special_group: None,
+        contribution_years: BTreeMap::new(),
+    };
+    run.home.import_persons(&[person]).await.expect("import");
+
+    // The agency files the registration over gRPC.
+    let mut reg = RegistrationServiceClient::connect(run.urls["611000"].clone()).await.expect("connect");
+    let req = RegistrationRequest {
+        msgid: "r1".into(),
+        op: Op::Create as i32,
+        psn_no: "P0001".into(),
+        kind: "long_term_resident".into(),
+        target_admdvs: "110000".into(),
+        begndate: "2026-01-01".into(),
+        ..Default::default()
+    };
+    reg.apply(seal(&key(31), ADMIN_DOMAIN, "agency", &req)).await.expect("registered");
+    let list = reg.query(RegistrationQuery { psn_no: "P0001".into() }).await.expect("query").into_inner();
+    assert_eq!(list.registrations.len(), 1);
+
+    // The hospital settles at its own node; the figures are the worked example's.
+    let mut hosp = HospitalServiceClient::connect(run.urls["110000"].clone()).await.expect("connect");
+    let env = seal(&key(21), HOSPITAL_DOMAIN, "H1", &bill("g1"));
+    let r = hosp.submit(env.clone()).await.expect("settled").into_inner();
+    assert!(r.settled, "{r:?}");
+    let f = r.figures.expect("figures");
+    assert_eq!(
+        (f.hifp_pay.as_str(), f.hifmi_pay.as_str(), f.psn_part_amt.as_str()),
+        ("31500.00", "2400.00", "16100.00")
+    );
+    // Retry: the same answer; the counters moved once.
+    let again = hosp.submit(env).await.expect("retry").into_inner();
+    assert_eq!(again.setl_id, r.setl_id);
+    assert_eq!(run.home.counters_of("P0001", 2026).expect("c").hifp_paid.to_string(), "31500.00");
+
+    // Errors carry a gRPC code and a machine-readable reason.
+    let forged = seal(&key(99), HOSPITAL_DOMAIN, "H1", &bill("g2"));
+    let status = hosp.submit(forged).await.expect_err("forged");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert_eq!(reason_of(&status).as_deref(), Some("bad_signature"));
+    let mut oversized = bill("g3");
+    oversized.items =
+        (0..1001).map(|_| BillItem { code: "XA001".into(), qty: "1".into(), price: "1.00".into() }).collect();
+    let status = hosp.submit(seal(&key(21), HOSPITAL_DOMAIN, "H1", &oversized)).await.expect_err("too many items");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+
+    // Health checking.
+    let channel = tonic::transport::Endpoint::from_shared(run.urls["110000"].clone())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let h = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "xclear.v1.HospitalService".into() })
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(h.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    // Reflection lists every service.
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+        server_reflection_response::MessageResponse, ServerReflectionRequest,
+    };
+    let mut refl = ServerReflectionClient::new(channel);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("reflection").into_inner();
+    let msg = stream.message().await.expect("message").expect("some");
+    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+        panic!("unexpected reflection answer")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for s in
+        ["xclear.v1.HospitalService", "xclear.v1.PeerService", "xclear.v1.RegistrationService", "grpc.health.v1.Health"]
+    {
+        assert!(names.iter().any(|n| n == s), "{s} missing from {names:?}");
+    }
+    for s in run.stop {
+        let _ = s.send(());
+    }
+}
