@@ -1,7 +1,7 @@
 # xclear: the two set-up commands are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all build test lint fmt demo bench
+.PHONY: all build test test-deps lint fmt demo bench
 
 all: build
 
@@ -9,8 +9,12 @@ build:
 	$(CARGO) build --release
 
 # The whole test suite (unit, integration, property). .ci/run calls this.
-test:
+# The interop test drives a node from Python grpcio (PyPI), installed here.
+test: test-deps
 	$(CARGO) test --all-targets
+
+test-deps:
+	python3 -m pip install -q --disable-pip-version-check -r tests/interop/requirements.txt
 
 # Formatting and lints, run by CI after the tests.
 lint:

@@ -218,8 +218,11 @@ async fn worked_example_a_end_to_end_matches_calc_and_moves_counters_once() {
 
     // Retries with the same msgid return the first outcome and move nothing.
     let (bj_len, home_len) = (bj.ledger().len(), home.ledger().len());
-    for _ in 0..3 {
-        let again = submit(bj, &req).await.expect("retry");
+    for i in 0..3 {
+        // A retry is the same request, whenever it is sent.
+        let mut retry = req.clone();
+        retry.sent_at_ms = 1_000 + i;
+        let again = submit(bj, &retry).await.expect("retry");
         assert_eq!(again.setl_id, r.setl_id);
         assert_eq!(again.figures, r.figures);
     }

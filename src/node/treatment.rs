@@ -126,7 +126,7 @@ impl Node {
             Some(e) => {
                 let intent: IntentEntry =
                     serde_json::from_slice(&e.body.payload).map_err(|e| NodeError::Internal(e.to_string()))?;
-                if intent.hospital_request.body != hex::encode(&env.body) {
+                if !same_request(&intent.hospital_request, &env) {
                     return Err(NodeError::MsgidReused(req.msgid));
                 }
                 intent.claim.to_signed().ok_or_else(|| NodeError::Internal("stored claim".into()))?
@@ -178,7 +178,7 @@ impl Node {
         let intent = self.ledger.entry_by_key(&intent_key(hospital, msgid)).map_err(ledger_error)?;
         let same = intent
             .and_then(|e| serde_json::from_slice::<IntentEntry>(&e.body.payload).ok())
-            .is_some_and(|i| i.hospital_request.body == hex::encode(&env.body));
+            .is_some_and(|i| same_request(&i.hospital_request, env));
         if !same {
             return Err(NodeError::MsgidReused(msgid.to_string()));
         }
@@ -262,6 +262,21 @@ impl Node {
             done += 1;
         }
         Ok(done)
+    }
+}
+
+/// Whether a retried request asks for the same thing as the recorded one: the
+/// same content, whenever it was sent (`sent_at_ms` may differ on a retry).
+fn same_request(recorded: &EnvelopeRecord, env: &Signed) -> bool {
+    let decode = |body: &[u8]| {
+        envelope::peek::<HospitalRequest>(&Signed { body: body.to_vec(), ..Signed::default() }).ok().map(|mut r| {
+            r.sent_at_ms = 0;
+            r
+        })
+    };
+    match (hex::decode(&recorded.body).ok().and_then(|b| decode(&b)), decode(&env.body)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
     }
 }
 

@@ -1,0 +1,260 @@
+//! Separate `xclear node` processes on 127.0.0.1: registration and settlement
+//! through the CLI agree with `xclear calc`; a Python grpcio client settles;
+//! a treatment node killed with an in-flight intent completes it on restart,
+//! with nothing lost or doubled.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn xclear(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xclear")).args(args).output().expect("run xclear")
+}
+
+fn keygen(path: &Path) -> String {
+    let out = xclear(&["keygen", "--out", path.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+struct NodeProc {
+    child: Child,
+    stderr_lines: mpsc::Receiver<String>,
+}
+
+impl NodeProc {
+    fn start(config: &Path) -> NodeProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_xclear"))
+            .args(["node", "--config", config.to_str().expect("path")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn node");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("node did not start");
+        assert!(line.contains("listening on"), "{line}");
+        let stderr = child.stderr.take().expect("stderr");
+        let (etx, erx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = etx.send(line);
+            }
+        });
+        NodeProc { child, stderr_lines: erx }
+    }
+
+    /// Waits until a log line contains `text`.
+    fn wait_for_log(&self, text: &str, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write");
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    home_cfg: PathBuf,
+    bj_cfg: PathBuf,
+    home_url: String,
+    bj_url: String,
+    bj_port: u16,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let home_pub = keygen(&d.join("611000.key"));
+    let bj_pub = keygen(&d.join("110000.key"));
+    let h1_pub = keygen(&d.join("h1.key"));
+    let admin_pub = keygen(&d.join("admin.key"));
+    let (home_port, bj_port) = (free_port(), free_port());
+    let rules = common::rules_dir();
+    let rules = rules.to_str().expect("rules");
+    let home_cfg = d.join("home.toml");
+    write(
+        &home_cfg,
+        &format!(
+            "region = \"611000\"\nlisten = \"127.0.0.1:{home_port}\"\ndata_dir = \"data/611000\"\nkey_file = \"611000.key\"\nrules_dir = \"{rules}\"\n\
+             [[peers]]\nregion = \"110000\"\nendpoint = \"http://127.0.0.1:{bj_port}\"\npublic_key = \"{bj_pub}\"\n\
+             [[admins]]\nname = \"agency\"\npublic_key = \"{admin_pub}\"\n"
+        ),
+    );
+    let bj_cfg = d.join("bj.toml");
+    write(
+        &bj_cfg,
+        &format!(
+            "region = \"110000\"\nlisten = \"127.0.0.1:{bj_port}\"\ndata_dir = \"data/110000\"\nkey_file = \"110000.key\"\nrules_dir = \"{rules}\"\n\
+             [[peers]]\nregion = \"611000\"\nendpoint = \"http://127.0.0.1:{home_port}\"\npublic_key = \"{home_pub}\"\n\
+             [[hospitals]]\ncode = \"H1\"\nlevel = 3\npublic_key = \"{h1_pub}\"\n"
+        ),
+    );
+    write(&d.join("persons.json"), r#"[{"psn_no": "P0001", "insuplc_admdvs": "611000", "insutype": "390"}]"#);
+    write(
+        &d.join("reg.json"),
+        r#"{"msgid": "r1", "op": "create", "psn_no": "P0001", "kind": "long_term_resident", "target_admdvs": "110000", "begndate": "2026-01-01"}"#,
+    );
+    let bill = |msgid: &str| {
+        format!(
+            r#"{{"fixmedins_code": "H1", "msgid": "{msgid}", "psn_no": "P0001", "insuplc_admdvs": "611000", "setl_date": "2026-03-10",
+               "items": [{{"code": "XC001", "qty": "1", "price": "3000.00"}}, {{"code": "FW001", "qty": "10", "price": "150.00"}},
+                         {{"code": "XB001", "qty": "1", "price": "10000.00"}}, {{"code": "XA001", "qty": "1", "price": "35500.00"}}]}}"#
+        )
+    };
+    write(&d.join("bill1.json"), &bill("m1"));
+    write(&d.join("bill2.json"), &bill("m2"));
+    Setup {
+        home_url: format!("http://127.0.0.1:{home_port}"),
+        bj_url: format!("http://127.0.0.1:{bj_port}"),
+        bj_port,
+        home_cfg,
+        bj_cfg,
+        dir,
+    }
+}
+
+fn settle(s: &Setup, bill: &str) -> Output {
+    let d = s.dir.path();
+    xclear(&[
+        "hospital",
+        "settle",
+        "--node",
+        &s.bj_url,
+        "--key",
+        d.join("h1.key").to_str().expect("p"),
+        "--bill",
+        d.join(bill).to_str().expect("p"),
+    ])
+}
+
+#[test]
+fn separate_processes_settle_and_recover_in_flight_intents() {
+    let s = setup();
+    let d = s.dir.path();
+    let import = xclear(&[
+        "persons",
+        "import",
+        "--config",
+        s.home_cfg.to_str().expect("p"),
+        "--file",
+        d.join("persons.json").to_str().expect("p"),
+    ]);
+    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    let home = NodeProc::start(&s.home_cfg);
+    let bj = NodeProc::start(&s.bj_cfg);
+
+    let reg = xclear(&[
+        "registration",
+        "apply",
+        "--node",
+        &s.home_url,
+        "--key",
+        d.join("admin.key").to_str().expect("p"),
+        "--admin",
+        "agency",
+        "--file",
+        d.join("reg.json").to_str().expect("p"),
+    ]);
+    assert!(reg.status.success(), "{}", String::from_utf8_lossy(&reg.stderr));
+
+    // The worked example through the hospital client equals calc.
+    let out = settle(&s, "bill1.json");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(r["settled"], true, "{r}");
+    let calc = match xclear::calc::run_case(&common::rules(), &common::example_case().to_string()).expect("case") {
+        xclear::calc::CalcOutcome::Settled(j) => serde_json::from_str::<serde_json::Value>(&j).expect("json"),
+        other => panic!("{other:?}"),
+    };
+    for k in ["route", "medfee_sumamt", "hifp_pay", "hifmi_pay", "maf_pay", "fund_pay_sumamt", "psn_part_amt"] {
+        assert_eq!(r["figures"][k], calc[k], "{k}");
+    }
+
+    // A client nobody here wrote: Python grpcio with stubs generated from proto/.
+    let proto = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/settle.py");
+    let py = Command::new("python3")
+        .arg(&script)
+        .arg(&proto)
+        .arg(format!("127.0.0.1:{}", s.bj_port))
+        .arg(d.join("h1.key"))
+        .args(["H1", "py1"])
+        .output()
+        .expect("python3");
+    assert!(
+        py.status.success(),
+        "python interop failed (needs `pip install -r tests/interop/requirements.txt`, which `make test` does): {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let pr: serde_json::Value = serde_json::from_slice(&py.stdout).expect("python json");
+    assert_eq!(pr["settled"], true, "{pr}");
+    assert_eq!(pr["hifp_pay"], "700.00");
+
+    // Home down: the settlement is refused as unreachable, its intent stays.
+    home.kill();
+    let out = settle(&s, "bill2.json");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("home_unreachable"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The treatment node dies too; both come back; the intent completes on start.
+    bj.kill();
+    let home = NodeProc::start(&s.home_cfg);
+    let bj = NodeProc::start(&s.bj_cfg);
+    assert!(
+        bj.wait_for_log("re-driven intents completed", Duration::from_secs(30)),
+        "the in-flight intent was not re-driven"
+    );
+    // The hospital's retry gets the completed settlement.
+    let out = settle(&s, "bill2.json");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r2: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(r2["settled"], true);
+    home.kill();
+    bj.kill();
+
+    // Nothing lost, nothing doubled: three settlements at home, each once, and both ledgers verify.
+    for data in ["data/611000", "data/110000"] {
+        let v = xclear(&["ledger", "verify", "--db", d.join(data).to_str().expect("p")]);
+        assert!(v.status.success(), "{data}: {}", String::from_utf8_lossy(&v.stderr));
+    }
+    let export = xclear(&["ledger", "export", "--db", d.join("data/611000").to_str().expect("p")]);
+    assert!(export.status.success());
+    let settlements: Vec<String> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "settlement")
+        .filter_map(|v| v["key"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(settlements, vec!["claim:110000:H1:m1", "claim:110000:H1:py1", "claim:110000:H1:m2"]);
+}
