@@ -26,6 +26,7 @@ use xclear::settlement::HospitalLevel;
 const REGIONS: [&str; 4] = ["611000", "110000", "654000", "660400"];
 const BJ_HOSPITAL: &str = "H110105001";
 const YILI_HOSPITAL: &str = "H654002001";
+const CORPS_HOSPITAL: &str = "H660402001";
 /// 2026-03-10 10:00 Asia/Shanghai.
 const T0: i64 = 1_773_108_000_000;
 
@@ -79,6 +80,9 @@ fn config(region: &'static str, dir: &std::path::Path) -> NodeConfig {
         }
         "654000" => {
             hospitals.insert(YILI_HOSPITAL.to_string(), h(YILI_HOSPITAL, 2, false));
+        }
+        "660400" => {
+            hospitals.insert(CORPS_HOSPITAL.to_string(), h(CORPS_HOSPITAL, 3, false));
         }
         _ => {}
     }
@@ -329,34 +333,26 @@ async fn unreachable_home_completes_on_redrive_exactly_once() {
     assert_eq!(f.nodes["611000"].counters_of("P0001", 2026).expect("c").hifp_paid.to_string(), "31500.00");
 }
 
-#[tokio::test]
-async fn security_refusals_record_nothing() {
+/// A federation with the 商洛 patient registered, and the ledger sizes before the attempt.
+async fn secured() -> (Federation, (u64, u64)) {
     let f = federation();
     shangluo_patient(&f).await;
-    let (bj, home) = (&f.nodes["110000"], &f.nodes["611000"]);
-    let lens = || (bj.ledger().len(), home.ledger().len());
-    let before = lens();
-    let req = request(BJ_HOSPITAL, "s1", Action::Settle, "P0001", "611000", example_items());
+    let lens = (f.nodes["110000"].ledger().len(), f.nodes["611000"].ledger().len());
+    (f, lens)
+}
 
-    // Unsigned.
-    let mut env = seal(&hospital_key(BJ_HOSPITAL), HOSPITAL_DOMAIN, BJ_HOSPITAL, &req);
-    env.signature.clear();
-    assert_eq!(bj.handle_hospital(env).await.expect_err("unsigned").reason(), "unsigned");
-    // Wrong hospital key.
-    let forged = seal(&hospital_key("H000000000"), HOSPITAL_DOMAIN, BJ_HOSPITAL, &req);
-    assert_eq!(bj.handle_hospital(forged).await.expect_err("bad key").reason(), "bad_signature");
-    // A hospital of another region at this node.
-    let other = request(YILI_HOSPITAL, "s2", Action::Settle, "P0001", "611000", example_items());
-    assert_eq!(submit(bj, &other).await.expect_err("elsewhere").reason(), "unknown_hospital");
-    // An undesignated hospital.
-    let undesignated = request("H110105999", "s3", Action::Settle, "P0001", "611000", example_items());
-    assert_eq!(submit(bj, &undesignated).await.expect_err("undesignated").reason(), "hospital_not_designated");
-    // A forged peer claim: signed by a key that is not Beijing's.
-    let claim = Claim {
+/// Nothing was recorded anywhere and the counters did not move.
+fn nothing_recorded(f: &Federation, before: (u64, u64)) {
+    assert_eq!((f.nodes["110000"].ledger().len(), f.nodes["611000"].ledger().len()), before);
+    assert_eq!(f.nodes["611000"].counters_of("P0001", 2026).expect("c"), Default::default());
+}
+
+fn claim(msgid: &str) -> Claim {
+    Claim {
         mdtrtarea_admvs: "110105".into(),
         fixmedins_code: BJ_HOSPITAL.into(),
         hosp_lv: 3,
-        msgid: "f1".into(),
+        msgid: msgid.into(),
         action: Action::Settle as i32,
         psn_no: "P0001".into(),
         insuplc_admdvs: "611000".into(),
@@ -367,24 +363,89 @@ async fn security_refusals_record_nothing() {
         preselfpay_amt: "0.00".into(),
         inscp_scp_amt: "50000.00".into(),
         ..Default::default()
-    };
-    let forged_claim = seal(&node_key("654000"), CLAIM_DOMAIN, "110000", &claim);
-    assert_eq!(home.handle_claim(forged_claim).await.expect_err("forged").reason(), "bad_signature");
-    // A region signing for care in another region's area.
-    let for_other = seal(&node_key("654000"), CLAIM_DOMAIN, "654000", &claim);
-    assert_eq!(home.handle_claim(for_other).await.expect_err("other area").reason(), "not_authorised");
-    assert_eq!(lens(), before);
-    assert_eq!(home.counters_of("P0001", 2026).expect("c"), Default::default());
+    }
+}
 
-    // A replayed claim with a changed amount.
-    let ok = seal(&node_key("110000"), CLAIM_DOMAIN, "110000", &claim);
-    home.handle_claim(ok).await.expect("genuine claim");
-    let counters = home.counters_of("P0001", 2026).expect("c");
-    let mut changed = claim.clone();
+#[tokio::test]
+async fn security_unsigned_request() {
+    let (f, before) = secured().await;
+    let req = request(BJ_HOSPITAL, "s1", Action::Settle, "P0001", "611000", example_items());
+    let mut env = seal(&hospital_key(BJ_HOSPITAL), HOSPITAL_DOMAIN, BJ_HOSPITAL, &req);
+    env.signature.clear();
+    assert_eq!(f.nodes["110000"].handle_hospital(env).await.expect_err("unsigned").reason(), "unsigned");
+    nothing_recorded(&f, before);
+}
+
+#[tokio::test]
+async fn security_wrong_hospital_key() {
+    let (f, before) = secured().await;
+    let req = request(BJ_HOSPITAL, "s1", Action::Settle, "P0001", "611000", example_items());
+    let forged = seal(&hospital_key("H000000000"), HOSPITAL_DOMAIN, BJ_HOSPITAL, &req);
+    assert_eq!(f.nodes["110000"].handle_hospital(forged).await.expect_err("bad key").reason(), "bad_signature");
+    nothing_recorded(&f, before);
+}
+
+#[tokio::test]
+async fn security_hospital_of_another_region() {
+    let (f, before) = secured().await;
+    let other = request(YILI_HOSPITAL, "s2", Action::Settle, "P0001", "611000", example_items());
+    assert_eq!(submit(&f.nodes["110000"], &other).await.expect_err("elsewhere").reason(), "unknown_hospital");
+    nothing_recorded(&f, before);
+}
+
+#[tokio::test]
+async fn security_undesignated_hospital() {
+    let (f, before) = secured().await;
+    let undesignated = request("H110105999", "s3", Action::Settle, "P0001", "611000", example_items());
+    assert_eq!(
+        submit(&f.nodes["110000"], &undesignated).await.expect_err("undesignated").reason(),
+        "hospital_not_designated"
+    );
+    nothing_recorded(&f, before);
+}
+
+#[tokio::test]
+async fn security_forged_peer_claim() {
+    let (f, before) = secured().await;
+    // Signed by a key that is not Beijing's, claiming to be Beijing.
+    let forged = seal(&node_key("654000"), CLAIM_DOMAIN, "110000", &claim("f1"));
+    assert_eq!(f.nodes["611000"].handle_claim(forged).await.expect_err("forged").reason(), "bad_signature");
+    // A genuine region claiming for care in another region's area.
+    let for_other = seal(&node_key("654000"), CLAIM_DOMAIN, "654000", &claim("f2"));
+    assert_eq!(f.nodes["611000"].handle_claim(for_other).await.expect_err("other area").reason(), "not_authorised");
+    // A signer that is no peer at all.
+    let stranger = seal(&node_key("440600"), CLAIM_DOMAIN, "440600", &claim("f3"));
+    assert_eq!(f.nodes["611000"].handle_claim(stranger).await.expect_err("stranger").reason(), "unknown_peer");
+    nothing_recorded(&f, before);
+}
+
+#[tokio::test]
+async fn security_replayed_claim_with_a_changed_amount() {
+    let (f, _) = secured().await;
+    let home = &f.nodes["611000"];
+    let ok = seal(&node_key("110000"), CLAIM_DOMAIN, "110000", &claim("f4"));
+    home.handle_claim(ok.clone()).await.expect("genuine claim");
+    let (len, counters) = (home.ledger().len(), home.counters_of("P0001", 2026).expect("c"));
+    // The exact replay is answered from the record; a changed amount is refused.
+    home.handle_claim(ok).await.expect("replay");
+    let mut changed = claim("f4");
     changed.inscp_scp_amt = "49000.00".into();
     let replay = seal(&node_key("110000"), CLAIM_DOMAIN, "110000", &changed);
     assert_eq!(home.handle_claim(replay).await.expect_err("replay").reason(), "msgid_reused");
-    assert_eq!(home.counters_of("P0001", 2026).expect("c"), counters);
+    assert_eq!((home.ledger().len(), home.counters_of("P0001", 2026).expect("c")), (len, counters));
+}
+
+#[tokio::test]
+async fn security_home_unreachable() {
+    let (f, _) = secured().await;
+    f.net.detach(code("611000"));
+    let home_len = f.nodes["611000"].ledger().len();
+    let req = request(BJ_HOSPITAL, "u9", Action::Settle, "P0001", "611000", example_items());
+    assert_eq!(submit(&f.nodes["110000"], &req).await.expect_err("unreachable").reason(), "home_unreachable");
+    // Only the treatment node's intent is recorded (so it can complete later); nothing at home.
+    assert_eq!(f.nodes["611000"].ledger().len(), home_len);
+    assert!(f.nodes["110000"].ledger().entry_by_key("intent:H110105001:u9").expect("read").is_some());
+    assert!(f.nodes["110000"].ledger().entry_by_key("outcome:H110105001:u9").expect("read").is_none());
 }
 
 #[tokio::test]
@@ -452,4 +513,139 @@ async fn state_is_rebuilt_from_the_ledger_on_restart() {
     assert_eq!(reopened.counters_of("P0001", 2026).expect("c"), before);
     assert_eq!(reopened.registrations_of("P0001").expect("regs").len(), 1);
     drop(_dir);
+}
+
+/// Every worked example of REFERENCE_POLICIES.md §4, settled end to end,
+/// gives the figures of `xclear calc`.
+#[tokio::test]
+async fn every_worked_example_end_to_end_equals_calc() {
+    use serde_json::{json, Value};
+    let f = federation();
+    let (bj, home) = (&f.nodes["110000"], &f.nodes["611000"]);
+    let mut te_kun = person("PC", "611000", "390");
+    te_kun.special_group = Some(xclear::rules::SpecialGroup::TeKun);
+    home.import_persons(&[
+        person("PA", "611000", "390"),
+        person("PB", "611000", "390"),
+        person("PB2", "611000", "390"),
+        te_kun,
+        person("PD", "611000", "390"),
+        person("PE", "611000", "390"),
+    ])
+    .await
+    .expect("import");
+    for p in ["PA", "PC", "PD"] {
+        register(home, &format!("r-{p}"), p, "long_term_resident", "110000").await.expect("register");
+    }
+    let temp = RegistrationRequest {
+        msgid: "r-PB".into(),
+        op: Op::Create as i32,
+        psn_no: "PB".into(),
+        kind: "other_temporary".into(),
+        target_admdvs: "110000".into(),
+        begndate: "2026-01-01".into(),
+        enddate: "2026-12-31".into(),
+        ..Default::default()
+    };
+    home.apply_registration(seal(&admin_key(), ADMIN_DOMAIN, "agency", &temp)).await.expect("temporary");
+    let big = vec![BillItem { code: "XA001".into(), qty: "1".into(), price: "300000.00".into() }];
+    let calc = |case: Value| match xclear::calc::run_case(&common::rules(), &case.to_string()).expect("case") {
+        xclear::calc::CalcOutcome::Settled(j) => serde_json::from_str::<Value>(&j).expect("json"),
+        xclear::calc::CalcOutcome::Refused(j) => serde_json::from_str::<Value>(&j).expect("json"),
+    };
+    let base = common::example_case();
+    let with = |path: &[&str], v: Value| {
+        let mut c = base.clone();
+        let mut slot = &mut c;
+        for k in path {
+            slot = &mut slot[*k];
+        }
+        *slot = v;
+        c
+    };
+    let d_case = with(&["encounter", "items"], json!([{"code": "XA001", "qty": "1", "price": "300000.00"}]));
+    let mut d2_case = d_case.clone();
+    d2_case["counters"] =
+        json!({"hifp_paid": "130000.00", "ci_base": "170000.00", "ci_paid": "117000.00", "maf_paid": "0.00"});
+    let cases: Vec<(&str, &str, Vec<BillItem>, bool, Value)> = vec![
+        ("A", "PA", example_items(), false, base.clone()),
+        ("B", "PB", example_items(), false, with(&["registration", "kind"], json!("other_temporary"))),
+        ("B2", "PB2", example_items(), true, with(&["registration"], json!({"kind": "emergency"}))),
+        ("C", "PC", example_items(), false, with(&["person", "special_group"], json!("te_kun"))),
+        ("D", "PD", big.clone(), false, d_case),
+        ("D2", "PD", big, false, d2_case),
+        ("E", "PE", example_items(), false, with(&["registration"], Value::Null)),
+    ];
+    for (name, psn, items, emergency, case) in cases {
+        let mut req = request(BJ_HOSPITAL, &format!("we-{name}"), Action::Settle, psn, "611000", items);
+        req.emergency = emergency;
+        let r = submit(bj, &req).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let expected = calc(case);
+        if let Some(reason) = expected.get("refused") {
+            assert!(!r.settled, "{name}");
+            assert_eq!(r.refusal, reason.as_str().expect("reason"), "{name}");
+            continue;
+        }
+        assert!(r.settled, "{name}: {r:?}");
+        let f = r.figures.expect("figures");
+        for (k, v) in [
+            ("hifp_pay", &f.hifp_pay),
+            ("hifmi_pay", &f.hifmi_pay),
+            ("maf_pay", &f.maf_pay),
+            ("fund_pay_sumamt", &f.fund_pay_sumamt),
+            ("psn_part_amt", &f.psn_part_amt),
+            ("pool_prop", &f.pool_prop),
+        ] {
+            assert_eq!(expected[k], v.as_str(), "{name} {k}");
+        }
+    }
+    // Both ledgers hold the signed settlement: the treatment outcome carries the
+    // home node's result, whose signature verifies with the home key.
+    let outcome = bj.ledger().entry_by_key("outcome:H110105001:we-A").expect("read").expect("outcome");
+    let rec: xclear::node::records::OutcomeEntry = serde_json::from_slice(&outcome.body.payload).expect("outcome");
+    let result_env = rec.result.to_signed().expect("envelope");
+    let result: xclear::proto::ClaimResult = xclear::api::envelope::open(
+        &result_env,
+        &node_key("611000").verifying_key(),
+        xclear::api::envelope::CLAIM_RESULT_DOMAIN,
+    )
+    .expect("home signature");
+    assert_eq!(result.msgid, "we-A");
+    assert!(home.ledger().entry_by_key("claim:110000:H110105001:we-A").expect("read").is_some());
+    let dirs: Vec<_> = [bj, home].iter().map(|n| n.ledger().dir().to_path_buf()).collect();
+    let Federation { _dir, nodes, .. } = f;
+    drop(nodes); // closes the ledgers
+    for d in dirs {
+        xclear::ledger::verify::verify_dir(&d, None).expect("ledger verifies");
+    }
+    drop(_dir);
+}
+
+/// 兵地融合: contribution years paid in the partner count for the retiree bonus;
+/// the home node asks the partner for them.
+#[tokio::test]
+async fn corps_local_partner_years_are_fetched_for_the_retiree_bonus() {
+    let f = federation();
+    let mut retiree = person("R1", "654000", "310");
+    retiree.retired = true;
+    retiree.contribution_years = [("654000".to_string(), 15u32)].into_iter().collect();
+    f.nodes["654000"].import_persons(&[retiree]).await.expect("import");
+    let items = vec![BillItem { code: "XA001".into(), qty: "1".into(), price: "20000.00".into() }];
+    // Without the partner's record: 15 years < 25, no bonus: (20000 - 1000) × 85%.
+    let r =
+        submit(&f.nodes["660400"], &request(CORPS_HOSPITAL, "y1", Action::Presettle, "R1", "654000", items.clone()))
+            .await
+            .expect("presettle");
+    assert_eq!(r.figures.expect("figures").hifp_pay, "16150.00");
+    // The partner knows 12 more years: 27 ≥ 25, +5 points.
+    let mut there = person("R1", "660400", "310");
+    there.contribution_years = [("660400".to_string(), 12u32)].into_iter().collect();
+    f.nodes["660400"].import_persons(&[there]).await.expect("import at partner");
+    let r = submit(&f.nodes["660400"], &request(CORPS_HOSPITAL, "y2", Action::Settle, "R1", "654000", items))
+        .await
+        .expect("settle");
+    let figs = r.figures.expect("figures");
+    assert_eq!(figs.route, "corps_local");
+    assert_eq!(figs.pool_prop, "0.90");
+    assert_eq!(figs.hifp_pay, "17100.00");
 }

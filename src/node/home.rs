@@ -3,6 +3,8 @@
 //! person's counters, and — for a settlement or reversal — committed to the
 //! ledger together with the counters, then answered with a signed result.
 
+use std::collections::BTreeMap;
+
 use chrono::{Datelike, FixedOffset, TimeZone};
 use sha2::{Digest, Sha256};
 
@@ -66,7 +68,8 @@ impl Node {
                 result
             }
             Action::Presettle | Action::Eligibility => {
-                let (result, _) = self.compute_claim(&claim, &env, treatment)?;
+                let extra = self.partner_years(&claim).await;
+                let (result, _) = self.compute_claim(&claim, &env, treatment, &extra)?;
                 Ok(result)
             }
             Action::Unspecified => Err(NodeError::bad("action", "unknown action")),
@@ -110,6 +113,7 @@ impl Node {
         claim: &Claim,
         env: &Signed,
         treatment: RegionCode,
+        partner_years: &BTreeMap<RegionCode, u32>,
     ) -> Result<(Signed, Option<(Settlement, i32)>), NodeError> {
         let now = self.clock.now_ms();
         let mut result = self.base_result(claim, env, now);
@@ -124,7 +128,11 @@ impl Node {
             let counters = h.counters(&claim.psn_no, setl_date.year());
             (person, reg, counters)
         })?;
-        let person = person.ok_or_else(|| NodeError::UnknownPerson(claim.psn_no.clone()))?;
+        let mut person = person.ok_or_else(|| NodeError::UnknownPerson(claim.psn_no.clone()))?;
+        for (region, years) in partner_years {
+            let y = person.contribution_years.entry(*region).or_insert(0);
+            *y = (*y).max(*years);
+        }
         let computed = match self.rules.policy_for(person.insuplc_admdvs, person.insutype, setl_date) {
             Err(_) => Err(Refusal::PolicyNotInForce),
             Ok(policy) => compute_benefit(&BenefitInput {
@@ -162,7 +170,8 @@ impl Node {
         key: &str,
         treatment: RegionCode,
     ) -> Result<Signed, NodeError> {
-        let (mut result_env, computed) = self.compute_claim(claim, env, treatment)?;
+        let extra = self.partner_years(claim).await;
+        let (mut result_env, computed) = self.compute_claim(claim, env, treatment, &extra)?;
         let Some((settlement, year)) = computed else {
             return Ok(result_env); // refused: nothing recorded
         };
@@ -261,6 +270,65 @@ impl Node {
             Err(LedgerError::IdempotencyConflict { .. }) => Err(NodeError::MsgidReused(key.to_string())),
             Err(e) => Err(ledger_error(e)),
         }
+    }
+
+    /// Contribution years the corps–local partner holds for a retiree whose
+    /// bonus depends on them (缴费年限互认); empty when they are not needed or
+    /// the partner cannot be asked (the bonus then rests on the home record).
+    async fn partner_years(&self, claim: &Claim) -> BTreeMap<RegionCode, u32> {
+        let Ok(setl_date) = date("setl_date", &claim.setl_date) else { return BTreeMap::new() };
+        let Ok(Some(person)) = self.read_home(|h| h.persons.get(&claim.psn_no).cloned()) else {
+            return BTreeMap::new();
+        };
+        let Ok(policy) = self.rules.policy_for(person.insuplc_admdvs, person.insutype, setl_date) else {
+            return BTreeMap::new();
+        };
+        let needed = person.retired
+            && !policy.retiree_bonus_pp.is_zero()
+            && policy
+                .retiree_min_years
+                .is_some_and(|min| person.recognised_years(policy.region, self.rules.pairs()) < min);
+        if !needed {
+            return BTreeMap::new();
+        }
+        let mut years = BTreeMap::new();
+        let partners: Vec<RegionCode> = self
+            .rules
+            .pairs()
+            .iter()
+            .filter_map(|p| {
+                if p.corps == self.region().prefecture() {
+                    Some(p.local)
+                } else if p.local == self.region().prefecture() {
+                    Some(p.corps)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for partner in partners {
+            let Some(peer) = self.peer_for(partner) else { continue };
+            let query = envelope::seal(
+                &self.key,
+                envelope::PEER_QUERY_DOMAIN,
+                &self.region().to_string(),
+                &crate::proto::ContributionYearsRequest { psn_no: claim.psn_no.clone() },
+            );
+            match self.transport.contribution_years(peer.region, query).await {
+                Ok(found) => {
+                    for (r, y) in found {
+                        // Only years paid inside the partner's own area count as the partner's.
+                        if let Ok(code) = RegionCode::parse(&r) {
+                            if partner.covers(code) {
+                                years.insert(code, y);
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(partner = %partner, error = %e, "contribution years unavailable"),
+            }
+        }
+        years
     }
 
     /// Loads insured persons (idempotent: the same record twice is one entry).
