@@ -87,6 +87,7 @@ struct Setup {
     home_url: String,
     bj_url: String,
     bj_port: u16,
+    metrics_port: u16,
 }
 
 fn setup() -> Setup {
@@ -96,7 +97,7 @@ fn setup() -> Setup {
     let bj_pub = keygen(&d.join("110000.key"));
     let h1_pub = keygen(&d.join("h1.key"));
     let admin_pub = keygen(&d.join("admin.key"));
-    let (home_port, bj_port) = (free_port(), free_port());
+    let (home_port, bj_port, metrics_port) = (free_port(), free_port(), free_port());
     let rules = common::rules_dir();
     let rules = rules.to_str().expect("rules");
     let home_cfg = d.join("home.toml");
@@ -112,7 +113,7 @@ fn setup() -> Setup {
     write(
         &bj_cfg,
         &format!(
-            "region = \"110000\"\nlisten = \"127.0.0.1:{bj_port}\"\ndata_dir = \"data/110000\"\nkey_file = \"110000.key\"\nrules_dir = \"{rules}\"\n\
+            "region = \"110000\"\nlisten = \"127.0.0.1:{bj_port}\"\ndata_dir = \"data/110000\"\nkey_file = \"110000.key\"\nrules_dir = \"{rules}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
              [[peers]]\nregion = \"611000\"\nendpoint = \"http://127.0.0.1:{home_port}\"\npublic_key = \"{home_pub}\"\n\
              [[hospitals]]\ncode = \"H1\"\nlevel = 3\npublic_key = \"{h1_pub}\"\n"
         ),
@@ -135,6 +136,7 @@ fn setup() -> Setup {
         home_url: format!("http://127.0.0.1:{home_port}"),
         bj_url: format!("http://127.0.0.1:{bj_port}"),
         bj_port,
+        metrics_port,
         home_cfg,
         bj_cfg,
         dir,
@@ -217,6 +219,19 @@ fn separate_processes_settle_and_recover_in_flight_intents() {
     let pr: serde_json::Value = serde_json::from_slice(&py.stdout).expect("python json");
     assert_eq!(pr["settled"], true, "{pr}");
     assert_eq!(pr["hifp_pay"], "700.00");
+
+    // Prometheus metrics: requests by outcome, latency histogram, ledger size.
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut sock = std::net::TcpStream::connect(("127.0.0.1", s.metrics_port)).expect("metrics port");
+        sock.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").expect("write");
+        let mut text = String::new();
+        sock.read_to_string(&mut text).expect("read");
+        text
+    };
+    assert!(metrics.contains("xclear_hospital_requests_total{outcome=\"settled\"} 2"), "{metrics}");
+    assert!(metrics.contains("xclear_hospital_request_seconds_count 2"), "{metrics}");
+    assert!(metrics.contains("xclear_ledger_entries 4"), "{metrics}");
 
     // Home down: the settlement is refused as unreachable, its intent stays.
     home.kill();
