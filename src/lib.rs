@@ -9,6 +9,7 @@
 //! - [`settlement`]: the settlement computation (bill split, basic fund,
 //!   critical illness, assistance, counters, reversal).
 //!
+//! - [`clearing`]: monthly reconciliation, netting, advance funds, statements.
 //! - [`ledger`]: entry format, Merkle tree and proofs (pure), and the durable
 //!   ledger itself (segment file + group commit, indexes in [`storage`]).
 //!
@@ -22,6 +23,7 @@
 
 pub mod api;
 pub mod calc;
+pub mod clearing;
 pub mod clock;
 pub mod crypto;
 pub mod ledger;

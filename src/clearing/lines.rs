@@ -1,0 +1,132 @@
+//! Settlement lines as clearing sees them, and what each side reports.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::month::Month;
+use crate::ledger::merkle::{self, Hash};
+use crate::money::Amount;
+use crate::region::RegionCode;
+
+/// The fund amounts of a line (negative for a reversal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Amounts {
+    pub medfee_sumamt: Amount,
+    pub hifp_pay: Amount,
+    pub hifmi_pay: Amount,
+    pub hifob_pay: Amount,
+    pub maf_pay: Amount,
+    /// What the home region owes the treatment region for this line.
+    pub fund_pay_sumamt: Amount,
+}
+
+impl Amounts {
+    pub fn plus(&self, o: &Amounts) -> Amounts {
+        Amounts {
+            medfee_sumamt: self.medfee_sumamt + o.medfee_sumamt,
+            hifp_pay: self.hifp_pay + o.hifp_pay,
+            hifmi_pay: self.hifmi_pay + o.hifmi_pay,
+            hifob_pay: self.hifob_pay + o.hifob_pay,
+            maf_pay: self.maf_pay + o.maf_pay,
+            fund_pay_sumamt: self.fund_pay_sumamt + o.fund_pay_sumamt,
+        }
+    }
+}
+
+/// Which clearing channel a line belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    National,
+    /// Care across a corps–local pair: netted bilaterally between the two funds.
+    CorpsLocal,
+}
+
+/// One settlement or reversal, as one side recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub setl_id: String,
+    pub home: RegionCode,
+    pub treatment: RegionCode,
+    pub channel: Channel,
+    pub month: Month,
+    pub amounts: Amounts,
+}
+
+/// A (home, treatment) pair of regions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Pair {
+    pub home: RegionCode,
+    pub treatment: RegionCode,
+}
+
+impl Line {
+    pub fn pair(&self) -> Pair {
+        Pair { home: self.home, treatment: self.treatment }
+    }
+}
+
+/// One side's summary of a pair for a month: count, sums, and a commitment to
+/// the settlement ids (RFC 6962 root over the sorted ids).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairSummary {
+    pub count: u64,
+    pub amounts: Amounts,
+    #[serde(with = "hex_hash")]
+    pub ids_root: Hash,
+}
+
+/// Running totals of one pair, kept as settlements commit, so a month's
+/// report costs nothing to build.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunningPair {
+    pub count: u64,
+    pub amounts: Amounts,
+    pub ids: Vec<String>,
+}
+
+impl RunningPair {
+    pub fn add(&mut self, line: &Line) {
+        self.count += 1;
+        self.amounts = self.amounts.plus(&line.amounts);
+        self.ids.push(line.setl_id.clone());
+    }
+
+    pub fn summary(&self) -> PairSummary {
+        PairSummary { count: self.count, amounts: self.amounts, ids_root: ids_root(&self.ids) }
+    }
+}
+
+/// Root over the settlement ids in sorted order.
+pub fn ids_root(ids: &[String]) -> Hash {
+    let mut sorted: Vec<&String> = ids.iter().collect();
+    sorted.sort();
+    let leaves: Vec<Hash> = sorted.iter().map(|id| merkle::leaf_hash(id.as_bytes())).collect();
+    merkle::root(&leaves)
+}
+
+/// Summaries of lines by pair.
+pub fn summarize(lines: &[Line]) -> BTreeMap<Pair, PairSummary> {
+    let mut running: BTreeMap<Pair, RunningPair> = BTreeMap::new();
+    for l in lines {
+        running.entry(l.pair()).or_default().add(l);
+    }
+    running.into_iter().map(|(p, r)| (p, r.summary())).collect()
+}
+
+pub(crate) mod hex_hash {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(h))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(&s)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| serde::de::Error::custom("not a 32-byte hex hash"))
+    }
+}

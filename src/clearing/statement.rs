@@ -1,0 +1,245 @@
+//! Closing a month: reconcile, apply disputes and adjustments, net, check
+//! advance funds, and produce a statement whose canonical JSON is the same,
+//! byte for byte, whenever it is closed from the same inputs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::advance::{self, AdvanceStatus};
+use super::lines::{Amounts, Channel, Line, Pair};
+use super::month::Month;
+use super::netting::{self, Adjustment, Bilateral, Position, Transfer};
+use super::reconcile::{reconcile, PendingItem, PendingReason};
+use crate::money::{Amount, Ratio};
+use crate::region::RegionCode;
+
+/// Cleared totals of one pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairLine {
+    pub home: RegionCode,
+    pub treatment: RegionCode,
+    pub channel: Channel,
+    pub count: u64,
+    pub amounts: Amounts,
+}
+
+/// A node's signed tree head as the statement commits to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadRef {
+    pub size: u64,
+    pub root: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Statement {
+    pub month: Month,
+    pub pairs: Vec<PairLine>,
+    pub positions: BTreeMap<RegionCode, Position>,
+    pub transfers: Vec<Transfer>,
+    pub corps_local: Vec<Bilateral>,
+    pub adjustments: Vec<Adjustment>,
+    pub pending: Vec<PendingItem>,
+    pub advance: Vec<AdvanceStatus>,
+    pub node_heads: BTreeMap<RegionCode, HeadRef>,
+}
+
+/// A region's dispute of one line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispute {
+    pub region: RegionCode,
+    pub setl_id: String,
+    pub reason: String,
+}
+
+/// Everything a month is closed from.
+#[derive(Debug, Clone, Default)]
+pub struct ClosingInput {
+    pub treatment_lines: Vec<Line>,
+    pub home_lines: Vec<Line>,
+    pub carried: Vec<PendingItem>,
+    pub adjustments: Vec<Adjustment>,
+    pub disputes: Vec<Dispute>,
+    /// Advance-fund quota per home region.
+    pub quotas: BTreeMap<RegionCode, Amount>,
+    /// Uncleared payable per home region at closing time.
+    pub usage: BTreeMap<RegionCode, Amount>,
+    pub warning_pct: Option<u32>,
+    pub node_heads: BTreeMap<RegionCode, HeadRef>,
+}
+
+/// Closes `month`.
+pub fn close(month: Month, input: &ClosingInput, corps_local: impl Fn(RegionCode, RegionCode) -> bool) -> Statement {
+    // Disputed items of earlier months come back as adjustments; the rest are re-examined.
+    let mut adjustments = input.adjustments.clone();
+    let mut carried = Vec::new();
+    for item in &input.carried {
+        match (&item.reason, &item.home_line) {
+            (PendingReason::Disputed, Some(line)) => adjustments.push(Adjustment {
+                home: line.home,
+                treatment: line.treatment,
+                amount: line.amounts.fund_pay_sumamt,
+                reason: format!("disputed in {}: {}", item.since, item.note),
+                setl_id: Some(item.setl_id.clone()),
+            }),
+            _ => carried.push(item.clone()),
+        }
+    }
+    let mut rec = reconcile(month, &input.treatment_lines, &input.home_lines, &carried);
+    // Disputed lines leave the month.
+    let disputed: BTreeMap<&str, &Dispute> = input.disputes.iter().map(|d| (d.setl_id.as_str(), d)).collect();
+    let (kept, out): (Vec<Line>, Vec<Line>) =
+        rec.cleared.into_iter().partition(|l| !disputed.contains_key(l.setl_id.as_str()));
+    rec.cleared = kept;
+    for line in out {
+        let d = disputed[line.setl_id.as_str()];
+        rec.pending.push(PendingItem {
+            setl_id: line.setl_id.clone(),
+            pair: line.pair(),
+            reason: PendingReason::Disputed,
+            note: format!("{}: {}", d.region, d.reason),
+            since: month,
+            treatment_line: Some(line.clone()),
+            home_line: Some(line),
+        });
+    }
+    rec.pending.sort_by(|a, b| a.setl_id.cmp(&b.setl_id));
+    adjustments.sort_by(|a, b| {
+        (a.home, a.treatment, &a.setl_id, &a.reason).cmp(&(b.home, b.treatment, &b.setl_id, &b.reason))
+    });
+
+    let mut by_pair: BTreeMap<(Pair, Channel), (u64, Amounts)> = BTreeMap::new();
+    for l in &rec.cleared {
+        let e = by_pair.entry((l.pair(), l.channel)).or_default();
+        e.0 += 1;
+        e.1 = e.1.plus(&l.amounts);
+    }
+    let pairs = by_pair
+        .into_iter()
+        .map(|((p, channel), (count, amounts))| PairLine {
+            home: p.home,
+            treatment: p.treatment,
+            channel,
+            count,
+            amounts,
+        })
+        .collect();
+    let (positions, corps) = netting::net(&rec.cleared, &adjustments, &corps_local);
+    let transfers = netting::transfers(&positions);
+    let pct = input.warning_pct.unwrap_or(advance::DEFAULT_WARNING_PCT);
+    let ratio = Ratio::from_percent(pct.into()).unwrap_or(Ratio::ONE);
+    let advance = input
+        .quotas
+        .iter()
+        .map(|(r, q)| advance::status(*r, *q, input.usage.get(r).copied().unwrap_or_default(), ratio))
+        .collect();
+    Statement {
+        month,
+        pairs,
+        positions,
+        transfers,
+        corps_local: corps,
+        adjustments,
+        pending: rec.pending,
+        advance,
+        node_heads: input.node_heads.clone(),
+    }
+}
+
+impl Statement {
+    /// The canonical bytes: compact JSON, fields in declaration order, maps sorted.
+    pub fn canonical_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Sum of all national positions (always zero).
+    pub fn positions_sum(&self) -> Amount {
+        self.positions.values().map(|p| p.net).sum()
+    }
+
+    pub fn to_csv(&self) -> String {
+        let q = |s: &str| {
+            if s.contains([',', '"', '\n']) {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            } else {
+                s.to_string()
+            }
+        };
+        let mut out = String::from("section,region,counterpart,amount,detail\n");
+        for (r, p) in &self.positions {
+            out.push_str(&format!("position,{r},,{},receivable {} payable {}\n", p.net, p.receivable, p.payable));
+        }
+        for t in &self.transfers {
+            let d = match t.direction {
+                netting::Direction::PayIn => "pay_in",
+                netting::Direction::PayOut => "pay_out",
+            };
+            out.push_str(&format!("transfer,{},,{},{d}\n", t.region, t.amount));
+        }
+        for b in &self.corps_local {
+            out.push_str(&format!("corps_local,{},{},{},{} lines\n", b.a, b.b, b.a_owes_b, b.lines));
+        }
+        for a in &self.adjustments {
+            out.push_str(&format!("adjustment,{},{},{},{}\n", a.home, a.treatment, a.amount, q(&a.reason)));
+        }
+        for p in &self.pending {
+            out.push_str(&format!(
+                "pending,{},{},{},{}\n",
+                p.pair.home,
+                p.pair.treatment,
+                q(&p.setl_id),
+                q(&format!("{:?}: {}", p.reason, p.note))
+            ));
+        }
+        for a in &self.advance {
+            out.push_str(&format!(
+                "advance,{},,{},quota {} threshold {}{}\n",
+                a.region,
+                a.usage,
+                a.quota,
+                a.threshold,
+                if a.warning { " WARNING" } else { "" }
+            ));
+        }
+        out
+    }
+
+    pub fn to_table(&self) -> String {
+        let mut out = format!(
+            "Clearing statement {}\n\n{:<8} {:>16} {:>16} {:>16}\n",
+            self.month, "region", "receivable", "payable", "net"
+        );
+        for (r, p) in &self.positions {
+            out.push_str(&format!(
+                "{:<8} {:>16} {:>16} {:>16}\n",
+                r.to_string(),
+                p.receivable.to_string(),
+                p.payable.to_string(),
+                p.net.to_string()
+            ));
+        }
+        out.push_str(&format!("{:<8} {:>16} {:>16} {:>16}\n", "sum", "", "", self.positions_sum().to_string()));
+        if !self.corps_local.is_empty() {
+            out.push_str("\nCorps–local channel (bilateral)\n");
+            for b in &self.corps_local {
+                let (payer, payee, amt) =
+                    if b.a_owes_b.is_negative() { (b.b, b.a, -b.a_owes_b) } else { (b.a, b.b, b.a_owes_b) };
+                out.push_str(&format!("  {payer} pays {payee} {amt} ({} lines)\n", b.lines));
+            }
+        }
+        let warnings: Vec<&AdvanceStatus> = self.advance.iter().filter(|a| a.warning).collect();
+        if !warnings.is_empty() {
+            out.push_str("\nAdvance-fund warnings\n");
+            for a in warnings {
+                out.push_str(&format!(
+                    "  {} uses {} of quota {} (threshold {})\n",
+                    a.region, a.usage, a.quota, a.threshold
+                ));
+            }
+        }
+        if !self.pending.is_empty() {
+            out.push_str(&format!("\n{} lines held out and carried to {}\n", self.pending.len(), self.month.next()));
+        }
+        out
+    }
+}
