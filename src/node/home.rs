@@ -261,12 +261,16 @@ impl Node {
     /// Appends a home entry and moves the derived state with it (the caller
     /// holds the person's lock, so nobody computes on stale counters).
     async fn commit_home(&self, kind: EntryKind, key: &str, rec: &HomeSettlementEntry) -> Result<(), NodeError> {
-        match self.ledger.append(kind, key, to_payload(rec)).await {
+        let payload = to_payload(rec);
+        match self.ledger.append(kind, key, payload.clone()).await {
             Ok(a) if a.existing => Ok(()),
-            Ok(_) => self.write_home(|h| {
-                h.apply_settlement(rec);
-                h.settlement_keys.insert(rec.setl_id.clone(), key.to_string());
-            }),
+            Ok(_) => {
+                self.note_for_clearing(kind, key, &payload);
+                self.write_home(|h| {
+                    h.apply_settlement(rec);
+                    h.settlement_keys.insert(rec.setl_id.clone(), key.to_string());
+                })
+            }
             Err(LedgerError::IdempotencyConflict { .. }) => Err(NodeError::MsgidReused(key.to_string())),
             Err(e) => Err(ledger_error(e)),
         }

@@ -4,6 +4,7 @@
 //! are reached through [`PeerTransport`] (gRPC in production, in-process in
 //! tests), and time comes from a [`Clock`].
 
+pub mod clearing_side;
 pub mod config;
 pub mod grpc;
 mod home;
@@ -62,6 +63,7 @@ pub struct Node {
     rules: Arc<RuleBook>,
     ledger: Arc<Ledger>,
     home: RwLock<HomeState>,
+    clearing: RwLock<clearing_side::ClearingTotals>,
     person_locks: Vec<tokio::sync::Mutex<()>>,
     transport: Arc<dyn PeerTransport>,
     clock: Arc<dyn Clock>,
@@ -78,8 +80,10 @@ impl Node {
     ) -> Result<Node, LedgerError> {
         let ledger = Ledger::open(&config.data_dir, key.clone(), Arc::clone(&clock))?;
         let mut home = HomeState::default();
+        let mut clearing = clearing_side::ClearingTotals::default();
         ledger.for_each(0, |e| {
             home.apply(&e);
+            clearing.note(e.body.kind, &e.body.key, &e.body.payload, config.region);
             Ok(())
         })?;
         Ok(Node {
@@ -88,6 +92,7 @@ impl Node {
             rules,
             ledger: Arc::new(ledger),
             home: RwLock::new(home),
+            clearing: RwLock::new(clearing),
             person_locks: (0..PERSON_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             transport,
             clock,

@@ -199,7 +199,12 @@ impl Node {
     ) -> Result<(), NodeError> {
         let outcome = OutcomeEntry { intent_key: ikey.to_string(), result: EnvelopeRecord::from(result_env) };
         let kind = if action == Action::Reverse { EntryKind::Reversal } else { EntryKind::Settlement };
-        self.ledger.append(kind, &outcome_key(hospital, msgid), to_payload(&outcome)).await.map_err(ledger_error)?;
+        let key = outcome_key(hospital, msgid);
+        let payload = to_payload(&outcome);
+        let appended = self.ledger.append(kind, &key, payload.clone()).await.map_err(ledger_error)?;
+        if !appended.existing {
+            self.note_for_clearing(kind, &key, &payload);
+        }
         Ok(())
     }
 

@@ -1,0 +1,137 @@
+//! A node's side of monthly clearing: its settlements as clearing lines (as
+//! home region from its committed results, as treatment region from the
+//! outcomes it recorded), and running totals per month and counterpart kept
+//! as settlements commit, so a month's summaries cost nothing to build.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use super::records::{HomeSettlementEntry, OutcomeEntry};
+use super::{ledger_error, Node};
+use crate::api::envelope;
+use crate::api::NodeError;
+use crate::clearing::{Amounts, Channel, Line, Month, PairSummary, RunningPair};
+use crate::ledger::EntryKind;
+use crate::money::Amount;
+use crate::proto::{ClaimResult, SettlementFigures};
+use crate::region::RegionCode;
+
+/// Which side of a pair a node reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Side {
+    AsTreatment,
+    AsHome,
+}
+
+/// Running totals: month -> (side, counterpart region) -> totals and ids.
+#[derive(Debug, Default)]
+pub struct ClearingTotals {
+    pub months: BTreeMap<Month, BTreeMap<(Side, RegionCode), RunningPair>>,
+}
+
+impl ClearingTotals {
+    pub fn add(&mut self, side: Side, line: &Line) {
+        let counterpart = match side {
+            Side::AsTreatment => line.home,
+            Side::AsHome => line.treatment,
+        };
+        self.months.entry(line.month).or_default().entry((side, counterpart)).or_default().add(line);
+    }
+
+    /// Adds the line of a ledger entry, if it carries one.
+    pub fn note(&mut self, kind: EntryKind, key: &str, payload: &[u8], own: RegionCode) {
+        if let Some((side, line)) = line_of(kind, key, payload, own) {
+            self.add(side, &line);
+        }
+    }
+}
+
+fn amount(s: &str) -> Amount {
+    rust_decimal::Decimal::from_str(s).map(Amount::round_half_up).unwrap_or_default()
+}
+
+fn amounts(f: &SettlementFigures) -> Amounts {
+    Amounts {
+        medfee_sumamt: amount(&f.medfee_sumamt),
+        hifp_pay: amount(&f.hifp_pay),
+        hifmi_pay: amount(&f.hifmi_pay),
+        hifob_pay: amount(&f.hifob_pay),
+        maf_pay: amount(&f.maf_pay),
+        fund_pay_sumamt: amount(&f.fund_pay_sumamt),
+    }
+}
+
+fn result_of(rec: &super::records::EnvelopeRecord) -> Option<ClaimResult> {
+    rec.to_signed().and_then(|s| envelope::peek::<ClaimResult>(&s).ok())
+}
+
+/// The clearing line of a committed settlement or reversal recorded under
+/// (`kind`, `key`, `payload`), and the side this node (`own`) saw it from: as
+/// home region (its committed result) or as treatment region (the home
+/// node's result it recorded; the home region is the result's signer).
+pub fn line_of(kind: EntryKind, key: &str, payload: &[u8], own: RegionCode) -> Option<(Side, Line)> {
+    if !matches!(kind, EntryKind::Settlement | EntryKind::Reversal) {
+        return None;
+    }
+    let (side, result, home, treatment) = if key.starts_with("claim:") {
+        let rec: HomeSettlementEntry = serde_json::from_slice(payload).ok()?;
+        let result = result_of(&rec.result)?;
+        (Side::AsHome, result, own, RegionCode::parse(&rec.treatment).ok()?)
+    } else if key.starts_with("outcome:") {
+        let rec: OutcomeEntry = serde_json::from_slice(payload).ok()?;
+        let result = result_of(&rec.result)?;
+        let home = RegionCode::parse(&rec.result.signer).ok()?;
+        (Side::AsTreatment, result, home, own)
+    } else {
+        return None;
+    };
+    if !result.settled || result.setl_id.is_empty() {
+        return None;
+    }
+    let figures = result.figures.as_ref()?;
+    let line = Line {
+        setl_id: result.setl_id.clone(),
+        home,
+        treatment,
+        channel: if figures.route == "corps_local" { Channel::CorpsLocal } else { Channel::National },
+        month: Month::parse(&result.month)?,
+        amounts: amounts(figures),
+    };
+    Some((side, line))
+}
+
+impl Node {
+    /// This node's lines of `month`, as treatment region and as home region
+    /// (scans the ledger; used to reconcile a pair item by item).
+    pub fn month_lines(&self, month: Month) -> Result<(Vec<Line>, Vec<Line>), NodeError> {
+        let (mut t, mut h) = (Vec::new(), Vec::new());
+        let own = self.region();
+        self.ledger
+            .for_each(0, |e| {
+                if let Some((side, line)) = line_of(e.body.kind, &e.body.key, &e.body.payload, own) {
+                    if line.month == month {
+                        match side {
+                            Side::AsTreatment => t.push(line),
+                            Side::AsHome => h.push(line),
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .map_err(ledger_error)?;
+        Ok((t, h))
+    }
+
+    /// Summaries of `month` per (side, counterpart), from the running totals.
+    pub fn month_summaries(&self, month: Month) -> Result<BTreeMap<(Side, RegionCode), PairSummary>, NodeError> {
+        let totals = self.clearing.read().map_err(|_| NodeError::Internal("clearing lock poisoned".into()))?;
+        Ok(totals.months.get(&month).map(|m| m.iter().map(|(k, p)| (*k, p.summary())).collect()).unwrap_or_default())
+    }
+
+    /// Moves the running totals with an entry just committed.
+    pub(crate) fn note_for_clearing(&self, kind: EntryKind, key: &str, payload: &[u8]) {
+        if let Ok(mut c) = self.clearing.write() {
+            c.note(kind, key, payload, self.region());
+        }
+    }
+}
