@@ -1,6 +1,6 @@
 //! `xclear node`, `xclear hospital …`, `xclear persons import`, `xclear registration apply`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -51,7 +51,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 /// Loads what a node needs from its config.
 fn open_node(config: &Path) -> Result<Arc<Node>, ExitCode> {
     let cfg = NodeConfig::load(config).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
-    let key = crypto::load_signing_key(&cfg.key_file).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
+    let key = signing_key(&cfg.key_file)?;
     let rules = RuleBook::load(&cfg.rules_dir).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
     let endpoints = cfg.peers.values().map(|p| (p.region, p.endpoint.clone())).collect();
     let transport = Arc::new(GrpcTransport::new(endpoints));
@@ -163,19 +163,23 @@ pub fn hospital_response_json(r: &HospitalResponse) -> serde_json::Value {
     })
 }
 
-pub fn run_hospital(action: HospitalAction, node: &str, key: &Path, bill: &Path) -> ExitCode {
-    let key = match crypto::load_signing_key(key) {
-        Ok(k) => k,
-        Err(e) => return fail(EXIT_BAD_INPUT, e),
-    };
-    let text = match std::fs::read_to_string(bill) {
-        Ok(t) => t,
-        Err(e) => return fail(EXIT_BAD_INPUT, format!("{}: {e}", bill.display())),
-    };
+/// Reads a JSON file into `T`, naming the file and the field of any defect.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ExitCode> {
+    let text = std::fs::read_to_string(path).map_err(|e| fail(EXIT_BAD_INPUT, format!("{}: {e}", path.display())))?;
     let de = &mut serde_json::Deserializer::from_str(&text);
-    let b: BillFile = match serde_path_to_error::deserialize(de) {
-        Ok(b) => b,
-        Err(e) => return fail(EXIT_BAD_INPUT, format!("{}: {}: {}", bill.display(), e.path(), e.inner())),
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| fail(EXIT_BAD_INPUT, format!("{}: {}: {}", path.display(), e.path(), e.inner())))
+}
+
+/// Loads a signing key file, or exits with a bad-input code.
+fn signing_key(path: &Path) -> Result<ed25519_dalek::SigningKey, ExitCode> {
+    crypto::load_signing_key(path).map_err(|e| fail(EXIT_BAD_INPUT, e))
+}
+
+pub fn run_hospital(action: HospitalAction, node: &str, key: &Path, bill: &Path) -> ExitCode {
+    let (key, b): (_, BillFile) = match (signing_key(key), read_json(bill)) {
+        (Ok(k), Ok(b)) => (k, b),
+        (Err(c), _) | (_, Err(c)) => return c,
     };
     let req = HospitalRequest {
         fixmedins_code: b.fixmedins_code.clone(),
@@ -222,14 +226,9 @@ pub fn run_hospital(action: HospitalAction, node: &str, key: &Path, bill: &Path)
 
 /// Loads insured persons from a JSON array into a (stopped) node's ledger.
 pub fn run_import(config: &Path, file: &Path) -> ExitCode {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => return fail(EXIT_BAD_INPUT, format!("{}: {e}", file.display())),
-    };
-    let de = &mut serde_json::Deserializer::from_str(&text);
-    let persons: Vec<PersonRecord> = match serde_path_to_error::deserialize(de) {
+    let persons: Vec<PersonRecord> = match read_json(file) {
         Ok(p) => p,
-        Err(e) => return fail(EXIT_BAD_INPUT, format!("{}: {}: {}", file.display(), e.path(), e.inner())),
+        Err(c) => return c,
     };
     let rt = match runtime() {
         Ok(r) => r,
@@ -271,19 +270,10 @@ pub struct RegistrationFile {
     pub on_date: String,
 }
 
-pub fn run_registration(node: &str, key: &Path, admin: &str, file: &PathBuf) -> ExitCode {
-    let key = match crypto::load_signing_key(key) {
-        Ok(k) => k,
-        Err(e) => return fail(EXIT_BAD_INPUT, e),
-    };
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => return fail(EXIT_BAD_INPUT, format!("{}: {e}", file.display())),
-    };
-    let de = &mut serde_json::Deserializer::from_str(&text);
-    let r: RegistrationFile = match serde_path_to_error::deserialize(de) {
-        Ok(r) => r,
-        Err(e) => return fail(EXIT_BAD_INPUT, format!("{}: {}: {}", file.display(), e.path(), e.inner())),
+pub fn run_registration(node: &str, key: &Path, admin: &str, file: &Path) -> ExitCode {
+    let (key, r): (_, RegistrationFile) = match (signing_key(key), read_json(file)) {
+        (Ok(k), Ok(r)) => (k, r),
+        (Err(c), _) | (_, Err(c)) => return c,
     };
     let op = match r.op.as_str() {
         "create" => Op::Create,
