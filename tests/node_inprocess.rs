@@ -483,6 +483,8 @@ async fn registrations_expired_or_elsewhere_are_refused() {
     local.target_admdvs = "611002".into();
     let e = home.apply_registration(seal(&admin_key(), ADMIN_DOMAIN, "agency", &local)).await.expect_err("local");
     assert_eq!(e.reason(), "bad_request");
+    // The home province is a valid target for intra-province care.
+    register(home, "r7", "P0004", "resident_worker", "610000").await.expect("province target");
     // A change before the holding period is refused.
     let reg_id = register(home, "r5", "P0004", "resettled_retiree", "330000").await.expect("filed");
     let cancel = RegistrationRequest {
