@@ -90,10 +90,12 @@ impl Node {
         let kind = RegistrationKind::parse(&req.kind)
             .ok_or_else(|| NodeError::bad("kind", format!("{:?} is not a registration kind", req.kind)))?;
         let target = region("target_admdvs", &req.target_admdvs)?;
-        if self.region().covers(target) || target.covers(self.region()) {
+        // A target inside the home area is no trip at all; a province that
+        // contains the home region is a valid intra-province target.
+        if self.region().covers(target) {
             return Err(NodeError::bad(
                 "target_admdvs",
-                format!("{target} is not outside the home region {}", self.region()),
+                format!("{target} lies inside the home region {}", self.region()),
             ));
         }
         let beg = date("begndate", &req.begndate)?;
