@@ -18,6 +18,16 @@ use super::{fail, EXIT_FAILED};
 #[derive(Subcommand, Clone, Copy)]
 pub enum BenchCommand {
     /// Ledger: durable appends/s (group commit and one at a time), verify entries/s, sled's raw flush rate.
+    /// Clearing: a node's signed report over many settlements of one month.
+    ClearingReport {
+        #[arg(long, default_value_t = 5_000_000)]
+        settlements: u64,
+    },
+    /// Clearing: reconcile and net many regions, every pair.
+    ClearingNetting {
+        #[arg(long, default_value_t = 400)]
+        regions: usize,
+    },
     Ledger {
         /// Entries appended in the group-commit run.
         #[arg(long, default_value_t = 200_000)]
@@ -29,16 +39,18 @@ pub enum BenchCommand {
 }
 
 /// One printed figure.
-struct Figure {
-    name: &'static str,
-    value: f64,
-    unit: &'static str,
-    note: String,
+pub struct Figure {
+    pub name: &'static str,
+    pub value: f64,
+    pub unit: &'static str,
+    pub note: String,
 }
 
 pub fn run(cmd: BenchCommand) -> ExitCode {
     let figures = match cmd {
         BenchCommand::Ledger { entries, concurrency } => ledger(entries, concurrency),
+        BenchCommand::ClearingReport { settlements } => super::bench_clearing::report(settlements),
+        BenchCommand::ClearingNetting { regions } => super::bench_clearing::netting(regions),
     };
     match figures {
         Ok(figs) => {
@@ -50,12 +62,12 @@ pub fn run(cmd: BenchCommand) -> ExitCode {
 }
 
 fn print_table(figs: &[Figure]) {
-    println!("{:<34} {:>14}  {:<10} note", "figure", "value", "unit");
+    println!("{:<44} {:>14}  {:<10} note", "figure", "value", "unit");
     for f in figs {
-        println!("{:<34} {:>14.1}  {:<10} {}", f.name, f.value, f.unit, f.note);
+        println!("{:<44} {:>14.2}  {:<10} {}", f.name, f.value, f.unit, f.note);
     }
     for f in figs {
-        println!("BENCH {}={:.1}", f.name, f.value);
+        println!("BENCH {}={:.2}", f.name, f.value);
     }
 }
 

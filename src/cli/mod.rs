@@ -1,5 +1,6 @@
 //! Command-line plumbing shared by the subcommands.
 
+pub mod bench_clearing;
 pub mod bench_cmd;
 pub mod ledger_cmd;
 pub mod node_cmd;
