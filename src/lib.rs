@@ -14,6 +14,7 @@
 //!   ledger itself (segment file + group commit, indexes in [`storage`]).
 //!
 //! At the edges:
+//! - [`operator`]: the national clearing operator (reports, statements, confirmations).
 //! - [`node`]: a region's node (home and treatment sides) over its ledger;
 //!   [`api`]: signed envelopes, wire conversions, errors -> gRPC status.
 //! - [`calc`]: the `xclear calc` JSON interface.
@@ -29,6 +30,7 @@ pub mod crypto;
 pub mod ledger;
 pub mod money;
 pub mod node;
+pub mod operator;
 pub mod region;
 pub mod rules;
 pub mod settlement;

@@ -38,6 +38,7 @@ fn line(i: usize, home: usize, treatment: usize, cents: i64) -> Line {
         channel: if corps_local(h, t) { Channel::CorpsLocal } else { Channel::National },
         month: march(),
         amounts: Amounts { medfee_sumamt: fund, hifp_pay: fund, fund_pay_sumamt: fund, ..Amounts::default() },
+        count: 1,
     }
 }
 

@@ -90,6 +90,7 @@ async fn a_month_of_traffic_closes_to_zero_and_matches_the_hospitals_receipts() 
             key_file: dir.path().join("k"),
             rules_dir: common::rules_dir(),
             metrics_listen: None,
+            operator_key: None,
             peers,
             hospitals,
             admins: [("agency".to_string(), key("agency").verifying_key())].into_iter().collect(),

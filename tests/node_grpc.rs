@@ -76,6 +76,7 @@ async fn start() -> Running {
             key_file: dir.path().join("k"),
             rules_dir: common::rules_dir(),
             metrics_listen: None,
+            operator_key: None,
             peers: peers.clone(),
             hospitals,
             admins,

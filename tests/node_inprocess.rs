@@ -95,6 +95,7 @@ fn config(region: &'static str, dir: &std::path::Path) -> NodeConfig {
         key_file: dir.join("unused.key"),
         rules_dir: common::rules_dir(),
         metrics_listen: None,
+        operator_key: None,
         peers,
         hospitals,
         admins,

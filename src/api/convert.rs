@@ -97,3 +97,46 @@ pub fn set_claim_totals(c: &mut proto::Claim, t: &BillTotals) {
     c.preselfpay_amt = t.preselfpay_amt.to_string();
     c.inscp_scp_amt = t.inscp_scp_amt.to_string();
 }
+
+pub fn line_to_proto(l: &crate::clearing::Line) -> proto::ClearingLine {
+    proto::ClearingLine {
+        setl_id: l.setl_id.clone(),
+        home: l.home.to_string(),
+        treatment: l.treatment.to_string(),
+        corps_local: l.channel == crate::clearing::Channel::CorpsLocal,
+        month: l.month.to_string(),
+        medfee_sumamt: l.amounts.medfee_sumamt.to_string(),
+        hifp_pay: l.amounts.hifp_pay.to_string(),
+        hifmi_pay: l.amounts.hifmi_pay.to_string(),
+        hifob_pay: l.amounts.hifob_pay.to_string(),
+        maf_pay: l.amounts.maf_pay.to_string(),
+        fund_pay_sumamt: l.amounts.fund_pay_sumamt.to_string(),
+    }
+}
+
+/// A signed amount (reversal lines are negative).
+pub fn signed_amount(field: &str, text: &str) -> Result<Amount, NodeError> {
+    let negative = text.starts_with('-');
+    let a = amount(field, text.trim_start_matches('-'))?;
+    Ok(if negative { -a } else { a })
+}
+
+pub fn line_from_proto(l: &proto::ClearingLine) -> Result<crate::clearing::Line, NodeError> {
+    use crate::clearing::{Amounts, Channel, Line, Month};
+    Ok(Line {
+        setl_id: l.setl_id.clone(),
+        home: region("home", &l.home)?,
+        treatment: region("treatment", &l.treatment)?,
+        channel: if l.corps_local { Channel::CorpsLocal } else { Channel::National },
+        month: Month::parse(&l.month).ok_or_else(|| NodeError::bad("month", "not YYYY-MM"))?,
+        amounts: Amounts {
+            medfee_sumamt: signed_amount("medfee_sumamt", &l.medfee_sumamt)?,
+            hifp_pay: signed_amount("hifp_pay", &l.hifp_pay)?,
+            hifmi_pay: signed_amount("hifmi_pay", &l.hifmi_pay)?,
+            hifob_pay: signed_amount("hifob_pay", &l.hifob_pay)?,
+            maf_pay: signed_amount("maf_pay", &l.maf_pay)?,
+            fund_pay_sumamt: signed_amount("fund_pay_sumamt", &l.fund_pay_sumamt)?,
+        },
+        count: 1,
+    })
+}

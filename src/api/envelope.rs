@@ -13,6 +13,11 @@ pub const CLAIM_DOMAIN: &[u8] = b"xclear/claim/v1\0";
 pub const CLAIM_RESULT_DOMAIN: &[u8] = b"xclear/claim-result/v1\0";
 pub const ADMIN_DOMAIN: &[u8] = b"xclear/admin/v1\0";
 pub const PEER_QUERY_DOMAIN: &[u8] = b"xclear/peer-query/v1\0";
+pub const OPERATOR_DOMAIN: &[u8] = b"xclear/operator/v1\0";
+pub const REPORT_DOMAIN: &[u8] = b"xclear/report/v1\0";
+pub const LINES_DOMAIN: &[u8] = b"xclear/lines/v1\0";
+pub const STATEMENT_DOMAIN: &[u8] = b"xclear/statement/v1\0";
+pub const CONFIRMATION_DOMAIN: &[u8] = b"xclear/confirmation/v1\0";
 
 /// Largest envelope body accepted (a bill of the maximum item count fits).
 pub const MAX_BODY_BYTES: usize = 512 * 1024;

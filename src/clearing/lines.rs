@@ -52,6 +52,14 @@ pub struct Line {
     pub channel: Channel,
     pub month: Month,
     pub amounts: Amounts,
+    /// Settlements this line stands for: 1, or a matched pair's count when
+    /// the operator clears the pair as one aggregate line.
+    #[serde(default = "one")]
+    pub count: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// A (home, treatment) pair of regions.
@@ -88,7 +96,7 @@ pub struct RunningPair {
 
 impl RunningPair {
     pub fn add(&mut self, line: &Line) {
-        self.count += 1;
+        self.count += line.count;
         self.amounts = self.amounts.plus(&line.amounts);
         self.ids.push(line.setl_id.clone());
     }

@@ -111,7 +111,7 @@ pub fn close(month: Month, input: &ClosingInput, corps_local: impl Fn(RegionCode
     let mut by_pair: BTreeMap<(Pair, Channel), (u64, Amounts)> = BTreeMap::new();
     for l in &rec.cleared {
         let e = by_pair.entry((l.pair(), l.channel)).or_default();
-        e.0 += 1;
+        e.0 += l.count;
         e.1 = e.1.plus(&l.amounts);
     }
     let pairs = by_pair

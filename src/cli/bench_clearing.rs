@@ -59,6 +59,7 @@ pub fn report(n: u64) -> Result<Vec<Figure>, String> {
             channel: Channel::National,
             month: month(),
             amounts: amounts(10_000 + (i % 90_000) as i64),
+            count: 1,
         };
         totals.entry((as_home, c)).or_default().add(&line);
     }
@@ -121,6 +122,7 @@ pub fn netting(regions: usize) -> Result<Vec<Figure>, String> {
                     channel: Channel::National,
                     month: month(),
                     amounts: amounts(((i * 7919 + j * 104_729) % 10_000_000) as i64),
+                    count: 1,
                 });
             }
         }

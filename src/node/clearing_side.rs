@@ -96,6 +96,7 @@ pub fn line_of(kind: EntryKind, key: &str, payload: &[u8], own: RegionCode) -> O
         channel: if figures.route == "corps_local" { Channel::CorpsLocal } else { Channel::National },
         month: Month::parse(&result.month)?,
         amounts: amounts(figures),
+        count: 1,
     };
     Some((side, line))
 }
@@ -133,5 +134,72 @@ impl Node {
         if let Ok(mut c) = self.clearing.write() {
             c.note(kind, key, payload, self.region());
         }
+    }
+}
+
+impl Node {
+    /// Checks a request is signed by the configured clearing operator.
+    fn operator_request<M: prost::Message + Default>(&self, env: &crate::proto::Signed) -> Result<M, NodeError> {
+        let key = self
+            .config
+            .operator_key
+            .as_ref()
+            .ok_or_else(|| NodeError::NotAuthorised("no clearing operator is configured".into()))?;
+        envelope::open(env, key, envelope::OPERATOR_DOMAIN)
+            .map_err(|e| NodeError::BadSignature(format!("operator: {e}")))
+    }
+
+    /// The signed report of a month: per counterpart and side, count, sums and
+    /// the root over the settlement ids, with this node's signed tree head.
+    pub fn handle_report_request(&self, env: crate::proto::Signed) -> Result<crate::proto::Signed, NodeError> {
+        let req: crate::proto::ReportRequest = self.operator_request(&env)?;
+        let month = Month::parse(&req.month).ok_or_else(|| NodeError::bad("month", "not YYYY-MM"))?;
+        let pairs = self
+            .month_summaries(month)?
+            .into_iter()
+            .map(|((side, counterpart), s)| crate::proto::PairReport {
+                counterpart: counterpart.to_string(),
+                as_treatment: side == Side::AsTreatment,
+                count: s.count,
+                medfee_sumamt: s.amounts.medfee_sumamt.to_string(),
+                hifp_pay: s.amounts.hifp_pay.to_string(),
+                hifmi_pay: s.amounts.hifmi_pay.to_string(),
+                hifob_pay: s.amounts.hifob_pay.to_string(),
+                maf_pay: s.amounts.maf_pay.to_string(),
+                fund_pay_sumamt: s.amounts.fund_pay_sumamt.to_string(),
+                ids_root: hex::encode(s.ids_root),
+            })
+            .collect();
+        let head = self.ledger.head();
+        let report = crate::proto::MonthReport {
+            region: self.region().to_string(),
+            month: month.to_string(),
+            pairs,
+            head_size: head.size,
+            head_root: hex::encode(head.root),
+            head_timestamp_ms: head.timestamp_ms,
+            head_signature: hex::encode(head.signature),
+        };
+        Ok(envelope::seal(&self.key, envelope::REPORT_DOMAIN, &self.region().to_string(), &report))
+    }
+
+    /// The signed lines of one pair of a month, from this node's ledger.
+    pub fn handle_lines_request(&self, env: crate::proto::Signed) -> Result<crate::proto::Signed, NodeError> {
+        let req: crate::proto::LinesRequest = self.operator_request(&env)?;
+        let month = Month::parse(&req.month).ok_or_else(|| NodeError::bad("month", "not YYYY-MM"))?;
+        let counterpart =
+            RegionCode::parse(&req.counterpart).map_err(|e| NodeError::bad("counterpart", e.to_string()))?;
+        let (t, h) = self.month_lines(month)?;
+        let lines = if req.as_treatment { t } else { h };
+        let list = crate::proto::LineList {
+            region: self.region().to_string(),
+            month: month.to_string(),
+            lines: lines
+                .iter()
+                .filter(|l| if req.as_treatment { l.home == counterpart } else { l.treatment == counterpart })
+                .map(crate::api::convert::line_to_proto)
+                .collect(),
+        };
+        Ok(envelope::seal(&self.key, envelope::LINES_DOMAIN, &self.region().to_string(), &list))
     }
 }

@@ -7,6 +7,7 @@
 //! key_file = "keys/611000.key"        # this node's ed25519 key (xclear keygen)
 //! rules_dir = "clearing_rules"
 //! metrics_listen = "127.0.0.1:9161"   # optional Prometheus endpoint
+//! operator_key = "<64 hex>"           # the clearing operator (may ask for reports)
 //!
 //! [[peers]]                           # other regions' nodes
 //! region = "110000"
@@ -59,6 +60,9 @@ struct RawConfig {
     rules_dir: PathBuf,
     #[serde(default)]
     metrics_listen: Option<String>,
+    /// The national clearing operator's public key: only it may ask for reports.
+    #[serde(default)]
+    operator_key: Option<String>,
     #[serde(default)]
     peers: Vec<RawPeer>,
     #[serde(default)]
@@ -122,6 +126,7 @@ pub struct NodeConfig {
     pub key_file: PathBuf,
     pub rules_dir: PathBuf,
     pub metrics_listen: Option<SocketAddr>,
+    pub operator_key: Option<VerifyingKey>,
     pub peers: BTreeMap<RegionCode, Peer>,
     pub hospitals: BTreeMap<String, Hospital>,
     pub admins: BTreeMap<String, VerifyingKey>,
@@ -157,6 +162,7 @@ impl NodeConfig {
             return Err(err("-", format!("more than {MAX_CONFIG_ENTRIES} peers, hospitals and admins")));
         }
         let key = |k: &str, text: &str| crypto::parse_public_key(text).map_err(|e| err(k, e.to_string()));
+        let operator_key = raw.operator_key.as_deref().map(|k| key("operator_key", k)).transpose()?;
         let mut peers = BTreeMap::new();
         for (i, p) in raw.peers.iter().enumerate() {
             let r = RegionCode::parse(&p.region).map_err(|e| err(&format!("peers[{i}].region"), e.to_string()))?;
@@ -205,6 +211,7 @@ impl NodeConfig {
             key_file: abs(raw.key_file),
             rules_dir: abs(raw.rules_dir),
             metrics_listen,
+            operator_key,
             peers,
             hospitals,
             admins,

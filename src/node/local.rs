@@ -62,3 +62,21 @@ impl PeerTransport for LocalNetwork {
         })
     }
 }
+
+impl crate::operator::ReportTransport for LocalNetwork {
+    fn month_report(&self, to: RegionCode, req: Signed) -> BoxFuture<'_, Result<Signed, TransportError>> {
+        Box::pin(async move {
+            self.node(to)?
+                .handle_report_request(req)
+                .map_err(|e| TransportError::Refused { reason: e.reason().to_string(), message: e.to_string() })
+        })
+    }
+
+    fn lines(&self, to: RegionCode, req: Signed) -> BoxFuture<'_, Result<Signed, TransportError>> {
+        Box::pin(async move {
+            self.node(to)?
+                .handle_lines_request(req)
+                .map_err(|e| TransportError::Refused { reason: e.reason().to_string(), message: e.to_string() })
+        })
+    }
+}

@@ -1,0 +1,268 @@
+//! The national clearing operator: collects every node's signed monthly
+//! report, reconciles each (home, treatment) pair — equal summaries clear as
+//! one aggregate, differing pairs are matched by id from the nodes' signed
+//! line lists — nets, checks advance funds, and signs a statement carrying
+//! every node's signed tree head. Regions confirm or dispute it; disputed
+//! lines leave the month. Everything received and issued is on the
+//! operator's ledger.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use crate::api::convert::{line_from_proto, signed_amount};
+use crate::api::envelope::{self, CONFIRMATION_DOMAIN, LINES_DOMAIN, OPERATOR_DOMAIN, REPORT_DOMAIN, STATEMENT_DOMAIN};
+use crate::api::NodeError;
+use crate::clearing::statement::HeadRef;
+use crate::clearing::{close, Amounts, Channel, ClosingInput, Dispute, Line, Month, PendingItem, Statement};
+use crate::clock::Clock;
+use crate::ledger::{EntryKind, Ledger, LedgerError};
+use crate::money::Amount;
+use crate::node::{BoxFuture, TransportError};
+use crate::proto::{Confirmation, LineList, LinesRequest, MonthReport, ReportRequest, Signed};
+use crate::region::{CorpsLocalPairs, RegionCode};
+
+/// How the operator reaches the nodes.
+pub trait ReportTransport: Send + Sync {
+    fn month_report(&self, to: RegionCode, req: Signed) -> BoxFuture<'_, Result<Signed, TransportError>>;
+    fn lines(&self, to: RegionCode, req: Signed) -> BoxFuture<'_, Result<Signed, TransportError>>;
+}
+
+/// A closed month: the statement and the operator's signature over its canonical bytes.
+#[derive(Debug, Clone)]
+pub struct Closed {
+    pub statement: Statement,
+    pub signed: Signed,
+    pub hash: String,
+}
+
+pub struct Operator {
+    nodes: BTreeMap<RegionCode, VerifyingKey>,
+    key: SigningKey,
+    ledger: Ledger,
+    transport: Arc<dyn ReportTransport>,
+    pairs: CorpsLocalPairs,
+    quotas: BTreeMap<RegionCode, Amount>,
+}
+
+fn unreachable(region: RegionCode, e: TransportError) -> NodeError {
+    match e {
+        TransportError::Unreachable(m) => NodeError::HomeUnreachable(format!("{region}: {m}")),
+        TransportError::Refused { reason, message } => {
+            NodeError::BadPeerAnswer(region.to_string(), format!("{reason}: {message}"))
+        }
+    }
+}
+
+fn ledger_err(e: LedgerError) -> NodeError {
+    NodeError::Internal(e.to_string())
+}
+
+impl Operator {
+    pub fn open(
+        dir: &std::path::Path,
+        key: SigningKey,
+        clock: Arc<dyn Clock>,
+        nodes: BTreeMap<RegionCode, VerifyingKey>,
+        transport: Arc<dyn ReportTransport>,
+        pairs: CorpsLocalPairs,
+        quotas: BTreeMap<RegionCode, Amount>,
+    ) -> Result<Operator, LedgerError> {
+        Ok(Operator { nodes, ledger: Ledger::open(dir, key.clone(), clock)?, key, transport, pairs, quotas })
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    async fn report(&self, region: RegionCode, month: Month) -> Result<MonthReport, NodeError> {
+        let req = envelope::seal(&self.key, OPERATOR_DOMAIN, "operator", &ReportRequest { month: month.to_string() });
+        let env = self.transport.month_report(region, req).await.map_err(|e| unreachable(region, e))?;
+        let key = self.nodes.get(&region).ok_or_else(|| NodeError::UnknownPeer(region.to_string()))?;
+        let report: MonthReport =
+            envelope::open(&env, key, REPORT_DOMAIN).map_err(|e| NodeError::BadSignature(format!("{region}: {e}")))?;
+        if report.region != region.to_string() || report.month != month.to_string() {
+            return Err(NodeError::BadPeerAnswer(region.to_string(), "a report for another region or month".into()));
+        }
+        let record = crate::node::records::EnvelopeRecord::from(&env);
+        let k = format!("report:{month}:{region}:{}", report.head_size);
+        self.ledger
+            .append(EntryKind::Report, &k, crate::node::records::to_payload(&record))
+            .await
+            .map_err(ledger_err)?;
+        Ok(report)
+    }
+
+    async fn lines(
+        &self,
+        region: RegionCode,
+        month: Month,
+        counterpart: RegionCode,
+        as_treatment: bool,
+    ) -> Result<Vec<Line>, NodeError> {
+        let req = LinesRequest { month: month.to_string(), counterpart: counterpart.to_string(), as_treatment };
+        let env = self
+            .transport
+            .lines(region, envelope::seal(&self.key, OPERATOR_DOMAIN, "operator", &req))
+            .await
+            .map_err(|e| unreachable(region, e))?;
+        let key = self.nodes.get(&region).ok_or_else(|| NodeError::UnknownPeer(region.to_string()))?;
+        let list: LineList =
+            envelope::open(&env, key, LINES_DOMAIN).map_err(|e| NodeError::BadSignature(format!("{region}: {e}")))?;
+        list.lines.iter().map(line_from_proto).collect()
+    }
+
+    /// Closes `month`: every node's report, pairs reconciled, disputes and
+    /// adjustments applied, netted, signed, recorded.
+    pub async fn close_month(
+        &self,
+        month: Month,
+        disputes: &[Dispute],
+        carried: &[PendingItem],
+    ) -> Result<Closed, NodeError> {
+        let mut reports = BTreeMap::new();
+        for region in self.nodes.keys() {
+            reports.insert(*region, self.report(*region, month).await?);
+        }
+        // (home, treatment) -> (treatment side, home side) summaries.
+        type Side = (u64, Amounts, String);
+        let mut sides: BTreeMap<(RegionCode, RegionCode), (Option<Side>, Option<Side>)> = BTreeMap::new();
+        for (region, r) in &reports {
+            for p in &r.pairs {
+                let other = RegionCode::parse(&p.counterpart)
+                    .map_err(|e| NodeError::BadPeerAnswer(region.to_string(), e.to_string()))?;
+                let amounts = Amounts {
+                    medfee_sumamt: signed_amount("medfee_sumamt", &p.medfee_sumamt)?,
+                    hifp_pay: signed_amount("hifp_pay", &p.hifp_pay)?,
+                    hifmi_pay: signed_amount("hifmi_pay", &p.hifmi_pay)?,
+                    hifob_pay: signed_amount("hifob_pay", &p.hifob_pay)?,
+                    maf_pay: signed_amount("maf_pay", &p.maf_pay)?,
+                    fund_pay_sumamt: signed_amount("fund_pay_sumamt", &p.fund_pay_sumamt)?,
+                };
+                let side = (p.count, amounts, p.ids_root.clone());
+                if p.as_treatment {
+                    sides.entry((other, *region)).or_default().0 = Some(side);
+                } else {
+                    sides.entry((*region, other)).or_default().1 = Some(side);
+                }
+            }
+        }
+        let mut input = ClosingInput {
+            disputes: disputes.to_vec(),
+            carried: carried.to_vec(),
+            quotas: self.quotas.clone(),
+            ..ClosingInput::default()
+        };
+        for ((home, treatment), (t, h)) in &sides {
+            let channel =
+                if self.pairs.are_partners(*home, *treatment) { Channel::CorpsLocal } else { Channel::National };
+            match (t, h) {
+                (Some(t), Some(h)) if t == h && disputes.is_empty() => {
+                    let aggregate = Line {
+                        setl_id: format!("pair:{home}:{treatment}"),
+                        home: *home,
+                        treatment: *treatment,
+                        channel,
+                        month,
+                        amounts: t.1,
+                        count: t.0,
+                    };
+                    input.treatment_lines.push(aggregate.clone());
+                    input.home_lines.push(aggregate);
+                }
+                _ => {
+                    if self.nodes.contains_key(treatment) {
+                        input.treatment_lines.extend(self.lines(*treatment, month, *home, true).await?);
+                    }
+                    if self.nodes.contains_key(home) {
+                        input.home_lines.extend(self.lines(*home, month, *treatment, false).await?);
+                    }
+                }
+            }
+            if let Some(h) = h {
+                *input.usage.entry(*home).or_default() =
+                    input.usage.get(home).copied().unwrap_or_default() + h.1.fund_pay_sumamt;
+            }
+        }
+        // Carried items: fetch their pairs' lines of the month they were held out.
+        let carried_pairs: BTreeSet<(RegionCode, RegionCode, Month)> =
+            carried.iter().map(|p| (p.pair.home, p.pair.treatment, p.since)).collect();
+        for (home, treatment, since) in carried_pairs {
+            let ids: BTreeSet<&str> = carried
+                .iter()
+                .filter(|p| p.pair.home == home && p.pair.treatment == treatment)
+                .map(|p| p.setl_id.as_str())
+                .collect();
+            if self.nodes.contains_key(&treatment) {
+                input.treatment_lines.extend(
+                    self.lines(treatment, since, home, true)
+                        .await?
+                        .into_iter()
+                        .filter(|l| ids.contains(l.setl_id.as_str())),
+                );
+            }
+            if self.nodes.contains_key(&home) {
+                input.home_lines.extend(
+                    self.lines(home, since, treatment, false)
+                        .await?
+                        .into_iter()
+                        .filter(|l| ids.contains(l.setl_id.as_str())),
+                );
+            }
+        }
+        input.node_heads =
+            reports.iter().map(|(r, rep)| (*r, HeadRef { size: rep.head_size, root: rep.head_root.clone() })).collect();
+        let statement = close(month, &input, |a, b| self.pairs.are_partners(a, b));
+        let bytes = statement.canonical_json();
+        let hash = hex::encode(Sha256::digest(&bytes));
+        let signature = crate::crypto::sign(&self.key, STATEMENT_DOMAIN, &bytes).to_bytes().to_vec();
+        let signed = Signed { body: bytes, signature, signer: "operator".into() };
+        let record = crate::node::records::EnvelopeRecord::from(&signed);
+        self.ledger
+            .append(
+                EntryKind::Statement,
+                &format!("statement:{month}:{}", &hash[..16]),
+                crate::node::records::to_payload(&record),
+            )
+            .await
+            .map_err(ledger_err)?;
+        Ok(Closed { statement, signed, hash })
+    }
+
+    /// Records a region's signed confirmation or dispute of a statement.
+    pub async fn answer(&self, env: Signed) -> Result<Confirmation, NodeError> {
+        let region = RegionCode::parse(&env.signer).map_err(|_| NodeError::UnknownPeer(env.signer.clone()))?;
+        let key = self.nodes.get(&region).ok_or_else(|| NodeError::UnknownPeer(region.to_string()))?;
+        let c: Confirmation = envelope::open(&env, key, CONFIRMATION_DOMAIN)
+            .map_err(|e| NodeError::BadSignature(format!("{region}: {e}")))?;
+        if c.region != region.to_string() {
+            return Err(NodeError::NotAuthorised(format!("{region} cannot answer for {}", c.region)));
+        }
+        let kind = if c.disputes.is_empty() { EntryKind::Confirmation } else { EntryKind::Dispute };
+        let record = crate::node::records::EnvelopeRecord::from(&env);
+        let k = format!("answer:{}:{region}:{}", c.month, c.statement_hash);
+        self.ledger.append(kind, &k, crate::node::records::to_payload(&record)).await.map_err(|e| match e {
+            LedgerError::IdempotencyConflict { .. } => NodeError::MsgidReused(k.clone()),
+            other => ledger_err(other),
+        })?;
+        Ok(c)
+    }
+
+    /// Whether every region in the statement confirmed this exact statement.
+    pub fn is_final(&self, closed: &Closed) -> Result<bool, NodeError> {
+        let mut confirmed = BTreeSet::new();
+        self.ledger
+            .for_each(0, |e| {
+                if e.body.kind == EntryKind::Confirmation && e.body.key.ends_with(&format!(":{}", closed.hash)) {
+                    if let Some(region) = e.body.key.split(':').nth(2) {
+                        confirmed.insert(region.to_string());
+                    }
+                }
+                Ok(())
+            })
+            .map_err(ledger_err)?;
+        Ok(closed.statement.node_heads.keys().all(|r| confirmed.contains(&r.to_string())))
+    }
+}

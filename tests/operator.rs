@@ -1,0 +1,287 @@
+//! The clearing operator over a federation in one process: signed reports,
+//! statements with node heads, confirmations, disputes, carried items.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use xclear::api::envelope::{seal, ADMIN_DOMAIN, CLAIM_DOMAIN, CONFIRMATION_DOMAIN, HOSPITAL_DOMAIN, OPERATOR_DOMAIN};
+use xclear::clearing::{Dispute, Month, PendingReason};
+use xclear::clock::{Clock, ManualClock};
+use xclear::money::Amount;
+use xclear::node::config::{Hospital, Peer};
+use xclear::node::local::LocalNetwork;
+use xclear::node::records::PersonRecord;
+use xclear::node::{Node, NodeConfig};
+use xclear::operator::Operator;
+use xclear::proto::{
+    hospital_request::Action, registration_request::Op, BillItem, Claim, Confirmation, DisputedLine, HospitalRequest,
+    RegistrationRequest, ReportRequest,
+};
+use xclear::region::RegionCode;
+use xclear::settlement::HospitalLevel;
+
+const REGIONS: [&str; 4] = ["611000", "110000", "654000", "660400"];
+const MARCH: i64 = 1_772_676_000_000;
+
+fn code(s: &str) -> RegionCode {
+    RegionCode::parse(s).expect("region")
+}
+
+fn key(tag: &str) -> SigningKey {
+    let mut seed = [3u8; 32];
+    seed[..tag.len()].copy_from_slice(tag.as_bytes());
+    SigningKey::from_bytes(&seed)
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    nodes: BTreeMap<&'static str, Arc<Node>>,
+    operator: Operator,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = LocalNetwork::new();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(MARCH));
+    let rules = Arc::new(common::rules());
+    let mut nodes = BTreeMap::new();
+    for r in REGIONS {
+        let peers = REGIONS
+            .iter()
+            .filter(|p| **p != r)
+            .map(|p| {
+                (code(p), Peer { region: code(p), endpoint: "in-process".into(), public_key: key(p).verifying_key() })
+            })
+            .collect();
+        let h = format!("H{r}");
+        let hospitals = [(
+            h.clone(),
+            Hospital {
+                code: h.clone(),
+                level: HospitalLevel::new(3).expect("lv"),
+                public_key: key(&h).verifying_key(),
+                designated: true,
+                cross_region: true,
+            },
+        )]
+        .into_iter()
+        .collect();
+        let cfg = NodeConfig {
+            region: code(r),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: dir.path().join(r),
+            key_file: dir.path().join("k"),
+            rules_dir: common::rules_dir(),
+            metrics_listen: None,
+            operator_key: Some(key("operator").verifying_key()),
+            peers,
+            hospitals,
+            admins: [("agency".to_string(), key("agency").verifying_key())].into_iter().collect(),
+        };
+        let node =
+            Arc::new(Node::open(cfg, key(r), Arc::clone(&rules), Arc::clone(&clock), net.clone()).expect("open"));
+        net.attach(&node);
+        nodes.insert(r, node);
+    }
+    let operator = Operator::open(
+        &dir.path().join("operator"),
+        key("operator"),
+        clock,
+        REGIONS.iter().map(|r| (code(r), key(r).verifying_key())).collect(),
+        net.clone(),
+        rules.pairs().clone(),
+        [(code("611000"), Amount::yuan(100_000))].into_iter().collect(),
+    )
+    .expect("operator");
+    // Traffic: 商洛 patients in Beijing, corps–local care both ways.
+    let persons = [("611000", "P1"), ("611000", "P2"), ("654000", "Y1"), ("660400", "B1")];
+    for (r, p) in persons {
+        let rec = PersonRecord {
+            psn_no: p.into(),
+            insuplc_admdvs: r.into(),
+            insutype: "390".into(),
+            retired: false,
+            special_group: None,
+            contribution_years: BTreeMap::new(),
+        };
+        nodes[r].import_persons(&[rec]).await.expect("import");
+    }
+    for p in ["P1", "P2"] {
+        let req = RegistrationRequest {
+            msgid: format!("r{p}"),
+            op: Op::Create as i32,
+            psn_no: p.into(),
+            kind: "long_term_resident".into(),
+            target_admdvs: "110000".into(),
+            begndate: "2026-01-01".into(),
+            ..Default::default()
+        };
+        nodes["611000"].apply_registration(seal(&key("agency"), ADMIN_DOMAIN, "agency", &req)).await.expect("register");
+    }
+    let visits = [
+        ("110000", "P1", "611000", "9000.00"),
+        ("110000", "P2", "611000", "4000.00"),
+        ("110000", "P1", "611000", "2500.00"),
+        ("654000", "B1", "660400", "6000.00"),
+        ("660400", "Y1", "654000", "3000.00"),
+    ];
+    for (i, (t, p, home, price)) in visits.iter().enumerate() {
+        let req = HospitalRequest {
+            fixmedins_code: format!("H{t}"),
+            msgid: format!("v{i}"),
+            action: Action::Settle as i32,
+            psn_no: p.to_string(),
+            insuplc_admdvs: home.to_string(),
+            setl_date: "2026-03-05".into(),
+            items: vec![BillItem { code: "XA001".into(), qty: "1".into(), price: price.to_string() }],
+            ..Default::default()
+        };
+        let r = nodes[t]
+            .handle_hospital(seal(&key(&req.fixmedins_code), HOSPITAL_DOMAIN, &req.fixmedins_code, &req))
+            .await
+            .expect("settle");
+        assert!(r.settled, "{r:?}");
+    }
+    World { _dir: dir, nodes, operator }
+}
+
+fn march() -> Month {
+    Month::parse("2026-03").expect("month")
+}
+
+fn answer(region: &str, hash: &str, disputes: Vec<DisputedLine>) -> xclear::proto::Signed {
+    let c = Confirmation { month: "2026-03".into(), region: region.into(), statement_hash: hash.into(), disputes };
+    seal(&key(region), CONFIRMATION_DOMAIN, region, &c)
+}
+
+#[tokio::test]
+async fn the_operator_closes_confirms_and_handles_disputes() {
+    let w = world().await;
+    let closed = w.operator.close_month(march(), &[], &[]).await.expect("closed");
+    let s = &closed.statement;
+    assert_eq!(s.positions_sum(), Amount::ZERO);
+    assert!(s.pending.is_empty());
+    assert_eq!(s.node_heads.len(), 4, "the statement carries every node's head");
+    assert_eq!(s.node_heads[&code("611000")].size, w.nodes["611000"].ledger().head().size);
+    assert_eq!(s.corps_local.len(), 1);
+    assert_eq!(s.pairs.iter().map(|p| p.count).sum::<u64>(), 5);
+    assert!(s.positions[&code("110000")].net > Amount::ZERO && s.positions[&code("611000")].net.is_negative());
+    // The statement is signed over its canonical bytes, and closing again gives the same bytes.
+    let again = w.operator.close_month(march(), &[], &[]).await.expect("again");
+    assert_eq!(again.signed.body, closed.signed.body);
+    assert_eq!(again.hash, closed.hash);
+    assert!(xclear::crypto::verify(
+        &key("operator").verifying_key(),
+        xclear::api::envelope::STATEMENT_DOMAIN,
+        &closed.signed.body,
+        &ed25519_dalek::Signature::from_bytes(&closed.signed.signature.clone().try_into().expect("64"))
+    ));
+
+    // Confirmations: final only when every region confirmed this statement.
+    for r in ["110000", "654000", "660400"] {
+        w.operator.answer(answer(r, &closed.hash, vec![])).await.expect("confirm");
+        assert!(!w.operator.is_final(&closed).expect("status"));
+    }
+    // A region cannot answer for another.
+    let forged = seal(
+        &key("654000"),
+        CONFIRMATION_DOMAIN,
+        "660400",
+        &Confirmation {
+            month: "2026-03".into(),
+            region: "660400".into(),
+            statement_hash: closed.hash.clone(),
+            disputes: vec![],
+        },
+    );
+    assert_eq!(w.operator.answer(forged).await.expect_err("forged").reason(), "bad_signature");
+
+    // 商洛 disputes one line instead of confirming: exactly that line leaves the month.
+    let (_, home_lines) = w.nodes["611000"].month_lines(march()).expect("lines");
+    let disputed = home_lines[0].setl_id.clone();
+    w.operator
+        .answer(answer(
+            "611000",
+            &closed.hash,
+            vec![DisputedLine { setl_id: disputed.clone(), reason: "duplicate bill".into() }],
+        ))
+        .await
+        .expect("dispute");
+    // A region answers a statement once.
+    assert_eq!(
+        w.operator.answer(answer("611000", &closed.hash, vec![])).await.expect_err("twice").reason(),
+        "msgid_reused"
+    );
+    assert!(!w.operator.is_final(&closed).expect("status"));
+    let reclosed = w
+        .operator
+        .close_month(
+            march(),
+            &[Dispute { region: code("611000"), setl_id: disputed.clone(), reason: "duplicate bill".into() }],
+            &[],
+        )
+        .await
+        .expect("reclosed");
+    assert_eq!(reclosed.statement.pending.len(), 1);
+    assert_eq!(reclosed.statement.pending[0].setl_id, disputed);
+    assert_eq!(reclosed.statement.pending[0].reason, PendingReason::Disputed);
+    assert_eq!(reclosed.statement.positions_sum(), Amount::ZERO);
+    assert_eq!(reclosed.statement.pairs.iter().map(|p| p.count).sum::<u64>(), 4);
+    assert_ne!(reclosed.hash, closed.hash);
+    for r in REGIONS {
+        w.operator.answer(answer(r, &reclosed.hash, vec![])).await.expect("confirm");
+    }
+    assert!(w.operator.is_final(&reclosed).expect("status"));
+    // Next month the disputed line comes back as an adjustment.
+    let april = w.operator.close_month(march().next(), &[], &reclosed.statement.pending).await.expect("april");
+    assert_eq!(april.statement.adjustments.len(), 1);
+    assert_eq!(april.statement.adjustments[0].setl_id.as_deref(), Some(disputed.as_str()));
+}
+
+#[tokio::test]
+async fn a_line_missing_at_the_treatment_side_is_held_out_and_carried() {
+    let w = world().await;
+    // The home region commits a claim whose outcome the treatment side never recorded.
+    let claim = Claim {
+        mdtrtarea_admvs: "110105".into(),
+        fixmedins_code: "H110000".into(),
+        hosp_lv: 3,
+        msgid: "lost".into(),
+        action: Action::Settle as i32,
+        psn_no: "P2".into(),
+        insuplc_admdvs: "611000".into(),
+        setl_date: "2026-03-05".into(),
+        medfee_sumamt: "1000.00".into(),
+        fulamt_ownpay_amt: "0.00".into(),
+        overlmt_selfpay: "0.00".into(),
+        preselfpay_amt: "0.00".into(),
+        inscp_scp_amt: "1000.00".into(),
+        ..Default::default()
+    };
+    w.nodes["611000"]
+        .handle_claim(seal(&key("110000"), CLAIM_DOMAIN, "110000", &claim))
+        .await
+        .expect("committed at home");
+    let closed = w.operator.close_month(march(), &[], &[]).await.expect("closed");
+    assert_eq!(closed.statement.pending.len(), 1);
+    assert_eq!(closed.statement.pending[0].reason, PendingReason::MissingAtTreatment);
+    assert_eq!(closed.statement.positions_sum(), Amount::ZERO);
+    // Only the unmatched pair was examined line by line; the others cleared on their summaries.
+    assert_eq!(closed.statement.pairs.iter().map(|p| p.count).sum::<u64>(), 5);
+}
+
+#[tokio::test]
+async fn only_the_operator_may_ask_for_reports() {
+    let w = world().await;
+    let req = ReportRequest { month: "2026-03".into() };
+    let forged = seal(&key("110000"), OPERATOR_DOMAIN, "operator", &req);
+    assert_eq!(
+        w.nodes["611000"].handle_report_request(forged).expect_err("not the operator").reason(),
+        "bad_signature"
+    );
+    let genuine = seal(&key("operator"), OPERATOR_DOMAIN, "operator", &req);
+    assert!(w.nodes["611000"].handle_report_request(genuine).is_ok());
+}
