@@ -71,6 +71,11 @@ enum Command {
         #[command(subcommand)]
         command: RegistrationCommand,
     },
+    /// Monthly clearing, run by the national operator: close, statement, confirm, dispute, advance.
+    Clearing {
+        #[command(subcommand)]
+        command: cli::clearing_cmd::ClearingCommand,
+    },
     /// Benchmarks: a table, then one `BENCH name=value` line per figure.
     Bench {
         #[command(subcommand)]
@@ -117,6 +122,7 @@ fn main() -> ExitCode {
         Command::Keygen { out } => keygen(&out),
         Command::Ledger { command } => cli::ledger_cmd::run(command),
         Command::Bench { command } => cli::bench_cmd::run(command),
+        Command::Clearing { command } => cli::clearing_cmd::run(command),
         Command::Node { config, log_format } => cli::node_cmd::run_node(&config, log_format),
         Command::Hospital { action, node, key, bill } => cli::node_cmd::run_hospital(action, &node, &key, &bill),
         Command::Persons { command: PersonsCommand::Import { config, file } } => {

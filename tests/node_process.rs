@@ -97,6 +97,7 @@ fn setup() -> Setup {
     let bj_pub = keygen(&d.join("110000.key"));
     let h1_pub = keygen(&d.join("h1.key"));
     let admin_pub = keygen(&d.join("admin.key"));
+    let operator_pub = keygen(&d.join("operator.key"));
     let (home_port, bj_port, metrics_port) = (free_port(), free_port(), free_port());
     let rules = common::rules_dir();
     let rules = rules.to_str().expect("rules");
@@ -104,7 +105,7 @@ fn setup() -> Setup {
     write(
         &home_cfg,
         &format!(
-            "region = \"611000\"\nlisten = \"127.0.0.1:{home_port}\"\ndata_dir = \"data/611000\"\nkey_file = \"611000.key\"\nrules_dir = \"{rules}\"\n\
+            "region = \"611000\"\nlisten = \"127.0.0.1:{home_port}\"\ndata_dir = \"data/611000\"\nkey_file = \"611000.key\"\nrules_dir = \"{rules}\"\noperator_key = \"{operator_pub}\"\n\
              [[peers]]\nregion = \"110000\"\nendpoint = \"http://127.0.0.1:{bj_port}\"\npublic_key = \"{bj_pub}\"\n\
              [[admins]]\nname = \"agency\"\npublic_key = \"{admin_pub}\"\n"
         ),
@@ -113,9 +114,18 @@ fn setup() -> Setup {
     write(
         &bj_cfg,
         &format!(
-            "region = \"110000\"\nlisten = \"127.0.0.1:{bj_port}\"\ndata_dir = \"data/110000\"\nkey_file = \"110000.key\"\nrules_dir = \"{rules}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
+            "region = \"110000\"\nlisten = \"127.0.0.1:{bj_port}\"\ndata_dir = \"data/110000\"\nkey_file = \"110000.key\"\nrules_dir = \"{rules}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\noperator_key = \"{operator_pub}\"\n\
              [[peers]]\nregion = \"611000\"\nendpoint = \"http://127.0.0.1:{home_port}\"\npublic_key = \"{home_pub}\"\n\
              [[hospitals]]\ncode = \"H1\"\nlevel = 3\npublic_key = \"{h1_pub}\"\n"
+        ),
+    );
+    write(
+        &d.join("operator.toml"),
+        &format!(
+            "data_dir = \"operator\"\nkey_file = \"operator.key\"\nrules_dir = \"{rules}\"\n\
+             [[nodes]]\nregion = \"611000\"\nendpoint = \"http://127.0.0.1:{home_port}\"\npublic_key = \"{home_pub}\"\n\
+             [[nodes]]\nregion = \"110000\"\nendpoint = \"http://127.0.0.1:{bj_port}\"\npublic_key = \"{bj_pub}\"\n\
+             [[quotas]]\nregion = \"611000\"\namount = \"50000.00\"\n"
         ),
     );
     write(&d.join("persons.json"), r#"[{"psn_no": "P0001", "insuplc_admdvs": "611000", "insutype": "390"}]"#);
@@ -255,6 +265,57 @@ fn separate_processes_settle_and_recover_in_flight_intents() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r2: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(r2["settled"], true);
+
+    // Month end: the operator closes the month from both nodes' signed reports.
+    let month = r2["month"].as_str().expect("month").to_string();
+    let op = d.join("operator.toml");
+    let op = op.to_str().expect("p");
+    let closed = xclear(&["clearing", "close", "--config", op, "--month", &month]);
+    assert!(closed.status.success(), "{}", String::from_utf8_lossy(&closed.stderr));
+    let table = String::from_utf8_lossy(&closed.stdout).to_string();
+    assert!(table.contains("611000") && table.contains("110000") && table.contains("sum"), "{table}");
+    let json = xclear(&["clearing", "statement", "--config", op, "--month", &month, "--format", "json"]);
+    let statement: serde_json::Value = serde_json::from_slice(&json.stdout).expect("statement json");
+    let net = |r: &str| {
+        rust_decimal::Decimal::from_str_exact(statement["positions"][r]["net"].as_str().expect("net")).expect("decimal")
+    };
+    assert!(net("110000") > rust_decimal::Decimal::ZERO);
+    assert_eq!(net("110000") + net("611000"), rust_decimal::Decimal::ZERO);
+    assert!(statement["pending"].as_array().expect("pending").is_empty());
+    let csv = xclear(&["clearing", "statement", "--config", op, "--month", &month, "--format", "csv"]);
+    assert!(String::from_utf8_lossy(&csv.stdout).starts_with("section,region,counterpart,amount,detail"));
+    for (region, k) in [("611000", "611000.key"), ("110000", "110000.key")] {
+        let c = xclear(&[
+            "clearing",
+            "confirm",
+            "--config",
+            op,
+            "--month",
+            &month,
+            "--region",
+            region,
+            "--key",
+            d.join(k).to_str().expect("p"),
+        ]);
+        assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    }
+    // A key that is not the region's own is refused.
+    let forged = xclear(&[
+        "clearing",
+        "confirm",
+        "--config",
+        op,
+        "--month",
+        &month,
+        "--region",
+        "611000",
+        "--key",
+        d.join("110000.key").to_str().expect("p"),
+    ]);
+    assert!(!forged.status.success());
+    let adv = xclear(&["clearing", "advance", "--config", op, "--month", &month]);
+    assert!(adv.status.success(), "{}", String::from_utf8_lossy(&adv.stderr));
+    assert!(String::from_utf8_lossy(&adv.stdout).contains("611000"));
     home.kill();
     bj.kill();
 

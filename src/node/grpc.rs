@@ -18,6 +18,8 @@ use crate::proto::hospital_service_server::{HospitalService, HospitalServiceServ
 use crate::proto::peer_service_client::PeerServiceClient;
 use crate::proto::peer_service_server::{PeerService, PeerServiceServer};
 use crate::proto::registration_service_server::{RegistrationService, RegistrationServiceServer};
+use crate::proto::report_service_client::ReportServiceClient;
+use crate::proto::report_service_server::{ReportService, ReportServiceServer};
 use crate::proto::{
     ContributionYearsResponse, HospitalResponse, RegistrationList, RegistrationQuery, RegistrationRecord, Signed,
 };
@@ -27,6 +29,8 @@ use crate::region::RegionCode;
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("xclear_descriptor");
 /// Largest message a node accepts or sends.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Largest report or line list a node sends the operator.
+pub const MAX_REPORT_BYTES: usize = 256 * 1024 * 1024;
 /// Concurrent requests on one connection (a hospital's connection included).
 pub const MAX_CONCURRENT_PER_CONNECTION: usize = 256;
 /// A call that takes longer than this is cancelled.
@@ -82,12 +86,24 @@ impl RegistrationService for Svc {
     }
 }
 
+#[tonic::async_trait]
+impl ReportService for Svc {
+    async fn month_report(&self, req: Request<Signed>) -> Result<Response<Signed>, Status> {
+        self.0.handle_report_request(req.into_inner()).map(Response::new).map_err(Status::from)
+    }
+
+    async fn lines(&self, req: Request<Signed>) -> Result<Response<Signed>, Status> {
+        self.0.handle_lines_request(req.into_inner()).map(Response::new).map_err(Status::from)
+    }
+}
+
 /// Serves the node on `listener` until `shutdown` completes.
 pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), String> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<HospitalServiceServer<Svc>>().await;
     health.set_serving::<PeerServiceServer<Svc>>().await;
     health.set_serving::<RegistrationServiceServer<Svc>>().await;
+    health.set_serving::<ReportServiceServer<Svc>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -110,6 +126,11 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: impl Future
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
+            ReportServiceServer::new(svc.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_REPORT_BYTES),
+        )
+        .add_service(
             RegistrationServiceServer::new(svc)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
@@ -130,10 +151,10 @@ impl GrpcTransport {
         GrpcTransport { endpoints, channels: Mutex::new(HashMap::new()) }
     }
 
-    fn client(&self, to: RegionCode) -> Result<PeerServiceClient<Channel>, TransportError> {
+    fn channel(&self, to: RegionCode) -> Result<Channel, TransportError> {
         let mut channels = self.channels.lock().map_err(|_| TransportError::Unreachable("lock".into()))?;
         if let Some(c) = channels.get(&to) {
-            return Ok(client(c.clone()));
+            return Ok(c.clone());
         }
         let url =
             self.endpoints.get(&to).ok_or_else(|| TransportError::Unreachable(format!("no endpoint for {to}")))?;
@@ -144,7 +165,31 @@ impl GrpcTransport {
             .tcp_nodelay(true)
             .connect_lazy();
         channels.insert(to, channel.clone());
-        Ok(client(channel))
+        Ok(channel)
+    }
+
+    fn client(&self, to: RegionCode) -> Result<PeerServiceClient<Channel>, TransportError> {
+        self.channel(to).map(client)
+    }
+
+    fn reports(&self, to: RegionCode) -> Result<ReportServiceClient<Channel>, TransportError> {
+        self.channel(to).map(|c| ReportServiceClient::new(c).max_decoding_message_size(MAX_REPORT_BYTES))
+    }
+}
+
+impl crate::operator::ReportTransport for GrpcTransport {
+    fn month_report(&self, to: RegionCode, req: Signed) -> BoxFuture<'_, Result<Signed, TransportError>> {
+        Box::pin(async move {
+            let mut c = self.reports(to)?;
+            c.month_report(req).await.map(Response::into_inner).map_err(transport_error)
+        })
+    }
+
+    fn lines(&self, to: RegionCode, req: Signed) -> BoxFuture<'_, Result<Signed, TransportError>> {
+        Box::pin(async move {
+            let mut c = self.reports(to)?;
+            c.lines(req).await.map(Response::into_inner).map_err(transport_error)
+        })
     }
 }
 

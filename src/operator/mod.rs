@@ -6,6 +6,8 @@
 //! lines leave the month. Everything received and issued is on the
 //! operator's ledger.
 
+pub mod config;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -45,6 +47,7 @@ pub struct Operator {
     transport: Arc<dyn ReportTransport>,
     pairs: CorpsLocalPairs,
     quotas: BTreeMap<RegionCode, Amount>,
+    warning_pct: Option<u32>,
 }
 
 fn unreachable(region: RegionCode, e: TransportError) -> NodeError {
@@ -70,7 +73,21 @@ impl Operator {
         pairs: CorpsLocalPairs,
         quotas: BTreeMap<RegionCode, Amount>,
     ) -> Result<Operator, LedgerError> {
-        Ok(Operator { nodes, ledger: Ledger::open(dir, key.clone(), clock)?, key, transport, pairs, quotas })
+        Ok(Operator {
+            nodes,
+            ledger: Ledger::open(dir, key.clone(), clock)?,
+            key,
+            transport,
+            pairs,
+            quotas,
+            warning_pct: None,
+        })
+    }
+
+    /// Sets the advance-fund warning threshold (percent of the quota).
+    pub fn with_warning_pct(mut self, pct: u32) -> Operator {
+        self.warning_pct = Some(pct);
+        self
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -248,6 +265,54 @@ impl Operator {
             other => ledger_err(other),
         })?;
         Ok(c)
+    }
+
+    /// Disputes the regions filed against statements of `month`.
+    pub fn disputes_of(&self, month: Month) -> Result<Vec<Dispute>, NodeError> {
+        let mut out = Vec::new();
+        self.ledger
+            .for_each(0, |e| {
+                if e.body.kind != EntryKind::Dispute {
+                    return Ok(());
+                }
+                let rec: Option<crate::node::records::EnvelopeRecord> = serde_json::from_slice(&e.body.payload).ok();
+                let c = rec.and_then(|r| r.to_signed()).and_then(|s| envelope::peek::<Confirmation>(&s).ok());
+                if let Some(c) = c.filter(|c| c.month == month.to_string()) {
+                    if let Ok(region) = RegionCode::parse(&c.region) {
+                        out.extend(c.disputes.into_iter().map(|d| Dispute {
+                            region,
+                            setl_id: d.setl_id,
+                            reason: d.reason,
+                        }));
+                    }
+                }
+                Ok(())
+            })
+            .map_err(ledger_err)?;
+        Ok(out)
+    }
+
+    /// Advance funds now: each home region's payable so far in `month`
+    /// (uncleared) against its quota.
+    pub async fn advance(
+        &self,
+        month: Month,
+        warning_pct: u32,
+    ) -> Result<Vec<crate::clearing::advance::AdvanceStatus>, NodeError> {
+        let mut usage: BTreeMap<RegionCode, Amount> = BTreeMap::new();
+        for region in self.nodes.keys() {
+            let r = self.report(*region, month).await?;
+            for p in r.pairs.iter().filter(|p| !p.as_treatment) {
+                *usage.entry(*region).or_default() = usage.get(region).copied().unwrap_or_default()
+                    + signed_amount("fund_pay_sumamt", &p.fund_pay_sumamt)?;
+            }
+        }
+        let ratio = crate::money::Ratio::from_percent(warning_pct.into()).unwrap_or(crate::money::Ratio::ONE);
+        Ok(self
+            .quotas
+            .iter()
+            .map(|(r, q)| crate::clearing::advance::status(*r, *q, usage.get(r).copied().unwrap_or_default(), ratio))
+            .collect())
     }
 
     /// Whether every region in the statement confirmed this exact statement.

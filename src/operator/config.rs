@@ -1,0 +1,108 @@
+//! The operator's TOML configuration.
+//!
+//! ```toml
+//! data_dir = "operator-data"          # its ledger and statement files
+//! key_file = "keys/operator.key"
+//! rules_dir = "../clearing_rules"     # for the corps–local pairs
+//! warning_pct = 90                    # advance-fund warning threshold (default 90)
+//!
+//! [[nodes]]                           # every region's node
+//! region = "611000"
+//! endpoint = "http://127.0.0.1:50061"
+//! public_key = "<64 hex>"
+//!
+//! [[quotas]]                          # advance-fund quota per home region (optional)
+//! region = "611000"
+//! amount = "1000000.00"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::VerifyingKey;
+use serde::Deserialize;
+
+use crate::crypto;
+use crate::money::Amount;
+use crate::node::config::ConfigError;
+use crate::region::RegionCode;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    data_dir: PathBuf,
+    key_file: PathBuf,
+    rules_dir: PathBuf,
+    #[serde(default)]
+    warning_pct: Option<u32>,
+    #[serde(default)]
+    nodes: Vec<RawNode>,
+    #[serde(default)]
+    quotas: Vec<RawQuota>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    region: String,
+    endpoint: String,
+    public_key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuota {
+    region: String,
+    amount: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    pub data_dir: PathBuf,
+    pub key_file: PathBuf,
+    pub rules_dir: PathBuf,
+    pub warning_pct: u32,
+    pub nodes: BTreeMap<RegionCode, (String, VerifyingKey)>,
+    pub quotas: BTreeMap<RegionCode, Amount>,
+}
+
+impl OperatorConfig {
+    pub fn load(path: &Path) -> Result<OperatorConfig, ConfigError> {
+        let file = path.display().to_string();
+        let err = |key: &str, reason: String| ConfigError { file: file.clone(), key: key.to_string(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| err("-", e.to_string()))?;
+        let de = toml::Deserializer::parse(&text).map_err(|e| err("-", format!("not valid TOML: {}", e.message())))?;
+        let raw: Raw = serde_path_to_error::deserialize(de)
+            .map_err(|e| err(&e.path().to_string(), e.inner().message().to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let warning_pct = raw.warning_pct.unwrap_or(crate::clearing::advance::DEFAULT_WARNING_PCT);
+        if warning_pct > 100 {
+            return Err(err("warning_pct", format!("{warning_pct}% is over 100%")));
+        }
+        let mut nodes = BTreeMap::new();
+        for (i, n) in raw.nodes.iter().enumerate() {
+            let r = RegionCode::parse(&n.region).map_err(|e| err(&format!("nodes[{i}].region"), e.to_string()))?;
+            let k = crypto::parse_public_key(&n.public_key)
+                .map_err(|e| err(&format!("nodes[{i}].public_key"), e.to_string()))?;
+            if nodes.insert(r, (n.endpoint.clone(), k)).is_some() {
+                return Err(err(&format!("nodes[{i}].region"), format!("{r} is listed twice")));
+            }
+        }
+        let mut quotas = BTreeMap::new();
+        for (i, q) in raw.quotas.iter().enumerate() {
+            let r = RegionCode::parse(&q.region).map_err(|e| err(&format!("quotas[{i}].region"), e.to_string()))?;
+            let a = Amount::parse_non_negative(&q.amount)
+                .map_err(|e| err(&format!("quotas[{i}].amount"), e.to_string()))?;
+            quotas.insert(r, a);
+        }
+        Ok(OperatorConfig {
+            data_dir: abs(raw.data_dir),
+            key_file: abs(raw.key_file),
+            rules_dir: abs(raw.rules_dir),
+            warning_pct,
+            nodes,
+            quotas,
+        })
+    }
+}
