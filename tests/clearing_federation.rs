@@ -90,7 +90,7 @@ async fn a_month_of_traffic_closes_to_zero_and_matches_the_hospitals_receipts() 
             key_file: dir.path().join("k"),
             rules_dir: common::rules_dir(),
             metrics_listen: None,
-            operator_key: None,
+            operator_key: Some(key("operator").verifying_key()),
             peers,
             hospitals,
             admins: [("agency".to_string(), key("agency").verifying_key())].into_iter().collect(),
@@ -217,6 +217,16 @@ async fn a_month_of_traffic_closes_to_zero_and_matches_the_hospitals_receipts() 
     }
     assert!(refusals > 0 && receipts.len() > 10, "traffic too thin: {refusals} refusals, {} pairs", receipts.len());
 
+    let operator = xclear::operator::Operator::open(
+        &dir.path().join("operator"),
+        key("operator"),
+        clock.clone(),
+        REGIONS.iter().map(|(r, _)| (code(r), key(r).verifying_key())).collect(),
+        net.clone(),
+        rules.pairs().clone(),
+        BTreeMap::new(),
+    )
+    .expect("operator");
     for month in ["2026-03", "2026-04"] {
         let m = Month::parse(month).expect("month");
         let (mut t_lines, mut h_lines): (Vec<Line>, Vec<Line>) = (Vec::new(), Vec::new());
@@ -260,6 +270,11 @@ async fn a_month_of_traffic_closes_to_zero_and_matches_the_hospitals_receipts() 
         for (r, p) in &s.positions {
             assert_eq!(p.net, expect.get(r).copied().unwrap_or_default(), "{month} {r}");
         }
+        // The operator, from the nodes' signed reports, reaches the same positions.
+        let closed = operator.close_month(m, &[], &[]).await.expect("operator closes");
+        assert_eq!(closed.statement.positions, s.positions, "{month}");
+        assert_eq!(closed.statement.corps_local, s.corps_local, "{month}");
+        assert_eq!(closed.statement.node_heads.len(), REGIONS.len());
         if month == "2026-04" {
             assert!(
                 h_lines.iter().any(|l| l.amounts.fund_pay_sumamt.is_negative()),

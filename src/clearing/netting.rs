@@ -64,7 +64,8 @@ pub fn net(
 ) -> (BTreeMap<RegionCode, Position>, Vec<Bilateral>) {
     let mut positions: BTreeMap<RegionCode, Position> = BTreeMap::new();
     let mut bilateral: BTreeMap<(RegionCode, RegionCode), Bilateral> = BTreeMap::new();
-    let mut owe = |home: RegionCode, treatment: RegionCode, amount: Amount, channel: Channel| match channel {
+    let mut owe = |home: RegionCode, treatment: RegionCode, amount: Amount, count: u64, channel: Channel| match channel
+    {
         Channel::National => {
             let t = positions.entry(treatment).or_default();
             t.receivable = t.receivable + amount;
@@ -75,15 +76,15 @@ pub fn net(
             let (a, b, sign) = if home < treatment { (home, treatment, amount) } else { (treatment, home, -amount) };
             let e = bilateral.entry((a, b)).or_insert(Bilateral { a, b, a_owes_b: Amount::ZERO, lines: 0 });
             e.a_owes_b = e.a_owes_b + sign;
-            e.lines += 1;
+            e.lines += count;
         }
     };
     for l in cleared {
-        owe(l.home, l.treatment, l.amounts.fund_pay_sumamt, l.channel);
+        owe(l.home, l.treatment, l.amounts.fund_pay_sumamt, l.count, l.channel);
     }
     for a in adjustments {
         let channel = if corps_local(a.home, a.treatment) { Channel::CorpsLocal } else { Channel::National };
-        owe(a.home, a.treatment, a.amount, channel);
+        owe(a.home, a.treatment, a.amount, 1, channel);
     }
     for p in positions.values_mut() {
         p.net = p.receivable - p.payable;
