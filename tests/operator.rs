@@ -285,3 +285,32 @@ async fn only_the_operator_may_ask_for_reports() {
     let genuine = seal(&key("operator"), OPERATOR_DOMAIN, "operator", &req);
     assert!(w.nodes["611000"].handle_report_request(genuine).is_ok());
 }
+
+#[tokio::test]
+async fn an_operator_deduction_enters_the_statement_with_its_reason() {
+    let w = world().await;
+    let before = w.operator.close_month(march(), &[], &[]).await.expect("closed");
+    let deduction = xclear::clearing::netting::Adjustment {
+        home: code("611000"),
+        treatment: code("110000"),
+        amount: -Amount::yuan(1200),
+        reason: "audit refusal: item not covered".into(),
+        setl_id: None,
+    };
+    w.operator.adjust(march(), deduction).await.expect("recorded");
+    let after = w.operator.close_month(march(), &[], &[]).await.expect("closed again");
+    assert_eq!(after.statement.adjustments.len(), 1);
+    assert_eq!(after.statement.adjustments[0].reason, "audit refusal: item not covered");
+    let net = |s: &xclear::clearing::Statement, r: &str| s.positions[&code(r)].net;
+    assert_eq!(net(&after.statement, "110000"), net(&before.statement, "110000") - Amount::yuan(1200));
+    assert_eq!(after.statement.positions_sum(), Amount::ZERO);
+    // Without a reason, or for a region not in the federation, it is refused.
+    let no_reason = xclear::clearing::netting::Adjustment {
+        home: code("611000"),
+        treatment: code("110000"),
+        amount: Amount::yuan(1),
+        reason: " ".into(),
+        setl_id: None,
+    };
+    assert_eq!(w.operator.adjust(march(), no_reason).await.expect_err("reason").reason(), "bad_request");
+}

@@ -72,6 +72,22 @@ pub enum ClearingCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Record an operator adjustment (a deduction, 拒付, is negative), applied when the month is closed.
+    Adjust {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        month: String,
+        #[arg(long)]
+        home: String,
+        #[arg(long)]
+        treatment: String,
+        /// Signed amount, e.g. "-1200.00" for a deduction.
+        #[arg(long, allow_hyphen_values = true)]
+        amount: String,
+        #[arg(long)]
+        reason: String,
+    },
     /// Advance funds now: each home region's uncleared payable against its quota.
     Advance {
         #[arg(long)]
@@ -135,6 +151,9 @@ pub fn run(cmd: ClearingCommand) -> ExitCode {
                 answer(&config, &month, &region, &key, lines, &reason).await
             }
             ClearingCommand::Advance { config, month } => advance(&config, &month).await,
+            ClearingCommand::Adjust { config, month, home, treatment, amount, reason } => {
+                adjust(&config, &month, &home, &treatment, &amount, &reason).await
+            }
         };
         result.unwrap_or_else(|c| c)
     })
@@ -216,5 +235,28 @@ async fn advance(config: &Path, month: &str) -> Result<ExitCode, ExitCode> {
             if s.warning { "YES" } else { "no" }
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn adjust(
+    config: &Path,
+    month: &str,
+    home: &str,
+    treatment: &str,
+    amount: &str,
+    reason: &str,
+) -> Result<ExitCode, ExitCode> {
+    let (_, month, op) = load(config, month)?;
+    let region = |f: &str, v: &str| xclear::api::convert::region(f, v).map_err(|e| fail(EXIT_BAD_INPUT, e));
+    let amount = xclear::api::convert::signed_amount("amount", amount).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
+    let a = xclear::clearing::netting::Adjustment {
+        home: region("home", home)?,
+        treatment: region("treatment", treatment)?,
+        amount,
+        reason: reason.to_string(),
+        setl_id: None,
+    };
+    op.adjust(month, a).await.map_err(|e| fail(EXIT_FAILED, e))?;
+    println!("adjustment recorded for {month}: {home} -> {treatment} {amount} ({reason})");
     Ok(ExitCode::SUCCESS)
 }

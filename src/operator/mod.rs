@@ -15,7 +15,9 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::api::convert::{line_from_proto, signed_amount};
-use crate::api::envelope::{self, CONFIRMATION_DOMAIN, LINES_DOMAIN, OPERATOR_DOMAIN, REPORT_DOMAIN, STATEMENT_DOMAIN};
+use crate::api::envelope::{
+    self, ADJUSTMENT_DOMAIN, CONFIRMATION_DOMAIN, LINES_DOMAIN, OPERATOR_DOMAIN, REPORT_DOMAIN, STATEMENT_DOMAIN,
+};
 use crate::api::NodeError;
 use crate::clearing::statement::HeadRef;
 use crate::clearing::{close, Amounts, Channel, ClosingInput, Dispute, Line, Month, PendingItem, Statement};
@@ -167,6 +169,7 @@ impl Operator {
             }
         }
         let mut input = ClosingInput {
+            adjustments: self.adjustments_of(month)?,
             disputes: disputes.to_vec(),
             carried: carried.to_vec(),
             quotas: self.quotas.clone(),
@@ -265,6 +268,59 @@ impl Operator {
             other => ledger_err(other),
         })?;
         Ok(c)
+    }
+
+    /// Records an operator-side adjustment of `month` (a deduction, 拒付, is
+    /// negative: it reduces what the home region owes), signed by the operator.
+    pub async fn adjust(
+        &self,
+        month: Month,
+        adjustment: crate::clearing::netting::Adjustment,
+    ) -> Result<(), NodeError> {
+        if adjustment.reason.trim().is_empty() {
+            return Err(NodeError::bad("reason", "an adjustment needs a reason"));
+        }
+        for r in [adjustment.home, adjustment.treatment] {
+            if !self.nodes.contains_key(&r) {
+                return Err(NodeError::UnknownPeer(r.to_string()));
+            }
+        }
+        let body = serde_json::to_vec(&(month, &adjustment)).map_err(|e| NodeError::Internal(e.to_string()))?;
+        let signature = crate::crypto::sign(&self.key, ADJUSTMENT_DOMAIN, &body).to_bytes().to_vec();
+        let record = crate::node::records::EnvelopeRecord::from(&Signed {
+            body: body.clone(),
+            signature,
+            signer: "operator".into(),
+        });
+        let key = format!("adjustment:{month}:{}", &hex::encode(Sha256::digest(&body))[..16]);
+        self.ledger
+            .append(EntryKind::Adjustment, &key, crate::node::records::to_payload(&record))
+            .await
+            .map_err(ledger_err)?;
+        Ok(())
+    }
+
+    /// The operator's adjustments of `month`, from its ledger.
+    pub fn adjustments_of(&self, month: Month) -> Result<Vec<crate::clearing::netting::Adjustment>, NodeError> {
+        let mut out = Vec::new();
+        self.ledger
+            .for_each(0, |e| {
+                if e.body.kind == EntryKind::Adjustment {
+                    let rec: Option<crate::node::records::EnvelopeRecord> =
+                        serde_json::from_slice(&e.body.payload).ok();
+                    let body = rec.and_then(|r| r.to_signed()).map(|s| s.body);
+                    if let Some((m, a)) = body
+                        .and_then(|b| serde_json::from_slice::<(Month, crate::clearing::netting::Adjustment)>(&b).ok())
+                    {
+                        if m == month {
+                            out.push(a);
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .map_err(ledger_err)?;
+        Ok(out)
     }
 
     /// Disputes the regions filed against statements of `month`.
