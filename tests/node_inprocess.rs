@@ -326,8 +326,10 @@ async fn unreachable_home_completes_on_redrive_exactly_once() {
     f.net.detach(code("611000"));
     let req = request(BJ_HOSPITAL, "u1", Action::Settle, "P0001", "611000", example_items());
     assert_eq!(submit(bj, &req).await.expect_err("unreachable").reason(), "home_unreachable");
+    assert_eq!(bj.pending_intents(), 1);
     f.net.attach(&f.nodes["611000"]);
     assert_eq!(bj.redrive_intents().await.expect("redrive"), 1);
+    assert_eq!(bj.pending_intents(), 0);
     assert_eq!(bj.redrive_intents().await.expect("nothing left"), 0);
     let r = submit(bj, &req).await.expect("answered from the record");
     assert!(r.settled);

@@ -64,6 +64,8 @@ pub struct Node {
     ledger: Arc<Ledger>,
     home: RwLock<HomeState>,
     clearing: RwLock<clearing_side::ClearingTotals>,
+    /// Intent keys that have no outcome yet (re-driven until answered).
+    pending_intents: std::sync::Mutex<std::collections::BTreeSet<String>>,
     person_locks: Vec<tokio::sync::Mutex<()>>,
     transport: Arc<dyn PeerTransport>,
     clock: Arc<dyn Clock>,
@@ -81,7 +83,13 @@ impl Node {
         let ledger = Ledger::open(&config.data_dir, key.clone(), Arc::clone(&clock))?;
         let mut home = HomeState::default();
         let mut clearing = clearing_side::ClearingTotals::default();
+        let mut pending_intents = std::collections::BTreeSet::new();
         ledger.for_each(0, |e| {
+            if e.body.kind == crate::ledger::EntryKind::SettlementIntent {
+                pending_intents.insert(e.body.key.clone());
+            } else if let Some(rest) = e.body.key.strip_prefix("outcome:") {
+                pending_intents.remove(&format!("intent:{rest}"));
+            }
             home.apply(&e);
             clearing.note(e.body.kind, &e.body.key, &e.body.payload, config.region);
             Ok(())
@@ -93,6 +101,7 @@ impl Node {
             ledger: Arc::new(ledger),
             home: RwLock::new(home),
             clearing: RwLock::new(clearing),
+            pending_intents: std::sync::Mutex::new(pending_intents),
             person_locks: (0..PERSON_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             transport,
             clock,
@@ -105,6 +114,11 @@ impl Node {
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// How many intents await their home node's answer.
+    pub fn pending_intents(&self) -> usize {
+        self.pending_intents.lock().map(|p| p.len()).unwrap_or(0)
     }
 
     pub fn rules(&self) -> &RuleBook {

@@ -143,7 +143,12 @@ impl Node {
                     home: home.to_string(),
                 };
                 match self.ledger.append(EntryKind::SettlementIntent, &ikey, to_payload(&intent)).await {
-                    Ok(_) => claim_env,
+                    Ok(_) => {
+                        if let Ok(mut p) = self.pending_intents.lock() {
+                            p.insert(ikey.clone());
+                        }
+                        claim_env
+                    }
                     Err(LedgerError::IdempotencyConflict { .. }) => return Err(NodeError::MsgidReused(req.msgid)),
                     Err(e) => return Err(ledger_error(e)),
                 }
@@ -205,6 +210,9 @@ impl Node {
         if !appended.existing {
             self.note_for_clearing(kind, &key, &payload);
         }
+        if let Ok(mut p) = self.pending_intents.lock() {
+            p.remove(ikey);
+        }
         Ok(())
     }
 
@@ -240,33 +248,45 @@ impl Node {
     /// Re-drives every intent without an outcome until the home node answers
     /// (called on start). Returns how many completed.
     pub async fn redrive_intents(&self) -> Result<usize, NodeError> {
-        let mut pending = Vec::new();
-        self.ledger
-            .for_each(0, |e| {
-                if e.body.kind == EntryKind::SettlementIntent {
-                    pending.push(e);
-                }
-                Ok(())
-            })
-            .map_err(ledger_error)?;
+        let pending: Vec<String> = self
+            .pending_intents
+            .lock()
+            .map_err(|_| NodeError::Internal("intents lock".into()))?
+            .iter()
+            .cloned()
+            .collect();
         let mut done = 0;
-        for e in pending {
-            let Some(rest) = e.body.key.strip_prefix("intent:") else { continue };
-            let Some((hospital, msgid)) = rest.split_once(':') else { continue };
-            if self.ledger.entry_by_key(&outcome_key(hospital, msgid)).map_err(ledger_error)?.is_some() {
-                continue;
+        let mut failed = None;
+        for ikey in pending {
+            match self.redrive(&ikey).await {
+                Ok(()) => done += 1,
+                // One unreachable home must not hold up the others.
+                Err(e) => failed = Some(e),
             }
-            let intent: IntentEntry =
-                serde_json::from_slice(&e.body.payload).map_err(|err| NodeError::Internal(err.to_string()))?;
-            let home = region("home", &intent.home)?;
-            let claim_env = intent.claim.to_signed().ok_or_else(|| NodeError::Internal("stored claim".into()))?;
-            let claim: Claim = envelope::peek(&claim_env).map_err(|err| NodeError::Internal(err.to_string()))?;
-            let action = Action::try_from(claim.action).unwrap_or(Action::Settle);
-            let (result_env, _) = self.ask_home(home, &claim_env).await?;
-            self.record_outcome(&e.body.key, hospital, msgid, action, &result_env).await?;
-            done += 1;
         }
-        Ok(done)
+        match failed {
+            Some(e) if done == 0 => Err(e),
+            _ => Ok(done),
+        }
+    }
+
+    async fn redrive(&self, ikey: &str) -> Result<(), NodeError> {
+        let rest = ikey.strip_prefix("intent:").ok_or_else(|| NodeError::Internal(format!("bad intent key {ikey}")))?;
+        let (hospital, msgid) =
+            rest.split_once(':').ok_or_else(|| NodeError::Internal(format!("bad intent key {ikey}")))?;
+        let e = self
+            .ledger
+            .entry_by_key(ikey)
+            .map_err(ledger_error)?
+            .ok_or_else(|| NodeError::Internal(format!("intent {ikey} missing")))?;
+        let intent: IntentEntry =
+            serde_json::from_slice(&e.body.payload).map_err(|err| NodeError::Internal(err.to_string()))?;
+        let home = region("home", &intent.home)?;
+        let claim_env = intent.claim.to_signed().ok_or_else(|| NodeError::Internal("stored claim".into()))?;
+        let claim: Claim = envelope::peek(&claim_env).map_err(|err| NodeError::Internal(err.to_string()))?;
+        let action = Action::try_from(claim.action).unwrap_or(Action::Settle);
+        let (result_env, _) = self.ask_home(home, &claim_env).await?;
+        self.record_outcome(ikey, hospital, msgid, action, &result_env).await
     }
 }
 
