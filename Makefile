@@ -24,10 +24,9 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# Until the federation demo lands (issue 6), the demo settles the public
-# worked example with the reference rules.
+# The whole federation on loopback: nodes, hospitals, a month of traffic, clearing.
 demo:
-	$(CARGO) run --release -- calc --rules clearing_rules --case tests/cases/example_a.json
+	$(CARGO) run --release -- demo
 
 # Throughput figures: a table, then `BENCH name=value` lines.
 bench:

@@ -15,6 +15,7 @@
 //!
 //! At the edges:
 //! - [`operator`]: the national clearing operator (reports, statements, confirmations).
+//! - [`demo`]: the whole federation on loopback (`xclear demo`).
 //! - [`node`]: a region's node (home and treatment sides) over its ledger;
 //!   [`api`]: signed envelopes, wire conversions, errors -> gRPC status.
 //! - [`calc`]: the `xclear calc` JSON interface.
@@ -27,6 +28,7 @@ pub mod calc;
 pub mod clearing;
 pub mod clock;
 pub mod crypto;
+pub mod demo;
 pub mod ledger;
 pub mod money;
 pub mod node;

@@ -71,6 +71,20 @@ enum Command {
         #[command(subcommand)]
         command: RegistrationCommand,
     },
+    /// Run the whole federation on this machine: nodes, hospitals, a month of traffic, clearing.
+    Demo {
+        /// Keep the data here (DIR/nodes/<region>/, DIR/statements/<YYYY-MM>.json|csv); default a fresh temp dir.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        #[arg(long, default_value_t = 3000)]
+        patients: usize,
+        #[arg(long, default_value = "2026-03")]
+        month: String,
+        #[arg(long, default_value = "clearing_rules")]
+        rules: PathBuf,
+    },
     /// Monthly clearing, run by the national operator: close, statement, confirm, dispute, advance.
     Clearing {
         #[command(subcommand)]
@@ -123,6 +137,7 @@ fn main() -> ExitCode {
         Command::Ledger { command } => cli::ledger_cmd::run(command),
         Command::Bench { command } => cli::bench_cmd::run(command),
         Command::Clearing { command } => cli::clearing_cmd::run(command),
+        Command::Demo { out, seed, patients, month, rules } => cli::demo_cmd::run(out, seed, patients, &month, rules),
         Command::Node { config, log_format } => cli::node_cmd::run_node(&config, log_format),
         Command::Hospital { action, node, key, bill } => cli::node_cmd::run_hospital(action, &node, &key, &bill),
         Command::Persons { command: PersonsCommand::Import { config, file } } => {

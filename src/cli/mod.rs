@@ -3,6 +3,7 @@
 pub mod bench_clearing;
 pub mod bench_cmd;
 pub mod clearing_cmd;
+pub mod demo_cmd;
 pub mod ledger_cmd;
 pub mod node_cmd;
 

@@ -1,0 +1,73 @@
+//! `xclear demo`: prints what the federation did and the month's statement.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use xclear::clearing::Month;
+use xclear::demo::{run as run_demo, DemoOptions};
+use xclear::ledger::verify::verify_dir;
+
+use super::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
+
+pub fn run(out: Option<PathBuf>, seed: u64, patients: usize, month: &str, rules: PathBuf) -> ExitCode {
+    let Some(month) = Month::parse(month) else {
+        return fail(EXIT_BAD_INPUT, format!("--month: {month:?} is not YYYY-MM"));
+    };
+    let (out, _keep) = match out {
+        Some(dir) => (dir, None),
+        None => match tempfile_dir() {
+            Ok(d) => (d.clone(), Some(d)),
+            Err(e) => return fail(EXIT_FAILED, e),
+        },
+    };
+    if out.join("nodes").exists() {
+        return fail(EXIT_BAD_INPUT, format!("{} already holds a demo; choose a fresh --out", out.display()));
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_FAILED, e),
+    };
+    println!("xclear demo: 6 reference regions + Beijing + the operator, {patients} insured persons, month {month}, seed {seed}");
+    let report = match rt.block_on(run_demo(DemoOptions {
+        out: out.clone(),
+        seed,
+        patients,
+        month,
+        rules_dir: rules,
+        progress: true,
+    })) {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_FAILED, format!("demo failed: {e}")),
+    };
+    drop(rt);
+    println!();
+    print!("{}", report.statement.to_table());
+    println!();
+    println!(
+        "settlements {}  refusals {}  pre-settlements {}  reversals {}  registrations {}",
+        report.settled, report.refused, report.presettled, report.reversed, report.registrations
+    );
+    println!("statement sha256 {}  confirmed by every region: {}", report.statement_hash, report.final_confirmed);
+    let mut sound = true;
+    for (region, dir) in &report.node_dirs {
+        match verify_dir(dir, None) {
+            Ok(v) => println!("ledger {region}: {} entries, verified", v.entries),
+            Err(e) => {
+                sound = false;
+                println!("ledger {region}: NOT sound: {e}");
+            }
+        }
+    }
+    println!("time {:.1} s; data in {}", report.elapsed.as_secs_f64(), out.display());
+    if sound && report.statement.positions_sum() == xclear::money::Amount::ZERO {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
+}
+
+fn tempfile_dir() -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("xclear-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}

@@ -1,0 +1,440 @@
+//! `xclear demo`: the whole system on this machine. A federation of every
+//! reference region plus Beijing and the operator, each node a real gRPC
+//! server on loopback with its own ledger; synthetic insured persons,
+//! registrations of every kind, a month of traffic from concurrent hospitals
+//! (settlements, pre-settlements, reversals, emergencies without a filing,
+//! refusals, corps–local care), then the month is closed and confirmed.
+//!
+//! Each person's encounters run in order on one hospital worker, so the
+//! figures — and so the statement's pairs, positions and transfers — depend
+//! only on the seed. The nodes' ledger roots in the statement do not: which
+//! hospital reaches a node first varies from run to run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::net::TcpListener;
+
+use crate::api::envelope::{seal, ADMIN_DOMAIN, CONFIRMATION_DOMAIN, HOSPITAL_DOMAIN};
+use crate::clearing::{Month, Statement};
+use crate::clock::{Clock, ManualClock};
+use crate::node::config::{Hospital, Peer};
+use crate::node::grpc::{serve, GrpcTransport};
+use crate::node::records::PersonRecord;
+use crate::node::{Node, NodeConfig};
+use crate::operator::Operator;
+use crate::proto::hospital_service_client::HospitalServiceClient;
+use crate::proto::{
+    hospital_request::Action, registration_request::Op, BillItem, Confirmation, HospitalRequest, RegistrationRequest,
+};
+use crate::region::RegionCode;
+use crate::rules::{RuleBook, SpecialGroup};
+use crate::settlement::{HospitalLevel, RegistrationKind};
+
+/// Home regions of the reference policies, with their insurance types.
+const HOMES: &[(&str, &[&str])] = &[
+    ("611000", &["390"]),
+    ("654000", &["390", "310"]),
+    ("660400", &["390"]),
+    ("440600", &["310"]),
+    ("540000", &["390"]),
+    ("330100", &["390"]),
+];
+/// Beijing: a treatment region only.
+const BEIJING: &str = "110000";
+/// Concurrent hospital workers.
+const WORKERS: usize = 32;
+/// Most patients a demo takes.
+pub const MAX_PATIENTS: usize = 100_000;
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub out: PathBuf,
+    pub seed: u64,
+    pub patients: usize,
+    pub month: Month,
+    pub rules_dir: PathBuf,
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DemoReport {
+    pub statement: Statement,
+    pub statement_hash: String,
+    pub settled: u64,
+    pub refused: u64,
+    pub presettled: u64,
+    pub reversed: u64,
+    pub registrations: u64,
+    pub elapsed: Duration,
+    pub node_dirs: BTreeMap<RegionCode, PathBuf>,
+    pub final_confirmed: bool,
+}
+
+fn code(s: &str) -> Result<RegionCode, String> {
+    RegionCode::parse(s).map_err(|e| e.to_string())
+}
+
+fn key(rng: &mut StdRng) -> SigningKey {
+    SigningKey::from_bytes(&rng.gen::<[u8; 32]>())
+}
+
+fn progress(enabled: bool, label: &str, done: u64, total: u64) {
+    if enabled && total > 0 {
+        let width = 30;
+        let filled = (done * width / total) as usize;
+        eprint!("\r{label:<14} [{}{}] {done}/{total}", "#".repeat(filled), ".".repeat(width as usize - filled));
+        if done == total {
+            eprintln!();
+        }
+    }
+}
+
+/// One planned hospital visit.
+#[derive(Debug, Clone)]
+struct Visit {
+    treatment: &'static str,
+    psn_no: String,
+    home: String,
+    day: u32,
+    items: Vec<BillItem>,
+    emergency: bool,
+    presettle_first: bool,
+    reverse_after: bool,
+}
+
+fn plan(rng: &mut StdRng, persons: &[(String, String)], month: Month) -> Vec<Vec<Visit>> {
+    let regions: Vec<&'static str> = HOMES.iter().map(|(r, _)| *r).chain([BEIJING]).collect();
+    let _ = month;
+    persons
+        .iter()
+        .map(|(home, psn)| {
+            let n = rng.gen_range(1..=3);
+            (0..n)
+                .filter_map(|_| {
+                    let treatment = match (home.as_str(), rng.gen_range(0..10)) {
+                        ("660400", 0..=4) => "654000",
+                        ("654000", 0..=4) => "660400",
+                        (_, 0..=5) => BEIJING,
+                        _ => regions[rng.gen_range(0..regions.len())],
+                    };
+                    if treatment == home {
+                        return None;
+                    }
+                    let mut items = vec![BillItem {
+                        code: "XA001".into(),
+                        qty: "1".into(),
+                        price: format!("{}.{:02}", rng.gen_range(200..40_000), rng.gen_range(0..100)),
+                    }];
+                    for code in ["XB001", "XC001", "FW001"] {
+                        if rng.gen_bool(0.5) {
+                            items.push(BillItem {
+                                code: code.into(),
+                                qty: rng.gen_range(1..6).to_string(),
+                                price: format!("{}.00", rng.gen_range(20..400)),
+                            });
+                        }
+                    }
+                    Some(Visit {
+                        treatment,
+                        psn_no: psn.clone(),
+                        home: home.clone(),
+                        day: rng.gen_range(1..=28),
+                        items,
+                        emergency: rng.gen_bool(0.08),
+                        presettle_first: rng.gen_bool(0.2),
+                        reverse_after: rng.gen_bool(0.05),
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Runs the demo and returns what happened.
+pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
+    if opts.patients == 0 || opts.patients > MAX_PATIENTS {
+        return Err(format!("--patients must be 1–{MAX_PATIENTS}"));
+    }
+    let started = Instant::now();
+    let rules = Arc::new(RuleBook::load(&opts.rules_dir).map_err(|e| e.to_string())?);
+    let mut rng = StdRng::seed_from_u64(opts.seed);
+    let regions: Vec<&'static str> = HOMES.iter().map(|(r, _)| *r).chain([BEIJING]).collect();
+    let node_keys: BTreeMap<&str, SigningKey> = regions.iter().map(|r| (*r, key(&mut rng))).collect();
+    let hospital_keys: BTreeMap<&str, SigningKey> = regions.iter().map(|r| (*r, key(&mut rng))).collect();
+    let admin = key(&mut rng);
+    let operator_key = key(&mut rng);
+    // Mid-month, 10:00 Asia/Shanghai: every commit falls in the chosen month.
+    let mid =
+        chrono::NaiveDate::parse_from_str(&format!("{}-15", opts.month), "%Y-%m-%d").map_err(|e| e.to_string())?;
+    let clock =
+        Arc::new(ManualClock::new(mid.and_hms_opt(2, 0, 0).map(|t| t.and_utc().timestamp_millis()).unwrap_or(0)));
+
+    // Nodes: real gRPC servers on loopback.
+    let mut listeners = BTreeMap::new();
+    let mut urls = BTreeMap::new();
+    for r in &regions {
+        let l = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        urls.insert(*r, format!("http://{}", l.local_addr().map_err(|e| e.to_string())?));
+        listeners.insert(*r, l);
+    }
+    let mut nodes: BTreeMap<&str, Arc<Node>> = BTreeMap::new();
+    let mut stops = Vec::new();
+    let mut node_dirs = BTreeMap::new();
+    for r in &regions {
+        let peers: BTreeMap<RegionCode, Peer> = regions
+            .iter()
+            .filter(|p| *p != r)
+            .map(|p| {
+                Ok((
+                    code(p)?,
+                    Peer { region: code(p)?, endpoint: urls[p].clone(), public_key: node_keys[p].verifying_key() },
+                ))
+            })
+            .collect::<Result<_, String>>()?;
+        let hcode = format!("H{r}01");
+        let hospital = Hospital {
+            code: hcode.clone(),
+            level: HospitalLevel::new(if *r == BEIJING { 3 } else { 2 }).ok_or("level")?,
+            public_key: hospital_keys[r].verifying_key(),
+            designated: true,
+            cross_region: true,
+        };
+        let dir = opts.out.join("nodes").join(r);
+        node_dirs.insert(code(r)?, dir.clone());
+        let cfg = NodeConfig {
+            region: code(r)?,
+            listen: "127.0.0.1:0".parse().map_err(|_| "addr")?,
+            data_dir: dir,
+            key_file: PathBuf::new(),
+            rules_dir: opts.rules_dir.clone(),
+            metrics_listen: None,
+            operator_key: Some(operator_key.verifying_key()),
+            peers,
+            hospitals: [(hcode, hospital)].into_iter().collect(),
+            admins: [("agency".to_string(), admin.verifying_key())].into_iter().collect(),
+        };
+        let endpoints = cfg.peers.values().map(|p| (p.region, p.endpoint.clone())).collect();
+        let c: Arc<dyn Clock> = clock.clone();
+        let node = Arc::new(
+            Node::open(cfg, node_keys[r].clone(), Arc::clone(&rules), c, Arc::new(GrpcTransport::new(endpoints)))
+                .map_err(|e| format!("{r}: {e}"))?,
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        stops.push(tx);
+        let listener = listeners.remove(r).ok_or("listener")?;
+        let served = Arc::clone(&node);
+        tokio::spawn(async move {
+            let _ = serve(served, listener, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        nodes.insert(*r, node);
+    }
+
+    // Insured persons and their registrations, at their home nodes.
+    let mut persons: Vec<(String, String)> = Vec::with_capacity(opts.patients);
+    let mut by_home: BTreeMap<&str, Vec<PersonRecord>> = BTreeMap::new();
+    for i in 0..opts.patients {
+        let (home, types) = HOMES[i % HOMES.len()];
+        let insutype = types[rng.gen_range(0..types.len())];
+        let special_group = match rng.gen_range(0..100) {
+            0..=1 => Some(SpecialGroup::TeKun),
+            2..=3 => Some(SpecialGroup::DiBao),
+            4 => Some(SpecialGroup::FanPin),
+            5 => Some(SpecialGroup::LowIncome),
+            _ => None,
+        };
+        let retired = insutype == "310" && rng.gen_bool(0.3);
+        let mut contribution_years = BTreeMap::new();
+        if retired {
+            contribution_years.insert(home.to_string(), rng.gen_range(10..30));
+        }
+        let psn_no = format!("{home}{i:07}");
+        persons.push((home.to_string(), psn_no.clone()));
+        by_home.entry(home).or_default().push(PersonRecord {
+            psn_no,
+            insuplc_admdvs: home.to_string(),
+            insutype: insutype.to_string(),
+            retired,
+            special_group,
+            contribution_years,
+        });
+    }
+    for (home, recs) in &by_home {
+        nodes[home].import_persons(recs).await.map_err(|e| e.to_string())?;
+    }
+    let targets = ["110000", "440000", "330000", "540000", "610000", "650000", "660000"];
+    let mut registrations = 0u64;
+    for (n, (home, psn)) in persons.iter().enumerate() {
+        if !rng.gen_bool(0.8) {
+            continue;
+        }
+        let kind = RegistrationKind::ALL[rng.gen_range(0..RegistrationKind::ALL.len())];
+        let target = if rng.gen_bool(0.8) { BEIJING } else { targets[rng.gen_range(0..targets.len())] };
+        let home_code = code(home)?;
+        if home_code.covers(code(target)?) {
+            continue;
+        }
+        let req = RegistrationRequest {
+            msgid: format!("demo-reg-{n}"),
+            op: Op::Create as i32,
+            psn_no: psn.clone(),
+            kind: kind.as_str().to_string(),
+            target_admdvs: target.to_string(),
+            begndate: format!("{}-01", opts.month.previous()),
+            enddate: if kind.is_long_term() { String::new() } else { format!("{}-28", opts.month.next()) },
+            ..Default::default()
+        };
+        nodes[home.as_str()]
+            .apply_registration(seal(&admin, ADMIN_DOMAIN, "agency", &req))
+            .await
+            .map_err(|e| e.to_string())?;
+        registrations += 1;
+        progress(opts.progress, "registrations", n as u64 + 1, persons.len() as u64);
+    }
+    progress(opts.progress, "registrations", persons.len() as u64, persons.len() as u64);
+
+    // A month of traffic: each person's visits in order on one worker; workers run at once.
+    let visits = plan(&mut rng, &persons, opts.month);
+    let total: u64 = visits.iter().map(|v| v.len() as u64).sum();
+    let mut lanes: Vec<Vec<Visit>> = vec![Vec::new(); WORKERS];
+    for (i, v) in visits.into_iter().enumerate() {
+        lanes[i % WORKERS].extend(v);
+    }
+    let counters =
+        Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let hospital_keys = Arc::new(hospital_keys);
+    let urls = Arc::new(urls);
+    let month = opts.month;
+    let show = opts.progress;
+    let mut tasks = Vec::new();
+    for (w, lane) in lanes.into_iter().enumerate() {
+        let (counters, hospital_keys, urls) = (Arc::clone(&counters), Arc::clone(&hospital_keys), Arc::clone(&urls));
+        tasks.push(tokio::spawn(async move {
+            let mut clients: BTreeMap<&str, HospitalServiceClient<tonic::transport::Channel>> = BTreeMap::new();
+            for (i, v) in lane.into_iter().enumerate() {
+                let client = match clients.get(v.treatment) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = HospitalServiceClient::connect(urls[v.treatment].clone())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        clients.insert(v.treatment, c.clone());
+                        c
+                    }
+                };
+                let hcode = format!("H{}01", v.treatment);
+                let base = HospitalRequest {
+                    fixmedins_code: hcode.clone(),
+                    psn_no: v.psn_no.clone(),
+                    insuplc_admdvs: v.home.clone(),
+                    setl_date: format!("{month}-{:02}", v.day),
+                    items: v.items.clone(),
+                    emergency: v.emergency,
+                    ..Default::default()
+                };
+                let send = |action: Action, msgid: String, reversed: String| {
+                    let req =
+                        HospitalRequest { msgid, action: action as i32, reversed_msgid: reversed, ..base.clone() };
+                    let mut c = client.clone();
+                    let env = seal(&hospital_keys[v.treatment], HOSPITAL_DOMAIN, &hcode, &req);
+                    async move { c.submit(env).await.map(|r| r.into_inner()) }
+                };
+                let msgid = format!("d{w}x{i}");
+                if v.presettle_first && send(Action::Presettle, format!("{msgid}p"), String::new()).await.is_ok() {
+                    counters[2].fetch_add(1, Ordering::Relaxed);
+                }
+                match send(Action::Settle, msgid.clone(), String::new()).await {
+                    Ok(r) if r.settled => {
+                        counters[0].fetch_add(1, Ordering::Relaxed);
+                        if v.reverse_after
+                            && send(Action::Reverse, format!("{msgid}r"), msgid).await.is_ok_and(|r| r.settled)
+                        {
+                            counters[3].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {
+                        counters[1].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let done = counters[4].fetch_add(1, Ordering::Relaxed) + 1;
+                if done % 50 == 0 || done == total {
+                    progress(show, "hospital visits", done, total);
+                }
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+
+    // Month end: the operator closes, every region confirms.
+    let operator = Operator::open(
+        &opts.out.join("operator"),
+        operator_key,
+        clock.clone(),
+        regions.iter().map(|r| Ok((code(r)?, node_keys[r].verifying_key()))).collect::<Result<_, String>>()?,
+        Arc::new(GrpcTransport::new(
+            regions.iter().map(|r| Ok((code(r)?, urls[r].clone()))).collect::<Result<_, String>>()?,
+        )),
+        rules.pairs().clone(),
+        // Quotas of about 1.5 months of a region's payable (~10,000 yuan a patient
+        // in this traffic), so some regions cross the warning threshold.
+        HOMES
+            .iter()
+            .enumerate()
+            .map(|(i, (r, _))| {
+                Ok((
+                    code(r)?,
+                    crate::money::Amount::yuan(((opts.patients / HOMES.len()) as i64) * (11_000 + 2_000 * i as i64)),
+                ))
+            })
+            .collect::<Result<_, String>>()?,
+    )
+    .map_err(|e| e.to_string())?;
+    let closed = operator.close_month(opts.month, &[], &[]).await.map_err(|e| e.to_string())?;
+    for r in &regions {
+        let c = Confirmation {
+            month: opts.month.to_string(),
+            region: r.to_string(),
+            statement_hash: closed.hash.clone(),
+            disputes: vec![],
+        };
+        operator.answer(seal(&node_keys[r], CONFIRMATION_DOMAIN, r, &c)).await.map_err(|e| e.to_string())?;
+    }
+    let final_confirmed = operator.is_final(&closed).map_err(|e| e.to_string())?;
+    write_statement(&opts.out, opts.month, &closed.signed.body, &closed.statement)?;
+    for s in stops {
+        let _ = s.send(());
+    }
+    drop(nodes);
+    drop(operator);
+    Ok(DemoReport {
+        statement: closed.statement,
+        statement_hash: closed.hash,
+        settled: counters[0].load(Ordering::Relaxed),
+        refused: counters[1].load(Ordering::Relaxed),
+        presettled: counters[2].load(Ordering::Relaxed),
+        reversed: counters[3].load(Ordering::Relaxed),
+        registrations,
+        elapsed: started.elapsed(),
+        node_dirs,
+        final_confirmed,
+    })
+}
+
+fn write_statement(out: &Path, month: Month, json: &[u8], s: &Statement) -> Result<(), String> {
+    let dir = out.join("statements");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::write(dir.join(format!("{month}.json")), json).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join(format!("{month}.csv")), s.to_csv()).map_err(|e| e.to_string())
+}
