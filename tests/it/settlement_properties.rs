@@ -1,7 +1,7 @@
 //! Property tests over random bills, persons, registrations and counters,
 //! against the reference rules.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;

@@ -1,7 +1,7 @@
 //! Nodes served over gRPC on 127.0.0.1:0 in this process: a settlement over
 //! the wire, reasons on statuses, health and reflection.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

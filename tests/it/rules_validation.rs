@@ -1,7 +1,7 @@
 //! A rules directory with a defect is refused with the file, the key and the
 //! reason: one test per defect.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -3,7 +3,7 @@
 //! them, refusals and forgeries record nothing, an unreachable home completes
 //! on redrive.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

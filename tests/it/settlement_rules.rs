@@ -1,6 +1,6 @@
 //! Each rule of REFERENCE_POLICIES.md §1–§3 on a hand-computed case.
 
-mod common;
+use crate::common;
 
 use serde_json::{json, Value};
 use xclear::calc::{run_case, CalcOutcome};

@@ -1,7 +1,7 @@
 //! A month of generated traffic on a federation of the reference regions plus
 //! Beijing (in-process), closed from the nodes' own ledgers.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;

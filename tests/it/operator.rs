@@ -1,7 +1,7 @@
 //! The clearing operator over a federation in one process: signed reports,
 //! statements with node heads, confirmations, disputes, carried items.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

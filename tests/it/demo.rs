@@ -2,7 +2,7 @@
 //! statement sums to zero, is confirmed by every region, and whose ledgers
 //! verify; the same seed gives the same statement.
 
-mod common;
+use crate::common;
 
 use xclear::clearing::Month;
 use xclear::demo::{run, DemoOptions};

@@ -3,7 +3,7 @@
 //! a treatment node killed with an in-flight intent completes it on restart,
 //! with nothing lost or doubled.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The worked examples of REFERENCE_POLICIES.md §4, through the library and
 //! through `xclear calc`.
 
-mod common;
+use crate::common;
 
 use serde_json::{json, Value};
 use xclear::calc::{run_case, CalcOutcome};

@@ -1,7 +1,7 @@
 //! Bad input to `xclear calc` gets exit 2 and a message naming the field,
 //! never a panic.
 
-mod common;
+use crate::common;
 
 use serde_json::{json, Value};
 

@@ -1,0 +1,20 @@
+//! The integration tests, in one binary (one link instead of one per file).
+//! Each module is a former `tests/*.rs` file; `common` holds shared helpers.
+
+mod calc_bad_input;
+mod clearing_core;
+mod clearing_federation;
+mod common;
+mod demo;
+mod examples;
+mod ledger;
+mod ledger_crash;
+mod merkle_properties;
+mod node_grpc;
+mod node_inprocess;
+mod node_process;
+mod operator;
+mod rules_validation;
+mod settlement_properties;
+mod settlement_rules;
+mod worked_examples;
