@@ -31,6 +31,7 @@ demo:
 # Throughput figures: a table, then `BENCH name=value` lines.
 bench:
 	$(CARGO) build --release
+	./target/release/xclear bench e2e
 	./target/release/xclear bench ledger
 	./target/release/xclear bench clearing-report
 	./target/release/xclear bench clearing-netting

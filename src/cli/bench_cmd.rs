@@ -18,6 +18,15 @@ use super::{fail, EXIT_FAILED};
 #[derive(Subcommand, Clone, Copy)]
 pub enum BenchCommand {
     /// Ledger: durable appends/s (group commit and one at a time), verify entries/s, sled's raw flush rate.
+    /// End to end: hospitals -> treatment node -> home node over gRPC, both ledgers durable.
+    E2e {
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, default_value_t = 128)]
+        hospitals: usize,
+        #[arg(long, default_value_t = 2000)]
+        persons: usize,
+    },
     /// Clearing: a node's signed report over many settlements of one month.
     ClearingReport {
         #[arg(long, default_value_t = 5_000_000)]
@@ -49,6 +58,7 @@ pub struct Figure {
 pub fn run(cmd: BenchCommand) -> ExitCode {
     let figures = match cmd {
         BenchCommand::Ledger { entries, concurrency } => ledger(entries, concurrency),
+        BenchCommand::E2e { seconds, hospitals, persons } => super::bench_e2e::run(seconds, hospitals, persons),
         BenchCommand::ClearingReport { settlements } => super::bench_clearing::report(settlements),
         BenchCommand::ClearingNetting { regions } => super::bench_clearing::netting(regions),
     };

@@ -2,6 +2,7 @@
 
 pub mod bench_clearing;
 pub mod bench_cmd;
+pub mod bench_e2e;
 pub mod clearing_cmd;
 pub mod demo_cmd;
 pub mod ledger_cmd;
