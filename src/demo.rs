@@ -25,7 +25,7 @@ use crate::api::envelope::{seal, ADMIN_DOMAIN, CONFIRMATION_DOMAIN, HOSPITAL_DOM
 use crate::clearing::{Month, Statement};
 use crate::clock::{Clock, ManualClock};
 use crate::node::config::{Hospital, Peer};
-use crate::node::grpc::{serve, GrpcTransport};
+use crate::node::grpc::{spawn_serve, GrpcTransport};
 use crate::node::records::PersonRecord;
 use crate::node::{Node, NodeConfig};
 use crate::operator::Operator;
@@ -226,16 +226,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
             Node::open(cfg, node_keys[r].clone(), Arc::clone(&rules), c, Arc::new(GrpcTransport::new(endpoints)))
                 .map_err(|e| format!("{r}: {e}"))?,
         );
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        stops.push(tx);
         let listener = listeners.remove(r).ok_or("listener")?;
-        let served = Arc::clone(&node);
-        tokio::spawn(async move {
-            let _ = serve(served, listener, async {
-                let _ = rx.await;
-            })
-            .await;
-        });
+        stops.push(spawn_serve(Arc::clone(&node), listener));
         nodes.insert(*r, node);
     }
 

@@ -12,7 +12,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use xclear::api::envelope::{seal, ADMIN_DOMAIN, HOSPITAL_DOMAIN};
 use xclear::clock::{Clock, SystemClock};
 use xclear::node::config::{Hospital, Peer};
-use xclear::node::grpc::{serve, GrpcTransport};
+use xclear::node::grpc::{spawn_serve, GrpcTransport};
 use xclear::node::records::PersonRecord;
 use xclear::node::{Node, NodeConfig};
 use xclear::proto::hospital_service_client::HospitalServiceClient;
@@ -116,16 +116,8 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize) -> Result<Vec<Fig
             Node::open(cfg, keys[r].clone(), Arc::clone(&rules), clock, Arc::new(GrpcTransport::new(endpoints)))
                 .map_err(|e| e.to_string())?,
         );
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        stops.push(tx);
         let listener = listeners.remove(r).ok_or("listener")?;
-        let served = Arc::clone(&node);
-        tokio::spawn(async move {
-            let _ = serve(served, listener, async {
-                let _ = rx.await;
-            })
-            .await;
-        });
+        stops.push(spawn_serve(Arc::clone(&node), listener));
         nodes.insert(r, node);
     }
     let recs: Vec<PersonRecord> = (0..persons)

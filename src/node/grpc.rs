@@ -140,6 +140,21 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: impl Future
         .map_err(|e| e.to_string())
 }
 
+/// Serves `node` on `listener` in the background until the returned sender
+/// is used or dropped.
+pub fn spawn_serve(node: Arc<Node>, listener: TcpListener) -> tokio::sync::oneshot::Sender<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let shutdown = async {
+            let _ = rx.await;
+        };
+        if let Err(e) = serve(node, listener, shutdown).await {
+            tracing::error!(error = %e, "node server stopped");
+        }
+    });
+    tx
+}
+
 /// Reaches peers over gRPC: one lazily connected channel per peer.
 pub struct GrpcTransport {
     endpoints: BTreeMap<RegionCode, String>,

@@ -12,7 +12,7 @@ use xclear::api::envelope::{seal, ADMIN_DOMAIN, HOSPITAL_DOMAIN};
 use xclear::api::error::reason_of;
 use xclear::clock::SystemClock;
 use xclear::node::config::{Hospital, Peer};
-use xclear::node::grpc::{serve, GrpcTransport};
+use xclear::node::grpc::{spawn_serve, GrpcTransport};
 use xclear::node::records::PersonRecord;
 use xclear::node::{Node, NodeConfig};
 use xclear::proto::hospital_service_client::HospitalServiceClient;
@@ -95,15 +95,8 @@ async fn start() -> Running {
         if r == "611000" {
             home = Some(Arc::clone(&node));
         }
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        stop.push(tx);
         let listener = listeners.remove(r).expect("listener");
-        tokio::spawn(async move {
-            let _ = serve(node, listener, async {
-                let _ = rx.await;
-            })
-            .await;
-        });
+        stop.push(spawn_serve(node, listener));
     }
     Running { _dir: dir, urls, home: home.expect("home"), stop }
 }
