@@ -70,7 +70,7 @@ impl Node {
             Action::Presettle | Action::Eligibility => {
                 let extra = self.partner_years(&claim).await;
                 let (result, _) = self.compute_claim(&claim, &env, treatment, &extra)?;
-                Ok(result)
+                Ok(self.sign_result(&result))
             }
             Action::Unspecified => Err(NodeError::bad("action", "unknown action")),
         }
@@ -107,14 +107,15 @@ impl Node {
     }
 
     /// Computes the benefit of a claim against the person's current counters.
-    /// A refusal is an answer (signed, `settled = false`), not an error.
+    /// A refusal is an answer (`settled = false`), not an error. The result is
+    /// returned unsigned: the caller completes it and signs it once.
     fn compute_claim(
         &self,
         claim: &Claim,
         env: &Signed,
         treatment: RegionCode,
         partner_years: &BTreeMap<RegionCode, u32>,
-    ) -> Result<(Signed, Option<(Settlement, i32)>), NodeError> {
+    ) -> Result<(ClaimResult, Option<(Settlement, i32)>), NodeError> {
         let now = self.clock.now_ms();
         let mut result = self.base_result(claim, env, now);
         let setl_date = date("setl_date", &claim.setl_date)?;
@@ -153,12 +154,12 @@ impl Node {
                 result.settled = claim.action == Action::Settle as i32;
                 result.eligible = true;
                 result.figures = Some(figures_to_proto(&s.figures()));
-                Ok((self.sign_result(&result), Some((s, setl_date.year()))))
+                Ok((result, Some((s, setl_date.year()))))
             }
             Err(r) => {
                 result.refusal = r.code().to_string();
                 result.message = r.to_string();
-                Ok((self.sign_result(&result), None))
+                Ok((result, None))
             }
         }
     }
@@ -171,14 +172,13 @@ impl Node {
         treatment: RegionCode,
     ) -> Result<Signed, NodeError> {
         let extra = self.partner_years(claim).await;
-        let (mut result_env, computed) = self.compute_claim(claim, env, treatment, &extra)?;
+        let (mut result, computed) = self.compute_claim(claim, env, treatment, &extra)?;
         let Some((settlement, year)) = computed else {
-            return Ok(result_env); // refused: nothing recorded
+            return Ok(self.sign_result(&result)); // refused: nothing recorded
         };
         let setl_id = format!("S{}{}", self.region(), &hex::encode(Sha256::digest(key.as_bytes()))[..16]);
-        let mut result: ClaimResult = envelope::peek(&result_env).map_err(|e| NodeError::Internal(e.to_string()))?;
         result.setl_id = setl_id.clone();
-        result_env = self.sign_result(&result);
+        let result_env = self.sign_result(&result);
         let rec = HomeSettlementEntry {
             claim: EnvelopeRecord::from(env),
             result: EnvelopeRecord::from(&result_env),
