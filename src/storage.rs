@@ -44,15 +44,10 @@ impl WriteBatch {
     }
 }
 
-/// Key-value pairs in key order.
-pub type KvIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a>;
-
 /// A key-value store with atomic batches.
 pub trait KvStore: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError>;
-    /// Keys and values with the given prefix, in key order.
-    fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_>;
     /// Asks the store to write out what it holds (not a durability point).
     fn flush(&self) -> Result<(), StoreError>;
 }
@@ -96,12 +91,6 @@ impl KvStore for SledStore {
             }
         }
         Ok(self.db.apply_batch(b)?)
-    }
-
-    fn scan_prefix(&self, prefix: &[u8]) -> KvIter<'_> {
-        Box::new(
-            self.db.scan_prefix(prefix).map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(StoreError::from)),
-        )
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -171,10 +171,6 @@ impl Segment {
         read_record(&self.file, offset)
     }
 
-    pub fn end(&self) -> u64 {
-        self.end
-    }
-
     pub fn try_clone_file(&self) -> std::io::Result<File> {
         self.file.try_clone()
     }

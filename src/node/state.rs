@@ -9,7 +9,7 @@ use chrono::NaiveDate;
 use super::records::{HomeSettlementEntry, PersonRecord, RegistrationEntry};
 use crate::ledger::{Entry, EntryKind};
 use crate::region::RegionCode;
-use crate::rules::{Insutype, SpecialGroup};
+use crate::rules::Insutype;
 use crate::settlement::{CounterDelta, Counters, Person, Registration, RegistrationKind};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,9 +172,5 @@ impl HomeState {
             return Some(Registration::emergency_unfiled());
         }
         regs.last().map(|r| r.registration.clone())
-    }
-
-    pub fn special_group(&self, psn_no: &str) -> Option<SpecialGroup> {
-        self.persons.get(psn_no).and_then(|p| p.special_group)
     }
 }

@@ -132,11 +132,6 @@ impl RuleBook {
         &self.pairs
     }
 
-    /// Whether any policy exists for the region (at any level of its lineage).
-    pub fn knows_home_region(&self, region: RegionCode) -> bool {
-        region.lineage().any(|r| self.policies.keys().any(|(pr, _)| *pr == r))
-    }
-
     /// The policy version in force on `date` for a person insured in `home`:
     /// the most specific region of the home code's lineage that has a policy
     /// for the insurance type, and its latest version effective on or before `date`.
