@@ -1,7 +1,7 @@
 # xclear: the two set-up commands are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all build test test-deps lint fmt demo bench
+.PHONY: all build test test-deps lint fmt demo bench sim
 
 all: build
 
@@ -12,6 +12,14 @@ build:
 # The interop test drives a node from Python grpcio (PyPI), installed here.
 test: test-deps
 	$(CARGO) test --all-targets
+	$(MAKE) sim SEEDS=300 STEPS=200
+
+# The federation simulation. `make sim SEED=n STEPS=m` replays one seed;
+# without SEED it runs SEEDS seeds from 1 (e.g. `make sim SEEDS=5000`).
+SEEDS ?= 300
+STEPS ?= 300
+sim:
+	$(CARGO) run -q -- sim $(if $(SEED),--seed $(SEED),--seed 1 --seeds $(SEEDS)) --steps $(STEPS)
 
 test-deps:
 	python3 -m pip install -q --disable-pip-version-check -r tests/interop/requirements.txt

@@ -36,6 +36,7 @@ pub mod operator;
 pub mod region;
 pub mod rules;
 pub mod settlement;
+pub mod sim;
 pub mod storage;
 
 /// Generated from `proto/xclear/v1/*.proto` by `build.rs`.

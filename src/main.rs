@@ -85,6 +85,22 @@ enum Command {
         #[arg(long, default_value = "clearing_rules")]
         rules: PathBuf,
     },
+    /// The seeded federation simulation (faults, crashes, month ends) checked step by step.
+    Sim {
+        /// First seed; a failing run prints the seed that replays it.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How many seeds, from --seed on.
+        #[arg(long, default_value_t = 1)]
+        seeds: u64,
+        #[arg(long, default_value_t = 300)]
+        steps: u64,
+        #[arg(long, default_value = "clearing_rules")]
+        rules: PathBuf,
+        /// Keep each run's data in DIR/seed-N instead of a temp dir.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
     /// Monthly clearing, run by the national operator: close, statement, confirm, dispute, advance.
     Clearing {
         #[command(subcommand)]
@@ -138,6 +154,7 @@ fn main() -> ExitCode {
         Command::Bench { command } => cli::bench_cmd::run(command),
         Command::Clearing { command } => cli::clearing_cmd::run(command),
         Command::Demo { out, seed, patients, month, rules } => cli::demo_cmd::run(out, seed, patients, &month, rules),
+        Command::Sim { seed, seeds, steps, rules, keep } => cli::sim_cmd::run_sim(seed, seeds, steps, rules, keep),
         Command::Node { config, log_format } => cli::node_cmd::run_node(&config, log_format),
         Command::Hospital { action, node, key, bill } => cli::node_cmd::run_hospital(action, &node, &key, &bill),
         Command::Persons { command: PersonsCommand::Import { config, file } } => {

@@ -7,6 +7,7 @@ pub mod clearing_cmd;
 pub mod demo_cmd;
 pub mod ledger_cmd;
 pub mod node_cmd;
+pub mod sim_cmd;
 
 use std::process::ExitCode;
 

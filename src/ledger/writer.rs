@@ -147,16 +147,13 @@ fn commit(
     let mut in_group: HashMap<String, (usize, Vec<u8>)> = HashMap::new();
     // Replies sent now (already durable) and after the sync.
     let mut now: Vec<Reply> = Vec::new();
-    // (caller, index in `accepted`, whether it repeats an earlier key of the group)
-    let mut later: Vec<(ReplyTo, usize, bool)> = Vec::new();
+    // (caller, index in `accepted`, how it relates to that entry), answered
+    // once the entry is durable: a caller told of an earlier entry can read it.
+    let mut later: Vec<(ReplyTo, usize, InGroup)> = Vec::new();
     for p in group {
         if let Some((i, body)) = in_group.get(&p.body.key) {
-            if *body == p.body_bytes {
-                later.push((p.reply, *i, true));
-            } else {
-                let seq = accepted[*i].seq;
-                now.push((p.reply, Err(LedgerError::IdempotencyConflict { key: p.body.key, seq })));
-            }
+            let how = if *body == p.body_bytes { InGroup::Repeat } else { InGroup::Conflict(p.body.key) };
+            later.push((p.reply, *i, how));
             continue;
         }
         let digest = key_digest(&p.body.key);
@@ -173,7 +170,7 @@ fn commit(
         let hash = entry::entry_hash(&stored);
         let leaf = merkle::leaf_hash(&stored);
         in_group.insert(p.body.key.clone(), (accepted.len(), p.body_bytes));
-        later.push((p.reply, accepted.len(), false));
+        later.push((p.reply, accepted.len(), InGroup::New));
         accepted.push(Accepted { stored, hash, leaf, seq: next_seq, timestamp_ms, key: p.body.key });
         next_seq += 1;
         prev_hash = hash;
@@ -223,11 +220,30 @@ fn commit(
     batch.put(keys::HEAD.to_vec(), head.encode());
     let keys = accepted.iter().map(|a| a.key.clone()).collect();
     let queued = index_tx.send(IndexJob { batch, keys });
-    for (reply, i, existing) in later {
+    for (reply, i, how) in later {
         let a = &accepted[i];
-        let _ = reply.send(Ok(Appended { seq: a.seq, hash: a.hash, timestamp_ms: a.timestamp_ms, existing }));
+        let answer = match how {
+            InGroup::Conflict(key) => Err(LedgerError::IdempotencyConflict { key, seq: a.seq }),
+            InGroup::New | InGroup::Repeat => Ok(Appended {
+                seq: a.seq,
+                hash: a.hash,
+                timestamp_ms: a.timestamp_ms,
+                existing: how == InGroup::Repeat,
+            }),
+        };
+        let _ = reply.send(answer);
     }
     queued.map_err(|_| LedgerError::Failed)
+}
+
+/// How an append relates to the group's entry for its key.
+#[derive(Debug, PartialEq, Eq)]
+enum InGroup {
+    New,
+    /// The same key and body as an earlier append of the group.
+    Repeat,
+    /// The same key with another body.
+    Conflict(String),
 }
 
 /// An append whose key is already durable: the same body gives back that

@@ -29,6 +29,11 @@ pub fn month_of(ms: i64) -> String {
     shanghai().timestamp_millis_opt(ms).single().map(|t| t.format("%Y-%m").to_string()).unwrap_or_default()
 }
 
+/// `YYYY-MM-DD` of a time in Asia/Shanghai.
+pub fn shanghai_date(ms: i64) -> String {
+    shanghai().timestamp_millis_opt(ms).single().map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default()
+}
+
 fn claim_key(treatment: &str, hospital: &str, msgid: &str) -> String {
     format!("claim:{treatment}:{hospital}:{msgid}")
 }

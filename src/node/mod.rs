@@ -7,7 +7,7 @@
 pub mod clearing_side;
 pub mod config;
 pub mod grpc;
-mod home;
+pub mod home;
 pub mod local;
 pub mod metrics;
 pub mod records;
@@ -69,6 +69,8 @@ pub struct Node {
     person_locks: Vec<tokio::sync::Mutex<()>>,
     transport: Arc<dyn PeerTransport>,
     clock: Arc<dyn Clock>,
+    /// The wait before the second attempt at a home node (doubled after).
+    claim_backoff: std::time::Duration,
 }
 
 impl Node {
@@ -105,7 +107,15 @@ impl Node {
             person_locks: (0..PERSON_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             transport,
             clock,
+            claim_backoff: treatment::CLAIM_BACKOFF,
         })
+    }
+
+    /// Sets the wait between attempts at a home node (the simulation, whose
+    /// network decides each attempt's fate, does not wait).
+    pub fn with_claim_backoff(mut self, backoff: std::time::Duration) -> Node {
+        self.claim_backoff = backoff;
+        self
     }
 
     pub fn region(&self) -> RegionCode {

@@ -19,7 +19,7 @@ use crate::settlement::classify;
 
 /// Attempts at the home node within one hospital call, and the wait between.
 const CLAIM_ATTEMPTS: u32 = 3;
-const CLAIM_BACKOFF: Duration = Duration::from_millis(100);
+pub(super) const CLAIM_BACKOFF: Duration = Duration::from_millis(100);
 
 fn intent_key(hospital: &str, msgid: &str) -> String {
     format!("intent:{hospital}:{msgid}")
@@ -154,9 +154,12 @@ impl Node {
                 }
             }
         };
-        let (result_env, result) = self.ask_home(home, &claim_env).await?;
-        self.record_outcome(&ikey, &hospital, &req.msgid, action, &result_env).await?;
-        Ok(response(&req.msgid, &result_env, result))
+        let (result_env, _) = self.ask_home(home, &claim_env).await?;
+        // The recorded answer is the answer: a concurrent retry may have
+        // recorded a refusal computed a moment earlier.
+        let recorded = self.record_outcome(&ikey, &hospital, &req.msgid, action, &result_env).await?;
+        let result: ClaimResult = envelope::peek(&recorded).map_err(|e| NodeError::Internal(e.to_string()))?;
+        Ok(response(&req.msgid, &recorded, result))
     }
 
     /// The setl_id of this hospital's settled msgid (for a reversal).
@@ -201,19 +204,36 @@ impl Node {
         msgid: &str,
         action: Action,
         result_env: &Signed,
-    ) -> Result<(), NodeError> {
+    ) -> Result<Signed, NodeError> {
         let outcome = OutcomeEntry { intent_key: ikey.to_string(), result: EnvelopeRecord::from(result_env) };
         let kind = if action == Action::Reverse { EntryKind::Reversal } else { EntryKind::Settlement };
         let key = outcome_key(hospital, msgid);
         let payload = to_payload(&outcome);
-        let appended = self.ledger.append(kind, &key, payload.clone()).await.map_err(ledger_error)?;
-        if !appended.existing {
-            self.note_for_clearing(kind, &key, &payload);
-        }
+        let recorded = match self.ledger.append(kind, &key, payload.clone()).await {
+            Ok(appended) => {
+                if !appended.existing {
+                    self.note_for_clearing(kind, &key, &payload);
+                }
+                result_env.clone()
+            }
+            // Another attempt recorded its answer first (a refusal carries
+            // its computation time, so two differ): that one stands.
+            Err(LedgerError::IdempotencyConflict { .. }) => {
+                let entry = self
+                    .ledger
+                    .entry_by_key(&key)
+                    .map_err(ledger_error)?
+                    .ok_or_else(|| NodeError::Internal(format!("outcome {key} vanished")))?;
+                let first: OutcomeEntry =
+                    serde_json::from_slice(&entry.body.payload).map_err(|e| NodeError::Internal(e.to_string()))?;
+                first.result.to_signed().ok_or_else(|| NodeError::Internal("stored outcome".into()))?
+            }
+            Err(e) => return Err(ledger_error(e)),
+        };
         if let Ok(mut p) = self.pending_intents.lock() {
             p.remove(ikey);
         }
-        Ok(())
+        Ok(recorded)
     }
 
     /// Sends a claim to the home node (a few attempts), verifies the signed
@@ -222,8 +242,8 @@ impl Node {
         let peer = self.config.peers.get(&home).ok_or_else(|| NodeError::UnknownPeer(home.to_string()))?;
         let mut last = String::new();
         for attempt in 0..CLAIM_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(CLAIM_BACKOFF * attempt).await;
+            if attempt > 0 && !self.claim_backoff.is_zero() {
+                tokio::time::sleep(self.claim_backoff * attempt).await;
             }
             match self.transport.submit_claim(home, claim_env.clone()).await {
                 Ok(result_env) => {
@@ -286,7 +306,7 @@ impl Node {
         let claim: Claim = envelope::peek(&claim_env).map_err(|err| NodeError::Internal(err.to_string()))?;
         let action = Action::try_from(claim.action).unwrap_or(Action::Settle);
         let (result_env, _) = self.ask_home(home, &claim_env).await?;
-        self.record_outcome(ikey, hospital, msgid, action, &result_env).await
+        self.record_outcome(ikey, hospital, msgid, action, &result_env).await.map(|_| ())
     }
 }
 

@@ -145,6 +145,35 @@ fn same_key_twice_in_one_group_is_appended_once() {
     assert_eq!(results.iter().filter(|a| !a.existing).count(), 10);
 }
 
+/// A conflicting append in the same group as the first one is answered only
+/// once that first entry is durable, so its caller can read what stands.
+#[test]
+fn a_conflict_within_a_group_can_read_the_entry_that_stands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = Arc::new(open(dir.path()));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("runtime");
+    rt.block_on(async {
+        for round in 0..50u64 {
+            let mut tasks = Vec::new();
+            for i in 0..8u64 {
+                let ledger = Arc::clone(&ledger);
+                tasks.push(tokio::spawn(async move {
+                    let key = format!("race-{round}");
+                    let r = ledger.append(EntryKind::Note, &key, payload(round * 100 + i)).await;
+                    if matches!(r, Err(LedgerError::IdempotencyConflict { .. })) {
+                        let stood = ledger.entry_by_key(&key).expect("read");
+                        assert!(stood.is_some(), "conflict answered before {key} was readable");
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.expect("task");
+            }
+        }
+    });
+    assert_eq!(ledger.len(), 50);
+}
+
 #[test]
 fn limits_are_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");

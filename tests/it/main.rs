@@ -17,4 +17,5 @@ mod operator;
 mod rules_validation;
 mod settlement_properties;
 mod settlement_rules;
+mod sim;
 mod worked_examples;

@@ -1,0 +1,78 @@
+//! `xclear sim`: the seeded federation simulation, over one or many seeds.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use xclear::rules::RuleBook;
+use xclear::sim::{run, Faults, SimOptions};
+
+use super::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
+
+/// Runs seeds `seed .. seed + seeds`, each for `steps` steps, one after the
+/// other on a single-threaded runtime (so a seed replays exactly).
+pub fn run_sim(seed: u64, seeds: u64, steps: u64, rules: PathBuf, keep: Option<PathBuf>) -> ExitCode {
+    let rules = match RuleBook::load(&rules) {
+        Ok(r) => Arc::new(r),
+        Err(e) => return fail(EXIT_BAD_INPUT, e),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_FAILED, e),
+    };
+    let started = Instant::now();
+    let mut faults = Faults::default();
+    let (mut settled, mut reversed, mut refused, mut closed, mut entries) = (0, 0, 0, 0, 0);
+    for s in seed..seed.saturating_add(seeds.max(1)) {
+        let tmp = match &keep {
+            Some(dir) => Ok((dir.join(format!("seed-{s}")), None)),
+            None => sim_dir().map(|d| (d.path().to_path_buf(), Some(d))),
+        };
+        let (dir, _guard) = match tmp {
+            Ok(t) => t,
+            Err(e) => return fail(EXIT_FAILED, e),
+        };
+        let opts = SimOptions { seed: s, steps, rates: Default::default() };
+        match rt.block_on(run(&opts, &dir, Arc::clone(&rules))) {
+            Ok(r) => {
+                if seeds <= 1 {
+                    println!(
+                        "seed {} steps {}: settled {} reversed {} refused {} hospital retries {} months closed {} ledger entries {} digest {}",
+                        r.seed, r.steps, r.settled, r.reversed, r.refused, r.hospital_retries, r.months_closed, r.ledger_entries, r.digest
+                    );
+                    println!("faults: {}", r.faults);
+                }
+                faults.add(&r.faults);
+                settled += r.settled;
+                reversed += r.reversed;
+                refused += r.refused;
+                closed += r.months_closed;
+                entries += r.ledger_entries;
+            }
+            Err(e) => return fail(EXIT_FAILED, e),
+        }
+    }
+    println!(
+        "sim: {} seeds ({seed}..{}) x {steps} steps passed in {:.1} s: settled {settled} reversed {reversed} refused {refused} months closed {closed} ledger entries verified {entries}",
+        seeds.max(1),
+        seed + seeds.max(1) - 1,
+        started.elapsed().as_secs_f64()
+    );
+    println!("faults injected: {} ({faults})", faults.total());
+    ExitCode::SUCCESS
+}
+
+/// A fresh directory for one run, on tmpfs when the machine has one (the
+/// simulation's crashes are logical; its disks need not be real).
+fn sim_dir() -> Result<tempfile::TempDir, String> {
+    let shm = std::path::Path::new("/dev/shm");
+    let base = std::env::var_os("XCLEAR_SIM_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        }
+    });
+    tempfile::Builder::new().prefix("xclear-sim-").tempdir_in(&base).map_err(|e| format!("{}: {e}", base.display()))
+}

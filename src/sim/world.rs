@@ -1,0 +1,216 @@
+//! The simulated federation: four home regions (one of them the XPCC 4th
+//! division, corps–local partner of 伊犁), Beijing as a treatment-only
+//! region, their hospitals, the operator — all in one process over the
+//! simulated network, each node with its own ledger on disk.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use sha2::{Digest, Sha256};
+
+use super::network::SimNetwork;
+use super::Crash;
+use crate::clock::{Clock, ManualClock};
+use crate::ledger::{INDEX_DIR, SEGMENT_FILE};
+use crate::node::config::{Hospital, Peer};
+use crate::node::{Node, NodeConfig};
+use crate::operator::Operator;
+use crate::region::RegionCode;
+use crate::rules::RuleBook;
+use crate::settlement::HospitalLevel;
+
+/// (region, insutype of its insured persons; empty: no insured persons here).
+pub const REGIONS: [(&str, &str); 5] =
+    [("611000", "390"), ("654000", "390"), ("660400", "390"), ("440600", "310"), ("110000", "")];
+/// Hospitals: (code, region).
+pub const HOSPITALS: [(&str, &str); 5] = [
+    ("H110000A", "110000"),
+    ("H110000B", "110000"),
+    ("H654000", "654000"),
+    ("H660400", "660400"),
+    ("H440600", "440600"),
+];
+pub const AGENCY: &str = "agency";
+
+/// A deterministic key for a name (simulation only).
+pub fn key(name: &str) -> SigningKey {
+    let seed: [u8; 32] = Sha256::digest(format!("xclear-sim/{name}").as_bytes()).into();
+    SigningKey::from_bytes(&seed)
+}
+
+pub fn code(s: &str) -> RegionCode {
+    RegionCode::parse(s).unwrap_or_else(|e| panic!("simulation region {s}: {e}"))
+}
+
+pub struct World {
+    pub dir: PathBuf,
+    pub clock: Arc<ManualClock>,
+    pub rules: Arc<RuleBook>,
+    pub net: Arc<SimNetwork>,
+    pub nodes: BTreeMap<RegionCode, Arc<Node>>,
+    configs: BTreeMap<RegionCode, NodeConfig>,
+    pub operator: Operator,
+}
+
+fn config(dir: &Path, region: &str, rules_dir: &Path) -> NodeConfig {
+    let peers = REGIONS
+        .iter()
+        .filter(|(p, _)| *p != region)
+        .map(|(p, _)| (code(p), Peer { region: code(p), endpoint: "sim".into(), public_key: key(p).verifying_key() }))
+        .collect();
+    let hospitals = HOSPITALS
+        .iter()
+        .filter(|(_, r)| *r == region)
+        .map(|(h, _)| {
+            let level = HospitalLevel::new(3).unwrap_or_else(|| panic!("hospital level"));
+            let hospital = Hospital {
+                code: h.to_string(),
+                level,
+                public_key: key(h).verifying_key(),
+                designated: true,
+                cross_region: true,
+            };
+            (h.to_string(), hospital)
+        })
+        .collect();
+    NodeConfig {
+        region: code(region),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.join("nodes").join(region),
+        key_file: dir.join("unused.key"),
+        rules_dir: rules_dir.to_path_buf(),
+        metrics_listen: None,
+        operator_key: Some(key("operator").verifying_key()),
+        peers,
+        hospitals,
+        admins: [(AGENCY.to_string(), key(AGENCY).verifying_key())].into_iter().collect(),
+    }
+}
+
+impl World {
+    pub fn build(
+        dir: &Path,
+        rules: Arc<RuleBook>,
+        clock: Arc<ManualClock>,
+        net: Arc<SimNetwork>,
+    ) -> Result<World, String> {
+        let rules_dir = dir.join("rules-unused");
+        let mut nodes = BTreeMap::new();
+        let mut configs = BTreeMap::new();
+        for (r, _) in REGIONS {
+            let cfg = config(dir, r, &rules_dir);
+            let node = open_node(cfg.clone(), &rules, &clock, &net)?;
+            net.attach(&node);
+            nodes.insert(code(r), node);
+            configs.insert(code(r), cfg);
+        }
+        let node_keys = REGIONS.iter().map(|(r, _)| (code(r), key(r).verifying_key())).collect();
+        let c: Arc<dyn Clock> = clock.clone();
+        let operator = Operator::open(
+            &dir.join("operator"),
+            key("operator"),
+            c,
+            node_keys,
+            net.clone(),
+            rules.pairs().clone(),
+            BTreeMap::new(),
+        )
+        .map_err(|e| format!("operator: {e}"))?;
+        Ok(World { dir: dir.to_path_buf(), clock, rules, net, nodes, configs, operator })
+    }
+
+    pub fn node(&self, region: RegionCode) -> Result<&Arc<Node>, String> {
+        self.nodes.get(&region).ok_or_else(|| format!("no node {region}"))
+    }
+
+    pub fn data_dir(&self, region: RegionCode) -> PathBuf {
+        self.dir.join("nodes").join(region.to_string())
+    }
+
+    /// Stops a node (its ledger closed as a process exit leaves it: every
+    /// acknowledged entry on disk), damages what a crash may damage, checks
+    /// the ledger on disk, and opens it again.
+    pub async fn crash(&mut self, region: RegionCode, how: Crash, garbage: &[u8]) -> Result<(), String> {
+        self.net.detach(region);
+        let node = self.nodes.remove(&region).ok_or_else(|| format!("no node {region}"))?;
+        // The node is gone when its last handle is: wait out any straggling task.
+        let mut node = Some(node);
+        for _ in 0..1000 {
+            match node.take().map(Arc::try_unwrap) {
+                Some(Ok(n)) => {
+                    drop(n);
+                    break;
+                }
+                Some(Err(still)) => {
+                    node = Some(still);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                None => break,
+            }
+        }
+        if node.is_some() {
+            return Err(format!("node {region} is still in use and cannot be stopped"));
+        }
+        let dir = self.data_dir(region);
+        match how {
+            Crash::Clean => {}
+            Crash::TornTail => {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(dir.join(SEGMENT_FILE))
+                    .map_err(|e| format!("{region}: {e}"))?;
+                f.write_all(garbage).map_err(|e| format!("{region}: {e}"))?;
+            }
+            Crash::LostIndex => {
+                std::fs::remove_dir_all(dir.join(INDEX_DIR)).map_err(|e| format!("{region}: {e}"))?;
+            }
+        }
+        crate::ledger::verify::verify_dir(&dir, Some(&key(&region.to_string()).verifying_key()))
+            .map_err(|e| format!("ledger of {region} does not verify after a crash: {e}"))?;
+        let cfg = self.configs.get(&region).cloned().ok_or_else(|| format!("no config {region}"))?;
+        let node = open_node(cfg, &self.rules, &self.clock, &self.net)?;
+        self.net.attach(&node);
+        self.nodes.insert(region, node);
+        Ok(())
+    }
+
+    /// Stops every node and the operator, and verifies every ledger on disk.
+    pub async fn shut_down_and_verify(mut self) -> Result<u64, String> {
+        let regions: Vec<RegionCode> = self.nodes.keys().copied().collect();
+        let mut entries = 0;
+        for r in &regions {
+            self.crash(*r, Crash::Clean, &[]).await?;
+        }
+        let nodes = std::mem::take(&mut self.nodes);
+        drop(nodes);
+        for r in &regions {
+            let report =
+                crate::ledger::verify::verify_dir(&self.data_dir(*r), Some(&key(&r.to_string()).verifying_key()))
+                    .map_err(|e| format!("ledger of {r}: {e}"))?;
+            entries += report.entries;
+        }
+        let op_dir = self.dir.join("operator");
+        drop(self.operator);
+        let report = crate::ledger::verify::verify_dir(&op_dir, Some(&key("operator").verifying_key()))
+            .map_err(|e| format!("operator ledger: {e}"))?;
+        Ok(entries + report.entries)
+    }
+}
+
+fn open_node(
+    cfg: NodeConfig,
+    rules: &Arc<RuleBook>,
+    clock: &Arc<ManualClock>,
+    net: &Arc<SimNetwork>,
+) -> Result<Arc<Node>, String> {
+    let region = cfg.region;
+    let c: Arc<dyn Clock> = clock.clone();
+    let node = Node::open(cfg, key(&region.to_string()), Arc::clone(rules), c, net.clone())
+        .map_err(|e| format!("open {region}: {e}"))?
+        .with_claim_backoff(Duration::ZERO);
+    Ok(Arc::new(node))
+}
