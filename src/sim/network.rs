@@ -113,13 +113,14 @@ impl SimNetwork {
         });
     }
 
+    /// Faults off (`true`) or on again. Partitions stay as they were.
     pub fn set_quiet(&self, quiet: bool) {
-        self.with(|s| {
-            s.quiet = quiet;
-            if quiet {
-                s.partitions.clear();
-            }
-        });
+        self.with(|s| s.quiet = quiet);
+    }
+
+    /// Heals every partition.
+    pub fn heal(&self) {
+        self.with(|s| s.partitions.clear());
     }
 
     pub fn partition(&self, treatment: RegionCode, home: RegionCode, until_step: u64) {

@@ -5,6 +5,7 @@ mod calc_bad_input;
 mod clearing_core;
 mod clearing_federation;
 mod common;
+mod crash_federation;
 mod demo;
 mod examples;
 mod ledger;

@@ -654,3 +654,62 @@ async fn corps_local_partner_years_are_fetched_for_the_retiree_bonus() {
     assert_eq!(figs.pool_prop, "0.90");
     assert_eq!(figs.hifp_pay, "17100.00");
 }
+
+/// A network on which every claim takes a second (the clock moves).
+struct Ticking {
+    inner: Arc<LocalNetwork>,
+    clock: Arc<ManualClock>,
+}
+
+impl xclear::node::PeerTransport for Ticking {
+    fn submit_claim(
+        &self,
+        to: RegionCode,
+        claim: xclear::proto::Signed,
+    ) -> xclear::node::BoxFuture<'_, Result<xclear::proto::Signed, xclear::node::TransportError>> {
+        self.clock.advance(1000);
+        self.inner.submit_claim(to, claim)
+    }
+
+    fn contribution_years(
+        &self,
+        to: RegionCode,
+        query: xclear::proto::Signed,
+    ) -> xclear::node::BoxFuture<'_, Result<BTreeMap<String, u32>, xclear::node::TransportError>> {
+        self.inner.contribution_years(to, query)
+    }
+}
+
+/// Found by the simulation (seed 2): two copies of a request the home node
+/// refuses, in flight at once, get refusals computed a second apart; the
+/// second could not be recorded and the hospital was told `msgid_reused`.
+/// Both copies now get the answer that was recorded first.
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_copies_of_a_refused_request_get_the_recorded_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = LocalNetwork::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let ticking = Arc::new(Ticking { inner: Arc::clone(&net), clock: Arc::clone(&clock) });
+    let rules = Arc::new(common::rules());
+    let mut nodes = BTreeMap::new();
+    for r in ["611000", "110000"] {
+        let c: Arc<dyn Clock> = clock.clone();
+        let node = Arc::new(
+            Node::open(config(r, dir.path()), node_key(r), Arc::clone(&rules), c, ticking.clone()).expect("open"),
+        );
+        net.attach(&node);
+        nodes.insert(r, node);
+    }
+    nodes["611000"].import_persons(&[person("P0009", "611000", "390")]).await.expect("import");
+    let req = request(BJ_HOSPITAL, "dup-refused", Action::Settle, "P0009", "611000", example_items());
+    let env = seal(&hospital_key(BJ_HOSPITAL), HOSPITAL_DOMAIN, BJ_HOSPITAL, &req);
+    let bj = &nodes["110000"];
+    let (a, b, c) =
+        tokio::join!(bj.handle_hospital(env.clone()), bj.handle_hospital(env.clone()), bj.handle_hospital(env.clone()));
+    let (a, b, c) = (a.expect("first copy"), b.expect("second copy"), c.expect("third copy"));
+    assert_eq!(a.refusal, "registration_required");
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    // And a later retry gets the same recorded answer.
+    assert_eq!(bj.handle_hospital(env).await.expect("retry"), a);
+}

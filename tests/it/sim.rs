@@ -56,11 +56,3 @@ async fn runs_inject_every_kind_of_fault_and_still_hold_the_invariants() {
         assert!(n > 0, "no {name} injected: {faults}");
     }
 }
-
-/// Seed 2 found concurrent retries of a refused request answering
-/// `msgid_reused`: two refusals computed a moment apart differ, and the
-/// second could not be recorded. The first recorded answer now stands.
-#[tokio::test(flavor = "current_thread")]
-async fn seed_2_concurrent_retries_of_a_refusal_get_the_recorded_answer() {
-    sim(2, 400).await;
-}
