@@ -29,6 +29,7 @@ pub mod clearing;
 pub mod clock;
 pub mod crypto;
 pub mod demo;
+pub mod fuzz;
 pub mod ledger;
 pub mod money;
 pub mod node;

@@ -101,6 +101,19 @@ enum Command {
         #[arg(long)]
         keep: Option<PathBuf>,
     },
+    /// Fuzz the decoders of outside input for a while (a finding is saved for replay).
+    Fuzz {
+        /// A target (hospital, claim, peer-query, registration, report, calc, rules, config, export) or `all`.
+        #[arg(long, default_value = "all")]
+        target: String,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = "fuzz-findings")]
+        findings: PathBuf,
+    },
     /// Monthly clearing, run by the national operator: close, statement, confirm, dispute, advance.
     Clearing {
         #[command(subcommand)]
@@ -154,6 +167,7 @@ fn main() -> ExitCode {
         Command::Bench { command } => cli::bench_cmd::run(command),
         Command::Clearing { command } => cli::clearing_cmd::run(command),
         Command::Demo { out, seed, patients, month, rules } => cli::demo_cmd::run(out, seed, patients, &month, rules),
+        Command::Fuzz { target, seconds, seed, findings } => cli::fuzz_cmd::run_fuzz(&target, seconds, seed, findings),
         Command::Sim { seed, seeds, steps, rules, keep } => cli::sim_cmd::run_sim(seed, seeds, steps, rules, keep),
         Command::Node { config, log_format } => cli::node_cmd::run_node(&config, log_format),
         Command::Hospital { action, node, key, bill } => cli::node_cmd::run_hospital(action, &node, &key, &bill),

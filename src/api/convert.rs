@@ -80,14 +80,22 @@ pub fn figures_to_proto(f: &Figures) -> proto::SettlementFigures {
 }
 
 /// The bill totals a claim carries.
+/// A claim's bill totals; the parts must add up to `medfee_sumamt`.
 pub fn claim_totals(c: &proto::Claim) -> Result<BillTotals, NodeError> {
-    Ok(BillTotals {
+    let t = BillTotals {
         medfee_sumamt: amount("medfee_sumamt", &c.medfee_sumamt)?,
         fulamt_ownpay_amt: amount("fulamt_ownpay_amt", &c.fulamt_ownpay_amt)?,
         overlmt_selfpay: amount("overlmt_selfpay", &c.overlmt_selfpay)?,
         preselfpay_amt: amount("preselfpay_amt", &c.preselfpay_amt)?,
         inscp_scp_amt: amount("inscp_scp_amt", &c.inscp_scp_amt)?,
-    })
+    };
+    if !t.is_consistent() {
+        return Err(NodeError::bad(
+            "medfee_sumamt",
+            "is not the sum of fulamt_ownpay_amt, overlmt_selfpay, preselfpay_amt and inscp_scp_amt",
+        ));
+    }
+    Ok(t)
 }
 
 pub fn set_claim_totals(c: &mut proto::Claim, t: &BillTotals) {

@@ -5,6 +5,7 @@ pub mod bench_cmd;
 pub mod bench_e2e;
 pub mod clearing_cmd;
 pub mod demo_cmd;
+pub mod fuzz_cmd;
 pub mod ledger_cmd;
 pub mod node_cmd;
 pub mod sim_cmd;

@@ -70,11 +70,21 @@ impl OperatorConfig {
     pub fn load(path: &Path) -> Result<OperatorConfig, ConfigError> {
         let file = path.display().to_string();
         let err = |key: &str, reason: String| ConfigError { file: file.clone(), key: key.to_string(), reason };
+        let size = std::fs::metadata(path).map_err(|e| err("-", e.to_string()))?.len();
+        if size > crate::node::config::MAX_CONFIG_BYTES {
+            return Err(err("-", format!("{size} bytes, over the limit of {}", crate::node::config::MAX_CONFIG_BYTES)));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| err("-", e.to_string()))?;
-        let de = toml::Deserializer::parse(&text).map_err(|e| err("-", format!("not valid TOML: {}", e.message())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        OperatorConfig::parse(&text, &file, base)
+    }
+
+    /// Parses a config text; relative paths are taken from `base`.
+    pub fn parse(text: &str, file: &str, base: &Path) -> Result<OperatorConfig, ConfigError> {
+        let err = |key: &str, reason: String| ConfigError { file: file.to_string(), key: key.to_string(), reason };
+        let de = toml::Deserializer::parse(text).map_err(|e| err("-", format!("not valid TOML: {}", e.message())))?;
         let raw: Raw = serde_path_to_error::deserialize(de)
             .map_err(|e| err(&e.path().to_string(), e.inner().message().to_string()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         let warning_pct = raw.warning_pct.unwrap_or(crate::clearing::advance::DEFAULT_WARNING_PCT);
         if warning_pct > 100 {

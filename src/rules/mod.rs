@@ -51,28 +51,43 @@ impl RuleBook {
     /// Loads and validates a rules directory; refuses it with every defect found.
     pub fn load(dir: &Path) -> Result<RuleBook, RulesError> {
         let mut issues = Vec::new();
+        let policies = read_toml_files(&dir.join("policies"), &mut issues);
+        let catalogues = read_toml_files(&dir.join("catalogues"), &mut issues);
+        let pairs_path = dir.join("corps_local.toml");
+        let mut pairs = None;
+        if pairs_path.exists() {
+            let file = pairs_path.display().to_string();
+            pairs = read_bounded(&pairs_path, &file, &mut issues).map(|text| (file, text));
+        }
+        RuleBook::parse_files(&policies, &catalogues, pairs.as_ref(), issues)
+    }
+
+    /// Validates rules from their texts, `(file name, TOML text)` each;
+    /// `issues` already found (unreadable files) are reported with the rest.
+    pub fn parse_files(
+        policy_files: &[(String, String)],
+        catalogue_files: &[(String, String)],
+        pairs_file: Option<&(String, String)>,
+        mut issues: Vec<RuleIssue>,
+    ) -> Result<RuleBook, RulesError> {
         let mut policies = Vec::new();
         let mut catalogues = Vec::new();
-        for (file, text) in read_toml_files(&dir.join("policies"), &mut issues) {
-            let mut c = Checker { file: &file, issues: &mut issues };
-            if let Some(p) = parse::<PolicyFile>(&mut c, &text).and_then(|f| f.into_policy(&mut c)) {
+        for (file, text) in policy_files {
+            let mut c = Checker { file, issues: &mut issues };
+            if let Some(p) = parse::<PolicyFile>(&mut c, text).and_then(|f| f.into_policy(&mut c)) {
                 policies.push(p);
             }
         }
-        for (file, text) in read_toml_files(&dir.join("catalogues"), &mut issues) {
-            let mut c = Checker { file: &file, issues: &mut issues };
-            if let Some(cat) = parse::<CatalogueFile>(&mut c, &text).and_then(|f| f.into_catalogue(&mut c)) {
+        for (file, text) in catalogue_files {
+            let mut c = Checker { file, issues: &mut issues };
+            if let Some(cat) = parse::<CatalogueFile>(&mut c, text).and_then(|f| f.into_catalogue(&mut c)) {
                 catalogues.push(cat);
             }
         }
-        let pairs_path = dir.join("corps_local.toml");
         let mut pairs = Vec::new();
-        if pairs_path.exists() {
-            let file = pairs_path.display().to_string();
-            if let Some(text) = read_bounded(&pairs_path, &file, &mut issues) {
-                let mut c = Checker { file: &file, issues: &mut issues };
-                pairs = parse::<PairsFile>(&mut c, &text).and_then(|f| f.into_pairs(&mut c)).unwrap_or_default();
-            }
+        if let Some((file, text)) = pairs_file {
+            let mut c = Checker { file, issues: &mut issues };
+            pairs = parse::<PairsFile>(&mut c, text).and_then(|f| f.into_pairs(&mut c)).unwrap_or_default();
         }
         let book = RuleBook::from_parts(policies, catalogues, CorpsLocalPairs::new(pairs), &mut issues);
         if issues.is_empty() {

@@ -54,6 +54,13 @@ impl BillTotals {
         self.inscp_scp_amt = self.inscp_scp_amt + s.inscp_scp_amt;
     }
 
+    /// Whether the parts are non-negative and add up to the total, as every
+    /// classified bill's do (a claim from outside must be checked).
+    pub fn is_consistent(&self) -> bool {
+        let parts = [self.fulamt_ownpay_amt, self.overlmt_selfpay, self.preselfpay_amt, self.inscp_scp_amt];
+        parts.iter().all(|p| !p.is_negative()) && parts.iter().copied().sum::<Amount>() == self.medfee_sumamt
+    }
+
     /// The same totals negated, for a reversal.
     pub fn negated(&self) -> BillTotals {
         BillTotals {

@@ -13,7 +13,7 @@
 
 mod model;
 pub mod network;
-mod world;
+pub(crate) mod world;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

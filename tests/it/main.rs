@@ -8,6 +8,7 @@ mod common;
 mod crash_federation;
 mod demo;
 mod examples;
+mod fuzz;
 mod ledger;
 mod ledger_crash;
 mod merkle_properties;
