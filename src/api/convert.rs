@@ -17,8 +17,26 @@ pub fn region(field: &str, text: &str) -> Result<RegionCode, NodeError> {
 }
 
 pub fn date(field: &str, text: &str) -> Result<NaiveDate, NodeError> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|_| NodeError::bad(field, format!("{text:?} is not a date (YYYY-MM-DD)")))
+    let bad = || NodeError::bad(field, format!("{text:?} is not a date (YYYY-MM-DD)"));
+    if text.len() != 10 {
+        return Err(bad());
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad())
+}
+
+/// A settlement date: a date, and not after the node's own date (Asia/Shanghai)
+/// by more than a day of clock difference. A bill is settled once it exists.
+pub fn settlement_date(field: &str, text: &str, now_ms: i64) -> Result<NaiveDate, NodeError> {
+    let d = date(field, text)?;
+    let today = crate::node::home::shanghai_date(now_ms);
+    let latest = NaiveDate::parse_from_str(&today, "%Y-%m-%d")
+        .ok()
+        .and_then(|t| t.succ_opt())
+        .ok_or_else(|| NodeError::Internal(format!("clock {now_ms} is out of range")))?;
+    if d > latest {
+        return Err(NodeError::bad(field, format!("{text} is in the future (today is {today})")));
+    }
+    Ok(d)
 }
 
 pub fn amount(field: &str, text: &str) -> Result<Amount, NodeError> {

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::records::{to_payload, EnvelopeRecord, HomeSettlementEntry, PersonRecord};
 use super::state::person_from_record;
 use super::{ledger_error, Node};
-use crate::api::convert::{claim_totals, date, figures_to_proto, msgid, region};
+use crate::api::convert::{claim_totals, date, figures_to_proto, msgid, region, settlement_date};
 use crate::api::envelope::{self, CLAIM_DOMAIN, CLAIM_RESULT_DOMAIN};
 use crate::api::NodeError;
 use crate::ledger::{EntryKind, LedgerError};
@@ -123,7 +123,7 @@ impl Node {
     ) -> Result<(ClaimResult, Option<(Settlement, i32)>), NodeError> {
         let now = self.clock.now_ms();
         let mut result = self.base_result(claim, env, now);
-        let setl_date = date("setl_date", &claim.setl_date)?;
+        let setl_date = settlement_date("setl_date", &claim.setl_date, now)?;
         let hosp_lv =
             HospitalLevel::new(i64::from(claim.hosp_lv)).ok_or_else(|| NodeError::bad("hosp_lv", "outside 0–3"))?;
         let totals = claim_totals(claim)?;

@@ -32,8 +32,21 @@ use state::HomeState;
 
 /// Person-level locks: a person's counters move under one of these stripes.
 const PERSON_LOCK_STRIPES: usize = 1024;
-/// Claims a node works on at once; more wait.
-pub const MAX_IN_FLIGHT: usize = 4096;
+/// What one node takes on at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests one hospital may have in flight; more are refused (overloaded).
+    pub hospital_in_flight: usize,
+    /// Settlements awaiting their home node's answer; past this, new ones are
+    /// refused until the homes answer (the intents are kept and re-driven).
+    pub pending_intents: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { hospital_in_flight: 64, pending_intents: 100_000 }
+    }
+}
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -71,6 +84,9 @@ pub struct Node {
     clock: Arc<dyn Clock>,
     /// The wait before the second attempt at a home node (doubled after).
     claim_backoff: std::time::Duration,
+    limits: Limits,
+    /// Requests in flight per hospital.
+    hospital_in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl Node {
@@ -108,7 +124,29 @@ impl Node {
             transport,
             clock,
             claim_backoff: treatment::CLAIM_BACKOFF,
+            limits: Limits::default(),
+            hospital_in_flight: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Node {
+        self.limits = limits;
+        self
+    }
+
+    /// Counts a hospital's request in flight until the guard is dropped;
+    /// refuses it when the hospital already has its limit in flight.
+    fn enter_hospital(&self, hospital: &str) -> Result<HospitalSlot<'_>, NodeError> {
+        let mut m = self.hospital_in_flight.lock().map_err(|_| NodeError::Internal("in-flight lock".into()))?;
+        let n = m.entry(hospital.to_string()).or_insert(0);
+        if *n >= self.limits.hospital_in_flight {
+            return Err(NodeError::Overloaded(format!(
+                "hospital {hospital} already has {n} requests in flight (limit {})",
+                self.limits.hospital_in_flight
+            )));
+        }
+        *n += 1;
+        Ok(HospitalSlot { node: self, hospital: hospital.to_string() })
     }
 
     /// Sets the wait between attempts at a home node (the simulation, whose
@@ -152,6 +190,25 @@ impl Node {
     /// The peer whose region covers `region`.
     fn peer_for(&self, region: RegionCode) -> Option<&config::Peer> {
         region.lineage().find_map(|r| self.config.peers.get(&r))
+    }
+}
+
+/// A hospital's request in flight (released on drop).
+struct HospitalSlot<'a> {
+    node: &'a Node,
+    hospital: String,
+}
+
+impl Drop for HospitalSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.node.hospital_in_flight.lock() {
+            if let Some(n) = m.get_mut(&self.hospital) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&self.hospital);
+                }
+            }
+        }
     }
 }
 

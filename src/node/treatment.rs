@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::records::{to_payload, EnvelopeRecord, IntentEntry, OutcomeEntry};
 use super::{ledger_error, Node, TransportError};
-use crate::api::convert::{date, items, msgid, region, set_claim_totals};
+use crate::api::convert::{items, msgid, region, set_claim_totals, settlement_date};
 use crate::api::envelope::{self, CLAIM_DOMAIN, CLAIM_RESULT_DOMAIN, HOSPITAL_DOMAIN};
 use crate::api::NodeError;
 use crate::ledger::{EntryKind, LedgerError};
@@ -46,6 +46,7 @@ impl Node {
         }
         let req: HospitalRequest = envelope::open(&env, &hospital.public_key, HOSPITAL_DOMAIN)
             .map_err(|e| NodeError::BadSignature(format!("hospital {}: {e}", hospital.code)))?;
+        let _slot = self.enter_hospital(&hospital.code)?;
         msgid("msgid", &req.msgid)?;
         let home = region("insuplc_admdvs", &req.insuplc_admdvs)?;
         let care = route(home, self.region(), self.rules.pairs());
@@ -82,7 +83,7 @@ impl Node {
         level: crate::settlement::HospitalLevel,
         action: Action,
     ) -> Result<Claim, NodeError> {
-        let setl_date = date("setl_date", &req.setl_date)?;
+        let setl_date = settlement_date("setl_date", &req.setl_date, self.clock.now_ms())?;
         let mut claim = Claim {
             mdtrtarea_admvs: self.region().to_string(),
             fixmedins_code: req.fixmedins_code.clone(),
@@ -103,6 +104,9 @@ impl Node {
                 .catalogue_for(self.region(), setl_date)
                 .ok_or(NodeError::Refused(crate::settlement::Refusal::CatalogueNotInForce))?;
             let (_, totals) = classify(catalogue, &bill);
+            if totals.medfee_sumamt == crate::money::Amount::ZERO {
+                return Err(NodeError::bad("items", "the bill totals 0.00"));
+            }
             set_claim_totals(&mut claim, &totals);
         }
         Ok(claim)
@@ -132,6 +136,13 @@ impl Node {
                 intent.claim.to_signed().ok_or_else(|| NodeError::Internal("stored claim".into()))?
             }
             None => {
+                let pending = self.pending_intents();
+                if pending >= self.limits.pending_intents {
+                    return Err(NodeError::Overloaded(format!(
+                        "{pending} settlements await their home nodes (limit {}); retry later",
+                        self.limits.pending_intents
+                    )));
+                }
                 let mut claim = self.build_claim(&req, &env, level, action)?;
                 if action == Action::Reverse {
                     claim.reversed_setl_id = self.settled_id(&hospital, &req.reversed_msgid)?;

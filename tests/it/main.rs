@@ -9,6 +9,7 @@ mod crash_federation;
 mod demo;
 mod examples;
 mod fuzz;
+mod hostile;
 mod ledger;
 mod ledger_crash;
 mod merkle_properties;

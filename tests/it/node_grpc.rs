@@ -172,6 +172,17 @@ async fn settlement_over_grpc_with_health_and_reflection() {
         (0..1001).map(|_| BillItem { code: "XA001".into(), qty: "1".into(), price: "1.00".into() }).collect();
     let status = hosp.submit(seal(&key(21), HOSPITAL_DOMAIN, "H1", &oversized)).await.expect_err("too many items");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    // An oversized frame is refused by the transport's limit, a truncated
+    // body as unreadable; the node keeps serving.
+    let huge = xclear::proto::Signed { body: vec![7u8; 2 * 1024 * 1024], signature: vec![0; 64], signer: "H1".into() };
+    let status = hosp.submit(huge).await.expect_err("oversized frame");
+    assert!(matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted), "{status:?}");
+    let mut cut = seal(&key(21), HOSPITAL_DOMAIN, "H1", &bill("g4"));
+    cut.body.truncate(cut.body.len() / 2);
+    let status = hosp.submit(cut).await.expect_err("truncated body");
+    assert!(matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::Unauthenticated), "{status:?}");
+    let ok = hosp.submit(seal(&key(21), HOSPITAL_DOMAIN, "H1", &bill("g5"))).await.expect("still serving");
+    assert!(ok.into_inner().settled);
 
     // Health checking.
     let channel = tonic::transport::Endpoint::from_shared(run.urls["110000"].clone())

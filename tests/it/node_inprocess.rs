@@ -24,40 +24,40 @@ use xclear::region::RegionCode;
 use xclear::settlement::HospitalLevel;
 
 const REGIONS: [&str; 4] = ["611000", "110000", "654000", "660400"];
-const BJ_HOSPITAL: &str = "H110105001";
+pub(crate) const BJ_HOSPITAL: &str = "H110105001";
 const YILI_HOSPITAL: &str = "H654002001";
 const CORPS_HOSPITAL: &str = "H660402001";
 /// 2026-03-10 10:00 Asia/Shanghai.
-const T0: i64 = 1_773_108_000_000;
+pub(crate) const T0: i64 = 1_773_108_000_000;
 
-fn code(s: &str) -> RegionCode {
+pub(crate) fn code(s: &str) -> RegionCode {
     RegionCode::parse(s).expect("region")
 }
 
-fn node_key(region: &str) -> SigningKey {
+pub(crate) fn node_key(region: &str) -> SigningKey {
     let mut seed = [0u8; 32];
     seed[..6].copy_from_slice(region.as_bytes());
     SigningKey::from_bytes(&seed)
 }
 
-fn hospital_key(c: &str) -> SigningKey {
+pub(crate) fn hospital_key(c: &str) -> SigningKey {
     let mut seed = [1u8; 32];
     seed[..c.len()].copy_from_slice(c.as_bytes());
     SigningKey::from_bytes(&seed)
 }
 
-fn admin_key() -> SigningKey {
+pub(crate) fn admin_key() -> SigningKey {
     SigningKey::from_bytes(&[5u8; 32])
 }
 
-struct Federation {
-    _dir: tempfile::TempDir,
-    net: Arc<LocalNetwork>,
-    nodes: BTreeMap<&'static str, Arc<Node>>,
-    clock: Arc<ManualClock>,
+pub(crate) struct Federation {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) net: Arc<LocalNetwork>,
+    pub(crate) nodes: BTreeMap<&'static str, Arc<Node>>,
+    pub(crate) clock: Arc<ManualClock>,
 }
 
-fn config(region: &'static str, dir: &std::path::Path) -> NodeConfig {
+pub(crate) fn config(region: &'static str, dir: &std::path::Path) -> NodeConfig {
     let mut peers = BTreeMap::new();
     for r in REGIONS.iter().filter(|r| **r != region) {
         peers.insert(
@@ -116,7 +116,7 @@ fn open_node(
     node
 }
 
-fn federation() -> Federation {
+pub(crate) fn federation() -> Federation {
     let dir = tempfile::tempdir().expect("tempdir");
     let net = LocalNetwork::new();
     let clock = Arc::new(ManualClock::new(T0));
@@ -124,7 +124,7 @@ fn federation() -> Federation {
     Federation { _dir: dir, net, nodes, clock }
 }
 
-fn person(psn: &str, region: &str, insutype: &str) -> PersonRecord {
+pub(crate) fn person(psn: &str, region: &str, insutype: &str) -> PersonRecord {
     PersonRecord {
         psn_no: psn.into(),
         insuplc_admdvs: region.into(),
@@ -135,7 +135,13 @@ fn person(psn: &str, region: &str, insutype: &str) -> PersonRecord {
     }
 }
 
-async fn register(node: &Node, msgid: &str, psn: &str, kind: &str, target: &str) -> Result<String, NodeError> {
+pub(crate) async fn register(
+    node: &Node,
+    msgid: &str,
+    psn: &str,
+    kind: &str,
+    target: &str,
+) -> Result<String, NodeError> {
     let req = RegistrationRequest {
         msgid: msgid.into(),
         op: Op::Create as i32,
@@ -148,14 +154,14 @@ async fn register(node: &Node, msgid: &str, psn: &str, kind: &str, target: &str)
     node.apply_registration(seal(&admin_key(), ADMIN_DOMAIN, "agency", &req)).await.map(|r| r.reg_id)
 }
 
-fn example_items() -> Vec<BillItem> {
+pub(crate) fn example_items() -> Vec<BillItem> {
     [("XC001", "1", "3000.00"), ("FW001", "10", "150.00"), ("XB001", "1", "10000.00"), ("XA001", "1", "35500.00")]
         .iter()
         .map(|(c, q, p)| BillItem { code: c.to_string(), qty: q.to_string(), price: p.to_string() })
         .collect()
 }
 
-fn request(
+pub(crate) fn request(
     hospital: &str,
     msgid: &str,
     action: Action,
@@ -175,12 +181,12 @@ fn request(
     }
 }
 
-async fn submit(node: &Node, req: &HospitalRequest) -> Result<HospitalResponse, NodeError> {
+pub(crate) async fn submit(node: &Node, req: &HospitalRequest) -> Result<HospitalResponse, NodeError> {
     node.handle_hospital(seal(&hospital_key(&req.fixmedins_code), HOSPITAL_DOMAIN, &req.fixmedins_code, req)).await
 }
 
 /// Sets up the 商洛 patient of the worked examples with a long-term registration in Beijing.
-async fn shangluo_patient(f: &Federation) {
+pub(crate) async fn shangluo_patient(f: &Federation) {
     let home = &f.nodes["611000"];
     home.import_persons(&[person("P0001", "611000", "390")]).await.expect("import");
     register(home, "r1", "P0001", "long_term_resident", "110000").await.expect("register");
@@ -337,7 +343,7 @@ async fn unreachable_home_completes_on_redrive_exactly_once() {
 }
 
 /// A federation with the 商洛 patient registered, and the ledger sizes before the attempt.
-async fn secured() -> (Federation, (u64, u64)) {
+pub(crate) async fn secured() -> (Federation, (u64, u64)) {
     let f = federation();
     shangluo_patient(&f).await;
     let lens = (f.nodes["110000"].ledger().len(), f.nodes["611000"].ledger().len());
@@ -345,12 +351,12 @@ async fn secured() -> (Federation, (u64, u64)) {
 }
 
 /// Nothing was recorded anywhere and the counters did not move.
-fn nothing_recorded(f: &Federation, before: (u64, u64)) {
+pub(crate) fn nothing_recorded(f: &Federation, before: (u64, u64)) {
     assert_eq!((f.nodes["110000"].ledger().len(), f.nodes["611000"].ledger().len()), before);
     assert_eq!(f.nodes["611000"].counters_of("P0001", 2026).expect("c"), Default::default());
 }
 
-fn claim(msgid: &str) -> Claim {
+pub(crate) fn claim(msgid: &str) -> Claim {
     Claim {
         mdtrtarea_admvs: "110105".into(),
         fixmedins_code: BJ_HOSPITAL.into(),
@@ -712,4 +718,125 @@ async fn concurrent_copies_of_a_refused_request_get_the_recorded_answer() {
     assert_eq!(a, c);
     // And a later retry gets the same recorded answer.
     assert_eq!(bj.handle_hospital(env).await.expect("retry"), a);
+}
+
+/// A network that holds every claim until let through, counting arrivals.
+struct Gated {
+    inner: Arc<LocalNetwork>,
+    gate: Arc<tokio::sync::Semaphore>,
+    arrived: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl xclear::node::PeerTransport for Gated {
+    fn submit_claim(
+        &self,
+        to: RegionCode,
+        claim: xclear::proto::Signed,
+    ) -> xclear::node::BoxFuture<'_, Result<xclear::proto::Signed, xclear::node::TransportError>> {
+        Box::pin(async move {
+            self.arrived.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _pass =
+                self.gate.acquire().await.map_err(|e| xclear::node::TransportError::Unreachable(e.to_string()))?;
+            self.inner.submit_claim(to, claim).await
+        })
+    }
+
+    fn contribution_years(
+        &self,
+        to: RegionCode,
+        query: xclear::proto::Signed,
+    ) -> xclear::node::BoxFuture<'_, Result<BTreeMap<String, u32>, xclear::node::TransportError>> {
+        self.inner.contribution_years(to, query)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_requests_in_flight_per_hospital() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = LocalNetwork::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let arrived = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let gated = Arc::new(Gated { inner: Arc::clone(&net), gate: Arc::clone(&gate), arrived: Arc::clone(&arrived) });
+    let rules = Arc::new(common::rules());
+    let limits = xclear::node::Limits { hospital_in_flight: 2, ..Default::default() };
+    let mut nodes = BTreeMap::new();
+    for r in ["611000", "110000"] {
+        let c: Arc<dyn Clock> = clock.clone();
+        let node = Node::open(config(r, dir.path()), node_key(r), Arc::clone(&rules), c, gated.clone()).expect("open");
+        let node = Arc::new(node.with_limits(limits));
+        net.attach(&node);
+        nodes.insert(r, node);
+    }
+    let home = Arc::clone(&nodes["611000"]);
+    home.import_persons(&[person("P0001", "611000", "390")]).await.expect("import");
+    register(&home, "r1", "P0001", "long_term_resident", "110000").await.expect("register");
+    let bj = Arc::clone(&nodes["110000"]);
+    let held: Vec<_> = ["q1", "q2"]
+        .iter()
+        .map(|m| {
+            let bj = Arc::clone(&bj);
+            let req = request(BJ_HOSPITAL, m, Action::Settle, "P0001", "611000", example_items());
+            tokio::spawn(async move { submit(&bj, &req).await })
+        })
+        .collect();
+    for _ in 0..2000 {
+        if arrived.load(std::sync::atomic::Ordering::SeqCst) >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(arrived.load(std::sync::atomic::Ordering::SeqCst), 2, "two requests held at the gate");
+    // A third from the same hospital is refused at once, clearly.
+    let third = request(BJ_HOSPITAL, "q3", Action::Settle, "P0001", "611000", example_items());
+    match submit(&bj, &third).await {
+        Err(e @ NodeError::Overloaded(_)) => {
+            assert_eq!(e.reason(), "overloaded");
+            assert!(e.to_string().contains("in flight (limit 2)"), "{e}");
+        }
+        other => panic!("expected overloaded, got {other:?}"),
+    }
+    // Let them through: both settle, and the hospital's slots are free again.
+    gate.add_permits(1000);
+    for h in held {
+        assert!(h.await.expect("task").expect("settled").settled);
+    }
+    assert!(submit(&bj, &third).await.expect("now accepted").settled);
+}
+
+#[tokio::test]
+async fn limit_pending_intents_refuses_new_settlements_until_homes_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = LocalNetwork::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let rules = Arc::new(common::rules());
+    let limits = xclear::node::Limits { pending_intents: 2, ..Default::default() };
+    let mut nodes = BTreeMap::new();
+    for r in ["611000", "110000"] {
+        let c: Arc<dyn Clock> = clock.clone();
+        let node = Node::open(config(r, dir.path()), node_key(r), Arc::clone(&rules), c, net.clone()).expect("open");
+        let node = Arc::new(node.with_limits(limits).with_claim_backoff(std::time::Duration::ZERO));
+        net.attach(&node);
+        nodes.insert(r, node);
+    }
+    let (home, bj) = (Arc::clone(&nodes["611000"]), Arc::clone(&nodes["110000"]));
+    home.import_persons(&[person("P0001", "611000", "390")]).await.expect("import");
+    register(&home, "r1", "P0001", "long_term_resident", "110000").await.expect("register");
+    net.detach(home.region());
+    let req = |m: &str| request(BJ_HOSPITAL, m, Action::Settle, "P0001", "611000", example_items());
+    for m in ["p1", "p2"] {
+        assert!(matches!(submit(&bj, &req(m)).await, Err(NodeError::HomeUnreachable(_))));
+    }
+    assert_eq!(bj.pending_intents(), 2);
+    match submit(&bj, &req("p3")).await {
+        Err(e @ NodeError::Overloaded(_)) => assert!(e.to_string().contains("await their home nodes (limit 2)"), "{e}"),
+        other => panic!("expected overloaded, got {other:?}"),
+    }
+    // A retry of a pending settlement is not new: it is still tried.
+    assert!(matches!(submit(&bj, &req("p1")).await, Err(NodeError::HomeUnreachable(_))));
+    // The home comes back; the intents complete; new settlements are taken again.
+    net.attach(&home);
+    assert_eq!(bj.redrive_intents().await.expect("redrive"), 2);
+    assert_eq!(bj.pending_intents(), 0);
+    assert!(submit(&bj, &req("p3")).await.expect("accepted").settled);
 }

@@ -49,7 +49,11 @@ pub fn run_calc_cli_with_rules(stdin: &str, rules: &std::path::Path) -> Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn xclear");
-    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    // A child that refuses its rules exits before reading: a broken pipe then is expected.
+    match child.stdin.take().expect("stdin").write_all(stdin.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("write stdin: {e}"),
+        _ => {}
+    }
     child.wait_with_output().expect("xclear output")
 }
 
