@@ -1,6 +1,8 @@
 //! Advance funds (预付金): a quota per home region and a warning when its
 //! uncleared payable reaches the threshold.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -26,9 +28,83 @@ pub fn default_quota(previous_quarter: &[Amount; 3]) -> Amount {
     Amount::round_half_up(sum.as_decimal() * Decimal::TWO / Decimal::from(3))
 }
 
+/// Each home region's quota: the operator's setting where there is one,
+/// else [`default_quota`] over what the region owed (national payable) in
+/// the three statements before the month; `previous` is those statements,
+/// most recent first, `None` where a month was not closed (counted as 0).
+/// Regions with no setting and no history get no quota.
+pub fn quotas(
+    configured: &BTreeMap<RegionCode, Amount>,
+    previous: &[Option<&crate::clearing::Statement>; 3],
+) -> BTreeMap<RegionCode, Amount> {
+    let mut out = configured.clone();
+    let regions: BTreeSet<RegionCode> = previous.iter().flatten().flat_map(|s| s.positions.keys().copied()).collect();
+    for r in regions {
+        if out.contains_key(&r) {
+            continue;
+        }
+        let payable = previous.map(|s| s.and_then(|s| s.positions.get(&r)).map(|p| p.payable).unwrap_or(Amount::ZERO));
+        out.insert(r, default_quota(&payable));
+    }
+    out
+}
+
 /// The status of one home region's advance fund; the warning fires when the
 /// usage reaches the threshold, and not a cent before.
 pub fn status(region: RegionCode, quota: Amount, usage: Amount, warning_ratio: Ratio) -> AdvanceStatus {
     let threshold = Amount::round_half_up(quota.times(warning_ratio));
     AdvanceStatus { region, quota, usage, threshold, warning: usage >= threshold && quota != Amount::ZERO }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clearing::netting::Position;
+    use crate::clearing::{Month, Statement};
+
+    fn amount(s: &str) -> Amount {
+        Amount::parse_non_negative(s).expect("amount")
+    }
+
+    fn region(s: &str) -> RegionCode {
+        RegionCode::parse(s).expect("region")
+    }
+
+    fn statement(payables: &[(&str, &str)]) -> Statement {
+        Statement {
+            month: Month::new(2026, 1).expect("month"),
+            pairs: vec![],
+            positions: payables
+                .iter()
+                .map(|(r, p)| (region(r), Position { payable: amount(p), ..Position::default() }))
+                .collect(),
+            transfers: vec![],
+            corps_local: vec![],
+            adjustments: vec![],
+            pending: vec![],
+            advance: vec![],
+            node_heads: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn default_quota_is_twice_the_quarters_monthly_average_half_up() {
+        // (100 + 200 + 0.01) / 3 * 2 = 200.00666… -> 200.01
+        assert_eq!(default_quota(&[amount("100.00"), amount("200.00"), amount("0.01")]), amount("200.01"));
+        assert_eq!(default_quota(&[Amount::ZERO; 3]), Amount::ZERO);
+    }
+
+    #[test]
+    fn quotas_come_from_the_previous_statements_unless_set() {
+        let m1 = statement(&[("611000", "3000.00"), ("654000", "90.00")]);
+        let m2 = statement(&[("611000", "1500.00")]);
+        let configured: BTreeMap<RegionCode, Amount> = [(region("654000"), amount("50000.00"))].into_iter().collect();
+        // Two months closed, one missing (counted as nothing owed).
+        let q = quotas(&configured, &[Some(&m1), None, Some(&m2)]);
+        assert_eq!(q[&region("611000")], amount("3000.00")); // (3000 + 0 + 1500) / 3 * 2
+        assert_eq!(q[&region("654000")], amount("50000.00")); // the operator's setting wins
+        assert_eq!(q.len(), 2);
+        // No history, no setting: no quota.
+        assert!(quotas(&BTreeMap::new(), &[None, None, None]).is_empty());
+    }
 }

@@ -109,6 +109,11 @@ fn load(config: &Path, month: &str) -> Result<(OperatorConfig, Month, Operator),
     let rules = RuleBook::load(&cfg.rules_dir).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
     let endpoints = cfg.nodes.iter().map(|(r, (url, _))| (*r, url.clone())).collect();
     let keys = cfg.nodes.iter().map(|(r, (_, k))| (*r, *k)).collect();
+    // Quotas not set in the config default to 2 × the average monthly payable
+    // of the three statements before this month.
+    let earlier = [month.previous(), month.previous().previous(), month.previous().previous().previous()]
+        .map(|m| read_statement_quietly(&cfg, m));
+    let quotas = xclear::clearing::advance::quotas(&cfg.quotas, &earlier.each_ref().map(Option::as_ref));
     let operator = Operator::open(
         &cfg.data_dir.join("ledger"),
         key,
@@ -116,7 +121,7 @@ fn load(config: &Path, month: &str) -> Result<(OperatorConfig, Month, Operator),
         keys,
         Arc::new(GrpcTransport::new(endpoints)),
         rules.pairs().clone(),
-        cfg.quotas.clone(),
+        quotas,
     )
     .map_err(|e| fail(EXIT_FAILED, e))?
     .with_warning_pct(cfg.warning_pct);
@@ -129,6 +134,12 @@ fn read_statement(cfg: &OperatorConfig, month: Month) -> Result<(Statement, Vec<
         .map_err(|e| fail(EXIT_BAD_INPUT, format!("{}: {e} (close the month first)", path.display())))?;
     let s = serde_json::from_slice(&bytes).map_err(|e| fail(EXIT_FAILED, format!("{}: {e}", path.display())))?;
     Ok((s, bytes))
+}
+
+/// A month's statement if it was closed (and is readable), else nothing.
+fn read_statement_quietly(cfg: &OperatorConfig, month: Month) -> Option<Statement> {
+    let bytes = std::fs::read(statement_path(cfg, month, "json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
