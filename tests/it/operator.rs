@@ -40,6 +40,7 @@ struct World {
     _dir: tempfile::TempDir,
     nodes: BTreeMap<&'static str, Arc<Node>>,
     operator: Operator,
+    net: Arc<LocalNetwork>,
 }
 
 async fn world() -> World {
@@ -145,7 +146,7 @@ async fn world() -> World {
             .expect("settle");
         assert!(r.settled, "{r:?}");
     }
-    World { _dir: dir, nodes, operator }
+    World { _dir: dir, nodes, operator, net }
 }
 
 fn march() -> Month {
@@ -313,4 +314,35 @@ async fn an_operator_deduction_enters_the_statement_with_its_reason() {
         setl_id: None,
     };
     assert_eq!(w.operator.adjust(march(), no_reason).await.expect_err("reason").reason(), "bad_request");
+}
+
+/// The operator's instant advance-fund query (not only at month end): the
+/// warning fires when the uncleared payable reaches the threshold, and not
+/// a cent before.
+#[tokio::test]
+async fn the_advance_warning_fires_through_the_operator_at_the_threshold_and_not_a_cent_before() {
+    let w = world().await;
+    let status = w.operator.advance(march(), 100).await.expect("advance");
+    let home = status.iter().find(|s| s.region == code("611000")).expect("611000 has a quota");
+    let usage = home.usage;
+    assert!(usage > Amount::ZERO, "the March settlements count as uncleared payable");
+    assert!(!home.warning, "far below the 100,000 quota");
+    let cent = Amount::parse_non_negative("0.01").expect("cent");
+    let with_quota = |quota: Amount| {
+        Operator::open(
+            &w._dir.path().join(format!("operator-{quota}")),
+            key("operator"),
+            Arc::new(ManualClock::new(MARCH)),
+            REGIONS.iter().map(|r| (code(r), key(r).verifying_key())).collect(),
+            w.net.clone(),
+            common::rules().pairs().clone(),
+            [(code("611000"), quota)].into_iter().collect(),
+        )
+        .expect("operator")
+    };
+    // Threshold at 100% of the quota: a quota one cent above the usage does not warn; equal to it does.
+    let above = with_quota(usage + cent).advance(march(), 100).await.expect("advance");
+    assert!(!above[0].warning, "{above:?}");
+    let at = with_quota(usage).advance(march(), 100).await.expect("advance");
+    assert!(at[0].warning, "{at:?}");
 }
