@@ -28,11 +28,9 @@ pub fn date(field: &str, text: &str) -> Result<NaiveDate, NodeError> {
 /// by more than a day of clock difference. A bill is settled once it exists.
 pub fn settlement_date(field: &str, text: &str, now_ms: i64) -> Result<NaiveDate, NodeError> {
     let d = date(field, text)?;
-    let today = crate::node::home::shanghai_date(now_ms);
-    let latest = NaiveDate::parse_from_str(&today, "%Y-%m-%d")
-        .ok()
-        .and_then(|t| t.succ_opt())
+    let today = crate::node::home::shanghai_day(now_ms)
         .ok_or_else(|| NodeError::Internal(format!("clock {now_ms} is out of range")))?;
+    let latest = today.succ_opt().unwrap_or(today);
     if d > latest {
         return Err(NodeError::bad(field, format!("{text} is in the future (today is {today})")));
     }

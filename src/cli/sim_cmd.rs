@@ -27,7 +27,7 @@ pub fn run_sim(seed: u64, seeds: u64, steps: u64, rules: PathBuf, keep: Option<P
     for s in seed..seed.saturating_add(seeds.max(1)) {
         let tmp = match &keep {
             Some(dir) => Ok((dir.join(format!("seed-{s}")), None)),
-            None => sim_dir().map(|d| (d.path().to_path_buf(), Some(d))),
+            None => xclear::sim::scratch_dir().map(|d| (d.path().to_path_buf(), Some(d))),
         };
         let (dir, _guard) = match tmp {
             Ok(t) => t,
@@ -61,18 +61,4 @@ pub fn run_sim(seed: u64, seeds: u64, steps: u64, rules: PathBuf, keep: Option<P
     );
     println!("faults injected: {} ({faults})", faults.total());
     ExitCode::SUCCESS
-}
-
-/// A fresh directory for one run, on tmpfs when the machine has one (the
-/// simulation's crashes are logical; its disks need not be real).
-fn sim_dir() -> Result<tempfile::TempDir, String> {
-    let shm = std::path::Path::new("/dev/shm");
-    let base = std::env::var_os("XCLEAR_SIM_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        if shm.is_dir() {
-            shm.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        }
-    });
-    tempfile::Builder::new().prefix("xclear-sim-").tempdir_in(&base).map_err(|e| format!("{}: {e}", base.display()))
 }

@@ -117,9 +117,7 @@ fn bill() -> HospitalRequest {
 
 impl Harness {
     pub fn new(target: Target) -> Result<Harness, String> {
-        let shm = std::path::Path::new("/dev/shm");
-        let dir =
-            if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.map_err(|e| e.to_string())?;
+        let dir = crate::sim::scratch_dir()?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
         let rules = Arc::new(
             RuleBook::parse_files(

@@ -29,9 +29,14 @@ pub fn month_of(ms: i64) -> String {
     shanghai().timestamp_millis_opt(ms).single().map(|t| t.format("%Y-%m").to_string()).unwrap_or_default()
 }
 
+/// The calendar day of a time in Asia/Shanghai.
+pub fn shanghai_day(ms: i64) -> Option<chrono::NaiveDate> {
+    shanghai().timestamp_millis_opt(ms).single().map(|t| t.date_naive())
+}
+
 /// `YYYY-MM-DD` of a time in Asia/Shanghai.
 pub fn shanghai_date(ms: i64) -> String {
-    shanghai().timestamp_millis_opt(ms).single().map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default()
+    shanghai_day(ms).map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default()
 }
 
 fn claim_key(treatment: &str, hospital: &str, msgid: &str) -> String {

@@ -232,6 +232,21 @@ pub async fn run(opts: &SimOptions, dir: &Path, rules: Arc<RuleBook>) -> Result<
     })
 }
 
+/// A fresh directory for a run, on tmpfs when the machine has one (a
+/// simulation's crashes are logical; its disks need not be real).
+/// `XCLEAR_SIM_DIR` chooses another place.
+pub fn scratch_dir() -> Result<tempfile::TempDir, String> {
+    let shm = Path::new("/dev/shm");
+    let base = std::env::var_os("XCLEAR_SIM_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        }
+    });
+    tempfile::Builder::new().prefix("xclear-sim-").tempdir_in(&base).map_err(|e| format!("{}: {e}", base.display()))
+}
+
 fn month_at(ms: i64) -> Option<Month> {
     Month::parse(&crate::node::home::month_of(ms))
 }

@@ -4,7 +4,7 @@
 //! own bytes, so a run replays exactly even when requests overlap.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::Faults;
 use crate::clock::ManualClock;
+use crate::node::local::LocalNetwork;
 use crate::node::{BoxFuture, Node, PeerTransport, TransportError};
 use crate::proto::{ClaimResult, Signed};
 use crate::region::RegionCode;
@@ -61,39 +62,22 @@ pub struct SimNetwork {
     seed: u64,
     rates: FaultRates,
     clock: Arc<ManualClock>,
-    nodes: Mutex<HashMap<RegionCode, Weak<Node>>>,
+    /// Who is up, and delivery itself; faults are decided here, around it.
+    nodes: Arc<LocalNetwork>,
     state: Mutex<NetState>,
 }
 
 impl SimNetwork {
     pub fn new(seed: u64, rates: FaultRates, clock: Arc<ManualClock>) -> Arc<SimNetwork> {
-        Arc::new(SimNetwork {
-            seed,
-            rates,
-            clock,
-            nodes: Mutex::new(HashMap::new()),
-            state: Mutex::new(NetState::default()),
-        })
+        Arc::new(SimNetwork { seed, rates, clock, nodes: LocalNetwork::new(), state: Mutex::new(NetState::default()) })
     }
 
     pub fn attach(&self, node: &Arc<Node>) {
-        if let Ok(mut n) = self.nodes.lock() {
-            n.insert(node.region(), Arc::downgrade(node));
-        }
+        self.nodes.attach(node);
     }
 
     pub fn detach(&self, region: RegionCode) {
-        if let Ok(mut n) = self.nodes.lock() {
-            n.remove(&region);
-        }
-    }
-
-    fn node(&self, region: RegionCode) -> Result<Arc<Node>, TransportError> {
-        self.nodes
-            .lock()
-            .ok()
-            .and_then(|n| n.get(&region).and_then(Weak::upgrade))
-            .ok_or_else(|| TransportError::Unreachable(format!("{region} is down")))
+        self.nodes.detach(region);
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut NetState) -> T) -> T {
@@ -146,12 +130,11 @@ impl SimNetwork {
     /// the claim's bytes and how often it was sent before in this step.
     fn fate(&self, claim: &Signed) -> StdRng {
         let digest: [u8; 32] = Sha256::digest(&claim.body).into();
-        let n = self.with(|s| {
+        let (n, step) = self.with(|s| {
             let c = s.sent.entry(digest).or_insert(0);
             *c += 1;
-            *c
+            (*c, s.step)
         });
-        let step = self.with(|s| s.step);
         let mut h = Sha256::new();
         h.update(self.seed.to_be_bytes());
         h.update(step.to_be_bytes());
@@ -161,10 +144,7 @@ impl SimNetwork {
     }
 
     async fn deliver(&self, to: RegionCode, claim: Signed) -> Result<Signed, TransportError> {
-        let node = self.node(to)?;
-        node.handle_claim(claim)
-            .await
-            .map_err(|e| TransportError::Refused { reason: e.reason().to_string(), message: e.to_string() })
+        self.nodes.submit_claim(to, claim).await
     }
 
     /// Delivers an old claim again and checks the home node gives the same answer.
@@ -251,28 +231,16 @@ impl PeerTransport for SimNetwork {
         to: RegionCode,
         query: Signed,
     ) -> BoxFuture<'_, Result<std::collections::BTreeMap<String, u32>, TransportError>> {
-        Box::pin(async move {
-            self.node(to)?
-                .handle_contribution_years(query)
-                .map_err(|e| TransportError::Refused { reason: e.reason().to_string(), message: e.to_string() })
-        })
+        self.nodes.contribution_years(to, query)
     }
 }
 
 impl crate::operator::ReportTransport for SimNetwork {
     fn month_report(&self, to: RegionCode, req: Signed) -> BoxFuture<'_, Result<Signed, TransportError>> {
-        Box::pin(async move {
-            self.node(to)?
-                .handle_report_request(req)
-                .map_err(|e| TransportError::Refused { reason: e.reason().to_string(), message: e.to_string() })
-        })
+        self.nodes.month_report(to, req)
     }
 
     fn lines(&self, to: RegionCode, req: Signed) -> BoxFuture<'_, Result<Signed, TransportError>> {
-        Box::pin(async move {
-            self.node(to)?
-                .handle_lines_request(req)
-                .map_err(|e| TransportError::Refused { reason: e.reason().to_string(), message: e.to_string() })
-        })
+        self.nodes.lines(to, req)
     }
 }

@@ -130,19 +130,18 @@ impl World {
         self.dir.join("nodes").join(region.to_string())
     }
 
-    /// Stops a node (its ledger closed as a process exit leaves it: every
-    /// acknowledged entry on disk), damages what a crash may damage, checks
-    /// the ledger on disk, and opens it again.
-    pub async fn crash(&mut self, region: RegionCode, how: Crash, garbage: &[u8]) -> Result<(), String> {
+    /// Stops a node: off the network, and dropped once its last handle is
+    /// (its ledger closed as a process exit leaves it: every acknowledged
+    /// entry on disk).
+    async fn stop(&mut self, region: RegionCode) -> Result<(), String> {
         self.net.detach(region);
-        let node = self.nodes.remove(&region).ok_or_else(|| format!("no node {region}"))?;
-        // The node is gone when its last handle is: wait out any straggling task.
-        let mut node = Some(node);
+        let mut node = Some(self.nodes.remove(&region).ok_or_else(|| format!("no node {region}"))?);
+        // Wait out any straggling task that still holds it.
         for _ in 0..1000 {
             match node.take().map(Arc::try_unwrap) {
                 Some(Ok(n)) => {
                     drop(n);
-                    break;
+                    return Ok(());
                 }
                 Some(Err(still)) => {
                     node = Some(still);
@@ -151,9 +150,20 @@ impl World {
                 None => break,
             }
         }
-        if node.is_some() {
-            return Err(format!("node {region} is still in use and cannot be stopped"));
-        }
+        Err(format!("node {region} is still in use and cannot be stopped"))
+    }
+
+    /// Verifies a stopped node's ledger on disk.
+    fn verify_stopped(&self, region: RegionCode) -> Result<u64, String> {
+        crate::ledger::verify::verify_dir(&self.data_dir(region), Some(&key(&region.to_string()).verifying_key()))
+            .map(|r| r.entries)
+            .map_err(|e| format!("ledger of {region} does not verify: {e}"))
+    }
+
+    /// Stops a node, damages what a crash may damage, checks the ledger on
+    /// disk, and opens it again.
+    pub async fn crash(&mut self, region: RegionCode, how: Crash, garbage: &[u8]) -> Result<(), String> {
+        self.stop(region).await?;
         let dir = self.data_dir(region);
         match how {
             Crash::Clean => {}
@@ -169,8 +179,7 @@ impl World {
                 std::fs::remove_dir_all(dir.join(INDEX_DIR)).map_err(|e| format!("{region}: {e}"))?;
             }
         }
-        crate::ledger::verify::verify_dir(&dir, Some(&key(&region.to_string()).verifying_key()))
-            .map_err(|e| format!("ledger of {region} does not verify after a crash: {e}"))?;
+        self.verify_stopped(region)?;
         let cfg = self.configs.get(&region).cloned().ok_or_else(|| format!("no config {region}"))?;
         let node = open_node(cfg, &self.rules, &self.clock, &self.net)?;
         self.net.attach(&node);
@@ -182,16 +191,9 @@ impl World {
     pub async fn shut_down_and_verify(mut self) -> Result<u64, String> {
         let regions: Vec<RegionCode> = self.nodes.keys().copied().collect();
         let mut entries = 0;
-        for r in &regions {
-            self.crash(*r, Crash::Clean, &[]).await?;
-        }
-        let nodes = std::mem::take(&mut self.nodes);
-        drop(nodes);
-        for r in &regions {
-            let report =
-                crate::ledger::verify::verify_dir(&self.data_dir(*r), Some(&key(&r.to_string()).verifying_key()))
-                    .map_err(|e| format!("ledger of {r}: {e}"))?;
-            entries += report.entries;
+        for r in regions {
+            self.stop(r).await?;
+            entries += self.verify_stopped(r)?;
         }
         let op_dir = self.dir.join("operator");
         drop(self.operator);
