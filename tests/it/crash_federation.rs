@@ -18,8 +18,7 @@ use xclear::node::records::{HomeSettlementEntry, OutcomeEntry};
 use xclear::proto::hospital_service_client::HospitalServiceClient;
 use xclear::proto::{hospital_request::Action, BillItem, ClaimResult, HospitalRequest};
 
-use crate::common;
-use crate::common::procs::{free_port, keygen, write, xclear, NodeProc};
+use crate::common::procs::{two_nodes, write, xclear, NodeProc, TwoNodes};
 
 const CYCLES: usize = 50;
 const HOSPITAL_TASKS: usize = 6;
@@ -33,65 +32,17 @@ struct Receipt {
     fund_pay: Decimal,
 }
 
-struct Fed {
-    dir: tempfile::TempDir,
-    home_cfg: std::path::PathBuf,
-    bj_cfg: std::path::PathBuf,
-    bj_url: String,
-    home_url: String,
-}
-
-fn federation() -> Fed {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    let home_pub = keygen(&d.join("611000.key"));
-    let bj_pub = keygen(&d.join("110000.key"));
-    let h1_pub = keygen(&d.join("h1.key"));
-    let admin_pub = keygen(&d.join("admin.key"));
-    let operator_pub = keygen(&d.join("operator.key"));
-    let (home_port, bj_port) = (free_port(), free_port());
-    let rules = common::rules_dir();
-    let rules = rules.to_str().expect("rules");
-    let home_cfg = d.join("home.toml");
-    write(
-        &home_cfg,
-        &format!(
-            "region = \"611000\"\nlisten = \"127.0.0.1:{home_port}\"\ndata_dir = \"data/611000\"\nkey_file = \"611000.key\"\nrules_dir = \"{rules}\"\noperator_key = \"{operator_pub}\"\n\
-             [[peers]]\nregion = \"110000\"\nendpoint = \"http://127.0.0.1:{bj_port}\"\npublic_key = \"{bj_pub}\"\n\
-             [[admins]]\nname = \"agency\"\npublic_key = \"{admin_pub}\"\n"
-        ),
-    );
-    let bj_cfg = d.join("bj.toml");
-    write(
-        &bj_cfg,
-        &format!(
-            "region = \"110000\"\nlisten = \"127.0.0.1:{bj_port}\"\ndata_dir = \"data/110000\"\nkey_file = \"110000.key\"\nrules_dir = \"{rules}\"\noperator_key = \"{operator_pub}\"\n\
-             [[peers]]\nregion = \"611000\"\nendpoint = \"http://127.0.0.1:{home_port}\"\npublic_key = \"{home_pub}\"\n\
-             [[hospitals]]\ncode = \"H1\"\nlevel = 3\npublic_key = \"{h1_pub}\"\n"
-        ),
-    );
-    write(
-        &d.join("operator.toml"),
-        &format!(
-            "data_dir = \"operator\"\nkey_file = \"operator.key\"\nrules_dir = \"{rules}\"\n\
-             [[nodes]]\nregion = \"611000\"\nendpoint = \"http://127.0.0.1:{home_port}\"\npublic_key = \"{home_pub}\"\n\
-             [[nodes]]\nregion = \"110000\"\nendpoint = \"http://127.0.0.1:{bj_port}\"\npublic_key = \"{bj_pub}\"\n"
-        ),
-    );
+fn federation() -> TwoNodes {
+    let fed = two_nodes(None, None);
+    let d = fed.dir.path();
     let persons: Vec<serde_json::Value> = (0..PERSONS)
         .map(|i| serde_json::json!({"psn_no": format!("P{i:04}"), "insuplc_admdvs": "611000", "insutype": "390"}))
         .collect();
     write(&d.join("persons.json"), &serde_json::to_string(&persons).expect("json"));
-    Fed {
-        bj_url: format!("http://127.0.0.1:{bj_port}"),
-        home_url: format!("http://127.0.0.1:{home_port}"),
-        home_cfg,
-        bj_cfg,
-        dir,
-    }
+    fed
 }
 
-fn register_everyone(fed: &Fed, home_url: &str) {
+fn register_everyone(fed: &TwoNodes) {
     let d = fed.dir.path();
     for i in 0..PERSONS {
         let file = d.join(format!("reg{i}.json"));
@@ -106,7 +57,7 @@ fn register_everyone(fed: &Fed, home_url: &str) {
             "registration",
             "apply",
             "--node",
-            home_url,
+            &fed.home_url,
             "--key",
             key.to_str().expect("p"),
             "--admin",
@@ -227,7 +178,7 @@ fn nodes_killed_under_load_lose_and_double_nothing() {
     assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
     let mut home = Some(NodeProc::start(&fed.home_cfg));
     let mut bj = Some(NodeProc::start(&fed.bj_cfg));
-    register_everyone(&fed, &fed.home_url);
+    register_everyone(&fed);
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let stop = Arc::new(AtomicBool::new(false));

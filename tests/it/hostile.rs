@@ -30,8 +30,8 @@ use xclear::region::RegionCode;
 
 use crate::common;
 use crate::node_inprocess::{
-    admin_key, config, example_items, hospital_key, node_key, nothing_recorded, person, request, secured, submit,
-    BJ_HOSPITAL, T0,
+    admin_key, config, example_items, hospital_key, node_key, nothing_recorded, open_via, person, register, request,
+    secured, submit, BJ_HOSPITAL, T0,
 };
 
 #[tokio::test]
@@ -87,27 +87,12 @@ async fn with_mischief(foreign: bool) -> (tempfile::TempDir, Arc<Node>, Arc<Node
     let net = LocalNetwork::new();
     let clock = Arc::new(xclear::clock::ManualClock::new(T0));
     let mischief = Arc::new(Mischief { inner: Arc::clone(&net), stale: Default::default(), foreign });
-    let rules = Arc::new(common::rules());
-    let open = |r: &'static str| {
-        let c: Arc<dyn Clock> = clock.clone();
-        let node = Arc::new(
-            Node::open(config(r, dir.path()), node_key(r), Arc::clone(&rules), c, mischief.clone()).expect("open"),
-        );
-        net.attach(&node);
-        node
-    };
-    let (home, bj) = (open("611000"), open("110000"));
+    let (home, bj) = (
+        open_via("611000", dir.path(), &net, mischief.clone(), &clock, |n| n),
+        open_via("110000", dir.path(), &net, mischief, &clock, |n| n),
+    );
     home.import_persons(&[person("P0001", "611000", "390")]).await.expect("import");
-    let reg = RegistrationRequest {
-        msgid: "r1".into(),
-        op: Op::Create as i32,
-        psn_no: "P0001".into(),
-        kind: "long_term_resident".into(),
-        target_admdvs: "110000".into(),
-        begndate: "2026-01-01".into(),
-        ..Default::default()
-    };
-    home.apply_registration(seal(&admin_key(), ADMIN_DOMAIN, "agency", &reg)).await.expect("register");
+    register(&home, "r1", "P0001", "long_term_resident", "110000").await.expect("register");
     (dir, home, bj)
 }
 

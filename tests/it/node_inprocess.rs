@@ -108,10 +108,23 @@ fn open_node(
     net: &Arc<LocalNetwork>,
     clock: &Arc<ManualClock>,
 ) -> Arc<Node> {
+    open_via(region, dir, net, net.clone(), clock, |n| n)
+}
+
+/// Opens a region's node that reaches its peers through `transport`,
+/// adjusted by `tune`, and makes it reachable on `net`.
+pub(crate) fn open_via(
+    region: &'static str,
+    dir: &std::path::Path,
+    net: &Arc<LocalNetwork>,
+    transport: Arc<dyn xclear::node::PeerTransport>,
+    clock: &Arc<ManualClock>,
+    tune: impl FnOnce(Node) -> Node,
+) -> Arc<Node> {
     let rules = Arc::new(common::rules());
     let clock: Arc<dyn Clock> = clock.clone();
-    let node =
-        Arc::new(Node::open(config(region, dir), node_key(region), rules, clock, net.clone()).expect("open node"));
+    let node = Node::open(config(region, dir), node_key(region), rules, clock, transport).expect("open node");
+    let node = Arc::new(tune(node));
     net.attach(&node);
     node
 }
@@ -696,16 +709,10 @@ async fn concurrent_copies_of_a_refused_request_get_the_recorded_answer() {
     let net = LocalNetwork::new();
     let clock = Arc::new(ManualClock::new(T0));
     let ticking = Arc::new(Ticking { inner: Arc::clone(&net), clock: Arc::clone(&clock) });
-    let rules = Arc::new(common::rules());
-    let mut nodes = BTreeMap::new();
-    for r in ["611000", "110000"] {
-        let c: Arc<dyn Clock> = clock.clone();
-        let node = Arc::new(
-            Node::open(config(r, dir.path()), node_key(r), Arc::clone(&rules), c, ticking.clone()).expect("open"),
-        );
-        net.attach(&node);
-        nodes.insert(r, node);
-    }
+    let nodes: BTreeMap<_, _> = ["611000", "110000"]
+        .into_iter()
+        .map(|r| (r, open_via(r, dir.path(), &net, ticking.clone(), &clock, |n| n)))
+        .collect();
     nodes["611000"].import_persons(&[person("P0009", "611000", "390")]).await.expect("import");
     let req = request(BJ_HOSPITAL, "dup-refused", Action::Settle, "P0009", "611000", example_items());
     let env = seal(&hospital_key(BJ_HOSPITAL), HOSPITAL_DOMAIN, BJ_HOSPITAL, &req);
@@ -758,16 +765,11 @@ async fn limit_requests_in_flight_per_hospital() {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let arrived = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let gated = Arc::new(Gated { inner: Arc::clone(&net), gate: Arc::clone(&gate), arrived: Arc::clone(&arrived) });
-    let rules = Arc::new(common::rules());
     let limits = xclear::node::Limits { hospital_in_flight: 2, ..Default::default() };
-    let mut nodes = BTreeMap::new();
-    for r in ["611000", "110000"] {
-        let c: Arc<dyn Clock> = clock.clone();
-        let node = Node::open(config(r, dir.path()), node_key(r), Arc::clone(&rules), c, gated.clone()).expect("open");
-        let node = Arc::new(node.with_limits(limits));
-        net.attach(&node);
-        nodes.insert(r, node);
-    }
+    let nodes: BTreeMap<_, _> = ["611000", "110000"]
+        .into_iter()
+        .map(|r| (r, open_via(r, dir.path(), &net, gated.clone(), &clock, |n| n.with_limits(limits))))
+        .collect();
     let home = Arc::clone(&nodes["611000"]);
     home.import_persons(&[person("P0001", "611000", "390")]).await.expect("import");
     register(&home, "r1", "P0001", "long_term_resident", "110000").await.expect("register");
@@ -809,16 +811,12 @@ async fn limit_pending_intents_refuses_new_settlements_until_homes_answer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let net = LocalNetwork::new();
     let clock = Arc::new(ManualClock::new(T0));
-    let rules = Arc::new(common::rules());
     let limits = xclear::node::Limits { pending_intents: 2, ..Default::default() };
-    let mut nodes = BTreeMap::new();
-    for r in ["611000", "110000"] {
-        let c: Arc<dyn Clock> = clock.clone();
-        let node = Node::open(config(r, dir.path()), node_key(r), Arc::clone(&rules), c, net.clone()).expect("open");
-        let node = Arc::new(node.with_limits(limits).with_claim_backoff(std::time::Duration::ZERO));
-        net.attach(&node);
-        nodes.insert(r, node);
-    }
+    let tune = |n: Node| n.with_limits(limits).with_claim_backoff(std::time::Duration::ZERO);
+    let nodes: BTreeMap<_, _> = ["611000", "110000"]
+        .into_iter()
+        .map(|r| (r, open_via(r, dir.path(), &net, net.clone(), &clock, tune)))
+        .collect();
     let (home, bj) = (Arc::clone(&nodes["611000"]), Arc::clone(&nodes["110000"]));
     home.import_persons(&[person("P0001", "611000", "390")]).await.expect("import");
     register(&home, "r1", "P0001", "long_term_resident", "110000").await.expect("register");

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::common::procs::{free_port, keygen, write, xclear, NodeProc};
+use crate::common::procs::{free_port, two_nodes, write, xclear, NodeProc};
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -22,43 +22,9 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    let home_pub = keygen(&d.join("611000.key"));
-    let bj_pub = keygen(&d.join("110000.key"));
-    let h1_pub = keygen(&d.join("h1.key"));
-    let admin_pub = keygen(&d.join("admin.key"));
-    let operator_pub = keygen(&d.join("operator.key"));
-    let (home_port, bj_port, metrics_port) = (free_port(), free_port(), free_port());
-    let rules = common::rules_dir();
-    let rules = rules.to_str().expect("rules");
-    let home_cfg = d.join("home.toml");
-    write(
-        &home_cfg,
-        &format!(
-            "region = \"611000\"\nlisten = \"127.0.0.1:{home_port}\"\ndata_dir = \"data/611000\"\nkey_file = \"611000.key\"\nrules_dir = \"{rules}\"\noperator_key = \"{operator_pub}\"\n\
-             [[peers]]\nregion = \"110000\"\nendpoint = \"http://127.0.0.1:{bj_port}\"\npublic_key = \"{bj_pub}\"\n\
-             [[admins]]\nname = \"agency\"\npublic_key = \"{admin_pub}\"\n"
-        ),
-    );
-    let bj_cfg = d.join("bj.toml");
-    write(
-        &bj_cfg,
-        &format!(
-            "region = \"110000\"\nlisten = \"127.0.0.1:{bj_port}\"\ndata_dir = \"data/110000\"\nkey_file = \"110000.key\"\nrules_dir = \"{rules}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\noperator_key = \"{operator_pub}\"\n\
-             [[peers]]\nregion = \"611000\"\nendpoint = \"http://127.0.0.1:{home_port}\"\npublic_key = \"{home_pub}\"\n\
-             [[hospitals]]\ncode = \"H1\"\nlevel = 3\npublic_key = \"{h1_pub}\"\n"
-        ),
-    );
-    write(
-        &d.join("operator.toml"),
-        &format!(
-            "data_dir = \"operator\"\nkey_file = \"operator.key\"\nrules_dir = \"{rules}\"\n\
-             [[nodes]]\nregion = \"611000\"\nendpoint = \"http://127.0.0.1:{home_port}\"\npublic_key = \"{home_pub}\"\n\
-             [[nodes]]\nregion = \"110000\"\nendpoint = \"http://127.0.0.1:{bj_port}\"\npublic_key = \"{bj_pub}\"\n\
-             [[quotas]]\nregion = \"611000\"\namount = \"50000.00\"\n"
-        ),
-    );
+    let metrics_port = free_port();
+    let nodes = two_nodes(Some(metrics_port), Some("50000.00"));
+    let d = nodes.dir.path();
     write(&d.join("persons.json"), r#"[{"psn_no": "P0001", "insuplc_admdvs": "611000", "insutype": "390"}]"#);
     write(
         &d.join("reg.json"),
@@ -74,13 +40,13 @@ fn setup() -> Setup {
     write(&d.join("bill1.json"), &bill("m1"));
     write(&d.join("bill2.json"), &bill("m2"));
     Setup {
-        home_url: format!("http://127.0.0.1:{home_port}"),
-        bj_url: format!("http://127.0.0.1:{bj_port}"),
-        bj_port,
+        home_url: nodes.home_url,
+        bj_url: nodes.bj_url,
+        bj_port: nodes.bj_port,
         metrics_port,
-        home_cfg,
-        bj_cfg,
-        dir,
+        home_cfg: nodes.home_cfg,
+        bj_cfg: nodes.bj_cfg,
+        dir: nodes.dir,
     }
 }
 

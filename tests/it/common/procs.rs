@@ -74,3 +74,66 @@ impl NodeProc {
 pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write");
 }
+
+/// A home node (611000, agency admin) and a treatment node (110000, hospital
+/// `H1`) to run as separate processes: keys, node configs and an operator
+/// config over both, in a fresh directory.
+pub struct TwoNodes {
+    pub dir: tempfile::TempDir,
+    pub home_cfg: std::path::PathBuf,
+    pub bj_cfg: std::path::PathBuf,
+    pub home_url: String,
+    pub bj_url: String,
+    pub bj_port: u16,
+}
+
+/// `metrics_port`: Beijing serves metrics there; `quota`: the operator's
+/// advance-fund quota for 611000.
+pub fn two_nodes(metrics_port: Option<u16>, quota: Option<&str>) -> TwoNodes {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let home_pub = keygen(&d.join("611000.key"));
+    let bj_pub = keygen(&d.join("110000.key"));
+    let h1_pub = keygen(&d.join("h1.key"));
+    let admin_pub = keygen(&d.join("admin.key"));
+    let operator_pub = keygen(&d.join("operator.key"));
+    let (home_port, bj_port) = (free_port(), free_port());
+    let rules = super::rules_dir();
+    let rules = rules.to_str().expect("rules");
+    let home_cfg = d.join("home.toml");
+    write(
+        &home_cfg,
+        &format!(
+            "region = \"611000\"\nlisten = \"127.0.0.1:{home_port}\"\ndata_dir = \"data/611000\"\nkey_file = \"611000.key\"\nrules_dir = \"{rules}\"\noperator_key = \"{operator_pub}\"\n\
+             [[peers]]\nregion = \"110000\"\nendpoint = \"http://127.0.0.1:{bj_port}\"\npublic_key = \"{bj_pub}\"\n\
+             [[admins]]\nname = \"agency\"\npublic_key = \"{admin_pub}\"\n"
+        ),
+    );
+    let metrics = metrics_port.map(|p| format!("metrics_listen = \"127.0.0.1:{p}\"\n")).unwrap_or_default();
+    let bj_cfg = d.join("bj.toml");
+    write(
+        &bj_cfg,
+        &format!(
+            "region = \"110000\"\nlisten = \"127.0.0.1:{bj_port}\"\ndata_dir = \"data/110000\"\nkey_file = \"110000.key\"\nrules_dir = \"{rules}\"\n{metrics}operator_key = \"{operator_pub}\"\n\
+             [[peers]]\nregion = \"611000\"\nendpoint = \"http://127.0.0.1:{home_port}\"\npublic_key = \"{home_pub}\"\n\
+             [[hospitals]]\ncode = \"H1\"\nlevel = 3\npublic_key = \"{h1_pub}\"\n"
+        ),
+    );
+    let quotas = quota.map(|q| format!("[[quotas]]\nregion = \"611000\"\namount = \"{q}\"\n")).unwrap_or_default();
+    write(
+        &d.join("operator.toml"),
+        &format!(
+            "data_dir = \"operator\"\nkey_file = \"operator.key\"\nrules_dir = \"{rules}\"\n\
+             [[nodes]]\nregion = \"611000\"\nendpoint = \"http://127.0.0.1:{home_port}\"\npublic_key = \"{home_pub}\"\n\
+             [[nodes]]\nregion = \"110000\"\nendpoint = \"http://127.0.0.1:{bj_port}\"\npublic_key = \"{bj_pub}\"\n{quotas}"
+        ),
+    );
+    TwoNodes {
+        home_url: format!("http://127.0.0.1:{home_port}"),
+        bj_url: format!("http://127.0.0.1:{bj_port}"),
+        bj_port,
+        home_cfg,
+        bj_cfg,
+        dir,
+    }
+}
