@@ -19,7 +19,7 @@ use super::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
 
 #[derive(Subcommand)]
 pub enum LedgerCommand {
-    /// Re-check every hash, link, signature and the signed tree head.
+    /// Re-check every checksum, hash, link and seal (tree head and group signatures).
     Verify {
         #[arg(long)]
         db: PathBuf,

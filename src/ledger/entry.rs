@@ -1,31 +1,29 @@
 //! The ledger entry format (documented in `docs/LEDGER_FORMAT.md`).
 //!
 //! ```text
-//! stored entry = frame || body || signature      (all integers big-endian)
-//! frame  = version u8 (=1) | seq u64 | timestamp_ms i64 | prev_hash [32]
+//! stored entry = frame || body                    (all integers big-endian)
+//! frame  = version u8 (=2) | seq u64 | timestamp_ms i64 | prev_hash [32]
 //! body   = kind u16 | key_len u16 | key (UTF-8) | payload_len u32 | payload
-//! signature = Ed25519(owner, "xclear/ledger/entry/v1\0" || body)
 //! entry hash = SHA-256(stored entry); Merkle leaf = SHA-256(0x00 || stored entry)
 //! ```
 //!
-//! The body is signed by its author before it reaches the ledger's writer, so
-//! signing runs in parallel; the frame (position, time, link) is bound by the
-//! hash chain and by the signed tree heads, which commit to every stored byte.
+//! Entries carry no signature of their own: the writer signs each group
+//! commit once, over the group's exact stored bytes and the new tree head
+//! (a [`super::seal::Seal`], stored after the group).
 
 use sha2::{Digest, Sha256};
 
 use super::merkle::Hash;
 
-pub const FORMAT_VERSION: u8 = 1;
-pub const ENTRY_DOMAIN: &[u8] = b"xclear/ledger/entry/v1\0";
+/// The entry format version, also the first byte of every entry record.
+pub const FORMAT_VERSION: u8 = 2;
 pub const FRAME_LEN: usize = 1 + 8 + 8 + 32;
-pub const SIGNATURE_LEN: usize = 64;
 /// Largest payload one entry may carry.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 /// Longest idempotency key.
 pub const MAX_KEY_BYTES: usize = 256;
 /// Largest stored entry.
-pub const MAX_ENTRY_BYTES: usize = FRAME_LEN + 2 + 2 + MAX_KEY_BYTES + 4 + MAX_PAYLOAD_BYTES + SIGNATURE_LEN;
+pub const MAX_ENTRY_BYTES: usize = FRAME_LEN + 2 + 2 + MAX_KEY_BYTES + 4 + MAX_PAYLOAD_BYTES;
 
 /// What an entry records. Codes are stable: they are part of the format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -121,7 +119,7 @@ pub enum FormatError {
     Length,
 }
 
-/// The author-signed part of an entry.
+/// What the caller appends: the part of an entry that is not the frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Body {
     pub kind: EntryKind,
@@ -160,15 +158,14 @@ pub struct Frame {
     pub prev_hash: Hash,
 }
 
-/// Assembles the stored bytes from a frame, an encoded body and its signature.
-pub fn assemble(frame: &Frame, body: &[u8], signature: &[u8; SIGNATURE_LEN]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(FRAME_LEN + body.len() + SIGNATURE_LEN);
+/// Assembles the stored bytes from a frame and an encoded body.
+pub fn assemble(frame: &Frame, body: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(FRAME_LEN + body.len());
     b.push(FORMAT_VERSION);
     b.extend_from_slice(&frame.seq.to_be_bytes());
     b.extend_from_slice(&frame.timestamp_ms.to_be_bytes());
     b.extend_from_slice(&frame.prev_hash);
     b.extend_from_slice(body);
-    b.extend_from_slice(signature);
     b
 }
 
@@ -181,14 +178,13 @@ pub fn entry_hash(stored: &[u8]) -> Hash {
 pub struct Entry {
     pub frame: Frame,
     pub body: Body,
-    pub signature: [u8; SIGNATURE_LEN],
     pub bytes: Vec<u8>,
 }
 
 impl Entry {
     /// Decodes stored bytes, refusing anything not exactly of the format.
     pub fn decode(bytes: Vec<u8>) -> Result<Entry, FormatError> {
-        let min = FRAME_LEN + 2 + 2 + 4 + SIGNATURE_LEN;
+        let min = FRAME_LEN + 2 + 2 + 4;
         if bytes.len() < min {
             return Err(FormatError::TooShort(bytes.len()));
         }
@@ -207,7 +203,7 @@ impl Entry {
         }
         let key_start = FRAME_LEN + 4;
         let len_at = key_start + key_len;
-        if bytes.len() < len_at + 4 + SIGNATURE_LEN {
+        if bytes.len() < len_at + 4 {
             return Err(FormatError::Length);
         }
         let payload_len =
@@ -216,19 +212,17 @@ impl Entry {
             return Err(FormatError::PayloadTooLarge(payload_len));
         }
         let payload_start = len_at + 4;
-        if bytes.len() != payload_start + payload_len + SIGNATURE_LEN {
+        if bytes.len() != payload_start + payload_len {
             return Err(FormatError::Length);
         }
         let key = std::str::from_utf8(&bytes[key_start..len_at]).map_err(|_| FormatError::Key)?.to_string();
-        let payload = bytes[payload_start..payload_start + payload_len].to_vec();
-        let signature: [u8; SIGNATURE_LEN] =
-            bytes[payload_start + payload_len..].try_into().map_err(|_| FormatError::Length)?;
-        Ok(Entry { frame: Frame { seq, timestamp_ms, prev_hash }, body: Body { kind, key, payload }, signature, bytes })
+        let payload = bytes[payload_start..].to_vec();
+        Ok(Entry { frame: Frame { seq, timestamp_ms, prev_hash }, body: Body { kind, key, payload }, bytes })
     }
 
-    /// The exact signed body bytes (a slice of the stored bytes).
+    /// The exact body bytes (a slice of the stored bytes).
     pub fn body_bytes(&self) -> &[u8] {
-        &self.bytes[FRAME_LEN..self.bytes.len() - SIGNATURE_LEN]
+        &self.bytes[FRAME_LEN..]
     }
 
     pub fn hash(&self) -> Hash {
@@ -249,7 +243,7 @@ mod tests {
         let body = Body { kind: EntryKind::Settlement, key: "setl:1".into(), payload: b"{}".to_vec() };
         body.validate().unwrap();
         let frame = Frame { seq: 7, timestamp_ms: 1_773_100_800_000, prev_hash: [9; 32] };
-        let bytes = assemble(&frame, &body.encode(), &[5; 64]);
+        let bytes = assemble(&frame, &body.encode());
         let e = Entry::decode(bytes.clone()).unwrap();
         assert_eq!(e.frame, frame);
         assert_eq!(e.body, body);

@@ -2,14 +2,16 @@
 //! owner's public key.
 //!
 //! ```text
-//! {"xclear_ledger_export":1,"public_key":"<hex>"}
+//! {"xclear_ledger_export":2,"public_key":"<hex>"}
 //! {"seq":0,"timestamp_ms":..,"prev_hash":"<hex>","kind":"settlement","key":"..",
 //!  "payload":"<text>" | "payload_hex":"<hex>","hash":"<hex>","entry":"<hex of the stored bytes>"}
+//! ...                                    (the entries of one group commit)
+//! {"seal":{"size":..,"root":"<hex>","timestamp_ms":..,"signature":"<hex>","group_signature":"<hex>"}}
 //! ...
-//! {"tree_head":{"size":..,"root":"<hex>","timestamp_ms":..,"signature":"<hex>"}}
 //! ```
 //! The `entry` field is authoritative; the other fields are a readable copy
-//! that the verifier checks against it.
+//! that the verifier checks against it. The last seal's head is the
+//! ledger's signed tree head.
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -19,10 +21,13 @@ use serde_json::{json, Value};
 
 use super::entry::Entry;
 use super::head::SignedTreeHead;
+use super::seal::{Record, Seal};
 use super::segment::{self, SegmentError};
-use super::verify::{check_head, ChainVerifier, VerifyFailure};
-use super::{keys, INDEX_DIR, SEGMENT_FILE};
-use crate::storage::{KvStore, SledStore};
+use super::verify::{ChainVerifier, VerifyFailure};
+use super::SEGMENT_FILE;
+
+/// The export format version (first line).
+pub const EXPORT_FORMAT: u64 = 2;
 
 /// Longest line accepted in an export (an entry of the largest size, hex-encoded twice).
 pub const MAX_EXPORT_LINE: usize = 5 * 1024 * 1024;
@@ -44,29 +49,33 @@ pub fn entry_json(e: &Entry) -> Value {
     v
 }
 
-/// Writes the ledger in `dir` as JSON lines; returns the number of entries.
+/// Writes the sealed entries of the ledger in `dir` as JSON lines, each
+/// group followed by its seal; returns the number of entries. A group
+/// without its seal (never acknowledged) is left out.
 pub fn export_dir(dir: &Path, out: &mut dyn Write) -> Result<u64, String> {
     let path = dir.join(SEGMENT_FILE);
     let mut file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let owner = segment::read_header(&mut file).map_err(|e| e.to_string())?;
-    writeln!(out, "{}", json!({"xclear_ledger_export": 1, "public_key": hex::encode(owner)}))
+    writeln!(out, "{}", json!({"xclear_ledger_export": EXPORT_FORMAT, "public_key": hex::encode(owner)}))
         .map_err(|e| e.to_string())?;
     let mut n = 0u64;
+    let mut group: Vec<String> = Vec::new();
     segment::scan(&file, |rec| {
-        let e = Entry::decode(rec.bytes).map_err(|err| SegmentError::Corrupt {
-            offset: rec.offset,
-            reason: err.to_string(),
-            tail: 0,
-        })?;
-        writeln!(out, "{}", entry_json(&e))?;
-        n += 1;
+        let offset = rec.offset;
+        match Record::decode(rec.bytes) {
+            Ok(Record::Entry(e)) => group.push(entry_json(&e).to_string()),
+            Ok(Record::Seal(seal)) => {
+                n += group.len() as u64;
+                for line in group.drain(..) {
+                    writeln!(out, "{line}")?;
+                }
+                writeln!(out, "{}", json!({"seal": seal.to_json()}))?;
+            }
+            Err(err) => return Err(SegmentError::Corrupt { offset, reason: err.to_string(), tail: 0 }),
+        }
         Ok(())
     })
     .map_err(|e| e.to_string())?;
-    let store = SledStore::open(&dir.join(INDEX_DIR)).map_err(|e| e.to_string())?;
-    if let Some(head) = store.get(keys::HEAD).map_err(|e| e.to_string())?.and_then(|b| SignedTreeHead::decode(&b)) {
-        writeln!(out, "{}", json!({"tree_head": head.to_json()})).map_err(|e| e.to_string())?;
-    }
     Ok(n)
 }
 
@@ -97,18 +106,9 @@ fn check_fields(v: &Value, e: &Entry, seq: u64) -> Result<(), VerifyFailure> {
     Ok(())
 }
 
-fn parse_head(v: &Value) -> Option<SignedTreeHead> {
-    let h = v.get("tree_head")?;
-    Some(SignedTreeHead {
-        size: h.get("size")?.as_u64()?,
-        root: hex::decode(h.get("root")?.as_str()?).ok()?.try_into().ok()?,
-        timestamp_ms: h.get("timestamp_ms")?.as_i64()?,
-        signature: hex::decode(h.get("signature")?.as_str()?).ok()?.try_into().ok()?,
-    })
-}
-
 /// Verifies an export against the owner's key: every entry's bytes, fields,
-/// sequence, link and signature, and the signed tree head over them.
+/// sequence and link, and every seal: its head against the entries so far and
+/// its signatures. Every entry must be sealed; the last seal is the head.
 pub fn verify_export(input: &mut dyn BufRead, key: &VerifyingKey) -> Result<ExportReport, VerifyFailure> {
     // Lines are read as bytes: a damaged byte may not be UTF-8, and must
     // still be reported against its entry.
@@ -118,42 +118,54 @@ pub fn verify_export(input: &mut dyn BufRead, key: &VerifyingKey) -> Result<Expo
         .ok_or_else(|| VerifyFailure::Other("empty export".into()))?
         .map_err(|e| VerifyFailure::Other(e.to_string()))?;
     let header: Value = serde_json::from_slice(&first).map_err(|e| VerifyFailure::Other(format!("line 1: {e}")))?;
-    if header.get("xclear_ledger_export") != Some(&json!(1)) {
-        return Err(VerifyFailure::Other("line 1: not an xclear ledger export".into()));
+    match header.get("xclear_ledger_export").and_then(Value::as_u64) {
+        Some(EXPORT_FORMAT) => {}
+        Some(other) => {
+            return Err(VerifyFailure::Other(format!(
+                "line 1: export format {other}; this xclear reads format {EXPORT_FORMAT}"
+            )))
+        }
+        None => return Err(VerifyFailure::Other("line 1: not an xclear ledger export".into())),
     }
     if header.get("public_key").and_then(Value::as_str) != Some(&hex::encode(key.as_bytes())) {
         return Err(VerifyFailure::Other("line 1: the export names a different public key".into()));
     }
     let mut chain = ChainVerifier::new(*key);
-    let mut head = None;
     for (i, line) in lines.enumerate() {
         let seq = chain.len();
         let line = line.map_err(|e| VerifyFailure::Other(format!("line {}: {e}", i + 2)))?;
-        if line.is_empty() && head.is_some() {
+        if line.is_empty() {
             continue;
         }
         if line.len() > MAX_EXPORT_LINE {
             return Err(VerifyFailure::entry(seq, "line too long"));
         }
-        if head.is_some() {
-            return Err(VerifyFailure::Other(format!("line {}: content after the tree head", i + 2)));
-        }
         let v: Value = serde_json::from_slice(&line)
             .map_err(|e| VerifyFailure::entry(seq, format!("line {} is not valid JSON: {e}", i + 2)))?;
-        if v.get("tree_head").is_some() {
-            head = Some(parse_head(&v).ok_or_else(|| VerifyFailure::Head("malformed".into()))?);
+        if let Some(s) = v.get("seal") {
+            if v.as_object().map_or(0, |o| o.len()) != 1 {
+                return Err(VerifyFailure::Head(format!("line {}: unexpected fields beside the seal", i + 2)));
+            }
+            let seal =
+                Seal::from_json(s).ok_or_else(|| VerifyFailure::Head(format!("line {}: malformed seal", i + 2)))?;
+            chain.push_seal(seal)?;
             continue;
         }
         let bytes = field(&v, "entry", seq)?
             .as_str()
             .and_then(|h| hex::decode(h).ok())
             .ok_or_else(|| VerifyFailure::entry(seq, "entry is not hex"))?;
-        let e = chain.push(bytes)?;
+        let e = chain.push_entry(bytes)?;
         check_fields(&v, &e, seq)?;
     }
+    if chain.unsealed() > 0 {
+        return Err(VerifyFailure::Head(format!(
+            "entries from {} on are not covered by a seal (a seal is missing)",
+            chain.len() - chain.unsealed()
+        )));
+    }
     let entries = chain.len();
-    let leaves = chain.finish()?;
-    let head = head.ok_or_else(|| VerifyFailure::Head("the export has no signed tree head".into()))?;
-    check_head(&head, key, &leaves)?;
+    let (_, head) = chain.finish()?;
+    let head = head.ok_or_else(|| VerifyFailure::Head("the export has no seal".into()))?;
     Ok(ExportReport { entries, head })
 }

@@ -1,17 +1,19 @@
 //! The signed, append-only, hash-chained ledger every node keeps.
 //!
 //! - [`entry`]: the entry format; [`merkle`]: RFC 6962 tree and proofs;
-//!   [`head`]: signed tree heads — all pure.
+//!   [`head`]: signed tree heads; [`seal`]: the signatures of a group
+//!   commit — all pure.
 //! - [`segment`]: the append-only segment file, the durability point.
 //! - this module: [`Ledger`], which recovers from the segment on open, keeps
 //!   the sled indexes caught up, and appends through one writer thread that
-//!   group-commits (many appends, one write, one `fdatasync`).
+//!   group-commits (many appends, one seal, one write, one `fdatasync`).
 //! - [`verify`] and [`export`]: checking a ledger at rest or an export.
 
 pub mod entry;
 pub mod export;
 pub mod head;
 pub mod merkle;
+pub mod seal;
 pub mod segment;
 pub mod verify;
 mod writer;
@@ -20,16 +22,16 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::Digest;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
-use crate::crypto;
 use crate::storage::{KvStore, SledStore, StoreError, WriteBatch};
 pub use entry::{Body, Entry, EntryKind, FormatError};
 pub use head::SignedTreeHead;
 use merkle::{Frontier, Hash};
+use seal::Record;
 use segment::{Segment, SegmentError, TornTail};
 
 /// Most appends waiting for the writer; further callers wait for room.
@@ -78,7 +80,6 @@ pub struct Appended {
 /// Index keys in the store.
 pub(crate) mod keys {
     pub const APPLIED: &[u8] = b"m/applied";
-    pub const HEAD: &[u8] = b"m/head";
 
     /// Idempotency key (the fact's id) -> seq u64 || segment offset u64.
     pub fn idem(key: &str) -> Vec<u8> {
@@ -149,11 +150,18 @@ impl Shared {
     }
 }
 
+/// An entry read on open, kept once its group's seal is found.
+struct Recovered {
+    leaf: Hash,
+    offset: u64,
+    key: String,
+    timestamp_ms: i64,
+}
+
 /// What the writer is asked to append.
 pub(crate) struct Pending {
     pub body: Body,
     pub body_bytes: Vec<u8>,
-    pub signature: [u8; 64],
     pub reply: oneshot::Sender<Result<Appended, LedgerError>>,
 }
 
@@ -188,39 +196,79 @@ impl Ledger {
         let mut key_digests = std::collections::HashSet::new();
         let mut frontier = Frontier::default();
         let mut last_hash = [0u8; 32];
-        let mut last_ts = i64::MIN;
+        let mut sealed_hash = [0u8; 32];
+        let mut last_seal: Option<SignedTreeHead> = None;
+        // Entries read since the last seal: kept only once their seal is found.
+        let mut group: Vec<Recovered> = Vec::new();
         let mut batch = WriteBatch::default();
         let mut reindexed = 0u64;
-        let (segment, torn_tail) = Segment::open(&dir.join(SEGMENT_FILE), public.as_bytes(), |rec| {
-            let seq = leaves.len() as u64;
+        let (mut segment, mut torn_tail) = Segment::open(&dir.join(SEGMENT_FILE), public.as_bytes(), |rec| {
+            let seq = (leaves.len() + group.len()) as u64;
             let corrupt = |reason: String| SegmentError::Corrupt { offset: rec.offset, reason, tail: 0 };
             let hash = entry::entry_hash(&rec.bytes);
             let leaf = merkle::leaf_hash(&rec.bytes);
-            let e = Entry::decode(rec.bytes).map_err(|err| corrupt(format!("entry {seq}: {err}")))?;
+            let e =
+                match Record::decode(rec.bytes).map_err(|err| corrupt(format!("record after entry {seq}: {err}")))? {
+                    Record::Entry(e) => e,
+                    Record::Seal(seal) => {
+                        let mut grown = frontier.clone();
+                        for g in &group {
+                            grown.push(g.leaf);
+                        }
+                        let ts = group.last().map(|g| g.timestamp_ms);
+                        if group.is_empty()
+                            || seal.head.size != seq
+                            || seal.head.root != grown.root()
+                            || Some(seal.head.timestamp_ms) != ts
+                        {
+                            return Err(corrupt(format!("the seal after entry {seq} does not match its group")));
+                        }
+                        for g in group.drain(..) {
+                            let n = leaves.len() as u64;
+                            if n >= applied {
+                                index_entry(&mut batch, n, g.offset, &g.key);
+                                reindexed += 1;
+                            }
+                            leaves.push(g.leaf);
+                            offsets.push(g.offset);
+                            key_digests.insert(key_digest(&g.key));
+                        }
+                        if batch.len() >= CATCH_UP_BATCH {
+                            let mut b = std::mem::take(&mut batch);
+                            b.put(keys::APPLIED.to_vec(), seq.to_be_bytes().to_vec());
+                            store.apply(b).map_err(|e| corrupt(e.to_string()))?;
+                        }
+                        frontier = grown;
+                        sealed_hash = last_hash;
+                        last_seal = Some(seal.head);
+                        return Ok(());
+                    }
+                };
             if e.frame.seq != seq || e.frame.prev_hash != last_hash {
                 return Err(corrupt(format!("entry {seq} is out of sequence or breaks the hash chain")));
             }
-            if seq >= applied {
-                index_entry(&mut batch, seq, rec.offset, &e.body.key);
-                reindexed += 1;
-                if batch.len() >= CATCH_UP_BATCH {
-                    let mut b = std::mem::take(&mut batch);
-                    b.put(keys::APPLIED.to_vec(), (seq + 1).to_be_bytes().to_vec());
-                    store.apply(b).map_err(|e| corrupt(e.to_string()))?;
-                }
-            }
-            leaves.push(leaf);
-            offsets.push(rec.offset);
-            key_digests.insert(key_digest(&e.body.key));
-            frontier.push(leaf);
+            group.push(Recovered { leaf, offset: rec.offset, key: e.body.key, timestamp_ms: e.frame.timestamp_ms });
             last_hash = hash;
-            last_ts = e.frame.timestamp_ms;
             Ok(())
         })
         .map_err(|e| match e {
             SegmentError::BadHeader => LedgerError::WrongKey,
             other => LedgerError::Segment(other),
         })?;
+        if let Some(first) = group.first() {
+            // A group without its seal: its sync never returned, so none of
+            // it was acknowledged. Cut it with any torn bytes after it.
+            let bytes = segment.end() - first.offset + torn_tail.map_or(0, |t| t.bytes);
+            if bytes > segment::MAX_TORN_TAIL_BYTES {
+                return Err(LedgerError::Corrupt {
+                    seq: leaves.len() as u64,
+                    reason: format!("{} entries ({bytes} bytes) at the end carry no seal", group.len()),
+                });
+            }
+            segment.cut(first.offset)?;
+            torn_tail = Some(TornTail { offset: first.offset, bytes });
+        }
+        let last_ts = last_seal.map_or(i64::MIN, |h| h.timestamp_ms);
         let len = leaves.len() as u64;
         if applied > len {
             return Err(LedgerError::Corrupt {
@@ -228,13 +276,11 @@ impl Ledger {
                 reason: format!("the index acknowledges {applied} entries but the log holds {len}"),
             });
         }
-        let stored_head = store.get(keys::HEAD)?.and_then(|b| SignedTreeHead::decode(&b));
-        let head = match stored_head {
-            Some(h) if h.size == len && h.root == frontier.root() && h.verify(&public) => h,
-            _ => SignedTreeHead::sign(&key, len, frontier.root(), clock.now_ms().max(last_ts)),
+        let head = match last_seal {
+            Some(h) => h,
+            None => SignedTreeHead::sign(&key, 0, frontier.root(), clock.now_ms()),
         };
         batch.put(keys::APPLIED.to_vec(), len.to_be_bytes().to_vec());
-        batch.put(keys::HEAD.to_vec(), head.encode());
         store.apply(batch)?;
         store.flush()?;
         let reader = segment.try_clone_file()?;
@@ -248,7 +294,7 @@ impl Ledger {
                 offsets,
                 key_digests,
                 frontier,
-                last_hash,
+                last_hash: sealed_hash,
                 last_timestamp_ms: last_ts,
                 head,
             }),
@@ -279,8 +325,7 @@ impl Ledger {
         self.shared.public
     }
 
-    /// Signs the body in the caller's thread (so signing runs in parallel) and
-    /// queues it for the writer.
+    /// Checks and encodes the body in the caller's thread.
     fn prepare(
         &self,
         kind: EntryKind,
@@ -290,9 +335,8 @@ impl Ledger {
         let body = Body { kind, key: key.to_string(), payload };
         body.validate()?;
         let body_bytes = body.encode();
-        let signature = crypto::sign(&self.shared.key, entry::ENTRY_DOMAIN, &body_bytes).to_bytes();
         let (reply, rx) = oneshot::channel();
-        Ok((Pending { body, body_bytes, signature, reply }, rx))
+        Ok((Pending { body, body_bytes, reply }, rx))
     }
 
     /// Appends an entry; returns once it is durable. Appending an existing
@@ -403,11 +447,6 @@ impl Ledger {
         }
         self.shared.store.flush()?;
         Ok(())
-    }
-
-    /// Verifies a body signature with this ledger's key (for tests and tools).
-    pub fn verify_entry_signature(&self, e: &Entry) -> bool {
-        crypto::verify(&self.shared.public, entry::ENTRY_DOMAIN, e.body_bytes(), &Signature::from_bytes(&e.signature))
     }
 }
 

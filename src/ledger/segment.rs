@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! file   = header | record*
-//! header = "XCLEDGER" | format u32 (=1) | owner public key [32] | crc32 u32 (of the preceding 44 bytes)
-//! record = len u32 | crc32 u32 (of the entry) | stored entry [len]
+//! header = "XCLEDGER" | format u32 (=2) | owner public key [32] | crc32 u32 (of the preceding 44 bytes)
+//! record = len u32 | crc32 u32 (of the bytes) | stored entry or seal [len]
 //! ```
 
 use std::fs::{File, OpenOptions};
@@ -14,9 +14,10 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::entry::MAX_ENTRY_BYTES;
+use super::seal::{Seal, SEAL_LEN, SEAL_TAG};
 
 pub const MAGIC: &[u8; 8] = b"XCLEDGER";
-pub const SEGMENT_FORMAT: u32 = 1;
+pub const SEGMENT_FORMAT: u32 = 2;
 pub const HEADER_LEN: u64 = 48;
 pub const RECORD_HEADER_LEN: u64 = 8;
 /// Most bytes one group commit writes; a torn write can only damage the last
@@ -30,6 +31,8 @@ pub enum SegmentError {
     Io(#[from] std::io::Error),
     #[error("not an xclear ledger segment (bad header)")]
     BadHeader,
+    #[error("segment format {0} is not the format this xclear reads ({SEGMENT_FORMAT}); export it with the xclear that wrote it")]
+    Format(u32),
     #[error("record at byte {offset} is damaged ({reason}) and {tail} bytes follow it: corruption, not a torn write")]
     Corrupt { offset: u64, reason: String, tail: u64 },
 }
@@ -62,8 +65,12 @@ pub fn read_header(file: &mut File) -> Result<[u8; 32], SegmentError> {
     file.seek(SeekFrom::Start(0))?;
     file.read_exact(&mut h).map_err(|_| SegmentError::BadHeader)?;
     let crc = u32::from_be_bytes(h[44..48].try_into().map_err(|_| SegmentError::BadHeader)?);
-    if &h[..8] != MAGIC || crc32fast::hash(&h[..44]) != crc || h[8..12] != SEGMENT_FORMAT.to_be_bytes() {
+    if &h[..8] != MAGIC || crc32fast::hash(&h[..44]) != crc {
         return Err(SegmentError::BadHeader);
+    }
+    let format = u32::from_be_bytes(h[8..12].try_into().map_err(|_| SegmentError::BadHeader)?);
+    if format != SEGMENT_FORMAT {
+        return Err(SegmentError::Format(format));
     }
     h[12..44].try_into().map_err(|_| SegmentError::BadHeader)
 }
@@ -75,8 +82,11 @@ pub struct Record {
 }
 
 /// Reads records in order, calling `f` for each valid one. Stops at the first
-/// invalid record: if what follows is short enough to be a torn group commit
-/// it is reported as a [`TornTail`], otherwise as corruption.
+/// invalid record: if what follows can be one torn group commit it is
+/// reported as a [`TornTail`], otherwise as corruption. A torn write is the
+/// last write, so it is at most one group long and holds no complete seal
+/// with more bytes after it (a seal followed by more data means a later
+/// group was written, so the damage is not from a crash).
 pub fn scan(
     file: &File,
     mut f: impl FnMut(Record) -> Result<(), SegmentError>,
@@ -89,7 +99,7 @@ pub fn scan(
     while offset < len {
         let bad = |reason: &str| {
             let tail = len - offset;
-            if tail <= MAX_TORN_TAIL_BYTES {
+            if tail <= MAX_TORN_TAIL_BYTES && !sealed_group_follows(file, offset, len)? {
                 Ok((offset, Some(TornTail { offset, bytes: tail })))
             } else {
                 Err(SegmentError::Corrupt { offset, reason: reason.to_string(), tail })
@@ -116,6 +126,23 @@ pub fn scan(
         offset += RECORD_HEADER_LEN + n;
     }
     Ok((offset, None))
+}
+
+/// Whether a complete, well-formed seal record starts after `damaged` and
+/// ends before the end of the file.
+fn sealed_group_follows(file: &File, damaged: u64, len: u64) -> Result<bool, SegmentError> {
+    let mut tail = vec![0u8; (len - damaged) as usize];
+    file.read_exact_at(&mut tail, damaged)?;
+    let record = RECORD_HEADER_LEN as usize + SEAL_LEN;
+    // A seal record ending at the very end may be the torn group's own seal.
+    let found = (1..tail.len().saturating_sub(record)).any(|i| {
+        let r = &tail[i..i + record];
+        r[..4] == (SEAL_LEN as u32).to_be_bytes()
+            && r[8] == SEAL_TAG
+            && r[4..8] == crc32fast::hash(&r[8..]).to_be_bytes()
+            && Seal::decode(&r[8..]).is_ok()
+    });
+    Ok(found)
 }
 
 impl Segment {
@@ -164,6 +191,20 @@ impl Segment {
         self.file.sync_data()?;
         self.end = at;
         Ok(offsets)
+    }
+
+    /// Length of the file: where the next group is written.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Cuts the file at `offset` (a group written without its seal, never
+    /// acknowledged) and makes the cut durable.
+    pub fn cut(&mut self, offset: u64) -> std::io::Result<()> {
+        self.file.set_len(offset)?;
+        self.file.sync_all()?;
+        self.end = offset;
+        Ok(())
     }
 
     /// Reads the stored entry of the record at `offset`.

@@ -1,21 +1,23 @@
-//! Re-checking a ledger: every record checksum, entry format, sequence number,
-//! hash link and body signature, then the signed tree head against the root.
-//! Signatures are verified in batches, in parallel.
+//! Re-checking a ledger: every record checksum, entry format, sequence number
+//! and hash link, and every seal: its tree head against the entries so far
+//! and both its signatures. Signatures are verified in batches, in parallel.
 
 use std::path::Path;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
-use super::entry::{self, Entry};
-use super::head::SignedTreeHead;
-use super::merkle::{self, Hash};
+use super::entry::Entry;
+use super::head::{head_bytes, SignedTreeHead, HEAD_DOMAIN};
+use super::merkle::{self, Frontier, Hash};
+use super::seal::{group_message, Record, Seal};
 use super::segment::{self, SegmentError, TornTail};
-use super::{keys, INDEX_DIR, SEGMENT_FILE};
+use super::SEGMENT_FILE;
 use crate::crypto;
-use crate::storage::{KvStore, SledStore};
 
-/// Entries whose signatures are checked together (split across threads).
+/// Signatures checked together (split across threads) …
 const SIGNATURE_CHUNK: usize = 16_384;
+/// … or fewer, once their messages hold this many bytes.
+const SIGNATURE_CHUNK_BYTES: usize = 64 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyFailure {
@@ -33,21 +35,46 @@ impl VerifyFailure {
     }
 }
 
-/// Checks entries in order: format, sequence, links; body signatures in batches.
+/// A signature waiting for its batch: the seal's entries, which one, the message.
+struct Unchecked {
+    first: u64,
+    last: u64,
+    what: &'static str,
+    message: Vec<u8>,
+    signature: Signature,
+}
+
+/// Checks records in order: entries' format, sequence and links; each seal
+/// against the tree so far; the seals' signatures in batches.
 pub struct ChainVerifier {
     key: VerifyingKey,
     leaves: Vec<Hash>,
+    frontier: Frontier,
     last_hash: Hash,
     last_ts: i64,
-    /// (seq, body bytes, signature) not yet checked.
-    unchecked: Vec<(u64, Vec<u8>, Signature)>,
+    /// Stored bytes of the entries since the last seal.
+    group: Vec<Vec<u8>>,
+    head: Option<SignedTreeHead>,
+    unchecked: Vec<Unchecked>,
+    unchecked_bytes: usize,
 }
 
 impl ChainVerifier {
     pub fn new(key: VerifyingKey) -> Self {
-        ChainVerifier { key, leaves: Vec::new(), last_hash: [0; 32], last_ts: i64::MIN, unchecked: Vec::new() }
+        ChainVerifier {
+            key,
+            leaves: Vec::new(),
+            frontier: Frontier::default(),
+            last_hash: [0; 32],
+            last_ts: i64::MIN,
+            group: Vec::new(),
+            head: None,
+            unchecked: Vec::new(),
+            unchecked_bytes: 0,
+        }
     }
 
+    /// Entries taken so far, sealed or not.
     pub fn len(&self) -> u64 {
         self.leaves.len() as u64
     }
@@ -56,11 +83,16 @@ impl ChainVerifier {
         self.leaves.is_empty()
     }
 
+    /// Entries after the last seal.
+    pub fn unsealed(&self) -> u64 {
+        self.group.len() as u64
+    }
+
     /// Takes the next stored entry.
-    pub fn push(&mut self, bytes: Vec<u8>) -> Result<Entry, VerifyFailure> {
+    pub fn push_entry(&mut self, bytes: Vec<u8>) -> Result<Entry, VerifyFailure> {
         let seq = self.leaves.len() as u64;
         let leaf = merkle::leaf_hash(&bytes);
-        let hash = entry::entry_hash(&bytes);
+        let hash = super::entry::entry_hash(&bytes);
         let e = Entry::decode(bytes).map_err(|err| VerifyFailure::entry(seq, err.to_string()))?;
         if e.frame.seq != seq {
             return Err(VerifyFailure::entry(
@@ -74,18 +106,63 @@ impl ChainVerifier {
         if e.frame.timestamp_ms < self.last_ts {
             return Err(VerifyFailure::entry(seq, "timestamp goes backwards"));
         }
-        self.unchecked.push((seq, e.body_bytes().to_vec(), Signature::from_bytes(&e.signature)));
+        self.group.push(e.bytes.clone());
         self.leaves.push(leaf);
+        self.frontier.push(leaf);
         self.last_hash = hash;
         self.last_ts = e.frame.timestamp_ms;
-        if self.unchecked.len() >= SIGNATURE_CHUNK {
+        Ok(e)
+    }
+
+    /// Takes the seal of the entries since the previous one.
+    pub fn push_seal(&mut self, seal: Seal) -> Result<(), VerifyFailure> {
+        let n = self.len();
+        let Some(first) = n.checked_sub(self.group.len() as u64).filter(|_| !self.group.is_empty()) else {
+            return Err(VerifyFailure::Head(format!("a seal after entry {n} covers no entries")));
+        };
+        let last = n - 1;
+        let bad = |why: &str| Err(VerifyFailure::Head(format!("seal of entries {first}..={last}: {why}")));
+        if seal.head.size != n {
+            return bad(&format!(
+                "signed for {} entries but {n} are present (entries dropped, added or moved)",
+                seal.head.size
+            ));
+        }
+        if seal.head.root != self.frontier.root() {
+            return bad("root does not match the entries");
+        }
+        if seal.head.timestamp_ms != self.last_ts {
+            return bad("time is not the last entry's time");
+        }
+        let h = &seal.head;
+        let head_message = crypto::signed_message(HEAD_DOMAIN, &head_bytes(h.size, h.timestamp_ms, &h.root));
+        let group = std::mem::take(&mut self.group);
+        let group_message = group_message(h, group.iter().map(Vec::as_slice));
+        self.unchecked_bytes += head_message.len() + group_message.len();
+        self.unchecked.push(Unchecked {
+            first,
+            last,
+            what: "tree head",
+            message: head_message,
+            signature: Signature::from_bytes(&h.signature),
+        });
+        self.unchecked.push(Unchecked {
+            first,
+            last,
+            what: "group",
+            message: group_message,
+            signature: Signature::from_bytes(&seal.group_signature),
+        });
+        self.head = Some(seal.head);
+        if self.unchecked.len() >= SIGNATURE_CHUNK || self.unchecked_bytes >= SIGNATURE_CHUNK_BYTES {
             self.check_signatures()?;
         }
-        Ok(e)
+        Ok(())
     }
 
     fn check_signatures(&mut self) -> Result<(), VerifyFailure> {
         let batch = std::mem::take(&mut self.unchecked);
+        self.unchecked_bytes = 0;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
         let per = batch.len().div_ceil(threads).max(1);
         let key = self.key;
@@ -94,46 +171,31 @@ impl ChainVerifier {
                 .chunks(per)
                 .map(|part| {
                     s.spawn(move || {
-                        let msgs: Vec<Vec<u8>> =
-                            part.iter().map(|(_, body, _)| crypto::signed_message(entry::ENTRY_DOMAIN, body)).collect();
-                        let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
-                        let sigs: Vec<Signature> = part.iter().map(|(_, _, sig)| *sig).collect();
-                        crypto::verify_many(&key, &refs, &sigs).err().map(|i| part[i].0)
+                        let refs: Vec<&[u8]> = part.iter().map(|u| u.message.as_slice()).collect();
+                        let sigs: Vec<Signature> = part.iter().map(|u| u.signature).collect();
+                        crypto::verify_many(&key, &refs, &sigs).err().map(|i| &part[i])
                     })
                 })
                 .collect();
-            handles.into_iter().filter_map(|h| h.join().ok().flatten()).min()
+            handles.into_iter().filter_map(|h| h.join().ok().flatten()).min_by_key(|u| u.first)
         });
         match bad {
-            Some(seq) => Err(VerifyFailure::entry(seq, "bad signature")),
+            Some(u) => {
+                Err(VerifyFailure::Head(format!("seal of entries {}..={}: bad {} signature", u.first, u.last, u.what)))
+            }
             None => Ok(()),
         }
     }
 
-    /// Checks the remaining signatures and returns the leaf hashes.
-    pub fn finish(mut self) -> Result<Vec<Hash>, VerifyFailure> {
+    /// Checks the remaining signatures; returns the sealed entries' leaf
+    /// hashes and the last seal's head. Unsealed entries at the end are left
+    /// out (see [`ChainVerifier::unsealed`]).
+    pub fn finish(mut self) -> Result<(Vec<Hash>, Option<SignedTreeHead>), VerifyFailure> {
         self.check_signatures()?;
-        Ok(self.leaves)
+        let sealed = self.leaves.len() - self.group.len();
+        self.leaves.truncate(sealed);
+        Ok((self.leaves, self.head))
     }
-}
-
-/// Checks a signed head against the leaves it claims to cover.
-pub fn check_head(head: &SignedTreeHead, key: &VerifyingKey, leaves: &[Hash]) -> Result<(), VerifyFailure> {
-    if !head.verify(key) {
-        return Err(VerifyFailure::Head("bad signature".into()));
-    }
-    let size = usize::try_from(head.size).map_err(|_| VerifyFailure::Head("size".into()))?;
-    if size > leaves.len() {
-        return Err(VerifyFailure::Head(format!(
-            "signed for {} entries but only {} are present (entries dropped from the end)",
-            head.size,
-            leaves.len()
-        )));
-    }
-    if merkle::root(&leaves[..size]) != head.root {
-        return Err(VerifyFailure::Head(format!("root does not match the first {} entries", head.size)));
-    }
-    Ok(())
 }
 
 #[derive(Debug, Clone)]
@@ -147,8 +209,10 @@ pub struct VerifyReport {
     pub torn_tail: Option<TornTail>,
 }
 
-/// Verifies the ledger in `dir` without modifying its log. `expected` pins
-/// the owner's key; without it the key in the segment header is used.
+/// Verifies the ledger in `dir` without modifying its log (a running node's
+/// too). `expected` pins the owner's key; without it the key in the segment
+/// header is used. Entries after the last seal are a group whose sync never
+/// returned: they are reported with the torn tail, not counted.
 pub fn verify_dir(dir: &Path, expected: Option<&VerifyingKey>) -> Result<VerifyReport, VerifyFailure> {
     let path = dir.join(SEGMENT_FILE);
     let mut file = std::fs::File::open(&path).map_err(|e| VerifyFailure::Other(format!("{}: {e}", path.display())))?;
@@ -159,34 +223,55 @@ pub fn verify_dir(dir: &Path, expected: Option<&VerifyingKey>) -> Result<VerifyR
     }
     let mut chain = ChainVerifier::new(key);
     let mut failure = None;
+    let mut unsealed_from = None;
     let scanned = segment::scan(&file, |rec| {
-        if let Err(f) = chain.push(rec.bytes) {
+        let offset = rec.offset;
+        let pushed = match Record::decode(rec.bytes) {
+            Ok(Record::Entry(e)) => {
+                unsealed_from = unsealed_from.or(Some(offset));
+                chain.push_entry(e.bytes).map(|_| ())
+            }
+            Ok(Record::Seal(seal)) => {
+                unsealed_from = None;
+                chain.push_seal(seal)
+            }
+            Err(err) => Err(VerifyFailure::entry(chain.len(), err.to_string())),
+        };
+        pushed.map_err(|f| {
             failure = Some(f);
-            return Err(SegmentError::Corrupt { offset: rec.offset, reason: "stop".into(), tail: 0 });
-        }
-        Ok(())
+            SegmentError::Corrupt { offset, reason: "stop".into(), tail: 0 }
+        })
     });
     if let Some(f) = failure {
         return Err(f);
     }
-    let (_, torn_tail) = scanned.map_err(|e| match e {
+    let (end, torn_tail) = scanned.map_err(|e| match e {
         SegmentError::Corrupt { offset, reason, .. } => {
             VerifyFailure::entry(chain.len(), format!("damaged record at byte {offset}: {reason}"))
         }
         other => VerifyFailure::Other(other.to_string()),
     })?;
-    let entries = chain.len();
-    let leaves = chain.finish()?;
-    let (head, head_note) = match SledStore::open(&dir.join(INDEX_DIR)) {
-        Ok(store) => match store.get(keys::HEAD) {
-            Ok(Some(b)) => (SignedTreeHead::decode(&b), None),
-            Ok(None) => (None, Some("no signed head stored".to_string())),
-            Err(e) => (None, Some(e.to_string())),
-        },
-        Err(e) => (None, Some(format!("index unavailable ({e}); is the node running?"))),
+    let torn_tail = match unsealed_from {
+        Some(offset) => {
+            let bytes = end - offset + torn_tail.map_or(0, |t| t.bytes);
+            if bytes > segment::MAX_TORN_TAIL_BYTES {
+                return Err(VerifyFailure::entry(
+                    chain.len() - chain.unsealed(),
+                    format!("{} entries ({bytes} bytes) at the end carry no seal", chain.unsealed()),
+                ));
+            }
+            Some(TornTail { offset, bytes })
+        }
+        None => torn_tail,
     };
-    if let Some(h) = &head {
-        check_head(h, &key, &leaves)?;
-    }
-    Ok(VerifyReport { public_key: key, entries, root: merkle::root(&leaves), head, head_note, torn_tail })
+    let (leaves, head) = chain.finish()?;
+    let head_note = head.is_none().then(|| "the ledger is empty: nothing is sealed yet".to_string());
+    Ok(VerifyReport {
+        public_key: key,
+        entries: leaves.len() as u64,
+        root: merkle::root(&leaves),
+        head,
+        head_note,
+        torn_tail,
+    })
 }

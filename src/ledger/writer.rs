@@ -1,7 +1,7 @@
 //! The single writer: collects queued appends into a group, resolves
-//! idempotency keys, assigns sequence numbers, timestamps and links, writes
-//! the group with one `fdatasync`, signs a tree head, and only then answers
-//! every caller. The group's index records go, in one atomic batch, to an
+//! idempotency keys, assigns sequence numbers, timestamps and links, signs
+//! the group once (a seal over its exact bytes and the new tree head), writes
+//! group and seal with one `fdatasync`, and only then answers every caller. The group's index records go, in one atomic batch, to an
 //! indexer thread, so that the store's work overlaps the next group's sync;
 //! until they are applied the keys are found in `Shared::unindexed`.
 
@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::entry::{self, Frame};
 use super::head::SignedTreeHead;
+use super::seal::Seal;
 use super::segment::{Segment, MAX_BATCH_BYTES};
 use super::{
     index_entry, key_digest, keys, merkle, read_entry, Appended, LedgerError, Pending, Shared, MAX_BATCH_ENTRIES,
@@ -166,7 +167,7 @@ fn commit(
         }
         let timestamp_ms = clock.now_ms().max(last_ts);
         let frame = Frame { seq: next_seq, timestamp_ms, prev_hash };
-        let stored = entry::assemble(&frame, &p.body_bytes, &p.signature);
+        let stored = entry::assemble(&frame, &p.body_bytes);
         let hash = entry::entry_hash(&stored);
         let leaf = merkle::leaf_hash(&stored);
         in_group.insert(p.body.key.clone(), (accepted.len(), p.body_bytes));
@@ -182,7 +183,14 @@ fn commit(
     if accepted.is_empty() {
         return Ok(());
     }
-    let records: Vec<&[u8]> = accepted.iter().map(|a| a.stored.as_slice()).collect();
+    let mut frontier = shared.state.read().map_err(|_| LedgerError::Failed)?.frontier.clone();
+    for a in &accepted {
+        frontier.push(a.leaf);
+    }
+    let head = SignedTreeHead::sign(&shared.key, frontier.size(), frontier.root(), last_ts);
+    let mut records: Vec<&[u8]> = accepted.iter().map(|a| a.stored.as_slice()).collect();
+    let seal = Seal::sign(&shared.key, head, &records).encode();
+    records.push(&seal);
     let offsets = match segment.append_durable(&records) {
         Ok(o) => o,
         Err(e) => {
@@ -192,7 +200,7 @@ fn commit(
             return Err(LedgerError::Io(e));
         }
     };
-    // Durable from here on: publish the keys, sign the new head, queue the
+    // Durable from here on: publish the keys and the new head, queue the
     // index batch, answer.
     shared.commits.fetch_add(1, Ordering::Relaxed);
     let mut batch = WriteBatch::default();
@@ -203,21 +211,19 @@ fn commit(
             u.insert(a.key.clone(), (a.seq, *offset));
         }
     }
-    let head = {
+    {
         let mut s = shared.state.write().map_err(|_| LedgerError::Failed)?;
         for (a, offset) in accepted.iter().zip(&offsets) {
             s.leaves.push(a.leaf);
             s.offsets.push(*offset);
             s.key_digests.insert(key_digest(&a.key));
-            s.frontier.push(a.leaf);
         }
+        s.frontier = frontier;
         s.last_hash = prev_hash;
         s.last_timestamp_ms = last_ts;
-        s.head = SignedTreeHead::sign(&shared.key, s.frontier.size(), s.frontier.root(), last_ts);
-        s.head
-    };
+        s.head = head;
+    }
     batch.put(keys::APPLIED.to_vec(), next_seq.to_be_bytes().to_vec());
-    batch.put(keys::HEAD.to_vec(), head.encode());
     let keys = accepted.iter().map(|a| a.key.clone()).collect();
     let queued = index_tx.send(IndexJob { batch, keys });
     for (reply, i, how) in later {

@@ -40,6 +40,8 @@ struct HomeCommit {
 struct Cursor {
     next_seq: u64,
     last_hash: [u8; 32],
+    /// The model's own Merkle tree over every entry read.
+    tree: crate::ledger::merkle::Frontier,
 }
 
 #[derive(Default)]
@@ -113,7 +115,8 @@ impl Model {
     }
 
     /// Reads every ledger entry added since the last check, verifying each
-    /// link and signature, and records settlements from both sides.
+    /// link and the signed head against its own tree, and records
+    /// settlements from both sides.
     pub fn scan(&mut self, world: &World) -> Result<(), String> {
         for (region, node) in &world.nodes {
             let ledger = node.ledger();
@@ -132,9 +135,7 @@ impl Model {
                 if e.frame.seq != cur.next_seq || e.frame.prev_hash != cur.last_hash {
                     return Err(format!("{region}: entry {} breaks the chain", e.frame.seq));
                 }
-                if !ledger.verify_entry_signature(&e) {
-                    return Err(format!("{region}: entry {} has a bad signature", e.frame.seq));
-                }
+                cur.tree.push(crate::ledger::merkle::leaf_hash(&e.bytes));
                 cur.next_seq += 1;
                 cur.last_hash = e.hash();
                 let k = e.body.key.as_str();
@@ -175,6 +176,11 @@ impl Model {
                     }
                     _ => {}
                 }
+            }
+            // The node's signed head covers exactly what was read.
+            let head = ledger.head();
+            if head.size == cur.next_seq && (head.root != cur.tree.root() || !head.verify(&ledger.public_key())) {
+                return Err(format!("{region}: the signed head of {} entries does not match them", head.size));
             }
         }
         Ok(())
