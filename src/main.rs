@@ -40,6 +40,11 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Run the national clearing operator (gRPC), from its TOML config.
+    Operator {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Run a region's node (gRPC), from a TOML config.
     Node {
         #[arg(long)]
@@ -169,6 +174,7 @@ fn main() -> ExitCode {
         Command::Demo { out, seed, patients, month, rules } => cli::demo_cmd::run(out, seed, patients, &month, rules),
         Command::Fuzz { target, seconds, seed, findings } => cli::fuzz_cmd::run_fuzz(&target, seconds, seed, findings),
         Command::Sim { seed, seeds, steps, rules, keep } => cli::sim_cmd::run_sim(seed, seeds, steps, rules, keep),
+        Command::Operator { config } => cli::clearing_cmd::run_operator(&config),
         Command::Node { config, log_format } => cli::node_cmd::run_node(&config, log_format),
         Command::Hospital { action, node, key, bill } => cli::node_cmd::run_hospital(action, &node, &key, &bill),
         Command::Persons { command: PersonsCommand::Import { config, file } } => {

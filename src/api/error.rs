@@ -35,12 +35,16 @@ pub enum NodeError {
     UnknownRegistration(String),
     #[error("{0}")]
     HoldingPeriod(String),
+    #[error("{0} is not closed yet")]
+    NotClosed(String),
     // --- the settlement rules ---
     #[error("{0}")]
     Refused(Refusal),
     // --- the federation ---
     #[error("home region {0} is unreachable; the settlement will complete when it answers")]
     HomeUnreachable(String),
+    #[error("region {0} did not answer the operator")]
+    RegionUnreachable(String),
     #[error("home region {0} answered with an invalid result: {1}")]
     BadPeerAnswer(String, String),
     #[error("too many requests in flight: {0}")]
@@ -66,6 +70,8 @@ impl NodeError {
             NodeError::AlreadyReversed(_) => "already_reversed",
             NodeError::UnknownRegistration(_) => "unknown_registration",
             NodeError::HoldingPeriod(_) => "holding_period",
+            NodeError::NotClosed(_) => "not_closed",
+            NodeError::RegionUnreachable(_) => "region_unreachable",
             NodeError::Refused(r) => r.code(),
             NodeError::HomeUnreachable(_) => "home_unreachable",
             NodeError::BadPeerAnswer(..) => "bad_peer_answer",
@@ -83,11 +89,12 @@ impl NodeError {
             | NodeError::NotAuthorised(_) => Code::PermissionDenied,
             NodeError::BadRequest { .. } => Code::InvalidArgument,
             NodeError::MsgidReused(_) | NodeError::AlreadyReversed(_) => Code::AlreadyExists,
-            NodeError::UnknownPerson(_) | NodeError::UnknownSettlement(_) | NodeError::UnknownRegistration(_) => {
-                Code::NotFound
-            }
+            NodeError::UnknownPerson(_)
+            | NodeError::UnknownSettlement(_)
+            | NodeError::UnknownRegistration(_)
+            | NodeError::NotClosed(_) => Code::NotFound,
             NodeError::HoldingPeriod(_) | NodeError::Refused(_) => Code::FailedPrecondition,
-            NodeError::HomeUnreachable(_) => Code::Unavailable,
+            NodeError::HomeUnreachable(_) | NodeError::RegionUnreachable(_) => Code::Unavailable,
             NodeError::BadPeerAnswer(..) | NodeError::Internal(_) => Code::Internal,
             NodeError::Overloaded(_) => Code::ResourceExhausted,
         }
@@ -138,6 +145,8 @@ mod tests {
             NodeError::HoldingPeriod("x".into()),
             NodeError::Refused(Refusal::RegistrationRequired),
             NodeError::HomeUnreachable("611000".into()),
+            NodeError::NotClosed("2026-03".into()),
+            NodeError::RegionUnreachable("611000".into()),
             NodeError::BadPeerAnswer("611000".into(), "x".into()),
             NodeError::Overloaded("x".into()),
             NodeError::Internal("x".into()),

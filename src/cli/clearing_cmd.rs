@@ -1,20 +1,29 @@
-//! `xclear clearing close|statement|confirm|dispute|advance`: the national
-//! operator's month end, run against the nodes over gRPC.
+//! `xclear clearing close|statement|confirm|dispute|adjust|advance`: the
+//! national operator's month end. Each runs either against a running
+//! `xclear operator` (`--operator URL`) or, with the server stopped, directly
+//! on the operator's data (`--config FILE`).
+//! `xclear operator --config FILE`: the operator's long-running server.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
+use ed25519_dalek::SigningKey;
+use tonic::transport::Channel;
 
-use xclear::api::envelope::{seal, CONFIRMATION_DOMAIN};
+use xclear::api::envelope::{seal, ADJUSTMENT_DOMAIN, CLOSE_DOMAIN, CONFIRMATION_DOMAIN};
 use xclear::clearing::{Month, Statement};
 use xclear::clock::SystemClock;
 use xclear::crypto;
 use xclear::node::grpc::GrpcTransport;
 use xclear::operator::config::OperatorConfig;
+use xclear::operator::grpc::MAX_STATEMENT_BYTES;
 use xclear::operator::Operator;
-use xclear::proto::{Confirmation, DisputedLine};
+use xclear::proto::operator_service_client::OperatorServiceClient;
+use xclear::proto::{
+    AdjustmentRequest, AdvanceLine, AdvanceRequest, CloseRequest, Confirmation, DisputedLine, Signed, StatementRequest,
+};
 use xclear::rules::RuleBook;
 
 use super::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
@@ -27,19 +36,33 @@ pub enum Format {
     Table,
 }
 
+/// Where the operator is: a running server, or its data on this machine.
+#[derive(Args, Clone)]
+pub struct Target {
+    /// The operator's config: work on its data directly (the server must be stopped).
+    #[arg(long, conflicts_with = "operator", required_unless_present = "operator")]
+    config: Option<PathBuf>,
+    /// A running `xclear operator`, e.g. http://127.0.0.1:50070
+    #[arg(long)]
+    operator: Option<String>,
+    /// The operator's key file, to sign `close` and `adjust` sent to a running operator.
+    #[arg(long)]
+    operator_key: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 pub enum ClearingCommand {
     /// Collect every node's signed report, reconcile, net and sign the month's statement.
     Close {
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         month: String,
     },
     /// Print a closed month's statement.
     Statement {
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         month: String,
         #[arg(long, value_enum, default_value = "table")]
@@ -47,8 +70,8 @@ pub enum ClearingCommand {
     },
     /// A region confirms the month's statement (signed with its node key).
     Confirm {
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         month: String,
         #[arg(long)]
@@ -58,8 +81,8 @@ pub enum ClearingCommand {
     },
     /// A region disputes lines of the month's statement, with a reason.
     Dispute {
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         month: String,
         #[arg(long)]
@@ -74,8 +97,8 @@ pub enum ClearingCommand {
     },
     /// Record an operator adjustment (a deduction, 拒付, is negative), applied when the month is closed.
     Adjust {
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         month: String,
         #[arg(long)]
@@ -90,30 +113,58 @@ pub enum ClearingCommand {
     },
     /// Advance funds now: each home region's uncleared payable against its quota.
     Advance {
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         month: String,
     },
 }
 
-fn statement_path(cfg: &OperatorConfig, month: Month, ext: &str) -> PathBuf {
-    cfg.data_dir.join("statements").join(format!("{month}.{ext}"))
+/// The operator, reached one way or the other.
+enum Via {
+    Local(Box<OperatorConfig>, Operator),
+    Remote(OperatorServiceClient<Channel>, Option<SigningKey>),
 }
 
-fn load(config: &Path, month: &str) -> Result<(OperatorConfig, Month, Operator), ExitCode> {
+fn parse_month(month: &str) -> Result<Month, ExitCode> {
+    Month::parse(month).ok_or_else(|| fail(EXIT_BAD_INPUT, format!("--month: {month:?} is not YYYY-MM")))
+}
+
+async fn via(t: &Target) -> Result<Via, ExitCode> {
+    match (&t.config, &t.operator) {
+        (Some(config), _) => {
+            let (cfg, op) = open_operator(config)?;
+            Ok(Via::Local(Box::new(cfg), op))
+        }
+        (None, Some(url)) => {
+            let key = match &t.operator_key {
+                Some(k) => Some(crypto::load_signing_key(k).map_err(|e| fail(EXIT_BAD_INPUT, e))?),
+                None => None,
+            };
+            let client = OperatorServiceClient::connect(url.clone())
+                .await
+                .map_err(|e| fail(EXIT_FAILED, format!("{url}: {e}")))?
+                .max_decoding_message_size(MAX_STATEMENT_BYTES);
+            Ok(Via::Remote(client, key))
+        }
+        (None, None) => Err(fail(EXIT_BAD_INPUT, "give --config FILE or --operator URL")),
+    }
+}
+
+fn status(s: tonic::Status) -> ExitCode {
+    let reason = xclear::api::error::reason_of(&s).unwrap_or_else(|| format!("{:?}", s.code()));
+    fail(EXIT_FAILED, format!("{reason}: {}", s.message()))
+}
+
+/// Opens the operator from its config (its ledger, the nodes' endpoints and keys).
+pub fn open_operator(config: &Path) -> Result<(OperatorConfig, Operator), ExitCode> {
     let cfg = OperatorConfig::load(config).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
-    let month =
-        Month::parse(month).ok_or_else(|| fail(EXIT_BAD_INPUT, format!("--month: {month:?} is not YYYY-MM")))?;
     let key = crypto::load_signing_key(&cfg.key_file).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
     let rules = RuleBook::load(&cfg.rules_dir).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
     let endpoints = cfg.nodes.iter().map(|(r, (url, _))| (*r, url.clone())).collect();
     let keys = cfg.nodes.iter().map(|(r, (_, k))| (*r, *k)).collect();
     // Quotas not set in the config default to 2 × the average monthly payable
-    // of the three statements before this month.
-    let earlier = [month.previous(), month.previous().previous(), month.previous().previous().previous()]
-        .map(|m| read_statement_quietly(&cfg, m));
-    let quotas = xclear::clearing::advance::quotas(&cfg.quotas, &earlier.each_ref().map(Option::as_ref));
+    // of the three statements before the month (`Operator::quotas_for`).
     let operator = Operator::open(
         &cfg.data_dir.join("ledger"),
         key,
@@ -121,25 +172,15 @@ fn load(config: &Path, month: &str) -> Result<(OperatorConfig, Month, Operator),
         keys,
         Arc::new(GrpcTransport::new(endpoints)),
         rules.pairs().clone(),
-        quotas,
+        cfg.quotas.clone(),
     )
-    .map_err(|e| fail(EXIT_FAILED, e))?
+    .map_err(|e| fail(EXIT_FAILED, format!("{}: {e}", cfg.data_dir.display())))?
     .with_warning_pct(cfg.warning_pct);
-    Ok((cfg, month, operator))
+    Ok((cfg, operator))
 }
 
-fn read_statement(cfg: &OperatorConfig, month: Month) -> Result<(Statement, Vec<u8>), ExitCode> {
-    let path = statement_path(cfg, month, "json");
-    let bytes = std::fs::read(&path)
-        .map_err(|e| fail(EXIT_BAD_INPUT, format!("{}: {e} (close the month first)", path.display())))?;
-    let s = serde_json::from_slice(&bytes).map_err(|e| fail(EXIT_FAILED, format!("{}: {e}", path.display())))?;
-    Ok((s, bytes))
-}
-
-/// A month's statement if it was closed (and is readable), else nothing.
-fn read_statement_quietly(cfg: &OperatorConfig, month: Month) -> Option<Statement> {
-    let bytes = std::fs::read(statement_path(cfg, month, "json")).ok()?;
-    serde_json::from_slice(&bytes).ok()
+fn statement_path(cfg: &OperatorConfig, month: Month, ext: &str) -> PathBuf {
+    cfg.data_dir.join("statements").join(format!("{month}.{ext}"))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -153,52 +194,78 @@ pub fn run(cmd: ClearingCommand) -> ExitCode {
     };
     rt.block_on(async move {
         let result = match cmd {
-            ClearingCommand::Close { config, month } => close(&config, &month).await,
-            ClearingCommand::Statement { config, month, format } => statement(&config, &month, format),
-            ClearingCommand::Confirm { config, month, region, key } => {
-                answer(&config, &month, &region, &key, vec![], "").await
+            ClearingCommand::Close { target, month } => close(&target, &month).await,
+            ClearingCommand::Statement { target, month, format } => statement(&target, &month, format).await,
+            ClearingCommand::Confirm { target, month, region, key } => {
+                answer(&target, &month, &region, &key, vec![], "").await
             }
-            ClearingCommand::Dispute { config, month, region, key, lines, reason } => {
-                answer(&config, &month, &region, &key, lines, &reason).await
+            ClearingCommand::Dispute { target, month, region, key, lines, reason } => {
+                answer(&target, &month, &region, &key, lines, &reason).await
             }
-            ClearingCommand::Advance { config, month } => advance(&config, &month).await,
-            ClearingCommand::Adjust { config, month, home, treatment, amount, reason } => {
-                adjust(&config, &month, &home, &treatment, &amount, &reason).await
+            ClearingCommand::Advance { target, month } => advance(&target, &month).await,
+            ClearingCommand::Adjust { target, month, home, treatment, amount, reason } => {
+                let req = AdjustmentRequest { month, home, treatment, amount, reason };
+                adjust(&target, req).await
             }
         };
         result.unwrap_or_else(|c| c)
     })
 }
 
-async fn close(config: &Path, month: &str) -> Result<ExitCode, ExitCode> {
-    let (cfg, month, op) = load(config, month)?;
-    let carried = match read_statement(&cfg, month.previous()) {
-        Ok((s, _)) => s.pending,
-        Err(_) => Vec::new(),
+fn operator_key(key: Option<SigningKey>, what: &str) -> Result<SigningKey, ExitCode> {
+    key.ok_or_else(|| fail(EXIT_BAD_INPUT, format!("{what} on a running operator needs --operator-key (it is signed)")))
+}
+
+/// A statement's canonical bytes, parsed.
+fn parse_statement(signed: &Signed) -> Result<Statement, ExitCode> {
+    serde_json::from_slice(&signed.body).map_err(|e| fail(EXIT_FAILED, format!("statement: {e}")))
+}
+
+async fn close(target: &Target, month: &str) -> Result<ExitCode, ExitCode> {
+    let month = parse_month(month)?;
+    let signed = match via(target).await? {
+        Via::Local(cfg, op) => {
+            let closed = op.close(month).await.map_err(|e| fail(EXIT_FAILED, e))?;
+            let dir = cfg.data_dir.join("statements");
+            std::fs::create_dir_all(&dir).map_err(|e| fail(EXIT_FAILED, format!("{}: {e}", dir.display())))?;
+            std::fs::write(statement_path(&cfg, month, "json"), &closed.signed.body)
+                .map_err(|e| fail(EXIT_FAILED, e))?;
+            std::fs::write(statement_path(&cfg, month, "csv"), closed.statement.to_csv())
+                .map_err(|e| fail(EXIT_FAILED, e))?;
+            closed.signed
+        }
+        Via::Remote(mut client, key) => {
+            let key = operator_key(key, "close")?;
+            let req = seal(&key, CLOSE_DOMAIN, "operator", &CloseRequest { month: month.to_string() });
+            client.close(req).await.map_err(status)?.into_inner()
+        }
     };
-    let disputes = op.disputes_of(month).map_err(|e| fail(EXIT_FAILED, e))?;
-    let closed = op.close_month(month, &disputes, &carried).await.map_err(|e| fail(EXIT_FAILED, e))?;
-    let dir = cfg.data_dir.join("statements");
-    std::fs::create_dir_all(&dir).map_err(|e| fail(EXIT_FAILED, format!("{}: {e}", dir.display())))?;
-    std::fs::write(statement_path(&cfg, month, "json"), &closed.signed.body).map_err(|e| fail(EXIT_FAILED, e))?;
-    std::fs::write(statement_path(&cfg, month, "csv"), closed.statement.to_csv()).map_err(|e| fail(EXIT_FAILED, e))?;
-    print!("{}", closed.statement.to_table());
-    println!(
-        "\nstatement {month} sha256 {} ({} disputes applied, {} items carried in)",
-        closed.hash,
-        disputes.len(),
-        carried.len()
-    );
+    let s = parse_statement(&signed)?;
+    print!("{}", s.to_table());
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&signed.body));
+    println!("\nstatement {month} sha256 {hash} ({} items carried to the next month)", s.pending.len());
     Ok(ExitCode::SUCCESS)
 }
 
-fn statement(config: &Path, month: &str, format: Format) -> Result<ExitCode, ExitCode> {
-    let cfg = OperatorConfig::load(config).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
-    let month =
-        Month::parse(month).ok_or_else(|| fail(EXIT_BAD_INPUT, format!("--month: {month:?} is not YYYY-MM")))?;
-    let (s, bytes) = read_statement(&cfg, month)?;
+/// The month's signed statement, from the server or the local ledger.
+async fn fetch_statement(target: &Target, month: Month) -> Result<Signed, ExitCode> {
+    match via(target).await? {
+        Via::Local(_, op) => match op.statement_of(month).map_err(|e| fail(EXIT_FAILED, e))? {
+            Some(c) => Ok(c.signed),
+            None => Err(fail(EXIT_BAD_INPUT, format!("{month} is not closed (close the month first)"))),
+        },
+        Via::Remote(mut client, _) => {
+            let req = StatementRequest { month: month.to_string() };
+            Ok(client.statement(req).await.map_err(status)?.into_inner())
+        }
+    }
+}
+
+async fn statement(target: &Target, month: &str, format: Format) -> Result<ExitCode, ExitCode> {
+    let signed = fetch_statement(target, parse_month(month)?).await?;
+    let s = parse_statement(&signed)?;
     match format {
-        Format::Json => println!("{}", String::from_utf8_lossy(&bytes)),
+        Format::Json => println!("{}", String::from_utf8_lossy(&signed.body)),
         Format::Csv => print!("{}", s.to_csv()),
         Format::Table => print!("{}", s.to_table()),
     }
@@ -206,20 +273,17 @@ fn statement(config: &Path, month: &str, format: Format) -> Result<ExitCode, Exi
 }
 
 async fn answer(
-    config: &Path,
+    target: &Target,
     month: &str,
     region: &str,
     key: &Path,
     lines: Vec<String>,
     reason: &str,
 ) -> Result<ExitCode, ExitCode> {
-    let (cfg, month, op) = load(config, month)?;
-    let (_, bytes) = read_statement(&cfg, month)?;
-    let hash = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(&bytes))
-    };
+    let month = parse_month(month)?;
     let key = crypto::load_signing_key(key).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
+    let signed = fetch_statement(target, month).await?;
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&signed.body));
     let c = Confirmation {
         month: month.to_string(),
         region: region.to_string(),
@@ -227,47 +291,100 @@ async fn answer(
         disputes: lines.into_iter().map(|setl_id| DisputedLine { setl_id, reason: reason.to_string() }).collect(),
     };
     let env = seal(&key, CONFIRMATION_DOMAIN, region, &c);
-    op.answer(env).await.map_err(|e| fail(EXIT_FAILED, format!("{}: {e}", e.reason())))?;
-    println!("{} {} statement {month} ({hash})", region, if c.disputes.is_empty() { "confirmed" } else { "disputed" });
+    let is_final = match via(target).await? {
+        Via::Local(_, op) => {
+            op.answer(env).await.map_err(|e| fail(EXIT_FAILED, format!("{}: {e}", e.reason())))?;
+            let closed = op.statement_of(month).map_err(|e| fail(EXIT_FAILED, e))?;
+            closed.map(|c| op.is_final(&c)).transpose().map_err(|e| fail(EXIT_FAILED, e))?.unwrap_or(false)
+        }
+        Via::Remote(mut client, _) => client.answer(env).await.map_err(status)?.into_inner().r#final,
+    };
+    let verb = if c.disputes.is_empty() { "confirmed" } else { "disputed" };
+    let fin = if is_final { "; every region has confirmed: the statement is final" } else { "" };
+    println!("{region} {verb} statement {month} ({hash}){fin}");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn advance(config: &Path, month: &str) -> Result<ExitCode, ExitCode> {
-    let (cfg, month, op) = load(config, month)?;
-    let statuses = op.advance(month, cfg.warning_pct).await.map_err(|e| fail(EXIT_FAILED, e))?;
+async fn advance(target: &Target, month: &str) -> Result<ExitCode, ExitCode> {
+    let month = parse_month(month)?;
+    let lines: Vec<AdvanceLine> = match via(target).await? {
+        Via::Local(cfg, op) => op
+            .advance(month, cfg.warning_pct)
+            .await
+            .map_err(|e| fail(EXIT_FAILED, e))?
+            .into_iter()
+            .map(|s| AdvanceLine {
+                region: s.region.to_string(),
+                quota: s.quota.to_string(),
+                usage: s.usage.to_string(),
+                threshold: s.threshold.to_string(),
+                warning: s.warning,
+            })
+            .collect(),
+        Via::Remote(mut client, _) => {
+            client.advance(AdvanceRequest { month: month.to_string() }).await.map_err(status)?.into_inner().lines
+        }
+    };
     println!("{:<8} {:>16} {:>16} {:>16}  warning", "region", "quota", "usage", "threshold");
-    for s in statuses {
+    for s in lines {
         println!(
             "{:<8} {:>16} {:>16} {:>16}  {}",
-            s.region.to_string(),
-            s.quota.to_string(),
-            s.usage.to_string(),
-            s.threshold.to_string(),
+            s.region,
+            s.quota,
+            s.usage,
+            s.threshold,
             if s.warning { "YES" } else { "no" }
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn adjust(
-    config: &Path,
-    month: &str,
-    home: &str,
-    treatment: &str,
-    amount: &str,
-    reason: &str,
-) -> Result<ExitCode, ExitCode> {
-    let (_, month, op) = load(config, month)?;
-    let region = |f: &str, v: &str| xclear::api::convert::region(f, v).map_err(|e| fail(EXIT_BAD_INPUT, e));
-    let amount = xclear::api::convert::signed_amount("amount", amount).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
-    let a = xclear::clearing::netting::Adjustment {
-        home: region("home", home)?,
-        treatment: region("treatment", treatment)?,
-        amount,
-        reason: reason.to_string(),
-        setl_id: None,
+async fn adjust(target: &Target, req: AdjustmentRequest) -> Result<ExitCode, ExitCode> {
+    parse_month(&req.month)?;
+    let key = match via(target).await? {
+        Via::Local(cfg, op) => {
+            let key = crypto::load_signing_key(&cfg.key_file).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
+            op.record_adjustment(seal(&key, ADJUSTMENT_DOMAIN, "operator", &req))
+                .await
+                .map_err(|e| fail(EXIT_FAILED, format!("{}: {e}", e.reason())))?
+        }
+        Via::Remote(mut client, key) => {
+            let key = operator_key(key, "adjust")?;
+            let env = seal(&key, ADJUSTMENT_DOMAIN, "operator", &req);
+            client.adjust(env).await.map_err(status)?.into_inner().key
+        }
     };
-    op.adjust(month, a).await.map_err(|e| fail(EXIT_FAILED, e))?;
-    println!("adjustment recorded for {month}: {home} -> {treatment} {amount} ({reason})");
+    println!(
+        "adjustment recorded for {}: {} -> {} {} ({}) as {key}",
+        req.month, req.home, req.treatment, req.amount, req.reason
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `xclear operator --config FILE`: serves the operator until Ctrl-C.
+pub fn run_operator(config: &Path) -> ExitCode {
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    rt.block_on(async {
+        let (cfg, op) = match open_operator(config) {
+            Ok(x) => x,
+            Err(c) => return c,
+        };
+        let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
+            Ok(l) => l,
+            Err(e) => return fail(EXIT_FAILED, format!("{}: {e}", cfg.listen)),
+        };
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        // The first line on standard output names the bound address (port 0 picks one).
+        println!("xclear operator listening on {addr}");
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        match xclear::operator::grpc::serve(Arc::new(op), cfg.warning_pct, listener, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(EXIT_FAILED, e),
+        }
+    })
 }

@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! data_dir = "operator-data"          # its ledger and statement files
+//! listen = "127.0.0.1:50070"          # `xclear operator` serves here (default)
 //! key_file = "keys/operator.key"
 //! rules_dir = "../clearing_rules"     # for the corps–local pairs
 //! warning_pct = 90                    # advance-fund warning threshold (default 90)
@@ -27,12 +28,17 @@ use crate::money::Amount;
 use crate::node::config::ConfigError;
 use crate::region::RegionCode;
 
+/// Where `xclear operator` listens unless the config says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50070";
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
     data_dir: PathBuf,
     key_file: PathBuf,
     rules_dir: PathBuf,
+    #[serde(default)]
+    listen: Option<String>,
     #[serde(default)]
     warning_pct: Option<u32>,
     #[serde(default)]
@@ -61,6 +67,7 @@ pub struct OperatorConfig {
     pub data_dir: PathBuf,
     pub key_file: PathBuf,
     pub rules_dir: PathBuf,
+    pub listen: std::net::SocketAddr,
     pub warning_pct: u32,
     pub nodes: BTreeMap<RegionCode, (String, VerifyingKey)>,
     pub quotas: BTreeMap<RegionCode, Amount>,
@@ -86,6 +93,12 @@ impl OperatorConfig {
         let raw: Raw = serde_path_to_error::deserialize(de)
             .map_err(|e| err(&e.path().to_string(), e.inner().message().to_string()))?;
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let listen = raw
+            .listen
+            .as_deref()
+            .unwrap_or(DEFAULT_LISTEN)
+            .parse()
+            .map_err(|e: std::net::AddrParseError| err("listen", e.to_string()))?;
         let warning_pct = raw.warning_pct.unwrap_or(crate::clearing::advance::DEFAULT_WARNING_PCT);
         if warning_pct > 100 {
             return Err(err("warning_pct", format!("{warning_pct}% is over 100%")));
@@ -110,6 +123,7 @@ impl OperatorConfig {
             data_dir: abs(raw.data_dir),
             key_file: abs(raw.key_file),
             rules_dir: abs(raw.rules_dir),
+            listen,
             warning_pct,
             nodes,
             quotas,

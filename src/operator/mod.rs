@@ -7,6 +7,7 @@
 //! operator's ledger.
 
 pub mod config;
+pub mod grpc;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use crate::clock::Clock;
 use crate::ledger::{EntryKind, Ledger, LedgerError};
 use crate::money::Amount;
 use crate::node::{BoxFuture, TransportError};
-use crate::proto::{Confirmation, LineList, LinesRequest, MonthReport, ReportRequest, Signed};
+use crate::proto::{AdjustmentRequest, Confirmation, LineList, LinesRequest, MonthReport, ReportRequest, Signed};
 use crate::region::{CorpsLocalPairs, RegionCode};
 
 /// How the operator reaches the nodes.
@@ -54,11 +55,26 @@ pub struct Operator {
 
 fn unreachable(region: RegionCode, e: TransportError) -> NodeError {
     match e {
-        TransportError::Unreachable(m) => NodeError::HomeUnreachable(format!("{region}: {m}")),
+        TransportError::Unreachable(m) => NodeError::RegionUnreachable(format!("{region} ({m})")),
         TransportError::Refused { reason, message } => {
             NodeError::BadPeerAnswer(region.to_string(), format!("{reason}: {message}"))
         }
     }
+}
+
+/// The month and adjustment an adjustment request names.
+fn adjustment_of(req: &AdjustmentRequest) -> Result<(Month, crate::clearing::netting::Adjustment), NodeError> {
+    let month = Month::parse(&req.month).ok_or_else(|| NodeError::bad("month", "not YYYY-MM"))?;
+    Ok((
+        month,
+        crate::clearing::netting::Adjustment {
+            home: crate::api::convert::region("home", &req.home)?,
+            treatment: crate::api::convert::region("treatment", &req.treatment)?,
+            amount: signed_amount("amount", &req.amount)?,
+            reason: req.reason.clone(),
+            setl_id: None,
+        },
+    ))
 }
 
 fn ledger_err(e: LedgerError) -> NodeError {
@@ -172,7 +188,7 @@ impl Operator {
             adjustments: self.adjustments_of(month)?,
             disputes: disputes.to_vec(),
             carried: carried.to_vec(),
-            quotas: self.quotas.clone(),
+            quotas: self.quotas_for(month)?,
             ..ClosingInput::default()
         };
         for ((home, treatment), (t, h)) in &sides {
@@ -251,6 +267,50 @@ impl Operator {
         Ok(Closed { statement, signed, hash })
     }
 
+    /// Closes `month` with everything the ledger holds for it: the disputes
+    /// filed against its statements, the adjustments, and the items the
+    /// previous month's statement carried over.
+    pub async fn close(&self, month: Month) -> Result<Closed, NodeError> {
+        let carried = self.statement_of(month.previous())?.map(|c| c.statement.pending).unwrap_or_default();
+        let disputes = self.disputes_of(month)?;
+        self.close_month(month, &disputes, &carried).await
+    }
+
+    /// The latest statement of `month` on the operator's ledger.
+    pub fn statement_of(&self, month: Month) -> Result<Option<Closed>, NodeError> {
+        let prefix = format!("statement:{month}:");
+        let mut latest = None;
+        self.ledger
+            .for_each(0, |e| {
+                if e.body.kind == EntryKind::Statement && e.body.key.starts_with(&prefix) {
+                    latest = Some(e.body.payload);
+                }
+                Ok(())
+            })
+            .map_err(ledger_err)?;
+        let Some(payload) = latest else {
+            return Ok(None);
+        };
+        let bad = |what: &str| NodeError::Internal(format!("statement of {month} on the ledger: {what}"));
+        let record: crate::node::records::EnvelopeRecord =
+            serde_json::from_slice(&payload).map_err(|e| bad(&e.to_string()))?;
+        let signed = record.to_signed().ok_or_else(|| bad("not an envelope"))?;
+        let statement = serde_json::from_slice(&signed.body).map_err(|e| bad(&e.to_string()))?;
+        let hash = hex::encode(Sha256::digest(&signed.body));
+        Ok(Some(Closed { statement, signed, hash }))
+    }
+
+    /// Advance-fund quotas for `month`: the configured ones, else 2 × each
+    /// home region's average monthly payable in the statements of the three
+    /// months before (a month not closed counts as 0).
+    pub fn quotas_for(&self, month: Month) -> Result<BTreeMap<RegionCode, Amount>, NodeError> {
+        let m1 = month.previous();
+        let (m2, m3) = (m1.previous(), m1.previous().previous());
+        let earlier = [self.statement_of(m1)?, self.statement_of(m2)?, self.statement_of(m3)?];
+        let statements = earlier.each_ref().map(|c| c.as_ref().map(|c| &c.statement));
+        Ok(crate::clearing::advance::quotas(&self.quotas, &statements))
+    }
+
     /// Records a region's signed confirmation or dispute of a statement.
     pub async fn answer(&self, env: Signed) -> Result<Confirmation, NodeError> {
         let region = RegionCode::parse(&env.signer).map_err(|_| NodeError::UnknownPeer(env.signer.clone()))?;
@@ -259,6 +319,12 @@ impl Operator {
             .map_err(|e| NodeError::BadSignature(format!("{region}: {e}")))?;
         if c.region != region.to_string() {
             return Err(NodeError::NotAuthorised(format!("{region} cannot answer for {}", c.region)));
+        }
+        let month = Month::parse(&c.month).ok_or_else(|| NodeError::bad("month", "not YYYY-MM"))?;
+        match self.statement_of(month)? {
+            Some(closed) if closed.hash == c.statement_hash => {}
+            Some(_) => return Err(NodeError::bad("statement_hash", format!("not the current statement of {month}"))),
+            None => return Err(NodeError::NotClosed(month.to_string())),
         }
         let kind = if c.disputes.is_empty() { EntryKind::Confirmation } else { EntryKind::Dispute };
         let record = crate::node::records::EnvelopeRecord::from(&env);
@@ -276,28 +342,38 @@ impl Operator {
         &self,
         month: Month,
         adjustment: crate::clearing::netting::Adjustment,
-    ) -> Result<(), NodeError> {
-        if adjustment.reason.trim().is_empty() {
+    ) -> Result<String, NodeError> {
+        let req = AdjustmentRequest {
+            month: month.to_string(),
+            home: adjustment.home.to_string(),
+            treatment: adjustment.treatment.to_string(),
+            amount: adjustment.amount.to_string(),
+            reason: adjustment.reason,
+        };
+        self.record_adjustment(envelope::seal(&self.key, ADJUSTMENT_DOMAIN, "operator", &req)).await
+    }
+
+    /// Records a signed adjustment request; only the operator's key may sign
+    /// one. Returns its ledger key (the same request twice is one entry).
+    pub async fn record_adjustment(&self, env: Signed) -> Result<String, NodeError> {
+        let req: AdjustmentRequest = envelope::open(&env, &self.key.verifying_key(), ADJUSTMENT_DOMAIN)
+            .map_err(|e| NodeError::NotAuthorised(format!("an adjustment must be signed by the operator: {e}")))?;
+        let (month, a) = adjustment_of(&req)?;
+        if a.reason.trim().is_empty() {
             return Err(NodeError::bad("reason", "an adjustment needs a reason"));
         }
-        for r in [adjustment.home, adjustment.treatment] {
+        for r in [a.home, a.treatment] {
             if !self.nodes.contains_key(&r) {
                 return Err(NodeError::UnknownPeer(r.to_string()));
             }
         }
-        let body = serde_json::to_vec(&(month, &adjustment)).map_err(|e| NodeError::Internal(e.to_string()))?;
-        let signature = crate::crypto::sign(&self.key, ADJUSTMENT_DOMAIN, &body).to_bytes().to_vec();
-        let record = crate::node::records::EnvelopeRecord::from(&Signed {
-            body: body.clone(),
-            signature,
-            signer: "operator".into(),
-        });
-        let key = format!("adjustment:{month}:{}", &hex::encode(Sha256::digest(&body))[..16]);
+        let record = crate::node::records::EnvelopeRecord::from(&env);
+        let key = format!("adjustment:{month}:{}", &hex::encode(Sha256::digest(&env.body))[..16]);
         self.ledger
             .append(EntryKind::Adjustment, &key, crate::node::records::to_payload(&record))
             .await
             .map_err(ledger_err)?;
-        Ok(())
+        Ok(key)
     }
 
     /// The operator's adjustments of `month`, from its ledger.
@@ -308,10 +384,9 @@ impl Operator {
                 if e.body.kind == EntryKind::Adjustment {
                     let rec: Option<crate::node::records::EnvelopeRecord> =
                         serde_json::from_slice(&e.body.payload).ok();
-                    let body = rec.and_then(|r| r.to_signed()).map(|s| s.body);
-                    if let Some((m, a)) = body
-                        .and_then(|b| serde_json::from_slice::<(Month, crate::clearing::netting::Adjustment)>(&b).ok())
-                    {
+                    let req =
+                        rec.and_then(|r| r.to_signed()).and_then(|s| envelope::peek::<AdjustmentRequest>(&s).ok());
+                    if let Some((m, a)) = req.and_then(|r| adjustment_of(&r).ok()) {
                         if m == month {
                             out.push(a);
                         }
@@ -365,7 +440,7 @@ impl Operator {
         }
         let ratio = crate::money::Ratio::from_percent(warning_pct.into()).unwrap_or(crate::money::Ratio::ONE);
         Ok(self
-            .quotas
+            .quotas_for(month)?
             .iter()
             .map(|(r, q)| crate::clearing::advance::status(*r, *q, usage.get(r).copied().unwrap_or_default(), ratio))
             .collect())

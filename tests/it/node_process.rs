@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -213,6 +213,54 @@ fn separate_processes_settle_and_recover_in_flight_intents() {
     let adv = xclear(&["clearing", "advance", "--config", op, "--month", &month]);
     assert!(adv.status.success(), "{}", String::from_utf8_lossy(&adv.stderr));
     assert!(String::from_utf8_lossy(&adv.stdout).contains("611000"));
+
+    // The same operator as a long-running server: the same statement, closing
+    // again gives the same bytes, and only the operator's key may close.
+    let server = NodeProc::start_operator(Path::new(op));
+    let url = format!("http://{}", server.addr);
+    let remote = xclear(&["clearing", "statement", "--operator", &url, "--month", &month, "--format", "json"]);
+    assert!(remote.status.success(), "{}", String::from_utf8_lossy(&remote.stderr));
+    assert_eq!(remote.stdout, json.stdout, "the server serves the statement closed locally");
+    let operator_key = d.join("operator.key");
+    let operator_key = operator_key.to_str().expect("p");
+    let again = xclear(&["clearing", "close", "--operator", &url, "--operator-key", operator_key, "--month", &month]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(String::from_utf8_lossy(&again.stdout), String::from_utf8_lossy(&closed.stdout));
+    let region_key = d.join("611000.key");
+    let not_operator = xclear(&[
+        "clearing",
+        "close",
+        "--operator",
+        &url,
+        "--operator-key",
+        region_key.to_str().expect("p"),
+        "--month",
+        &month,
+    ]);
+    assert!(!not_operator.status.success());
+    assert!(String::from_utf8_lossy(&not_operator.stderr).contains("not_authorised"));
+    let unsigned = xclear(&["clearing", "close", "--operator", &url, "--month", &month]);
+    assert!(!unsigned.status.success(), "close without --operator-key");
+    let adv = xclear(&["clearing", "advance", "--operator", &url, "--month", &month]);
+    assert!(adv.status.success(), "{}", String::from_utf8_lossy(&adv.stderr));
+    assert!(String::from_utf8_lossy(&adv.stdout).contains("611000"));
+    let confirm = xclear(&[
+        "clearing",
+        "confirm",
+        "--operator",
+        &url,
+        "--month",
+        &month,
+        "--region",
+        "110000",
+        "--key",
+        d.join("110000.key").to_str().expect("p"),
+    ]);
+    assert!(confirm.status.success(), "{}", String::from_utf8_lossy(&confirm.stderr));
+    assert!(String::from_utf8_lossy(&confirm.stdout).contains("final"), "both regions have confirmed");
+    let not_closed = xclear(&["clearing", "statement", "--operator", &url, "--month", "2031-01"]);
+    assert!(String::from_utf8_lossy(&not_closed.stderr).contains("not_closed"));
+    server.kill();
     home.kill();
     bj.kill();
 

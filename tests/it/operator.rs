@@ -346,3 +346,97 @@ async fn the_advance_warning_fires_through_the_operator_at_the_threshold_and_not
     let at = with_quota(usage).advance(march(), 100).await.expect("advance");
     assert!(at[0].warning, "{at:?}");
 }
+
+/// `xclear operator`'s service, in process: only the operator's key closes a
+/// month or adjusts one; regions answer with their own keys; the statement
+/// is served as closed; and quotas not configured default to 2 × the average
+/// monthly payable of the three statements before the month, read from the
+/// operator's own ledger.
+#[tokio::test]
+async fn the_operator_server_closes_answers_and_defaults_quotas_from_its_statements() {
+    use tonic::Code;
+    use xclear::api::envelope::{ADJUSTMENT_DOMAIN, CLOSE_DOMAIN};
+    use xclear::proto::operator_service_client::OperatorServiceClient;
+    use xclear::proto::{AdjustmentRequest, AdvanceRequest, CloseRequest, StatementRequest};
+
+    let w = world().await;
+    let op = Arc::new(
+        Operator::open(
+            &w._dir.path().join("operator-server"),
+            key("operator"),
+            Arc::new(ManualClock::new(MARCH)),
+            REGIONS.iter().map(|r| (code(r), key(r).verifying_key())).collect(),
+            w.net.clone(),
+            common::rules().pairs().clone(),
+            BTreeMap::new(),
+        )
+        .expect("operator"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = xclear::operator::grpc::spawn_serve(Arc::clone(&op), 90, listener);
+    let mut client = OperatorServiceClient::connect(format!("http://{addr}")).await.expect("connect");
+    let month = |m: &str| AdvanceRequest { month: m.into() };
+
+    // Nothing configured, nothing closed: no quotas yet, no statement.
+    assert!(client.advance(month("2026-04")).await.expect("advance").into_inner().lines.is_empty());
+    let missing = client.statement(StatementRequest { month: "2026-03".into() }).await.expect_err("not closed");
+    assert_eq!(missing.code(), Code::NotFound);
+
+    // Only the operator's key closes a month or records an adjustment.
+    let close = CloseRequest { month: "2026-03".into() };
+    let by_region = client.close(seal(&key("611000"), CLOSE_DOMAIN, "operator", &close)).await.expect_err("region");
+    assert_eq!(by_region.code(), Code::PermissionDenied);
+    let adjustment = AdjustmentRequest {
+        month: "2026-03".into(),
+        home: "611000".into(),
+        treatment: "110000".into(),
+        amount: "-100.00".into(),
+        reason: "audit refusal".into(),
+    };
+    let forged = client.adjust(seal(&key("110000"), ADJUSTMENT_DOMAIN, "operator", &adjustment)).await;
+    assert_eq!(forged.expect_err("region").code(), Code::PermissionDenied);
+    client.adjust(seal(&key("operator"), ADJUSTMENT_DOMAIN, "operator", &adjustment)).await.expect("adjust");
+    let signed =
+        client.close(seal(&key("operator"), CLOSE_DOMAIN, "operator", &close)).await.expect("close").into_inner();
+    let statement: xclear::clearing::Statement = serde_json::from_slice(&signed.body).expect("statement");
+    assert_eq!(statement.positions_sum(), Amount::ZERO);
+    assert_eq!(statement.adjustments.len(), 1, "the adjustment entered the statement");
+    let served = client.statement(StatementRequest { month: "2026-03".into() }).await.expect("statement");
+    assert_eq!(served.into_inner().body, signed.body);
+
+    // April's quotas come from March's statement: 2 × (payable + 0 + 0) / 3, half up.
+    let payable = statement.positions[&code("611000")].payable;
+    assert!(payable > Amount::ZERO);
+    let expected =
+        Amount::round_half_up(payable.as_decimal() * rust_decimal::Decimal::TWO / rust_decimal::Decimal::from(3));
+    let april = client.advance(month("2026-04")).await.expect("advance").into_inner();
+    let line = april.lines.iter().find(|l| l.region == "611000").expect("611000 has a default quota");
+    assert_eq!(line.quota, expected.to_string());
+    assert_eq!((line.usage.as_str(), line.warning), ("0.00", false));
+    // March itself had no statements before it: no default quota.
+    assert!(client.advance(month("2026-03")).await.expect("advance").into_inner().lines.is_empty());
+
+    // Answers: a region cannot answer for another; a stale hash is refused;
+    // the statement is final when the last region confirms.
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&signed.body));
+    let forged = seal(
+        &key("654000"),
+        CONFIRMATION_DOMAIN,
+        "660400",
+        &Confirmation {
+            month: "2026-03".into(),
+            region: "660400".into(),
+            statement_hash: hash.clone(),
+            disputes: vec![],
+        },
+    );
+    assert_eq!(client.answer(forged).await.expect_err("forged").code(), Code::Unauthenticated);
+    let stale = client.answer(answer("611000", &"0".repeat(64), vec![])).await.expect_err("stale");
+    assert_eq!(stale.code(), Code::InvalidArgument);
+    for (i, r) in REGIONS.iter().enumerate() {
+        let receipt = client.answer(answer(r, &hash, vec![])).await.expect("confirm").into_inner();
+        assert_eq!(receipt.r#final, i == REGIONS.len() - 1, "{r}: {receipt:?}");
+    }
+    let _ = stop.send(());
+}

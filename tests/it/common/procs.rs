@@ -23,12 +23,23 @@ pub fn free_port() -> u16 {
 pub struct NodeProc {
     child: Child,
     stderr_lines: mpsc::Receiver<String>,
+    /// The address the server printed it listens on.
+    pub addr: String,
 }
 
 impl NodeProc {
     pub fn start(config: &Path) -> NodeProc {
+        NodeProc::spawn("node", config)
+    }
+
+    /// `xclear operator --config FILE`.
+    pub fn start_operator(config: &Path) -> NodeProc {
+        NodeProc::spawn("operator", config)
+    }
+
+    fn spawn(command: &str, config: &Path) -> NodeProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_xclear"))
-            .args(["node", "--config", config.to_str().expect("path")])
+            .args([command, "--config", config.to_str().expect("path")])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -42,6 +53,7 @@ impl NodeProc {
         });
         let line = rx.recv_timeout(Duration::from_secs(30)).expect("node did not start");
         assert!(line.contains("listening on"), "{line}");
+        let addr = line.rsplit(' ').next().unwrap_or_default().to_string();
         let stderr = child.stderr.take().expect("stderr");
         let (etx, erx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -49,7 +61,7 @@ impl NodeProc {
                 let _ = etx.send(line);
             }
         });
-        NodeProc { child, stderr_lines: erx }
+        NodeProc { child, stderr_lines: erx, addr }
     }
 
     /// Waits until a log line contains `text`.
@@ -123,7 +135,7 @@ pub fn two_nodes(metrics_port: Option<u16>, quota: Option<&str>) -> TwoNodes {
     write(
         &d.join("operator.toml"),
         &format!(
-            "data_dir = \"operator\"\nkey_file = \"operator.key\"\nrules_dir = \"{rules}\"\n\
+            "data_dir = \"operator\"\nkey_file = \"operator.key\"\nrules_dir = \"{rules}\"\nlisten = \"127.0.0.1:0\"\n\
              [[nodes]]\nregion = \"611000\"\nendpoint = \"http://127.0.0.1:{home_port}\"\npublic_key = \"{home_pub}\"\n\
              [[nodes]]\nregion = \"110000\"\nendpoint = \"http://127.0.0.1:{bj_port}\"\npublic_key = \"{bj_pub}\"\n{quotas}"
         ),

@@ -1,0 +1,165 @@
+//! The operator's gRPC edge (`xclear operator --config FILE`): closing a
+//! month and recording adjustments (both signed by the operator's own key),
+//! regions' confirmations and disputes (signed by their node keys), and the
+//! read-only statement and advance-fund queries. Thin: every call goes to
+//! [`Operator`]; errors map to statuses in `api::error`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic::{Request, Response, Status};
+
+use super::Operator;
+use crate::api::envelope::{self, CLOSE_DOMAIN};
+use crate::api::NodeError;
+use crate::clearing::Month;
+use crate::node::grpc::{FILE_DESCRIPTOR_SET, MAX_CONCURRENT_PER_CONNECTION, MAX_MESSAGE_BYTES, REQUEST_TIMEOUT};
+use crate::proto::operator_service_server::{OperatorService, OperatorServiceServer};
+use crate::proto::{
+    AdjustmentReceipt, AdvanceLine, AdvanceReport, AdvanceRequest, AnswerReceipt, CloseRequest, Signed,
+    StatementRequest,
+};
+
+/// Largest statement the operator sends (it lists every differing line).
+pub const MAX_STATEMENT_BYTES: usize = 64 * 1024 * 1024;
+/// Closing a month asks every node for its report and lines.
+pub const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+struct Svc {
+    operator: Arc<Operator>,
+    warning_pct: u32,
+}
+
+fn month(text: &str) -> Result<Month, NodeError> {
+    Month::parse(text).ok_or_else(|| NodeError::bad("month", format!("{text:?} is not YYYY-MM")))
+}
+
+impl Svc {
+    async fn close(&self, env: Signed) -> Result<Signed, NodeError> {
+        let key = self.operator.key.verifying_key();
+        let req: CloseRequest = envelope::open(&env, &key, CLOSE_DOMAIN)
+            .map_err(|e| NodeError::NotAuthorised(format!("only the operator closes a month: {e}")))?;
+        Ok(self.operator.close(month(&req.month)?).await?.signed)
+    }
+
+    fn statement(&self, req: StatementRequest) -> Result<Signed, NodeError> {
+        let m = month(&req.month)?;
+        match self.operator.statement_of(m)? {
+            Some(closed) => Ok(closed.signed),
+            None => Err(NodeError::NotClosed(m.to_string())),
+        }
+    }
+
+    async fn answer(&self, env: Signed) -> Result<AnswerReceipt, NodeError> {
+        let c = self.operator.answer(env).await?;
+        let closed = self.operator.statement_of(month(&c.month)?)?;
+        let is_final = match &closed {
+            Some(closed) if closed.hash == c.statement_hash => self.operator.is_final(closed)?,
+            _ => false,
+        };
+        Ok(AnswerReceipt {
+            disputed: !c.disputes.is_empty(),
+            month: c.month,
+            region: c.region,
+            statement_hash: c.statement_hash,
+            r#final: is_final,
+        })
+    }
+
+    async fn advance(&self, req: AdvanceRequest) -> Result<AdvanceReport, NodeError> {
+        let m = month(&req.month)?;
+        let lines = self
+            .operator
+            .advance(m, self.warning_pct)
+            .await?
+            .into_iter()
+            .map(|s| AdvanceLine {
+                region: s.region.to_string(),
+                quota: s.quota.to_string(),
+                usage: s.usage.to_string(),
+                threshold: s.threshold.to_string(),
+                warning: s.warning,
+            })
+            .collect();
+        Ok(AdvanceReport { month: m.to_string(), lines })
+    }
+}
+
+#[tonic::async_trait]
+impl OperatorService for Arc<Svc> {
+    async fn close(&self, req: Request<Signed>) -> Result<Response<Signed>, Status> {
+        Svc::close(self, req.into_inner()).await.map(Response::new).map_err(Status::from)
+    }
+
+    async fn statement(&self, req: Request<StatementRequest>) -> Result<Response<Signed>, Status> {
+        Svc::statement(self, req.into_inner()).map(Response::new).map_err(Status::from)
+    }
+
+    async fn answer(&self, req: Request<Signed>) -> Result<Response<AnswerReceipt>, Status> {
+        Svc::answer(self, req.into_inner()).await.map(Response::new).map_err(Status::from)
+    }
+
+    async fn adjust(&self, req: Request<Signed>) -> Result<Response<AdjustmentReceipt>, Status> {
+        self.operator
+            .record_adjustment(req.into_inner())
+            .await
+            .map(|key| Response::new(AdjustmentReceipt { key }))
+            .map_err(Status::from)
+    }
+
+    async fn advance(&self, req: Request<AdvanceRequest>) -> Result<Response<AdvanceReport>, Status> {
+        Svc::advance(self, req.into_inner()).await.map(Response::new).map_err(Status::from)
+    }
+}
+
+/// Serves the operator on `listener` until `shutdown` completes.
+pub async fn serve(
+    operator: Arc<Operator>,
+    warning_pct: u32,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<OperatorServiceServer<Arc<Svc>>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| e.to_string())?;
+    let svc = Arc::new(Svc { operator, warning_pct });
+    Server::builder()
+        .concurrency_limit_per_connection(MAX_CONCURRENT_PER_CONNECTION)
+        .timeout(CLOSE_TIMEOUT.max(REQUEST_TIMEOUT))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            OperatorServiceServer::new(svc)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_STATEMENT_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Serves `operator` on `listener` in the background until the returned
+/// sender is used or dropped.
+pub fn spawn_serve(
+    operator: Arc<Operator>,
+    warning_pct: u32,
+    listener: TcpListener,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let shutdown = async {
+            let _ = rx.await;
+        };
+        if let Err(e) = serve(operator, warning_pct, listener, shutdown).await {
+            tracing::error!(error = %e, "operator server stopped");
+        }
+    });
+    tx
+}
