@@ -145,6 +145,17 @@ pub fn signed_amount(field: &str, text: &str) -> Result<Amount, NodeError> {
     Ok(if negative { -a } else { a })
 }
 
+/// One home region's advance-fund status, as the operator answers it.
+pub fn advance_line(s: &crate::clearing::advance::AdvanceStatus) -> proto::AdvanceLine {
+    proto::AdvanceLine {
+        region: s.region.to_string(),
+        quota: s.quota.to_string(),
+        usage: s.usage.to_string(),
+        threshold: s.threshold.to_string(),
+        warning: s.warning,
+    }
+}
+
 pub fn line_from_proto(l: &proto::ClearingLine) -> Result<crate::clearing::Line, NodeError> {
     use crate::clearing::{Amounts, Channel, Line, Month};
     Ok(Line {

@@ -12,6 +12,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use ed25519_dalek::SigningKey;
 use tonic::transport::Channel;
 
+use xclear::api::convert::advance_line;
 use xclear::api::envelope::{seal, ADJUSTMENT_DOMAIN, CLOSE_DOMAIN, CONFIRMATION_DOMAIN};
 use xclear::clearing::{Month, Statement};
 use xclear::clock::SystemClock;
@@ -248,13 +249,13 @@ async fn close(target: &Target, month: &str) -> Result<ExitCode, ExitCode> {
 }
 
 /// The month's signed statement, from the server or the local ledger.
-async fn fetch_statement(target: &Target, month: Month) -> Result<Signed, ExitCode> {
-    match via(target).await? {
+async fn fetch_statement(via: &mut Via, month: Month) -> Result<Signed, ExitCode> {
+    match via {
         Via::Local(_, op) => match op.statement_of(month).map_err(|e| fail(EXIT_FAILED, e))? {
             Some(c) => Ok(c.signed),
             None => Err(fail(EXIT_BAD_INPUT, format!("{month} is not closed (close the month first)"))),
         },
-        Via::Remote(mut client, _) => {
+        Via::Remote(client, _) => {
             let req = StatementRequest { month: month.to_string() };
             Ok(client.statement(req).await.map_err(status)?.into_inner())
         }
@@ -262,7 +263,8 @@ async fn fetch_statement(target: &Target, month: Month) -> Result<Signed, ExitCo
 }
 
 async fn statement(target: &Target, month: &str, format: Format) -> Result<ExitCode, ExitCode> {
-    let signed = fetch_statement(target, parse_month(month)?).await?;
+    let month = parse_month(month)?;
+    let signed = fetch_statement(&mut via(target).await?, month).await?;
     let s = parse_statement(&signed)?;
     match format {
         Format::Json => println!("{}", String::from_utf8_lossy(&signed.body)),
@@ -282,7 +284,8 @@ async fn answer(
 ) -> Result<ExitCode, ExitCode> {
     let month = parse_month(month)?;
     let key = crypto::load_signing_key(key).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
-    let signed = fetch_statement(target, month).await?;
+    let mut via = via(target).await?;
+    let signed = fetch_statement(&mut via, month).await?;
     let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&signed.body));
     let c = Confirmation {
         month: month.to_string(),
@@ -291,7 +294,7 @@ async fn answer(
         disputes: lines.into_iter().map(|setl_id| DisputedLine { setl_id, reason: reason.to_string() }).collect(),
     };
     let env = seal(&key, CONFIRMATION_DOMAIN, region, &c);
-    let is_final = match via(target).await? {
+    let is_final = match via {
         Via::Local(_, op) => {
             op.answer(env).await.map_err(|e| fail(EXIT_FAILED, format!("{}: {e}", e.reason())))?;
             let closed = op.statement_of(month).map_err(|e| fail(EXIT_FAILED, e))?;
@@ -313,13 +316,7 @@ async fn advance(target: &Target, month: &str) -> Result<ExitCode, ExitCode> {
             .await
             .map_err(|e| fail(EXIT_FAILED, e))?
             .into_iter()
-            .map(|s| AdvanceLine {
-                region: s.region.to_string(),
-                quota: s.quota.to_string(),
-                usage: s.usage.to_string(),
-                threshold: s.threshold.to_string(),
-                warning: s.warning,
-            })
+            .map(|s| advance_line(&s))
             .collect(),
         Via::Remote(mut client, _) => {
             client.advance(AdvanceRequest { month: month.to_string() }).await.map_err(status)?.into_inner().lines

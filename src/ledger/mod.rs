@@ -258,15 +258,14 @@ impl Ledger {
         if let Some(first) = group.first() {
             // A group without its seal: its sync never returned, so none of
             // it was acknowledged. Cut it with any torn bytes after it.
-            let bytes = segment.end() - first.offset + torn_tail.map_or(0, |t| t.bytes);
-            if bytes > segment::MAX_TORN_TAIL_BYTES {
-                return Err(LedgerError::Corrupt {
+            let tail = TornTail::with_unsealed(first.offset, segment.end(), torn_tail).map_err(|bytes| {
+                LedgerError::Corrupt {
                     seq: leaves.len() as u64,
                     reason: format!("{} entries ({bytes} bytes) at the end carry no seal", group.len()),
-                });
-            }
+                }
+            })?;
             segment.cut(first.offset)?;
-            torn_tail = Some(TornTail { offset: first.offset, bytes });
+            torn_tail = Some(tail);
         }
         let last_ts = last_seal.map_or(i64::MIN, |h| h.timestamp_ms);
         let len = leaves.len() as u64;

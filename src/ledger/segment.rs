@@ -44,6 +44,21 @@ pub struct TornTail {
     pub bytes: u64,
 }
 
+impl TornTail {
+    /// The torn tail once a group without its seal, starting at `offset`,
+    /// joins it: `end` is where the valid records end and `torn` is what
+    /// [`scan`] found damaged after them. Longer than one group, it is not a
+    /// torn write: `Err` with its length.
+    pub fn with_unsealed(offset: u64, end: u64, torn: Option<TornTail>) -> Result<TornTail, u64> {
+        let bytes = end - offset + torn.map_or(0, |t| t.bytes);
+        if bytes > MAX_TORN_TAIL_BYTES {
+            Err(bytes)
+        } else {
+            Ok(TornTail { offset, bytes })
+        }
+    }
+}
+
 pub struct Segment {
     file: File,
     end: u64,

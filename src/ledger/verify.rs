@@ -252,16 +252,12 @@ pub fn verify_dir(dir: &Path, expected: Option<&VerifyingKey>) -> Result<VerifyR
         other => VerifyFailure::Other(other.to_string()),
     })?;
     let torn_tail = match unsealed_from {
-        Some(offset) => {
-            let bytes = end - offset + torn_tail.map_or(0, |t| t.bytes);
-            if bytes > segment::MAX_TORN_TAIL_BYTES {
-                return Err(VerifyFailure::entry(
-                    chain.len() - chain.unsealed(),
-                    format!("{} entries ({bytes} bytes) at the end carry no seal", chain.unsealed()),
-                ));
-            }
-            Some(TornTail { offset, bytes })
-        }
+        Some(offset) => Some(TornTail::with_unsealed(offset, end, torn_tail).map_err(|bytes| {
+            VerifyFailure::entry(
+                chain.len() - chain.unsealed(),
+                format!("{} entries ({bytes} bytes) at the end carry no seal", chain.unsealed()),
+            )
+        })?),
         None => torn_tail,
     };
     let (leaves, head) = chain.finish()?;

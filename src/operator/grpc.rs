@@ -13,14 +13,14 @@ use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
 use super::Operator;
+use crate::api::convert::advance_line;
 use crate::api::envelope::{self, CLOSE_DOMAIN};
 use crate::api::NodeError;
 use crate::clearing::Month;
 use crate::node::grpc::{FILE_DESCRIPTOR_SET, MAX_CONCURRENT_PER_CONNECTION, MAX_MESSAGE_BYTES, REQUEST_TIMEOUT};
 use crate::proto::operator_service_server::{OperatorService, OperatorServiceServer};
 use crate::proto::{
-    AdjustmentReceipt, AdvanceLine, AdvanceReport, AdvanceRequest, AnswerReceipt, CloseRequest, Signed,
-    StatementRequest,
+    AdjustmentReceipt, AdvanceReport, AdvanceRequest, AnswerReceipt, CloseRequest, Signed, StatementRequest,
 };
 
 /// Largest statement the operator sends (it lists every differing line).
@@ -71,19 +71,7 @@ impl Svc {
 
     async fn advance(&self, req: AdvanceRequest) -> Result<AdvanceReport, NodeError> {
         let m = month(&req.month)?;
-        let lines = self
-            .operator
-            .advance(m, self.warning_pct)
-            .await?
-            .into_iter()
-            .map(|s| AdvanceLine {
-                region: s.region.to_string(),
-                quota: s.quota.to_string(),
-                usage: s.usage.to_string(),
-                threshold: s.threshold.to_string(),
-                warning: s.warning,
-            })
-            .collect();
+        let lines = self.operator.advance(m, self.warning_pct).await?.into_iter().map(|s| advance_line(&s)).collect();
         Ok(AdvanceReport { month: m.to_string(), lines })
     }
 }

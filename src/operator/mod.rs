@@ -278,26 +278,37 @@ impl Operator {
 
     /// The latest statement of `month` on the operator's ledger.
     pub fn statement_of(&self, month: Month) -> Result<Option<Closed>, NodeError> {
-        let prefix = format!("statement:{month}:");
-        let mut latest = None;
+        let [closed] = self.statements_of([month])?;
+        Ok(closed)
+    }
+
+    /// The latest statement of each of `months`, in one pass over the ledger.
+    fn statements_of<const N: usize>(&self, months: [Month; N]) -> Result<[Option<Closed>; N], NodeError> {
+        let prefixes = months.map(|m| format!("statement:{m}:"));
+        let mut latest: [Option<Vec<u8>>; N] = [const { None }; N];
         self.ledger
             .for_each(0, |e| {
-                if e.body.kind == EntryKind::Statement && e.body.key.starts_with(&prefix) {
-                    latest = Some(e.body.payload);
+                if e.body.kind == EntryKind::Statement {
+                    if let Some(i) = prefixes.iter().position(|p| e.body.key.starts_with(p.as_str())) {
+                        latest[i] = Some(e.body.payload);
+                    }
                 }
                 Ok(())
             })
             .map_err(ledger_err)?;
-        let Some(payload) = latest else {
-            return Ok(None);
-        };
-        let bad = |what: &str| NodeError::Internal(format!("statement of {month} on the ledger: {what}"));
-        let record: crate::node::records::EnvelopeRecord =
-            serde_json::from_slice(&payload).map_err(|e| bad(&e.to_string()))?;
-        let signed = record.to_signed().ok_or_else(|| bad("not an envelope"))?;
-        let statement = serde_json::from_slice(&signed.body).map_err(|e| bad(&e.to_string()))?;
-        let hash = hex::encode(Sha256::digest(&signed.body));
-        Ok(Some(Closed { statement, signed, hash }))
+        let mut out: [Option<Closed>; N] = [const { None }; N];
+        for (i, payload) in latest.into_iter().enumerate() {
+            let Some(payload) = payload else { continue };
+            let month = months[i];
+            let bad = |what: &str| NodeError::Internal(format!("statement of {month} on the ledger: {what}"));
+            let record: crate::node::records::EnvelopeRecord =
+                serde_json::from_slice(&payload).map_err(|e| bad(&e.to_string()))?;
+            let signed = record.to_signed().ok_or_else(|| bad("not an envelope"))?;
+            let statement = serde_json::from_slice(&signed.body).map_err(|e| bad(&e.to_string()))?;
+            let hash = hex::encode(Sha256::digest(&signed.body));
+            out[i] = Some(Closed { statement, signed, hash });
+        }
+        Ok(out)
     }
 
     /// Advance-fund quotas for `month`: the configured ones, else 2 × each
@@ -305,8 +316,7 @@ impl Operator {
     /// months before (a month not closed counts as 0).
     pub fn quotas_for(&self, month: Month) -> Result<BTreeMap<RegionCode, Amount>, NodeError> {
         let m1 = month.previous();
-        let (m2, m3) = (m1.previous(), m1.previous().previous());
-        let earlier = [self.statement_of(m1)?, self.statement_of(m2)?, self.statement_of(m3)?];
+        let earlier = self.statements_of([m1, m1.previous(), m1.previous().previous()])?;
         let statements = earlier.each_ref().map(|c| c.as_ref().map(|c| &c.statement));
         Ok(crate::clearing::advance::quotas(&self.quotas, &statements))
     }
