@@ -224,7 +224,7 @@ impl Harness {
             }
             Target::Report => vec![
                 ReportRequest { month: "2026-03".into() }.encode_to_vec(),
-                LinesRequest { month: "2026-03".into(), counterpart: "110000".into(), as_treatment: false }
+                LinesRequest { month: "2026-03".into(), counterpart: "110000".into(), ..LinesRequest::default() }
                     .encode_to_vec(),
                 Confirmation {
                     month: "2026-03".into(),

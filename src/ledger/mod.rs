@@ -19,6 +19,7 @@ pub mod verify;
 mod writer;
 
 use std::fs::File;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -400,11 +401,22 @@ impl Ledger {
     /// Calls `f` with every entry from `from` on, in order (for rebuilding
     /// derived state on start).
     pub fn for_each(&self, from: u64, mut f: impl FnMut(Entry) -> Result<(), LedgerError>) -> Result<(), LedgerError> {
+        self.scan(from, |e| f(e).map(|()| ControlFlow::Continue(())))
+    }
+
+    /// Like [`Ledger::for_each`], but `f` may stop the scan early.
+    pub fn scan(
+        &self,
+        from: u64,
+        mut f: impl FnMut(Entry) -> Result<ControlFlow<()>, LedgerError>,
+    ) -> Result<(), LedgerError> {
         let offsets: Vec<u64> = self.read_state(|s| {
             s.offsets.get(usize::try_from(from).unwrap_or(usize::MAX)..).map(<[u64]>::to_vec).unwrap_or_default()
         });
         for (i, offset) in offsets.into_iter().enumerate() {
-            f(read_entry(&self.shared.reader, from + i as u64, offset)?)?;
+            if f(read_entry(&self.shared.reader, from + i as u64, offset)?)?.is_break() {
+                break;
+            }
         }
         Ok(())
     }

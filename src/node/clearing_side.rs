@@ -4,6 +4,7 @@
 //! as settlements commit, so a month's summaries cost nothing to build.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::str::FromStr;
 
 use super::records::{HomeSettlementEntry, OutcomeEntry};
@@ -27,6 +28,9 @@ pub enum Side {
 #[derive(Debug, Default)]
 pub struct ClearingTotals {
     pub months: BTreeMap<Month, BTreeMap<(Side, RegionCode), RunningPair>>,
+    /// The ledger index of each month's first line: scans for a month's
+    /// lines start there.
+    pub first_index: BTreeMap<Month, u64>,
 }
 
 impl ClearingTotals {
@@ -38,9 +42,11 @@ impl ClearingTotals {
         self.months.entry(line.month).or_default().entry((side, counterpart)).or_default().add(line);
     }
 
-    /// Adds the line of a ledger entry, if it carries one.
-    pub fn note(&mut self, kind: EntryKind, key: &str, payload: &[u8], own: RegionCode) {
+    /// Adds the line of the ledger entry at `index`, if it carries one.
+    pub fn note(&mut self, index: u64, kind: EntryKind, key: &str, payload: &[u8], own: RegionCode) {
         if let Some((side, line)) = line_of(kind, key, payload, own) {
+            let first = self.first_index.entry(line.month).or_insert(index);
+            *first = (*first).min(index);
             self.add(side, &line);
         }
     }
@@ -125,14 +131,15 @@ impl Node {
 
     /// Summaries of `month` per (side, counterpart), from the running totals.
     pub fn month_summaries(&self, month: Month) -> Result<BTreeMap<(Side, RegionCode), PairSummary>, NodeError> {
-        let totals = self.clearing.read().map_err(|_| NodeError::Internal("clearing lock poisoned".into()))?;
-        Ok(totals.months.get(&month).map(|m| m.iter().map(|(k, p)| (*k, p.summary())).collect()).unwrap_or_default())
+        self.read_clearing(|totals| {
+            totals.months.get(&month).map(|m| m.iter().map(|(k, p)| (*k, p.summary())).collect()).unwrap_or_default()
+        })
     }
 
     /// Moves the running totals with an entry just committed.
-    pub(crate) fn note_for_clearing(&self, kind: EntryKind, key: &str, payload: &[u8]) {
+    pub(crate) fn note_for_clearing(&self, index: u64, kind: EntryKind, key: &str, payload: &[u8]) {
         if let Ok(mut c) = self.clearing.write() {
-            c.note(kind, key, payload, self.region());
+            c.note(index, kind, key, payload, self.region());
         }
     }
 }
@@ -183,23 +190,84 @@ impl Node {
         Ok(envelope::seal(&self.key, envelope::REPORT_DOMAIN, &self.region().to_string(), &report))
     }
 
-    /// The signed lines of one pair of a month, from this node's ledger.
+    /// One signed page of the lines of one pair of a month, from this node's
+    /// ledger, in ledger order from the request's `from_index`.
     pub fn handle_lines_request(&self, env: crate::proto::Signed) -> Result<crate::proto::Signed, NodeError> {
         let req: crate::proto::LinesRequest = self.operator_request(&env)?;
         let month = Month::parse(&req.month).ok_or_else(|| NodeError::bad("month", "not YYYY-MM"))?;
         let counterpart =
             RegionCode::parse(&req.counterpart).map_err(|e| NodeError::bad("counterpart", e.to_string()))?;
-        let (t, h) = self.month_lines(month)?;
-        let lines = if req.as_treatment { t } else { h };
+        let side = if req.as_treatment { Side::AsTreatment } else { Side::AsHome };
+        let page = self.pair_lines(month, side, counterpart, req.from_index, page_limit(req.limit))?;
         let list = crate::proto::LineList {
             region: self.region().to_string(),
             month: month.to_string(),
-            lines: lines
-                .iter()
-                .filter(|l| if req.as_treatment { l.home == counterpart } else { l.treatment == counterpart })
-                .map(crate::api::convert::line_to_proto)
-                .collect(),
+            lines: page.lines.iter().map(crate::api::convert::line_to_proto).collect(),
+            counterpart: counterpart.to_string(),
+            as_treatment: req.as_treatment,
+            from_index: req.from_index,
+            more: page.next_index.is_some(),
+            next_index: page.next_index.unwrap_or_default(),
         };
         Ok(envelope::seal(&self.key, envelope::LINES_DOMAIN, &self.region().to_string(), &list))
     }
+
+    /// Up to `limit` lines of (`month`, `side`, `counterpart`) from ledger
+    /// index `from` on, and the index of the next such line if there is one.
+    pub fn pair_lines(
+        &self,
+        month: Month,
+        side: Side,
+        counterpart: RegionCode,
+        from: u64,
+        limit: usize,
+    ) -> Result<LinePage, NodeError> {
+        let first = self.read_clearing(|c| c.first_index.get(&month).copied())?;
+        let mut page = LinePage::default();
+        let Some(first) = first else { return Ok(page) };
+        let own = self.region();
+        self.ledger
+            .scan(from.max(first), |e| {
+                let Some((s, line)) = line_of(e.body.kind, &e.body.key, &e.body.payload, own) else {
+                    return Ok(ControlFlow::Continue(()));
+                };
+                let other = if s == Side::AsTreatment { line.home } else { line.treatment };
+                if s != side || line.month != month || other != counterpart {
+                    return Ok(ControlFlow::Continue(()));
+                }
+                if page.lines.len() == limit {
+                    page.next_index = Some(e.frame.seq);
+                    return Ok(ControlFlow::Break(()));
+                }
+                page.lines.push(line);
+                Ok(ControlFlow::Continue(()))
+            })
+            .map_err(ledger_error)?;
+        Ok(page)
+    }
+
+    fn read_clearing<T>(&self, f: impl FnOnce(&ClearingTotals) -> T) -> Result<T, NodeError> {
+        let totals = self.clearing.read().map_err(|_| NodeError::Internal("clearing lock poisoned".into()))?;
+        Ok(f(&totals))
+    }
+}
+
+/// Lines per page of a pair's lines: a page of the longest lines, hex-encoded
+/// on the operator's ledger, stays under the ledger's 1 MiB payload limit
+/// (tested in `tests/it/operator.rs`).
+pub const MAX_LINES_PER_PAGE: usize = 2_000;
+
+fn page_limit(requested: u32) -> usize {
+    match usize::try_from(requested) {
+        Ok(n) if n > 0 => n.min(MAX_LINES_PER_PAGE),
+        _ => MAX_LINES_PER_PAGE,
+    }
+}
+
+/// One page of a pair's lines.
+#[derive(Debug, Default)]
+pub struct LinePage {
+    pub lines: Vec<Line>,
+    /// Where the next page starts, if more lines follow.
+    pub next_index: Option<u64>,
 }

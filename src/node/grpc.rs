@@ -29,8 +29,10 @@ use crate::region::RegionCode;
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("xclear_descriptor");
 /// Largest message a node accepts or sends.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
-/// Largest report or line list a node sends the operator.
-pub const MAX_REPORT_BYTES: usize = 256 * 1024 * 1024;
+/// Largest report or page of lines a node sends the operator (a report of
+/// 400 counterparts on both sides is ~0.3 MiB; a page of
+/// `MAX_LINES_PER_PAGE` lines under 2 MiB).
+pub const MAX_REPORT_BYTES: usize = 16 * 1024 * 1024;
 /// Concurrent requests on one connection (a hospital's connection included).
 pub const MAX_CONCURRENT_PER_CONNECTION: usize = 256;
 /// A call that takes longer than this is cancelled.

@@ -274,8 +274,8 @@ impl Node {
         let payload = to_payload(rec);
         match self.ledger.append(kind, key, payload.clone()).await {
             Ok(a) if a.existing => Ok(()),
-            Ok(_) => {
-                self.note_for_clearing(kind, key, &payload);
+            Ok(a) => {
+                self.note_for_clearing(a.seq, kind, key, &payload);
                 self.write_home(|h| {
                     h.apply_settlement(rec);
                     h.settlement_keys.insert(rec.setl_id.clone(), key.to_string());

@@ -109,7 +109,7 @@ impl Node {
                 pending_intents.remove(&format!("intent:{rest}"));
             }
             home.apply(&e);
-            clearing.note(e.body.kind, &e.body.key, &e.body.payload, config.region);
+            clearing.note(e.frame.seq, e.body.kind, &e.body.key, &e.body.payload, config.region);
             Ok(())
         })?;
         Ok(Node {

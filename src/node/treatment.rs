@@ -223,7 +223,7 @@ impl Node {
         let recorded = match self.ledger.append(kind, &key, payload.clone()).await {
             Ok(appended) => {
                 if !appended.existing {
-                    self.note_for_clearing(kind, &key, &payload);
+                    self.note_for_clearing(appended.seq, kind, &key, &payload);
                 }
                 result_env.clone()
             }

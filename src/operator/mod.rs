@@ -51,6 +51,8 @@ pub struct Operator {
     pairs: CorpsLocalPairs,
     quotas: BTreeMap<RegionCode, Amount>,
     warning_pct: Option<u32>,
+    /// Lines asked for per page (0: the node's maximum).
+    lines_page: u32,
 }
 
 fn unreachable(region: RegionCode, e: TransportError) -> NodeError {
@@ -99,12 +101,20 @@ impl Operator {
             pairs,
             quotas,
             warning_pct: None,
+            lines_page: 0,
         })
     }
 
     /// Sets the advance-fund warning threshold (percent of the quota).
     pub fn with_warning_pct(mut self, pct: u32) -> Operator {
         self.warning_pct = Some(pct);
+        self
+    }
+
+    /// Asks nodes for at most `n` lines per page (the node caps it at its
+    /// own maximum).
+    pub fn with_lines_page(mut self, n: u32) -> Operator {
+        self.lines_page = n;
         self
     }
 
@@ -130,6 +140,9 @@ impl Operator {
         Ok(report)
     }
 
+    /// All lines of one pair as `region` reports them, page by page, each
+    /// page signed by the region, bound to the request it answers, and
+    /// recorded on the operator's ledger.
     async fn lines(
         &self,
         region: RegionCode,
@@ -137,16 +150,49 @@ impl Operator {
         counterpart: RegionCode,
         as_treatment: bool,
     ) -> Result<Vec<Line>, NodeError> {
-        let req = LinesRequest { month: month.to_string(), counterpart: counterpart.to_string(), as_treatment };
-        let env = self
-            .transport
-            .lines(region, envelope::seal(&self.key, OPERATOR_DOMAIN, "operator", &req))
-            .await
-            .map_err(|e| unreachable(region, e))?;
         let key = self.nodes.get(&region).ok_or_else(|| NodeError::UnknownPeer(region.to_string()))?;
-        let list: LineList =
-            envelope::open(&env, key, LINES_DOMAIN).map_err(|e| NodeError::BadSignature(format!("{region}: {e}")))?;
-        list.lines.iter().map(line_from_proto).collect()
+        let mut lines = Vec::new();
+        let mut from_index = 0;
+        loop {
+            let req = LinesRequest {
+                month: month.to_string(),
+                counterpart: counterpart.to_string(),
+                as_treatment,
+                from_index,
+                limit: self.lines_page,
+            };
+            let env = self
+                .transport
+                .lines(region, envelope::seal(&self.key, OPERATOR_DOMAIN, "operator", &req))
+                .await
+                .map_err(|e| unreachable(region, e))?;
+            let page: LineList = envelope::open(&env, key, LINES_DOMAIN)
+                .map_err(|e| NodeError::BadSignature(format!("{region}: {e}")))?;
+            let answers = page.region == region.to_string()
+                && page.month == req.month
+                && page.counterpart == req.counterpart
+                && page.as_treatment == as_treatment
+                && page.from_index == from_index
+                && (!page.more || page.next_index > from_index);
+            if !answers {
+                return Err(NodeError::BadPeerAnswer(region.to_string(), "a page of lines for another request".into()));
+            }
+            for l in &page.lines {
+                lines.push(line_from_proto(l)?);
+            }
+            let side = if as_treatment { "t" } else { "h" };
+            let digest = hex::encode(Sha256::digest(&env.body));
+            let k = format!("lines:{month}:{region}:{counterpart}:{side}:{from_index}:{}", &digest[..16]);
+            let record = crate::node::records::EnvelopeRecord::from(&env);
+            self.ledger
+                .append(EntryKind::Report, &k, crate::node::records::to_payload(&record))
+                .await
+                .map_err(ledger_err)?;
+            if !page.more {
+                return Ok(lines);
+            }
+            from_index = page.next_index;
+        }
     }
 
     /// Closes `month`: every node's report, pairs reconciled, disputes and

@@ -7,18 +7,24 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
-use xclear::api::envelope::{seal, ADMIN_DOMAIN, CLAIM_DOMAIN, CONFIRMATION_DOMAIN, HOSPITAL_DOMAIN, OPERATOR_DOMAIN};
-use xclear::clearing::{Dispute, Month, PendingReason};
+use xclear::api::envelope::{
+    open, peek, seal, ADMIN_DOMAIN, CLAIM_DOMAIN, CONFIRMATION_DOMAIN, HOSPITAL_DOMAIN, LINES_DOMAIN, OPERATOR_DOMAIN,
+};
+use xclear::clearing::{Amounts, Channel, Dispute, Line, Month, PendingReason};
 use xclear::clock::{Clock, ManualClock};
+use xclear::ledger::entry::MAX_PAYLOAD_BYTES;
 use xclear::money::Amount;
+use xclear::node::clearing_side::MAX_LINES_PER_PAGE;
 use xclear::node::config::{Hospital, Peer};
 use xclear::node::local::LocalNetwork;
 use xclear::node::records::PersonRecord;
+use xclear::node::records::{to_payload, EnvelopeRecord};
+use xclear::node::{BoxFuture, TransportError};
 use xclear::node::{Node, NodeConfig};
-use xclear::operator::Operator;
+use xclear::operator::{Operator, ReportTransport};
 use xclear::proto::{
     hospital_request::Action, registration_request::Op, BillItem, Claim, Confirmation, DisputedLine, HospitalRequest,
-    RegistrationRequest, ReportRequest,
+    LineList, LinesRequest, RegistrationRequest, ReportRequest, Signed,
 };
 use xclear::region::RegionCode;
 use xclear::settlement::HospitalLevel;
@@ -87,16 +93,7 @@ async fn world() -> World {
         net.attach(&node);
         nodes.insert(r, node);
     }
-    let operator = Operator::open(
-        &dir.path().join("operator"),
-        key("operator"),
-        clock,
-        REGIONS.iter().map(|r| (code(r), key(r).verifying_key())).collect(),
-        net.clone(),
-        rules.pairs().clone(),
-        [(code("611000"), Amount::yuan(100_000))].into_iter().collect(),
-    )
-    .expect("operator");
+    let operator = open_operator(&dir.path().join("operator"), net.clone());
     // Traffic: 商洛 patients in Beijing, corps–local care both ways.
     let persons = [("611000", "P1"), ("611000", "P2"), ("654000", "Y1"), ("660400", "B1")];
     for (r, p) in persons {
@@ -147,6 +144,20 @@ async fn world() -> World {
         assert!(r.settled, "{r:?}");
     }
     World { _dir: dir, nodes, operator, net }
+}
+
+/// An operator of the world's regions, on its own ledger in `dir`.
+fn open_operator(dir: &std::path::Path, transport: Arc<dyn ReportTransport>) -> Operator {
+    Operator::open(
+        dir,
+        key("operator"),
+        Arc::new(ManualClock::new(MARCH)),
+        REGIONS.iter().map(|r| (code(r), key(r).verifying_key())).collect(),
+        transport,
+        common::rules().pairs().clone(),
+        [(code("611000"), Amount::yuan(100_000))].into_iter().collect(),
+    )
+    .expect("operator")
 }
 
 fn march() -> Month {
@@ -242,10 +253,9 @@ async fn the_operator_closes_confirms_and_handles_disputes() {
     assert_eq!(april.statement.adjustments[0].setl_id.as_deref(), Some(disputed.as_str()));
 }
 
-#[tokio::test]
-async fn a_line_missing_at_the_treatment_side_is_held_out_and_carried() {
-    let w = world().await;
-    // The home region commits a claim whose outcome the treatment side never recorded.
+/// The home region commits a claim whose outcome the treatment side never
+/// recorded, so the (611000, 110000) pair differs and is matched line by line.
+async fn lose_an_outcome(w: &World) {
     let claim = Claim {
         mdtrtarea_admvs: "110105".into(),
         fixmedins_code: "H110000".into(),
@@ -266,12 +276,150 @@ async fn a_line_missing_at_the_treatment_side_is_held_out_and_carried() {
         .handle_claim(seal(&key("110000"), CLAIM_DOMAIN, "110000", &claim))
         .await
         .expect("committed at home");
+}
+
+#[tokio::test]
+async fn a_line_missing_at_the_treatment_side_is_held_out_and_carried() {
+    let w = world().await;
+    lose_an_outcome(&w).await;
     let closed = w.operator.close_month(march(), &[], &[]).await.expect("closed");
     assert_eq!(closed.statement.pending.len(), 1);
     assert_eq!(closed.statement.pending[0].reason, PendingReason::MissingAtTreatment);
     assert_eq!(closed.statement.positions_sum(), Amount::ZERO);
     // Only the unmatched pair was examined line by line; the others cleared on their summaries.
     assert_eq!(closed.statement.pairs.iter().map(|p| p.count).sum::<u64>(), 5);
+}
+
+#[tokio::test]
+async fn a_pair_s_lines_come_in_pages_that_join_to_the_whole() {
+    let w = world().await;
+    lose_an_outcome(&w).await;
+    let node = &w.nodes["611000"];
+    let (_, all_home) = node.month_lines(march()).expect("lines");
+    let want: Vec<_> = all_home.iter().filter(|l| l.treatment == code("110000")).cloned().collect();
+    assert_eq!(want.len(), 4);
+    // Pages of two lines, each signed by the node and naming the request it answers.
+    let mut got = Vec::new();
+    let mut from_index = 0;
+    let mut pages = 0;
+    loop {
+        let req = LinesRequest {
+            month: "2026-03".into(),
+            counterpart: "110000".into(),
+            as_treatment: false,
+            from_index,
+            limit: 2,
+        };
+        let env = node.handle_lines_request(seal(&key("operator"), OPERATOR_DOMAIN, "operator", &req)).expect("page");
+        let page: LineList = open(&env, &key("611000").verifying_key(), LINES_DOMAIN).expect("signed by the node");
+        assert_eq!((page.from_index, page.counterpart.as_str(), page.as_treatment), (from_index, "110000", false));
+        assert!(page.lines.len() <= 2);
+        got.extend(page.lines.iter().map(|l| xclear::api::convert::line_from_proto(l).expect("line")));
+        pages += 1;
+        if !page.more {
+            break;
+        }
+        assert!(page.next_index > from_index, "each page moves forward");
+        from_index = page.next_index;
+    }
+    assert_eq!(pages, 2, "four lines in pages of two: no empty third page");
+    assert_eq!(got, want);
+    // Past the end: an empty last page.
+    let req = LinesRequest {
+        month: "2026-03".into(),
+        counterpart: "110000".into(),
+        as_treatment: false,
+        from_index: node.ledger().head().size + 10,
+        limit: 0,
+    };
+    let env = node.handle_lines_request(seal(&key("operator"), OPERATOR_DOMAIN, "operator", &req)).expect("page");
+    let page: LineList = open(&env, &key("611000").verifying_key(), LINES_DOMAIN).expect("signed");
+    assert!(page.lines.is_empty() && !page.more);
+
+    // The operator closing with pages of one line issues the very statement
+    // it issues with whole pages.
+    let whole = w.operator.close_month(march(), &[], &[]).await.expect("closed");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paged = open_operator(dir.path(), w.net.clone()).with_lines_page(1);
+    let by_ones = paged.close_month(march(), &[], &[]).await.expect("closed in pages");
+    assert_eq!(by_ones.signed.body, whole.signed.body);
+    assert_eq!(by_ones.statement.pending.len(), 1);
+    // Every page the operator received is on its ledger: four lines of the
+    // home side and three of the treatment side, one page each.
+    let mut pages = BTreeMap::<String, usize>::new();
+    paged
+        .ledger()
+        .for_each(0, |e| {
+            if let Some(rest) = e.body.key.strip_prefix("lines:2026-03:") {
+                *pages.entry(rest.split(':').take(3).collect::<Vec<_>>().join(":")).or_default() += 1;
+            }
+            Ok(())
+        })
+        .expect("ledger");
+    let want: BTreeMap<String, usize> =
+        [("110000:611000:t".to_string(), 3), ("611000:110000:h".to_string(), 4)].into_iter().collect();
+    assert_eq!(pages, want);
+}
+
+#[test]
+fn a_full_page_of_the_longest_lines_fits_on_the_operator_s_ledger() {
+    let most = -Amount::round_half_up(xclear::money::MAX_INPUT_AMOUNT);
+    let line = Line {
+        setl_id: format!("S611000{}", "f".repeat(16)),
+        home: code("611000"),
+        treatment: code("110000"),
+        channel: Channel::National,
+        month: march(),
+        amounts: Amounts {
+            medfee_sumamt: most,
+            hifp_pay: most,
+            hifmi_pay: most,
+            hifob_pay: most,
+            maf_pay: most,
+            fund_pay_sumamt: most,
+        },
+        count: 1,
+    };
+    let page = LineList {
+        region: "611000".into(),
+        month: "2026-03".into(),
+        lines: vec![xclear::api::convert::line_to_proto(&line); MAX_LINES_PER_PAGE],
+        counterpart: "110000".into(),
+        as_treatment: false,
+        from_index: u64::MAX,
+        more: true,
+        next_index: u64::MAX,
+    };
+    let env = seal(&key("611000"), LINES_DOMAIN, "611000", &page);
+    let payload = to_payload(&EnvelopeRecord::from(&env));
+    assert!(payload.len() <= MAX_PAYLOAD_BYTES, "{} bytes", payload.len());
+    assert!(env.body.len() * 2 > MAX_PAYLOAD_BYTES / 2, "the page size is not far below what fits");
+}
+
+/// A node that answers every request for lines with the first page.
+struct FirstPageOnly(Arc<LocalNetwork>);
+
+impl ReportTransport for FirstPageOnly {
+    fn month_report(&self, to: RegionCode, req: Signed) -> BoxFuture<'_, Result<Signed, TransportError>> {
+        self.0.month_report(to, req)
+    }
+
+    fn lines(&self, to: RegionCode, req: Signed) -> BoxFuture<'_, Result<Signed, TransportError>> {
+        let mut r: LinesRequest = peek(&req).expect("a lines request");
+        r.from_index = 0;
+        self.0.lines(to, seal(&key("operator"), OPERATOR_DOMAIN, "operator", &r))
+    }
+}
+
+#[tokio::test]
+async fn a_page_answering_another_request_is_refused_not_looped_on() {
+    let w = world().await;
+    lose_an_outcome(&w).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let op = open_operator(dir.path(), Arc::new(FirstPageOnly(w.net.clone()))).with_lines_page(1);
+    let e = op.close_month(march(), &[], &[]).await.expect_err("a replayed page");
+    assert_eq!(e.reason(), "bad_peer_answer", "{e}");
+    assert!(e.to_string().contains("another request"), "{e}");
 }
 
 #[tokio::test]
