@@ -17,7 +17,6 @@ use super::{fail, EXIT_FAILED};
 
 #[derive(Subcommand, Clone, Copy)]
 pub enum BenchCommand {
-    /// Ledger: durable appends/s (group commit and one at a time), verify entries/s, sled's raw flush rate.
     /// End to end: hospitals -> treatment node -> home node over gRPC, both ledgers durable.
     E2e {
         #[arg(long, default_value_t = 30)]
@@ -37,6 +36,7 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 400)]
         regions: usize,
     },
+    /// Ledger: durable appends/s (group commit and one at a time), verify entries/s, sled's raw flush rate.
     Ledger {
         /// Entries appended in the group-commit run.
         #[arg(long, default_value_t = 200_000)]

@@ -506,3 +506,20 @@ fn a_lost_index_is_rebuilt_from_the_log() {
     // Idempotency survives the rebuild.
     assert!(ledger.append_blocking(EntryKind::Note, "r-5", payload(5)).expect("again").existing);
 }
+
+#[test]
+fn keys_are_found_while_the_index_gathers_and_a_clean_close_leaves_none_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = open(dir.path());
+    // One group per append: the indexer gathers many groups into one store batch.
+    for i in 0..300 {
+        ledger.append_blocking(EntryKind::Note, &format!("g-{i}"), payload(i)).expect("append");
+        let e = ledger.entry_by_key(&format!("g-{i}")).expect("read").expect("found before it is indexed");
+        assert_eq!(e.frame.seq, i);
+        assert!(ledger.append_blocking(EntryKind::Note, &format!("g-{i}"), payload(i)).expect("again").existing);
+    }
+    ledger.close().expect("close");
+    let ledger = open(dir.path());
+    assert_eq!(ledger.recovery().reindexed, 0, "closing applied every gathered index record");
+    assert_eq!(ledger.entry_by_key("g-299").expect("read").expect("indexed").frame.seq, 299);
+}

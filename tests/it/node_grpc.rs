@@ -223,3 +223,18 @@ async fn settlement_over_grpc_with_health_and_reflection() {
         let _ = s.send(());
     }
 }
+
+#[tokio::test]
+async fn servers_accept_connections_with_nodelay_and_keepalive() {
+    use tokio_stream::StreamExt;
+    // Without TCP_NODELAY a small answer waits on the peer's delayed ACK
+    // (~40 ms on Linux): that was most of a settlement's latency.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut incoming = xclear::api::incoming(listener);
+    let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let accepted = incoming.next().await.expect("a connection").expect("accepted");
+    assert!(accepted.nodelay().expect("nodelay"), "TCP_NODELAY on accepted connections");
+    let keepalive = socket2::SockRef::from(&accepted).keepalive().expect("keepalive");
+    assert!(keepalive, "keepalive on accepted connections");
+}
