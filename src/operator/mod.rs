@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod grpc;
+pub mod index;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -53,6 +54,8 @@ pub struct Operator {
     warning_pct: Option<u32>,
     /// Lines asked for per page (0: the node's maximum).
     lines_page: u32,
+    /// The ledger's statements, adjustments and answers by month.
+    index: std::sync::RwLock<index::MonthIndex>,
 }
 
 fn unreachable(region: RegionCode, e: TransportError) -> NodeError {
@@ -93,15 +96,22 @@ impl Operator {
         pairs: CorpsLocalPairs,
         quotas: BTreeMap<RegionCode, Amount>,
     ) -> Result<Operator, LedgerError> {
+        let ledger = Ledger::open(dir, key.clone(), clock)?;
+        let mut month_index = index::MonthIndex::default();
+        ledger.for_each(0, |e| {
+            month_index.note(e.body.kind, &e.body.key);
+            Ok(())
+        })?;
         Ok(Operator {
             nodes,
-            ledger: Ledger::open(dir, key.clone(), clock)?,
+            ledger,
             key,
             transport,
             pairs,
             quotas,
             warning_pct: None,
             lines_page: 0,
+            index: std::sync::RwLock::new(month_index),
         })
     }
 
@@ -122,6 +132,30 @@ impl Operator {
         &self.ledger
     }
 
+    /// Appends an entry to the operator's ledger and files it in the month index.
+    async fn record(&self, kind: EntryKind, key: &str, payload: Vec<u8>) -> Result<(), LedgerError> {
+        let appended = self.ledger.append(kind, key, payload).await?;
+        if !appended.existing {
+            self.index.write().map_err(|_| LedgerError::Failed)?.note(kind, key);
+        }
+        Ok(())
+    }
+
+    /// What the ledger holds for `month`, by key.
+    fn month_entries(&self, month: Month) -> Result<index::MonthEntries, NodeError> {
+        let ix = self.index.read().map_err(|_| NodeError::Internal("operator index lock poisoned".into()))?;
+        Ok(ix.month(month))
+    }
+
+    /// The envelope recorded under `key` on the operator's ledger.
+    fn recorded_envelope(&self, key: &str) -> Result<Signed, NodeError> {
+        let bad = |what: String| NodeError::Internal(format!("{key} on the operator's ledger: {what}"));
+        let e = self.ledger.entry_by_key(key).map_err(ledger_err)?.ok_or_else(|| bad("missing".into()))?;
+        let record: crate::node::records::EnvelopeRecord =
+            serde_json::from_slice(&e.body.payload).map_err(|e| bad(e.to_string()))?;
+        record.to_signed().ok_or_else(|| bad("not an envelope".into()))
+    }
+
     async fn report(&self, region: RegionCode, month: Month) -> Result<MonthReport, NodeError> {
         let req = envelope::seal(&self.key, OPERATOR_DOMAIN, "operator", &ReportRequest { month: month.to_string() });
         let env = self.transport.month_report(region, req).await.map_err(|e| unreachable(region, e))?;
@@ -133,10 +167,7 @@ impl Operator {
         }
         let record = crate::node::records::EnvelopeRecord::from(&env);
         let k = format!("report:{month}:{region}:{}", report.head_size);
-        self.ledger
-            .append(EntryKind::Report, &k, crate::node::records::to_payload(&record))
-            .await
-            .map_err(ledger_err)?;
+        self.record(EntryKind::Report, &k, crate::node::records::to_payload(&record)).await.map_err(ledger_err)?;
         Ok(report)
     }
 
@@ -184,10 +215,7 @@ impl Operator {
             let digest = hex::encode(Sha256::digest(&env.body));
             let k = format!("lines:{month}:{region}:{counterpart}:{side}:{from_index}:{}", &digest[..16]);
             let record = crate::node::records::EnvelopeRecord::from(&env);
-            self.ledger
-                .append(EntryKind::Report, &k, crate::node::records::to_payload(&record))
-                .await
-                .map_err(ledger_err)?;
+            self.record(EntryKind::Report, &k, crate::node::records::to_payload(&record)).await.map_err(ledger_err)?;
             if !page.more {
                 return Ok(lines);
             }
@@ -302,14 +330,13 @@ impl Operator {
         let signature = crate::crypto::sign(&self.key, STATEMENT_DOMAIN, &bytes).to_bytes().to_vec();
         let signed = Signed { body: bytes, signature, signer: "operator".into() };
         let record = crate::node::records::EnvelopeRecord::from(&signed);
-        self.ledger
-            .append(
-                EntryKind::Statement,
-                &format!("statement:{month}:{}", &hash[..16]),
-                crate::node::records::to_payload(&record),
-            )
-            .await
-            .map_err(ledger_err)?;
+        self.record(
+            EntryKind::Statement,
+            &format!("statement:{month}:{}", &hash[..16]),
+            crate::node::records::to_payload(&record),
+        )
+        .await
+        .map_err(ledger_err)?;
         Ok(Closed { statement, signed, hash })
     }
 
@@ -328,29 +355,14 @@ impl Operator {
         Ok(closed)
     }
 
-    /// The latest statement of each of `months`, in one pass over the ledger.
+    /// The latest statement of each of `months`.
     fn statements_of<const N: usize>(&self, months: [Month; N]) -> Result<[Option<Closed>; N], NodeError> {
-        let prefixes = months.map(|m| format!("statement:{m}:"));
-        let mut latest: [Option<Vec<u8>>; N] = [const { None }; N];
-        self.ledger
-            .for_each(0, |e| {
-                if e.body.kind == EntryKind::Statement {
-                    if let Some(i) = prefixes.iter().position(|p| e.body.key.starts_with(p.as_str())) {
-                        latest[i] = Some(e.body.payload);
-                    }
-                }
-                Ok(())
-            })
-            .map_err(ledger_err)?;
         let mut out: [Option<Closed>; N] = [const { None }; N];
-        for (i, payload) in latest.into_iter().enumerate() {
-            let Some(payload) = payload else { continue };
-            let month = months[i];
-            let bad = |what: &str| NodeError::Internal(format!("statement of {month} on the ledger: {what}"));
-            let record: crate::node::records::EnvelopeRecord =
-                serde_json::from_slice(&payload).map_err(|e| bad(&e.to_string()))?;
-            let signed = record.to_signed().ok_or_else(|| bad("not an envelope"))?;
-            let statement = serde_json::from_slice(&signed.body).map_err(|e| bad(&e.to_string()))?;
+        for (i, month) in months.into_iter().enumerate() {
+            let Some(key) = self.month_entries(month)?.statements.pop() else { continue };
+            let signed = self.recorded_envelope(&key)?;
+            let statement = serde_json::from_slice(&signed.body)
+                .map_err(|e| NodeError::Internal(format!("statement of {month} on the ledger: {e}")))?;
             let hash = hex::encode(Sha256::digest(&signed.body));
             out[i] = Some(Closed { statement, signed, hash });
         }
@@ -385,7 +397,7 @@ impl Operator {
         let kind = if c.disputes.is_empty() { EntryKind::Confirmation } else { EntryKind::Dispute };
         let record = crate::node::records::EnvelopeRecord::from(&env);
         let k = format!("answer:{}:{region}:{}", c.month, c.statement_hash);
-        self.ledger.append(kind, &k, crate::node::records::to_payload(&record)).await.map_err(|e| match e {
+        self.record(kind, &k, crate::node::records::to_payload(&record)).await.map_err(|e| match e {
             LedgerError::IdempotencyConflict { .. } => NodeError::MsgidReused(k.clone()),
             other => ledger_err(other),
         })?;
@@ -425,8 +437,7 @@ impl Operator {
         }
         let record = crate::node::records::EnvelopeRecord::from(&env);
         let key = format!("adjustment:{month}:{}", &hex::encode(Sha256::digest(&env.body))[..16]);
-        self.ledger
-            .append(EntryKind::Adjustment, &key, crate::node::records::to_payload(&record))
+        self.record(EntryKind::Adjustment, &key, crate::node::records::to_payload(&record))
             .await
             .map_err(ledger_err)?;
         Ok(key)
@@ -435,47 +446,24 @@ impl Operator {
     /// The operator's adjustments of `month`, from its ledger.
     pub fn adjustments_of(&self, month: Month) -> Result<Vec<crate::clearing::netting::Adjustment>, NodeError> {
         let mut out = Vec::new();
-        self.ledger
-            .for_each(0, |e| {
-                if e.body.kind == EntryKind::Adjustment {
-                    let rec: Option<crate::node::records::EnvelopeRecord> =
-                        serde_json::from_slice(&e.body.payload).ok();
-                    let req =
-                        rec.and_then(|r| r.to_signed()).and_then(|s| envelope::peek::<AdjustmentRequest>(&s).ok());
-                    if let Some((m, a)) = req.and_then(|r| adjustment_of(&r).ok()) {
-                        if m == month {
-                            out.push(a);
-                        }
-                    }
-                }
-                Ok(())
-            })
-            .map_err(ledger_err)?;
+        for key in self.month_entries(month)?.adjustments {
+            let env = self.recorded_envelope(&key)?;
+            let req: AdjustmentRequest =
+                envelope::peek(&env).map_err(|e| NodeError::Internal(format!("{key}: {e}")))?;
+            out.push(adjustment_of(&req)?.1);
+        }
         Ok(out)
     }
 
     /// Disputes the regions filed against statements of `month`.
     pub fn disputes_of(&self, month: Month) -> Result<Vec<Dispute>, NodeError> {
         let mut out = Vec::new();
-        self.ledger
-            .for_each(0, |e| {
-                if e.body.kind != EntryKind::Dispute {
-                    return Ok(());
-                }
-                let rec: Option<crate::node::records::EnvelopeRecord> = serde_json::from_slice(&e.body.payload).ok();
-                let c = rec.and_then(|r| r.to_signed()).and_then(|s| envelope::peek::<Confirmation>(&s).ok());
-                if let Some(c) = c.filter(|c| c.month == month.to_string()) {
-                    if let Ok(region) = RegionCode::parse(&c.region) {
-                        out.extend(c.disputes.into_iter().map(|d| Dispute {
-                            region,
-                            setl_id: d.setl_id,
-                            reason: d.reason,
-                        }));
-                    }
-                }
-                Ok(())
-            })
-            .map_err(ledger_err)?;
+        for key in self.month_entries(month)?.disputes {
+            let env = self.recorded_envelope(&key)?;
+            let c: Confirmation = envelope::peek(&env).map_err(|e| NodeError::Internal(format!("{key}: {e}")))?;
+            let region = RegionCode::parse(&c.region).map_err(|e| NodeError::Internal(format!("{key}: {e}")))?;
+            out.extend(c.disputes.into_iter().map(|d| Dispute { region, setl_id: d.setl_id, reason: d.reason }));
+        }
         Ok(out)
     }
 
@@ -504,17 +492,8 @@ impl Operator {
 
     /// Whether every region in the statement confirmed this exact statement.
     pub fn is_final(&self, closed: &Closed) -> Result<bool, NodeError> {
-        let mut confirmed = BTreeSet::new();
-        self.ledger
-            .for_each(0, |e| {
-                if e.body.kind == EntryKind::Confirmation && e.body.key.ends_with(&format!(":{}", closed.hash)) {
-                    if let Some(region) = e.body.key.split(':').nth(2) {
-                        confirmed.insert(region.to_string());
-                    }
-                }
-                Ok(())
-            })
-            .map_err(ledger_err)?;
-        Ok(closed.statement.node_heads.keys().all(|r| confirmed.contains(&r.to_string())))
+        let month = self.month_entries(closed.statement.month)?;
+        let confirmed = month.confirmations.get(&closed.hash);
+        Ok(closed.statement.node_heads.keys().all(|r| confirmed.is_some_and(|c| c.contains(&r.to_string()))))
     }
 }

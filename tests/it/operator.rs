@@ -396,6 +396,48 @@ fn a_full_page_of_the_longest_lines_fits_on_the_operator_s_ledger() {
     assert!(env.body.len() * 2 > MAX_PAYLOAD_BYTES / 2, "the page size is not far below what fits");
 }
 
+#[tokio::test]
+async fn a_reopened_operator_finds_its_statements_answers_and_adjustments() {
+    let w = world().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let op = open_operator(dir.path(), w.net.clone());
+    let first = op.close_month(march(), &[], &[]).await.expect("closed");
+    let (_, home_lines) = w.nodes["611000"].month_lines(march()).expect("lines");
+    let disputed = DisputedLine { setl_id: home_lines[0].setl_id.clone(), reason: "duplicate bill".into() };
+    op.answer(answer("611000", &first.hash, vec![disputed])).await.expect("dispute");
+    let deduction = xclear::clearing::netting::Adjustment {
+        home: code("611000"),
+        treatment: code("110000"),
+        amount: -Amount::yuan(100),
+        reason: "audit refusal".into(),
+        setl_id: None,
+    };
+    op.adjust(march(), deduction.clone()).await.expect("adjust");
+    let second = op.close(march()).await.expect("closed with the dispute and the deduction");
+    assert_ne!(second.hash, first.hash);
+    for r in REGIONS {
+        op.answer(answer(r, &second.hash, vec![])).await.expect("confirm");
+    }
+    assert!(op.is_final(&second).expect("final"));
+    drop(op);
+
+    // Reopened from its ledger alone: the same latest statement, finality,
+    // disputes and adjustments.
+    let op = open_operator(dir.path(), w.net.clone());
+    let latest = op.statement_of(march()).expect("read").expect("a statement");
+    assert_eq!(latest.hash, second.hash);
+    assert_eq!(latest.signed.body, second.signed.body);
+    assert!(op.is_final(&latest).expect("final"));
+    assert!(!op.is_final(&first).expect("the first was never confirmed by all"));
+    let disputes = op.disputes_of(march()).expect("disputes");
+    assert_eq!(disputes.len(), 1);
+    assert_eq!(disputes[0].setl_id, home_lines[0].setl_id);
+    assert_eq!(op.adjustments_of(march()).expect("adjustments"), vec![deduction]);
+    assert!(op.statement_of(march().next()).expect("read").is_none());
+    // Closing again from the reopened ledger gives the same bytes.
+    assert_eq!(op.close(march()).await.expect("again").signed.body, second.signed.body);
+}
+
 /// A node that answers every request for lines with the first page.
 struct FirstPageOnly(Arc<LocalNetwork>);
 

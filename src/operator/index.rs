@@ -1,0 +1,76 @@
+//! The operator's index of its own ledger by month: which entries are the
+//! month's statements, adjustments and answers. Built by one pass when the
+//! operator opens and moved with every append, so a query reads only the
+//! entries it needs instead of the whole ledger (which also holds every
+//! report and page of lines received).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::clearing::Month;
+use crate::ledger::EntryKind;
+
+/// A month's entries, each by its ledger key, in ledger order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MonthEntries {
+    pub statements: Vec<String>,
+    pub adjustments: Vec<String>,
+    pub disputes: Vec<String>,
+    /// Statement hash -> regions that confirmed it.
+    pub confirmations: BTreeMap<String, BTreeSet<String>>,
+}
+
+#[derive(Debug, Default)]
+pub struct MonthIndex {
+    months: BTreeMap<Month, MonthEntries>,
+}
+
+impl MonthIndex {
+    /// Notes an entry just appended (not one that already stood under its key).
+    pub fn note(&mut self, kind: EntryKind, key: &str) {
+        let mut parts = key.split(':');
+        let (Some(prefix), Some(month)) = (parts.next(), parts.next().and_then(Month::parse)) else { return };
+        let entries = self.months.entry(month).or_default();
+        match (kind, prefix) {
+            (EntryKind::Statement, "statement") => entries.statements.push(key.to_string()),
+            (EntryKind::Adjustment, "adjustment") => entries.adjustments.push(key.to_string()),
+            (EntryKind::Dispute, "answer") => entries.disputes.push(key.to_string()),
+            // answer:<month>:<region>:<statement hash>
+            (EntryKind::Confirmation, "answer") => {
+                if let (Some(region), Some(hash)) = (parts.next(), parts.next()) {
+                    entries.confirmations.entry(hash.to_string()).or_default().insert(region.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn month(&self, month: Month) -> MonthEntries {
+        self.months.get(&month).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_file_under_their_month_and_kind() {
+        let mut ix = MonthIndex::default();
+        let march = Month::parse("2026-03").expect("month");
+        ix.note(EntryKind::Statement, "statement:2026-03:aaaa");
+        ix.note(EntryKind::Statement, "statement:2026-03:bbbb");
+        ix.note(EntryKind::Adjustment, "adjustment:2026-03:cccc");
+        ix.note(EntryKind::Dispute, "answer:2026-03:611000:bbbb");
+        ix.note(EntryKind::Confirmation, "answer:2026-03:110000:bbbb");
+        ix.note(EntryKind::Confirmation, "answer:2026-04:110000:dddd");
+        ix.note(EntryKind::Report, "report:2026-03:611000:12");
+        ix.note(EntryKind::Report, "lines:2026-03:611000:110000:h:0:eeee");
+        let m = ix.month(march);
+        assert_eq!(m.statements, ["statement:2026-03:aaaa", "statement:2026-03:bbbb"]);
+        assert_eq!(m.adjustments, ["adjustment:2026-03:cccc"]);
+        assert_eq!(m.disputes, ["answer:2026-03:611000:bbbb"]);
+        assert_eq!(m.confirmations.len(), 1);
+        assert!(m.confirmations["bbbb"].contains("110000"));
+        assert_eq!(ix.month(march.next()).confirmations["dddd"].len(), 1);
+    }
+}
