@@ -56,10 +56,34 @@ pub struct SledStore {
     db: sled::Db,
 }
 
+/// How long opening waits for sled's file lock: a store closed a moment ago
+/// in this process holds it until sled's background threads have exited.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl StoreError {
+    /// The store is locked: still held by a store closed a moment ago, or
+    /// open in another process.
+    pub fn is_locked(&self) -> bool {
+        self.0.contains("could not acquire lock")
+    }
+}
+
 impl SledStore {
+    /// Opens the store, waiting up to [`LOCK_WAIT`] for its lock.
     pub fn open(path: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new().path(path).cache_capacity(64 * 1024 * 1024).open()?;
-        Ok(SledStore { db })
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match sled::Config::new().path(path).cache_capacity(64 * 1024 * 1024).open() {
+                Ok(db) => return Ok(SledStore { db }),
+                Err(e) => {
+                    let e = StoreError::from(e);
+                    if !e.is_locked() || std::time::Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
     }
 
     /// Measures sled's raw rate of `insert` + `flush()` pairs for `seconds`,

@@ -481,10 +481,16 @@ pub(crate) fn read_u64(b: Option<&[u8]>) -> Option<u64> {
     b.and_then(|b| b.get(..8)).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
 }
 
-/// Opens the index; one that cannot be opened is moved aside and rebuilt.
+/// Opens the index; one that cannot be opened is moved aside and rebuilt. A
+/// locked one is not: another process may be using this ledger.
 fn open_store(path: &Path) -> Result<(Arc<dyn KvStore>, bool), LedgerError> {
     match SledStore::open(path) {
         Ok(s) => Ok((Arc::new(s), false)),
+        Err(e) if e.is_locked() => Err(LedgerError::Store(StoreError(format!(
+            "{} is locked; is another process using this ledger? ({})",
+            path.display(),
+            e.0
+        )))),
         Err(e) => {
             tracing::warn!(error = %e, path = %path.display(), "index cannot be opened; rebuilding it from the log");
             let aside = path.with_extension(format!("broken-{}", std::process::id()));

@@ -520,6 +520,23 @@ fn keys_are_found_while_the_index_gathers_and_a_clean_close_leaves_none_behind()
     }
     ledger.close().expect("close");
     let ledger = open(dir.path());
+    assert!(!ledger.recovery().index_rebuilt, "reopening waits for the closed store's lock");
     assert_eq!(ledger.recovery().reindexed, 0, "closing applied every gathered index record");
     assert_eq!(ledger.entry_by_key("g-299").expect("read").expect("indexed").frame.seq, 299);
+}
+
+#[test]
+fn a_ledger_open_elsewhere_is_refused_and_its_index_left_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = open(dir.path());
+    first.append_blocking(EntryKind::Note, "x", payload(1)).expect("append");
+    let second = Ledger::open(dir.path(), key(), clock());
+    let err = second.err().expect("the index is locked by the open ledger").to_string();
+    assert!(err.contains("locked"), "{err}");
+    let entries: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!entries.iter().any(|n| n.contains("broken")), "the live index was not moved aside: {entries:?}");
+    assert_eq!(first.entry_by_key("x").expect("read").expect("still there").frame.seq, 0);
 }
