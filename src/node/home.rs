@@ -4,6 +4,7 @@
 //! ledger together with the counters, then answered with a signed result.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{Datelike, FixedOffset, TimeZone};
 use sha2::{Digest, Sha256};
@@ -45,7 +46,7 @@ fn claim_key(treatment: &str, hospital: &str, msgid: &str) -> String {
 
 impl Node {
     /// Handles a claim from a peer: returns the home node's signed result.
-    pub async fn handle_claim(&self, env: Signed) -> Result<Signed, NodeError> {
+    pub async fn handle_claim(self: &Arc<Self>, env: Signed) -> Result<Signed, NodeError> {
         let signer = RegionCode::parse(&env.signer).map_err(|_| NodeError::UnknownPeer(env.signer.clone()))?;
         let peer = self.config.peers.get(&signer).ok_or_else(|| NodeError::UnknownPeer(signer.to_string()))?;
         let claim: Claim = envelope::open(&env, &peer.public_key, CLAIM_DOMAIN).map_err(|e| match e {
@@ -65,17 +66,15 @@ impl Node {
         let action = Action::try_from(claim.action).unwrap_or(Action::Unspecified);
         match action {
             Action::Settle | Action::Reverse => {
-                let lock = self.person_lock(&claim.psn_no).lock().await;
-                if let Some(stored) = self.stored_result(&key, &env)? {
-                    return Ok(stored);
-                }
-                let result = if action == Action::Settle {
-                    self.settle_claim(&claim, &env, &key, signer).await
-                } else {
-                    self.reverse_claim(&claim, &env, &key, signer).await
-                };
-                drop(lock);
-                result
+                // Its own task: a caller going away (a timeout, a dropped
+                // connection) drops this future, and must not cancel the
+                // commit between the durable append and the person's
+                // counters and settlement ids it moves, nor free the
+                // person's lock before they have moved.
+                let node = Arc::clone(self);
+                tokio::spawn(async move { node.commit_claim(claim, env, key, signer, action).await })
+                    .await
+                    .map_err(|e| NodeError::Internal(format!("claim commit task: {e}")))?
             }
             Action::Presettle | Action::Eligibility => {
                 let extra = self.partner_years(&claim).await;
@@ -83,6 +82,27 @@ impl Node {
                 Ok(self.sign_result(&result))
             }
             Action::Unspecified => Err(NodeError::bad("action", "unknown action")),
+        }
+    }
+
+    /// Settles or reverses a claim under the person's lock, or answers it
+    /// from the result already committed under its key.
+    async fn commit_claim(
+        &self,
+        claim: Claim,
+        env: Signed,
+        key: String,
+        signer: RegionCode,
+        action: Action,
+    ) -> Result<Signed, NodeError> {
+        let _lock = self.person_lock(&claim.psn_no).lock().await;
+        if let Some(stored) = self.stored_result(&key, &env)? {
+            return Ok(stored);
+        }
+        if action == Action::Settle {
+            self.settle_claim(&claim, &env, &key, signer).await
+        } else {
+            self.reverse_claim(&claim, &env, &key, signer).await
         }
     }
 

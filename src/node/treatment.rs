@@ -3,6 +3,7 @@
 //! region's catalogue, an intent is recorded, the home node is asked with a
 //! signed claim, and its signed result is verified, recorded and answered.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -31,7 +32,7 @@ fn outcome_key(hospital: &str, msgid: &str) -> String {
 
 impl Node {
     /// Handles a hospital's signed request.
-    pub async fn handle_hospital(&self, env: Signed) -> Result<HospitalResponse, NodeError> {
+    pub async fn handle_hospital(self: &Arc<Self>, env: Signed) -> Result<HospitalResponse, NodeError> {
         if env.signature.is_empty() {
             return Err(NodeError::Unsigned);
         }
@@ -70,7 +71,14 @@ impl Node {
                 Ok(response(&req.msgid, &result.0, result.1))
             }
             Action::Settle | Action::Reverse => {
-                self.settle_or_reverse(req, env, hospital_code, hospital.level, peer, action).await
+                // Its own task, so a hospital going away cannot cancel it
+                // between a durable append and the state it moves (the
+                // pending intents, the running clearing totals).
+                let node = Arc::clone(self);
+                let level = hospital.level;
+                tokio::spawn(async move { node.settle_or_reverse(req, env, hospital_code, level, peer, action).await })
+                    .await
+                    .map_err(|e| NodeError::Internal(format!("settlement task: {e}")))?
             }
             Action::Unspecified => Err(NodeError::bad("action", "unknown action")),
         }

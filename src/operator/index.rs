@@ -19,6 +19,47 @@ pub struct MonthEntries {
     pub confirmations: BTreeMap<String, BTreeSet<String>>,
 }
 
+/// The operator's ledger keys, `<what>:<month>:…`; [`MonthIndex::note`]
+/// reads them back.
+pub mod keys {
+    use crate::clearing::Month;
+    use crate::region::RegionCode;
+
+    /// A node's report, by the size of the tree head it reported.
+    pub fn report(month: Month, region: RegionCode, head_size: u64) -> String {
+        format!("report:{month}:{region}:{head_size}")
+    }
+
+    /// A page of one pair's lines as `region` reported it (`side`: `t` or `h`).
+    pub fn lines(
+        month: Month,
+        region: RegionCode,
+        counterpart: RegionCode,
+        side: &str,
+        from: u64,
+        digest: &str,
+    ) -> String {
+        format!("lines:{month}:{region}:{counterpart}:{side}:{from}:{}", short(digest))
+    }
+
+    pub fn statement(month: Month, hash: &str) -> String {
+        format!("statement:{month}:{}", short(hash))
+    }
+
+    /// A region's confirmation or dispute of the statement with this (full) hash.
+    pub fn answer(month: Month, region: RegionCode, statement_hash: &str) -> String {
+        format!("answer:{month}:{region}:{statement_hash}")
+    }
+
+    pub fn adjustment(month: Month, digest: &str) -> String {
+        format!("adjustment:{month}:{}", short(digest))
+    }
+
+    fn short(hex: &str) -> &str {
+        hex.get(..16).unwrap_or(hex)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct MonthIndex {
     months: BTreeMap<Month, MonthEntries>,
@@ -52,6 +93,25 @@ impl MonthIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_builders_file_under_their_month_and_kind() {
+        let mut ix = MonthIndex::default();
+        let march = Month::parse("2026-03").expect("month");
+        let r = |s: &str| crate::region::RegionCode::parse(s).expect("region");
+        let hash = "ab".repeat(32);
+        ix.note(EntryKind::Statement, &keys::statement(march, &hash));
+        ix.note(EntryKind::Adjustment, &keys::adjustment(march, &hash));
+        ix.note(EntryKind::Dispute, &keys::answer(march, r("611000"), &hash));
+        ix.note(EntryKind::Confirmation, &keys::answer(march, r("110000"), &hash));
+        ix.note(EntryKind::Report, &keys::report(march, r("110000"), 7));
+        ix.note(EntryKind::Report, &keys::lines(march, r("110000"), r("611000"), "t", 0, &hash));
+        let m = ix.month(march);
+        assert_eq!(m.statements, [keys::statement(march, &hash)]);
+        assert_eq!(m.adjustments.len(), 1);
+        assert_eq!(m.disputes, [keys::answer(march, r("611000"), &hash)]);
+        assert!(m.confirmations[&hash].contains("110000"));
+    }
 
     #[test]
     fn keys_file_under_their_month_and_kind() {

@@ -166,7 +166,7 @@ impl Operator {
             return Err(NodeError::BadPeerAnswer(region.to_string(), "a report for another region or month".into()));
         }
         let record = crate::node::records::EnvelopeRecord::from(&env);
-        let k = format!("report:{month}:{region}:{}", report.head_size);
+        let k = index::keys::report(month, region, report.head_size);
         self.record(EntryKind::Report, &k, crate::node::records::to_payload(&record)).await.map_err(ledger_err)?;
         Ok(report)
     }
@@ -213,7 +213,7 @@ impl Operator {
             }
             let side = if as_treatment { "t" } else { "h" };
             let digest = hex::encode(Sha256::digest(&env.body));
-            let k = format!("lines:{month}:{region}:{counterpart}:{side}:{from_index}:{}", &digest[..16]);
+            let k = index::keys::lines(month, region, counterpart, side, from_index, &digest);
             let record = crate::node::records::EnvelopeRecord::from(&env);
             self.record(EntryKind::Report, &k, crate::node::records::to_payload(&record)).await.map_err(ledger_err)?;
             if !page.more {
@@ -332,7 +332,7 @@ impl Operator {
         let record = crate::node::records::EnvelopeRecord::from(&signed);
         self.record(
             EntryKind::Statement,
-            &format!("statement:{month}:{}", &hash[..16]),
+            &index::keys::statement(month, &hash),
             crate::node::records::to_payload(&record),
         )
         .await
@@ -396,7 +396,7 @@ impl Operator {
         }
         let kind = if c.disputes.is_empty() { EntryKind::Confirmation } else { EntryKind::Dispute };
         let record = crate::node::records::EnvelopeRecord::from(&env);
-        let k = format!("answer:{}:{region}:{}", c.month, c.statement_hash);
+        let k = index::keys::answer(month, region, &c.statement_hash);
         self.record(kind, &k, crate::node::records::to_payload(&record)).await.map_err(|e| match e {
             LedgerError::IdempotencyConflict { .. } => NodeError::MsgidReused(k.clone()),
             other => ledger_err(other),
@@ -436,7 +436,7 @@ impl Operator {
             }
         }
         let record = crate::node::records::EnvelopeRecord::from(&env);
-        let key = format!("adjustment:{month}:{}", &hex::encode(Sha256::digest(&env.body))[..16]);
+        let key = index::keys::adjustment(month, &hex::encode(Sha256::digest(&env.body)));
         self.record(EntryKind::Adjustment, &key, crate::node::records::to_payload(&record))
             .await
             .map_err(ledger_err)?;

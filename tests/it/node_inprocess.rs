@@ -194,7 +194,7 @@ pub(crate) fn request(
     }
 }
 
-pub(crate) async fn submit(node: &Node, req: &HospitalRequest) -> Result<HospitalResponse, NodeError> {
+pub(crate) async fn submit(node: &Arc<Node>, req: &HospitalRequest) -> Result<HospitalResponse, NodeError> {
     node.handle_hospital(seal(&hospital_key(&req.fixmedins_code), HOSPITAL_DOMAIN, &req.fixmedins_code, req)).await
 }
 
@@ -837,4 +837,44 @@ async fn limit_pending_intents_refuses_new_settlements_until_homes_answer() {
     assert_eq!(bj.redrive_intents().await.expect("redrive"), 2);
     assert_eq!(bj.pending_intents(), 0);
     assert!(submit(&bj, &req("p3")).await.expect("accepted").settled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_caller_goes_away_mid_commit_still_moves_the_home_state() {
+    let (f, _) = secured().await;
+    let home = &f.nodes["611000"];
+    let ok = seal(&node_key("110000"), CLAIM_DOMAIN, "110000", &claim("gone"));
+    // Polled until its entry is durable on the ledger, then dropped before
+    // it runs on: as when the caller times out or its connection closes
+    // while the commit waits for its fdatasync.
+    let len = home.ledger().len();
+    let mut call = Box::pin(home.handle_claim(ok.clone()));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for _ in 0..5_000 {
+        if home.ledger().len() > len {
+            break;
+        }
+        assert!(std::future::Future::poll(call.as_mut(), &mut cx).is_pending(), "the commit waits for its sync");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert!(home.ledger().len() > len, "the claim reached the ledger");
+    drop(call);
+    // The retry is answered from the record...
+    let result: xclear::proto::ClaimResult =
+        xclear::api::envelope::peek(&home.handle_claim(ok).await.expect("retry")).expect("result");
+    assert!(result.settled, "{result:?}");
+    // ...and the state moved with the commit: the counters hold it, and it can be reversed.
+    assert_ne!(home.counters_of("P0001", 2026).expect("c"), Default::default());
+    let reversal = xclear::proto::Claim {
+        action: Action::Reverse as i32,
+        reversed_setl_id: result.setl_id.clone(),
+        ..claim("gone-r")
+    };
+    let reversed = home
+        .handle_claim(seal(&node_key("110000"), CLAIM_DOMAIN, "110000", &reversal))
+        .await
+        .expect("the settlement is known");
+    let reversed: xclear::proto::ClaimResult = xclear::api::envelope::peek(&reversed).expect("result");
+    assert!(reversed.settled, "{reversed:?}");
+    assert_eq!(home.counters_of("P0001", 2026).expect("c"), Default::default(), "the reversal restored the counters");
 }
