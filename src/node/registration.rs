@@ -2,6 +2,7 @@
 //! in signed requests: create, change, cancel, query.
 
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 use super::records::{to_payload, EnvelopeRecord, RegistrationEntry};
 use super::state::registration_from_entry;
@@ -17,8 +18,17 @@ use crate::settlement::RegistrationKind;
 pub const MAX_REGISTRATION_DAYS: i64 = 366 * 10;
 
 impl Node {
-    /// Applies a signed registration request from one of this node's admins.
-    pub async fn apply_registration(&self, env: Signed) -> Result<RegistrationRecord, NodeError> {
+    /// Applies a signed registration request from one of this node's admins,
+    /// in its own task: a caller going away must not cancel it between the
+    /// durable append and the registrations it moves.
+    pub async fn apply_registration(self: &Arc<Self>, env: Signed) -> Result<RegistrationRecord, NodeError> {
+        let node = Arc::clone(self);
+        tokio::spawn(async move { node.apply_registration_now(env).await })
+            .await
+            .map_err(|e| NodeError::Internal(format!("registration task: {e}")))?
+    }
+
+    async fn apply_registration_now(&self, env: Signed) -> Result<RegistrationRecord, NodeError> {
         if env.signature.is_empty() {
             return Err(NodeError::Unsigned);
         }

@@ -66,15 +66,22 @@ pub struct MonthIndex {
 }
 
 impl MonthIndex {
-    /// Notes an entry just appended (not one that already stood under its key).
+    /// Notes an entry on the ledger. Noting a key twice changes nothing, so
+    /// an append that found its key already there (say, after an earlier
+    /// attempt was cancelled before it was noted) can be noted again.
     pub fn note(&mut self, kind: EntryKind, key: &str) {
         let mut parts = key.split(':');
         let (Some(prefix), Some(month)) = (parts.next(), parts.next().and_then(Month::parse)) else { return };
         let entries = self.months.entry(month).or_default();
+        let push = |list: &mut Vec<String>| {
+            if !list.iter().any(|k| k == key) {
+                list.push(key.to_string());
+            }
+        };
         match (kind, prefix) {
-            (EntryKind::Statement, "statement") => entries.statements.push(key.to_string()),
-            (EntryKind::Adjustment, "adjustment") => entries.adjustments.push(key.to_string()),
-            (EntryKind::Dispute, "answer") => entries.disputes.push(key.to_string()),
+            (EntryKind::Statement, "statement") => push(&mut entries.statements),
+            (EntryKind::Adjustment, "adjustment") => push(&mut entries.adjustments),
+            (EntryKind::Dispute, "answer") => push(&mut entries.disputes),
             // answer:<month>:<region>:<statement hash>
             (EntryKind::Confirmation, "answer") => {
                 if let (Some(region), Some(hash)) = (parts.next(), parts.next()) {
@@ -119,6 +126,8 @@ mod tests {
         let march = Month::parse("2026-03").expect("month");
         ix.note(EntryKind::Statement, "statement:2026-03:aaaa");
         ix.note(EntryKind::Statement, "statement:2026-03:bbbb");
+        ix.note(EntryKind::Statement, "statement:2026-03:bbbb");
+        ix.note(EntryKind::Dispute, "answer:2026-03:611000:bbbb");
         ix.note(EntryKind::Adjustment, "adjustment:2026-03:cccc");
         ix.note(EntryKind::Dispute, "answer:2026-03:611000:bbbb");
         ix.note(EntryKind::Confirmation, "answer:2026-03:110000:bbbb");

@@ -134,10 +134,10 @@ impl Operator {
 
     /// Appends an entry to the operator's ledger and files it in the month index.
     async fn record(&self, kind: EntryKind, key: &str, payload: Vec<u8>) -> Result<(), LedgerError> {
-        let appended = self.ledger.append(kind, key, payload).await?;
-        if !appended.existing {
-            self.index.write().map_err(|_| LedgerError::Failed)?.note(kind, key);
-        }
+        self.ledger.append(kind, key, payload).await?;
+        // Also when the key already stood: an earlier attempt may have been
+        // cancelled between its append and this line.
+        self.index.write().map_err(|_| LedgerError::Failed)?.note(kind, key);
         Ok(())
     }
 

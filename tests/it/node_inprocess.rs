@@ -149,7 +149,7 @@ pub(crate) fn person(psn: &str, region: &str, insutype: &str) -> PersonRecord {
 }
 
 pub(crate) async fn register(
-    node: &Node,
+    node: &Arc<Node>,
     msgid: &str,
     psn: &str,
     kind: &str,
@@ -877,4 +877,40 @@ async fn a_claim_whose_caller_goes_away_mid_commit_still_moves_the_home_state() 
     let reversed: xclear::proto::ClaimResult = xclear::api::envelope::peek(&reversed).expect("result");
     assert!(reversed.settled, "{reversed:?}");
     assert_eq!(home.counters_of("P0001", 2026).expect("c"), Default::default(), "the reversal restored the counters");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_whose_caller_goes_away_mid_commit_still_takes_effect() {
+    let f = federation();
+    let home = &f.nodes["611000"];
+    home.import_persons(&[person("P0001", "611000", "390")]).await.expect("import");
+    let req = RegistrationRequest {
+        msgid: "gone".into(),
+        op: Op::Create as i32,
+        psn_no: "P0001".into(),
+        kind: "long_term_resident".into(),
+        target_admdvs: "110000".into(),
+        begndate: "2026-01-01".into(),
+        ..Default::default()
+    };
+    let len = home.ledger().len();
+    let mut call = Box::pin(home.apply_registration(seal(&admin_key(), ADMIN_DOMAIN, "agency", &req)));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for _ in 0..5_000 {
+        if home.ledger().len() > len {
+            break;
+        }
+        assert!(std::future::Future::poll(call.as_mut(), &mut cx).is_pending(), "the commit waits for its sync");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert!(home.ledger().len() > len, "the registration reached the ledger");
+    drop(call);
+    // The commit ran on: give its task a moment to move the state, then look.
+    for _ in 0..5_000 {
+        if !home.registrations_of("P0001").expect("read").is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert_eq!(home.registrations_of("P0001").expect("read").len(), 1, "the registration is in force");
 }
