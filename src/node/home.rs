@@ -66,15 +66,13 @@ impl Node {
         let action = Action::try_from(claim.action).unwrap_or(Action::Unspecified);
         match action {
             Action::Settle | Action::Reverse => {
-                // Its own task: a caller going away (a timeout, a dropped
-                // connection) drops this future, and must not cancel the
-                // commit between the durable append and the person's
-                // counters and settlement ids it moves, nor free the
-                // person's lock before they have moved.
+                // To completion: the person's lock, too, is held until the
+                // counters and ids have moved with the commit.
                 let node = Arc::clone(self);
-                tokio::spawn(async move { node.commit_claim(claim, env, key, signer, action).await })
-                    .await
-                    .map_err(|e| NodeError::Internal(format!("claim commit task: {e}")))?
+                super::run_to_completion("claim commit", async move {
+                    node.commit_claim(claim, env, key, signer, action).await
+                })
+                .await
             }
             Action::Presettle | Action::Eligibility => {
                 let extra = self.partner_years(&claim).await;

@@ -50,6 +50,17 @@ impl Default for Limits {
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Runs `work` in its own task and waits for it. A caller going away (a
+/// timeout, a dropped connection) drops the waiting future but not the work:
+/// a commit is never cancelled between its durable append and the in-memory
+/// state that append moves (counters, ids, registrations, running totals).
+pub(crate) async fn run_to_completion<T: Send + 'static>(
+    what: &str,
+    work: impl Future<Output = Result<T, NodeError>> + Send + 'static,
+) -> Result<T, NodeError> {
+    tokio::spawn(work).await.map_err(|e| NodeError::Internal(format!("{what} task: {e}")))?
+}
+
 /// Why a peer could not be asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {

@@ -18,14 +18,11 @@ use crate::settlement::RegistrationKind;
 pub const MAX_REGISTRATION_DAYS: i64 = 366 * 10;
 
 impl Node {
-    /// Applies a signed registration request from one of this node's admins,
-    /// in its own task: a caller going away must not cancel it between the
-    /// durable append and the registrations it moves.
+    /// Applies a signed registration request from one of this node's admins
+    /// (to completion, even if the caller goes away).
     pub async fn apply_registration(self: &Arc<Self>, env: Signed) -> Result<RegistrationRecord, NodeError> {
         let node = Arc::clone(self);
-        tokio::spawn(async move { node.apply_registration_now(env).await })
-            .await
-            .map_err(|e| NodeError::Internal(format!("registration task: {e}")))?
+        super::run_to_completion("registration", async move { node.apply_registration_now(env).await }).await
     }
 
     async fn apply_registration_now(&self, env: Signed) -> Result<RegistrationRecord, NodeError> {

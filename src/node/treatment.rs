@@ -71,14 +71,14 @@ impl Node {
                 Ok(response(&req.msgid, &result.0, result.1))
             }
             Action::Settle | Action::Reverse => {
-                // Its own task, so a hospital going away cannot cancel it
-                // between a durable append and the state it moves (the
-                // pending intents, the running clearing totals).
+                // To completion: the pending intents and running totals move
+                // with every durable append.
                 let node = Arc::clone(self);
                 let level = hospital.level;
-                tokio::spawn(async move { node.settle_or_reverse(req, env, hospital_code, level, peer, action).await })
-                    .await
-                    .map_err(|e| NodeError::Internal(format!("settlement task: {e}")))?
+                super::run_to_completion("settlement", async move {
+                    node.settle_or_reverse(req, env, hospital_code, level, peer, action).await
+                })
+                .await
             }
             Action::Unspecified => Err(NodeError::bad("action", "unknown action")),
         }

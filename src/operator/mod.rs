@@ -132,8 +132,11 @@ impl Operator {
         &self.ledger
     }
 
-    /// Appends an entry to the operator's ledger and files it in the month index.
-    async fn record(&self, kind: EntryKind, key: &str, payload: Vec<u8>) -> Result<(), LedgerError> {
+    /// Appends a signed envelope the operator received or issued to its
+    /// ledger, and files it in the month index ([`Operator::recorded_envelope`]
+    /// reads it back).
+    async fn record(&self, kind: EntryKind, key: &str, env: &Signed) -> Result<(), LedgerError> {
+        let payload = crate::node::records::to_payload(&crate::node::records::EnvelopeRecord::from(env));
         self.ledger.append(kind, key, payload).await?;
         // Also when the key already stood: an earlier attempt may have been
         // cancelled between its append and this line.
@@ -165,9 +168,8 @@ impl Operator {
         if report.region != region.to_string() || report.month != month.to_string() {
             return Err(NodeError::BadPeerAnswer(region.to_string(), "a report for another region or month".into()));
         }
-        let record = crate::node::records::EnvelopeRecord::from(&env);
         let k = index::keys::report(month, region, report.head_size);
-        self.record(EntryKind::Report, &k, crate::node::records::to_payload(&record)).await.map_err(ledger_err)?;
+        self.record(EntryKind::Report, &k, &env).await.map_err(ledger_err)?;
         Ok(report)
     }
 
@@ -214,8 +216,7 @@ impl Operator {
             let side = if as_treatment { "t" } else { "h" };
             let digest = hex::encode(Sha256::digest(&env.body));
             let k = index::keys::lines(month, region, counterpart, side, from_index, &digest);
-            let record = crate::node::records::EnvelopeRecord::from(&env);
-            self.record(EntryKind::Report, &k, crate::node::records::to_payload(&record)).await.map_err(ledger_err)?;
+            self.record(EntryKind::Report, &k, &env).await.map_err(ledger_err)?;
             if !page.more {
                 return Ok(lines);
             }
@@ -329,14 +330,7 @@ impl Operator {
         let hash = hex::encode(Sha256::digest(&bytes));
         let signature = crate::crypto::sign(&self.key, STATEMENT_DOMAIN, &bytes).to_bytes().to_vec();
         let signed = Signed { body: bytes, signature, signer: "operator".into() };
-        let record = crate::node::records::EnvelopeRecord::from(&signed);
-        self.record(
-            EntryKind::Statement,
-            &index::keys::statement(month, &hash),
-            crate::node::records::to_payload(&record),
-        )
-        .await
-        .map_err(ledger_err)?;
+        self.record(EntryKind::Statement, &index::keys::statement(month, &hash), &signed).await.map_err(ledger_err)?;
         Ok(Closed { statement, signed, hash })
     }
 
@@ -395,9 +389,8 @@ impl Operator {
             None => return Err(NodeError::NotClosed(month.to_string())),
         }
         let kind = if c.disputes.is_empty() { EntryKind::Confirmation } else { EntryKind::Dispute };
-        let record = crate::node::records::EnvelopeRecord::from(&env);
         let k = index::keys::answer(month, region, &c.statement_hash);
-        self.record(kind, &k, crate::node::records::to_payload(&record)).await.map_err(|e| match e {
+        self.record(kind, &k, &env).await.map_err(|e| match e {
             LedgerError::IdempotencyConflict { .. } => NodeError::MsgidReused(k.clone()),
             other => ledger_err(other),
         })?;
@@ -435,11 +428,8 @@ impl Operator {
                 return Err(NodeError::UnknownPeer(r.to_string()));
             }
         }
-        let record = crate::node::records::EnvelopeRecord::from(&env);
         let key = index::keys::adjustment(month, &hex::encode(Sha256::digest(&env.body)));
-        self.record(EntryKind::Adjustment, &key, crate::node::records::to_payload(&record))
-            .await
-            .map_err(ledger_err)?;
+        self.record(EntryKind::Adjustment, &key, &env).await.map_err(ledger_err)?;
         Ok(key)
     }
 

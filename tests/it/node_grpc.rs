@@ -17,10 +17,7 @@ use xclear::node::records::PersonRecord;
 use xclear::node::{Node, NodeConfig};
 use xclear::proto::hospital_service_client::HospitalServiceClient;
 use xclear::proto::registration_service_client::RegistrationServiceClient;
-use xclear::proto::{
-    hospital_request::Action, registration_request::Op, BillItem, HospitalRequest, RegistrationQuery,
-    RegistrationRequest,
-};
+use xclear::proto::{hospital_request::Action, BillItem, HospitalRequest, RegistrationQuery};
 use xclear::region::RegionCode;
 use xclear::settlement::HospitalLevel;
 
@@ -134,15 +131,7 @@ async fn settlement_over_grpc_with_health_and_reflection() {
 
     // The agency files the registration over gRPC.
     let mut reg = RegistrationServiceClient::connect(run.urls["611000"].clone()).await.expect("connect");
-    let req = RegistrationRequest {
-        msgid: "r1".into(),
-        op: Op::Create as i32,
-        psn_no: "P0001".into(),
-        kind: "long_term_resident".into(),
-        target_admdvs: "110000".into(),
-        begndate: "2026-01-01".into(),
-        ..Default::default()
-    };
+    let req = crate::node_inprocess::registration("r1", "P0001", "long_term_resident", "110000");
     reg.apply(seal(&key(31), ADMIN_DOMAIN, "agency", &req)).await.expect("registered");
     let list = reg.query(RegistrationQuery { psn_no: "P0001".into() }).await.expect("query").into_inner();
     assert_eq!(list.registrations.len(), 1);

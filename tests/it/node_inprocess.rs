@@ -148,14 +148,9 @@ pub(crate) fn person(psn: &str, region: &str, insutype: &str) -> PersonRecord {
     }
 }
 
-pub(crate) async fn register(
-    node: &Arc<Node>,
-    msgid: &str,
-    psn: &str,
-    kind: &str,
-    target: &str,
-) -> Result<String, NodeError> {
-    let req = RegistrationRequest {
+/// A request creating a registration from 2026-01-01, open-ended.
+pub(crate) fn registration(msgid: &str, psn: &str, kind: &str, target: &str) -> RegistrationRequest {
+    RegistrationRequest {
         msgid: msgid.into(),
         op: Op::Create as i32,
         psn_no: psn.into(),
@@ -163,8 +158,35 @@ pub(crate) async fn register(
         target_admdvs: target.into(),
         begndate: "2026-01-01".into(),
         ..Default::default()
-    };
+    }
+}
+
+pub(crate) async fn register(
+    node: &Arc<Node>,
+    msgid: &str,
+    psn: &str,
+    kind: &str,
+    target: &str,
+) -> Result<String, NodeError> {
+    let req = registration(msgid, psn, kind, target);
     node.apply_registration(seal(&admin_key(), ADMIN_DOMAIN, "agency", &req)).await.map(|r| r.reg_id)
+}
+
+/// Polls `call` by hand until `ledger` has grown, then drops it before it
+/// runs on: as when the caller times out or its connection closes while
+/// the commit waits for its fdatasync.
+async fn drop_once_durable<T>(ledger: &xclear::ledger::Ledger, call: impl std::future::Future<Output = T>) {
+    let len = ledger.len();
+    let mut call = std::pin::pin!(call);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for _ in 0..5_000 {
+        if ledger.len() > len {
+            break;
+        }
+        assert!(call.as_mut().poll(&mut cx).is_pending(), "the commit waits for its sync");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert!(ledger.len() > len, "the call reached the ledger");
 }
 
 pub(crate) fn example_items() -> Vec<BillItem> {
@@ -844,21 +866,7 @@ async fn a_claim_whose_caller_goes_away_mid_commit_still_moves_the_home_state() 
     let (f, _) = secured().await;
     let home = &f.nodes["611000"];
     let ok = seal(&node_key("110000"), CLAIM_DOMAIN, "110000", &claim("gone"));
-    // Polled until its entry is durable on the ledger, then dropped before
-    // it runs on: as when the caller times out or its connection closes
-    // while the commit waits for its fdatasync.
-    let len = home.ledger().len();
-    let mut call = Box::pin(home.handle_claim(ok.clone()));
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    for _ in 0..5_000 {
-        if home.ledger().len() > len {
-            break;
-        }
-        assert!(std::future::Future::poll(call.as_mut(), &mut cx).is_pending(), "the commit waits for its sync");
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
-    assert!(home.ledger().len() > len, "the claim reached the ledger");
-    drop(call);
+    drop_once_durable(home.ledger(), home.handle_claim(ok.clone())).await;
     // The retry is answered from the record...
     let result: xclear::proto::ClaimResult =
         xclear::api::envelope::peek(&home.handle_claim(ok).await.expect("retry")).expect("result");
@@ -884,27 +892,8 @@ async fn a_registration_whose_caller_goes_away_mid_commit_still_takes_effect() {
     let f = federation();
     let home = &f.nodes["611000"];
     home.import_persons(&[person("P0001", "611000", "390")]).await.expect("import");
-    let req = RegistrationRequest {
-        msgid: "gone".into(),
-        op: Op::Create as i32,
-        psn_no: "P0001".into(),
-        kind: "long_term_resident".into(),
-        target_admdvs: "110000".into(),
-        begndate: "2026-01-01".into(),
-        ..Default::default()
-    };
-    let len = home.ledger().len();
-    let mut call = Box::pin(home.apply_registration(seal(&admin_key(), ADMIN_DOMAIN, "agency", &req)));
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    for _ in 0..5_000 {
-        if home.ledger().len() > len {
-            break;
-        }
-        assert!(std::future::Future::poll(call.as_mut(), &mut cx).is_pending(), "the commit waits for its sync");
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
-    assert!(home.ledger().len() > len, "the registration reached the ledger");
-    drop(call);
+    let req = registration("gone", "P0001", "long_term_resident", "110000");
+    drop_once_durable(home.ledger(), home.apply_registration(seal(&admin_key(), ADMIN_DOMAIN, "agency", &req))).await;
     // The commit ran on: give its task a moment to move the state, then look.
     for _ in 0..5_000 {
         if !home.registrations_of("P0001").expect("read").is_empty() {

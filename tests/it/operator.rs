@@ -165,8 +165,13 @@ fn march() -> Month {
 }
 
 fn answer(region: &str, hash: &str, disputes: Vec<DisputedLine>) -> xclear::proto::Signed {
+    answer_signed_by(region, region, hash, disputes)
+}
+
+/// An answer for `region`'s statement of March, signed with `signer`'s key.
+fn answer_signed_by(signer: &str, region: &str, hash: &str, disputes: Vec<DisputedLine>) -> xclear::proto::Signed {
     let c = Confirmation { month: "2026-03".into(), region: region.into(), statement_hash: hash.into(), disputes };
-    seal(&key(region), CONFIRMATION_DOMAIN, region, &c)
+    seal(&key(signer), CONFIRMATION_DOMAIN, region, &c)
 }
 
 #[tokio::test]
@@ -198,17 +203,7 @@ async fn the_operator_closes_confirms_and_handles_disputes() {
         assert!(!w.operator.is_final(&closed).expect("status"));
     }
     // A region cannot answer for another.
-    let forged = seal(
-        &key("654000"),
-        CONFIRMATION_DOMAIN,
-        "660400",
-        &Confirmation {
-            month: "2026-03".into(),
-            region: "660400".into(),
-            statement_hash: closed.hash.clone(),
-            disputes: vec![],
-        },
-    );
+    let forged = answer_signed_by("654000", "660400", &closed.hash, vec![]);
     assert_eq!(w.operator.answer(forged).await.expect_err("forged").reason(), "bad_signature");
 
     // 商洛 disputes one line instead of confirming: exactly that line leaves the month.
@@ -610,17 +605,7 @@ async fn the_operator_server_closes_answers_and_defaults_quotas_from_its_stateme
     // Answers: a region cannot answer for another; a stale hash is refused;
     // the statement is final when the last region confirms.
     let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&signed.body));
-    let forged = seal(
-        &key("654000"),
-        CONFIRMATION_DOMAIN,
-        "660400",
-        &Confirmation {
-            month: "2026-03".into(),
-            region: "660400".into(),
-            statement_hash: hash.clone(),
-            disputes: vec![],
-        },
-    );
+    let forged = answer_signed_by("654000", "660400", &hash, vec![]);
     assert_eq!(client.answer(forged).await.expect_err("forged").code(), Code::Unauthenticated);
     let stale = client.answer(answer("611000", &"0".repeat(64), vec![])).await.expect_err("stale");
     assert_eq!(stale.code(), Code::InvalidArgument);
