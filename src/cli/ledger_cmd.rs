@@ -19,7 +19,7 @@ use super::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
 
 #[derive(Subcommand)]
 pub enum LedgerCommand {
-    /// Re-check every checksum, hash, link and seal (tree head and group signatures).
+    /// Re-check every checksum, hash, link and seal (root and tree head signature).
     Verify {
         #[arg(long)]
         db: PathBuf,

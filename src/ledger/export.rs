@@ -2,11 +2,11 @@
 //! owner's public key.
 //!
 //! ```text
-//! {"xclear_ledger_export":2,"public_key":"<hex>"}
+//! {"xclear_ledger_export":3,"public_key":"<hex>"}
 //! {"seq":0,"timestamp_ms":..,"prev_hash":"<hex>","kind":"settlement","key":"..",
 //!  "payload":"<text>" | "payload_hex":"<hex>","hash":"<hex>","entry":"<hex of the stored bytes>"}
 //! ...                                    (the entries of one group commit)
-//! {"seal":{"size":..,"root":"<hex>","timestamp_ms":..,"signature":"<hex>","group_signature":"<hex>"}}
+//! {"seal":{"size":..,"root":"<hex>","timestamp_ms":..,"signature":"<hex>"}}
 //! ...
 //! ```
 //! The `entry` field is authoritative; the other fields are a readable copy
@@ -27,7 +27,7 @@ use super::verify::{ChainVerifier, VerifyFailure};
 use super::SEGMENT_FILE;
 
 /// The export format version (first line).
-pub const EXPORT_FORMAT: u64 = 2;
+pub const EXPORT_FORMAT: u64 = 3;
 
 /// Longest line accepted in an export (an entry of the largest size, hex-encoded twice).
 pub const MAX_EXPORT_LINE: usize = 5 * 1024 * 1024;
@@ -108,7 +108,7 @@ fn check_fields(v: &Value, e: &Entry, seq: u64) -> Result<(), VerifyFailure> {
 
 /// Verifies an export against the owner's key: every entry's bytes, fields,
 /// sequence and link, and every seal: its head against the entries so far and
-/// its signatures. Every entry must be sealed; the last seal is the head.
+/// its signature. Every entry must be sealed; the last seal is the head.
 pub fn verify_export(input: &mut dyn BufRead, key: &VerifyingKey) -> Result<ExportReport, VerifyFailure> {
     // Lines are read as bytes: a damaged byte may not be UTF-8, and must
     // still be reported against its entry.

@@ -1,7 +1,7 @@
 //! The signed, append-only, hash-chained ledger every node keeps.
 //!
 //! - [`entry`]: the entry format; [`merkle`]: RFC 6962 tree and proofs;
-//!   [`head`]: signed tree heads; [`seal`]: the signatures of a group
+//!   [`head`]: signed tree heads; [`seal`]: the signed head after a group
 //!   commit — all pure.
 //! - [`segment`]: the append-only segment file, the durability point.
 //! - this module: [`Ledger`], which recovers from the segment on open, keeps

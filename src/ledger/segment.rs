@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! file   = header | record*
-//! header = "XCLEDGER" | format u32 (=2) | owner public key [32] | crc32 u32 (of the preceding 44 bytes)
+//! header = "XCLEDGER" | format u32 (=3) | owner public key [32] | crc32 u32 (of the preceding 44 bytes)
 //! record = len u32 | crc32 u32 (of the bytes) | stored entry or seal [len]
 //! ```
 
@@ -17,7 +17,7 @@ use super::entry::MAX_ENTRY_BYTES;
 use super::seal::{Seal, SEAL_LEN, SEAL_TAG};
 
 pub const MAGIC: &[u8; 8] = b"XCLEDGER";
-pub const SEGMENT_FORMAT: u32 = 2;
+pub const SEGMENT_FORMAT: u32 = 3;
 pub const HEADER_LEN: u64 = 48;
 pub const RECORD_HEADER_LEN: u64 = 8;
 /// Most bytes one group commit writes; a torn write can only damage the last

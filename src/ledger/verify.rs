@@ -1,6 +1,6 @@
 //! Re-checking a ledger: every record checksum, entry format, sequence number
 //! and hash link, and every seal: its tree head against the entries so far
-//! and both its signatures. Signatures are verified in batches, in parallel.
+//! and its signature. Signatures are verified in batches, in parallel.
 
 use std::path::Path;
 
@@ -9,7 +9,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use super::entry::Entry;
 use super::head::{head_bytes, SignedTreeHead, HEAD_DOMAIN};
 use super::merkle::{self, Frontier, Hash};
-use super::seal::{group_message, Record, Seal};
+use super::seal::{Record, Seal};
 use super::segment::{self, SegmentError, TornTail};
 use super::SEGMENT_FILE;
 use crate::crypto;
@@ -52,8 +52,8 @@ pub struct ChainVerifier {
     frontier: Frontier,
     last_hash: Hash,
     last_ts: i64,
-    /// Stored bytes of the entries since the last seal.
-    group: Vec<Vec<u8>>,
+    /// Entries since the last seal.
+    unsealed: u64,
     head: Option<SignedTreeHead>,
     unchecked: Vec<Unchecked>,
     unchecked_bytes: usize,
@@ -67,7 +67,7 @@ impl ChainVerifier {
             frontier: Frontier::default(),
             last_hash: [0; 32],
             last_ts: i64::MIN,
-            group: Vec::new(),
+            unsealed: 0,
             head: None,
             unchecked: Vec::new(),
             unchecked_bytes: 0,
@@ -85,7 +85,7 @@ impl ChainVerifier {
 
     /// Entries after the last seal.
     pub fn unsealed(&self) -> u64 {
-        self.group.len() as u64
+        self.unsealed
     }
 
     /// Takes the next stored entry.
@@ -106,7 +106,7 @@ impl ChainVerifier {
         if e.frame.timestamp_ms < self.last_ts {
             return Err(VerifyFailure::entry(seq, "timestamp goes backwards"));
         }
-        self.group.push(e.bytes.clone());
+        self.unsealed += 1;
         self.leaves.push(leaf);
         self.frontier.push(leaf);
         self.last_hash = hash;
@@ -117,7 +117,7 @@ impl ChainVerifier {
     /// Takes the seal of the entries since the previous one.
     pub fn push_seal(&mut self, seal: Seal) -> Result<(), VerifyFailure> {
         let n = self.len();
-        let Some(first) = n.checked_sub(self.group.len() as u64).filter(|_| !self.group.is_empty()) else {
+        let Some(first) = n.checked_sub(self.unsealed).filter(|_| self.unsealed > 0) else {
             return Err(VerifyFailure::Head(format!("a seal after entry {n} covers no entries")));
         };
         let last = n - 1;
@@ -134,24 +134,18 @@ impl ChainVerifier {
         if seal.head.timestamp_ms != self.last_ts {
             return bad("time is not the last entry's time");
         }
+        // The root was recomputed from the entries' bytes above: the head
+        // signature is the only one a seal carries.
         let h = &seal.head;
         let head_message = crypto::signed_message(HEAD_DOMAIN, &head_bytes(h.size, h.timestamp_ms, &h.root));
-        let group = std::mem::take(&mut self.group);
-        let group_message = group_message(h, group.iter().map(Vec::as_slice));
-        self.unchecked_bytes += head_message.len() + group_message.len();
+        self.unsealed = 0;
+        self.unchecked_bytes += head_message.len();
         self.unchecked.push(Unchecked {
             first,
             last,
             what: "tree head",
             message: head_message,
             signature: Signature::from_bytes(&h.signature),
-        });
-        self.unchecked.push(Unchecked {
-            first,
-            last,
-            what: "group",
-            message: group_message,
-            signature: Signature::from_bytes(&seal.group_signature),
         });
         self.head = Some(seal.head);
         if self.unchecked.len() >= SIGNATURE_CHUNK || self.unchecked_bytes >= SIGNATURE_CHUNK_BYTES {
@@ -192,7 +186,7 @@ impl ChainVerifier {
     /// out (see [`ChainVerifier::unsealed`]).
     pub fn finish(mut self) -> Result<(Vec<Hash>, Option<SignedTreeHead>), VerifyFailure> {
         self.check_signatures()?;
-        let sealed = self.leaves.len() - self.group.len();
+        let sealed = self.leaves.len() - self.unsealed as usize;
         self.leaves.truncate(sealed);
         Ok((self.leaves, self.head))
     }

@@ -1,6 +1,6 @@
 //! The single writer: collects queued appends into a group, resolves
 //! idempotency keys, assigns sequence numbers, timestamps and links, signs
-//! the group once (a seal over its exact bytes and the new tree head), writes
+//! the group once (a seal: the new tree head, whose root covers its bytes), writes
 //! group and seal with one `fdatasync`, and only then answers every caller. The group's index records go, in one atomic batch, to an
 //! indexer thread, so that the store's work overlaps the next group's sync;
 //! until they are applied the keys are found in `Shared::unindexed`.
@@ -205,7 +205,7 @@ fn commit(
     }
     let head = SignedTreeHead::sign(&shared.key, frontier.size(), frontier.root(), last_ts);
     let mut records: Vec<&[u8]> = accepted.iter().map(|a| a.stored.as_slice()).collect();
-    let seal = Seal::sign(&shared.key, head, &records).encode();
+    let seal = Seal { head }.encode();
     records.push(&seal);
     let offsets = match segment.append_durable(&records) {
         Ok(o) => o,

@@ -361,7 +361,8 @@ fn a_forged_seal_in_the_segment_is_caught() {
         }
         at += 8 + n;
     };
-    for (what, offset) in [("group signature", 8 + 1 + 112 + 7), ("head signature", 8 + 1 + 48 + 3)] {
+    // Seal record: len u32 | crc u32 | tag | size 8 | time 8 | root 32 | signature 64.
+    for (what, offset) in [("tree head signature", 8 + 1 + 48 + 3), ("root does not match", 8 + 1 + 16 + 5)] {
         let mut bytes = original.clone();
         bytes[seal_at + offset] ^= 0x10;
         let n = xclear::ledger::seal::SEAL_LEN;
@@ -370,7 +371,7 @@ fn a_forged_seal_in_the_segment_is_caught() {
         std::fs::write(&path, &bytes).expect("write");
         match verify_dir(dir.path(), None) {
             Err(VerifyFailure::Head(m)) => {
-                assert!(m.contains("9..=9") && m.contains(what.split(' ').next().unwrap_or("")), "{m}")
+                assert!(m.contains("9..=9") && m.contains(what), "{m}")
             }
             other => panic!("{what}: {other:?}"),
         }
