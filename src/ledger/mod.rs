@@ -216,14 +216,11 @@ impl Ledger {
                         for g in &group {
                             grown.push(g.leaf);
                         }
-                        let ts = group.last().map(|g| g.timestamp_ms);
-                        if group.is_empty()
-                            || seal.head.size != seq
-                            || seal.head.root != grown.root()
-                            || Some(seal.head.timestamp_ms) != ts
-                        {
-                            return Err(corrupt(format!("the seal after entry {seq} does not match its group")));
-                        }
+                        let Some(last) = group.last() else {
+                            return Err(corrupt(format!("a seal after entry {seq} covers no entries")));
+                        };
+                        verify::seal_fits(&seal.head, seq, &grown.root(), last.timestamp_ms)
+                            .map_err(|why| corrupt(format!("the seal after entry {seq}: {why}")))?;
                         for g in group.drain(..) {
                             let n = leaves.len() as u64;
                             if n >= applied {

@@ -44,6 +44,25 @@ struct Unchecked {
     signature: Signature,
 }
 
+/// Whether a seal's head fits the `entries` before it (at least one since the
+/// previous seal: the caller's check), whose recomputed root is `root` and
+/// whose last timestamp is `last_ts`; why not. Its signature is checked apart.
+pub(crate) fn seal_fits(head: &SignedTreeHead, entries: u64, root: &Hash, last_ts: i64) -> Result<(), String> {
+    if head.size != entries {
+        return Err(format!(
+            "signed for {} entries but {entries} are present (entries dropped, added or moved)",
+            head.size
+        ));
+    }
+    if head.root != *root {
+        return Err("root does not match the entries".into());
+    }
+    if head.timestamp_ms != last_ts {
+        return Err("time is not the last entry's time".into());
+    }
+    Ok(())
+}
+
 /// Checks records in order: entries' format, sequence and links; each seal
 /// against the tree so far; the seals' signatures in batches.
 pub struct ChainVerifier {
@@ -117,23 +136,12 @@ impl ChainVerifier {
     /// Takes the seal of the entries since the previous one.
     pub fn push_seal(&mut self, seal: Seal) -> Result<(), VerifyFailure> {
         let n = self.len();
-        let Some(first) = n.checked_sub(self.unsealed).filter(|_| self.unsealed > 0) else {
+        if self.unsealed == 0 {
             return Err(VerifyFailure::Head(format!("a seal after entry {n} covers no entries")));
-        };
-        let last = n - 1;
-        let bad = |why: &str| Err(VerifyFailure::Head(format!("seal of entries {first}..={last}: {why}")));
-        if seal.head.size != n {
-            return bad(&format!(
-                "signed for {} entries but {n} are present (entries dropped, added or moved)",
-                seal.head.size
-            ));
         }
-        if seal.head.root != self.frontier.root() {
-            return bad("root does not match the entries");
-        }
-        if seal.head.timestamp_ms != self.last_ts {
-            return bad("time is not the last entry's time");
-        }
+        let (first, last) = (n - self.unsealed, n - 1);
+        seal_fits(&seal.head, n, &self.frontier.root(), self.last_ts)
+            .map_err(|why| VerifyFailure::Head(format!("seal of entries {first}..={last}: {why}")))?;
         // The root was recomputed from the entries' bytes above: the head
         // signature is the only one a seal carries.
         let h = &seal.head;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use super::{BoxFuture, Node, PeerTransport, TransportError};
@@ -24,16 +24,13 @@ use crate::proto::{
 };
 use crate::region::RegionCode;
 
-/// The encoded descriptor set of `proto/`, for reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("xclear_descriptor");
+pub use crate::api::server::FILE_DESCRIPTOR_SET;
 /// Largest message a node accepts or sends.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Largest report or page of lines a node sends the operator (a report of
 /// 400 counterparts on both sides is ~0.3 MiB; a page of
 /// `MAX_LINES_PER_PAGE` lines under 2 MiB).
 pub const MAX_REPORT_BYTES: usize = 16 * 1024 * 1024;
-/// Concurrent requests on one connection (a hospital's connection included).
-pub const MAX_CONCURRENT_PER_CONNECTION: usize = 256;
 /// A call that takes longer than this is cancelled.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Peer calls: connect and per-call timeouts.
@@ -100,22 +97,13 @@ impl ReportService for Svc {
 
 /// Serves the node on `listener` until `shutdown` completes.
 pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), String> {
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let (health, router) = crate::api::server::router(REQUEST_TIMEOUT)?;
     health.set_serving::<HospitalServiceServer<Svc>>().await;
     health.set_serving::<PeerServiceServer<Svc>>().await;
     health.set_serving::<RegistrationServiceServer<Svc>>().await;
     health.set_serving::<ReportServiceServer<Svc>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| e.to_string())?;
     let svc = Svc(node);
-    Server::builder()
-        .concurrency_limit_per_connection(MAX_CONCURRENT_PER_CONNECTION)
-        .timeout(REQUEST_TIMEOUT)
-        .add_service(health_service)
-        .add_service(reflection)
+    router
         .add_service(
             HospitalServiceServer::new(svc.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -144,16 +132,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: impl Future
 /// Serves `node` on `listener` in the background until the returned sender
 /// is used or dropped.
 pub fn spawn_serve(node: Arc<Node>, listener: TcpListener) -> tokio::sync::oneshot::Sender<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let shutdown = async {
-            let _ = rx.await;
-        };
-        if let Err(e) = serve(node, listener, shutdown).await {
-            tracing::error!(error = %e, "node server stopped");
-        }
-    });
-    tx
+    crate::api::server::spawn_until_stopped("node server", |stop| serve(node, listener, stop))
 }
 
 /// Reaches peers over gRPC: one lazily connected channel per peer.

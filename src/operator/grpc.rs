@@ -8,7 +8,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
 use super::Operator;
@@ -16,7 +15,7 @@ use crate::api::convert::advance_line;
 use crate::api::envelope::{self, CLOSE_DOMAIN};
 use crate::api::NodeError;
 use crate::clearing::Month;
-use crate::node::grpc::{FILE_DESCRIPTOR_SET, MAX_CONCURRENT_PER_CONNECTION, MAX_MESSAGE_BYTES, REQUEST_TIMEOUT};
+use crate::node::grpc::{MAX_MESSAGE_BYTES, REQUEST_TIMEOUT};
 use crate::proto::operator_service_server::{OperatorService, OperatorServiceServer};
 use crate::proto::{
     AdjustmentReceipt, AdvanceReport, AdvanceRequest, AnswerReceipt, CloseRequest, Signed, StatementRequest,
@@ -109,19 +108,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let (health, router) = crate::api::server::router(CLOSE_TIMEOUT.max(REQUEST_TIMEOUT))?;
     health.set_serving::<OperatorServiceServer<Arc<Svc>>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| e.to_string())?;
     let svc = Arc::new(Svc { operator, warning_pct });
-    Server::builder()
-        .concurrency_limit_per_connection(MAX_CONCURRENT_PER_CONNECTION)
-        .timeout(CLOSE_TIMEOUT.max(REQUEST_TIMEOUT))
-        .add_service(health_service)
-        .add_service(reflection)
+    router
         .add_service(
             OperatorServiceServer::new(svc)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -139,14 +129,5 @@ pub fn spawn_serve(
     warning_pct: u32,
     listener: TcpListener,
 ) -> tokio::sync::oneshot::Sender<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let shutdown = async {
-            let _ = rx.await;
-        };
-        if let Err(e) = serve(operator, warning_pct, listener, shutdown).await {
-            tracing::error!(error = %e, "operator server stopped");
-        }
-    });
-    tx
+    crate::api::server::spawn_until_stopped("operator server", |stop| serve(operator, warning_pct, listener, stop))
 }

@@ -11,18 +11,15 @@ use ed25519_dalek::SigningKey;
 use rand::{Rng, SeedableRng};
 use xclear::api::envelope::{seal, ADMIN_DOMAIN, HOSPITAL_DOMAIN};
 use xclear::clearing::{close, ClosingInput, Line, Month, PendingReason};
-use xclear::clock::{Clock, ManualClock};
+use xclear::clock::ManualClock;
 use xclear::money::Amount;
 use xclear::node::clearing_side::Side;
-use xclear::node::config::{Hospital, Peer};
 use xclear::node::local::LocalNetwork;
 use xclear::node::records::PersonRecord;
-use xclear::node::{Node, NodeConfig};
 use xclear::proto::{
     hospital_request::Action, registration_request::Op, BillItem, HospitalRequest, RegistrationRequest,
 };
 use xclear::region::RegionCode;
-use xclear::settlement::HospitalLevel;
 
 const REGIONS: [(&str, &str); 7] = [
     ("611000", "390"),
@@ -60,46 +57,9 @@ async fn a_month_of_traffic_closes_to_zero_and_matches_the_hospitals_receipts() 
     let dir = tempfile::tempdir().expect("tempdir");
     let net = LocalNetwork::new();
     let clock = Arc::new(ManualClock::new(MARCH));
-    let rules = Arc::new(common::rules());
-    let mut nodes: BTreeMap<&str, Arc<Node>> = BTreeMap::new();
-    for (r, _) in REGIONS {
-        let peers = REGIONS
-            .iter()
-            .filter(|(p, _)| *p != r)
-            .map(|(p, _)| {
-                (code(p), Peer { region: code(p), endpoint: "in-process".into(), public_key: key(p).verifying_key() })
-            })
-            .collect();
-        let h = hospital_of(r);
-        let hospitals = [(
-            h.clone(),
-            Hospital {
-                code: h.clone(),
-                level: HospitalLevel::new(3).expect("lv"),
-                public_key: key(&h).verifying_key(),
-                designated: true,
-                cross_region: true,
-            },
-        )]
-        .into_iter()
-        .collect();
-        let cfg = NodeConfig {
-            region: code(r),
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            data_dir: dir.path().join(r),
-            key_file: dir.path().join("k"),
-            rules_dir: common::rules_dir(),
-            metrics_listen: None,
-            operator_key: Some(key("operator").verifying_key()),
-            peers,
-            hospitals,
-            admins: [("agency".to_string(), key("agency").verifying_key())].into_iter().collect(),
-        };
-        let c: Arc<dyn Clock> = clock.clone();
-        let node = Arc::new(Node::open(cfg, key(r), Arc::clone(&rules), c, net.clone()).expect("open"));
-        net.attach(&node);
-        nodes.insert(r, node);
-    }
+    let regions: Vec<&'static str> = REGIONS.iter().map(|(r, _)| *r).collect();
+    let nodes = common::in_process_nodes(dir.path(), &regions, key, clock.clone(), &net);
+    let rules = common::rules();
     // Insured persons in every home region; half with a long-term registration in Beijing.
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut persons: Vec<(&str, String)> = Vec::new();

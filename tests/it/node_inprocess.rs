@@ -176,7 +176,12 @@ pub(crate) async fn register(
 /// runs on: as when the caller times out or its connection closes while
 /// the commit waits for its fdatasync.
 async fn drop_once_durable<T>(ledger: &xclear::ledger::Ledger, call: impl std::future::Future<Output = T>) {
-    let len = ledger.len();
+    drop_once_grown(ledger, 1, call).await
+}
+
+/// As [`drop_once_durable`], once `entries` of the call's entries are durable.
+async fn drop_once_grown<T>(ledger: &xclear::ledger::Ledger, entries: u64, call: impl std::future::Future<Output = T>) {
+    let len = ledger.len() + entries - 1;
     let mut call = std::pin::pin!(call);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     for _ in 0..5_000 {
@@ -902,4 +907,29 @@ async fn a_registration_whose_caller_goes_away_mid_commit_still_takes_effect() {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     assert_eq!(home.registrations_of("P0001").expect("read").len(), 1, "the registration is in force");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_whose_hospital_goes_away_mid_commit_still_completes_at_the_treatment_node() {
+    let f = federation();
+    shangluo_patient(&f).await;
+    let bj = &f.nodes["110000"];
+    let req = request(BJ_HOSPITAL, "gone", Action::Settle, "P0001", "611000", example_items());
+    // Dropped once the outcome (after the intent) is durable: the window
+    // between the append and the pending intents and running totals.
+    drop_once_grown(bj.ledger(), 2, submit(bj, &req)).await;
+    for _ in 0..5_000 {
+        if bj.pending_intents() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert_eq!(bj.pending_intents(), 0, "the intent has its outcome without a re-drive");
+    // The retry is answered from the record, and the running totals hold it once.
+    let r = submit(bj, &req).await.expect("retry");
+    assert!(r.settled, "{r:?}");
+    let month = xclear::clearing::Month::parse(&r.month).expect("month");
+    let sums = bj.month_summaries(month).expect("summaries");
+    let as_treatment = sums.get(&(xclear::node::clearing_side::Side::AsTreatment, code("611000"))).expect("pair");
+    assert_eq!(as_treatment.count, 1);
 }

@@ -15,19 +15,17 @@ use xclear::clock::{Clock, ManualClock};
 use xclear::ledger::entry::MAX_PAYLOAD_BYTES;
 use xclear::money::Amount;
 use xclear::node::clearing_side::MAX_LINES_PER_PAGE;
-use xclear::node::config::{Hospital, Peer};
 use xclear::node::local::LocalNetwork;
 use xclear::node::records::PersonRecord;
 use xclear::node::records::{to_payload, EnvelopeRecord};
+use xclear::node::Node;
 use xclear::node::{BoxFuture, TransportError};
-use xclear::node::{Node, NodeConfig};
 use xclear::operator::{Operator, ReportTransport};
 use xclear::proto::{
     hospital_request::Action, registration_request::Op, BillItem, Claim, Confirmation, DisputedLine, HospitalRequest,
     LineList, LinesRequest, RegistrationRequest, ReportRequest, Signed,
 };
 use xclear::region::RegionCode;
-use xclear::settlement::HospitalLevel;
 
 const REGIONS: [&str; 4] = ["611000", "110000", "654000", "660400"];
 const MARCH: i64 = 1_772_676_000_000;
@@ -53,46 +51,7 @@ async fn world() -> World {
     let dir = tempfile::tempdir().expect("tempdir");
     let net = LocalNetwork::new();
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(MARCH));
-    let rules = Arc::new(common::rules());
-    let mut nodes = BTreeMap::new();
-    for r in REGIONS {
-        let peers = REGIONS
-            .iter()
-            .filter(|p| **p != r)
-            .map(|p| {
-                (code(p), Peer { region: code(p), endpoint: "in-process".into(), public_key: key(p).verifying_key() })
-            })
-            .collect();
-        let h = format!("H{r}");
-        let hospitals = [(
-            h.clone(),
-            Hospital {
-                code: h.clone(),
-                level: HospitalLevel::new(3).expect("lv"),
-                public_key: key(&h).verifying_key(),
-                designated: true,
-                cross_region: true,
-            },
-        )]
-        .into_iter()
-        .collect();
-        let cfg = NodeConfig {
-            region: code(r),
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            data_dir: dir.path().join(r),
-            key_file: dir.path().join("k"),
-            rules_dir: common::rules_dir(),
-            metrics_listen: None,
-            operator_key: Some(key("operator").verifying_key()),
-            peers,
-            hospitals,
-            admins: [("agency".to_string(), key("agency").verifying_key())].into_iter().collect(),
-        };
-        let node =
-            Arc::new(Node::open(cfg, key(r), Arc::clone(&rules), Arc::clone(&clock), net.clone()).expect("open"));
-        net.attach(&node);
-        nodes.insert(r, node);
-    }
+    let nodes = common::in_process_nodes(dir.path(), &REGIONS, key, Arc::clone(&clock), &net);
     let operator = open_operator(&dir.path().join("operator"), net.clone());
     // Traffic: 商洛 patients in Beijing, corps–local care both ways.
     let persons = [("611000", "P1"), ("611000", "P2"), ("654000", "Y1"), ("660400", "B1")];

@@ -69,3 +69,54 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// Nodes of `regions` in one process over `net`, each with its ledger under
+/// `dir/<region>`, the others as peers, one designated cross-region hospital
+/// `H<region>`, an `agency` admin and the operator's key; every key from
+/// `key(tag)` (a region, a hospital code, "agency", "operator").
+pub fn in_process_nodes(
+    dir: &std::path::Path,
+    regions: &[&'static str],
+    key: impl Fn(&str) -> ed25519_dalek::SigningKey,
+    clock: std::sync::Arc<dyn xclear::clock::Clock>,
+    net: &std::sync::Arc<xclear::node::local::LocalNetwork>,
+) -> std::collections::BTreeMap<&'static str, std::sync::Arc<xclear::node::Node>> {
+    use xclear::node::config::{Hospital, Peer};
+    let code = |s: &str| xclear::region::RegionCode::parse(s).expect("region");
+    let rules = std::sync::Arc::new(rules());
+    let mut nodes = std::collections::BTreeMap::new();
+    for &r in regions {
+        let peers = regions
+            .iter()
+            .filter(|p| **p != r)
+            .map(|p| {
+                (code(p), Peer { region: code(p), endpoint: "in-process".into(), public_key: key(p).verifying_key() })
+            })
+            .collect();
+        let h = format!("H{r}");
+        let hospital = Hospital {
+            code: h.clone(),
+            level: xclear::settlement::HospitalLevel::new(3).expect("lv"),
+            public_key: key(&h).verifying_key(),
+            designated: true,
+            cross_region: true,
+        };
+        let cfg = xclear::node::NodeConfig {
+            region: code(r),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: dir.join(r),
+            key_file: dir.join("k"),
+            rules_dir: rules_dir(),
+            metrics_listen: None,
+            operator_key: Some(key("operator").verifying_key()),
+            peers,
+            hospitals: [(h, hospital)].into_iter().collect(),
+            admins: [("agency".to_string(), key("agency").verifying_key())].into_iter().collect(),
+        };
+        let node = xclear::node::Node::open(cfg, key(r), std::sync::Arc::clone(&rules), clock.clone(), net.clone());
+        let node = std::sync::Arc::new(node.expect("open"));
+        net.attach(&node);
+        nodes.insert(r, node);
+    }
+    nodes
+}

@@ -1,0 +1,71 @@
+//! What every xclear gRPC server shares (nodes and the operator): accepted
+//! sockets with `TCP_NODELAY` and keepalive, a per-connection concurrency
+//! limit, a request timeout, health and reflection, and running in the
+//! background until told to stop.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tonic::transport::server::{Router, TcpIncoming};
+use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+
+/// The encoded descriptor set of `proto/`, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("xclear_descriptor");
+/// Concurrent requests on one connection (a hospital's connection included).
+pub const MAX_CONCURRENT_PER_CONNECTION: usize = 256;
+/// Idle time before TCP keepalive probes on accepted connections.
+pub const KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Accepted connections of a gRPC server: `TCP_NODELAY` set, so a small answer
+/// leaves at once instead of waiting on the peer's delayed ACK (~40 ms on
+/// Linux), and keepalive on, so a vanished peer's connection is dropped.
+pub fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(KEEPALIVE))
+}
+
+/// A server with the limits every xclear server has, serving health and
+/// reflection; the caller adds its services (and marks them serving).
+pub fn router(timeout: Duration) -> Result<(HealthReporter, Router), String> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| e.to_string())?;
+    let router = Server::builder()
+        .concurrency_limit_per_connection(MAX_CONCURRENT_PER_CONNECTION)
+        .timeout(timeout)
+        .add_service(health_service)
+        .add_service(reflection);
+    Ok((health, router))
+}
+
+/// Completes when its server is told to stop (the sender is used or dropped).
+pub struct Stop(tokio::sync::oneshot::Receiver<()>);
+
+impl Future for Stop {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+/// Runs `serve` in the background until the returned sender is used or
+/// dropped; a server that stops on its own is logged as `what`.
+pub fn spawn_until_stopped<F>(what: &'static str, serve: impl FnOnce(Stop) -> F) -> tokio::sync::oneshot::Sender<()>
+where
+    F: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = serve(Stop(rx));
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "{what} stopped");
+        }
+    });
+    tx
+}
