@@ -137,7 +137,13 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// (seq, offset) of a key, from the not-yet-indexed keys or the store.
+    /// A key whose digest was never appended is absent without a lookup:
+    /// most lookups are of new keys (a first msgid).
     pub(crate) fn locate_key(&self, key: &str) -> Result<Option<(u64, u64)>, LedgerError> {
+        let digest = key_digest(key);
+        if !self.state.read().map_err(|_| LedgerError::Failed)?.key_digests.contains(&digest) {
+            return Ok(None);
+        }
         let recent = self.unindexed.lock().map_err(|_| LedgerError::Failed)?.get(key).copied();
         if recent.is_some() {
             return Ok(recent);

@@ -173,11 +173,8 @@ fn commit(
             later.push((p.reply, *i, how));
             continue;
         }
-        let digest = key_digest(&p.body.key);
-        let maybe_known = shared.state.read().map_err(|_| LedgerError::Failed)?.key_digests.contains(&digest);
-        if !maybe_known {
-            // Certainly new: no store lookup needed.
-        } else if let Some(result) = existing(shared, &p)? {
+        // A certainly new key costs no store lookup (see `locate_key`).
+        if let Some(result) = existing(shared, &p)? {
             now.push((p.reply, result));
             continue;
         }
