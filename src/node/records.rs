@@ -75,12 +75,21 @@ pub struct HomeSettlementEntry {
     pub reversed_setl_id: Option<String>,
 }
 
-/// The treatment node's record that it is about to ask the home node.
+/// The treatment node's record that it is about to ask the home node. The
+/// signed claim carries the hospital's signed request (`hospital_request`),
+/// so it is not stored a second time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IntentEntry {
-    pub hospital_request: EnvelopeRecord,
     pub claim: EnvelopeRecord,
     pub home: String,
+}
+
+impl IntentEntry {
+    /// The hospital's signed request, from inside the claim.
+    pub fn hospital_request(&self) -> Option<Signed> {
+        let claim: crate::proto::Claim = crate::api::envelope::peek(&self.claim.to_signed()?).ok()?;
+        claim.hospital_request
+    }
 }
 
 /// The treatment node's record of the home node's answer.

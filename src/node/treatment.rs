@@ -138,7 +138,7 @@ impl Node {
             Some(e) => {
                 let intent: IntentEntry =
                     serde_json::from_slice(&e.body.payload).map_err(|e| NodeError::Internal(e.to_string()))?;
-                if !same_request(&intent.hospital_request, &env) {
+                if !same_request(intent.hospital_request().as_ref(), &env) {
                     return Err(NodeError::MsgidReused(req.msgid));
                 }
                 intent.claim.to_signed().ok_or_else(|| NodeError::Internal("stored claim".into()))?
@@ -156,11 +156,7 @@ impl Node {
                     claim.reversed_setl_id = self.settled_id(&hospital, &req.reversed_msgid)?;
                 }
                 let claim_env = envelope::seal(&self.key, CLAIM_DOMAIN, &self.region().to_string(), &claim);
-                let intent = IntentEntry {
-                    hospital_request: EnvelopeRecord::from(&env),
-                    claim: EnvelopeRecord::from(&claim_env),
-                    home: home.to_string(),
-                };
+                let intent = IntentEntry { claim: EnvelopeRecord::from(&claim_env), home: home.to_string() };
                 match self.ledger.append(EntryKind::SettlementIntent, &ikey, to_payload(&intent)).await {
                     Ok(_) => {
                         if let Ok(mut p) = self.pending_intents.lock() {
@@ -205,7 +201,7 @@ impl Node {
         let intent = self.ledger.entry_by_key(&intent_key(hospital, msgid)).map_err(ledger_error)?;
         let same = intent
             .and_then(|e| serde_json::from_slice::<IntentEntry>(&e.body.payload).ok())
-            .is_some_and(|i| same_request(&i.hospital_request, env));
+            .is_some_and(|i| same_request(i.hospital_request().as_ref(), env));
         if !same {
             return Err(NodeError::MsgidReused(msgid.to_string()));
         }
@@ -331,14 +327,14 @@ impl Node {
 
 /// Whether a retried request asks for the same thing as the recorded one: the
 /// same content, whenever it was sent (`sent_at_ms` may differ on a retry).
-fn same_request(recorded: &EnvelopeRecord, env: &Signed) -> bool {
-    let decode = |body: &[u8]| {
-        envelope::peek::<HospitalRequest>(&Signed { body: body.to_vec(), ..Signed::default() }).ok().map(|mut r| {
+fn same_request(recorded: Option<&Signed>, env: &Signed) -> bool {
+    let decode = |s: &Signed| {
+        envelope::peek::<HospitalRequest>(s).ok().map(|mut r| {
             r.sent_at_ms = 0;
             r
         })
     };
-    match (hex::decode(&recorded.body).ok().and_then(|b| decode(&b)), decode(&env.body)) {
+    match (recorded.and_then(decode), decode(env)) {
         (Some(a), Some(b)) => a == b,
         _ => false,
     }

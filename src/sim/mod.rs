@@ -433,7 +433,7 @@ impl Sim {
             .ok_or_else(|| format!("{hospital}/{msgid}: acknowledged without an intent"))?;
         let rec: crate::node::records::IntentEntry =
             serde_json::from_slice(&intent.body.payload).map_err(|e| e.to_string())?;
-        let env = rec.hospital_request.to_signed().ok_or("stored request")?;
+        let env = rec.hospital_request().ok_or("stored request")?;
         self.retries += 1;
         self.send(&Outstanding { hospital, treatment, msgid, env }, 1).await
     }
@@ -457,11 +457,8 @@ impl Sim {
             .ok_or("intent missing")?;
         let rec: crate::node::records::IntentEntry =
             serde_json::from_slice(&intent.body.payload).map_err(|e| e.to_string())?;
-        let first: HospitalRequest = rec
-            .hospital_request
-            .to_signed()
-            .and_then(|s| crate::api::envelope::peek(&s).ok())
-            .ok_or("stored request")?;
+        let first: HospitalRequest =
+            rec.hospital_request().and_then(|s| crate::api::envelope::peek(&s).ok()).ok_or("stored request")?;
         let req = HospitalRequest {
             fixmedins_code: hospital.clone(),
             msgid: self.new_msgid(),

@@ -165,8 +165,7 @@ async fn a_month_of_traffic_closes_to_zero_and_matches_the_hospitals_receipts() 
             .expect("intent");
         let intent: xclear::node::records::IntentEntry =
             serde_json::from_slice(&original.body.payload).expect("intent");
-        let hreq: HospitalRequest =
-            xclear::api::envelope::peek(&intent.hospital_request.to_signed().expect("env")).expect("req");
+        let hreq: HospitalRequest = xclear::api::envelope::peek(&intent.hospital_request().expect("env")).expect("req");
         let req = HospitalRequest { psn_no: hreq.psn_no, setl_date: "2026-04-03".into(), ..req };
         let env = seal(&key(&req.fixmedins_code), HOSPITAL_DOMAIN, &req.fixmedins_code, &req);
         let r = nodes[treatment.as_str()].handle_hospital(env).await.expect("reversed");
