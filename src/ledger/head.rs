@@ -62,4 +62,17 @@ impl SignedTreeHead {
             "signature": hex::encode(self.signature),
         })
     }
+
+    /// The inverse of [`SignedTreeHead::to_json`]: exactly its four fields.
+    pub fn from_json(v: &serde_json::Value) -> Option<SignedTreeHead> {
+        if v.as_object()?.len() != 4 {
+            return None;
+        }
+        Some(SignedTreeHead {
+            size: v.get("size")?.as_u64()?,
+            root: hex::decode(v.get("root")?.as_str()?).ok()?.try_into().ok()?,
+            timestamp_ms: v.get("timestamp_ms")?.as_i64()?,
+            signature: hex::decode(v.get("signature")?.as_str()?).ok()?.try_into().ok()?,
+        })
+    }
 }

@@ -58,17 +58,7 @@ impl Seal {
     }
 
     pub fn from_json(v: &serde_json::Value) -> Option<Seal> {
-        let obj = v.as_object()?;
-        if obj.len() != 4 {
-            return None;
-        }
-        let head = SignedTreeHead {
-            size: v.get("size")?.as_u64()?,
-            root: hex::decode(v.get("root")?.as_str()?).ok()?.try_into().ok()?,
-            timestamp_ms: v.get("timestamp_ms")?.as_i64()?,
-            signature: hex::decode(v.get("signature")?.as_str()?).ok()?.try_into().ok()?,
-        };
-        Some(Seal { head })
+        SignedTreeHead::from_json(v).map(|head| Seal { head })
     }
 }
 

@@ -24,6 +24,16 @@ pub enum Side {
     AsHome,
 }
 
+impl Side {
+    /// The other region of `line` as seen from this side.
+    pub fn counterpart(self, line: &Line) -> RegionCode {
+        match self {
+            Side::AsTreatment => line.home,
+            Side::AsHome => line.treatment,
+        }
+    }
+}
+
 /// Running totals: month -> (side, counterpart region) -> totals and ids.
 #[derive(Debug, Default)]
 pub struct ClearingTotals {
@@ -35,11 +45,7 @@ pub struct ClearingTotals {
 
 impl ClearingTotals {
     pub fn add(&mut self, side: Side, line: &Line) {
-        let counterpart = match side {
-            Side::AsTreatment => line.home,
-            Side::AsHome => line.treatment,
-        };
-        self.months.entry(line.month).or_default().entry((side, counterpart)).or_default().add(line);
+        self.months.entry(line.month).or_default().entry((side, side.counterpart(line))).or_default().add(line);
     }
 
     /// Adds the line of the ledger entry at `index`, if it carries one.
@@ -231,8 +237,7 @@ impl Node {
                 let Some((s, line)) = line_of(e.body.kind, &e.body.key, &e.body.payload, own) else {
                     return Ok(ControlFlow::Continue(()));
                 };
-                let other = if s == Side::AsTreatment { line.home } else { line.treatment };
-                if s != side || line.month != month || other != counterpart {
+                if s != side || line.month != month || s.counterpart(&line) != counterpart {
                     return Ok(ControlFlow::Continue(()));
                 }
                 if page.lines.len() == limit {
