@@ -11,8 +11,10 @@ use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use super::peer_batch::{self, BatchLimits, ClaimBatcher, MAX_CLAIMS_PER_BATCH};
 use super::{BoxFuture, Node, PeerTransport, TransportError};
 use crate::api::error::reason_of;
+use crate::api::NodeError;
 use crate::proto::hospital_service_server::{HospitalService, HospitalServiceServer};
 use crate::proto::peer_service_client::PeerServiceClient;
 use crate::proto::peer_service_server::{PeerService, PeerServiceServer};
@@ -20,13 +22,17 @@ use crate::proto::registration_service_server::{RegistrationService, Registratio
 use crate::proto::report_service_client::ReportServiceClient;
 use crate::proto::report_service_server::{ReportService, ReportServiceServer};
 use crate::proto::{
-    ContributionYearsResponse, HospitalResponse, RegistrationList, RegistrationQuery, RegistrationRecord, Signed,
+    ClaimAnswers, ClaimBatch, ContributionYearsResponse, HospitalResponse, RegistrationList, RegistrationQuery,
+    RegistrationRecord, Signed,
 };
 use crate::region::RegionCode;
 
 pub use crate::api::server::FILE_DESCRIPTOR_SET;
 /// Largest message a node accepts or sends.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Largest batch of claims a node accepts or sends: its claims fill at most
+/// `MAX_MESSAGE_BYTES` (see `BatchLimits::bytes`), or it is one claim.
+pub const MAX_PEER_BATCH_BYTES: usize = 2 * MAX_MESSAGE_BYTES;
 /// Largest report or page of lines a node sends the operator (a report of
 /// 400 counterparts on both sides is ~0.3 MiB; a page of
 /// `MAX_LINES_PER_PAGE` lines under 2 MiB).
@@ -60,6 +66,32 @@ impl HospitalService for Svc {
 impl PeerService for Svc {
     async fn submit_claim(&self, req: Request<Signed>) -> Result<Response<Signed>, Status> {
         self.0.handle_claim(req.into_inner()).await.map(Response::new).map_err(Status::from)
+    }
+
+    async fn submit_claims(&self, req: Request<ClaimBatch>) -> Result<Response<ClaimAnswers>, Status> {
+        let claims = req.into_inner().claims;
+        if claims.len() > MAX_CLAIMS_PER_BATCH {
+            let e = NodeError::bad(
+                "claims",
+                format!("{} claims in one batch (at most {MAX_CLAIMS_PER_BATCH})", claims.len()),
+            );
+            return Err(e.into());
+        }
+        // Each claim in its own task, as if it had come alone: the batch's
+        // appends reach the ledger together, and one group commits them.
+        let tasks: Vec<_> = claims
+            .into_iter()
+            .map(|claim| {
+                let node = Arc::clone(&self.0);
+                tokio::spawn(async move { node.handle_claim(claim).await })
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let outcome = task.await.unwrap_or_else(|e| Err(NodeError::Internal(format!("claim task: {e}"))));
+            answers.push(peer_batch::to_answer(outcome));
+        }
+        Ok(Response::new(ClaimAnswers { answers }))
     }
 
     async fn contribution_years(&self, req: Request<Signed>) -> Result<Response<ContributionYearsResponse>, Status> {
@@ -111,7 +143,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: impl Future
         )
         .add_service(
             PeerServiceServer::new(svc.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(MAX_PEER_BATCH_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
@@ -135,15 +167,46 @@ pub fn spawn_serve(node: Arc<Node>, listener: TcpListener) -> tokio::sync::onesh
     crate::api::server::spawn_until_stopped("node server", |stop| serve(node, listener, stop))
 }
 
-/// Reaches peers over gRPC: one lazily connected channel per peer.
+/// Reaches peers over gRPC: one lazily connected channel per peer, and
+/// claims to each peer batched (see [`super::peer_batch`]).
 pub struct GrpcTransport {
     endpoints: BTreeMap<RegionCode, String>,
     channels: Mutex<HashMap<RegionCode, Channel>>,
+    batchers: Mutex<HashMap<RegionCode, Arc<ClaimBatcher>>>,
+    batch_limits: BatchLimits,
 }
 
 impl GrpcTransport {
     pub fn new(endpoints: BTreeMap<RegionCode, String>) -> GrpcTransport {
-        GrpcTransport { endpoints, channels: Mutex::new(HashMap::new()) }
+        GrpcTransport::with_batch_limits(endpoints, BatchLimits::default())
+    }
+
+    pub fn with_batch_limits(endpoints: BTreeMap<RegionCode, String>, batch_limits: BatchLimits) -> GrpcTransport {
+        GrpcTransport {
+            endpoints,
+            channels: Mutex::new(HashMap::new()),
+            batchers: Mutex::new(HashMap::new()),
+            batch_limits,
+        }
+    }
+
+    /// The claim queue to a peer, started on the caller's runtime the first
+    /// time (and again if that runtime has gone).
+    fn batcher(&self, to: RegionCode) -> Result<Arc<ClaimBatcher>, TransportError> {
+        let mut batchers = self.batchers.lock().map_err(|_| TransportError::Unreachable("lock".into()))?;
+        if let Some(b) = batchers.get(&to).filter(|b| !b.is_closed()) {
+            return Ok(Arc::clone(b));
+        }
+        let client = self.client(to)?;
+        let batcher = Arc::new(ClaimBatcher::spawn(self.batch_limits, move |claims| {
+            let mut c = client.clone();
+            async move {
+                let answers = c.submit_claims(ClaimBatch { claims }).await.map_err(transport_error)?;
+                Ok(answers.into_inner().answers.into_iter().map(peer_batch::from_answer).collect())
+            }
+        }));
+        batchers.insert(to, Arc::clone(&batcher));
+        Ok(batcher)
     }
 
     fn channel(&self, to: RegionCode) -> Result<Channel, TransportError> {
@@ -189,7 +252,9 @@ impl crate::operator::ReportTransport for GrpcTransport {
 }
 
 fn client(c: Channel) -> PeerServiceClient<Channel> {
-    PeerServiceClient::new(c).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+    PeerServiceClient::new(c)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_PEER_BATCH_BYTES)
 }
 
 /// A status from a peer: transport trouble is "unreachable", anything the
@@ -203,10 +268,7 @@ fn transport_error(s: Status) -> TransportError {
 
 impl PeerTransport for GrpcTransport {
     fn submit_claim(&self, to: RegionCode, claim: Signed) -> BoxFuture<'_, Result<Signed, TransportError>> {
-        Box::pin(async move {
-            let mut c = self.client(to)?;
-            c.submit_claim(claim).await.map(Response::into_inner).map_err(transport_error)
-        })
+        Box::pin(async move { self.batcher(to)?.submit(claim).await })
     }
 
     fn contribution_years(

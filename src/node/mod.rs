@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod home;
 pub mod local;
 pub mod metrics;
+pub mod peer_batch;
 pub mod records;
 mod registration;
 pub mod state;

@@ -227,3 +227,101 @@ async fn servers_accept_connections_with_nodelay_and_keepalive() {
     let keepalive = socket2::SockRef::from(&accepted).keepalive().expect("keepalive");
     assert!(keepalive, "keepalive on accepted connections");
 }
+
+/// Imports P0001 at the home node and files a long-term-resident
+/// registration for Beijing over gRPC.
+async fn insured_and_registered(run: &Running) {
+    let person = PersonRecord {
+        psn_no: "P0001".into(),
+        insuplc_admdvs: "611000".into(),
+        insutype: "390".into(),
+        retired: false,
+        special_group: None,
+        contribution_years: BTreeMap::new(),
+    };
+    run.home.import_persons(&[person]).await.expect("import");
+    let mut reg = RegistrationServiceClient::connect(run.urls["611000"].clone()).await.expect("connect");
+    let req = crate::node_inprocess::registration("r1", "P0001", "long_term_resident", "110000");
+    reg.apply(seal(&key(31), ADMIN_DOMAIN, "agency", &req)).await.expect("registered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_claims_is_answered_claim_by_claim_in_order() {
+    use xclear::api::envelope::{open, CLAIM_DOMAIN, CLAIM_RESULT_DOMAIN};
+    use xclear::node::peer_batch::MAX_CLAIMS_PER_BATCH;
+    use xclear::proto::peer_service_client::PeerServiceClient;
+    use xclear::proto::{ClaimBatch, ClaimResult};
+
+    let run = start().await;
+    insured_and_registered(&run).await;
+    let claim = crate::node_inprocess::claim;
+    let genuine = seal(&key(12), CLAIM_DOMAIN, "110000", &claim("b1"));
+    let forged = seal(&key(99), CLAIM_DOMAIN, "110000", &claim("b2"));
+    let unknown =
+        seal(&key(12), CLAIM_DOMAIN, "110000", &xclear::proto::Claim { psn_no: "P9999".into(), ..claim("b3") });
+    let mut peer = PeerServiceClient::connect(run.urls["611000"].clone()).await.expect("connect");
+    let batch = ClaimBatch { claims: vec![genuine.clone(), forged, unknown, genuine.clone()] };
+    let answers = peer.submit_claims(batch).await.expect("batch").into_inner().answers;
+    assert_eq!(answers.len(), 4);
+
+    // The genuine claim: a result signed by the home node, for that claim.
+    let signed = answers[0].result.clone().expect("a result");
+    let result: ClaimResult = open(&signed, &key(11).verifying_key(), CLAIM_RESULT_DOMAIN).expect("signed by 611000");
+    assert!(result.settled, "{result:?}");
+    assert_eq!(result.msgid, "b1");
+    // Each bad claim is refused with the reason a single call would carry.
+    assert_eq!((answers[1].result.is_none(), answers[1].reason.as_str()), (true, "bad_signature"));
+    assert_eq!((answers[2].result.is_none(), answers[2].reason.as_str()), (true, "unknown_person"));
+    // The same claim twice in one batch settles once: the second gets the first's result.
+    assert_eq!(answers[3].result.as_ref(), Some(&signed));
+    let hifp = result.figures.expect("figures").hifp_pay;
+    assert_eq!(run.home.counters_of("P0001", 2026).expect("counters").hifp_paid.to_string(), hifp);
+
+    // More claims than a batch may hold: refused whole, nothing recorded.
+    let len = run.home.ledger().len();
+    let claims = (0..=MAX_CLAIMS_PER_BATCH).map(|i| seal(&key(12), CLAIM_DOMAIN, "110000", &claim(&format!("o{i}"))));
+    let status = peer.submit_claims(ClaimBatch { claims: claims.collect() }).await.expect_err("too many");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(reason_of(&status).as_deref(), Some("bad_request"));
+    assert_eq!(run.home.ledger().len(), len);
+    for s in run.stop {
+        let _ = s.send(());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_settlements_sharing_batches_each_get_their_own_answer() {
+    let run = start().await;
+    insured_and_registered(&run).await;
+    let channel = tonic::transport::Endpoint::from_shared(run.urls["110000"].clone())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let small = |msgid: String| HospitalRequest {
+        items: vec![BillItem { code: "XA001".into(), qty: "1".into(), price: "100.00".into() }],
+        ..bill(&msgid)
+    };
+    let calls: Vec<_> = (0..48)
+        .map(|i| {
+            let mut hosp = HospitalServiceClient::new(channel.clone());
+            let env = seal(&key(21), HOSPITAL_DOMAIN, "H1", &small(format!("c{i}")));
+            tokio::spawn(async move { hosp.submit(env).await.map(|r| r.into_inner()) })
+        })
+        .collect();
+    // Every answer is its own request's (the treatment node checks each
+    // result's claim hash, so a crossed answer would be an error here).
+    let mut settled = Vec::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        let r = call.await.expect("task").expect("answered");
+        assert_eq!(r.msgid, format!("c{i}"));
+        assert!(r.settled, "{r:?}");
+        settled.push(r.setl_id);
+    }
+    settled.sort();
+    settled.dedup();
+    assert_eq!(settled.len(), 48, "settlement ids are distinct");
+    for s in run.stop {
+        let _ = s.send(());
+    }
+}
