@@ -62,7 +62,9 @@ pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl StoreError {
     /// The store is locked: still held by a store closed a moment ago, or
-    /// open in another process.
+    /// open in another process. sled says so only in its message; the test
+    /// `a_ledger_open_elsewhere_is_refused_and_its_index_left_alone` fails if
+    /// a sled upgrade changes it.
     pub fn is_locked(&self) -> bool {
         self.0.contains("could not acquire lock")
     }

@@ -156,9 +156,14 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize) -> Result<Vec<Fig
     let (sign_us, verify_us) = crypto_costs_us();
     let hospital_key = Arc::new(hospital_key);
     let mut all = drive(&urls["110000"], &hospital_key, hospitals, seconds, persons, "a").await?;
-    // The same nodes under a lighter load: latency when the machine is not saturated.
-    let light = LIGHT_HOSPITALS.min(hospitals);
-    let mut light_all = drive(&urls["110000"], &hospital_key, light, LIGHT_SECONDS, persons, "b").await?;
+    // The same nodes under lighter loads: where latency stands below saturation.
+    let mut lighter = Vec::new();
+    for (phase, concurrency) in LIGHTER {
+        let concurrency = concurrency.min(hospitals);
+        let latencies =
+            drive(&urls["110000"], &hospital_key, concurrency, LIGHTER_SECONDS, persons, phase.msgids).await?;
+        lighter.push((phase, concurrency, latencies));
+    }
     for s in stops {
         let _ = s.send(());
     }
@@ -171,34 +176,80 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize) -> Result<Vec<Fig
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
     all.sort();
-    light_all.sort();
     let n = all.len();
     let pct = |v: &[Duration], p: f64| {
         v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1e3)
     };
     let rate = n as f64 / seconds as f64;
-    let light_rate = light_all.len() as f64 / LIGHT_SECONDS as f64;
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
     let bound = cores * 1e6 / (SIGNS_PER_SETTLEMENT * sign_us + VERIFIES_PER_SETTLEMENT * verify_us);
-    Ok(vec![
+    let mut figures = vec![
         Figure { name: "e2e_settlements_per_s", value: rate, unit: "settle/s", note: format!("{n} settlements in {seconds} s, {hospitals} concurrent hospitals, every one signed, verified, durable on both nodes (goal 3000)") },
         Figure { name: "e2e_latency_p50_ms", value: pct(&all, 0.50), unit: "ms", note: "hospital's view".into() },
         Figure { name: "e2e_latency_p99_ms", value: pct(&all, 0.99), unit: "ms", note: "goal < 50".into() },
-        Figure { name: "e2e_light_settlements_per_s", value: light_rate, unit: "settle/s", note: format!("then {light} concurrent hospitals for {LIGHT_SECONDS} s, same nodes") },
-        Figure { name: "e2e_light_latency_p50_ms", value: pct(&light_all, 0.50), unit: "ms", note: format!("{light} hospitals") },
-        Figure { name: "e2e_light_latency_p99_ms", value: pct(&light_all, 0.99), unit: "ms", note: format!("{light} hospitals") },
         Figure { name: "e2e_treatment_entries_per_seal", value: treatment_group, unit: "entries", note: "treatment node: appends per group commit (one seal, one fdatasync)".into() },
         Figure { name: "e2e_home_entries_per_seal", value: home_group, unit: "entries", note: "home node (set-up appends included)".into() },
         Figure { name: "crypto_sign_us", value: sign_us, unit: "µs", note: "ed25519 sign, this machine, median of 5 rounds before the load".into() },
         Figure { name: "crypto_verify_us", value: verify_us, unit: "µs", note: "ed25519 verify_strict, same".into() },
         Figure { name: "crypto_bound_settlements_per_s", value: bound, unit: "settle/s", note: format!("{cores} cores / ({SIGNS_PER_SETTLEMENT} signs + {VERIFIES_PER_SETTLEMENT} verifies)") },
         Figure { name: "e2e_vs_crypto_bound_pct", value: 100.0 * rate / bound, unit: "%", note: "same run (goal 40)".into() },
-    ])
+    ];
+    for (phase, concurrency, mut latencies) in lighter {
+        latencies.sort();
+        let rate = latencies.len() as f64 / LIGHTER_SECONDS as f64;
+        let note = format!("then {concurrency} concurrent hospitals for {LIGHTER_SECONDS} s, same nodes");
+        figures.extend([
+            Figure { name: phase.settlements, value: rate, unit: "settle/s", note },
+            Figure {
+                name: phase.p50,
+                value: pct(&latencies, 0.50),
+                unit: "ms",
+                note: format!("{concurrency} hospitals"),
+            },
+            Figure {
+                name: phase.p99,
+                value: pct(&latencies, 0.99),
+                unit: "ms",
+                note: format!("{concurrency} hospitals"),
+            },
+        ]);
+    }
+    Ok(figures)
 }
 
-/// The lighter second phase: hospitals and seconds.
-const LIGHT_HOSPITALS: usize = 16;
-const LIGHT_SECONDS: u64 = 10;
+/// The figures of one lighter phase.
+#[derive(Clone, Copy)]
+struct Phase {
+    /// Starts the phase's msgids, apart from the other phases'.
+    msgids: &'static str,
+    settlements: &'static str,
+    p50: &'static str,
+    p99: &'static str,
+}
+
+/// After the main phase, the same nodes under lighter loads (hospitals), each
+/// for `LIGHTER_SECONDS`: throughput and latency below saturation.
+const LIGHTER: [(Phase, usize); 2] = [
+    (
+        Phase {
+            msgids: "b",
+            settlements: "e2e_mid_settlements_per_s",
+            p50: "e2e_mid_latency_p50_ms",
+            p99: "e2e_mid_latency_p99_ms",
+        },
+        64,
+    ),
+    (
+        Phase {
+            msgids: "c",
+            settlements: "e2e_light_settlements_per_s",
+            p50: "e2e_light_latency_p50_ms",
+            p99: "e2e_light_latency_p99_ms",
+        },
+        16,
+    ),
+];
+const LIGHTER_SECONDS: u64 = 10;
 
 /// `hospitals` concurrent hospitals (codes H0.., one connection each) settle
 /// one bill after another at the treatment node for `seconds`; returns every

@@ -111,7 +111,7 @@ impl Node {
         };
         let rec: HomeSettlementEntry = serde_json::from_slice(&entry.body.payload)
             .map_err(|e| NodeError::Internal(format!("stored claim: {e}")))?;
-        if rec.claim.body != hex::encode(&env.body) {
+        if rec.claim.body != super::records::to_hex(&env.body) {
             return Err(NodeError::MsgidReused(key.to_string()));
         }
         rec.result.to_signed().map(Some).ok_or_else(|| NodeError::Internal("stored result".into()))

@@ -41,7 +41,7 @@ impl Node {
         if let Some(e) = self.ledger.entry_by_key(&key).map_err(ledger_error)? {
             let stored: RegistrationEntry =
                 serde_json::from_slice(&e.body.payload).map_err(|e| NodeError::Internal(e.to_string()))?;
-            if stored.request.body != hex::encode(&env.body) {
+            if stored.request.body != super::records::to_hex(&env.body) {
                 return Err(NodeError::MsgidReused(req.msgid));
             }
             return Ok(record(&stored));
