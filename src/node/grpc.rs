@@ -2,7 +2,7 @@
 //! health and reflection, and the peer transport over gRPC. Thin: every call
 //! goes straight to [`Node`], and errors map to statuses in `api::error`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -174,6 +174,8 @@ pub struct GrpcTransport {
     channels: Mutex<HashMap<RegionCode, Channel>>,
     batchers: Mutex<HashMap<RegionCode, Arc<ClaimBatcher>>>,
     batch_limits: BatchLimits,
+    /// Peers that answered a batch as unimplemented: sent one claim a call.
+    single_only: Arc<Mutex<HashSet<RegionCode>>>,
 }
 
 impl GrpcTransport {
@@ -187,6 +189,7 @@ impl GrpcTransport {
             channels: Mutex::new(HashMap::new()),
             batchers: Mutex::new(HashMap::new()),
             batch_limits,
+            single_only: Arc::default(),
         }
     }
 
@@ -198,15 +201,32 @@ impl GrpcTransport {
             return Ok(Arc::clone(b));
         }
         let client = self.client(to)?;
+        let single_only = Arc::clone(&self.single_only);
         let batcher = Arc::new(ClaimBatcher::spawn(self.batch_limits, move |claims| {
             let mut c = client.clone();
+            let single_only = Arc::clone(&single_only);
             async move {
-                let answers = c.submit_claims(ClaimBatch { claims }).await.map_err(transport_error)?;
-                Ok(answers.into_inner().answers.into_iter().map(peer_batch::from_answer).collect())
+                match c.submit_claims(ClaimBatch { claims }).await {
+                    Ok(answers) => Ok(answers.into_inner().answers.into_iter().map(peer_batch::from_answer).collect()),
+                    // A node from before batches: this batch's claims are
+                    // retried by their settlements, one call each from now on.
+                    Err(s) if s.code() == tonic::Code::Unimplemented => {
+                        if let Ok(mut peers) = single_only.lock() {
+                            peers.insert(to);
+                        }
+                        Err(TransportError::Unreachable(format!("{to} takes no batches; claims go one by one")))
+                    }
+                    Err(s) => Err(transport_error(s)),
+                }
             }
         }));
         batchers.insert(to, Arc::clone(&batcher));
         Ok(batcher)
+    }
+
+    /// Whether `to` has not answered a batch as unimplemented (an older node).
+    fn takes_batches(&self, to: RegionCode) -> bool {
+        self.single_only.lock().map(|peers| !peers.contains(&to)).unwrap_or(true)
     }
 
     fn channel(&self, to: RegionCode) -> Result<Channel, TransportError> {
@@ -268,7 +288,13 @@ fn transport_error(s: Status) -> TransportError {
 
 impl PeerTransport for GrpcTransport {
     fn submit_claim(&self, to: RegionCode, claim: Signed) -> BoxFuture<'_, Result<Signed, TransportError>> {
-        Box::pin(async move { self.batcher(to)?.submit(claim).await })
+        Box::pin(async move {
+            if self.takes_batches(to) {
+                return self.batcher(to)?.submit(claim).await;
+            }
+            let mut c = self.client(to)?;
+            c.submit_claim(claim).await.map(Response::into_inner).map_err(transport_error)
+        })
     }
 
     fn contribution_years(

@@ -325,3 +325,65 @@ async fn concurrent_settlements_sharing_batches_each_get_their_own_answer() {
         let _ = s.send(());
     }
 }
+
+/// A peer from before batches: `SubmitClaims` is unimplemented, and
+/// `SubmitClaim` echoes the claim back (counting the calls).
+struct PeerWithoutBatches(Arc<std::sync::atomic::AtomicUsize>);
+
+#[tonic::async_trait]
+impl xclear::proto::peer_service_server::PeerService for PeerWithoutBatches {
+    async fn submit_claim(
+        &self,
+        req: tonic::Request<xclear::proto::Signed>,
+    ) -> Result<tonic::Response<xclear::proto::Signed>, tonic::Status> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(tonic::Response::new(req.into_inner()))
+    }
+
+    async fn submit_claims(
+        &self,
+        _: tonic::Request<xclear::proto::ClaimBatch>,
+    ) -> Result<tonic::Response<xclear::proto::ClaimAnswers>, tonic::Status> {
+        Err(tonic::Status::unimplemented("xclear.v1.PeerService/SubmitClaims"))
+    }
+
+    async fn contribution_years(
+        &self,
+        _: tonic::Request<xclear::proto::Signed>,
+    ) -> Result<tonic::Response<xclear::proto::ContributionYearsResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("xclear.v1.PeerService/ContributionYears"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_batches_gets_claims_one_by_one_after_its_first_refusal() {
+    use xclear::node::PeerTransport;
+    use xclear::proto::peer_service_server::PeerServiceServer;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let singles = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(PeerServiceServer::new(PeerWithoutBatches(Arc::clone(&singles))))
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            }),
+    );
+    let old = RegionCode::parse("611000").expect("code");
+    let transport = GrpcTransport::new([(old, url)].into_iter().collect());
+    let claim = |n: u8| xclear::proto::Signed { body: vec![n], signature: vec![0; 64], signer: "110000".into() };
+
+    // The first claim goes in a batch, which the old peer does not know: the
+    // settlement sees the peer as unreachable for this attempt and retries.
+    let first = transport.submit_claim(old, claim(1)).await.expect_err("batch unimplemented");
+    assert!(first.to_string().contains("takes no batches"), "{first}");
+    assert_eq!(singles.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // From then on each claim is its own call.
+    assert_eq!(transport.submit_claim(old, claim(1)).await, Ok(claim(1)));
+    assert_eq!(transport.submit_claim(old, claim(2)).await, Ok(claim(2)));
+    assert_eq!(singles.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let _ = stop.send(());
+    let _ = server.await;
+}
