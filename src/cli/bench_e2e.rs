@@ -173,6 +173,7 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize) -> Result<Vec<Fig
         l.head().size as f64 / l.commits().max(1) as f64
     };
     let (treatment_group, home_group) = (per_seal("110000"), per_seal("611000"));
+    let (batches, claims) = xclear::node::metrics::batch_totals();
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
     all.sort();
@@ -189,6 +190,7 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize) -> Result<Vec<Fig
         Figure { name: "e2e_latency_p99_ms", value: pct(&all, 0.99), unit: "ms", note: "goal < 50".into() },
         Figure { name: "e2e_treatment_entries_per_seal", value: treatment_group, unit: "entries", note: "treatment node: appends per group commit (one seal, one fdatasync)".into() },
         Figure { name: "e2e_home_entries_per_seal", value: home_group, unit: "entries", note: "home node (set-up appends included)".into() },
+        Figure { name: "e2e_claims_per_batch", value: claims as f64 / batches.max(1) as f64, unit: "claims", note: format!("treatment -> home, all phases ({batches} batch calls)") },
         Figure { name: "crypto_sign_us", value: sign_us, unit: "µs", note: "ed25519 sign, this machine, median of 5 rounds before the load".into() },
         Figure { name: "crypto_verify_us", value: verify_us, unit: "µs", note: "ed25519 verify_strict, same".into() },
         Figure { name: "crypto_bound_settlements_per_s", value: bound, unit: "settle/s", note: format!("{cores} cores / ({SIGNS_PER_SETTLEMENT} signs + {VERIFIES_PER_SETTLEMENT} verifies)") },

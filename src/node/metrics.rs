@@ -1,5 +1,5 @@
-//! Prometheus metrics: hospital calls by outcome and their latency, served
-//! as text on an HTTP port.
+//! Prometheus metrics: hospital calls by outcome and their latency, claims
+//! sent to peers in batches, served as text on an HTTP port.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -19,6 +19,9 @@ struct Metrics {
     buckets: [u64; BUCKETS.len()],
     count: u64,
     sum_us: u64,
+    /// Batch calls to peers, and the claims they carried.
+    claim_batches: u64,
+    claims_batched: u64,
 }
 
 static METRICS: Mutex<Option<Metrics>> = Mutex::new(None);
@@ -39,6 +42,19 @@ pub fn record(outcome: &str, elapsed: Duration) {
     m.sum_us += elapsed.as_micros() as u64;
 }
 
+/// One batch call of `claims` claims to a peer.
+pub fn record_batch(claims: usize) {
+    let Ok(mut guard) = METRICS.lock() else { return };
+    let m = guard.get_or_insert_with(Metrics::default);
+    m.claim_batches += 1;
+    m.claims_batched += claims as u64;
+}
+
+/// Batch calls to peers so far, and the claims they carried.
+pub fn batch_totals() -> (u64, u64) {
+    METRICS.lock().ok().and_then(|g| g.as_ref().map(|m| (m.claim_batches, m.claims_batched))).unwrap_or((0, 0))
+}
+
 /// The metrics in Prometheus text format, plus the ledger size.
 pub fn render(ledger_entries: u64) -> String {
     let mut out = String::new();
@@ -56,6 +72,10 @@ pub fn render(ledger_entries: u64) -> String {
         out.push_str(&format!("xclear_hospital_request_seconds_bucket{{le=\"+Inf\"}} {}\n", m.count));
         out.push_str(&format!("xclear_hospital_request_seconds_sum {}\n", m.sum_us as f64 / 1e6));
         out.push_str(&format!("xclear_hospital_request_seconds_count {}\n", m.count));
+        out.push_str("# TYPE xclear_peer_claim_batches_total counter\n");
+        out.push_str(&format!("xclear_peer_claim_batches_total {}\n", m.claim_batches));
+        out.push_str("# TYPE xclear_peer_claims_batched_total counter\n");
+        out.push_str(&format!("xclear_peer_claims_batched_total {}\n", m.claims_batched));
     }
     out.push_str("# TYPE xclear_ledger_entries gauge\n");
     out.push_str(&format!("xclear_ledger_entries {ledger_entries}\n"));

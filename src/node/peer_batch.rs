@@ -120,6 +120,7 @@ where
             let (claims, replies): (Vec<Signed>, Vec<oneshot::Sender<Answer>>) =
                 batch.into_iter().map(|q| (q.claim, q.reply)).unzip();
             let n = claims.len();
+            super::metrics::record_batch(n);
             let answers = match send(claims).await {
                 Ok(answers) if answers.len() == n => answers,
                 Ok(answers) => {

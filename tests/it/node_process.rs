@@ -127,7 +127,7 @@ fn separate_processes_settle_and_recover_in_flight_intents() {
     assert_eq!(pr["settled"], true, "{pr}");
     assert_eq!(pr["hifp_pay"], "700.00");
 
-    // Prometheus metrics: requests by outcome, latency histogram, ledger size.
+    // Prometheus metrics: requests by outcome, latency histogram, ledger size, batches.
     let metrics = {
         use std::io::{Read, Write};
         let mut sock = std::net::TcpStream::connect(("127.0.0.1", s.metrics_port)).expect("metrics port");
@@ -139,6 +139,9 @@ fn separate_processes_settle_and_recover_in_flight_intents() {
     assert!(metrics.contains("xclear_hospital_requests_total{outcome=\"settled\"} 2"), "{metrics}");
     assert!(metrics.contains("xclear_hospital_request_seconds_count 2"), "{metrics}");
     assert!(metrics.contains("xclear_ledger_entries 4"), "{metrics}");
+    // One after the other, each claim went to the home node in its own batch.
+    assert!(metrics.contains("xclear_peer_claim_batches_total 2"), "{metrics}");
+    assert!(metrics.contains("xclear_peer_claims_batched_total 2"), "{metrics}");
 
     // Home down: the settlement is refused as unreachable, its intent stays.
     home.kill();
