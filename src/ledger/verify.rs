@@ -1,6 +1,7 @@
 //! Re-checking a ledger: every record checksum, entry format, sequence number
 //! and hash link, and every seal: its tree head against the entries so far
-//! and its signature. Signatures are verified in batches, in parallel.
+//! and its signature. Signatures are gathered in chunks and each chunk's
+//! are verified one by one (`verify_strict`), spread over the cores.
 
 use std::path::Path;
 
@@ -35,7 +36,7 @@ impl VerifyFailure {
     }
 }
 
-/// A signature waiting for its batch: the seal's entries, which one, the message.
+/// A signature waiting for its chunk: the seal's entries, which one, the message.
 struct Unchecked {
     first: u64,
     last: u64,
@@ -64,7 +65,7 @@ pub(crate) fn seal_fits(head: &SignedTreeHead, entries: u64, root: &Hash, last_t
 }
 
 /// Checks records in order: entries' format, sequence and links; each seal
-/// against the tree so far; the seals' signatures in batches.
+/// against the tree so far; the seals' signatures in chunks.
 pub struct ChainVerifier {
     key: VerifyingKey,
     leaves: Vec<Hash>,

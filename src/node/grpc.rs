@@ -180,15 +180,11 @@ pub struct GrpcTransport {
 
 impl GrpcTransport {
     pub fn new(endpoints: BTreeMap<RegionCode, String>) -> GrpcTransport {
-        GrpcTransport::with_batch_limits(endpoints, BatchLimits::default())
-    }
-
-    pub fn with_batch_limits(endpoints: BTreeMap<RegionCode, String>, batch_limits: BatchLimits) -> GrpcTransport {
         GrpcTransport {
             endpoints,
             channels: Mutex::new(HashMap::new()),
             batchers: Mutex::new(HashMap::new()),
-            batch_limits,
+            batch_limits: BatchLimits::default(),
             single_only: Arc::default(),
         }
     }

@@ -119,20 +119,9 @@ fn bill(msgid: &str) -> HospitalRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settlement_over_grpc_with_health_and_reflection() {
     let run = start().await;
-    let person = PersonRecord {
-        psn_no: "P0001".into(),
-        insuplc_admdvs: "611000".into(),
-        insutype: "390".into(),
-        retired: false,
-        special_group: None,
-        contribution_years: BTreeMap::new(),
-    };
-    run.home.import_persons(&[person]).await.expect("import");
-
     // The agency files the registration over gRPC.
+    insured_and_registered(&run).await;
     let mut reg = RegistrationServiceClient::connect(run.urls["611000"].clone()).await.expect("connect");
-    let req = crate::node_inprocess::registration("r1", "P0001", "long_term_resident", "110000");
-    reg.apply(seal(&key(31), ADMIN_DOMAIN, "agency", &req)).await.expect("registered");
     let list = reg.query(RegistrationQuery { psn_no: "P0001".into() }).await.expect("query").into_inner();
     assert_eq!(list.registrations.len(), 1);
 
