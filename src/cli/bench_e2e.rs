@@ -155,7 +155,9 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize) -> Result<Vec<Fig
     }
     let (sign_us, verify_us) = crypto_costs_us();
     let hospital_key = Arc::new(hospital_key);
+    let cpu_before = process_cpu_seconds();
     let mut all = drive(&urls["110000"], &hospital_key, hospitals, seconds, persons, "a").await?;
+    let cpu_main = process_cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
     // The same nodes under lighter loads: where latency stands below saturation.
     let mut lighter = Vec::new();
     for (phase, concurrency) in LIGHTER {
@@ -188,6 +190,12 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize) -> Result<Vec<Fig
         Figure { name: "e2e_settlements_per_s", value: rate, unit: "settle/s", note: format!("{n} settlements in {seconds} s, {hospitals} concurrent hospitals, every one signed, verified, durable on both nodes (goal 3000)") },
         Figure { name: "e2e_latency_p50_ms", value: pct(&all, 0.50), unit: "ms", note: "hospital's view".into() },
         Figure { name: "e2e_latency_p99_ms", value: pct(&all, 0.99), unit: "ms", note: "goal < 50".into() },
+        Figure {
+            name: "e2e_cpu_us_per_settlement",
+            value: cpu_main.map_or(f64::NAN, |cpu| cpu * 1e6 / n.max(1) as f64),
+            unit: "µs",
+            note: "CPU time of the whole process (both nodes and the load generator) over the main phase, per settlement; steadier than the rate on a shared machine".into(),
+        },
         Figure { name: "e2e_treatment_entries_per_seal", value: treatment_group, unit: "entries", note: "treatment node: appends per group commit (one seal, one fdatasync)".into() },
         Figure { name: "e2e_home_entries_per_seal", value: home_group, unit: "entries", note: "home node (set-up appends included)".into() },
         Figure { name: "e2e_claims_per_batch", value: claims as f64 / batches.max(1) as f64, unit: "claims", note: format!("treatment -> home, all phases ({batches} batch calls)") },
@@ -217,6 +225,19 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize) -> Result<Vec<Fig
         ]);
     }
     Ok(figures)
+}
+
+/// User + system CPU seconds this process has used (all threads), from
+/// `/proc/self/stat`, whose times are in USER_HZ (100 per second on Linux).
+/// `None` where that file does not exist.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// The figures of one lighter phase.

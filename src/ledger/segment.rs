@@ -3,10 +3,17 @@
 //! entries share one write and one sync (group commit).
 //!
 //! ```text
-//! file   = header | record*
+//! file   = header | record* | zero*
 //! header = "XCLEDGER" | format u32 (=3) | owner public key [32] | crc32 u32 (of the preceding 44 bytes)
 //! record = len u32 | crc32 u32 (of the bytes) | stored entry or seal [len]
 //! ```
+//!
+//! While the ledger is open, zeros are written ahead of the last record
+//! ([`Segment::reserve_ahead`]): a group then overwrites blocks the file
+//! already has, so its `fdatasync` writes the data alone, not the file's new
+//! size as well (one device write fewer per group). A record never has
+//! length 0, so the records end where zeros run to the end of the file. A
+//! clean close cuts the zeros off.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -24,6 +31,11 @@ pub const RECORD_HEADER_LEN: u64 = 8;
 /// batch, so an invalid tail longer than this is corruption, not a crash.
 pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 pub const MAX_TORN_TAIL_BYTES: u64 = (MAX_BATCH_BYTES + MAX_ENTRY_BYTES) as u64 + RECORD_HEADER_LEN;
+/// Zeros written ahead of the last record: a quarter of the file, between
+/// these bounds (small ledgers, as in tests, stay small).
+pub const MIN_RESERVE_BYTES: u64 = 64 * 1024;
+pub const MAX_RESERVE_BYTES: u64 = 1024 * 1024;
+const PAGE: u64 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
@@ -61,7 +73,10 @@ impl TornTail {
 
 pub struct Segment {
     file: File,
+    /// Where the records end: the next group is written here.
     end: u64,
+    /// The file's length: `end` plus the zeros written ahead.
+    allocated: u64,
 }
 
 fn header(public_key: &[u8; 32]) -> Vec<u8> {
@@ -97,11 +112,13 @@ pub struct Record {
 }
 
 /// Reads records in order, calling `f` for each valid one. Stops at the first
-/// invalid record: if what follows can be one torn group commit it is
-/// reported as a [`TornTail`], otherwise as corruption. A torn write is the
-/// last write, so it is at most one group long and holds no complete seal
-/// with more bytes after it (a seal followed by more data means a later
-/// group was written, so the damage is not from a crash).
+/// invalid record: if only zeros follow it (space written ahead, see the
+/// module doc) the records end there; otherwise, if what follows up to the
+/// last non-zero byte can be one torn group commit it is reported as a
+/// [`TornTail`], and else as corruption. A torn write is the last write, so
+/// it is at most one group long and holds no complete seal with more bytes
+/// after it (a seal followed by more data means a later group was written,
+/// so the damage is not from a crash).
 pub fn scan(
     file: &File,
     mut f: impl FnMut(Record) -> Result<(), SegmentError>,
@@ -113,8 +130,12 @@ pub fn scan(
     let mut rh = [0u8; RECORD_HEADER_LEN as usize];
     while offset < len {
         let bad = |reason: &str| {
-            let tail = len - offset;
-            if tail <= MAX_TORN_TAIL_BYTES && !sealed_group_follows(file, offset, len)? {
+            let written = written_end(file, offset, len)?;
+            if written == offset {
+                return Ok((offset, None));
+            }
+            let tail = written - offset;
+            if tail <= MAX_TORN_TAIL_BYTES && !sealed_group_follows(file, offset, written)? {
                 Ok((offset, Some(TornTail { offset, bytes: tail })))
             } else {
                 Err(SegmentError::Corrupt { offset, reason: reason.to_string(), tail })
@@ -143,8 +164,25 @@ pub fn scan(
     Ok((offset, None))
 }
 
+/// Where the written bytes of `[from, len)` end: just after the last
+/// non-zero byte, or `from` if all are zeros. Reads backwards from `len`.
+fn written_end(file: &File, from: u64, len: u64) -> Result<u64, SegmentError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut end = len;
+    while end > from {
+        let start = end.saturating_sub(buf.len() as u64).max(from);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = chunk.iter().rposition(|b| *b != 0) {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(from)
+}
+
 /// Whether a complete, well-formed seal record starts after `damaged` and
-/// ends before the end of the file.
+/// ends before `len`.
 fn sealed_group_follows(file: &File, damaged: u64, len: u64) -> Result<bool, SegmentError> {
     let mut tail = vec![0u8; (len - damaged) as usize];
     file.read_exact_at(&mut tail, damaged)?;
@@ -185,7 +223,8 @@ impl Segment {
             file.set_len(end)?;
             file.sync_all()?;
         }
-        Ok((Segment { file, end }, torn))
+        let allocated = file.metadata()?.len();
+        Ok((Segment { file, end, allocated }, torn))
     }
 
     /// Appends framed records in one write and makes them durable with one
@@ -205,12 +244,56 @@ impl Segment {
         self.file.write_all_at(&buf, self.end)?;
         self.file.sync_data()?;
         self.end = at;
+        self.allocated = self.allocated.max(at);
         Ok(offsets)
     }
 
-    /// Length of the file: where the next group is written.
+    /// Writes zeros ahead of the records, durably, when fewer than half of
+    /// [`Segment::reserve_bytes`] are left: the groups after it overwrite
+    /// blocks the file has, and their `fdatasync` has no new size to write.
+    /// Returns whether it wrote. Call it between groups, not inside one.
+    pub fn reserve_ahead(&mut self) -> std::io::Result<bool> {
+        let want = self.reserve_bytes();
+        if self.allocated >= self.end + want / 2 {
+            return Ok(false);
+        }
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let target = (self.end + want).div_ceil(PAGE) * PAGE;
+        let mut at = self.allocated.max(self.end);
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64) as usize;
+            self.file.write_all_at(&ZEROS[..n], at)?;
+            at += n as u64;
+        }
+        self.file.sync_data()?;
+        self.allocated = target;
+        Ok(true)
+    }
+
+    /// How many bytes of zeros [`Segment::reserve_ahead`] keeps ahead.
+    pub fn reserve_bytes(&self) -> u64 {
+        (self.end / 4).clamp(MIN_RESERVE_BYTES, MAX_RESERVE_BYTES)
+    }
+
+    /// Cuts the zeros written ahead, leaving the file as long as its records
+    /// (on a clean close).
+    pub fn trim(&mut self) -> std::io::Result<()> {
+        if self.allocated > self.end {
+            self.file.set_len(self.end)?;
+            self.file.sync_all()?;
+            self.allocated = self.end;
+        }
+        Ok(())
+    }
+
+    /// Where the records end: where the next group is written.
     pub fn end(&self) -> u64 {
         self.end
+    }
+
+    /// The file's length: the records and the zeros written ahead.
+    pub fn allocated(&self) -> u64 {
+        self.allocated
     }
 
     /// Cuts the file at `offset` (a group written without its seal, never
@@ -219,6 +302,7 @@ impl Segment {
         self.file.set_len(offset)?;
         self.file.sync_all()?;
         self.end = offset;
+        self.allocated = offset;
         Ok(())
     }
 
@@ -247,4 +331,130 @@ pub fn read_record(file: &File, offset: u64) -> Result<Vec<u8>, SegmentError> {
         return Err(SegmentError::Corrupt { offset, reason: "checksum mismatch".into(), tail: 0 });
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::head::SignedTreeHead;
+    use ed25519_dalek::SigningKey;
+
+    const OWNER: [u8; 32] = [9; 32];
+
+    fn open(path: &Path) -> (Segment, Vec<Vec<u8>>, Option<TornTail>) {
+        let mut seen = Vec::new();
+        let (segment, torn) = Segment::open(path, &OWNER, |r| {
+            seen.push(r.bytes);
+            Ok(())
+        })
+        .expect("open");
+        (segment, seen, torn)
+    }
+
+    fn len(path: &Path) -> u64 {
+        std::fs::metadata(path).expect("meta").len()
+    }
+
+    fn seal() -> Vec<u8> {
+        let key = SigningKey::from_bytes(&[5; 32]);
+        Seal { head: SignedTreeHead::sign(&key, 1, [1; 32], 7) }.encode()
+    }
+
+    /// Dropping a segment without `trim` is a crash: the zeros written
+    /// ahead stay, and the records end where they begin.
+    #[test]
+    fn records_end_where_the_zeros_written_ahead_begin() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("segment");
+        let (mut s, _, _) = open(&path);
+        // The last record ends in zero bytes: they are its own, not the reserve's.
+        let records: [&[u8]; 2] = [b"first", &[7, 0, 0, 0]];
+        s.append_durable(&records).expect("append");
+        let end = s.end();
+        assert!(s.reserve_ahead().expect("reserve"));
+        assert!(!s.reserve_ahead().expect("reserve"), "enough is reserved already");
+        assert_eq!(s.allocated(), len(&path));
+        assert!(len(&path) >= end + MIN_RESERVE_BYTES);
+        s.append_durable(&[b"third"]).expect("append into the reserve");
+        let (end, allocated) = (s.end(), s.allocated());
+        assert_eq!(len(&path), allocated, "the append did not grow the file");
+        drop(s);
+        let (s, seen, torn) = open(&path);
+        assert_eq!(seen, vec![b"first".to_vec(), vec![7, 0, 0, 0], b"third".to_vec()]);
+        assert_eq!(torn, None);
+        assert_eq!((s.end(), s.allocated()), (end, allocated));
+    }
+
+    #[test]
+    fn a_clean_close_cuts_the_reserve() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("segment");
+        let (mut s, _, _) = open(&path);
+        s.append_durable(&[b"one"]).expect("append");
+        s.reserve_ahead().expect("reserve");
+        s.trim().expect("trim");
+        assert_eq!(len(&path), s.end());
+        assert_eq!(s.end(), HEADER_LEN + RECORD_HEADER_LEN + 3);
+    }
+
+    #[test]
+    fn the_reserve_grows_with_the_file_within_its_bounds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _, _) = open(&dir.path().join("segment"));
+        assert_eq!(s.reserve_bytes(), MIN_RESERVE_BYTES);
+        let big = vec![1u8; 1 << 20];
+        let records: Vec<&[u8]> = (0..3).map(|_| big.as_slice()).collect();
+        s.append_durable(&records).expect("append");
+        assert_eq!(s.reserve_bytes(), s.end() / 4);
+        for _ in 0..2 {
+            s.append_durable(&records).expect("append");
+        }
+        assert_eq!(s.reserve_bytes(), MAX_RESERVE_BYTES);
+    }
+
+    /// A group torn inside the reserve: its bytes up to the last non-zero
+    /// one are the torn tail, cut on open; the zeros after it do not count.
+    #[test]
+    fn a_group_torn_inside_the_reserve_is_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("segment");
+        let (mut s, _, _) = open(&path);
+        s.append_durable(&[b"kept"]).expect("append");
+        s.reserve_ahead().expect("reserve");
+        let end = s.end();
+        drop(s);
+        // A record header and part of its bytes reached the disk, then zeros.
+        let file = OpenOptions::new().write(true).open(&path).expect("open");
+        let mut torn = 300u32.to_be_bytes().to_vec();
+        torn.extend_from_slice(&[0xAB; 4]);
+        torn.extend_from_slice(&[1; 100]);
+        file.write_all_at(&torn, end).expect("write");
+        // The disk kept a later page of the group but not an earlier one.
+        file.write_all_at(&[2; 10], end + 5000).expect("write");
+        drop(file);
+        let (s, seen, cut) = open(&path);
+        assert_eq!(seen, vec![b"kept".to_vec()]);
+        assert_eq!(cut, Some(TornTail { offset: end, bytes: 5010 }));
+        assert_eq!((s.end(), s.allocated(), len(&path)), (end, end, end));
+    }
+
+    /// Damage followed by zeros is still corruption when a sealed group
+    /// follows it: zeros end the records only where nothing but zeros follow.
+    #[test]
+    fn damage_with_a_sealed_group_after_it_is_corruption_even_in_the_reserve() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("segment");
+        let (mut s, _, _) = open(&path);
+        let seal = seal();
+        let damaged = s.end();
+        s.append_durable(&[b"a", seal.as_slice()]).expect("append");
+        s.append_durable(&[b"b", seal.as_slice()]).expect("append");
+        s.reserve_ahead().expect("reserve");
+        drop(s);
+        let file = OpenOptions::new().write(true).open(&path).expect("open");
+        file.write_all_at(&[0; 4], damaged).expect("zero a record's length");
+        drop(file);
+        let r = Segment::open(&path, &OWNER, |_| Ok(()));
+        assert!(matches!(r, Err(SegmentError::Corrupt { offset, .. }) if offset == damaged));
+    }
 }

@@ -59,6 +59,10 @@ fn run(mut segment: Segment, shared: Arc<Shared>, clock: Arc<dyn Clock>, mut rx:
     write_loop(&mut segment, &shared, clock.as_ref(), &mut rx, &index_tx);
     drop(index_tx);
     let _ = indexer.join();
+    // Closed: the file keeps its records and sheds the zeros written ahead.
+    if let Err(e) = segment.trim() {
+        tracing::warn!(error = %e, "could not cut the space reserved ahead of the ledger's records");
+    }
 }
 
 /// How long the indexer gathers groups before it applies them, and the most
@@ -110,6 +114,7 @@ fn write_loop(
     index_tx: &std::sync::mpsc::SyncSender<IndexJob>,
 ) {
     let mut failed = false;
+    let mut reserving = true;
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         let mut bytes = group[0].body_bytes.len();
@@ -131,6 +136,16 @@ fn write_loop(
         if let Err(e) = commit(segment, shared, clock, group, index_tx) {
             tracing::error!(error = %e, "ledger append failed; refusing further appends until restart");
             failed = true;
+            continue;
+        }
+        // Between groups, with every caller of this one answered: space for
+        // the next groups (see `Segment::reserve_ahead`). Without it appends
+        // still work, each sync writing the file's size too.
+        if reserving {
+            if let Err(e) = segment.reserve_ahead() {
+                tracing::warn!(error = %e, "cannot write space ahead of the ledger's records; appends go on without it");
+                reserving = false;
+            }
         }
     }
 }
