@@ -51,10 +51,15 @@ impl ClearingTotals {
     /// Adds the line of the ledger entry at `index`, if it carries one.
     pub fn note(&mut self, index: u64, kind: EntryKind, key: &str, payload: &[u8], own: RegionCode) {
         if let Some((side, line)) = line_of(kind, key, payload, own) {
-            let first = self.first_index.entry(line.month).or_insert(index);
-            *first = (*first).min(index);
-            self.add(side, &line);
+            self.note_line(index, side, &line);
         }
+    }
+
+    /// Adds `line`, recorded at ledger index `index`.
+    pub fn note_line(&mut self, index: u64, side: Side, line: &Line) {
+        let first = self.first_index.entry(line.month).or_insert(index);
+        *first = (*first).min(index);
+        self.add(side, line);
     }
 }
 
@@ -97,11 +102,18 @@ pub fn line_of(kind: EntryKind, key: &str, payload: &[u8], own: RegionCode) -> O
     } else {
         return None;
     };
+    Some((side, line_from(&result, home, treatment)?))
+}
+
+/// The clearing line of `result` between `home` and `treatment`, if it
+/// settled. [`line_of`] reads the same from a ledger entry; the nodes call
+/// this one as they commit, with the result they have just recorded.
+pub(crate) fn line_from(result: &ClaimResult, home: RegionCode, treatment: RegionCode) -> Option<Line> {
     if !result.settled || result.setl_id.is_empty() {
         return None;
     }
     let figures = result.figures.as_ref()?;
-    let line = Line {
+    Some(Line {
         setl_id: result.setl_id.clone(),
         home,
         treatment,
@@ -109,8 +121,7 @@ pub fn line_of(kind: EntryKind, key: &str, payload: &[u8], own: RegionCode) -> O
         month: Month::parse(&result.month)?,
         amounts: amounts(figures),
         count: 1,
-    };
-    Some((side, line))
+    })
 }
 
 impl Node {
@@ -142,10 +153,13 @@ impl Node {
         })
     }
 
-    /// Moves the running totals with an entry just committed.
-    pub(crate) fn note_for_clearing(&self, index: u64, kind: EntryKind, key: &str, payload: &[u8]) {
+    /// Moves the running totals with the line of a settlement or reversal
+    /// just committed at ledger index `index` (the line [`line_of`] reads
+    /// from that entry: `tests/it/clearing_federation.rs` compares the two).
+    pub(crate) fn note_for_clearing(&self, index: u64, side: Side, line: Option<Line>) {
+        let Some(line) = line else { return };
         if let Ok(mut c) = self.clearing.write() {
-            c.note(index, kind, key, payload, self.region());
+            c.note_line(index, side, &line);
         }
     }
 }

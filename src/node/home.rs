@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::{Datelike, FixedOffset, TimeZone};
 use sha2::{Digest, Sha256};
 
+use super::clearing_side::{line_from, Side};
 use super::records::{to_payload, EnvelopeRecord, HomeSettlementEntry, PersonRecord};
 use super::state::person_from_record;
 use super::{ledger_error, Node};
@@ -218,7 +219,7 @@ impl Node {
             fixmedins_code: claim.fixmedins_code.clone(),
             reversed_setl_id: None,
         };
-        self.commit_home(EntryKind::Settlement, key, &rec).await?;
+        self.commit_home(EntryKind::Settlement, key, &rec, &result).await?;
         Ok(result_env)
     }
 
@@ -276,7 +277,7 @@ impl Node {
             fixmedins_code: claim.fixmedins_code.clone(),
             reversed_setl_id: Some(original),
         };
-        self.commit_home(EntryKind::Reversal, key, &rec).await?;
+        self.commit_home(EntryKind::Reversal, key, &rec, &result).await?;
         Ok(result_env)
     }
 
@@ -288,12 +289,20 @@ impl Node {
 
     /// Appends a home entry and moves the derived state with it (the caller
     /// holds the person's lock, so nobody computes on stale counters).
-    async fn commit_home(&self, kind: EntryKind, key: &str, rec: &HomeSettlementEntry) -> Result<(), NodeError> {
+    /// `result` is the result `rec` holds, signed.
+    async fn commit_home(
+        &self,
+        kind: EntryKind,
+        key: &str,
+        rec: &HomeSettlementEntry,
+        result: &ClaimResult,
+    ) -> Result<(), NodeError> {
         let payload = to_payload(rec);
-        match self.ledger.append(kind, key, payload.clone()).await {
+        match self.ledger.append(kind, key, payload).await {
             Ok(a) if a.existing => Ok(()),
             Ok(a) => {
-                self.note_for_clearing(a.seq, kind, key, &payload);
+                let line = RegionCode::parse(&rec.treatment).ok().and_then(|t| line_from(result, self.region(), t));
+                self.note_for_clearing(a.seq, Side::AsHome, line);
                 self.write_home(|h| {
                     h.apply_settlement(rec);
                     h.settlement_keys.insert(rec.setl_id.clone(), key.to_string());

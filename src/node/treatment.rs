@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::clearing_side::{line_from, Side};
 use super::records::{to_payload, EnvelopeRecord, IntentEntry, OutcomeEntry};
 use super::{ledger_error, Node, TransportError};
 use crate::api::convert::{items, msgid, region, set_claim_totals, settlement_date};
@@ -169,10 +170,10 @@ impl Node {
                 }
             }
         };
-        let (result_env, _) = self.ask_home(home, &claim_env).await?;
+        let (result_env, result) = self.ask_home(home, &claim_env).await?;
         // The recorded answer is the answer: a concurrent retry may have
         // recorded a refusal computed a moment earlier.
-        let recorded = self.record_outcome(&ikey, &hospital, &req.msgid, action, &result_env).await?;
+        let recorded = self.record_outcome(&ikey, &hospital, &req.msgid, action, &result_env, &result).await?;
         let result: ClaimResult = envelope::peek(&recorded).map_err(|e| NodeError::Internal(e.to_string()))?;
         Ok(response(&req.msgid, &recorded, result))
     }
@@ -219,15 +220,19 @@ impl Node {
         msgid: &str,
         action: Action,
         result_env: &Signed,
+        result: &ClaimResult,
     ) -> Result<Signed, NodeError> {
         let outcome = OutcomeEntry { intent_key: ikey.to_string(), result: EnvelopeRecord::from(result_env) };
         let kind = if action == Action::Reverse { EntryKind::Reversal } else { EntryKind::Settlement };
         let key = outcome_key(hospital, msgid);
-        let payload = to_payload(&outcome);
-        let recorded = match self.ledger.append(kind, &key, payload.clone()).await {
+        let recorded = match self.ledger.append(kind, &key, to_payload(&outcome)).await {
             Ok(appended) => {
                 if !appended.existing {
-                    self.note_for_clearing(appended.seq, kind, &key, &payload);
+                    // The home region is the result's signer, as `line_of` reads it.
+                    let line = RegionCode::parse(&result_env.signer)
+                        .ok()
+                        .and_then(|home| line_from(result, home, self.region()));
+                    self.note_for_clearing(appended.seq, Side::AsTreatment, line);
                 }
                 result_env.clone()
             }
@@ -320,8 +325,8 @@ impl Node {
         let claim_env = intent.claim.to_signed().ok_or_else(|| NodeError::Internal("stored claim".into()))?;
         let claim: Claim = envelope::peek(&claim_env).map_err(|err| NodeError::Internal(err.to_string()))?;
         let action = Action::try_from(claim.action).unwrap_or(Action::Settle);
-        let (result_env, _) = self.ask_home(home, &claim_env).await?;
-        self.record_outcome(ikey, hospital, msgid, action, &result_env).await.map(|_| ())
+        let (result_env, result) = self.ask_home(home, &claim_env).await?;
+        self.record_outcome(ikey, hospital, msgid, action, &result_env, &result).await.map(|_| ())
     }
 }
 
