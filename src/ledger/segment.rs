@@ -248,10 +248,13 @@ impl Segment {
         Ok(offsets)
     }
 
-    /// Writes zeros ahead of the records, durably, when fewer than half of
-    /// [`Segment::reserve_bytes`] are left: the groups after it overwrite
-    /// blocks the file has, and their `fdatasync` has no new size to write.
-    /// Returns whether it wrote. Call it between groups, not inside one.
+    /// Writes zeros ahead of the records when fewer than half of
+    /// [`Segment::reserve_bytes`] are left. The next group's `fdatasync`
+    /// makes them durable with the file's new size; the groups after that
+    /// overwrite blocks the file has, and their syncs have no size to write.
+    /// (No sync of its own: zeros, or no bytes at all, after the records
+    /// read the same on open.) Returns whether it wrote. Call it between
+    /// groups, not inside one.
     pub fn reserve_ahead(&mut self) -> std::io::Result<bool> {
         let want = self.reserve_bytes();
         if self.allocated >= self.end + want / 2 {
@@ -265,7 +268,6 @@ impl Segment {
             self.file.write_all_at(&ZEROS[..n], at)?;
             at += n as u64;
         }
-        self.file.sync_data()?;
         self.allocated = target;
         Ok(true)
     }
@@ -276,11 +278,11 @@ impl Segment {
     }
 
     /// Cuts the zeros written ahead, leaving the file as long as its records
-    /// (on a clean close).
+    /// (on a clean close). Not synced: a crash may bring the zeros back,
+    /// which open reads the same.
     pub fn trim(&mut self) -> std::io::Result<()> {
         if self.allocated > self.end {
             self.file.set_len(self.end)?;
-            self.file.sync_all()?;
             self.allocated = self.end;
         }
         Ok(())
