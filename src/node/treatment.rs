@@ -173,8 +173,7 @@ impl Node {
         let (result_env, result) = self.ask_home(home, &claim_env).await?;
         // The recorded answer is the answer: a concurrent retry may have
         // recorded a refusal computed a moment earlier.
-        let recorded = self.record_outcome(&ikey, &hospital, &req.msgid, action, &result_env, &result).await?;
-        let result: ClaimResult = envelope::peek(&recorded).map_err(|e| NodeError::Internal(e.to_string()))?;
+        let (recorded, result) = self.record_outcome(&ikey, &hospital, &req.msgid, action, result_env, result).await?;
         Ok(response(&req.msgid, &recorded, result))
     }
 
@@ -213,16 +212,18 @@ impl Node {
         Ok(Some(response(msgid, &result_env, result)))
     }
 
+    /// Records the home node's answer and returns the recorded one, signed
+    /// and decoded: this one, or another attempt's recorded before it.
     async fn record_outcome(
         &self,
         ikey: &str,
         hospital: &str,
         msgid: &str,
         action: Action,
-        result_env: &Signed,
-        result: &ClaimResult,
-    ) -> Result<Signed, NodeError> {
-        let outcome = OutcomeEntry { intent_key: ikey.to_string(), result: EnvelopeRecord::from(result_env) };
+        result_env: Signed,
+        result: ClaimResult,
+    ) -> Result<(Signed, ClaimResult), NodeError> {
+        let outcome = OutcomeEntry { intent_key: ikey.to_string(), result: EnvelopeRecord::from(&result_env) };
         let kind = if action == Action::Reverse { EntryKind::Reversal } else { EntryKind::Settlement };
         let key = outcome_key(hospital, msgid);
         let recorded = match self.ledger.append(kind, &key, to_payload(&outcome)).await {
@@ -231,10 +232,10 @@ impl Node {
                     // The home region is the result's signer, as `line_of` reads it.
                     let line = RegionCode::parse(&result_env.signer)
                         .ok()
-                        .and_then(|home| line_from(result, home, self.region()));
+                        .and_then(|home| line_from(&result, home, self.region()));
                     self.note_for_clearing(appended.seq, Side::AsTreatment, line);
                 }
-                result_env.clone()
+                (result_env, result)
             }
             // Another attempt recorded its answer first (a refusal carries
             // its computation time, so two differ): that one stands.
@@ -246,7 +247,9 @@ impl Node {
                     .ok_or_else(|| NodeError::Internal(format!("outcome {key} vanished")))?;
                 let first: OutcomeEntry =
                     serde_json::from_slice(&entry.body.payload).map_err(|e| NodeError::Internal(e.to_string()))?;
-                first.result.to_signed().ok_or_else(|| NodeError::Internal("stored outcome".into()))?
+                let first = first.result.to_signed().ok_or_else(|| NodeError::Internal("stored outcome".into()))?;
+                let result = envelope::peek(&first).map_err(|e| NodeError::Internal(e.to_string()))?;
+                (first, result)
             }
             Err(e) => return Err(ledger_error(e)),
         };
@@ -326,7 +329,7 @@ impl Node {
         let claim: Claim = envelope::peek(&claim_env).map_err(|err| NodeError::Internal(err.to_string()))?;
         let action = Action::try_from(claim.action).unwrap_or(Action::Settle);
         let (result_env, result) = self.ask_home(home, &claim_env).await?;
-        self.record_outcome(ikey, hospital, msgid, action, &result_env, &result).await.map(|_| ())
+        self.record_outcome(ikey, hospital, msgid, action, result_env, result).await.map(|_| ())
     }
 }
 
