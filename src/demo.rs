@@ -158,6 +158,22 @@ fn plan(rng: &mut StdRng, persons: &[(String, String)], month: Month) -> Vec<Vec
 }
 
 /// Runs the demo and returns what happened.
+/// Drops `node`, closing its ledger, once no one else holds it (its server
+/// task ends shortly after being told to stop); `Err` after 10 s.
+async fn close_when_released(mut node: Arc<Node>) -> Result<(), ()> {
+    for _ in 0..10_000 {
+        match Arc::try_unwrap(node) {
+            Ok(n) => {
+                drop(n);
+                return Ok(());
+            }
+            Err(shared) => node = shared,
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    Err(())
+}
+
 pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
     if opts.patients == 0 || opts.patients > MAX_PATIENTS {
         return Err(format!("--patients must be 1–{MAX_PATIENTS}"));
@@ -408,7 +424,11 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
     for s in stops {
         let _ = s.send(());
     }
-    drop(nodes);
+    // The data directories are read (verified) as soon as this returns:
+    // every ledger closes first, once its server has let go of its node.
+    for (region, node) in nodes {
+        close_when_released(node).await.map_err(|()| format!("node {region} still in use after its server stopped"))?;
+    }
     drop(operator);
     Ok(DemoReport {
         statement: closed.statement,

@@ -75,7 +75,8 @@ pub struct Segment {
     file: File,
     /// Where the records end: the next group is written here.
     end: u64,
-    /// The file's length: `end` plus the zeros written ahead.
+    /// The file's length: `end` plus the zeros written ahead (never less
+    /// than `end`).
     allocated: u64,
 }
 
@@ -144,7 +145,9 @@ pub fn scan(
         if len - offset < RECORD_HEADER_LEN {
             return bad("truncated record header");
         }
-        reader.read_exact(&mut rh)?;
+        if let Err(e) = reader.read_exact(&mut rh) {
+            return shrunk(e).and_then(|()| bad("the file got shorter while it was read"));
+        }
         let n = u32::from_be_bytes([rh[0], rh[1], rh[2], rh[3]]) as u64;
         let crc = u32::from_be_bytes([rh[4], rh[5], rh[6], rh[7]]);
         if n == 0 || n > MAX_ENTRY_BYTES as u64 {
@@ -154,7 +157,9 @@ pub fn scan(
             return bad("record runs past the end of the file");
         }
         let mut bytes = vec![0u8; n as usize];
-        reader.read_exact(&mut bytes)?;
+        if let Err(e) = reader.read_exact(&mut bytes) {
+            return shrunk(e).and_then(|()| bad("the file got shorter while it was read"));
+        }
         if crc32fast::hash(&bytes) != crc {
             return bad("checksum mismatch");
         }
@@ -164,15 +169,36 @@ pub fn scan(
     Ok((offset, None))
 }
 
+/// `Ok` if `e` is a read that found the file shorter than when the scan
+/// began: a running ledger's writer cuts the zeros written ahead when it
+/// closes (see [`Segment::trim`]), and [`verify`](super::verify) may be
+/// reading it. Any other error is returned.
+fn shrunk(e: std::io::Error) -> Result<(), SegmentError> {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Ok(())
+    } else {
+        Err(e.into())
+    }
+}
+
 /// Where the written bytes of `[from, len)` end: just after the last
-/// non-zero byte, or `from` if all are zeros. Reads backwards from `len`.
+/// non-zero byte, or `from` if all are zeros. Reads backwards from `len`,
+/// or from the file's end if it got shorter (see [`shrunk`]).
 fn written_end(file: &File, from: u64, len: u64) -> Result<u64, SegmentError> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut end = len;
     while end > from {
         let start = end.saturating_sub(buf.len() as u64).max(from);
         let chunk = &mut buf[..(end - start) as usize];
-        file.read_exact_at(chunk, start)?;
+        if let Err(e) = file.read_exact_at(chunk, start) {
+            shrunk(e)?;
+            let now = file.metadata()?.len();
+            if now >= end {
+                return Err(SegmentError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            end = now.max(from);
+            continue;
+        }
         if let Some(i) = chunk.iter().rposition(|b| *b != 0) {
             return Ok(start + i as u64 + 1);
         }
@@ -262,7 +288,7 @@ impl Segment {
         }
         static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let target = (self.end + want).div_ceil(PAGE) * PAGE;
-        let mut at = self.allocated.max(self.end);
+        let mut at = self.allocated;
         while at < target {
             let n = (target - at).min(ZEROS.len() as u64) as usize;
             self.file.write_all_at(&ZEROS[..n], at)?;
@@ -357,6 +383,32 @@ mod tests {
         std::fs::metadata(path).expect("meta").len()
     }
 
+    /// A segment at `path` in a new directory, holding one record, with
+    /// zeros written ahead of it.
+    fn reserved(record: &[u8]) -> (tempfile::TempDir, std::path::PathBuf, Segment) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("segment");
+        let (mut s, _, _) = open(&path);
+        s.append_durable(&[record]).expect("append");
+        assert!(s.reserve_ahead().expect("reserve"));
+        (dir, path, s)
+    }
+
+    /// A scan that began before a closing writer cut its reserve asks
+    /// about bytes the file no longer has: they hold nothing written.
+    #[test]
+    fn bytes_cut_off_since_the_scan_began_count_as_unwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("file");
+        let mut bytes = vec![0u8; 200 * 1024];
+        bytes[70_000] = 1;
+        std::fs::write(&path, &bytes).expect("write");
+        let file = File::open(&path).expect("open");
+        assert_eq!(written_end(&file, 10, 1 << 20).expect("read"), 70_001);
+        assert_eq!(written_end(&file, 70_001, 1 << 20).expect("read"), 70_001);
+        assert_eq!(written_end(&file, 300_000, 1 << 20).expect("read"), 300_000);
+    }
+
     fn seal() -> Vec<u8> {
         let key = SigningKey::from_bytes(&[5; 32]);
         Seal { head: SignedTreeHead::sign(&key, 1, [1; 32], 7) }.encode()
@@ -389,11 +441,7 @@ mod tests {
 
     #[test]
     fn a_clean_close_cuts_the_reserve() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("segment");
-        let (mut s, _, _) = open(&path);
-        s.append_durable(&[b"one"]).expect("append");
-        s.reserve_ahead().expect("reserve");
+        let (_dir, path, mut s) = reserved(b"one");
         s.trim().expect("trim");
         assert_eq!(len(&path), s.end());
         assert_eq!(s.end(), HEADER_LEN + RECORD_HEADER_LEN + 3);
@@ -418,11 +466,7 @@ mod tests {
     /// one are the torn tail, cut on open; the zeros after it do not count.
     #[test]
     fn a_group_torn_inside_the_reserve_is_cut() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("segment");
-        let (mut s, _, _) = open(&path);
-        s.append_durable(&[b"kept"]).expect("append");
-        s.reserve_ahead().expect("reserve");
+        let (_dir, path, s) = reserved(b"kept");
         let end = s.end();
         drop(s);
         // A record header and part of its bytes reached the disk, then zeros.
