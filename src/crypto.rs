@@ -5,6 +5,7 @@
 //! is checked with `verify_strict`, one at a time (see [`verify_many`]).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
@@ -60,11 +61,23 @@ pub fn signed_message(domain: &[u8], bytes: &[u8]) -> Vec<u8> {
     m
 }
 
+/// Signatures made and verified by this process so far (for the bench: the
+/// cryptographic work a settlement actually needed).
+static SIGNS: AtomicU64 = AtomicU64::new(0);
+static VERIFIES: AtomicU64 = AtomicU64::new(0);
+
+/// (signs, verifies) made by this process so far.
+pub fn operations() -> (u64, u64) {
+    (SIGNS.load(Ordering::Relaxed), VERIFIES.load(Ordering::Relaxed))
+}
+
 pub fn sign(key: &SigningKey, domain: &[u8], bytes: &[u8]) -> Signature {
+    SIGNS.fetch_add(1, Ordering::Relaxed);
     key.sign(&signed_message(domain, bytes))
 }
 
 pub fn verify(key: &VerifyingKey, domain: &[u8], bytes: &[u8], sig: &Signature) -> bool {
+    VERIFIES.fetch_add(1, Ordering::Relaxed);
     key.verify_strict(&signed_message(domain, bytes), sig).is_ok()
 }
 
@@ -79,7 +92,11 @@ pub fn verify(key: &VerifyingKey, domain: &[u8], bytes: &[u8], sig: &Signature) 
 /// reach the same verdict on every signature, so every one is checked alone.
 pub fn verify_many(key: &VerifyingKey, messages: &[&[u8]], sigs: &[Signature]) -> Result<(), usize> {
     assert_eq!(messages.len(), sigs.len(), "one signature per message");
-    match messages.iter().zip(sigs).position(|(m, sig)| key.verify_strict(m, sig).is_err()) {
+    let bad = messages.iter().zip(sigs).position(|(m, sig)| {
+        VERIFIES.fetch_add(1, Ordering::Relaxed);
+        key.verify_strict(m, sig).is_err()
+    });
+    match bad {
         Some(bad) => Err(bad),
         None => Ok(()),
     }

@@ -4,6 +4,7 @@
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use prost::Message;
 
+use super::batch_sig::{self, VerifiedRoots};
 use crate::crypto;
 use crate::proto::Signed;
 
@@ -28,7 +29,7 @@ pub const MAX_BODY_BYTES: usize = 512 * 1024;
 pub fn seal<M: Message>(key: &SigningKey, domain: &[u8], signer: &str, msg: &M) -> Signed {
     let body = msg.encode_to_vec();
     let signature = crypto::sign(key, domain, &body).to_bytes().to_vec();
-    Signed { body, signature, signer: signer.to_string() }
+    Signed { body, signature, signer: signer.to_string(), batch: None }
 }
 
 /// Why an envelope was not accepted.
@@ -44,8 +45,20 @@ pub enum EnvelopeError {
     Malformed(String),
 }
 
-/// Verifies the envelope's signature over its exact body bytes, then decodes.
+/// Verifies the envelope's signature over its exact body bytes (alone, or
+/// as one of a signed batch), then decodes.
 pub fn open<M: Message + Default>(env: &Signed, key: &VerifyingKey, domain: &[u8]) -> Result<M, EnvelopeError> {
+    open_with(env, key, domain, None)
+}
+
+/// [`open`], remembering verified batch signatures in `roots` so the rest of
+/// a batch costs a proof check each.
+pub fn open_with<M: Message + Default>(
+    env: &Signed,
+    key: &VerifyingKey,
+    domain: &[u8],
+    roots: Option<&VerifiedRoots>,
+) -> Result<M, EnvelopeError> {
     if env.signature.is_empty() {
         return Err(EnvelopeError::Unsigned);
     }
@@ -53,7 +66,15 @@ pub fn open<M: Message + Default>(env: &Signed, key: &VerifyingKey, domain: &[u8
         return Err(EnvelopeError::TooLarge(env.body.len()));
     }
     let sig: [u8; 64] = env.signature.as_slice().try_into().map_err(|_| EnvelopeError::BadSignature)?;
-    if !crypto::verify(key, domain, &env.body, &Signature::from_bytes(&sig)) {
+    let sig = Signature::from_bytes(&sig);
+    let verified = match &env.batch {
+        None => crypto::verify(key, domain, &env.body, &sig),
+        Some(proof) => batch_sig::signed_root_message(&env.body, proof, domain).is_some_and(|message| match roots {
+            Some(roots) => roots.verify(key, &message, &sig),
+            None => crypto::verify(key, batch_sig::BATCH_DOMAIN, &message, &sig),
+        }),
+    };
+    if !verified {
         return Err(EnvelopeError::BadSignature);
     }
     M::decode(env.body.as_slice()).map_err(|e| EnvelopeError::Malformed(e.to_string()))

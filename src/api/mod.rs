@@ -1,6 +1,7 @@
 //! The edge between the wire and the domain: signed envelopes, conversions
 //! with validation, and the one mapping from outcomes to gRPC statuses.
 
+pub mod batch_sig;
 pub mod convert;
 pub mod envelope;
 pub mod error;

@@ -94,7 +94,7 @@ pub struct Harness {
 
 fn sealed(signer: &str, domain: &[u8], body: &[u8]) -> Signed {
     let signature = crate::crypto::sign(&key(signer), domain, body).to_bytes().to_vec();
-    Signed { body: body.to_vec(), signature, signer: signer.to_string() }
+    Signed { body: body.to_vec(), signature, signer: signer.to_string(), batch: None }
 }
 
 fn bill() -> HospitalRequest {

@@ -111,14 +111,21 @@ fn shift_while_even(a: &mut u64, b: &mut u64) {
 
 /// RFC 9162 §2.1.3.2.
 pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash], root: &Hash) -> bool {
+    root_from_inclusion(leaf, index, size, proof).is_some_and(|r| r == *root)
+}
+
+/// The root an inclusion proof leads to from `leaf` at `index` of `size`
+/// leaves (RFC 9162 §2.1.3.2 without the final comparison), or `None` if the
+/// proof has the wrong length for that place in that tree.
+pub fn root_from_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash]) -> Option<Hash> {
     if index >= size {
-        return false;
+        return None;
     }
     let (mut f, mut s) = (index, size - 1);
     let mut r = *leaf;
     for p in proof {
         if s == 0 {
-            return false;
+            return None;
         }
         if f & 1 == 1 || f == s {
             r = node_hash(p, &r);
@@ -131,7 +138,7 @@ pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash], root
         f >>= 1;
         s >>= 1;
     }
-    s == 0 && r == *root
+    (s == 0).then_some(r)
 }
 
 /// RFC 9162 §2.1.4.2, with the trivial cases: an empty first tree is

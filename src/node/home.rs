@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{Datelike, FixedOffset, TimeZone};
+use prost::Message;
 use sha2::{Digest, Sha256};
 
 use super::clearing_side::{line_from, Side};
@@ -50,10 +51,11 @@ impl Node {
     pub async fn handle_claim(self: &Arc<Self>, env: Signed) -> Result<Signed, NodeError> {
         let signer = RegionCode::parse(&env.signer).map_err(|_| NodeError::UnknownPeer(env.signer.clone()))?;
         let peer = self.config.peers.get(&signer).ok_or_else(|| NodeError::UnknownPeer(signer.to_string()))?;
-        let claim: Claim = envelope::open(&env, &peer.public_key, CLAIM_DOMAIN).map_err(|e| match e {
-            envelope::EnvelopeError::Unsigned => NodeError::Unsigned,
-            other => NodeError::BadSignature(format!("{signer}: {other}")),
-        })?;
+        let claim: Claim =
+            envelope::open_with(&env, &peer.public_key, CLAIM_DOMAIN, Some(&self.verified)).map_err(|e| match e {
+                envelope::EnvelopeError::Unsigned => NodeError::Unsigned,
+                other => NodeError::BadSignature(format!("{signer}: {other}")),
+            })?;
         let treatment = region("mdtrtarea_admvs", &claim.mdtrtarea_admvs)?;
         if !signer.covers(treatment) {
             return Err(NodeError::NotAuthorised(format!("region {signer} cannot claim for care in {treatment}")));
@@ -78,7 +80,7 @@ impl Node {
             Action::Presettle | Action::Eligibility => {
                 let extra = self.partner_years(&claim).await;
                 let (result, _) = self.compute_claim(&claim, &env, treatment, &extra)?;
-                Ok(self.sign_result(&result))
+                self.sign_result(&result).await
             }
             Action::Unspecified => Err(NodeError::bad("action", "unknown action")),
         }
@@ -118,8 +120,9 @@ impl Node {
         rec.result.to_signed().map(Some).ok_or_else(|| NodeError::Internal("stored result".into()))
     }
 
-    fn sign_result(&self, result: &ClaimResult) -> Signed {
-        envelope::seal(&self.key, CLAIM_RESULT_DOMAIN, &self.region().to_string(), result)
+    /// Signs a result, with the other results of the moment (one signature).
+    async fn sign_result(&self, result: &ClaimResult) -> Result<Signed, NodeError> {
+        self.signer.sign(CLAIM_RESULT_DOMAIN, result.encode_to_vec()).await
     }
 
     fn base_result(&self, claim: &Claim, env: &Signed, now_ms: i64) -> ClaimResult {
@@ -203,11 +206,11 @@ impl Node {
         let extra = self.partner_years(claim).await;
         let (mut result, computed) = self.compute_claim(claim, env, treatment, &extra)?;
         let Some((settlement, year)) = computed else {
-            return Ok(self.sign_result(&result)); // refused: nothing recorded
+            return self.sign_result(&result).await; // refused: nothing recorded
         };
         let setl_id = format!("S{}{}", self.region(), &hex::encode(Sha256::digest(key.as_bytes()))[..16]);
         result.setl_id = setl_id.clone();
-        let result_env = self.sign_result(&result);
+        let result_env = self.sign_result(&result).await?;
         let rec = HomeSettlementEntry {
             claim: EnvelopeRecord::from(env),
             result: EnvelopeRecord::from(&result_env),
@@ -259,7 +262,7 @@ impl Node {
         result.eligible = true;
         result.setl_id = format!("R{}{}", self.region(), &hex::encode(Sha256::digest(key.as_bytes()))[..16]);
         result.figures = original_result.figures.map(negate_figures);
-        let result_env = self.sign_result(&result);
+        let result_env = self.sign_result(&result).await?;
         let negated = CounterDelta {
             hifp_paid: -state.delta.hifp_paid,
             ci_base: -state.delta.ci_base,

@@ -1,5 +1,5 @@
 //! Prometheus metrics: hospital calls by outcome and their latency, claims
-//! sent to peers in batches, served as text on an HTTP port.
+//! sent to peers in batches, signatures made in batches, served as text on an HTTP port.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -22,6 +22,9 @@ struct Metrics {
     /// Batch calls to peers, and the claims they carried.
     claim_batches: u64,
     claims_batched: u64,
+    /// Signatures made over batches of claims or results, and the bodies.
+    sign_batches: u64,
+    bodies_signed: u64,
 }
 
 static METRICS: Mutex<Option<Metrics>> = Mutex::new(None);
@@ -55,6 +58,19 @@ pub fn batch_totals() -> (u64, u64) {
     METRICS.lock().ok().and_then(|g| g.as_ref().map(|m| (m.claim_batches, m.claims_batched))).unwrap_or((0, 0))
 }
 
+/// One signature made for `bodies` claims or results.
+pub fn record_signed_batch(bodies: usize) {
+    let Ok(mut guard) = METRICS.lock() else { return };
+    let m = guard.get_or_insert_with(Metrics::default);
+    m.sign_batches += 1;
+    m.bodies_signed += bodies as u64;
+}
+
+/// Signatures made by the batch signers so far, and the bodies they covered.
+pub fn signed_batch_totals() -> (u64, u64) {
+    METRICS.lock().ok().and_then(|g| g.as_ref().map(|m| (m.sign_batches, m.bodies_signed))).unwrap_or((0, 0))
+}
+
 /// The metrics in Prometheus text format, plus the ledger size.
 pub fn render(ledger_entries: u64) -> String {
     let mut out = String::new();
@@ -76,6 +92,10 @@ pub fn render(ledger_entries: u64) -> String {
         out.push_str(&format!("xclear_peer_claim_batches_total {}\n", m.claim_batches));
         out.push_str("# TYPE xclear_peer_claims_batched_total counter\n");
         out.push_str(&format!("xclear_peer_claims_batched_total {}\n", m.claims_batched));
+        out.push_str("# TYPE xclear_batch_signatures_total counter\n");
+        out.push_str(&format!("xclear_batch_signatures_total {}\n", m.sign_batches));
+        out.push_str("# TYPE xclear_batch_signed_bodies_total counter\n");
+        out.push_str(&format!("xclear_batch_signed_bodies_total {}\n", m.bodies_signed));
     }
     out.push_str("# TYPE xclear_ledger_entries gauge\n");
     out.push_str(&format!("xclear_ledger_entries {ledger_entries}\n"));

@@ -4,6 +4,7 @@
 //! are reached through [`PeerTransport`] (gRPC in production, in-process in
 //! tests), and time comes from a [`Clock`].
 
+pub mod batch_signer;
 pub mod clearing_side;
 pub mod config;
 pub mod grpc;
@@ -92,6 +93,10 @@ pub struct Node {
     /// Intent keys that have no outcome yet (re-driven until answered).
     pending_intents: std::sync::Mutex<std::collections::BTreeSet<String>>,
     person_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Claims and results are signed in batches of the moment.
+    signer: batch_signer::BatchSigner,
+    /// Peers' batch signatures already verified.
+    verified: crate::api::batch_sig::VerifiedRoots,
     transport: Arc<dyn PeerTransport>,
     clock: Arc<dyn Clock>,
     /// The wait before the second attempt at a home node (doubled after).
@@ -124,6 +129,7 @@ impl Node {
             clearing.note(e.frame.seq, e.body.kind, &e.body.key, &e.body.payload, config.region);
             Ok(())
         })?;
+        let signer = batch_signer::BatchSigner::new(key.clone(), config.region.to_string());
         Ok(Node {
             config,
             key,
@@ -133,6 +139,8 @@ impl Node {
             clearing: RwLock::new(clearing),
             pending_intents: std::sync::Mutex::new(pending_intents),
             person_locks: (0..PERSON_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            signer,
+            verified: crate::api::batch_sig::VerifiedRoots::default(),
             transport,
             clock,
             claim_backoff: treatment::CLAIM_BACKOFF,

@@ -164,7 +164,7 @@ mod tests {
     use crate::api::NodeError;
 
     fn claim(n: u8) -> Signed {
-        Signed { body: vec![n], signature: vec![0; 64], signer: "110000".into() }
+        Signed { body: vec![n], signature: vec![0; 64], signer: "110000".into(), batch: None }
     }
 
     /// A stand-in peer: echoes each claim back as its "result" once

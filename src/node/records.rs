@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::proto::Signed;
+use crate::proto::{BatchProof, Signed};
 use crate::rules::SpecialGroup;
 use crate::settlement::CounterDelta;
 
@@ -14,17 +14,50 @@ pub struct EnvelopeRecord {
     pub body: String,
     pub signature: String,
     pub signer: String,
+    /// The body's place in a signed batch, when one signature covers several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchRecord>,
+}
+
+/// [`BatchProof`] as recorded: the audit path in hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    pub index: u32,
+    pub size: u32,
+    pub path: Vec<String>,
 }
 
 impl From<&Signed> for EnvelopeRecord {
     fn from(s: &Signed) -> Self {
-        EnvelopeRecord { body: to_hex(&s.body), signature: to_hex(&s.signature), signer: s.signer.clone() }
+        EnvelopeRecord {
+            body: to_hex(&s.body),
+            signature: to_hex(&s.signature),
+            signer: s.signer.clone(),
+            batch: s.batch.as_ref().map(|b| BatchRecord {
+                index: b.index,
+                size: b.size,
+                path: b.path.iter().map(|h| to_hex(h)).collect(),
+            }),
+        }
     }
 }
 
 impl EnvelopeRecord {
     pub fn to_signed(&self) -> Option<Signed> {
-        Some(Signed { body: from_hex(&self.body)?, signature: from_hex(&self.signature)?, signer: self.signer.clone() })
+        let batch = match &self.batch {
+            None => None,
+            Some(b) => Some(BatchProof {
+                index: b.index,
+                size: b.size,
+                path: b.path.iter().map(|h| from_hex(h)).collect::<Option<_>>()?,
+            }),
+        };
+        Some(Signed {
+            body: from_hex(&self.body)?,
+            signature: from_hex(&self.signature)?,
+            signer: self.signer.clone(),
+            batch,
+        })
     }
 }
 

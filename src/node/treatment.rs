@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message;
 use sha2::{Digest, Sha256};
 
 use super::clearing_side::{line_from, Side};
@@ -67,7 +68,7 @@ impl Node {
         match action {
             Action::Eligibility | Action::Presettle => {
                 let claim = self.build_claim(&req, &env, hospital.level, action)?;
-                let claim_env = envelope::seal(&self.key, CLAIM_DOMAIN, &self.region().to_string(), &claim);
+                let claim_env = self.signer.sign(CLAIM_DOMAIN, claim.encode_to_vec()).await?;
                 let result = self.ask_home(peer, &claim_env).await?;
                 Ok(response(&req.msgid, &result.0, result.1))
             }
@@ -136,14 +137,7 @@ impl Node {
             return Ok(done);
         }
         let claim_env = match self.ledger.entry_by_key(&ikey).map_err(ledger_error)? {
-            Some(e) => {
-                let intent: IntentEntry =
-                    serde_json::from_slice(&e.body.payload).map_err(|e| NodeError::Internal(e.to_string()))?;
-                if !same_request(intent.hospital_request().as_ref(), &env) {
-                    return Err(NodeError::MsgidReused(req.msgid));
-                }
-                intent.claim.to_signed().ok_or_else(|| NodeError::Internal("stored claim".into()))?
-            }
+            Some(_) => self.recorded_claim(&ikey, &req.msgid, &env)?,
             None => {
                 let pending = self.pending_intents();
                 if pending >= self.limits.pending_intents {
@@ -156,7 +150,7 @@ impl Node {
                 if action == Action::Reverse {
                     claim.reversed_setl_id = self.settled_id(&hospital, &req.reversed_msgid)?;
                 }
-                let claim_env = envelope::seal(&self.key, CLAIM_DOMAIN, &self.region().to_string(), &claim);
+                let claim_env = self.signer.sign(CLAIM_DOMAIN, claim.encode_to_vec()).await?;
                 let intent = IntentEntry { claim: EnvelopeRecord::from(&claim_env), home: home.to_string() };
                 match self.ledger.append(EntryKind::SettlementIntent, &ikey, to_payload(&intent)).await {
                     Ok(_) => {
@@ -165,7 +159,10 @@ impl Node {
                         }
                         claim_env
                     }
-                    Err(LedgerError::IdempotencyConflict { .. }) => return Err(NodeError::MsgidReused(req.msgid)),
+                    // A copy of this request recorded its intent first: its
+                    // claim (signed in another batch, or with this one under
+                    // another proof) is the claim.
+                    Err(LedgerError::IdempotencyConflict { .. }) => self.recorded_claim(&ikey, &req.msgid, &env)?,
                     Err(e) => return Err(ledger_error(e)),
                 }
             }
@@ -175,6 +172,22 @@ impl Node {
         // recorded a refusal computed a moment earlier.
         let (recorded, result) = self.record_outcome(&ikey, &hospital, &req.msgid, action, result_env, result).await?;
         Ok(response(&req.msgid, &recorded, result))
+    }
+
+    /// The claim recorded with the intent under `ikey`, if that intent is for
+    /// the same request as `env`.
+    fn recorded_claim(&self, ikey: &str, msgid: &str, env: &Signed) -> Result<Signed, NodeError> {
+        let entry = self
+            .ledger
+            .entry_by_key(ikey)
+            .map_err(ledger_error)?
+            .ok_or_else(|| NodeError::Internal(format!("intent {ikey} vanished")))?;
+        let intent: IntentEntry =
+            serde_json::from_slice(&entry.body.payload).map_err(|e| NodeError::Internal(e.to_string()))?;
+        if !same_request(intent.hospital_request().as_ref(), env) {
+            return Err(NodeError::MsgidReused(msgid.to_string()));
+        }
+        intent.claim.to_signed().ok_or_else(|| NodeError::Internal("stored claim".into()))
     }
 
     /// The setl_id of this hospital's settled msgid (for a reversal).
@@ -270,8 +283,9 @@ impl Node {
             }
             match self.transport.submit_claim(home, claim_env.clone()).await {
                 Ok(result_env) => {
-                    let result: ClaimResult = envelope::open(&result_env, &peer.public_key, CLAIM_RESULT_DOMAIN)
-                        .map_err(|e| NodeError::BadPeerAnswer(home.to_string(), e.to_string()))?;
+                    let result: ClaimResult =
+                        envelope::open_with(&result_env, &peer.public_key, CLAIM_RESULT_DOMAIN, Some(&self.verified))
+                            .map_err(|e| NodeError::BadPeerAnswer(home.to_string(), e.to_string()))?;
                     if result.claim_hash != Sha256::digest(&claim_env.body).to_vec() {
                         return Err(NodeError::BadPeerAnswer(
                             home.to_string(),

@@ -329,7 +329,7 @@ impl Operator {
         let bytes = statement.canonical_json();
         let hash = hex::encode(Sha256::digest(&bytes));
         let signature = crate::crypto::sign(&self.key, STATEMENT_DOMAIN, &bytes).to_bytes().to_vec();
-        let signed = Signed { body: bytes, signature, signer: "operator".into() };
+        let signed = Signed { body: bytes, signature, signer: "operator".into(), batch: None };
         self.record(EntryKind::Statement, &index::keys::statement(month, &hash), &signed).await.map_err(ledger_err)?;
         Ok(Closed { statement, signed, hash })
     }

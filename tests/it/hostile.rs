@@ -60,7 +60,7 @@ impl PeerTransport for Mischief {
             if self.foreign {
                 let body = answer.body.clone();
                 let sig = xclear::crypto::sign(&node_key("654000"), xclear::api::envelope::CLAIM_RESULT_DOMAIN, &body);
-                return Ok(Signed { body, signature: sig.to_bytes().to_vec(), signer: answer.signer });
+                return Ok(Signed { body, signature: sig.to_bytes().to_vec(), signer: answer.signer, batch: None });
             }
             let mut stale = self.stale.lock().map_err(|e| TransportError::Unreachable(e.to_string()))?;
             match stale.as_ref() {

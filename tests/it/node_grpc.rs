@@ -152,7 +152,12 @@ async fn settlement_over_grpc_with_health_and_reflection() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     // An oversized frame is refused by the transport's limit, a truncated
     // body as unreadable; the node keeps serving.
-    let huge = xclear::proto::Signed { body: vec![7u8; 2 * 1024 * 1024], signature: vec![0; 64], signer: "H1".into() };
+    let huge = xclear::proto::Signed {
+        body: vec![7u8; 2 * 1024 * 1024],
+        signature: vec![0; 64],
+        signer: "H1".into(),
+        batch: None,
+    };
     let status = hosp.submit(huge).await.expect_err("oversized frame");
     assert!(matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted), "{status:?}");
     let mut cut = seal(&key(21), HOSPITAL_DOMAIN, "H1", &bill("g4"));
@@ -287,6 +292,9 @@ async fn concurrent_settlements_sharing_batches_each_get_their_own_answer() {
         .connect()
         .await
         .expect("connect");
+    use xclear::api::envelope::{open, CLAIM_DOMAIN, CLAIM_RESULT_DOMAIN};
+    use xclear::node::records::HomeSettlementEntry;
+    use xclear::proto::{Claim, ClaimResult};
     let small = |msgid: String| HospitalRequest {
         items: vec![BillItem { code: "XA001".into(), qty: "1".into(), price: "100.00".into() }],
         ..bill(&msgid)
@@ -310,6 +318,27 @@ async fn concurrent_settlements_sharing_batches_each_get_their_own_answer() {
     settled.sort();
     settled.dedup();
     assert_eq!(settled.len(), 48, "settlement ids are distinct");
+    // The claims of the moment were signed together, and every claim and
+    // result the home node recorded opens alone, proof and all.
+    let (mut claims, mut batched) = (0, 0);
+    run.home
+        .ledger()
+        .for_each(0, |e| {
+            if !e.body.key.starts_with("claim:") {
+                return Ok(());
+            }
+            let rec: HomeSettlementEntry = serde_json::from_slice(&e.body.payload).expect("home record");
+            let claim = rec.claim.to_signed().expect("claim envelope");
+            let result = rec.result.to_signed().expect("result envelope");
+            open::<Claim>(&claim, &key(12).verifying_key(), CLAIM_DOMAIN).expect("the claim opens alone");
+            open::<ClaimResult>(&result, &key(11).verifying_key(), CLAIM_RESULT_DOMAIN).expect("the result opens");
+            claims += 1;
+            batched += usize::from(claim.batch.is_some());
+            Ok(())
+        })
+        .expect("scan");
+    assert_eq!(claims, 48);
+    assert!(batched > 0, "48 concurrent settlements, and every claim signed alone");
     for s in run.stop {
         let _ = s.send(());
     }
@@ -362,7 +391,8 @@ async fn a_peer_without_batches_gets_claims_one_by_one_after_its_first_refusal()
     );
     let old = RegionCode::parse("611000").expect("code");
     let transport = GrpcTransport::new([(old, url)].into_iter().collect());
-    let claim = |n: u8| xclear::proto::Signed { body: vec![n], signature: vec![0; 64], signer: "110000".into() };
+    let claim =
+        |n: u8| xclear::proto::Signed { body: vec![n], signature: vec![0; 64], signer: "110000".into(), batch: None };
 
     // The first claim goes in a batch, which the old peer does not know: the
     // settlement sees the peer as unreachable for this attempt and retries.
