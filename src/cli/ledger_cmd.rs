@@ -112,7 +112,8 @@ fn verify(db: &Path, key: Option<&str>) -> ExitCode {
             }
             if let Some(t) = r.torn_tail {
                 println!(
-                    "  torn tail   {} bytes at byte {} (an unacknowledged write; cut on next open)",
+                    "  torn tail   {} bytes at byte {} (after the last seal: a group a running node is \
+                     still writing, or an unacknowledged write, cut on next open)",
                     t.bytes, t.offset
                 );
             }

@@ -185,10 +185,18 @@ async fn drop_once_grown<T>(ledger: &xclear::ledger::Ledger, entries: u64, call:
     let mut call = std::pin::pin!(call);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     for _ in 0..5_000 {
+        // Polled before the ledger is looked at: a call that has answered
+        // must find its entries durable (the writer publishes them before it
+        // answers). Looking first would race a commit landing in between.
+        if call.as_mut().poll(&mut cx).is_ready() {
+            // Rare: the commit and the answer both came within one wait, so
+            // the call could not be dropped in between this time.
+            assert!(ledger.len() > len, "the call answered before its entries were durable");
+            return;
+        }
         if ledger.len() > len {
             break;
         }
-        assert!(call.as_mut().poll(&mut cx).is_pending(), "the commit waits for its sync");
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     assert!(ledger.len() > len, "the call reached the ledger");
