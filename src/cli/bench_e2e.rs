@@ -25,13 +25,6 @@ use xclear::settlement::HospitalLevel;
 
 use super::bench_cmd::Figure;
 
-/// The bound set by the cryptography: the signs and verifies this process
-/// made over the main phase (the hospitals' signatures by the load generator,
-/// the treatment node's checks and claims, the home node's checks and
-/// results, both ledgers' seals), per settlement, at this machine's cost
-/// of each. Claims and results signed together in a batch share one
-/// signature, and a batch's signature is verified once, so the count is
-/// what the run needed, not a fixed number per settlement.
 /// Median cost of one ed25519 sign and one strict verify of a 600-byte
 /// message over 5 rounds, measured before the load starts (the machine is
 /// shared: one round can land on a busy moment).
@@ -187,6 +180,13 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize) -> Result<Vec<Fig
     };
     let rate = n as f64 / seconds as f64;
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+    // The bound set by the cryptography: the signs and verifies this process
+    // made over the main phase (the hospitals' signatures by the load
+    // generator, the treatment node's checks and claims, the home node's
+    // checks and results, both ledgers' seals), per settlement, at this
+    // machine's cost of each. Claims or results signed together share one
+    // signature, verified once by its receiver, so the count is what the run
+    // needed, not a fixed number per settlement.
     let per_settlement = |ops: u64| ops as f64 / n.max(1) as f64;
     let signs = per_settlement(crypto_after.0 - crypto_before.0);
     let verifies = per_settlement(crypto_after.1 - crypto_before.1);
