@@ -157,7 +157,6 @@ fn plan(rng: &mut StdRng, persons: &[(String, String)], month: Month) -> Vec<Vec
         .collect()
 }
 
-/// Runs the demo and returns what happened.
 /// Drops `node`, closing its ledger, once no one else holds it (its server
 /// task ends shortly after being told to stop); `Err` after 10 s.
 async fn close_when_released(mut node: Arc<Node>) -> Result<(), ()> {
@@ -174,6 +173,7 @@ async fn close_when_released(mut node: Arc<Node>) -> Result<(), ()> {
     Err(())
 }
 
+/// Runs the demo and returns what happened.
 pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
     if opts.patients == 0 || opts.patients > MAX_PATIENTS {
         return Err(format!("--patients must be 1–{MAX_PATIENTS}"));

@@ -30,45 +30,57 @@ struct Metrics {
 static METRICS: Mutex<Option<Metrics>> = Mutex::new(None);
 
 pub fn record(outcome: &str, elapsed: Duration) {
-    let Ok(mut guard) = METRICS.lock() else { return };
-    let m = guard.get_or_insert_with(Metrics::default);
-    if m.by_outcome.len() < MAX_LABELS || m.by_outcome.contains_key(outcome) {
-        *m.by_outcome.entry(outcome.to_string()).or_default() += 1;
-    }
-    let secs = elapsed.as_secs_f64();
-    for (i, b) in BUCKETS.iter().enumerate() {
-        if secs <= *b {
-            m.buckets[i] += 1;
+    update(|m| {
+        if m.by_outcome.len() < MAX_LABELS || m.by_outcome.contains_key(outcome) {
+            *m.by_outcome.entry(outcome.to_string()).or_default() += 1;
         }
+        let secs = elapsed.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                m.buckets[i] += 1;
+            }
+        }
+        m.count += 1;
+        m.sum_us += elapsed.as_micros() as u64;
+    });
+}
+
+/// Applies `f` to the metrics (a poisoned lock drops the update).
+fn update(f: impl FnOnce(&mut Metrics)) {
+    if let Ok(mut guard) = METRICS.lock() {
+        f(guard.get_or_insert_with(Metrics::default));
     }
-    m.count += 1;
-    m.sum_us += elapsed.as_micros() as u64;
+}
+
+/// Reads a pair of counters, (0, 0) before any was recorded.
+fn totals(f: impl FnOnce(&Metrics) -> (u64, u64)) -> (u64, u64) {
+    METRICS.lock().ok().and_then(|g| g.as_ref().map(f)).unwrap_or((0, 0))
 }
 
 /// One batch call of `claims` claims to a peer.
 pub fn record_batch(claims: usize) {
-    let Ok(mut guard) = METRICS.lock() else { return };
-    let m = guard.get_or_insert_with(Metrics::default);
-    m.claim_batches += 1;
-    m.claims_batched += claims as u64;
+    update(|m| {
+        m.claim_batches += 1;
+        m.claims_batched += claims as u64;
+    });
 }
 
 /// Batch calls to peers so far, and the claims they carried.
 pub fn batch_totals() -> (u64, u64) {
-    METRICS.lock().ok().and_then(|g| g.as_ref().map(|m| (m.claim_batches, m.claims_batched))).unwrap_or((0, 0))
+    totals(|m| (m.claim_batches, m.claims_batched))
 }
 
 /// One signature made for `bodies` claims or results.
 pub fn record_signed_batch(bodies: usize) {
-    let Ok(mut guard) = METRICS.lock() else { return };
-    let m = guard.get_or_insert_with(Metrics::default);
-    m.sign_batches += 1;
-    m.bodies_signed += bodies as u64;
+    update(|m| {
+        m.sign_batches += 1;
+        m.bodies_signed += bodies as u64;
+    });
 }
 
 /// Signatures made by the batch signers so far, and the bodies they covered.
 pub fn signed_batch_totals() -> (u64, u64) {
-    METRICS.lock().ok().and_then(|g| g.as_ref().map(|m| (m.sign_batches, m.bodies_signed))).unwrap_or((0, 0))
+    totals(|m| (m.sign_batches, m.bodies_signed))
 }
 
 /// The metrics in Prometheus text format, plus the ledger size.

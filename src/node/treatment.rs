@@ -136,8 +136,8 @@ impl Node {
         if let Some(done) = self.stored_outcome(&hospital, &req.msgid, &env)? {
             return Ok(done);
         }
-        let claim_env = match self.ledger.entry_by_key(&ikey).map_err(ledger_error)? {
-            Some(_) => self.recorded_claim(&ikey, &req.msgid, &env)?,
+        let claim_env = match self.intent(&ikey)? {
+            Some(intent) => claim_of(intent, &req.msgid, &env)?,
             None => {
                 let pending = self.pending_intents();
                 if pending >= self.limits.pending_intents {
@@ -162,7 +162,12 @@ impl Node {
                     // A copy of this request recorded its intent first: its
                     // claim (signed in another batch, or with this one under
                     // another proof) is the claim.
-                    Err(LedgerError::IdempotencyConflict { .. }) => self.recorded_claim(&ikey, &req.msgid, &env)?,
+                    Err(LedgerError::IdempotencyConflict { .. }) => {
+                        let intent = self
+                            .intent(&ikey)?
+                            .ok_or_else(|| NodeError::Internal(format!("intent {ikey} vanished")))?;
+                        claim_of(intent, &req.msgid, &env)?
+                    }
                     Err(e) => return Err(ledger_error(e)),
                 }
             }
@@ -174,20 +179,12 @@ impl Node {
         Ok(response(&req.msgid, &recorded, result))
     }
 
-    /// The claim recorded with the intent under `ikey`, if that intent is for
-    /// the same request as `env`.
-    fn recorded_claim(&self, ikey: &str, msgid: &str, env: &Signed) -> Result<Signed, NodeError> {
-        let entry = self
-            .ledger
-            .entry_by_key(ikey)
-            .map_err(ledger_error)?
-            .ok_or_else(|| NodeError::Internal(format!("intent {ikey} vanished")))?;
-        let intent: IntentEntry =
-            serde_json::from_slice(&entry.body.payload).map_err(|e| NodeError::Internal(e.to_string()))?;
-        if !same_request(intent.hospital_request().as_ref(), env) {
-            return Err(NodeError::MsgidReused(msgid.to_string()));
-        }
-        intent.claim.to_signed().ok_or_else(|| NodeError::Internal("stored claim".into()))
+    /// The intent recorded under `ikey`, if any.
+    fn intent(&self, ikey: &str) -> Result<Option<IntentEntry>, NodeError> {
+        let Some(entry) = self.ledger.entry_by_key(ikey).map_err(ledger_error)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&entry.body.payload).map(Some).map_err(|e| NodeError::Internal(e.to_string()))
     }
 
     /// The setl_id of this hospital's settled msgid (for a reversal).
@@ -331,13 +328,7 @@ impl Node {
         let rest = ikey.strip_prefix("intent:").ok_or_else(|| NodeError::Internal(format!("bad intent key {ikey}")))?;
         let (hospital, msgid) =
             rest.split_once(':').ok_or_else(|| NodeError::Internal(format!("bad intent key {ikey}")))?;
-        let e = self
-            .ledger
-            .entry_by_key(ikey)
-            .map_err(ledger_error)?
-            .ok_or_else(|| NodeError::Internal(format!("intent {ikey} missing")))?;
-        let intent: IntentEntry =
-            serde_json::from_slice(&e.body.payload).map_err(|err| NodeError::Internal(err.to_string()))?;
+        let intent = self.intent(ikey)?.ok_or_else(|| NodeError::Internal(format!("intent {ikey} missing")))?;
         let home = region("home", &intent.home)?;
         let claim_env = intent.claim.to_signed().ok_or_else(|| NodeError::Internal("stored claim".into()))?;
         let claim: Claim = envelope::peek(&claim_env).map_err(|err| NodeError::Internal(err.to_string()))?;
@@ -345,6 +336,15 @@ impl Node {
         let (result_env, result) = self.ask_home(home, &claim_env).await?;
         self.record_outcome(ikey, hospital, msgid, action, result_env, result).await.map(|_| ())
     }
+}
+
+/// The claim recorded with `intent`, if that intent is for the same request
+/// as `env`.
+fn claim_of(intent: IntentEntry, msgid: &str, env: &Signed) -> Result<Signed, NodeError> {
+    if !same_request(intent.hospital_request().as_ref(), env) {
+        return Err(NodeError::MsgidReused(msgid.to_string()));
+    }
+    intent.claim.to_signed().ok_or_else(|| NodeError::Internal("stored claim".into()))
 }
 
 /// Whether a retried request asks for the same thing as the recorded one: the
