@@ -13,6 +13,7 @@ use xclear::api::envelope::{seal, ADMIN_DOMAIN, HOSPITAL_DOMAIN};
 use xclear::clock::{Clock, SystemClock};
 use xclear::node::config::{Hospital, Peer};
 use xclear::node::grpc::{spawn_serve, GrpcTransport};
+use xclear::node::metrics::Stage;
 use xclear::node::records::PersonRecord;
 use xclear::node::{Node, NodeConfig};
 use xclear::proto::hospital_service_client::HospitalServiceClient;
@@ -149,10 +150,12 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize) -> Result<Vec<Fig
     let cpu_before = process_cpu_seconds();
     let crypto_before = xclear::crypto::operations();
     let signed_before = xclear::node::metrics::signed_batch_totals();
+    let stages_before = stage_totals(&nodes);
     let mut all = drive(&urls["110000"], &hospital_key, hospitals, seconds, persons, "a").await?;
     let cpu_main = process_cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
     let crypto_after = xclear::crypto::operations();
     let signed_after = xclear::node::metrics::signed_batch_totals();
+    let stages_after = stage_totals(&nodes);
     // The same nodes under lighter loads: where latency stands below saturation.
     let mut lighter = Vec::new();
     for (phase, concurrency) in LIGHTER {
@@ -214,6 +217,16 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize) -> Result<Vec<Fig
         Figure { name: "crypto_bound_settlements_per_s", value: bound, unit: "settle/s", note: format!("{cores} cores / ({signs:.2} signs + {verifies:.2} verifies) per settlement") },
         Figure { name: "e2e_vs_crypto_bound_pct", value: 100.0 * rate / bound, unit: "%", note: "same run (goal 40)".into() },
     ];
+    for ((stage, (n0, t0)), (_, (n1, t1))) in stages_before.iter().zip(&stages_after) {
+        let runs = n1.saturating_sub(*n0);
+        let mean_ms = t1.saturating_sub(*t0).as_secs_f64() * 1e3 / runs.max(1) as f64;
+        figures.push(Figure {
+            name: stage_figure(*stage),
+            value: mean_ms,
+            unit: "ms",
+            note: format!("mean over the main phase ({runs} runs)"),
+        });
+    }
     for (phase, concurrency, length, mut latencies) in lighter {
         latencies.sort();
         let rate = latencies.len() as f64 / length as f64;
@@ -235,6 +248,28 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize) -> Result<Vec<Fig
         ]);
     }
     Ok(figures)
+}
+
+/// Every stage's runs and total time so far, over both nodes.
+fn stage_totals(nodes: &BTreeMap<&str, Arc<Node>>) -> Vec<(Stage, (u64, Duration))> {
+    let sum = |stage| {
+        nodes.values().map(|n| n.stage_times().totals(stage)).fold((0, Duration::ZERO), |(n, t), (m, u)| (n + m, t + u))
+    };
+    Stage::ALL.iter().map(|s| (*s, sum(*s))).collect()
+}
+
+/// The figure naming a stage's mean time.
+fn stage_figure(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Check => "e2e_stage_check_ms",
+        Stage::ClaimSign => "e2e_stage_claim_sign_ms",
+        Stage::IntentAppend => "e2e_stage_intent_append_ms",
+        Stage::HomeRoundTrip => "e2e_stage_home_round_trip_ms",
+        Stage::OutcomeAppend => "e2e_stage_outcome_append_ms",
+        Stage::HomeClaim => "e2e_stage_home_claim_ms",
+        Stage::ResultSign => "e2e_stage_result_sign_ms",
+        Stage::HomeAppend => "e2e_stage_home_append_ms",
+    }
 }
 
 /// User + system CPU seconds this process has used (all threads), from

@@ -81,7 +81,7 @@ pub fn run_node(config: &Path, log_format: LogFormat) -> ExitCode {
                 Ok(l) => {
                     let n = Arc::clone(&node);
                     tracing::info!(metrics = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics");
-                    tokio::spawn(metrics::serve(l, move || n.ledger().len()));
+                    tokio::spawn(metrics::serve(l, n));
                 }
                 Err(e) => return fail(EXIT_FAILED, format!("metrics {m}: {e}")),
             }

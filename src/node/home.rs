@@ -5,12 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{Datelike, FixedOffset, TimeZone};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
 use super::clearing_side::{line_from, Side};
+use super::metrics::Stage;
 use super::records::{to_payload, EnvelopeRecord, HomeSettlementEntry, PersonRecord};
 use super::state::person_from_record;
 use super::{ledger_error, Node};
@@ -72,10 +74,13 @@ impl Node {
                 // To completion: the person's lock, too, is held until the
                 // counters and ids have moved with the commit.
                 let node = Arc::clone(self);
-                super::run_to_completion("claim commit", async move {
+                let started = Instant::now();
+                let committed = super::run_to_completion("claim commit", async move {
                     node.commit_claim(claim, env, key, signer, action).await
                 })
-                .await
+                .await;
+                self.stages.record(Stage::HomeClaim, started);
+                committed
             }
             Action::Presettle | Action::Eligibility => {
                 let extra = self.partner_years(&claim).await;
@@ -122,7 +127,10 @@ impl Node {
 
     /// Signs a result, with the other results of the moment (one signature).
     async fn sign_result(&self, result: &ClaimResult) -> Result<Signed, NodeError> {
-        self.signer.sign(CLAIM_RESULT_DOMAIN, result.encode_to_vec()).await
+        let started = Instant::now();
+        let signed = self.signer.sign(CLAIM_RESULT_DOMAIN, result.encode_to_vec()).await;
+        self.stages.record(Stage::ResultSign, started);
+        signed
     }
 
     fn base_result(&self, claim: &Claim, env: &Signed, now_ms: i64) -> ClaimResult {
@@ -301,7 +309,10 @@ impl Node {
         result: &ClaimResult,
     ) -> Result<(), NodeError> {
         let payload = to_payload(rec);
-        match self.ledger.append(kind, key, payload).await {
+        let started = Instant::now();
+        let appended = self.ledger.append(kind, key, payload).await;
+        self.stages.record(Stage::HomeAppend, started);
+        match appended {
             Ok(a) if a.existing => Ok(()),
             Ok(a) => {
                 let line = RegionCode::parse(&rec.treatment).ok().and_then(|t| line_from(result, self.region(), t));

@@ -1,12 +1,16 @@
 //! Prometheus metrics: hospital calls by outcome and their latency, claims
-//! sent to peers in batches, signatures made in batches, served as text on an HTTP port.
+//! sent to peers in batches, signatures made in batches, time spent in each
+//! stage of a settlement, served as text on an HTTP port.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use super::Node;
 
 /// Latency histogram bucket bounds, in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0];
@@ -83,8 +87,93 @@ pub fn signed_batch_totals() -> (u64, u64) {
     totals(|m| (m.sign_batches, m.bodies_signed))
 }
 
-/// The metrics in Prometheus text format, plus the ledger size.
-pub fn render(ledger_entries: u64) -> String {
+/// A stage of a settlement or reversal, timed where it runs: where a
+/// hospital's wait goes. What the home round trip holds beyond the home
+/// node's own work is the claim's wait for a batch call and the call itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Treatment node: the hospital's request checked (signature, hospital,
+    /// route), up to the settlement's own task.
+    Check,
+    /// Treatment node: waiting for the claim's (batch) signature.
+    ClaimSign,
+    /// Treatment node: the intent's durable append.
+    IntentAppend,
+    /// Treatment node: the claim sent to the home node and its result
+    /// verified (includes all of the home node's work).
+    HomeRoundTrip,
+    /// Treatment node: the outcome's durable append.
+    OutcomeAppend,
+    /// Home node: one claim, from its task's start to its signed result (the
+    /// person's lock, the computation, the result's signature, the append).
+    HomeClaim,
+    /// Home node: waiting for the result's (batch) signature.
+    ResultSign,
+    /// Home node: the settlement's durable append.
+    HomeAppend,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 8] = [
+        Stage::Check,
+        Stage::ClaimSign,
+        Stage::IntentAppend,
+        Stage::HomeRoundTrip,
+        Stage::OutcomeAppend,
+        Stage::HomeClaim,
+        Stage::ResultSign,
+        Stage::HomeAppend,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Check => "check",
+            Stage::ClaimSign => "claim_sign",
+            Stage::IntentAppend => "intent_append",
+            Stage::HomeRoundTrip => "home_round_trip",
+            Stage::OutcomeAppend => "outcome_append",
+            Stage::HomeClaim => "home_claim",
+            Stage::ResultSign => "result_sign",
+            Stage::HomeAppend => "home_append",
+        }
+    }
+}
+
+/// One node's stage timings: per stage, how many times it ran and the
+/// nanoseconds it took in all (relaxed atomics; a reader may see a count
+/// one ahead of its time, never a torn value).
+#[derive(Default)]
+pub struct StageTimes([[AtomicU64; 2]; Stage::ALL.len()]);
+
+impl StageTimes {
+    /// Records one run of `stage` that began at `started`.
+    pub fn record(&self, stage: Stage, started: Instant) {
+        let s = &self.0[stage as usize];
+        s[0].fetch_add(1, Ordering::Relaxed);
+        s[1].fetch_add(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// How many times `stage` ran so far, and the time it took in all.
+    pub fn totals(&self, stage: Stage) -> (u64, Duration) {
+        let s = &self.0[stage as usize];
+        (s[0].load(Ordering::Relaxed), Duration::from_nanos(s[1].load(Ordering::Relaxed)))
+    }
+
+    /// The timings in Prometheus text format.
+    fn render(&self, out: &mut String) {
+        out.push_str("# TYPE xclear_stage_seconds summary\n");
+        for stage in Stage::ALL {
+            let (count, total) = self.totals(stage);
+            let name = stage.name();
+            out.push_str(&format!("xclear_stage_seconds_sum{{stage=\"{name}\"}} {}\n", total.as_secs_f64()));
+            out.push_str(&format!("xclear_stage_seconds_count{{stage=\"{name}\"}} {count}\n"));
+        }
+    }
+}
+
+/// The metrics in Prometheus text format, plus the node's stage timings and
+/// ledger size.
+pub fn render(node: &Node) -> String {
     let mut out = String::new();
     out.push_str("# TYPE xclear_hospital_requests_total counter\n");
     let guard = METRICS.lock().ok();
@@ -109,21 +198,21 @@ pub fn render(ledger_entries: u64) -> String {
         out.push_str("# TYPE xclear_batch_signed_bodies_total counter\n");
         out.push_str(&format!("xclear_batch_signed_bodies_total {}\n", m.bodies_signed));
     }
+    node.stage_times().render(&mut out);
     out.push_str("# TYPE xclear_ledger_entries gauge\n");
-    out.push_str(&format!("xclear_ledger_entries {ledger_entries}\n"));
+    out.push_str(&format!("xclear_ledger_entries {}\n", node.ledger().len()));
     out
 }
 
 /// A minimal HTTP/1.1 responder for `GET /metrics` (any path answers the same).
-pub async fn serve(listener: TcpListener, ledger_entries: impl Fn() -> u64 + Send + Sync + 'static) {
-    let entries = std::sync::Arc::new(ledger_entries);
+pub async fn serve(listener: TcpListener, node: Arc<Node>) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else { continue };
-        let entries = entries.clone();
+        let node = Arc::clone(&node);
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
             let _ = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await;
-            let body = render(entries());
+            let body = render(&node);
             let resp = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()

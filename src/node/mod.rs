@@ -97,6 +97,8 @@ pub struct Node {
     signer: batch_signer::BatchSigner,
     /// Peers' batch signatures already verified.
     verified: crate::api::batch_sig::VerifiedRoots,
+    /// Where the time of settlements goes, stage by stage.
+    stages: metrics::StageTimes,
     transport: Arc<dyn PeerTransport>,
     clock: Arc<dyn Clock>,
     /// The wait before the second attempt at a home node (doubled after).
@@ -141,6 +143,7 @@ impl Node {
             person_locks: (0..PERSON_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             signer,
             verified: crate::api::batch_sig::VerifiedRoots::default(),
+            stages: metrics::StageTimes::default(),
             transport,
             clock,
             claim_backoff: treatment::CLAIM_BACKOFF,
@@ -182,6 +185,11 @@ impl Node {
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// Where this node's settlements spend their time, stage by stage.
+    pub fn stage_times(&self) -> &metrics::StageTimes {
+        &self.stages
     }
 
     /// How many intents await their home node's answer.

@@ -4,12 +4,13 @@
 //! signed claim, and its signed result is verified, recorded and answered.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prost::Message;
 use sha2::{Digest, Sha256};
 
 use super::clearing_side::{line_from, Side};
+use super::metrics::Stage;
 use super::records::{to_payload, EnvelopeRecord, IntentEntry, OutcomeEntry};
 use super::{ledger_error, Node, TransportError};
 use crate::api::convert::{items, msgid, region, set_claim_totals, settlement_date};
@@ -35,6 +36,7 @@ fn outcome_key(hospital: &str, msgid: &str) -> String {
 impl Node {
     /// Handles a hospital's signed request.
     pub async fn handle_hospital(self: &Arc<Self>, env: Signed) -> Result<HospitalResponse, NodeError> {
+        let received = Instant::now();
         if env.signature.is_empty() {
             return Err(NodeError::Unsigned);
         }
@@ -65,6 +67,7 @@ impl Node {
         let peer = self.peer_for(home).ok_or_else(|| NodeError::UnknownPeer(home.to_string()))?.region;
         let action = Action::try_from(req.action).unwrap_or(Action::Unspecified);
         let hospital_code = hospital.code.clone();
+        self.stages.record(Stage::Check, received);
         match action {
             Action::Eligibility | Action::Presettle => {
                 let claim = self.build_claim(&req, &env, hospital.level, action)?;
@@ -150,9 +153,14 @@ impl Node {
                 if action == Action::Reverse {
                     claim.reversed_setl_id = self.settled_id(&hospital, &req.reversed_msgid)?;
                 }
+                let started = Instant::now();
                 let claim_env = self.signer.sign(CLAIM_DOMAIN, claim.encode_to_vec()).await?;
+                self.stages.record(Stage::ClaimSign, started);
                 let intent = IntentEntry { claim: EnvelopeRecord::from(&claim_env), home: home.to_string() };
-                match self.ledger.append(EntryKind::SettlementIntent, &ikey, to_payload(&intent)).await {
+                let started = Instant::now();
+                let appended = self.ledger.append(EntryKind::SettlementIntent, &ikey, to_payload(&intent)).await;
+                self.stages.record(Stage::IntentAppend, started);
+                match appended {
                     Ok(_) => {
                         if let Ok(mut p) = self.pending_intents.lock() {
                             p.insert(ikey.clone());
@@ -172,7 +180,9 @@ impl Node {
                 }
             }
         };
+        let started = Instant::now();
         let (result_env, result) = self.ask_home(home, &claim_env).await?;
+        self.stages.record(Stage::HomeRoundTrip, started);
         // The recorded answer is the answer: a concurrent retry may have
         // recorded a refusal computed a moment earlier.
         let (recorded, result) = self.record_outcome(&ikey, &hospital, &req.msgid, action, result_env, result).await?;
@@ -236,7 +246,10 @@ impl Node {
         let outcome = OutcomeEntry { intent_key: ikey.to_string(), result: EnvelopeRecord::from(&result_env) };
         let kind = if action == Action::Reverse { EntryKind::Reversal } else { EntryKind::Settlement };
         let key = outcome_key(hospital, msgid);
-        let recorded = match self.ledger.append(kind, &key, to_payload(&outcome)).await {
+        let started = Instant::now();
+        let appended = self.ledger.append(kind, &key, to_payload(&outcome)).await;
+        self.stages.record(Stage::OutcomeAppend, started);
+        let recorded = match appended {
             Ok(appended) => {
                 if !appended.existing {
                     // The home region is the result's signer, as `line_of` reads it.

@@ -29,6 +29,7 @@ struct Running {
     _dir: tempfile::TempDir,
     urls: BTreeMap<&'static str, String>,
     home: Arc<Node>,
+    treatment: Arc<Node>,
     stop: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -43,7 +44,7 @@ async fn start() -> Running {
         listeners.insert(r, l);
     }
     let mut stop = Vec::new();
-    let mut home = None;
+    let (mut home, mut treatment) = (None, None);
     for (r, tag) in regions {
         let code = RegionCode::parse(r).expect("code");
         let mut peers = BTreeMap::new();
@@ -91,11 +92,13 @@ async fn start() -> Running {
         );
         if r == "611000" {
             home = Some(Arc::clone(&node));
+        } else {
+            treatment = Some(Arc::clone(&node));
         }
         let listener = listeners.remove(r).expect("listener");
         stop.push(spawn_serve(node, listener));
     }
-    Running { _dir: dir, urls, home: home.expect("home"), stop }
+    Running { _dir: dir, urls, home: home.expect("home"), treatment: treatment.expect("treatment"), stop }
 }
 
 fn bill(msgid: &str) -> HospitalRequest {
@@ -224,6 +227,42 @@ async fn servers_accept_connections_with_nodelay_and_keepalive() {
 
 /// Imports P0001 at the home node and files a long-term-resident
 /// registration for Beijing over gRPC.
+/// Each node times the stages of a settlement it takes part in, and only
+/// those: the treatment node its five, the home node its three, once each per
+/// settlement; a stage that holds another lasts at least as long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_times_its_stages_of_a_settlement() {
+    use xclear::node::metrics::{render, Stage};
+    let run = start().await;
+    insured_and_registered(&run).await;
+    let mut hosp = HospitalServiceClient::connect(run.urls["110000"].clone()).await.expect("connect");
+    for i in 0..3 {
+        let env = seal(&key(21), HOSPITAL_DOMAIN, "H1", &bill(&format!("t{i}")));
+        assert!(hosp.submit(env).await.expect("answered").into_inner().settled);
+    }
+    let treatment_stages =
+        [Stage::Check, Stage::ClaimSign, Stage::IntentAppend, Stage::HomeRoundTrip, Stage::OutcomeAppend];
+    for stage in Stage::ALL {
+        let (at_treatment, at_home) = (run.treatment.stage_times().totals(stage), run.home.stage_times().totals(stage));
+        let (timed, untouched) =
+            if treatment_stages.contains(&stage) { (at_treatment, at_home) } else { (at_home, at_treatment) };
+        assert_eq!(timed.0, 3, "{stage:?} runs once per settlement");
+        assert!(!timed.1.is_zero(), "{stage:?} took some time");
+        assert_eq!(untouched, (0, std::time::Duration::ZERO), "{stage:?} belongs to the other node");
+    }
+    let total = |n: &Node, s| n.stage_times().totals(s).1;
+    assert!(total(&run.treatment, Stage::HomeRoundTrip) >= total(&run.home, Stage::HomeClaim));
+    assert!(
+        total(&run.home, Stage::HomeClaim) >= total(&run.home, Stage::HomeAppend) + total(&run.home, Stage::ResultSign)
+    );
+    let text = render(&run.treatment);
+    assert!(text.contains("xclear_stage_seconds_count{stage=\"intent_append\"} 3\n"), "{text}");
+    assert!(text.contains("xclear_stage_seconds_count{stage=\"home_append\"} 0\n"), "{text}");
+    for s in run.stop {
+        let _ = s.send(());
+    }
+}
+
 async fn insured_and_registered(run: &Running) {
     let person = PersonRecord {
         psn_no: "P0001".into(),
