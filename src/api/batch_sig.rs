@@ -62,19 +62,17 @@ fn sign_chunk(key: &SigningKey, domain: &[u8], signer: &str, bodies: Vec<Vec<u8>
     }
     let leaves: Vec<Hash> = bodies.iter().map(|b| merkle::leaf_hash(b)).collect();
     let size = leaves.len() as u32;
-    let root = merkle::root(&leaves);
+    let (root, paths) = merkle::root_and_proofs(&leaves);
     let signature = crypto::sign(key, BATCH_DOMAIN, &root_message(domain, size, &root)).to_bytes().to_vec();
     bodies
         .into_iter()
+        .zip(paths)
         .enumerate()
-        .map(|(i, body)| {
-            let path = merkle::inclusion_proof(&leaves, i).unwrap_or_default();
-            Signed {
-                body,
-                signature: signature.clone(),
-                signer: signer.to_string(),
-                batch: Some(BatchProof { index: i as u32, size, path: path.iter().map(|h| h.to_vec()).collect() }),
-            }
+        .map(|(i, (body, path))| Signed {
+            body,
+            signature: signature.clone(),
+            signer: signer.to_string(),
+            batch: Some(BatchProof { index: i as u32, size, path: path.iter().map(|h| h.to_vec()).collect() }),
         })
         .collect()
 }
