@@ -19,7 +19,8 @@
 //! - [`node`]: a region's node (home and treatment sides) over its ledger;
 //!   [`api`]: signed envelopes, wire conversions, errors -> gRPC status.
 //! - [`calc`]: the `xclear calc` JSON interface.
-//! - [`clock`]: time as an argument; [`crypto`]: keys and signatures.
+//! - [`clock`]: time as an argument; [`crypto`]: keys and signatures;
+//!   [`memory`]: the process's memory settings (no transparent huge pages).
 //! - [`storage`]: sled behind a small trait (the only place that imports sled).
 //! - [`proto`]: generated gRPC types (never edited).
 
@@ -31,6 +32,7 @@ pub mod crypto;
 pub mod demo;
 pub mod fuzz;
 pub mod ledger;
+pub mod memory;
 pub mod money;
 pub mod node;
 pub mod operator;

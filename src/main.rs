@@ -169,6 +169,11 @@ enum RegistrationCommand {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: huge-page faults stalled settlements for
+    // tens of milliseconds (src/memory.rs).
+    if let Err(e) = xclear::memory::disable_transparent_huge_pages() {
+        eprintln!("note: transparent huge pages stay as the system sets them ({e})");
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Calc { rules, case } => calc(&rules, &case),
