@@ -59,6 +59,23 @@ pub fn open_with<M: Message + Default>(
     domain: &[u8],
     roots: Option<&VerifiedRoots>,
 ) -> Result<M, EnvelopeError> {
+    verify_with(env, key, domain, roots)?;
+    M::decode(env.body.as_slice()).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+}
+
+/// Checks the envelope's signature over its exact body bytes without
+/// decoding them: for a body already decoded with [`peek`] to find its
+/// signer's key.
+pub fn verify(env: &Signed, key: &VerifyingKey, domain: &[u8]) -> Result<(), EnvelopeError> {
+    verify_with(env, key, domain, None)
+}
+
+fn verify_with(
+    env: &Signed,
+    key: &VerifyingKey,
+    domain: &[u8],
+    roots: Option<&VerifiedRoots>,
+) -> Result<(), EnvelopeError> {
     if env.signature.is_empty() {
         return Err(EnvelopeError::Unsigned);
     }
@@ -74,10 +91,11 @@ pub fn open_with<M: Message + Default>(
             None => crypto::verify(key, batch_sig::BATCH_DOMAIN, &message, &sig),
         }),
     };
-    if !verified {
-        return Err(EnvelopeError::BadSignature);
+    if verified {
+        Ok(())
+    } else {
+        Err(EnvelopeError::BadSignature)
     }
-    M::decode(env.body.as_slice()).map_err(|e| EnvelopeError::Malformed(e.to_string()))
 }
 
 /// Decodes without checking the signature (only to learn who claims to have
@@ -110,6 +128,9 @@ mod tests {
             open::<ContributionYearsRequest>(&tampered, &k.verifying_key(), PEER_QUERY_DOMAIN),
             Err(EnvelopeError::BadSignature)
         );
+        assert_eq!(verify(&env, &k.verifying_key(), PEER_QUERY_DOMAIN), Ok(()));
+        assert_eq!(verify(&tampered, &k.verifying_key(), PEER_QUERY_DOMAIN), Err(EnvelopeError::BadSignature));
+        assert_eq!(verify(&env, &k.verifying_key(), CLAIM_DOMAIN), Err(EnvelopeError::BadSignature));
         let unsigned = Signed { signature: vec![], ..env };
         assert_eq!(
             open::<ContributionYearsRequest>(&unsigned, &k.verifying_key(), PEER_QUERY_DOMAIN),

@@ -40,16 +40,18 @@ impl Node {
         if env.signature.is_empty() {
             return Err(NodeError::Unsigned);
         }
-        let claimed: HospitalRequest = envelope::peek(&env).map_err(|e| NodeError::bad("body", e.to_string()))?;
+        // Decoded once, before its signature is checked, to learn which
+        // hospital's key checks it; trusted only after `verify`.
+        let req: HospitalRequest = envelope::peek(&env).map_err(|e| NodeError::bad("body", e.to_string()))?;
         let hospital = self
             .config
             .hospitals
-            .get(&claimed.fixmedins_code)
-            .ok_or_else(|| NodeError::UnknownHospital(claimed.fixmedins_code.clone()))?;
+            .get(&req.fixmedins_code)
+            .ok_or_else(|| NodeError::UnknownHospital(req.fixmedins_code.clone()))?;
         if env.signer != hospital.code {
             return Err(NodeError::NotAuthorised(format!("signed as {:?} for hospital {}", env.signer, hospital.code)));
         }
-        let req: HospitalRequest = envelope::open(&env, &hospital.public_key, HOSPITAL_DOMAIN)
+        envelope::verify(&env, &hospital.public_key, HOSPITAL_DOMAIN)
             .map_err(|e| NodeError::BadSignature(format!("hospital {}: {e}", hospital.code)))?;
         let _slot = self.enter_hospital(&hospital.code)?;
         msgid("msgid", &req.msgid)?;
