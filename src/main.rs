@@ -144,9 +144,21 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PersonsCommand {
+    /// Loads insured persons: into a stopped node's data (`--config`), or
+    /// into a running node over gRPC, signed by an admin (`--node`).
     Import {
+        /// The node's config; the node must be stopped.
+        #[arg(long, conflicts_with = "node", required_unless_present = "node")]
+        config: Option<PathBuf>,
+        /// A running node's URL (sent in signed batches of at most 1,000).
+        #[arg(long, requires_all = ["admin", "key"])]
+        node: Option<String>,
+        /// The admin's name, as in the node's config.
         #[arg(long)]
-        config: PathBuf,
+        admin: Option<String>,
+        /// The admin's key file.
+        #[arg(long)]
+        key: Option<PathBuf>,
         #[arg(long)]
         file: PathBuf,
     },
@@ -188,8 +200,15 @@ fn main() -> ExitCode {
         Command::Operator { config } => cli::clearing_cmd::run_operator(&config),
         Command::Node { config, log_format } => cli::node_cmd::run_node(&config, log_format),
         Command::Hospital { action, node, key, bill } => cli::node_cmd::run_hospital(action, &node, &key, &bill),
-        Command::Persons { command: PersonsCommand::Import { config, file } } => {
-            cli::node_cmd::run_import(&config, &file)
+        Command::Persons { command: PersonsCommand::Import { config, node, admin, key, file } } => {
+            match (config, node, admin, key) {
+                (Some(config), _, _, _) => cli::node_cmd::run_import(&config, &file),
+                (None, Some(node), Some(admin), Some(key)) => {
+                    cli::node_cmd::run_import_remote(&node, &admin, &key, &file)
+                }
+                // clap requires --config or --node with --admin and --key.
+                _ => ExitCode::from(EXIT_BAD_INPUT),
+            }
         }
         Command::Registration { command: RegistrationCommand::Apply { node, key, admin, file } } => {
             cli::node_cmd::run_registration(&node, &key, &admin, &file)

@@ -13,6 +13,7 @@ pub const HOSPITAL_DOMAIN: &[u8] = b"xclear/hospital/v1\0";
 pub const CLAIM_DOMAIN: &[u8] = b"xclear/claim/v1\0";
 pub const CLAIM_RESULT_DOMAIN: &[u8] = b"xclear/claim-result/v1\0";
 pub const ADMIN_DOMAIN: &[u8] = b"xclear/admin/v1\0";
+pub const PERSONS_DOMAIN: &[u8] = b"xclear/persons/v1\0";
 pub const PEER_QUERY_DOMAIN: &[u8] = b"xclear/peer-query/v1\0";
 pub const OPERATOR_DOMAIN: &[u8] = b"xclear/operator/v1\0";
 pub const REPORT_DOMAIN: &[u8] = b"xclear/report/v1\0";

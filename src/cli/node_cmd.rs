@@ -8,17 +8,18 @@ use clap::{Subcommand, ValueEnum};
 use serde::Deserialize;
 use serde_json::json;
 
-use xclear::api::envelope::{seal, ADMIN_DOMAIN, HOSPITAL_DOMAIN};
+use xclear::api::envelope::{seal, ADMIN_DOMAIN, HOSPITAL_DOMAIN, PERSONS_DOMAIN};
 use xclear::api::error::reason_of;
 use xclear::clock::SystemClock;
 use xclear::crypto;
 use xclear::node::grpc::{self, GrpcTransport};
+use xclear::node::persons::{insured_person, MAX_PERSONS_PER_IMPORT};
 use xclear::node::records::PersonRecord;
 use xclear::node::{metrics, Node, NodeConfig};
 use xclear::proto::hospital_service_client::HospitalServiceClient;
 use xclear::proto::registration_service_client::RegistrationServiceClient;
 use xclear::proto::{
-    hospital_request::Action, registration_request::Op, BillItem, HospitalRequest, HospitalResponse,
+    hospital_request::Action, registration_request::Op, BillItem, HospitalRequest, HospitalResponse, PersonImport,
     RegistrationRequest,
 };
 use xclear::rules::RuleBook;
@@ -246,6 +247,47 @@ pub fn run_import(config: &Path, file: &Path) -> ExitCode {
             }
             Err(e) => fail(EXIT_BAD_INPUT, e),
         }
+    })
+}
+
+/// `xclear persons import --node`: the file's persons to a running node, in
+/// signed batches.
+pub fn run_import_remote(node: &str, admin: &str, key: &Path, file: &Path) -> ExitCode {
+    let (key, persons): (_, Vec<PersonRecord>) = match (signing_key(key), read_json(file)) {
+        (Ok(k), Ok(p)) => (k, p),
+        (Err(c), _) | (_, Err(c)) => return c,
+    };
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    rt.block_on(async {
+        let mut client = match RegistrationServiceClient::connect(node.to_string()).await {
+            Ok(c) => c,
+            Err(e) => return fail(EXIT_FAILED, json!({"error": "unreachable", "message": e.to_string()})),
+        };
+        let (mut received, mut added) = (0u64, 0u64);
+        for chunk in persons.chunks(MAX_PERSONS_PER_IMPORT) {
+            let batch = PersonImport { persons: chunk.iter().map(insured_person).collect() };
+            match client.import_persons(seal(&key, PERSONS_DOMAIN, admin, &batch)).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    received += u64::from(r.received);
+                    added += u64::from(r.added);
+                }
+                // Batches before this one are in; the file can be sent again
+                // whole (a record already held is not added twice).
+                Err(s) => {
+                    return fail(
+                        EXIT_FAILED,
+                        json!({"error": reason_of(&s).unwrap_or_else(|| format!("{:?}", s.code())),
+                               "message": s.message(), "persons_sent_before": received}),
+                    )
+                }
+            }
+        }
+        println!("{added} persons added ({received} in the file)");
+        ExitCode::SUCCESS
     })
 }
 

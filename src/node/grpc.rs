@@ -22,8 +22,8 @@ use crate::proto::registration_service_server::{RegistrationService, Registratio
 use crate::proto::report_service_client::ReportServiceClient;
 use crate::proto::report_service_server::{ReportService, ReportServiceServer};
 use crate::proto::{
-    ClaimAnswers, ClaimBatch, ContributionYearsResponse, HospitalResponse, RegistrationList, RegistrationQuery,
-    RegistrationRecord, Signed,
+    ClaimAnswers, ClaimBatch, ContributionYearsResponse, HospitalResponse, PersonImportResult, RegistrationList,
+    RegistrationQuery, RegistrationRecord, Signed,
 };
 use crate::region::RegionCode;
 
@@ -106,6 +106,10 @@ impl PeerService for Svc {
 impl RegistrationService for Svc {
     async fn apply(&self, req: Request<Signed>) -> Result<Response<RegistrationRecord>, Status> {
         self.0.apply_registration(req.into_inner()).await.map(Response::new).map_err(Status::from)
+    }
+
+    async fn import_persons(&self, req: Request<Signed>) -> Result<Response<PersonImportResult>, Status> {
+        self.0.import_persons_signed(req.into_inner()).await.map(Response::new).map_err(Status::from)
     }
 
     async fn query(&self, req: Request<RegistrationQuery>) -> Result<Response<RegistrationList>, Status> {

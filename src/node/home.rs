@@ -386,9 +386,11 @@ impl Node {
         years
     }
 
-    /// Loads insured persons (idempotent: the same record twice is one entry).
+    /// Loads insured persons (idempotent: the same record twice is one
+    /// entry). Every record is checked before any is appended: a bad one
+    /// refuses the whole import.
     pub async fn import_persons(&self, records: &[PersonRecord]) -> Result<usize, NodeError> {
-        let mut added = 0;
+        let mut persons = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
             let p = person_from_record(r).map_err(|m| NodeError::bad(format!("persons[{i}]"), m))?;
             if !self.region().covers(p.insuplc_admdvs) {
@@ -397,6 +399,10 @@ impl Node {
                     format!("not in this node's region {}", self.region()),
                 ));
             }
+            persons.push(p);
+        }
+        let mut added = 0;
+        for (r, p) in records.iter().zip(persons) {
             let payload = to_payload(r);
             let key = format!("person:{}:{}", r.psn_no, &hex::encode(Sha256::digest(&payload))[..16]);
             let a = self.ledger.append(EntryKind::PersonImport, &key, payload).await.map_err(ledger_error)?;

@@ -12,6 +12,7 @@ pub mod home;
 pub mod local;
 pub mod metrics;
 pub mod peer_batch;
+pub mod persons;
 pub mod records;
 mod registration;
 pub mod state;

@@ -445,3 +445,70 @@ async fn a_peer_without_batches_gets_claims_one_by_one_after_its_first_refusal()
     let _ = stop.send(());
     let _ = server.await;
 }
+
+/// The agency loads persons into a running home node, signed by an admin:
+/// a person unknown a moment ago can be registered and settle; a forged, a
+/// foreign, an oversized or a bad batch changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_loads_persons_into_a_running_node() {
+    use xclear::api::envelope::PERSONS_DOMAIN;
+    use xclear::node::persons::{insured_person, MAX_PERSONS_PER_IMPORT};
+    use xclear::proto::{InsuredPerson, PersonImport};
+
+    let run = start().await;
+    let mut reg = RegistrationServiceClient::connect(run.urls["611000"].clone()).await.expect("connect");
+    let person = |psn_no: &str| PersonRecord {
+        psn_no: psn_no.into(),
+        insuplc_admdvs: "611000".into(),
+        insutype: "390".into(),
+        retired: false,
+        special_group: None,
+        contribution_years: BTreeMap::new(),
+    };
+    let batch = |records: &[PersonRecord]| PersonImport { persons: records.iter().map(insured_person).collect() };
+    let registration = crate::node_inprocess::registration("r2", "P0002", "long_term_resident", "110000");
+
+    // Unknown before the import.
+    let s = reg.apply(seal(&key(31), ADMIN_DOMAIN, "agency", &registration)).await.expect_err("unknown");
+    assert_eq!(reason_of(&s).as_deref(), Some("unknown_person"));
+
+    // Refused, and nothing kept: a forged signature, a signer who is no admin,
+    // the registration domain, too many persons, one bad record among good ones.
+    let good = batch(&[person("P0002")]);
+    let too_many = batch(&vec![person("P0002"); MAX_PERSONS_PER_IMPORT + 1]);
+    let mut bad = batch(&[person("P0003")]);
+    bad.persons.push(InsuredPerson { special_group: "rich".into(), ..insured_person(&person("P0004")) });
+    let refused = [
+        (seal(&key(99), PERSONS_DOMAIN, "agency", &good), "bad_signature"),
+        (seal(&key(31), PERSONS_DOMAIN, "mallory", &good), "not_authorised"),
+        (seal(&key(31), ADMIN_DOMAIN, "agency", &good), "bad_signature"),
+        (seal(&key(31), PERSONS_DOMAIN, "agency", &too_many), "bad_request"),
+        (seal(&key(31), PERSONS_DOMAIN, "agency", &bad), "bad_request"),
+    ];
+    for (env, reason) in refused {
+        let s = reg.import_persons(env).await.expect_err("refused");
+        assert_eq!(reason_of(&s).as_deref(), Some(reason), "{s:?}");
+    }
+    let s = reg.apply(seal(&key(31), ADMIN_DOMAIN, "agency", &registration)).await.expect_err("still unknown");
+    assert_eq!(reason_of(&s).as_deref(), Some("unknown_person"));
+
+    // The genuine import; again, it adds nothing. P0003 was not kept from
+    // the bad batch: it is added now.
+    let r = reg.import_persons(seal(&key(31), PERSONS_DOMAIN, "agency", &good)).await.expect("import").into_inner();
+    assert_eq!((r.received, r.added), (1, 1));
+    let r = reg.import_persons(seal(&key(31), PERSONS_DOMAIN, "agency", &good)).await.expect("again").into_inner();
+    assert_eq!((r.received, r.added), (1, 0));
+    let p3 = batch(&[person("P0003")]);
+    let r = reg.import_persons(seal(&key(31), PERSONS_DOMAIN, "agency", &p3)).await.expect("P0003").into_inner();
+    assert_eq!(r.added, 1);
+
+    // The new person registers and settles without a restart.
+    reg.apply(seal(&key(31), ADMIN_DOMAIN, "agency", &registration)).await.expect("registered");
+    let mut hosp = HospitalServiceClient::connect(run.urls["110000"].clone()).await.expect("connect");
+    let req = HospitalRequest { psn_no: "P0002".into(), ..bill("n1") };
+    let r = hosp.submit(seal(&key(21), HOSPITAL_DOMAIN, "H1", &req)).await.expect("answered").into_inner();
+    assert!(r.settled, "{r:?}");
+    for s in run.stop {
+        let _ = s.send(());
+    }
+}

@@ -1,0 +1,82 @@
+//! Insured persons loaded by the region's agency while the node runs: an
+//! admin signs a batch of person records (the records `xclear persons
+//! import` reads from a file), and the node appends them as that command
+//! does, one ledger entry per new or changed record.
+
+use std::sync::Arc;
+
+use super::records::PersonRecord;
+use super::Node;
+use crate::api::envelope::{self, PERSONS_DOMAIN};
+use crate::api::NodeError;
+use crate::proto::{InsuredPerson, PersonImport, PersonImportResult, Signed};
+use crate::rules::SpecialGroup;
+
+/// Most persons in one signed import.
+pub const MAX_PERSONS_PER_IMPORT: usize = 1_000;
+
+impl Node {
+    /// Imports an admin's signed batch of insured persons.
+    pub async fn import_persons_signed(self: &Arc<Self>, env: Signed) -> Result<PersonImportResult, NodeError> {
+        if env.signature.is_empty() {
+            return Err(NodeError::Unsigned);
+        }
+        let admin = self
+            .config
+            .admins
+            .get(&env.signer)
+            .ok_or_else(|| NodeError::NotAuthorised(format!("{:?} is not an admin of this node", env.signer)))?;
+        let batch: PersonImport = envelope::open(&env, admin, PERSONS_DOMAIN)
+            .map_err(|e| NodeError::BadSignature(format!("admin {}: {e}", env.signer)))?;
+        if batch.persons.len() > MAX_PERSONS_PER_IMPORT {
+            return Err(NodeError::bad(
+                "persons",
+                format!("{} persons in one import (at most {MAX_PERSONS_PER_IMPORT})", batch.persons.len()),
+            ));
+        }
+        let records = batch
+            .persons
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| person_record(p).map_err(|m| NodeError::bad(format!("persons[{i}].special_group"), m)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let received = records.len() as u32;
+        // To completion: a dropped call must not leave half a batch applied
+        // to the ledger but not to the node's state.
+        let node = Arc::clone(self);
+        let added =
+            super::run_to_completion("person import", async move { node.import_persons(&records).await }).await?;
+        Ok(PersonImportResult { received, added: added as u32 })
+    }
+}
+
+/// The wire form of a person as the record the node keeps.
+pub fn person_record(p: InsuredPerson) -> Result<PersonRecord, String> {
+    let special_group = match p.special_group.as_str() {
+        "" => None,
+        name => Some(
+            SpecialGroup::parse(name)
+                .ok_or_else(|| format!("{name:?} is not te_kun, di_bao, fan_pin or low_income"))?,
+        ),
+    };
+    Ok(PersonRecord {
+        psn_no: p.psn_no,
+        insuplc_admdvs: p.insuplc_admdvs,
+        insutype: p.insutype,
+        retired: p.retired,
+        special_group,
+        contribution_years: p.contribution_years.into_iter().collect(),
+    })
+}
+
+/// A kept record in its wire form (for the command that sends a file).
+pub fn insured_person(r: &PersonRecord) -> InsuredPerson {
+    InsuredPerson {
+        psn_no: r.psn_no.clone(),
+        insuplc_admdvs: r.insuplc_admdvs.clone(),
+        insutype: r.insutype.clone(),
+        retired: r.retired,
+        special_group: r.special_group.map(|g| g.as_str().to_string()).unwrap_or_default(),
+        contribution_years: r.contribution_years.clone().into_iter().collect(),
+    }
+}
