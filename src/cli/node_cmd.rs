@@ -49,6 +49,19 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(EXIT_FAILED, e))
 }
 
+/// Runs a command's async work on a fresh runtime.
+fn block_on(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match runtime() {
+        Ok(rt) => rt.block_on(work),
+        Err(c) => c,
+    }
+}
+
+/// A node that could not be reached.
+fn unreachable(e: impl std::fmt::Display) -> ExitCode {
+    fail(EXIT_FAILED, json!({"error": "unreachable", "message": e.to_string()}))
+}
+
 /// Loads what a node needs from its config.
 fn open_node(config: &Path) -> Result<Arc<Node>, ExitCode> {
     let cfg = NodeConfig::load(config).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
@@ -200,14 +213,10 @@ pub fn run_hospital(action: HospitalAction, node: &str, key: &Path, bill: &Path)
         emergency: b.emergency,
     };
     let env = seal(&key, HOSPITAL_DOMAIN, &b.fixmedins_code, &req);
-    let rt = match runtime() {
-        Ok(r) => r,
-        Err(c) => return c,
-    };
-    rt.block_on(async {
+    block_on(async {
         let mut client = match HospitalServiceClient::connect(node.to_string()).await {
             Ok(c) => c,
-            Err(e) => return fail(EXIT_FAILED, json!({"error": "unreachable", "message": e.to_string()})),
+            Err(e) => return unreachable(e),
         };
         match client.submit(env).await {
             Ok(r) => {
@@ -257,14 +266,10 @@ pub fn run_import_remote(node: &str, admin: &str, key: &Path, file: &Path) -> Ex
         (Ok(k), Ok(p)) => (k, p),
         (Err(c), _) | (_, Err(c)) => return c,
     };
-    let rt = match runtime() {
-        Ok(r) => r,
-        Err(c) => return c,
-    };
-    rt.block_on(async {
+    block_on(async {
         let mut client = match RegistrationServiceClient::connect(node.to_string()).await {
             Ok(c) => c,
-            Err(e) => return fail(EXIT_FAILED, json!({"error": "unreachable", "message": e.to_string()})),
+            Err(e) => return unreachable(e),
         };
         let (mut received, mut added) = (0u64, 0u64);
         for chunk in persons.chunks(MAX_PERSONS_PER_IMPORT) {
@@ -335,14 +340,10 @@ pub fn run_registration(node: &str, key: &Path, admin: &str, file: &Path) -> Exi
         on_date: r.on_date,
     };
     let env = seal(&key, ADMIN_DOMAIN, admin, &req);
-    let rt = match runtime() {
-        Ok(r) => r,
-        Err(c) => return c,
-    };
-    rt.block_on(async {
+    block_on(async {
         let mut client = match RegistrationServiceClient::connect(node.to_string()).await {
             Ok(c) => c,
-            Err(e) => return fail(EXIT_FAILED, json!({"error": "unreachable", "message": e.to_string()})),
+            Err(e) => return unreachable(e),
         };
         match client.apply(env).await {
             Ok(r) => {

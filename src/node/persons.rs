@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::records::PersonRecord;
 use super::Node;
-use crate::api::envelope::{self, PERSONS_DOMAIN};
+use crate::api::envelope::PERSONS_DOMAIN;
 use crate::api::NodeError;
 use crate::proto::{InsuredPerson, PersonImport, PersonImportResult, Signed};
 use crate::rules::SpecialGroup;
@@ -21,13 +21,7 @@ impl Node {
         if env.signature.is_empty() {
             return Err(NodeError::Unsigned);
         }
-        let admin = self
-            .config
-            .admins
-            .get(&env.signer)
-            .ok_or_else(|| NodeError::NotAuthorised(format!("{:?} is not an admin of this node", env.signer)))?;
-        let batch: PersonImport = envelope::open(&env, admin, PERSONS_DOMAIN)
-            .map_err(|e| NodeError::BadSignature(format!("admin {}: {e}", env.signer)))?;
+        let batch: PersonImport = self.open_as_admin(&env, PERSONS_DOMAIN)?;
         if batch.persons.len() > MAX_PERSONS_PER_IMPORT {
             return Err(NodeError::bad(
                 "persons",

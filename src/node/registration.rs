@@ -25,17 +25,25 @@ impl Node {
         super::run_to_completion("registration", async move { node.apply_registration_now(env).await }).await
     }
 
-    async fn apply_registration_now(&self, env: Signed) -> Result<RegistrationRecord, NodeError> {
-        if env.signature.is_empty() {
-            return Err(NodeError::Unsigned);
-        }
+    /// Opens an envelope signed by one of this node's admins (`[[admins]]`).
+    pub(super) fn open_as_admin<M: prost::Message + Default>(
+        &self,
+        env: &Signed,
+        domain: &[u8],
+    ) -> Result<M, NodeError> {
         let admin = self
             .config
             .admins
             .get(&env.signer)
             .ok_or_else(|| NodeError::NotAuthorised(format!("{:?} is not an admin of this node", env.signer)))?;
-        let req: RegistrationRequest = envelope::open(&env, admin, ADMIN_DOMAIN)
-            .map_err(|e| NodeError::BadSignature(format!("admin {}: {e}", env.signer)))?;
+        envelope::open(env, admin, domain).map_err(|e| NodeError::BadSignature(format!("admin {}: {e}", env.signer)))
+    }
+
+    async fn apply_registration_now(&self, env: Signed) -> Result<RegistrationRecord, NodeError> {
+        if env.signature.is_empty() {
+            return Err(NodeError::Unsigned);
+        }
+        let req: RegistrationRequest = self.open_as_admin(&env, ADMIN_DOMAIN)?;
         msgid("msgid", &req.msgid)?;
         let key = format!("reg:{}:{}", env.signer, req.msgid);
         if let Some(e) = self.ledger.entry_by_key(&key).map_err(ledger_error)? {
