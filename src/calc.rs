@@ -158,7 +158,7 @@ impl PersonJson {
         let special_group = match self.special_group {
             None => None,
             Some(g) => Some(SpecialGroup::parse(&g).ok_or_else(|| {
-                bad("person.special_group", format!("{g:?} is not one of te_kun, di_bao, fan_pin, low_income"))
+                bad("person.special_group", format!("{g:?} is not one of {}", SpecialGroup::names()))
             })?),
         };
         let mut contribution_years = BTreeMap::new();

@@ -18,9 +18,6 @@ pub const MAX_PERSONS_PER_IMPORT: usize = 1_000;
 impl Node {
     /// Imports an admin's signed batch of insured persons.
     pub async fn import_persons_signed(self: &Arc<Self>, env: Signed) -> Result<PersonImportResult, NodeError> {
-        if env.signature.is_empty() {
-            return Err(NodeError::Unsigned);
-        }
         let batch: PersonImport = self.open_as_admin(&env, PERSONS_DOMAIN)?;
         if batch.persons.len() > MAX_PERSONS_PER_IMPORT {
             return Err(NodeError::bad(
@@ -48,10 +45,9 @@ impl Node {
 pub fn person_record(p: InsuredPerson) -> Result<PersonRecord, String> {
     let special_group = match p.special_group.as_str() {
         "" => None,
-        name => Some(
-            SpecialGroup::parse(name)
-                .ok_or_else(|| format!("{name:?} is not te_kun, di_bao, fan_pin or low_income"))?,
-        ),
+        name => {
+            Some(SpecialGroup::parse(name).ok_or_else(|| format!("{name:?} is not one of {}", SpecialGroup::names()))?)
+        }
     };
     Ok(PersonRecord {
         psn_no: p.psn_no,

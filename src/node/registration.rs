@@ -31,6 +31,9 @@ impl Node {
         env: &Signed,
         domain: &[u8],
     ) -> Result<M, NodeError> {
+        if env.signature.is_empty() {
+            return Err(NodeError::Unsigned);
+        }
         let admin = self
             .config
             .admins
@@ -40,9 +43,6 @@ impl Node {
     }
 
     async fn apply_registration_now(&self, env: Signed) -> Result<RegistrationRecord, NodeError> {
-        if env.signature.is_empty() {
-            return Err(NodeError::Unsigned);
-        }
         let req: RegistrationRequest = self.open_as_admin(&env, ADMIN_DOMAIN)?;
         msgid("msgid", &req.msgid)?;
         let key = format!("reg:{}:{}", env.signer, req.msgid);

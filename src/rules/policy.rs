@@ -54,6 +54,11 @@ impl SpecialGroup {
         SpecialGroup::ALL.into_iter().find(|g| g.as_str() == name)
     }
 
+    /// Every group's name, for messages: "te_kun, di_bao, fan_pin, low_income".
+    pub fn names() -> String {
+        SpecialGroup::ALL.map(SpecialGroup::as_str).join(", ")
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SpecialGroup::TeKun => "te_kun",

@@ -434,7 +434,7 @@ impl AssistanceSection {
                     ratios.insert(g, r);
                 }
                 (None, _) => {
-                    c.fail(key, format!("unknown special group {name:?} (te_kun, di_bao, fan_pin, low_income)"));
+                    c.fail(key, format!("unknown special group {name:?} ({})", SpecialGroup::names()));
                     ok = false;
                 }
                 _ => ok = false,
