@@ -25,6 +25,9 @@ pub enum BenchCommand {
         hospitals: usize,
         #[arg(long, default_value_t = 2000)]
         persons: usize,
+        /// Settlements per second offered in the paced (open-loop) phase.
+        #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        rate: u32,
     },
     /// Clearing: a node's signed report over many settlements of one month.
     ClearingReport {
@@ -58,7 +61,9 @@ pub struct Figure {
 pub fn run(cmd: BenchCommand) -> ExitCode {
     let figures = match cmd {
         BenchCommand::Ledger { entries, concurrency } => ledger(entries, concurrency),
-        BenchCommand::E2e { seconds, hospitals, persons } => super::bench_e2e::run(seconds, hospitals, persons),
+        BenchCommand::E2e { seconds, hospitals, persons, rate } => {
+            super::bench_e2e::run(seconds, hospitals, persons, rate)
+        }
         BenchCommand::ClearingReport { settlements } => super::bench_clearing::report(settlements),
         BenchCommand::ClearingNetting { regions } => super::bench_clearing::netting(regions),
     };

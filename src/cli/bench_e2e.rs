@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
+use tonic::transport::Channel;
 
 use xclear::api::envelope::{seal, ADMIN_DOMAIN, HOSPITAL_DOMAIN};
 use xclear::clock::{Clock, SystemClock};
@@ -53,12 +54,12 @@ fn crypto_costs_us() -> (f64, f64) {
     (signs[2], verifies[2])
 }
 
-pub fn run(seconds: u64, hospitals: usize, persons: usize) -> Result<Vec<Figure>, String> {
+pub fn run(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> Result<Vec<Figure>, String> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    rt.block_on(bench(seconds, hospitals, persons))
+    rt.block_on(bench(seconds, hospitals, persons, offered))
 }
 
-async fn bench(seconds: u64, hospitals: usize, persons: usize) -> Result<Vec<Figure>, String> {
+async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> Result<Vec<Figure>, String> {
     let dir = std::env::temp_dir().join(format!("xclear-e2e-{}", std::process::id()));
     let rules = Arc::new(RuleBook::load(&PathBuf::from("clearing_rules")).map_err(|e| e.to_string())?);
     let code = |s: &str| RegionCode::parse(s).map_err(|e| e.to_string());
@@ -156,6 +157,21 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize) -> Result<Vec<Fig
     let crypto_after = xclear::crypto::operations();
     let signed_after = xclear::node::metrics::signed_batch_totals();
     let stages_after = stage_totals(&nodes);
+    // The same nodes offered fixed rates, whatever their pace: the goal's,
+    // then two thirds of it for 10 s.
+    let mut paced = Vec::new();
+    for (phase, rate, length) in [(&PACED[0], offered, seconds), (&PACED[1], (offered * 2 / 3).max(1), 10)] {
+        let before = Batching::now(&nodes["110000"]);
+        // Paced from a worker thread, so each settlement's task starts on a
+        // worker's own queue, not through the runtime's shared one.
+        let (url, key, msgids) = (urls["110000"].clone(), Arc::clone(&hospital_key), phase.msgids);
+        let run =
+            tokio::spawn(async move { drive_at_rate(&url, &key, hospitals, rate, length, persons, msgids).await })
+                .await
+                .map_err(|e| e.to_string())??;
+        let batching = Batching::now(&nodes["110000"]).since(&before);
+        paced.push((phase, rate, length, batching, run));
+    }
     // The same nodes under lighter loads: where latency stands below saturation.
     let mut lighter = Vec::new();
     for (phase, concurrency) in LIGHTER {
@@ -228,6 +244,50 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize) -> Result<Vec<Fig
             unit: "ms",
             note: format!("mean over the main phase ({runs} runs)"),
         });
+    }
+    for (phase, rate, length, batching, Paced { mut latencies, elapsed }) in paced {
+        latencies.sort();
+        let answered = latencies.len();
+        let note = format!("{rate}/s offered for {length} s over {hospitals} hospitals in turn (open loop)");
+        figures.extend([
+            Figure {
+                name: phase.settlements,
+                value: answered as f64 / elapsed.as_secs_f64(),
+                unit: "settle/s",
+                note: format!("{note}: answered, first due to last answer"),
+            },
+            Figure {
+                name: phase.p50,
+                value: pct(&latencies, 0.50),
+                unit: "ms",
+                note: "from the moment each bill was due".into(),
+            },
+            Figure {
+                name: phase.p99,
+                value: pct(&latencies, 0.99),
+                unit: "ms",
+                note: format!("{rate}/s offered (goal < 50 at 3000/s)"),
+            },
+            Figure { name: phase.p999, value: pct(&latencies, 0.999), unit: "ms", note: format!("{rate}/s offered") },
+            Figure {
+                name: phase.cpu,
+                value: batching.cpu_seconds.map_or(f64::NAN, |cpu| cpu * 1e6 / answered.max(1) as f64),
+                unit: "µs",
+                note: "CPU of the whole process per settlement in this phase".into(),
+            },
+            Figure {
+                name: phase.claims_per_batch,
+                value: batching.claims as f64 / batching.batch_calls.max(1) as f64,
+                unit: "claims",
+                note: "treatment -> home, this phase".into(),
+            },
+            Figure {
+                name: phase.entries_per_seal,
+                value: batching.treatment_entries as f64 / batching.treatment_seals.max(1) as f64,
+                unit: "entries",
+                note: "treatment node, this phase".into(),
+            },
+        ]);
     }
     for (phase, concurrency, length, mut latencies) in lighter {
         latencies.sort();
@@ -348,28 +408,9 @@ async fn drive(
             let mut i = 0usize;
             let code = format!("H{h}");
             while Instant::now() < deadline {
-                let req = HospitalRequest {
-                    fixmedins_code: code.clone(),
-                    msgid: format!("{phase}{h}n{i}"),
-                    action: Action::Settle as i32,
-                    psn_no: format!("P{}", (h * 7919 + i) % persons),
-                    insuplc_admdvs: "611000".into(),
-                    setl_date: "2026-03-10".into(),
-                    items: vec![
-                        BillItem { code: "XA001".into(), qty: "1".into(), price: "1200.00".into() },
-                        BillItem { code: "XB001".into(), qty: "2".into(), price: "88.50".into() },
-                    ],
-                    ..Default::default()
-                };
+                let req = bill(&code, format!("{phase}{h}n{i}"), (h * 7919 + i) % persons);
                 let started = Instant::now();
-                let r = client
-                    .submit(seal(&key, HOSPITAL_DOMAIN, &code, &req))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .into_inner();
-                if !r.settled {
-                    return Err(format!("not settled: {} {}", r.refusal, r.message));
-                }
+                settle(&mut client, &key, &code, &req).await?;
                 latencies.push(started.elapsed());
                 i += 1;
             }
@@ -381,4 +422,160 @@ async fn drive(
         all.extend(t.await.map_err(|e| e.to_string())??);
     }
     Ok(all)
+}
+
+/// The bill every simulated hospital settles: `msgid` fresh, the person
+/// `P{person}` of 611000, treated in 110000.
+fn bill(code: &str, msgid: String, person: usize) -> HospitalRequest {
+    HospitalRequest {
+        fixmedins_code: code.to_string(),
+        msgid,
+        action: Action::Settle as i32,
+        psn_no: format!("P{person}"),
+        insuplc_admdvs: "611000".into(),
+        setl_date: "2026-03-10".into(),
+        items: vec![
+            BillItem { code: "XA001".into(), qty: "1".into(), price: "1200.00".into() },
+            BillItem { code: "XB001".into(), qty: "2".into(), price: "88.50".into() },
+        ],
+        ..Default::default()
+    }
+}
+
+/// Signs `req` as hospital `code`, submits it and insists it settled.
+async fn settle(
+    client: &mut HospitalServiceClient<Channel>,
+    key: &SigningKey,
+    code: &str,
+    req: &HospitalRequest,
+) -> Result<(), String> {
+    let r = client.submit(seal(key, HOSPITAL_DOMAIN, code, req)).await.map_err(|e| e.to_string())?.into_inner();
+    if r.settled {
+        Ok(())
+    } else {
+        Err(format!("not settled: {} {}", r.refusal, r.message))
+    }
+}
+
+/// The figures of one paced (open-loop) phase.
+struct PacedPhase {
+    msgids: &'static str,
+    settlements: &'static str,
+    p50: &'static str,
+    p99: &'static str,
+    p999: &'static str,
+    cpu: &'static str,
+    claims_per_batch: &'static str,
+    entries_per_seal: &'static str,
+}
+
+const PACED: [PacedPhase; 2] = [
+    PacedPhase {
+        msgids: "p",
+        settlements: "e2e_paced_settlements_per_s",
+        p50: "e2e_paced_latency_p50_ms",
+        p99: "e2e_paced_latency_p99_ms",
+        p999: "e2e_paced_latency_p999_ms",
+        cpu: "e2e_paced_cpu_us_per_settlement",
+        claims_per_batch: "e2e_paced_claims_per_batch",
+        entries_per_seal: "e2e_paced_treatment_entries_per_seal",
+    },
+    PacedPhase {
+        msgids: "q",
+        settlements: "e2e_paced_lower_settlements_per_s",
+        p50: "e2e_paced_lower_latency_p50_ms",
+        p99: "e2e_paced_lower_latency_p99_ms",
+        p999: "e2e_paced_lower_latency_p999_ms",
+        cpu: "e2e_paced_lower_cpu_us_per_settlement",
+        claims_per_batch: "e2e_paced_lower_claims_per_batch",
+        entries_per_seal: "e2e_paced_lower_treatment_entries_per_seal",
+    },
+];
+
+/// Counters that say how well work was batched, read before and after a
+/// phase.
+struct Batching {
+    cpu_seconds: Option<f64>,
+    batch_calls: u64,
+    claims: u64,
+    treatment_seals: u64,
+    treatment_entries: u64,
+}
+
+impl Batching {
+    fn now(treatment: &Node) -> Batching {
+        let (batch_calls, claims) = xclear::node::metrics::batch_totals();
+        let ledger = treatment.ledger();
+        Batching {
+            cpu_seconds: process_cpu_seconds(),
+            batch_calls,
+            claims,
+            treatment_seals: ledger.commits(),
+            treatment_entries: ledger.head().size,
+        }
+    }
+
+    fn since(&self, before: &Batching) -> Batching {
+        Batching {
+            cpu_seconds: self.cpu_seconds.zip(before.cpu_seconds).map(|(after, before)| after - before),
+            batch_calls: self.batch_calls - before.batch_calls,
+            claims: self.claims - before.claims,
+            treatment_seals: self.treatment_seals - before.treatment_seals,
+            treatment_entries: self.treatment_entries - before.treatment_entries,
+        }
+    }
+}
+
+/// What an open-loop phase measured.
+struct Paced {
+    /// Each settlement's latency from the moment it was due to be sent.
+    latencies: Vec<Duration>,
+    /// From the first due moment to the last answer.
+    elapsed: Duration,
+}
+
+/// Settlements offered at `rate` per second for `seconds`, whatever the
+/// answers' pace (open loop), spread over `hospitals` hospitals (one
+/// connection each) in turn. Each latency runs from the moment the bill was
+/// due, not from when it could be sent: a node that falls behind is charged
+/// for the queue it builds (no coordinated omission). At most
+/// `32 * hospitals` settlements are in flight at once (a node takes 64 per
+/// hospital); a bill that waits for room waits on its own clock.
+async fn drive_at_rate(
+    url: &str,
+    key: &Arc<SigningKey>,
+    hospitals: usize,
+    rate: u32,
+    seconds: u64,
+    persons: usize,
+    phase: &'static str,
+) -> Result<Paced, String> {
+    let mut clients = Vec::with_capacity(hospitals);
+    for _ in 0..hospitals {
+        clients.push(HospitalServiceClient::connect(url.to_string()).await.map_err(|e| e.to_string())?);
+    }
+    let room = Arc::new(tokio::sync::Semaphore::new(32 * hospitals.max(1)));
+    let total = u64::from(rate) * seconds;
+    let period = Duration::from_secs(1) / rate.max(1);
+    let start = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let due = start + period * u32::try_from(i).map_err(|_| "too many settlements")?;
+        tokio::time::sleep_until(due).await;
+        let permit = Arc::clone(&room).acquire_owned().await.map_err(|e| e.to_string())?;
+        let h = i as usize % hospitals.max(1);
+        let mut client = clients[h].clone();
+        let key = Arc::clone(key);
+        let req = bill(&format!("H{h}"), format!("{phase}{i}"), (i as usize * 7919) % persons);
+        tasks.spawn(async move {
+            settle(&mut client, &key, &req.fixmedins_code, &req).await?;
+            drop(permit);
+            Ok::<Duration, String>(due.elapsed())
+        });
+    }
+    let mut latencies = Vec::with_capacity(total as usize);
+    while let Some(r) = tasks.join_next().await {
+        latencies.push(r.map_err(|e| e.to_string())??);
+    }
+    Ok(Paced { latencies, elapsed: start.elapsed() })
 }

@@ -282,3 +282,72 @@ fn separate_processes_settle_and_recover_in_flight_intents() {
         .collect();
     assert_eq!(settlements, vec!["claim:110000:H1:m1", "claim:110000:H1:py1", "claim:110000:H1:m2"]);
 }
+
+/// `xclear persons import --node`: an agency's admin enrols a person in a
+/// running node from a file; the person can then register. Sent again, the
+/// file adds nobody; signed with a key that is not the admin's, it is refused.
+#[test]
+fn the_persons_command_loads_a_running_node() {
+    let s = setup();
+    let d = s.dir.path();
+    let home = NodeProc::start(&s.home_cfg);
+    write(&d.join("new.json"), r#"[{"psn_no": "P0002", "insuplc_admdvs": "611000", "insutype": "310"}]"#);
+    write(
+        &d.join("reg2.json"),
+        r#"{"msgid": "r2", "op": "create", "psn_no": "P0002", "kind": "long_term_resident", "target_admdvs": "110000", "begndate": "2026-01-01"}"#,
+    );
+    let register = || {
+        xclear(&[
+            "registration",
+            "apply",
+            "--node",
+            &s.home_url,
+            "--key",
+            d.join("admin.key").to_str().expect("p"),
+            "--admin",
+            "agency",
+            "--file",
+            d.join("reg2.json").to_str().expect("p"),
+        ])
+    };
+    let import = |key: &str| {
+        xclear(&[
+            "persons",
+            "import",
+            "--node",
+            &s.home_url,
+            "--admin",
+            "agency",
+            "--key",
+            d.join(key).to_str().expect("p"),
+            "--file",
+            d.join("new.json").to_str().expect("p"),
+        ])
+    };
+    let before = register();
+    assert!(!before.status.success());
+    assert!(
+        String::from_utf8_lossy(&before.stderr).contains("unknown_person"),
+        "{}",
+        String::from_utf8_lossy(&before.stderr)
+    );
+
+    let forged = import("h1.key");
+    assert_eq!(forged.status.code(), Some(1), "{}", String::from_utf8_lossy(&forged.stderr));
+    assert!(
+        String::from_utf8_lossy(&forged.stderr).contains("bad_signature"),
+        "{}",
+        String::from_utf8_lossy(&forged.stderr)
+    );
+
+    let first = import("admin.key");
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(String::from_utf8_lossy(&first.stdout).trim(), "1 persons added (1 in the file)");
+    let again = import("admin.key");
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), "0 persons added (1 in the file)");
+
+    let after = register();
+    assert!(after.status.success(), "{}", String::from_utf8_lossy(&after.stderr));
+    home.kill();
+}

@@ -78,8 +78,19 @@ impl NodeProc {
     }
 
     pub fn kill(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();
+    }
+}
+
+/// A test that fails part way leaves no node running behind it.
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
