@@ -11,7 +11,7 @@
 //! hospital reaches a node first varies from run to run.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -420,7 +420,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
         operator.answer(seal(&node_keys[r], CONFIRMATION_DOMAIN, r, &c)).await.map_err(|e| e.to_string())?;
     }
     let final_confirmed = operator.is_final(&closed).map_err(|e| e.to_string())?;
-    write_statement(&opts.out, opts.month, &closed.signed.body, &closed.statement)?;
+    crate::operator::files::write_statement(&opts.out.join("statements"), &closed)?;
     for s in stops {
         let _ = s.send(());
     }
@@ -442,11 +442,4 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
         node_dirs,
         final_confirmed,
     })
-}
-
-fn write_statement(out: &Path, month: Month, json: &[u8], s: &Statement) -> Result<(), String> {
-    let dir = out.join("statements");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    std::fs::write(dir.join(format!("{month}.json")), json).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join(format!("{month}.csv")), s.to_csv()).map_err(|e| e.to_string())
 }

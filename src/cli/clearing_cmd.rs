@@ -176,12 +176,9 @@ pub fn open_operator(config: &Path) -> Result<(OperatorConfig, Operator), ExitCo
         cfg.quotas.clone(),
     )
     .map_err(|e| fail(EXIT_FAILED, format!("{}: {e}", cfg.data_dir.display())))?
-    .with_warning_pct(cfg.warning_pct);
+    .with_warning_pct(cfg.warning_pct)
+    .with_statement_files(cfg.data_dir.join("statements"));
     Ok((cfg, operator))
-}
-
-fn statement_path(cfg: &OperatorConfig, month: Month, ext: &str) -> PathBuf {
-    cfg.data_dir.join("statements").join(format!("{month}.{ext}"))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -225,16 +222,7 @@ fn parse_statement(signed: &Signed) -> Result<Statement, ExitCode> {
 async fn close(target: &Target, month: &str) -> Result<ExitCode, ExitCode> {
     let month = parse_month(month)?;
     let signed = match via(target).await? {
-        Via::Local(cfg, op) => {
-            let closed = op.close(month).await.map_err(|e| fail(EXIT_FAILED, e))?;
-            let dir = cfg.data_dir.join("statements");
-            std::fs::create_dir_all(&dir).map_err(|e| fail(EXIT_FAILED, format!("{}: {e}", dir.display())))?;
-            std::fs::write(statement_path(&cfg, month, "json"), &closed.signed.body)
-                .map_err(|e| fail(EXIT_FAILED, e))?;
-            std::fs::write(statement_path(&cfg, month, "csv"), closed.statement.to_csv())
-                .map_err(|e| fail(EXIT_FAILED, e))?;
-            closed.signed
-        }
+        Via::Local(_, op) => op.close(month).await.map_err(|e| fail(EXIT_FAILED, e))?.signed,
         Via::Remote(mut client, key) => {
             let key = operator_key(key, "close")?;
             let req = seal(&key, CLOSE_DOMAIN, "operator", &CloseRequest { month: month.to_string() });

@@ -1,7 +1,7 @@
 //! The operator's TOML configuration.
 //!
 //! ```toml
-//! data_dir = "operator-data"          # its ledger and statement files
+//! data_dir = "operator-data"          # its ledger, and statements/ (files of each closed month)
 //! listen = "127.0.0.1:50070"          # `xclear operator` serves here (default)
 //! key_file = "keys/operator.key"
 //! rules_dir = "../clearing_rules"     # for the corps–local pairs

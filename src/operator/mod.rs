@@ -7,6 +7,7 @@
 //! operator's ledger.
 
 pub mod config;
+pub mod files;
 pub mod grpc;
 pub mod index;
 
@@ -54,6 +55,8 @@ pub struct Operator {
     warning_pct: Option<u32>,
     /// Lines asked for per page (0: the node's maximum).
     lines_page: u32,
+    /// Where a closed month's statement is also written as files, if anywhere.
+    statement_files: Option<std::path::PathBuf>,
     /// The ledger's statements, adjustments and answers by month.
     index: std::sync::RwLock<index::MonthIndex>,
 }
@@ -111,6 +114,7 @@ impl Operator {
             quotas,
             warning_pct: None,
             lines_page: 0,
+            statement_files: None,
             index: std::sync::RwLock::new(month_index),
         })
     }
@@ -118,6 +122,13 @@ impl Operator {
     /// Sets the advance-fund warning threshold (percent of the quota).
     pub fn with_warning_pct(mut self, pct: u32) -> Operator {
         self.warning_pct = Some(pct);
+        self
+    }
+
+    /// Writes every statement this operator closes into `dir` as well
+    /// ([`files::write_statement`]), however the close was asked for.
+    pub fn with_statement_files(mut self, dir: std::path::PathBuf) -> Operator {
+        self.statement_files = Some(dir);
         self
     }
 
@@ -340,7 +351,15 @@ impl Operator {
     pub async fn close(&self, month: Month) -> Result<Closed, NodeError> {
         let carried = self.statement_of(month.previous())?.map(|c| c.statement.pending).unwrap_or_default();
         let disputes = self.disputes_of(month)?;
-        self.close_month(month, &disputes, &carried).await
+        let closed = self.close_month(month, &disputes, &carried).await?;
+        // On the ledger already: a failed copy is reported, and closing
+        // again (the same statement) writes it.
+        if let Some(dir) = &self.statement_files {
+            files::write_statement(dir, &closed).map_err(|e| {
+                NodeError::Internal(format!("{month} is closed, but its statement files were not written: {e}"))
+            })?;
+        }
+        Ok(closed)
     }
 
     /// The latest statement of `month` on the operator's ledger.

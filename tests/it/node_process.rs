@@ -184,6 +184,11 @@ fn separate_processes_settle_and_recover_in_flight_intents() {
     assert!(statement["pending"].as_array().expect("pending").is_empty());
     let csv = xclear(&["clearing", "statement", "--config", op, "--month", &month, "--format", "csv"]);
     assert!(String::from_utf8_lossy(&csv.stdout).starts_with("section,region,counterpart,amount,detail"));
+    // Beside the operator's ledger, the same statement as files.
+    let statements = d.join("operator").join("statements");
+    let file = |ext: &str| std::fs::read(statements.join(format!("{month}.{ext}"))).expect("statement file");
+    assert_eq!([file("json"), b"\n".to_vec()].concat(), json.stdout);
+    assert_eq!(file("csv"), csv.stdout);
     for (region, k) in [("611000", "611000.key"), ("110000", "110000.key")] {
         let c = xclear(&[
             "clearing",
@@ -226,9 +231,13 @@ fn separate_processes_settle_and_recover_in_flight_intents() {
     assert_eq!(remote.stdout, json.stdout, "the server serves the statement closed locally");
     let operator_key = d.join("operator.key");
     let operator_key = operator_key.to_str().expect("p");
+    std::fs::remove_dir_all(&statements).expect("remove the statement files");
     let again = xclear(&["clearing", "close", "--operator", &url, "--operator-key", operator_key, "--month", &month]);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert_eq!(String::from_utf8_lossy(&again.stdout), String::from_utf8_lossy(&closed.stdout));
+    // Closed through the server, the statement files are written there too.
+    assert_eq!([file("json"), b"\n".to_vec()].concat(), json.stdout);
+    assert_eq!(file("csv"), csv.stdout);
     let region_key = d.join("611000.key");
     let not_operator = xclear(&[
         "clearing",

@@ -504,6 +504,7 @@ async fn the_operator_server_closes_answers_and_defaults_quotas_from_its_stateme
     use xclear::proto::{AdjustmentRequest, AdvanceRequest, CloseRequest, StatementRequest};
 
     let w = world().await;
+    let statements = w._dir.path().join("operator-statements");
     let op = Arc::new(
         Operator::open(
             &w._dir.path().join("operator-server"),
@@ -514,7 +515,8 @@ async fn the_operator_server_closes_answers_and_defaults_quotas_from_its_stateme
             common::rules().pairs().clone(),
             BTreeMap::new(),
         )
-        .expect("operator"),
+        .expect("operator")
+        .with_statement_files(statements.clone()),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -548,6 +550,9 @@ async fn the_operator_server_closes_answers_and_defaults_quotas_from_its_stateme
     assert_eq!(statement.adjustments.len(), 1, "the adjustment entered the statement");
     let served = client.statement(StatementRequest { month: "2026-03".into() }).await.expect("statement");
     assert_eq!(served.into_inner().body, signed.body);
+    // Closed over gRPC, the statement is also written beside the ledger.
+    assert_eq!(std::fs::read(statements.join("2026-03.json")).expect("json file"), signed.body);
+    assert_eq!(std::fs::read_to_string(statements.join("2026-03.csv")).expect("csv file"), statement.to_csv());
 
     // April's quotas come from March's statement: 2 × (payable + 0 + 0) / 3, half up.
     let payable = statement.positions[&code("611000")].payable;
@@ -573,4 +578,38 @@ async fn the_operator_server_closes_answers_and_defaults_quotas_from_its_stateme
         assert_eq!(receipt.r#final, i == REGIONS.len() - 1, "{r}: {receipt:?}");
     }
     let _ = stop.send(());
+}
+
+/// The statement files are a copy: when they cannot be written the close is
+/// reported as failed, yet the month is closed on the ledger, and closing it
+/// again once the files can be written writes the same statement.
+#[tokio::test]
+async fn statement_files_that_cannot_be_written_are_reported_and_written_on_the_next_close() {
+    let w = world().await;
+    let blocked = w._dir.path().join("not-a-directory");
+    std::fs::write(&blocked, b"a file where the statements would go").expect("write");
+    let open = |files: std::path::PathBuf| {
+        Operator::open(
+            &w._dir.path().join("operator-files"),
+            key("operator"),
+            Arc::new(ManualClock::new(MARCH)),
+            REGIONS.iter().map(|r| (code(r), key(r).verifying_key())).collect(),
+            w.net.clone(),
+            common::rules().pairs().clone(),
+            BTreeMap::new(),
+        )
+        .expect("operator")
+        .with_statement_files(files)
+    };
+    let op = open(blocked.clone());
+    let e = op.close(march()).await.expect_err("the files cannot be written");
+    assert!(e.to_string().contains("2026-03 is closed, but its statement files were not written"), "{e}");
+    let on_ledger = op.statement_of(march()).expect("read").expect("the month is closed on the ledger");
+    drop(op);
+
+    let dir = w._dir.path().join("statements-again");
+    let op = open(dir.clone());
+    let again = op.close(march()).await.expect("closed again");
+    assert_eq!(again.signed.body, on_ledger.signed.body, "the same statement");
+    assert_eq!(std::fs::read(dir.join("2026-03.json")).expect("json file"), on_ledger.signed.body);
 }
