@@ -55,6 +55,7 @@ fn crypto_costs_us() -> (f64, f64) {
 }
 
 pub fn run(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> Result<Vec<Figure>, String> {
+    BEGAN.get_or_init(Instant::now);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(bench(seconds, hospitals, persons, offered))
 }
@@ -152,6 +153,7 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> 
     let crypto_before = xclear::crypto::operations();
     let signed_before = xclear::node::metrics::signed_batch_totals();
     let stages_before = stage_totals(&nodes);
+    progress(format_args!("{hospitals} hospitals, closed loop, {seconds} s"));
     let mut all = drive(&urls["110000"], &hospital_key, hospitals, seconds, persons, "a").await?;
     let cpu_main = process_cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
     let crypto_after = xclear::crypto::operations();
@@ -161,6 +163,7 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> 
     // then two thirds of it for 10 s.
     let mut paced = Vec::new();
     for (phase, rate, length) in [(&PACED[0], offered, seconds), (&PACED[1], (offered * 2 / 3).max(1), 10)] {
+        progress(format_args!("{rate} settlements/s offered, open loop, {length} s"));
         let before = Batching::now(&nodes["110000"]);
         // Paced from a worker thread, so each settlement's task starts on a
         // worker's own queue, not through the runtime's shared one.
@@ -177,6 +180,7 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> 
     for (phase, concurrency) in LIGHTER {
         let concurrency = concurrency.min(hospitals);
         let length = phase.seconds.unwrap_or(seconds);
+        progress(format_args!("{concurrency} hospitals, closed loop, {length} s"));
         let latencies = drive(&urls["110000"], &hospital_key, concurrency, length, persons, phase.msgids).await?;
         lighter.push((phase, concurrency, length, latencies));
     }
@@ -310,6 +314,17 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> 
         ]);
     }
     Ok(figures)
+}
+
+/// When the benchmark began.
+static BEGAN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Names a phase on standard error as it starts (the table comes at the
+/// end), with the seconds since the benchmark began: a profile taken beside
+/// the run can be cut by phase.
+fn progress(phase: std::fmt::Arguments) {
+    let since = BEGAN.get_or_init(Instant::now).elapsed();
+    eprintln!("bench e2e [{:.1} s]: {phase}", since.as_secs_f64());
 }
 
 /// Every stage's runs and total time so far, over both nodes.
