@@ -8,24 +8,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
-use tonic::transport::Channel;
 
-use xclear::api::envelope::{seal, ADMIN_DOMAIN, HOSPITAL_DOMAIN};
+use xclear::api::envelope::{seal, ADMIN_DOMAIN};
 use xclear::clock::{Clock, SystemClock};
 use xclear::node::config::{Hospital, Peer};
 use xclear::node::grpc::{spawn_serve, GrpcTransport};
 use xclear::node::metrics::Stage;
 use xclear::node::records::PersonRecord;
 use xclear::node::{Node, NodeConfig};
-use xclear::proto::hospital_service_client::HospitalServiceClient;
-use xclear::proto::{
-    hospital_request::Action, registration_request::Op, BillItem, HospitalRequest, RegistrationRequest,
-};
+use xclear::proto::{registration_request::Op, RegistrationRequest};
 use xclear::region::RegionCode;
 use xclear::rules::RuleBook;
 use xclear::settlement::HospitalLevel;
 
 use super::bench_cmd::Figure;
+use super::bench_load::{drive, drive_at_rate, Paced};
 
 /// Median cost of one ed25519 sign and one strict verify of a 600-byte
 /// message over 5 rounds, measured before the load starts (the machine is
@@ -198,9 +195,6 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> 
     let _ = std::fs::remove_dir_all(&dir);
     all.sort();
     let n = all.len();
-    let pct = |v: &[Duration], p: f64| {
-        v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1e3)
-    };
     let rate = n as f64 / seconds as f64;
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
     // The bound set by the cryptography: the signs and verifies this process
@@ -218,10 +212,10 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> 
         (signed_after.1 - signed_before.1) as f64 / (signed_after.0 - signed_before.0).max(1) as f64;
     let mut figures = vec![
         Figure { name: "e2e_settlements_per_s", value: rate, unit: "settle/s", note: format!("{n} settlements in {seconds} s, {hospitals} concurrent hospitals, every one signed, verified, durable on both nodes (goal 3000)") },
-        Figure { name: "e2e_latency_p50_ms", value: pct(&all, 0.50), unit: "ms", note: "hospital's view".into() },
-        Figure { name: "e2e_latency_p99_ms", value: pct(&all, 0.99), unit: "ms", note: "goal < 50".into() },
-        Figure { name: "e2e_latency_p999_ms", value: pct(&all, 0.999), unit: "ms", note: "the tail: a stall of the process shows here first".into() },
-        Figure { name: "e2e_latency_max_ms", value: pct(&all, 1.0), unit: "ms", note: "slowest settlement of the main phase".into() },
+        Figure { name: "e2e_latency_p50_ms", value: percentile_ms(&all, 0.50), unit: "ms", note: "hospital's view".into() },
+        Figure { name: "e2e_latency_p99_ms", value: percentile_ms(&all, 0.99), unit: "ms", note: "goal < 50".into() },
+        Figure { name: "e2e_latency_p999_ms", value: percentile_ms(&all, 0.999), unit: "ms", note: "the tail: a stall of the process shows here first".into() },
+        Figure { name: "e2e_latency_max_ms", value: percentile_ms(&all, 1.0), unit: "ms", note: "slowest settlement of the main phase".into() },
         Figure {
             name: "e2e_cpu_us_per_settlement",
             value: cpu_main.map_or(f64::NAN, |cpu| cpu * 1e6 / n.max(1) as f64),
@@ -249,49 +243,8 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> 
             note: format!("mean over the main phase ({runs} runs)"),
         });
     }
-    for (phase, rate, length, batching, Paced { mut latencies, elapsed }) in paced {
-        latencies.sort();
-        let answered = latencies.len();
-        let note = format!("{rate}/s offered for {length} s over {hospitals} hospitals in turn (open loop)");
-        figures.extend([
-            Figure {
-                name: phase.settlements,
-                value: answered as f64 / elapsed.as_secs_f64(),
-                unit: "settle/s",
-                note: format!("{note}: answered, first due to last answer"),
-            },
-            Figure {
-                name: phase.p50,
-                value: pct(&latencies, 0.50),
-                unit: "ms",
-                note: "from the moment each bill was due".into(),
-            },
-            Figure {
-                name: phase.p99,
-                value: pct(&latencies, 0.99),
-                unit: "ms",
-                note: format!("{rate}/s offered (goal < 50 at 3000/s)"),
-            },
-            Figure { name: phase.p999, value: pct(&latencies, 0.999), unit: "ms", note: format!("{rate}/s offered") },
-            Figure {
-                name: phase.cpu,
-                value: batching.cpu_seconds.map_or(f64::NAN, |cpu| cpu * 1e6 / answered.max(1) as f64),
-                unit: "µs",
-                note: "CPU of the whole process per settlement in this phase".into(),
-            },
-            Figure {
-                name: phase.claims_per_batch,
-                value: batching.claims as f64 / batching.batch_calls.max(1) as f64,
-                unit: "claims",
-                note: "treatment -> home, this phase".into(),
-            },
-            Figure {
-                name: phase.entries_per_seal,
-                value: batching.treatment_entries as f64 / batching.treatment_seals.max(1) as f64,
-                unit: "entries",
-                note: "treatment node, this phase".into(),
-            },
-        ]);
+    for (phase, rate, length, batching, run) in paced {
+        figures.extend(paced_figures(phase, rate, length, hospitals, &batching, run));
     }
     for (phase, concurrency, length, mut latencies) in lighter {
         latencies.sort();
@@ -301,13 +254,13 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> 
             Figure { name: phase.settlements, value: rate, unit: "settle/s", note },
             Figure {
                 name: phase.p50,
-                value: pct(&latencies, 0.50),
+                value: percentile_ms(&latencies, 0.50),
                 unit: "ms",
                 note: format!("{concurrency} hospitals"),
             },
             Figure {
                 name: phase.p99,
-                value: pct(&latencies, 0.99),
+                value: percentile_ms(&latencies, 0.99),
                 unit: "ms",
                 note: format!("{concurrency} hospitals"),
             },
@@ -325,6 +278,71 @@ static BEGAN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 fn progress(phase: std::fmt::Arguments) {
     let since = BEGAN.get_or_init(Instant::now).elapsed();
     eprintln!("bench e2e [{:.1} s]: {phase}", since.as_secs_f64());
+}
+
+/// The `p` quantile of sorted latencies, in milliseconds (0 when there are none).
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
+/// The figures of one paced phase.
+fn paced_figures(
+    phase: &PacedPhase,
+    rate: u32,
+    length: u64,
+    hospitals: usize,
+    batching: &Batching,
+    run: Paced,
+) -> [Figure; 7] {
+    let Paced { mut latencies, elapsed } = run;
+    latencies.sort();
+    let answered = latencies.len();
+    let note = format!("{rate}/s offered for {length} s over {hospitals} hospitals in turn (open loop)");
+    [
+        Figure {
+            name: phase.settlements,
+            value: answered as f64 / elapsed.as_secs_f64(),
+            unit: "settle/s",
+            note: format!("{note}: answered, first due to last answer"),
+        },
+        Figure {
+            name: phase.p50,
+            value: percentile_ms(&latencies, 0.50),
+            unit: "ms",
+            note: "from the moment each bill was due".into(),
+        },
+        Figure {
+            name: phase.p99,
+            value: percentile_ms(&latencies, 0.99),
+            unit: "ms",
+            note: format!("{rate}/s offered (goal < 50 at 3000/s)"),
+        },
+        Figure {
+            name: phase.p999,
+            value: percentile_ms(&latencies, 0.999),
+            unit: "ms",
+            note: format!("{rate}/s offered"),
+        },
+        Figure {
+            name: phase.cpu,
+            value: batching.cpu_seconds.map_or(f64::NAN, |cpu| cpu * 1e6 / answered.max(1) as f64),
+            unit: "µs",
+            note: "CPU of the whole process per settlement in this phase".into(),
+        },
+        Figure {
+            name: phase.claims_per_batch,
+            value: batching.claims as f64 / batching.batch_calls.max(1) as f64,
+            unit: "claims",
+            note: "treatment -> home, this phase".into(),
+        },
+        Figure {
+            name: phase.entries_per_seal,
+            value: batching.treatment_entries as f64 / batching.treatment_seals.max(1) as f64,
+            unit: "entries",
+            note: "treatment node, this phase".into(),
+        },
+    ]
 }
 
 /// Every stage's runs and total time so far, over both nodes.
@@ -401,77 +419,6 @@ const LIGHTER: [(Phase, usize); 2] = [
     ),
 ];
 
-/// `hospitals` concurrent hospitals (codes H0.., one connection each) settle
-/// one bill after another at the treatment node for `seconds`; returns every
-/// settlement's latency. `phase` keeps msgids of different phases apart.
-async fn drive(
-    url: &str,
-    key: &Arc<SigningKey>,
-    hospitals: usize,
-    seconds: u64,
-    persons: usize,
-    phase: &'static str,
-) -> Result<Vec<Duration>, String> {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for h in 0..hospitals {
-        let url = url.to_string();
-        let key = Arc::clone(key);
-        tasks.push(tokio::spawn(async move {
-            let mut client = HospitalServiceClient::connect(url).await.map_err(|e| e.to_string())?;
-            let mut latencies = Vec::new();
-            let mut i = 0usize;
-            let code = format!("H{h}");
-            while Instant::now() < deadline {
-                let req = bill(&code, format!("{phase}{h}n{i}"), (h * 7919 + i) % persons);
-                let started = Instant::now();
-                settle(&mut client, &key, &code, &req).await?;
-                latencies.push(started.elapsed());
-                i += 1;
-            }
-            Ok::<Vec<Duration>, String>(latencies)
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.map_err(|e| e.to_string())??);
-    }
-    Ok(all)
-}
-
-/// The bill every simulated hospital settles: `msgid` fresh, the person
-/// `P{person}` of 611000, treated in 110000.
-fn bill(code: &str, msgid: String, person: usize) -> HospitalRequest {
-    HospitalRequest {
-        fixmedins_code: code.to_string(),
-        msgid,
-        action: Action::Settle as i32,
-        psn_no: format!("P{person}"),
-        insuplc_admdvs: "611000".into(),
-        setl_date: "2026-03-10".into(),
-        items: vec![
-            BillItem { code: "XA001".into(), qty: "1".into(), price: "1200.00".into() },
-            BillItem { code: "XB001".into(), qty: "2".into(), price: "88.50".into() },
-        ],
-        ..Default::default()
-    }
-}
-
-/// Signs `req` as hospital `code`, submits it and insists it settled.
-async fn settle(
-    client: &mut HospitalServiceClient<Channel>,
-    key: &SigningKey,
-    code: &str,
-    req: &HospitalRequest,
-) -> Result<(), String> {
-    let r = client.submit(seal(key, HOSPITAL_DOMAIN, code, req)).await.map_err(|e| e.to_string())?.into_inner();
-    if r.settled {
-        Ok(())
-    } else {
-        Err(format!("not settled: {} {}", r.refusal, r.message))
-    }
-}
-
 /// The figures of one paced (open-loop) phase.
 struct PacedPhase {
     msgids: &'static str,
@@ -539,58 +486,4 @@ impl Batching {
             treatment_entries: self.treatment_entries - before.treatment_entries,
         }
     }
-}
-
-/// What an open-loop phase measured.
-struct Paced {
-    /// Each settlement's latency from the moment it was due to be sent.
-    latencies: Vec<Duration>,
-    /// From the first due moment to the last answer.
-    elapsed: Duration,
-}
-
-/// Settlements offered at `rate` per second for `seconds`, whatever the
-/// answers' pace (open loop), spread over `hospitals` hospitals (one
-/// connection each) in turn. Each latency runs from the moment the bill was
-/// due, not from when it could be sent: a node that falls behind is charged
-/// for the queue it builds (no coordinated omission). At most
-/// `32 * hospitals` settlements are in flight at once (a node takes 64 per
-/// hospital); a bill that waits for room waits on its own clock.
-async fn drive_at_rate(
-    url: &str,
-    key: &Arc<SigningKey>,
-    hospitals: usize,
-    rate: u32,
-    seconds: u64,
-    persons: usize,
-    phase: &'static str,
-) -> Result<Paced, String> {
-    let mut clients = Vec::with_capacity(hospitals);
-    for _ in 0..hospitals {
-        clients.push(HospitalServiceClient::connect(url.to_string()).await.map_err(|e| e.to_string())?);
-    }
-    let room = Arc::new(tokio::sync::Semaphore::new(32 * hospitals.max(1)));
-    let total = u64::from(rate) * seconds;
-    let period = Duration::from_secs(1) / rate.max(1);
-    let start = tokio::time::Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..total {
-        let due = start + period * u32::try_from(i).map_err(|_| "too many settlements")?;
-        tokio::time::sleep_until(due).await;
-        let permit = Arc::clone(&room).acquire_owned().await.map_err(|e| e.to_string())?;
-        let h = i as usize % hospitals.max(1);
-        let mut client = clients[h].clone();
-        let key = Arc::clone(key);
-        let req = bill(&format!("H{h}"), format!("{phase}{i}"), (i as usize * 7919) % persons);
-        tasks.spawn(async move {
-            settle(&mut client, &key, &req.fixmedins_code, &req).await?;
-            drop(permit);
-            Ok::<Duration, String>(due.elapsed())
-        });
-    }
-    let mut latencies = Vec::with_capacity(total as usize);
-    while let Some(r) = tasks.join_next().await {
-        latencies.push(r.map_err(|e| e.to_string())??);
-    }
-    Ok(Paced { latencies, elapsed: start.elapsed() })
 }

@@ -3,6 +3,7 @@
 pub mod bench_clearing;
 pub mod bench_cmd;
 pub mod bench_e2e;
+mod bench_load;
 pub mod clearing_cmd;
 pub mod demo_cmd;
 pub mod fuzz_cmd;

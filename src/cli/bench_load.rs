@@ -1,0 +1,138 @@
+//! The simulated hospitals of `xclear bench e2e`: a closed loop (each
+//! hospital sends its next bill when the last is answered) and an open loop
+//! (bills due at a fixed rate, whatever the answers' pace).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use tonic::transport::Channel;
+
+use xclear::api::envelope::{seal, HOSPITAL_DOMAIN};
+use xclear::proto::hospital_service_client::HospitalServiceClient;
+use xclear::proto::{hospital_request::Action, BillItem, HospitalRequest};
+
+/// `hospitals` concurrent hospitals (codes H0.., one connection each) settle
+/// one bill after another at the treatment node for `seconds`; returns every
+/// settlement's latency. `phase` keeps msgids of different phases apart.
+pub(super) async fn drive(
+    url: &str,
+    key: &Arc<SigningKey>,
+    hospitals: usize,
+    seconds: u64,
+    persons: usize,
+    phase: &'static str,
+) -> Result<Vec<Duration>, String> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for h in 0..hospitals {
+        let url = url.to_string();
+        let key = Arc::clone(key);
+        tasks.push(tokio::spawn(async move {
+            let mut client = HospitalServiceClient::connect(url).await.map_err(|e| e.to_string())?;
+            let mut latencies = Vec::new();
+            let mut i = 0usize;
+            let code = format!("H{h}");
+            while Instant::now() < deadline {
+                let req = bill(&code, format!("{phase}{h}n{i}"), (h * 7919 + i) % persons);
+                let started = Instant::now();
+                settle(&mut client, &key, &code, &req).await?;
+                latencies.push(started.elapsed());
+                i += 1;
+            }
+            Ok::<Vec<Duration>, String>(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    Ok(all)
+}
+
+/// The bill every simulated hospital settles: `msgid` fresh, the person
+/// `P{person}` of 611000, treated in 110000.
+fn bill(code: &str, msgid: String, person: usize) -> HospitalRequest {
+    HospitalRequest {
+        fixmedins_code: code.to_string(),
+        msgid,
+        action: Action::Settle as i32,
+        psn_no: format!("P{person}"),
+        insuplc_admdvs: "611000".into(),
+        setl_date: "2026-03-10".into(),
+        items: vec![
+            BillItem { code: "XA001".into(), qty: "1".into(), price: "1200.00".into() },
+            BillItem { code: "XB001".into(), qty: "2".into(), price: "88.50".into() },
+        ],
+        ..Default::default()
+    }
+}
+
+/// Signs `req` as hospital `code`, submits it and insists it settled.
+async fn settle(
+    client: &mut HospitalServiceClient<Channel>,
+    key: &SigningKey,
+    code: &str,
+    req: &HospitalRequest,
+) -> Result<(), String> {
+    let r = client.submit(seal(key, HOSPITAL_DOMAIN, code, req)).await.map_err(|e| e.to_string())?.into_inner();
+    if r.settled {
+        Ok(())
+    } else {
+        Err(format!("not settled: {} {}", r.refusal, r.message))
+    }
+}
+
+/// What an open-loop phase measured.
+pub(super) struct Paced {
+    /// Each settlement's latency from the moment it was due to be sent.
+    pub latencies: Vec<Duration>,
+    /// From the first due moment to the last answer.
+    pub elapsed: Duration,
+}
+
+/// Settlements offered at `rate` per second for `seconds`, whatever the
+/// answers' pace (open loop), spread over `hospitals` hospitals (one
+/// connection each) in turn. Each latency runs from the moment the bill was
+/// due, not from when it could be sent: a node that falls behind is charged
+/// for the queue it builds (no coordinated omission). At most
+/// `32 * hospitals` settlements are in flight at once (a node takes 64 per
+/// hospital); a bill that waits for room waits on its own clock.
+pub(super) async fn drive_at_rate(
+    url: &str,
+    key: &Arc<SigningKey>,
+    hospitals: usize,
+    rate: u32,
+    seconds: u64,
+    persons: usize,
+    phase: &'static str,
+) -> Result<Paced, String> {
+    let mut clients = Vec::with_capacity(hospitals);
+    for _ in 0..hospitals {
+        clients.push(HospitalServiceClient::connect(url.to_string()).await.map_err(|e| e.to_string())?);
+    }
+    let room = Arc::new(tokio::sync::Semaphore::new(32 * hospitals.max(1)));
+    let total = u64::from(rate) * seconds;
+    let period = Duration::from_secs(1) / rate.max(1);
+    let start = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let due = start + period * u32::try_from(i).map_err(|_| "too many settlements")?;
+        tokio::time::sleep_until(due).await;
+        let permit = Arc::clone(&room).acquire_owned().await.map_err(|e| e.to_string())?;
+        let h = i as usize % hospitals.max(1);
+        let mut client = clients[h].clone();
+        let key = Arc::clone(key);
+        let req = bill(&format!("H{h}"), format!("{phase}{i}"), (i as usize * 7919) % persons);
+        tasks.spawn(async move {
+            settle(&mut client, &key, &req.fixmedins_code, &req).await?;
+            drop(permit);
+            Ok::<Duration, String>(due.elapsed())
+        });
+    }
+    let mut latencies = Vec::with_capacity(total as usize);
+    while let Some(r) = tasks.join_next().await {
+        latencies.push(r.map_err(|e| e.to_string())??);
+    }
+    Ok(Paced { latencies, elapsed: start.elapsed() })
+}
