@@ -116,7 +116,13 @@ pub(super) async fn drive_at_rate(
     let period = Duration::from_secs(1) / rate.max(1);
     let start = tokio::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut latencies = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     for i in 0..total {
+        // Answered settlements are collected as they finish: a finished
+        // task holds its memory until it is joined.
+        while let Some(r) = tasks.try_join_next() {
+            latencies.push(r.map_err(|e| e.to_string())??);
+        }
         let due = start + period * u32::try_from(i).map_err(|_| "too many settlements")?;
         tokio::time::sleep_until(due).await;
         let permit = Arc::clone(&room).acquire_owned().await.map_err(|e| e.to_string())?;
@@ -130,7 +136,6 @@ pub(super) async fn drive_at_rate(
             Ok::<Duration, String>(due.elapsed())
         });
     }
-    let mut latencies = Vec::with_capacity(total as usize);
     while let Some(r) = tasks.join_next().await {
         latencies.push(r.map_err(|e| e.to_string())??);
     }
