@@ -8,16 +8,14 @@ use std::path::{Path, PathBuf};
 
 use super::Closed;
 
-/// Writes `closed`'s statement into `dir` (created if missing); returns the
-/// JSON file's path. Each file appears whole or not at all: a reader never
-/// sees half a statement, even after a crash.
-pub fn write_statement(dir: &Path, closed: &Closed) -> Result<PathBuf, String> {
+/// Writes `closed`'s statement into `dir` (created if missing). Each file
+/// appears whole or not at all: a reader never sees half a statement, even
+/// after a crash.
+pub fn write_statement(dir: &Path, closed: &Closed) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let month = closed.statement.month;
-    let json = dir.join(format!("{month}.json"));
-    replace(&json, &closed.signed.body)?;
-    replace(&dir.join(format!("{month}.csv")), closed.statement.to_csv().as_bytes())?;
-    Ok(json)
+    replace(&dir.join(format!("{month}.json")), &closed.signed.body)?;
+    replace(&dir.join(format!("{month}.csv")), closed.statement.to_csv().as_bytes())
 }
 
 /// Replaces `path` with `bytes`: written and synced beside it, then renamed

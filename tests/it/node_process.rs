@@ -64,6 +64,23 @@ fn settle(s: &Setup, bill: &str) -> Output {
     ])
 }
 
+/// `xclear registration apply` of `file`, signed by the home node's admin.
+fn register(s: &Setup, file: &str) -> Output {
+    let d = s.dir.path();
+    xclear(&[
+        "registration",
+        "apply",
+        "--node",
+        &s.home_url,
+        "--key",
+        d.join("admin.key").to_str().expect("p"),
+        "--admin",
+        "agency",
+        "--file",
+        d.join(file).to_str().expect("p"),
+    ])
+}
+
 #[test]
 fn separate_processes_settle_and_recover_in_flight_intents() {
     let s = setup();
@@ -80,18 +97,7 @@ fn separate_processes_settle_and_recover_in_flight_intents() {
     let home = NodeProc::start(&s.home_cfg);
     let bj = NodeProc::start(&s.bj_cfg);
 
-    let reg = xclear(&[
-        "registration",
-        "apply",
-        "--node",
-        &s.home_url,
-        "--key",
-        d.join("admin.key").to_str().expect("p"),
-        "--admin",
-        "agency",
-        "--file",
-        d.join("reg.json").to_str().expect("p"),
-    ]);
+    let reg = register(&s, "reg.json");
     assert!(reg.status.success(), "{}", String::from_utf8_lossy(&reg.stderr));
 
     // The worked example through the hospital client equals calc.
@@ -305,20 +311,6 @@ fn the_persons_command_loads_a_running_node() {
         &d.join("reg2.json"),
         r#"{"msgid": "r2", "op": "create", "psn_no": "P0002", "kind": "long_term_resident", "target_admdvs": "110000", "begndate": "2026-01-01"}"#,
     );
-    let register = || {
-        xclear(&[
-            "registration",
-            "apply",
-            "--node",
-            &s.home_url,
-            "--key",
-            d.join("admin.key").to_str().expect("p"),
-            "--admin",
-            "agency",
-            "--file",
-            d.join("reg2.json").to_str().expect("p"),
-        ])
-    };
     let import = |key: &str| {
         xclear(&[
             "persons",
@@ -333,7 +325,7 @@ fn the_persons_command_loads_a_running_node() {
             d.join("new.json").to_str().expect("p"),
         ])
     };
-    let before = register();
+    let before = register(&s, "reg2.json");
     assert!(!before.status.success());
     assert!(
         String::from_utf8_lossy(&before.stderr).contains("unknown_person"),
@@ -356,7 +348,7 @@ fn the_persons_command_loads_a_running_node() {
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), "0 persons added (1 in the file)");
 
-    let after = register();
+    let after = register(&s, "reg2.json");
     assert!(after.status.success(), "{}", String::from_utf8_lossy(&after.stderr));
     home.kill();
 }

@@ -589,17 +589,7 @@ async fn statement_files_that_cannot_be_written_are_reported_and_written_on_the_
     let blocked = w._dir.path().join("not-a-directory");
     std::fs::write(&blocked, b"a file where the statements would go").expect("write");
     let open = |files: std::path::PathBuf| {
-        Operator::open(
-            &w._dir.path().join("operator-files"),
-            key("operator"),
-            Arc::new(ManualClock::new(MARCH)),
-            REGIONS.iter().map(|r| (code(r), key(r).verifying_key())).collect(),
-            w.net.clone(),
-            common::rules().pairs().clone(),
-            BTreeMap::new(),
-        )
-        .expect("operator")
-        .with_statement_files(files)
+        open_operator(&w._dir.path().join("operator-files"), w.net.clone()).with_statement_files(files)
     };
     let op = open(blocked.clone());
     let e = op.close(march()).await.expect_err("the files cannot be written");
