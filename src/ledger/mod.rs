@@ -113,8 +113,11 @@ pub(crate) struct TreeState {
     pub leaves: Vec<Hash>,
     /// Segment offset of each entry, by seq.
     pub offsets: Vec<u64>,
-    /// Digests of every key in the ledger (collisions are resolved in the store).
-    pub key_digests: std::collections::HashSet<u64>,
+    /// Digests of every key in the ledger (collisions are resolved in the
+    /// store). A B-tree, not a hash set: it grows with every entry, and a hash
+    /// set's growth rehashes all of it at once under the state's write lock,
+    /// which every key lookup waits on.
+    pub key_digests: std::collections::BTreeSet<u64>,
     pub frontier: Frontier,
     pub last_hash: Hash,
     pub last_timestamp_ms: i64,
@@ -200,7 +203,7 @@ impl Ledger {
         let applied = read_u64(store.get(keys::APPLIED)?.as_deref()).unwrap_or(0);
         let mut leaves = Vec::new();
         let mut offsets = Vec::new();
-        let mut key_digests = std::collections::HashSet::new();
+        let mut key_digests = std::collections::BTreeSet::new();
         let mut frontier = Frontier::default();
         let mut last_hash = [0u8; 32];
         let mut sealed_hash = [0u8; 32];

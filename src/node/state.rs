@@ -2,7 +2,7 @@
 //! counters and committed settlements. Rebuilt from the ledger on start and
 //! moved only together with a durable ledger entry.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 
@@ -30,15 +30,21 @@ pub struct SettlementState {
     pub reversed: bool,
 }
 
+/// Ordered maps, not hash maps: these grow with every settlement, and a hash
+/// map grows by rehashing the whole table at once, under the node's write
+/// lock. At ~300,000 settlements the `settlements` table's rehash (a fresh
+/// ~100 MB table, page-faulted and zeroed) held a runtime worker for ~200 ms
+/// and every settlement of the moment behind it (`perf record` of `xclear
+/// bench e2e`); a B-tree grows a node at a time.
 #[derive(Debug, Default)]
 pub struct HomeState {
-    pub persons: HashMap<String, Person>,
-    pub registrations: HashMap<String, RegState>,
-    pub by_person: HashMap<String, Vec<String>>,
-    pub counters: HashMap<(String, i32), Counters>,
-    pub settlements: HashMap<String, SettlementState>,
+    pub persons: BTreeMap<String, Person>,
+    pub registrations: BTreeMap<String, RegState>,
+    pub by_person: BTreeMap<String, Vec<String>>,
+    pub counters: BTreeMap<(String, i32), Counters>,
+    pub settlements: BTreeMap<String, SettlementState>,
     /// setl_id -> ledger key of the committed settlement.
-    pub settlement_keys: HashMap<String, String>,
+    pub settlement_keys: BTreeMap<String, String>,
 }
 
 /// Converts a person record, validating it.
