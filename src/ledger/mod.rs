@@ -9,6 +9,7 @@
 //!   group-commits (many appends, one seal, one write, one `fdatasync`).
 //! - [`verify`] and [`export`]: checking a ledger at rest or an export.
 
+mod chunked;
 pub mod entry;
 pub mod export;
 pub mod head;
@@ -29,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
 use crate::storage::{KvStore, SledStore, StoreError, WriteBatch};
+use chunked::Chunked;
 pub use entry::{Body, Entry, EntryKind, FormatError};
 pub use head::SignedTreeHead;
 use merkle::{Frontier, Hash};
@@ -110,9 +112,9 @@ pub(crate) fn key_digest(key: &str) -> u64 {
 
 /// The tree as of the last group commit.
 pub(crate) struct TreeState {
-    pub leaves: Vec<Hash>,
+    pub leaves: Chunked<Hash>,
     /// Segment offset of each entry, by seq.
-    pub offsets: Vec<u64>,
+    pub offsets: Chunked<u64>,
     /// Digests of every key in the ledger (collisions are resolved in the
     /// store). A B-tree, not a hash set: it grows with every entry, and a hash
     /// set's growth rehashes all of it at once under the state's write lock,
@@ -201,8 +203,8 @@ impl Ledger {
         let public = key.verifying_key();
         let (store, index_rebuilt) = open_store(&dir.join(INDEX_DIR))?;
         let applied = read_u64(store.get(keys::APPLIED)?.as_deref()).unwrap_or(0);
-        let mut leaves = Vec::new();
-        let mut offsets = Vec::new();
+        let mut leaves = Chunked::new();
+        let mut offsets = Chunked::new();
         let mut key_digests = std::collections::BTreeSet::new();
         let mut frontier = Frontier::default();
         let mut last_hash = [0u8; 32];
@@ -390,8 +392,7 @@ impl Ledger {
     }
 
     pub fn entry(&self, seq: u64) -> Result<Option<Entry>, LedgerError> {
-        let Some(offset) = self.read_state(|s| usize::try_from(seq).ok().and_then(|i| s.offsets.get(i).copied()))
-        else {
+        let Some(offset) = self.read_state(|s| usize::try_from(seq).ok().and_then(|i| s.offsets.get(i))) else {
             return Ok(None);
         };
         read_entry(&self.shared.reader, seq, offset).map(Some)
@@ -417,7 +418,7 @@ impl Ledger {
         mut f: impl FnMut(Entry) -> Result<ControlFlow<()>, LedgerError>,
     ) -> Result<(), LedgerError> {
         let offsets: Vec<u64> = self.read_state(|s| {
-            s.offsets.get(usize::try_from(from).unwrap_or(usize::MAX)..).map(<[u64]>::to_vec).unwrap_or_default()
+            s.offsets.to_vec(usize::try_from(from).unwrap_or(usize::MAX)..s.offsets.len()).unwrap_or_default()
         });
         for (i, offset) in offsets.into_iter().enumerate() {
             if f(read_entry(&self.shared.reader, from + i as u64, offset)?)?.is_break() {
@@ -429,27 +430,27 @@ impl Ledger {
 
     /// Leaf hash of `seq` and its audit path in the tree of `size` entries.
     pub fn inclusion_proof(&self, seq: u64, size: u64) -> Option<(Hash, Vec<Hash>)> {
-        self.read_state(|s| {
-            let size = usize::try_from(size).ok().filter(|n| *n <= s.leaves.len())?;
-            let i = usize::try_from(seq).ok()?;
-            let proof = merkle::inclusion_proof(&s.leaves[..size], i)?;
-            Some((s.leaves[i], proof))
-        })
+        let leaves = self.leaves(size)?;
+        let i = usize::try_from(seq).ok()?;
+        let proof = merkle::inclusion_proof(&leaves, i)?;
+        Some((leaves[i], proof))
     }
 
     /// Proof that the tree of `old` entries is a prefix of the tree of `new`.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Option<Vec<Hash>> {
-        self.read_state(|s| {
-            let new = usize::try_from(new).ok().filter(|n| *n <= s.leaves.len())?;
-            merkle::consistency_proof(&s.leaves[..new], usize::try_from(old).ok()?)
-        })
+        merkle::consistency_proof(&self.leaves(new)?, usize::try_from(old).ok()?)
     }
 
     /// Root of the first `size` entries.
     pub fn root_at(&self, size: u64) -> Option<Hash> {
-        self.read_state(|s| {
-            usize::try_from(size).ok().filter(|n| *n <= s.leaves.len()).map(|n| merkle::root(&s.leaves[..n]))
-        })
+        self.leaves(size).map(|l| merkle::root(&l))
+    }
+
+    /// The first `size` leaf hashes, copied out so that hashing them holds
+    /// no lock the writer needs.
+    fn leaves(&self, size: u64) -> Option<Vec<Hash>> {
+        let size = usize::try_from(size).ok()?;
+        self.read_state(|s| s.leaves.to_vec(0..size))
     }
 
     /// Stops the writer after the queued appends and flushes the index.
