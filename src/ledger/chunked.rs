@@ -1,17 +1,18 @@
 //! An append-only sequence kept in fixed-size chunks, for the per-entry
 //! figures a ledger holds in memory (leaf hashes, segment offsets). A `Vec`
-//! grows by copying everything it holds into a table twice the size, under
-//! the tree state's write lock that appends and key lookups wait on; at a
-//! million entries that copy and the fresh pages under it held a node for
-//! tens of milliseconds (`perf trace` of `xclear bench e2e`). Here growing
-//! adds one chunk and copies nothing.
+//! grows by copying everything it holds into a fresh table twice the size,
+//! here under the tree state's write lock that appends and key lookups wait
+//! on: the slowest push of a `Vec` of 32-byte hashes took 21 ms at a million
+//! entries and 133-162 ms at 8 million (a throwaway program with this
+//! binary's allocator, 2026-11-23). Here growing adds one chunk and copies
+//! nothing; the slowest push over 16 million took 0.29 ms.
 
 use std::ops::Range;
 
 /// Items per chunk: 2 MiB of 32-byte hashes.
 const CHUNK: usize = 1 << 16;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Chunked<T: Copy> {
     chunks: Vec<Vec<T>>,
     len: usize,

@@ -32,10 +32,10 @@ pub struct SettlementState {
 
 /// Ordered maps, not hash maps: these grow with every settlement, and a hash
 /// map grows by rehashing the whole table at once, under the node's write
-/// lock. At ~300,000 settlements the `settlements` table's rehash (a fresh
-/// ~100 MB table, page-faulted and zeroed) held a runtime worker for ~200 ms
-/// and every settlement of the moment behind it (`perf record` of `xclear
-/// bench e2e`); a B-tree grows a node at a time.
+/// lock. In a `perf record` of `xclear bench e2e` the `settlements` table's
+/// rehash held a runtime worker for ~200 ms, most of it zeroing the fresh
+/// table's pages, and every settlement of the moment waited behind it; a
+/// B-tree grows a node at a time.
 #[derive(Debug, Default)]
 pub struct HomeState {
     pub persons: BTreeMap<String, Person>,
