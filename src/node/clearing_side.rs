@@ -213,7 +213,22 @@ impl Node {
     /// One signed page of the lines of one pair of a month, from this node's
     /// ledger, in ledger order from the request's `from_index`.
     pub fn handle_lines_request(&self, env: crate::proto::Signed) -> Result<crate::proto::Signed, NodeError> {
-        let req: crate::proto::LinesRequest = self.operator_request(&env)?;
+        let req = self.lines_request(&env)?;
+        self.lines_page(&req)
+    }
+
+    /// A lines request, checked to come from the operator. Cheap; the page
+    /// itself ([`Node::lines_page`]) reads the ledger.
+    pub fn lines_request(&self, env: &crate::proto::Signed) -> Result<crate::proto::LinesRequest, NodeError> {
+        self.operator_request(env)
+    }
+
+    /// The signed page a checked lines request asks for. It reads and
+    /// decodes every ledger entry from the page's start until the page is
+    /// full, which for a small pair of a busy month can be most of the
+    /// month: the gRPC service runs it on a blocking thread, not on a
+    /// runtime worker that settlements need.
+    pub fn lines_page(&self, req: &crate::proto::LinesRequest) -> Result<crate::proto::Signed, NodeError> {
         let month = Month::parse(&req.month).ok_or_else(|| NodeError::bad("month", "not YYYY-MM"))?;
         let counterpart =
             RegionCode::parse(&req.counterpart).map_err(|e| NodeError::bad("counterpart", e.to_string()))?;

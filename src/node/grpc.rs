@@ -127,7 +127,13 @@ impl ReportService for Svc {
     }
 
     async fn lines(&self, req: Request<Signed>) -> Result<Response<Signed>, Status> {
-        self.0.handle_lines_request(req.into_inner()).map(Response::new).map_err(Status::from)
+        // Checked here, so only the operator's requests reach a blocking thread.
+        let lines = self.0.lines_request(&req.into_inner()).map_err(Status::from)?;
+        let node = Arc::clone(&self.0);
+        match tokio::task::spawn_blocking(move || node.lines_page(&lines)).await {
+            Ok(page) => page.map(Response::new).map_err(Status::from),
+            Err(e) => Err(Status::from(NodeError::Internal(format!("the lines page's task failed: {e}")))),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 use tokio::net::TcpListener;
-use xclear::api::envelope::{seal, ADMIN_DOMAIN, HOSPITAL_DOMAIN};
+use xclear::api::envelope::{open, seal, ADMIN_DOMAIN, HOSPITAL_DOMAIN, LINES_DOMAIN, OPERATOR_DOMAIN};
 use xclear::api::error::reason_of;
 use xclear::clock::SystemClock;
 use xclear::node::config::{Hospital, Peer};
@@ -17,7 +17,8 @@ use xclear::node::records::PersonRecord;
 use xclear::node::{Node, NodeConfig};
 use xclear::proto::hospital_service_client::HospitalServiceClient;
 use xclear::proto::registration_service_client::RegistrationServiceClient;
-use xclear::proto::{hospital_request::Action, BillItem, HospitalRequest, RegistrationQuery};
+use xclear::proto::report_service_client::ReportServiceClient;
+use xclear::proto::{hospital_request::Action, BillItem, HospitalRequest, LineList, LinesRequest, RegistrationQuery};
 use xclear::region::RegionCode;
 use xclear::settlement::HospitalLevel;
 
@@ -74,7 +75,7 @@ async fn start() -> Running {
             key_file: dir.path().join("k"),
             rules_dir: common::rules_dir(),
             metrics_listen: None,
-            operator_key: None,
+            operator_key: Some(key(41).verifying_key()),
             peers: peers.clone(),
             hospitals,
             admins,
@@ -258,6 +259,40 @@ async fn each_node_times_its_stages_of_a_settlement() {
     let text = render(&run.treatment);
     assert!(text.contains("xclear_stage_seconds_count{stage=\"intent_append\"} 3\n"), "{text}");
     assert!(text.contains("xclear_stage_seconds_count{stage=\"home_append\"} 0\n"), "{text}");
+    for s in run.stop {
+        let _ = s.send(());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_reads_a_pairs_lines_over_grpc_and_no_one_else_does() {
+    let run = start().await;
+    insured_and_registered(&run).await;
+    let mut hosp = HospitalServiceClient::connect(run.urls["110000"].clone()).await.expect("connect");
+    for msgid in ["l1", "l2", "l3"] {
+        let r = hosp.submit(seal(&key(21), HOSPITAL_DOMAIN, "H1", &bill(msgid))).await.expect("settled").into_inner();
+        assert!(r.settled, "{r:?}");
+    }
+    // Lines are cleared in the month they were committed (this node's clock).
+    let month = xclear::node::home::month_of(xclear::clock::Clock::now_ms(&SystemClock));
+    let req = LinesRequest { month, counterpart: "110000".into(), as_treatment: false, from_index: 0, limit: 2 };
+    let mut reports = ReportServiceClient::connect(run.urls["611000"].clone()).await.expect("connect");
+    // The page served over gRPC (read on a blocking thread) is the page the
+    // node makes in process, byte for byte: two of the three lines, and more.
+    let asked = seal(&key(41), OPERATOR_DOMAIN, "operator", &req);
+    let served = reports.lines(asked.clone()).await.expect("page").into_inner();
+    assert_eq!(served, run.home.handle_lines_request(asked).expect("page in process"));
+    let page: LineList = open(&served, &key(11).verifying_key(), LINES_DOMAIN).expect("signed by the home node");
+    assert_eq!((page.lines.len(), page.more), (2, true));
+    assert!(page.lines.iter().all(|l| l.treatment == "110000" && l.home == "611000"), "{:?}", page.lines);
+    // Anyone else is refused before the ledger is read.
+    for stranger in
+        [seal(&key(21), OPERATOR_DOMAIN, "operator", &req), seal(&key(41), HOSPITAL_DOMAIN, "operator", &req)]
+    {
+        let status = reports.lines(stranger).await.expect_err("not the operator");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert_eq!(reason_of(&status).as_deref(), Some("bad_signature"));
+    }
     for s in run.stop {
         let _ = s.send(());
     }
