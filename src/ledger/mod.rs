@@ -110,6 +110,9 @@ pub(crate) fn key_digest(key: &str) -> u64 {
     u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
+/// Entry offsets [`Ledger::scan`] copies out of the tree state at a time.
+const SCAN_OFFSETS: usize = 4_096;
+
 /// The tree as of the last group commit.
 pub(crate) struct TreeState {
     pub leaves: Chunked<Hash>,
@@ -411,19 +414,26 @@ impl Ledger {
         self.scan(from, |e| f(e).map(|()| ControlFlow::Continue(())))
     }
 
-    /// Like [`Ledger::for_each`], but `f` may stop the scan early.
+    /// Like [`Ledger::for_each`], but `f` may stop the scan early. Visits the
+    /// entries durable when it starts, taking their offsets
+    /// [`SCAN_OFFSETS`] at a time: a scan that stops after a page of
+    /// lines copies a little of the ledger's tail, not all of it.
     pub fn scan(
         &self,
         from: u64,
         mut f: impl FnMut(Entry) -> Result<ControlFlow<()>, LedgerError>,
     ) -> Result<(), LedgerError> {
-        let offsets: Vec<u64> = self.read_state(|s| {
-            s.offsets.to_vec(usize::try_from(from).unwrap_or(usize::MAX)..s.offsets.len()).unwrap_or_default()
-        });
-        for (i, offset) in offsets.into_iter().enumerate() {
-            if f(read_entry(&self.shared.reader, from + i as u64, offset)?)?.is_break() {
-                break;
+        let end = self.read_state(|s| s.offsets.len());
+        let mut at = usize::try_from(from).unwrap_or(usize::MAX);
+        while at < end {
+            let until = at.saturating_add(SCAN_OFFSETS).min(end);
+            let offsets = self.read_state(|s| s.offsets.to_vec(at..until)).unwrap_or_default();
+            for (i, offset) in offsets.into_iter().enumerate() {
+                if f(read_entry(&self.shared.reader, (at + i) as u64, offset)?)?.is_break() {
+                    return Ok(());
+                }
             }
+            at = until;
         }
         Ok(())
     }

@@ -70,6 +70,27 @@ fn thousands_of_entries_chain_and_tree_verify() {
     let old_root = ledger.root_at(1234).expect("root");
     let proof = ledger.consistency_proof(1234, 5000).expect("consistency");
     assert!(merkle::verify_consistency(1234, 5000, &old_root, &head.root, &proof));
+    // Scans visit every entry in order, across the chunks of offsets they
+    // copy (4,096 at a time), and stop where asked.
+    let mut seen = Vec::new();
+    ledger
+        .for_each(0, |e| {
+            seen.push(e.frame.seq);
+            Ok(())
+        })
+        .expect("scan");
+    assert_eq!(seen, (0..5000).collect::<Vec<u64>>());
+    let mut seen = Vec::new();
+    ledger
+        .scan(4000, |e| {
+            seen.push(e.frame.seq);
+            Ok(if e.frame.seq == 4200 { std::ops::ControlFlow::Break(()) } else { std::ops::ControlFlow::Continue(()) })
+        })
+        .expect("scan");
+    assert_eq!(seen, (4000..=4200).collect::<Vec<u64>>());
+    for from in [5000, 10_000, u64::MAX] {
+        ledger.for_each(from, |e| panic!("entry {} past the end", e.frame.seq)).expect("empty scan");
+    }
     Arc::try_unwrap(ledger).ok().expect("sole owner").close().expect("close");
     let report = verify_dir(dir.path(), Some(&key().verifying_key())).expect("sound");
     assert_eq!(report.entries, 5000);
