@@ -9,7 +9,8 @@ build:
 	$(CARGO) build --release
 
 # The whole test suite (unit, integration, property). .ci/run calls this.
-# The interop test drives a node from Python grpcio (PyPI), installed here.
+# The interop test drives a node from Python grpcio (PyPI), installed here;
+# the process tests run the operator a month ahead under Debian's faketime.
 test: test-deps
 	$(CARGO) test --all-targets -- --skip crash_federation
 	$(MAKE) crash
@@ -28,6 +29,7 @@ sim:
 
 test-deps:
 	python3 -m pip install -q --disable-pip-version-check -r tests/interop/requirements.txt
+	@command -v faketime >/dev/null || { apt-get update -qq && apt-get install -y -qq faketime; }
 
 # Formatting and lints, run by CI after the tests.
 lint:

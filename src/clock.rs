@@ -40,3 +40,22 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// Another clock, `offset_ms` off (negative: behind). The simulation gives
+/// nodes clocks behind the operator's, to commit late into sealed months.
+pub struct OffsetClock {
+    base: std::sync::Arc<dyn Clock>,
+    offset_ms: i64,
+}
+
+impl OffsetClock {
+    pub fn new(base: std::sync::Arc<dyn Clock>, offset_ms: i64) -> OffsetClock {
+        OffsetClock { base, offset_ms }
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now_ms(&self) -> i64 {
+        self.base.now_ms().saturating_add(self.offset_ms)
+    }
+}

@@ -409,13 +409,16 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
             .collect::<Result<_, String>>()?,
     )
     .map_err(|e| e.to_string())?;
-    let closed = operator.close_month(opts.month, &[], &[]).await.map_err(|e| e.to_string())?;
+    // Past the month's end and the operator's grace: the month may close.
+    clock.set(crate::operator::month_end_ms(opts.month) + crate::operator::DEFAULT_CLOSE_GRACE.as_millis() as i64);
+    let closed = operator.close(opts.month).await.map_err(|e| e.to_string())?;
     for r in &regions {
         let c = Confirmation {
             month: opts.month.to_string(),
             region: r.to_string(),
             statement_hash: closed.hash.clone(),
             disputes: vec![],
+            withdrawn: vec![],
         };
         operator.answer(seal(&node_keys[r], CONFIRMATION_DOMAIN, r, &c)).await.map_err(|e| e.to_string())?;
     }

@@ -37,6 +37,13 @@ pub enum NodeError {
     HoldingPeriod(String),
     #[error("{0} is not closed yet")]
     NotClosed(String),
+    /// A month that has not ended (plus the grace) cannot be closed.
+    #[error("{0}")]
+    MonthNotOver(String),
+    /// A final month is not closed again; nor is one whose predecessor is
+    /// not final yet.
+    #[error("{0}")]
+    MonthFinal(String),
     // --- the settlement rules ---
     #[error("{0}")]
     Refused(Refusal),
@@ -71,6 +78,8 @@ impl NodeError {
             NodeError::UnknownRegistration(_) => "unknown_registration",
             NodeError::HoldingPeriod(_) => "holding_period",
             NodeError::NotClosed(_) => "not_closed",
+            NodeError::MonthNotOver(_) => "month_not_over",
+            NodeError::MonthFinal(_) => "month_final",
             NodeError::RegionUnreachable(_) => "region_unreachable",
             NodeError::Refused(r) => r.code(),
             NodeError::HomeUnreachable(_) => "home_unreachable",
@@ -93,7 +102,10 @@ impl NodeError {
             | NodeError::UnknownSettlement(_)
             | NodeError::UnknownRegistration(_)
             | NodeError::NotClosed(_) => Code::NotFound,
-            NodeError::HoldingPeriod(_) | NodeError::Refused(_) => Code::FailedPrecondition,
+            NodeError::HoldingPeriod(_)
+            | NodeError::Refused(_)
+            | NodeError::MonthNotOver(_)
+            | NodeError::MonthFinal(_) => Code::FailedPrecondition,
             NodeError::HomeUnreachable(_) | NodeError::RegionUnreachable(_) => Code::Unavailable,
             NodeError::BadPeerAnswer(..) | NodeError::Internal(_) => Code::Internal,
             NodeError::Overloaded(_) => Code::ResourceExhausted,
@@ -146,6 +158,8 @@ mod tests {
             NodeError::Refused(Refusal::RegistrationRequired),
             NodeError::HomeUnreachable("611000".into()),
             NodeError::NotClosed("2026-03".into()),
+            NodeError::MonthNotOver("2026-03".into()),
+            NodeError::MonthFinal("2026-03".into()),
             NodeError::RegionUnreachable("611000".into()),
             NodeError::BadPeerAnswer("611000".into(), "x".into()),
             NodeError::Overloaded("x".into()),

@@ -22,10 +22,12 @@ pub struct AdvanceStatus {
     pub warning: bool,
 }
 
-/// The default quota: twice the average monthly payable of the previous quarter.
+/// The default quota: twice the average monthly payable of the previous
+/// quarter, and never below zero (a month whose deductions exceed what the
+/// region owed has a negative payable; a negative quota means nothing).
 pub fn default_quota(previous_quarter: &[Amount; 3]) -> Amount {
     let sum: Amount = previous_quarter.iter().copied().sum();
-    Amount::round_half_up(sum.as_decimal() * Decimal::TWO / Decimal::from(3))
+    Amount::round_half_up(sum.as_decimal() * Decimal::TWO / Decimal::from(3)).max(Amount::ZERO)
 }
 
 /// Each home region's quota: the operator's setting where there is one,
@@ -50,10 +52,12 @@ pub fn quotas(
 }
 
 /// The status of one home region's advance fund; the warning fires when the
-/// usage reaches the threshold, and not a cent before.
+/// usage reaches the threshold, and not a cent before. A quota of zero (or
+/// below, which [`quotas`] never gives) means none is set: no warning.
 pub fn status(region: RegionCode, quota: Amount, usage: Amount, warning_ratio: Ratio) -> AdvanceStatus {
+    let quota = quota.max(Amount::ZERO);
     let threshold = Amount::round_half_up(quota.times(warning_ratio));
-    AdvanceStatus { region, quota, usage, threshold, warning: usage >= threshold && quota != Amount::ZERO }
+    AdvanceStatus { region, quota, usage, threshold, warning: quota > Amount::ZERO && usage >= threshold }
 }
 
 #[cfg(test)]
@@ -73,6 +77,7 @@ mod tests {
     fn statement(payables: &[(&str, &str)]) -> Statement {
         Statement {
             month: Month::new(2026, 1).expect("month"),
+            revision: 1,
             pairs: vec![],
             positions: payables
                 .iter()
@@ -84,6 +89,7 @@ mod tests {
             pending: vec![],
             advance: vec![],
             node_heads: BTreeMap::new(),
+            dispute_rule: String::new(),
         }
     }
 
@@ -106,5 +112,22 @@ mod tests {
         assert_eq!(q.len(), 2);
         // No history, no setting: no quota.
         assert!(quotas(&BTreeMap::new(), &[None, None, None]).is_empty());
+    }
+
+    #[test]
+    fn a_deduction_never_makes_a_quota_negative_and_zero_warns_of_nothing() {
+        // Issue 21: a month whose deduction (拒付) exceeded what the region
+        // owed left a payable of -1,200.00 and a quota of -800.00, flagged.
+        let mut m1 = statement(&[("611000", "0.00")]);
+        m1.positions.get_mut(&region("611000")).expect("position").payable = -amount("1200.00");
+        let q = quotas(&BTreeMap::new(), &[Some(&m1), None, None]);
+        assert_eq!(q[&region("611000")], Amount::ZERO);
+        let s =
+            status(region("611000"), q[&region("611000")], Amount::ZERO, Ratio::from_percent(90.into()).expect("pct"));
+        assert!(!s.warning, "a zero quota is no quota: {s:?}");
+        assert_eq!(s.quota, Amount::ZERO);
+        // Whatever a caller passes, a negative quota is read as none.
+        let s = status(region("611000"), -amount("800.00"), Amount::ZERO, Ratio::ONE);
+        assert_eq!((s.quota, s.warning), (Amount::ZERO, false));
     }
 }

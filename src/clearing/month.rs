@@ -21,6 +21,15 @@ impl Month {
         Month::new(y.parse().ok()?, m.parse().ok()?)
     }
 
+    pub fn year(self) -> i32 {
+        self.year
+    }
+
+    /// 1 to 12.
+    pub fn number(self) -> u32 {
+        self.month
+    }
+
     pub fn next(self) -> Month {
         if self.month == 12 {
             Month { year: self.year + 1, month: 1 }

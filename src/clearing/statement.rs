@@ -14,14 +14,25 @@ use super::reconcile::{reconcile, PendingItem, PendingReason};
 use crate::money::{Amount, Ratio};
 use crate::region::RegionCode;
 
-/// Cleared totals of one pair.
+/// How a disputed line is paid, stated on every statement
+/// (`docs/CLEARING.md`, "Disputes"): it leaves its month and is cleared as a
+/// line, once, in the next month's close, unless disputed again there.
+pub const DISPUTE_RULE: &str = "returned_as_line_next_month";
+
+/// Cleared totals of one pair's lines of one month (the statement's own
+/// month, or an earlier one for items carried in), with a commitment to
+/// exactly which settlements they are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PairLine {
     pub home: RegionCode,
     pub treatment: RegionCode,
     pub channel: Channel,
+    /// The month the lines belong to (their home commit's month).
+    pub month: Month,
     pub count: u64,
     pub amounts: Amounts,
+    /// RFC 6962 root over the sorted setl_ids cleared here (hex).
+    pub ids_root: String,
 }
 
 /// A node's signed tree head as the statement commits to it.
@@ -34,6 +45,10 @@ pub struct HeadRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Statement {
     pub month: Month,
+    /// 1 for a month's first statement, one more for each that differs
+    /// from the one before: answers bind to one revision, even when a later
+    /// revision comes back to an earlier one's lines (a dispute withdrawn).
+    pub revision: u32,
     pub pairs: Vec<PairLine>,
     pub positions: BTreeMap<RegionCode, Position>,
     pub transfers: Vec<Transfer>,
@@ -42,6 +57,8 @@ pub struct Statement {
     pub pending: Vec<PendingItem>,
     pub advance: Vec<AdvanceStatus>,
     pub node_heads: BTreeMap<RegionCode, HeadRef>,
+    /// [`DISPUTE_RULE`].
+    pub dispute_rule: String,
 }
 
 /// A region's dispute of one line.
@@ -66,26 +83,23 @@ pub struct ClosingInput {
     pub usage: BTreeMap<RegionCode, Amount>,
     pub warning_pct: Option<u32>,
     pub node_heads: BTreeMap<RegionCode, HeadRef>,
+    /// The ids root both sides reported for each pair cleared as one
+    /// aggregate line.
+    pub matched_roots: BTreeMap<Pair, String>,
 }
 
 /// Closes `month`.
 pub fn close(month: Month, input: &ClosingInput, corps_local: impl Fn(RegionCode, RegionCode) -> bool) -> Statement {
-    // Disputed items of earlier months come back as adjustments; the rest are re-examined.
-    let mut adjustments = input.adjustments.clone();
-    let mut carried = Vec::new();
-    for item in &input.carried {
-        match (&item.reason, &item.home_line) {
-            (PendingReason::Disputed, Some(line)) => adjustments.push(Adjustment {
-                home: line.home,
-                treatment: line.treatment,
-                amount: line.amounts.fund_pay_sumamt,
-                reason: format!("disputed in {}: {}", item.since, item.note),
-                setl_id: Some(item.setl_id.clone()),
-            }),
-            _ => carried.push(item.clone()),
-        }
-    }
-    let mut rec = reconcile(month, &input.treatment_lines, &input.home_lines, &carried);
+    // Every carried item is re-examined as a line, disputed ones included
+    // ([`DISPUTE_RULE`]): it clears here unless disputed again.
+    let mut rec = reconcile(month, &input.treatment_lines, &input.home_lines, &input.carried);
+    let since: BTreeMap<&str, Month> = input.carried.iter().map(|p| (p.setl_id.as_str(), p.since)).collect();
+    // A carried item neither side reported again is carried again, never dropped.
+    let seen: std::collections::BTreeSet<&str> =
+        rec.cleared.iter().map(|l| l.setl_id.as_str()).chain(rec.pending.iter().map(|p| p.setl_id.as_str())).collect();
+    let unseen: Vec<PendingItem> =
+        input.carried.iter().filter(|p| !seen.contains(p.setl_id.as_str())).cloned().collect();
+    rec.pending.extend(unseen);
     // Disputed lines leave the month.
     let disputed: BTreeMap<&str, &Dispute> = input.disputes.iter().map(|d| (d.setl_id.as_str(), d)).collect();
     let (kept, out): (Vec<Line>, Vec<Line>) =
@@ -98,32 +112,17 @@ pub fn close(month: Month, input: &ClosingInput, corps_local: impl Fn(RegionCode
             pair: line.pair(),
             reason: PendingReason::Disputed,
             note: format!("{}: {}", d.region, d.reason),
-            since: month,
+            since: since.get(line.setl_id.as_str()).copied().unwrap_or(month),
             treatment_line: Some(line.clone()),
             home_line: Some(line),
         });
     }
     rec.pending.sort_by(|a, b| a.setl_id.cmp(&b.setl_id));
+    let mut adjustments = input.adjustments.clone();
     adjustments.sort_by(|a, b| {
         (a.home, a.treatment, &a.setl_id, &a.reason).cmp(&(b.home, b.treatment, &b.setl_id, &b.reason))
     });
-
-    let mut by_pair: BTreeMap<(Pair, Channel), (u64, Amounts)> = BTreeMap::new();
-    for l in &rec.cleared {
-        let e = by_pair.entry((l.pair(), l.channel)).or_default();
-        e.0 += l.count;
-        e.1 = e.1.plus(&l.amounts);
-    }
-    let pairs = by_pair
-        .into_iter()
-        .map(|((p, channel), (count, amounts))| PairLine {
-            home: p.home,
-            treatment: p.treatment,
-            channel,
-            count,
-            amounts,
-        })
-        .collect();
+    let pairs = pair_lines(&rec.cleared, &input.matched_roots);
     let (positions, corps) = netting::net(&rec.cleared, &adjustments, &corps_local);
     let transfers = netting::transfers(&positions);
     let pct = input.warning_pct.unwrap_or(advance::DEFAULT_WARNING_PCT);
@@ -135,6 +134,7 @@ pub fn close(month: Month, input: &ClosingInput, corps_local: impl Fn(RegionCode
         .collect();
     Statement {
         month,
+        revision: 1,
         pairs,
         positions,
         transfers,
@@ -143,8 +143,41 @@ pub fn close(month: Month, input: &ClosingInput, corps_local: impl Fn(RegionCode
         pending: rec.pending,
         advance,
         node_heads: input.node_heads.clone(),
+        dispute_rule: DISPUTE_RULE.to_string(),
     }
 }
+
+/// Cleared lines by (pair, channel, month), each with the root over its ids;
+/// a pair cleared as one aggregate takes the root both sides reported.
+fn pair_lines(cleared: &[Line], matched_roots: &BTreeMap<Pair, String>) -> Vec<PairLine> {
+    type Group = (u64, Amounts, Vec<String>, Option<String>);
+    let mut groups: BTreeMap<(Pair, Channel, Month), Group> = BTreeMap::new();
+    for l in cleared {
+        let g = groups.entry((l.pair(), l.channel, l.month)).or_default();
+        g.0 += l.count;
+        g.1 = g.1.plus(&l.amounts);
+        if l.count == 1 && !l.setl_id.starts_with(AGGREGATE_PREFIX) {
+            g.2.push(l.setl_id.clone());
+        } else if let Some(root) = matched_roots.get(&l.pair()) {
+            g.3 = Some(root.clone());
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((p, channel, month), (count, amounts, ids, aggregate))| PairLine {
+            home: p.home,
+            treatment: p.treatment,
+            channel,
+            month,
+            count,
+            amounts,
+            ids_root: aggregate.unwrap_or_else(|| hex::encode(super::lines::ids_root(&ids))),
+        })
+        .collect()
+}
+
+/// The setl_id of a pair cleared as one aggregate line: `pair:HOME:TREATMENT`.
+pub const AGGREGATE_PREFIX: &str = "pair:";
 
 impl Statement {
     /// The canonical bytes: compact JSON, fields in declaration order, maps sorted.

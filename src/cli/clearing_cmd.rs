@@ -53,12 +53,14 @@ pub struct Target {
 
 #[derive(Subcommand)]
 pub enum ClearingCommand {
-    /// Collect every node's signed report, reconcile, net and sign the month's statement.
+    /// Collect every node's signed report (sealing the month at each node), reconcile, net and sign the month's statement.
+    /// Only a month that is over closes (its end in Asia/Shanghai plus the operator's grace), after the previous one is final.
     Close {
         #[command(flatten)]
         target: Target,
+        /// YYYY-MM; default: the last month that is over (last month, once its grace has passed).
         #[arg(long)]
-        month: String,
+        month: Option<String>,
     },
     /// Print a closed month's statement.
     Statement {
@@ -79,6 +81,20 @@ pub enum ClearingCommand {
         region: String,
         #[arg(long)]
         key: PathBuf,
+    },
+    /// A region withdraws its dispute of lines of the month: the next close of the month clears them again.
+    Withdraw {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        month: String,
+        #[arg(long)]
+        region: String,
+        #[arg(long)]
+        key: PathBuf,
+        /// setl_id of a line whose dispute is withdrawn (repeatable).
+        #[arg(long = "line", required = true)]
+        lines: Vec<String>,
     },
     /// A region disputes lines of the month's statement, with a reason.
     Dispute {
@@ -177,6 +193,7 @@ pub fn open_operator(config: &Path) -> Result<(OperatorConfig, Operator), ExitCo
     )
     .map_err(|e| fail(EXIT_FAILED, format!("{}: {e}", cfg.data_dir.display())))?
     .with_warning_pct(cfg.warning_pct)
+    .with_close_grace(cfg.close_grace)
     .with_statement_files(cfg.data_dir.join("statements"));
     Ok((cfg, operator))
 }
@@ -192,13 +209,16 @@ pub fn run(cmd: ClearingCommand) -> ExitCode {
     };
     rt.block_on(async move {
         let result = match cmd {
-            ClearingCommand::Close { target, month } => close(&target, &month).await,
+            ClearingCommand::Close { target, month } => close(&target, month.as_deref()).await,
             ClearingCommand::Statement { target, month, format } => statement(&target, &month, format).await,
             ClearingCommand::Confirm { target, month, region, key } => {
-                answer(&target, &month, &region, &key, vec![], "").await
+                answer(&target, &month, &region, &key, Answer::Confirm).await
             }
             ClearingCommand::Dispute { target, month, region, key, lines, reason } => {
-                answer(&target, &month, &region, &key, lines, &reason).await
+                answer(&target, &month, &region, &key, Answer::Dispute(lines, reason)).await
+            }
+            ClearingCommand::Withdraw { target, month, region, key, lines } => {
+                answer(&target, &month, &region, &key, Answer::Withdraw(lines)).await
             }
             ClearingCommand::Advance { target, month } => advance(&target, &month).await,
             ClearingCommand::Adjust { target, month, home, treatment, amount, reason } => {
@@ -219,8 +239,25 @@ fn parse_statement(signed: &Signed) -> Result<Statement, ExitCode> {
     serde_json::from_slice(&signed.body).map_err(|e| fail(EXIT_FAILED, format!("statement: {e}")))
 }
 
-async fn close(target: &Target, month: &str) -> Result<ExitCode, ExitCode> {
-    let month = parse_month(month)?;
+/// The last month that is over now: the previous month once the grace
+/// after its end has passed, else the one before.
+fn last_month_over(grace: std::time::Duration) -> Month {
+    use xclear::clock::Clock;
+    let now = SystemClock.now_ms();
+    let this = Month::parse(&xclear::node::home::month_of(now)).unwrap_or_else(|| Month::new(2026, 1).expect("month"));
+    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    if now >= xclear::operator::month_end_ms(this.previous()).saturating_add(grace_ms) {
+        this.previous()
+    } else {
+        this.previous().previous()
+    }
+}
+
+async fn close(target: &Target, month: Option<&str>) -> Result<ExitCode, ExitCode> {
+    let month = match month {
+        Some(m) => parse_month(m)?,
+        None => last_month_over(xclear::operator::DEFAULT_CLOSE_GRACE),
+    };
     let signed = match via(target).await? {
         Via::Local(_, op) => op.close(month).await.map_err(|e| fail(EXIT_FAILED, e))?.signed,
         Via::Remote(mut client, key) => {
@@ -262,24 +299,36 @@ async fn statement(target: &Target, month: &str, format: Format) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-async fn answer(
-    target: &Target,
-    month: &str,
-    region: &str,
-    key: &Path,
-    lines: Vec<String>,
-    reason: &str,
-) -> Result<ExitCode, ExitCode> {
+/// What a region says of a statement.
+enum Answer {
+    Confirm,
+    /// setl_ids and the reason.
+    Dispute(Vec<String>, String),
+    /// setl_ids whose earlier dispute is withdrawn.
+    Withdraw(Vec<String>),
+}
+
+async fn answer(target: &Target, month: &str, region: &str, key: &Path, what: Answer) -> Result<ExitCode, ExitCode> {
     let month = parse_month(month)?;
     let key = crypto::load_signing_key(key).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
     let mut via = via(target).await?;
     let signed = fetch_statement(&mut via, month).await?;
     let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&signed.body));
+    let (verb, disputes, withdrawn) = match what {
+        Answer::Confirm => ("confirmed", vec![], vec![]),
+        Answer::Dispute(lines, reason) => (
+            "disputed lines of",
+            lines.into_iter().map(|setl_id| DisputedLine { setl_id, reason: reason.clone() }).collect(),
+            vec![],
+        ),
+        Answer::Withdraw(lines) => ("withdrew disputes of", vec![], lines),
+    };
     let c = Confirmation {
         month: month.to_string(),
         region: region.to_string(),
         statement_hash: hash.clone(),
-        disputes: lines.into_iter().map(|setl_id| DisputedLine { setl_id, reason: reason.to_string() }).collect(),
+        disputes,
+        withdrawn,
     };
     let env = seal(&key, CONFIRMATION_DOMAIN, region, &c);
     let is_final = match via {
@@ -290,8 +339,13 @@ async fn answer(
         }
         Via::Remote(mut client, _) => client.answer(env).await.map_err(status)?.into_inner().r#final,
     };
-    let verb = if c.disputes.is_empty() { "confirmed" } else { "disputed" };
-    let fin = if is_final { "; every region has confirmed: the statement is final" } else { "" };
+    let fin = if is_final {
+        "; every region has confirmed: the statement is final".to_string()
+    } else if c.disputes.is_empty() && c.withdrawn.is_empty() {
+        String::new()
+    } else {
+        format!("; close {month} again to apply it")
+    };
     println!("{region} {verb} statement {month} ({hash}){fin}");
     Ok(ExitCode::SUCCESS)
 }

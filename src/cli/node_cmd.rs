@@ -100,11 +100,12 @@ pub fn run_node(config: &Path, log_format: LogFormat) -> ExitCode {
                 Err(e) => return fail(EXIT_FAILED, format!("metrics {m}: {e}")),
             }
         }
-        // Intents without an outcome are re-driven until their home answers.
+        // Intents without an outcome are re-driven until their home answers
+        // (or refuses them for good), each backing off while it fails.
         let redriver = Arc::clone(&node);
         tokio::spawn(async move {
             loop {
-                match redriver.redrive_intents().await {
+                match redriver.redrive_due_intents().await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(completed = n, "re-driven intents completed"),
                     Err(e) => tracing::warn!(error = %e, "re-driving intents"),

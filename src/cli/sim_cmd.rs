@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use xclear::rules::RuleBook;
-use xclear::sim::{run, Faults, SimOptions};
+use xclear::sim::{run, ClearingCounts, Faults, SimOptions};
 
 use super::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
 
@@ -23,6 +23,7 @@ pub fn run_sim(seed: u64, seeds: u64, steps: u64, rules: PathBuf, keep: Option<P
     };
     let started = Instant::now();
     let mut faults = Faults::default();
+    let mut clearing = ClearingCounts::default();
     let (mut settled, mut reversed, mut refused, mut closed, mut entries) = (0, 0, 0, 0, 0);
     for s in seed..seed.saturating_add(seeds.max(1)) {
         let tmp = match &keep {
@@ -42,8 +43,10 @@ pub fn run_sim(seed: u64, seeds: u64, steps: u64, rules: PathBuf, keep: Option<P
                         r.seed, r.steps, r.settled, r.reversed, r.refused, r.hospital_retries, r.months_closed, r.ledger_entries, r.digest
                     );
                     println!("faults: {}", r.faults);
+                    println!("clearing: {}", r.clearing);
                 }
                 faults.add(&r.faults);
+                clearing.add(&r.clearing);
                 settled += r.settled;
                 reversed += r.reversed;
                 refused += r.refused;
@@ -54,7 +57,7 @@ pub fn run_sim(seed: u64, seeds: u64, steps: u64, rules: PathBuf, keep: Option<P
         }
     }
     println!(
-        "sim: {} seeds ({seed}..{}) x {steps} steps passed in {:.1} s: settled {settled} reversed {reversed} refused {refused} months closed {closed} ledger entries verified {entries}",
+        "sim: {} seeds ({seed}..{}) x {steps} steps passed in {:.1} s: settled {settled} reversed {reversed} refused {refused} months closed {closed} ledger entries verified {entries} {clearing}",
         seeds.max(1),
         seed + seeds.max(1) - 1,
         started.elapsed().as_secs_f64()

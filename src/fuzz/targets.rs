@@ -147,7 +147,7 @@ impl Harness {
             let clock = Arc::new(ManualClock::new(1_774_573_200_000));
             let net = SimNetwork::new(0, FaultRates::default(), Arc::clone(&clock));
             net.set_quiet(true);
-            let w = World::build(dir.path(), full, clock, net)?;
+            let w = World::build(dir.path(), full, clock, net, Default::default())?;
             let home = w.node(code("611000"))?;
             let person = crate::node::records::PersonRecord {
                 psn_no: "P611000000".into(),
@@ -223,7 +223,7 @@ impl Harness {
                 vec![r.encode_to_vec(), cancel.encode_to_vec()]
             }
             Target::Report => vec![
-                ReportRequest { month: "2026-03".into() }.encode_to_vec(),
+                ReportRequest { month: "2026-03".into(), seal: true }.encode_to_vec(),
                 LinesRequest { month: "2026-03".into(), counterpart: "110000".into(), ..LinesRequest::default() }
                     .encode_to_vec(),
                 Confirmation {
@@ -231,6 +231,7 @@ impl Harness {
                     region: "611000".into(),
                     statement_hash: "00".repeat(32),
                     disputes: vec![],
+                    withdrawn: vec![],
                 }
                 .encode_to_vec(),
             ],
@@ -299,16 +300,15 @@ impl Harness {
                     }
                     Target::Registration => envelope("agency", ADMIN_DOMAIN)
                         .is_some_and(|e| self.rt.block_on(home.apply_registration(e)).is_ok()),
-                    _ => {
-                        match (salt / 4) % 3 {
-                            0 => envelope("operator", OPERATOR_DOMAIN)
-                                .is_some_and(|e| home.handle_report_request(e).is_ok()),
-                            1 => envelope("operator", OPERATOR_DOMAIN)
-                                .is_some_and(|e| home.handle_lines_request(e).is_ok()),
-                            _ => envelope("611000", CONFIRMATION_DOMAIN)
-                                .is_some_and(|e| self.rt.block_on(w.operator.answer(e)).is_ok()),
+                    _ => match (salt / 4) % 3 {
+                        0 => envelope("operator", OPERATOR_DOMAIN)
+                            .is_some_and(|e| self.rt.block_on(home.handle_report_request(e)).is_ok()),
+                        1 => {
+                            envelope("operator", OPERATOR_DOMAIN).is_some_and(|e| home.handle_lines_request(e).is_ok())
                         }
-                    }
+                        _ => envelope("611000", CONFIRMATION_DOMAIN)
+                            .is_some_and(|e| self.rt.block_on(w.operator.answer(e)).is_ok()),
+                    },
                 }
             }
         }

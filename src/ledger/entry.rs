@@ -35,17 +35,23 @@ pub enum EntryKind {
     SettlementIntent,
     Settlement,
     Reversal,
+    /// A settlement intent that ended without a settlement: the home node
+    /// refused it for good (an unknown person, a second reversal, ...).
+    SettlementEnded,
     Report,
     Statement,
     Confirmation,
     Dispute,
     Adjustment,
+    /// A node's month report, signed as it sealed the month: nothing commits
+    /// into a sealed month at that node.
+    MonthSeal,
     /// Free-form records (tools, tests, benchmarks).
     Note,
 }
 
 impl EntryKind {
-    pub const ALL: [EntryKind; 13] = [
+    pub const ALL: [EntryKind; 15] = [
         EntryKind::PersonImport,
         EntryKind::Registration,
         EntryKind::RegistrationChange,
@@ -53,11 +59,13 @@ impl EntryKind {
         EntryKind::SettlementIntent,
         EntryKind::Settlement,
         EntryKind::Reversal,
+        EntryKind::SettlementEnded,
         EntryKind::Report,
         EntryKind::Statement,
         EntryKind::Confirmation,
         EntryKind::Dispute,
         EntryKind::Adjustment,
+        EntryKind::MonthSeal,
         EntryKind::Note,
     ];
 
@@ -70,11 +78,13 @@ impl EntryKind {
             EntryKind::SettlementIntent => 20,
             EntryKind::Settlement => 21,
             EntryKind::Reversal => 22,
+            EntryKind::SettlementEnded => 23,
             EntryKind::Report => 30,
             EntryKind::Statement => 31,
             EntryKind::Confirmation => 32,
             EntryKind::Dispute => 33,
             EntryKind::Adjustment => 34,
+            EntryKind::MonthSeal => 35,
             EntryKind::Note => 99,
         }
     }
@@ -92,11 +102,13 @@ impl EntryKind {
             EntryKind::SettlementIntent => "settlement_intent",
             EntryKind::Settlement => "settlement",
             EntryKind::Reversal => "reversal",
+            EntryKind::SettlementEnded => "settlement_ended",
             EntryKind::Report => "report",
             EntryKind::Statement => "statement",
             EntryKind::Confirmation => "confirmation",
             EntryKind::Dispute => "dispute",
             EntryKind::Adjustment => "adjustment",
+            EntryKind::MonthSeal => "month_seal",
             EntryKind::Note => "note",
         }
     }

@@ -178,9 +178,72 @@ impl Node {
 
     /// The signed report of a month: per counterpart and side, count, sums and
     /// the root over the settlement ids, with this node's signed tree head.
-    pub fn handle_report_request(&self, env: crate::proto::Signed) -> Result<crate::proto::Signed, NodeError> {
+    /// Asked to seal (the operator's close), the node seals the month first
+    /// ([`Node::seal_month`]); a sealed month's report is the one signed as
+    /// it was sealed, whoever asks and however often.
+    pub async fn handle_report_request(&self, env: crate::proto::Signed) -> Result<crate::proto::Signed, NodeError> {
         let req: crate::proto::ReportRequest = self.operator_request(&env)?;
         let month = Month::parse(&req.month).ok_or_else(|| NodeError::bad("month", "not YYYY-MM"))?;
+        if let Some(sealed) = self.sealed_report(month)? {
+            return Ok(sealed);
+        }
+        if req.seal {
+            self.seal_month(month).await
+        } else {
+            Ok(self.month_report(month)?)
+        }
+    }
+
+    /// Seals `month` at this node: signs its report, records it on the
+    /// ledger (`seal:YYYY-MM`), and from then on commits go to a later month
+    /// ([`Node::month_floor`]). A month that has not begun by this node's
+    /// clock is refused. Sealing twice returns the first seal's report.
+    pub async fn seal_month(&self, month: Month) -> Result<crate::proto::Signed, NodeError> {
+        let today = Month::parse(&super::home::month_of(self.clock.now_ms()))
+            .ok_or_else(|| NodeError::Internal("clock outside the calendar".into()))?;
+        if month > today {
+            return Err(NodeError::bad(
+                "month",
+                format!("{month} has not begun at this node (its clock says {today})"),
+            ));
+        }
+        // Alone: every commit that chose this month is on the ledger, and
+        // none chooses it while the seal is written.
+        let _gate = self.seal_gate.write().await;
+        // The ledger, not the set: a seal cancelled after its append is there.
+        let report = match self.ledger.entry_by_key(&seal_key(month)).map_err(ledger_error)? {
+            Some(_) => None,
+            None => {
+                let report = self.month_report(month)?;
+                let payload = super::records::to_payload(&super::records::EnvelopeRecord::from(&report));
+                self.ledger.append(EntryKind::MonthSeal, &seal_key(month), payload).await.map_err(ledger_error)?;
+                Some(report)
+            }
+        };
+        self.seals.write().map_err(|_| NodeError::Internal("seals lock poisoned".into()))?.insert(month);
+        let Some(report) = report else {
+            return self.sealed_report(month)?.ok_or_else(|| NodeError::Internal(format!("seal of {month}")));
+        };
+        tracing::info!(month = %month, "month sealed");
+        Ok(report)
+    }
+
+    /// The report signed when `month` was sealed here, if it was.
+    fn sealed_report(&self, month: Month) -> Result<Option<crate::proto::Signed>, NodeError> {
+        if !self.seals.read().map_err(|_| NodeError::Internal("seals lock poisoned".into()))?.contains(&month) {
+            return Ok(None);
+        }
+        let entry = self.ledger.entry_by_key(&seal_key(month)).map_err(ledger_error)?;
+        let record: Option<super::records::EnvelopeRecord> =
+            entry.and_then(|e| serde_json::from_slice(&e.body.payload).ok());
+        record
+            .and_then(|r| r.to_signed())
+            .map(Some)
+            .ok_or_else(|| NodeError::Internal(format!("the seal of {month} is unreadable")))
+    }
+
+    /// This node's report of `month` as its running totals stand now, signed.
+    fn month_report(&self, month: Month) -> Result<crate::proto::Signed, NodeError> {
         let pairs = self
             .month_summaries(month)?
             .into_iter()
@@ -284,6 +347,11 @@ impl Node {
         let totals = self.clearing.read().map_err(|_| NodeError::Internal("clearing lock poisoned".into()))?;
         Ok(f(&totals))
     }
+}
+
+/// The ledger key of a month's seal.
+pub fn seal_key(month: Month) -> String {
+    format!("seal:{month}")
 }
 
 /// Lines per page of a pair's lines: a page of the longest lines, hex-encoded

@@ -123,7 +123,7 @@ impl RegistrationService for Svc {
 #[tonic::async_trait]
 impl ReportService for Svc {
     async fn month_report(&self, req: Request<Signed>) -> Result<Response<Signed>, Status> {
-        self.0.handle_report_request(req.into_inner()).map(Response::new).map_err(Status::from)
+        self.0.handle_report_request(req.into_inner()).await.map(Response::new).map_err(Status::from)
     }
 
     async fn lines(&self, req: Request<Signed>) -> Result<Response<Signed>, Status> {

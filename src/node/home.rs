@@ -19,6 +19,7 @@ use super::{ledger_error, Node};
 use crate::api::convert::{claim_totals, date, figures_to_proto, msgid, region, settlement_date};
 use crate::api::envelope::{self, CLAIM_DOMAIN, CLAIM_RESULT_DOMAIN};
 use crate::api::NodeError;
+use crate::clearing::Month;
 use crate::ledger::{EntryKind, LedgerError};
 use crate::proto::{hospital_request::Action, Claim, ClaimResult, Signed};
 use crate::region::RegionCode;
@@ -102,6 +103,8 @@ impl Node {
         action: Action,
     ) -> Result<Signed, NodeError> {
         let _lock = self.person_lock(&claim.psn_no).lock().await;
+        // Shared with other commits; a seal waits until this one is on the ledger.
+        let _gate = self.seal_gate.read().await;
         if let Some(stored) = self.stored_result(&key, &env)? {
             return Ok(stored);
         }
@@ -133,6 +136,15 @@ impl Node {
         signed
     }
 
+    /// The month a commit made now lands in: the clock's month in
+    /// Asia/Shanghai, unless this node has sealed it already (its clock
+    /// behind the operator's), then the first month after its seals; and
+    /// never before the treatment node's floor.
+    fn commit_month(&self, now_ms: i64, claim_floor: &str) -> String {
+        let months = [Month::parse(&month_of(now_ms)), self.month_floor(), Month::parse(claim_floor)];
+        months.into_iter().flatten().max().map(|m| m.to_string()).unwrap_or_default()
+    }
+
     fn base_result(&self, claim: &Claim, env: &Signed, now_ms: i64) -> ClaimResult {
         ClaimResult {
             msgid: claim.msgid.clone(),
@@ -140,7 +152,7 @@ impl Node {
             mdtrtarea_admvs: claim.mdtrtarea_admvs.clone(),
             insuplc_admdvs: claim.insuplc_admdvs.clone(),
             committed_at_ms: now_ms,
-            month: month_of(now_ms),
+            month: self.commit_month(now_ms, &claim.month_floor),
             claim_hash: Sha256::digest(&env.body).to_vec(),
             ..ClaimResult::default()
         }

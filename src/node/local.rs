@@ -68,6 +68,7 @@ impl crate::operator::ReportTransport for LocalNetwork {
         Box::pin(async move {
             self.node(to)?
                 .handle_report_request(req)
+                .await
                 .map_err(|e| TransportError::Refused { reason: e.reason().to_string(), message: e.to_string() })
         })
     }

@@ -199,6 +199,12 @@ pub fn render(node: &Node) -> String {
         out.push_str(&format!("xclear_batch_signed_bodies_total {}\n", m.bodies_signed));
     }
     node.stage_times().render(&mut out);
+    out.push_str("# HELP xclear_pending_intents Settlements awaiting their home node's answer.\n");
+    out.push_str("# TYPE xclear_pending_intents gauge\n");
+    out.push_str(&format!("xclear_pending_intents {}\n", node.pending_intents()));
+    out.push_str("# HELP xclear_oldest_pending_intent_seconds How long the oldest pending intent has waited.\n");
+    out.push_str("# TYPE xclear_oldest_pending_intent_seconds gauge\n");
+    out.push_str(&format!("xclear_oldest_pending_intent_seconds {}\n", node.oldest_pending_intent_ms() as f64 / 1e3));
     out.push_str("# TYPE xclear_ledger_entries gauge\n");
     out.push_str(&format!("xclear_ledger_entries {}\n", node.ledger().len()));
     out

@@ -91,8 +91,16 @@ pub struct Node {
     ledger: Arc<Ledger>,
     home: RwLock<HomeState>,
     clearing: RwLock<clearing_side::ClearingTotals>,
-    /// Intent keys that have no outcome yet (re-driven until answered).
-    pending_intents: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Intent keys that have no outcome yet (re-driven until answered), with
+    /// the time each intent was recorded.
+    pending_intents: std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
+    /// Re-drive attempts that failed, per intent: (attempts, not before ms).
+    redrive_backoff: std::sync::Mutex<std::collections::BTreeMap<String, (u32, i64)>>,
+    /// Months sealed at this node (one a month: bounded by the years run).
+    seals: RwLock<std::collections::BTreeSet<crate::clearing::Month>>,
+    /// Home commits hold it shared from choosing their month to their append;
+    /// a seal holds it alone, so no commit lands in a month as it is sealed.
+    seal_gate: tokio::sync::RwLock<()>,
     person_locks: Vec<tokio::sync::Mutex<()>>,
     /// Claims and results are signed in batches of the moment.
     signer: batch_signer::BatchSigner,
@@ -121,12 +129,17 @@ impl Node {
         let ledger = Ledger::open(&config.data_dir, key.clone(), Arc::clone(&clock))?;
         let mut home = HomeState::default();
         let mut clearing = clearing_side::ClearingTotals::default();
-        let mut pending_intents = std::collections::BTreeSet::new();
+        let mut pending_intents = std::collections::BTreeMap::new();
+        let mut seals = std::collections::BTreeSet::new();
         ledger.for_each(0, |e| {
             if e.body.kind == crate::ledger::EntryKind::SettlementIntent {
-                pending_intents.insert(e.body.key.clone());
+                pending_intents.insert(e.body.key.clone(), e.frame.timestamp_ms);
             } else if let Some(rest) = e.body.key.strip_prefix("outcome:") {
                 pending_intents.remove(&format!("intent:{rest}"));
+            } else if e.body.kind == crate::ledger::EntryKind::MonthSeal {
+                if let Some(m) = e.body.key.strip_prefix("seal:").and_then(crate::clearing::Month::parse) {
+                    seals.insert(m);
+                }
             }
             home.apply(&e);
             clearing.note(e.frame.seq, e.body.kind, &e.body.key, &e.body.payload, config.region);
@@ -141,6 +154,9 @@ impl Node {
             home: RwLock::new(home),
             clearing: RwLock::new(clearing),
             pending_intents: std::sync::Mutex::new(pending_intents),
+            redrive_backoff: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            seals: RwLock::new(seals),
+            seal_gate: tokio::sync::RwLock::new(()),
             person_locks: (0..PERSON_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             signer,
             verified: crate::api::batch_sig::VerifiedRoots::default(),
@@ -196,6 +212,23 @@ impl Node {
     /// How many intents await their home node's answer.
     pub fn pending_intents(&self) -> usize {
         self.pending_intents.lock().map(|p| p.len()).unwrap_or(0)
+    }
+
+    /// How long the oldest intent has awaited its home node's answer, in
+    /// milliseconds (0 when none does).
+    pub fn oldest_pending_intent_ms(&self) -> i64 {
+        let oldest = self.pending_intents.lock().ok().and_then(|p| p.values().min().copied());
+        oldest.map(|t| (self.clock.now_ms() - t).max(0)).unwrap_or(0)
+    }
+
+    /// The months sealed at this node.
+    pub fn sealed_months(&self) -> Vec<crate::clearing::Month> {
+        self.seals.read().map(|s| s.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// The first month after every month sealed here, if any is.
+    pub fn month_floor(&self) -> Option<crate::clearing::Month> {
+        self.seals.read().ok().and_then(|s| s.last().map(|m| m.next()))
     }
 
     pub fn rules(&self) -> &RuleBook {

@@ -111,6 +111,15 @@ pub struct RegistrationEntry {
     pub cancelled: bool,
 }
 
+/// An intent the home node refused for good (kind `settlement_ended`, under
+/// the outcome's key): its reason and message, answered again on a retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedEntry {
+    pub intent_key: String,
+    pub reason: String,
+    pub message: String,
+}
+
 /// A settlement or reversal committed by the home node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HomeSettlementEntry {

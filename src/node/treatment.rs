@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::clearing_side::{line_from, Side};
 use super::metrics::Stage;
-use super::records::{to_payload, EnvelopeRecord, IntentEntry, OutcomeEntry};
+use super::records::{to_payload, EndedEntry, EnvelopeRecord, IntentEntry, OutcomeEntry};
 use super::{ledger_error, Node, TransportError};
 use crate::api::convert::{items, msgid, region, set_claim_totals, settlement_date};
 use crate::api::envelope::{self, CLAIM_DOMAIN, CLAIM_RESULT_DOMAIN, HOSPITAL_DOMAIN};
@@ -110,6 +110,7 @@ impl Node {
             setl_date: req.setl_date.clone(),
             hospital_request: Some(env.clone()),
             emergency: req.emergency,
+            month_floor: self.month_floor().map(|m| m.to_string()).unwrap_or_default(),
             ..Claim::default()
         };
         if action != Action::Reverse {
@@ -165,7 +166,7 @@ impl Node {
                 match appended {
                     Ok(_) => {
                         if let Ok(mut p) = self.pending_intents.lock() {
-                            p.insert(ikey.clone());
+                            p.insert(ikey.clone(), self.clock.now_ms());
                         }
                         claim_env
                     }
@@ -183,8 +184,13 @@ impl Node {
             }
         };
         let started = Instant::now();
-        let (result_env, result) = self.ask_home(home, &claim_env).await?;
+        let asked = self.ask_home(home, &claim_env).await;
         self.stages.record(Stage::HomeRoundTrip, started);
+        let (result_env, result) = match asked {
+            Ok(answer) => answer,
+            Err(e) if ends_intent(&e) => return Err(self.end_intent(&ikey, &hospital, &req.msgid, e).await),
+            Err(e) => return Err(e),
+        };
         // The recorded answer is the answer: a concurrent retry may have
         // recorded a refusal computed a moment earlier.
         let (recorded, result) = self.record_outcome(&ikey, &hospital, &req.msgid, action, result_env, result).await?;
@@ -226,6 +232,11 @@ impl Node {
             .is_some_and(|i| same_request(i.hospital_request().as_ref(), env));
         if !same {
             return Err(NodeError::MsgidReused(msgid.to_string()));
+        }
+        if entry.body.kind == EntryKind::SettlementEnded {
+            let ended: EndedEntry =
+                serde_json::from_slice(&entry.body.payload).map_err(|e| NodeError::Internal(e.to_string()))?;
+            return Err(peer_refusal(&ended.reason, ended.message));
         }
         let outcome: OutcomeEntry =
             serde_json::from_slice(&entry.body.payload).map_err(|e| NodeError::Internal(e.to_string()))?;
@@ -278,10 +289,58 @@ impl Node {
             }
             Err(e) => return Err(ledger_error(e)),
         };
+        self.forget_intent(ikey);
+        Ok(recorded)
+    }
+
+    /// Ends an intent the home node refused for good: the refusal is
+    /// recorded under the outcome's key, so the intent is no longer
+    /// re-driven and the hospital asking again gets the same refusal.
+    /// Returns the refusal to answer with.
+    async fn end_intent(&self, ikey: &str, hospital: &str, msgid: &str, refusal: NodeError) -> NodeError {
+        let ended = EndedEntry {
+            intent_key: ikey.to_string(),
+            reason: refusal.reason().to_string(),
+            message: refusal.to_string(),
+        };
+        let key = outcome_key(hospital, msgid);
+        match self.ledger.append(EntryKind::SettlementEnded, &key, to_payload(&ended)).await {
+            Ok(_) => {
+                self.forget_intent(ikey);
+                tracing::info!(intent = ikey, reason = refusal.reason(), "intent ended: refused by the home node");
+                refusal
+            }
+            // Another attempt recorded its end (or an outcome) first: that one stands.
+            Err(LedgerError::IdempotencyConflict { .. }) => {
+                self.forget_intent(ikey);
+                match self.recorded_end(&key) {
+                    Ok(Some(first)) => first,
+                    Ok(None) => refusal,
+                    Err(e) => e,
+                }
+            }
+            Err(e) => ledger_error(e),
+        }
+    }
+
+    /// The refusal recorded under an outcome key, if an intent ended there.
+    fn recorded_end(&self, key: &str) -> Result<Option<NodeError>, NodeError> {
+        let Some(entry) = self.ledger.entry_by_key(key).map_err(ledger_error)? else { return Ok(None) };
+        if entry.body.kind != EntryKind::SettlementEnded {
+            return Ok(None);
+        }
+        let ended: EndedEntry =
+            serde_json::from_slice(&entry.body.payload).map_err(|e| NodeError::Internal(e.to_string()))?;
+        Ok(Some(peer_refusal(&ended.reason, ended.message)))
+    }
+
+    fn forget_intent(&self, ikey: &str) {
         if let Ok(mut p) = self.pending_intents.lock() {
             p.remove(ikey);
         }
-        Ok(recorded)
+        if let Ok(mut b) = self.redrive_backoff.lock() {
+            b.remove(ikey);
+        }
     }
 
     /// Sends a claim to the home node (a few attempts), verifies the signed
@@ -304,6 +363,7 @@ impl Node {
                             "the result is for another claim".into(),
                         ));
                     }
+                    check_month(&result, claim_env).map_err(|m| NodeError::BadPeerAnswer(home.to_string(), m))?;
                     return Ok((result_env, result));
                 }
                 Err(TransportError::Unreachable(e)) => last = e,
@@ -314,28 +374,56 @@ impl Node {
         Err(NodeError::HomeUnreachable(home.to_string()))
     }
 
-    /// Re-drives every intent without an outcome until the home node answers
-    /// (called on start). Returns how many completed.
+    /// Re-drives every intent without an outcome (on start, and in the
+    /// simulation). Returns how many completed or ended.
     pub async fn redrive_intents(&self) -> Result<usize, NodeError> {
-        let pending: Vec<String> = self
-            .pending_intents
-            .lock()
-            .map_err(|_| NodeError::Internal("intents lock".into()))?
-            .iter()
-            .cloned()
-            .collect();
+        self.redrive_where(i64::MAX).await
+    }
+
+    /// Re-drives the intents whose backoff has run out (the server's
+    /// periodic round): at most [`REDRIVE_BATCH`] a round, each failed
+    /// attempt doubling that intent's wait up to [`REDRIVE_MAX_WAIT`].
+    pub async fn redrive_due_intents(&self) -> Result<usize, NodeError> {
+        self.redrive_where(self.clock.now_ms()).await
+    }
+
+    async fn redrive_where(&self, now_ms: i64) -> Result<usize, NodeError> {
+        let due: Vec<String> = {
+            let pending = self.pending_intents.lock().map_err(|_| NodeError::Internal("intents lock".into()))?;
+            let backoff = self.redrive_backoff.lock().map_err(|_| NodeError::Internal("backoff lock".into()))?;
+            pending
+                .keys()
+                .filter(|k| now_ms == i64::MAX || backoff.get(*k).is_none_or(|(_, at)| *at <= now_ms))
+                .take(REDRIVE_BATCH)
+                .cloned()
+                .collect()
+        };
         let mut done = 0;
         let mut failed = None;
-        for ikey in pending {
+        for ikey in due {
             match self.redrive(&ikey).await {
                 Ok(()) => done += 1,
+                Err(e) if ends_intent(&e) => done += 1,
                 // One unreachable home must not hold up the others.
-                Err(e) => failed = Some(e),
+                Err(e) => {
+                    self.back_off(&ikey);
+                    failed = Some(e);
+                }
             }
         }
         match failed {
             Some(e) if done == 0 => Err(e),
             _ => Ok(done),
+        }
+    }
+
+    fn back_off(&self, ikey: &str) {
+        let now = self.clock.now_ms();
+        if let Ok(mut b) = self.redrive_backoff.lock() {
+            let (attempts, at) = b.entry(ikey.to_string()).or_insert((0, now));
+            *attempts = attempts.saturating_add(1);
+            let wait = REDRIVE_FIRST_WAIT.saturating_mul(1 << (*attempts - 1).min(16)).min(REDRIVE_MAX_WAIT);
+            *at = now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
         }
     }
 
@@ -348,8 +436,52 @@ impl Node {
         let claim_env = intent.claim.to_signed().ok_or_else(|| NodeError::Internal("stored claim".into()))?;
         let claim: Claim = envelope::peek(&claim_env).map_err(|err| NodeError::Internal(err.to_string()))?;
         let action = Action::try_from(claim.action).unwrap_or(Action::Settle);
-        let (result_env, result) = self.ask_home(home, &claim_env).await?;
+        let (result_env, result) = match self.ask_home(home, &claim_env).await {
+            Ok(answer) => answer,
+            Err(e) if ends_intent(&e) => return Err(self.end_intent(ikey, hospital, msgid, e).await),
+            Err(e) => return Err(e),
+        };
         self.record_outcome(ikey, hospital, msgid, action, result_env, result).await.map(|_| ())
+    }
+}
+
+/// Intents re-driven in one round, at most.
+pub const REDRIVE_BATCH: usize = 1_000;
+/// The wait after an intent's first failed re-drive, doubled after each.
+pub const REDRIVE_FIRST_WAIT: Duration = Duration::from_secs(5);
+/// The longest wait between two re-drives of one intent.
+pub const REDRIVE_MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// Whether the home node's answer ends the intent: it refused the claim
+/// itself (who, what, for whom), and asking again would be refused again.
+/// Transport failures, overload and faults of the home node are retried.
+fn ends_intent(e: &NodeError) -> bool {
+    matches!(
+        e,
+        NodeError::UnknownPerson(_)
+            | NodeError::AlreadyReversed(_)
+            | NodeError::UnknownSettlement(_)
+            | NodeError::MsgidReused(_)
+            | NodeError::BadRequest { .. }
+            | NodeError::NotAuthorised(_)
+            | NodeError::Refused(_)
+    )
+}
+
+/// A home result must not fall in a month this node had sealed when it
+/// claimed (the claim's floor): that month is cleared already.
+fn check_month(result: &ClaimResult, claim_env: &Signed) -> Result<(), String> {
+    if !result.settled {
+        return Ok(());
+    }
+    let claim: Claim = envelope::peek(claim_env).map_err(|e| format!("own claim: {e}"))?;
+    let Some(floor) = crate::clearing::Month::parse(&claim.month_floor) else { return Ok(()) };
+    match crate::clearing::Month::parse(&result.month) {
+        Some(m) if m >= floor => Ok(()),
+        _ => Err(format!(
+            "the result is for {:?}, a month this node had sealed (it claimed from {floor} on)",
+            result.month
+        )),
     }
 }
 

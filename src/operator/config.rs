@@ -6,6 +6,7 @@
 //! key_file = "keys/operator.key"
 //! rules_dir = "../clearing_rules"     # for the corps–local pairs
 //! warning_pct = 90                    # advance-fund warning threshold (default 90)
+//! close_grace_minutes = 60            # a month closes this long after its end (default 60)
 //!
 //! [[nodes]]                           # every region's node
 //! region = "611000"
@@ -28,6 +29,9 @@ use crate::money::Amount;
 use crate::node::config::ConfigError;
 use crate::region::RegionCode;
 
+/// The longest grace after a month's end a config may set.
+pub const MAX_CLOSE_GRACE_MINUTES: u64 = 10 * 24 * 60;
+
 /// Where `xclear operator` listens unless the config says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50070";
 
@@ -41,6 +45,8 @@ struct Raw {
     listen: Option<String>,
     #[serde(default)]
     warning_pct: Option<u32>,
+    #[serde(default)]
+    close_grace_minutes: Option<u64>,
     #[serde(default)]
     nodes: Vec<RawNode>,
     #[serde(default)]
@@ -69,6 +75,8 @@ pub struct OperatorConfig {
     pub rules_dir: PathBuf,
     pub listen: std::net::SocketAddr,
     pub warning_pct: u32,
+    /// How long after a month's end (Asia/Shanghai) it may be closed.
+    pub close_grace: std::time::Duration,
     pub nodes: BTreeMap<RegionCode, (String, VerifyingKey)>,
     pub quotas: BTreeMap<RegionCode, Amount>,
 }
@@ -103,6 +111,16 @@ impl OperatorConfig {
         if warning_pct > 100 {
             return Err(err("warning_pct", format!("{warning_pct}% is over 100%")));
         }
+        let close_grace = match raw.close_grace_minutes {
+            None => crate::operator::DEFAULT_CLOSE_GRACE,
+            Some(m) if m <= MAX_CLOSE_GRACE_MINUTES => std::time::Duration::from_secs(m * 60),
+            Some(m) => {
+                return Err(err(
+                    "close_grace_minutes",
+                    format!("{m} is over {MAX_CLOSE_GRACE_MINUTES} (10 days): months would wait too long to close"),
+                ))
+            }
+        };
         let mut nodes = BTreeMap::new();
         for (i, n) in raw.nodes.iter().enumerate() {
             let r = RegionCode::parse(&n.region).map_err(|e| err(&format!("nodes[{i}].region"), e.to_string()))?;
@@ -125,6 +143,7 @@ impl OperatorConfig {
             rules_dir: abs(raw.rules_dir),
             listen,
             warning_pct,
+            close_grace,
             nodes,
             quotas,
         })

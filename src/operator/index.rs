@@ -92,6 +92,11 @@ impl MonthIndex {
         }
     }
 
+    /// The months with at least one statement.
+    pub fn closed_months(&self) -> Vec<Month> {
+        self.months.iter().filter(|(_, e)| !e.statements.is_empty()).map(|(m, _)| *m).collect()
+    }
+
     pub fn month(&self, month: Month) -> MonthEntries {
         self.months.get(&month).cloned().unwrap_or_default()
     }

@@ -14,6 +14,7 @@ pub mod index;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use chrono::TimeZone;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
@@ -59,6 +60,23 @@ pub struct Operator {
     statement_files: Option<std::path::PathBuf>,
     /// The ledger's statements, adjustments and answers by month.
     index: std::sync::RwLock<index::MonthIndex>,
+    clock: Arc<dyn Clock>,
+    /// How long after a month's end (Asia/Shanghai) it may be closed.
+    close_grace: std::time::Duration,
+}
+
+/// The default wait after a month's end before it may be closed: long
+/// enough for the settlements in flight at midnight to commit.
+pub const DEFAULT_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The first instant after `month` in Asia/Shanghai, in ms since the epoch.
+pub fn month_end_ms(month: Month) -> i64 {
+    let next = month.next();
+    crate::node::home::shanghai()
+        .with_ymd_and_hms(next.year(), next.number(), 1, 0, 0, 0)
+        .single()
+        .map(|t| t.timestamp_millis())
+        .unwrap_or(i64::MAX)
 }
 
 fn unreachable(region: RegionCode, e: TransportError) -> NodeError {
@@ -85,6 +103,10 @@ fn adjustment_of(req: &AdjustmentRequest) -> Result<(Month, crate::clearing::net
     ))
 }
 
+fn short(hash: &str) -> &str {
+    hash.get(..16).unwrap_or(hash)
+}
+
 fn ledger_err(e: LedgerError) -> NodeError {
     NodeError::Internal(e.to_string())
 }
@@ -99,7 +121,7 @@ impl Operator {
         pairs: CorpsLocalPairs,
         quotas: BTreeMap<RegionCode, Amount>,
     ) -> Result<Operator, LedgerError> {
-        let ledger = Ledger::open(dir, key.clone(), clock)?;
+        let ledger = Ledger::open(dir, key.clone(), Arc::clone(&clock))?;
         let mut month_index = index::MonthIndex::default();
         ledger.for_each(0, |e| {
             month_index.note(e.body.kind, &e.body.key);
@@ -116,7 +138,15 @@ impl Operator {
             lines_page: 0,
             statement_files: None,
             index: std::sync::RwLock::new(month_index),
+            clock,
+            close_grace: DEFAULT_CLOSE_GRACE,
         })
+    }
+
+    /// Sets how long after a month's end it may be closed.
+    pub fn with_close_grace(mut self, grace: std::time::Duration) -> Operator {
+        self.close_grace = grace;
+        self
     }
 
     /// Sets the advance-fund warning threshold (percent of the quota).
@@ -170,8 +200,11 @@ impl Operator {
         record.to_signed().ok_or_else(|| bad("not an envelope".into()))
     }
 
-    async fn report(&self, region: RegionCode, month: Month) -> Result<MonthReport, NodeError> {
-        let req = envelope::seal(&self.key, OPERATOR_DOMAIN, "operator", &ReportRequest { month: month.to_string() });
+    /// A node's signed report of `month`; `seal`: the node seals the month
+    /// (a close), else it reports the month so far (an advance-fund look).
+    async fn report(&self, region: RegionCode, month: Month, seal: bool) -> Result<MonthReport, NodeError> {
+        let req =
+            envelope::seal(&self.key, OPERATOR_DOMAIN, "operator", &ReportRequest { month: month.to_string(), seal });
         let env = self.transport.month_report(region, req).await.map_err(|e| unreachable(region, e))?;
         let key = self.nodes.get(&region).ok_or_else(|| NodeError::UnknownPeer(region.to_string()))?;
         let report: MonthReport =
@@ -236,8 +269,9 @@ impl Operator {
     }
 
     /// Closes `month`: every node's report, pairs reconciled, disputes and
-    /// adjustments applied, netted, signed, recorded.
-    pub async fn close_month(
+    /// adjustments applied, netted, signed, recorded. [`Operator::close`]
+    /// checks first that it may.
+    async fn close_month(
         &self,
         month: Month,
         disputes: &[Dispute],
@@ -245,7 +279,7 @@ impl Operator {
     ) -> Result<Closed, NodeError> {
         let mut reports = BTreeMap::new();
         for region in self.nodes.keys() {
-            reports.insert(*region, self.report(*region, month).await?);
+            reports.insert(*region, self.report(*region, month, true).await?);
         }
         // (home, treatment) -> (treatment side, home side) summaries.
         type Side = (u64, Amounts, String);
@@ -277,13 +311,20 @@ impl Operator {
             quotas: self.quotas_for(month)?,
             ..ClosingInput::default()
         };
+        // A pair with a disputing region in it is matched line by line, so the
+        // disputed line can leave it.
+        let disputing: BTreeSet<RegionCode> = disputes.iter().map(|d| d.region).collect();
         for ((home, treatment), (t, h)) in &sides {
             let channel =
                 if self.pairs.are_partners(*home, *treatment) { Channel::CorpsLocal } else { Channel::National };
+            let disputed = disputing.contains(home) || disputing.contains(treatment);
             match (t, h) {
-                (Some(t), Some(h)) if t == h && disputes.is_empty() => {
+                (Some(t), Some(h)) if t == h && !disputed => {
+                    input
+                        .matched_roots
+                        .insert(crate::clearing::Pair { home: *home, treatment: *treatment }, t.2.clone());
                     let aggregate = Line {
-                        setl_id: format!("pair:{home}:{treatment}"),
+                        setl_id: format!("{}{home}:{treatment}", crate::clearing::statement::AGGREGATE_PREFIX),
                         home: *home,
                         treatment: *treatment,
                         channel,
@@ -336,7 +377,14 @@ impl Operator {
         }
         input.node_heads =
             reports.iter().map(|(r, rep)| (*r, HeadRef { size: rep.head_size, root: rep.head_root.clone() })).collect();
-        let statement = close(month, &input, |a, b| self.pairs.are_partners(a, b));
+        let mut statement = close(month, &input, |a, b| self.pairs.are_partners(a, b));
+        if let Some(latest) = self.statement_of(month)? {
+            statement.revision = latest.statement.revision;
+            if statement == latest.statement {
+                return Ok(latest); // nothing new: the same statement
+            }
+            statement.revision = latest.statement.revision.saturating_add(1);
+        }
         let bytes = statement.canonical_json();
         let hash = hex::encode(Sha256::digest(&bytes));
         let signature = crate::crypto::sign(&self.key, STATEMENT_DOMAIN, &bytes).to_bytes().to_vec();
@@ -346,10 +394,15 @@ impl Operator {
     }
 
     /// Closes `month` with everything the ledger holds for it: the disputes
-    /// filed against its statements, the adjustments, and the items the
-    /// previous month's statement carried over.
+    /// filed (and not withdrawn) against its statements, the adjustments,
+    /// and the items the previous month's final statement carried over.
+    ///
+    /// Refused: a month not over (its end in Asia/Shanghai plus the grace),
+    /// a month whose statement is final (a correction is an adjustment in a
+    /// later month), and a month whose previous month was closed but is not
+    /// final, or not closed while an earlier one was (months close in order).
     pub async fn close(&self, month: Month) -> Result<Closed, NodeError> {
-        let carried = self.statement_of(month.previous())?.map(|c| c.statement.pending).unwrap_or_default();
+        let carried = self.check_closable(month)?;
         let disputes = self.disputes_of(month)?;
         let closed = self.close_month(month, &disputes, &carried).await?;
         // On the ledger already: a failed copy is reported, and closing
@@ -360,6 +413,65 @@ impl Operator {
             })?;
         }
         Ok(closed)
+    }
+
+    /// Why `month` cannot be closed now, if it cannot; else the items the
+    /// previous month carried into it.
+    fn check_closable(&self, month: Month) -> Result<Vec<PendingItem>, NodeError> {
+        let now = self.clock.now_ms();
+        let grace_ms = i64::try_from(self.close_grace.as_millis()).unwrap_or(i64::MAX);
+        let closable_at = month_end_ms(month).saturating_add(grace_ms);
+        if now < closable_at {
+            let at = crate::node::home::shanghai()
+                .timestamp_millis_opt(closable_at)
+                .single()
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_default();
+            return Err(NodeError::MonthNotOver(format!(
+                "{month} is not over: it can be closed from {at} Asia/Shanghai (its end plus {} min of grace)",
+                self.close_grace.as_secs() / 60
+            )));
+        }
+        if let Some(current) = self.statement_of(month)? {
+            if self.is_final(&current)? {
+                return Err(NodeError::MonthFinal(format!(
+                    "{month}'s statement {} is final (confirmed by every region); a correction is an adjustment in a later month",
+                    short(&current.hash)
+                )));
+            }
+        }
+        let previous = month.previous();
+        match self.statement_of(previous)? {
+            Some(prev) if self.is_final(&prev)? => Ok(prev.statement.pending),
+            Some(prev) => {
+                let waiting = self.unconfirmed(&prev)?;
+                Err(NodeError::MonthFinal(format!(
+                    "{previous} must be final before {month} closes: its statement {} awaits {}",
+                    short(&prev.hash),
+                    waiting.join(", ")
+                )))
+            }
+            None => match self.last_closed_before(month)? {
+                Some(earlier) => Err(NodeError::MonthFinal(format!(
+                    "months close in order: {earlier} is the last closed month, close {} next",
+                    earlier.next()
+                ))),
+                None => Ok(Vec::new()),
+            },
+        }
+    }
+
+    /// The latest month before `month` with a statement, if any.
+    fn last_closed_before(&self, month: Month) -> Result<Option<Month>, NodeError> {
+        let ix = self.index.read().map_err(|_| NodeError::Internal("operator index lock poisoned".into()))?;
+        Ok(ix.closed_months().into_iter().filter(|m| *m < month).max())
+    }
+
+    /// Regions in a statement that have not confirmed it.
+    fn unconfirmed(&self, closed: &Closed) -> Result<Vec<String>, NodeError> {
+        let month = self.month_entries(closed.statement.month)?;
+        let confirmed = month.confirmations.get(&closed.hash).cloned().unwrap_or_default();
+        Ok(closed.statement.node_heads.keys().map(|r| r.to_string()).filter(|r| !confirmed.contains(r)).collect())
     }
 
     /// The latest statement of `month` on the operator's ledger.
@@ -403,11 +515,20 @@ impl Operator {
         }
         let month = Month::parse(&c.month).ok_or_else(|| NodeError::bad("month", "not YYYY-MM"))?;
         match self.statement_of(month)? {
-            Some(closed) if closed.hash == c.statement_hash => {}
+            Some(closed) if closed.hash == c.statement_hash => {
+                if (!c.disputes.is_empty() || !c.withdrawn.is_empty()) && self.is_final(&closed)? {
+                    return Err(NodeError::MonthFinal(format!(
+                        "{month} is final; a line of it can no longer be disputed (ask the operator for an adjustment)"
+                    )));
+                }
+            }
             Some(_) => return Err(NodeError::bad("statement_hash", format!("not the current statement of {month}"))),
             None => return Err(NodeError::NotClosed(month.to_string())),
         }
-        let kind = if c.disputes.is_empty() { EntryKind::Confirmation } else { EntryKind::Dispute };
+        // An answer that disputes or withdraws a dispute changes what the
+        // month's next close holds; only a plain confirmation confirms.
+        let kind =
+            if c.disputes.is_empty() && c.withdrawn.is_empty() { EntryKind::Confirmation } else { EntryKind::Dispute };
         let k = index::keys::answer(month, region, &c.statement_hash);
         self.record(kind, &k, &env).await.map_err(|e| match e {
             LedgerError::IdempotencyConflict { .. } => NodeError::MsgidReused(k.clone()),
@@ -464,16 +585,23 @@ impl Operator {
         Ok(out)
     }
 
-    /// Disputes the regions filed against statements of `month`.
+    /// Disputes the regions filed against statements of `month` and have
+    /// not withdrawn, in the order filed: a withdrawal removes the region's
+    /// dispute of that line, a later dispute files it again.
     pub fn disputes_of(&self, month: Month) -> Result<Vec<Dispute>, NodeError> {
-        let mut out = Vec::new();
+        let mut open: BTreeMap<(RegionCode, String), Dispute> = BTreeMap::new();
         for key in self.month_entries(month)?.disputes {
             let env = self.recorded_envelope(&key)?;
             let c: Confirmation = envelope::peek(&env).map_err(|e| NodeError::Internal(format!("{key}: {e}")))?;
             let region = RegionCode::parse(&c.region).map_err(|e| NodeError::Internal(format!("{key}: {e}")))?;
-            out.extend(c.disputes.into_iter().map(|d| Dispute { region, setl_id: d.setl_id, reason: d.reason }));
+            for id in c.withdrawn {
+                open.remove(&(region, id));
+            }
+            for d in c.disputes {
+                open.insert((region, d.setl_id.clone()), Dispute { region, setl_id: d.setl_id, reason: d.reason });
+            }
         }
-        Ok(out)
+        Ok(open.into_values().collect())
     }
 
     /// Advance funds now: each home region's payable so far in `month`
@@ -485,7 +613,7 @@ impl Operator {
     ) -> Result<Vec<crate::clearing::advance::AdvanceStatus>, NodeError> {
         let mut usage: BTreeMap<RegionCode, Amount> = BTreeMap::new();
         for region in self.nodes.keys() {
-            let r = self.report(*region, month).await?;
+            let r = self.report(*region, month, false).await?;
             for p in r.pairs.iter().filter(|p| !p.as_treatment) {
                 *usage.entry(*region).or_default() = usage.get(region).copied().unwrap_or_default()
                     + signed_amount("fund_pay_sumamt", &p.fund_pay_sumamt)?;

@@ -11,6 +11,7 @@
 //! must sum to zero and equal the hospitals' receipts. A failure names its
 //! seed and step; `xclear sim --seed N --steps M` replays it.
 
+mod clearing;
 mod model;
 pub mod network;
 pub(crate) mod world;
@@ -34,12 +35,15 @@ use crate::proto::{
 };
 use crate::region::RegionCode;
 use crate::rules::RuleBook;
+pub use clearing::ClearingCounts;
 use model::Model;
 use network::{FaultRates, SimNetwork};
 use world::{code, key, World, AGENCY, HOSPITALS, REGIONS};
 
-/// 2026-03-27 09:00 Asia/Shanghai: a month end comes early in most runs.
-const START_MS: i64 = 1_774_573_200_000;
+/// 2026-03-30 12:00 Asia/Shanghai: March ends about a third of the way into
+/// a 200-step run, so most runs close it with traffic still flowing (late
+/// commits into April at nodes whose clocks are behind) and dispute it.
+const START_MS: i64 = 1_774_843_200_000;
 const PERSONS_PER_REGION: usize = 8;
 const ITEM_CODES: [&str; 4] = ["XA001", "XB001", "XC001", "FW001"];
 
@@ -119,6 +123,7 @@ pub struct SimReport {
     pub months_closed: usize,
     pub ledger_entries: u64,
     pub faults: Faults,
+    pub clearing: ClearingCounts,
     /// Digest of every answer the hospitals hold: the same seed gives the same digest.
     pub digest: String,
 }
@@ -168,11 +173,28 @@ struct Sim {
     next_msgid: u64,
     retries: u64,
     step: u64,
-    /// Every month before this one is closed.
+    /// Every month before this one is closed and final.
     open_month: Month,
+    /// What the last final statement held out.
     carried: Vec<PendingItem>,
+    /// setl_id -> the month whose final statement cleared it.
+    cleared: BTreeMap<String, Month>,
+    counts: ClearingCounts,
     months_closed: usize,
     crash_faults: Faults,
+}
+
+/// Node clocks behind the operator's: each region, by chance, 30 minutes
+/// to 4 hours behind (past the operator's grace), or on time.
+fn clock_skews(seed: u64) -> BTreeMap<RegionCode, i64> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_c10c);
+    REGIONS
+        .iter()
+        .map(|(r, _)| {
+            let behind = if rng.gen_bool(0.4) { rng.gen_range(30..=240) * 60_000 } else { 0 };
+            (code(r), -behind)
+        })
+        .collect()
 }
 
 /// Runs one simulation in `dir` (which it fills with the nodes' data).
@@ -180,7 +202,7 @@ pub async fn run(opts: &SimOptions, dir: &Path, rules: Arc<RuleBook>) -> Result<
     let fail = |step: u64, what: String| SimFailure { seed: opts.seed, step, steps: opts.steps, what };
     let clock = Arc::new(ManualClock::new(START_MS));
     let net = SimNetwork::new(opts.seed, opts.rates, Arc::clone(&clock));
-    let world = World::build(dir, rules, clock, Arc::clone(&net)).map_err(|e| fail(0, e))?;
+    let world = World::build(dir, rules, clock, Arc::clone(&net), clock_skews(opts.seed)).map_err(|e| fail(0, e))?;
     let open_month = month_at(START_MS).ok_or_else(|| fail(0, "start month".into()))?;
     let mut sim = Sim {
         rng: StdRng::seed_from_u64(opts.seed),
@@ -194,6 +216,8 @@ pub async fn run(opts: &SimOptions, dir: &Path, rules: Arc<RuleBook>) -> Result<
         step: 0,
         open_month,
         carried: Vec::new(),
+        cleared: BTreeMap::new(),
+        counts: ClearingCounts::default(),
         months_closed: 0,
         crash_faults: Faults::default(),
     };
@@ -216,7 +240,7 @@ pub async fn run(opts: &SimOptions, dir: &Path, rules: Arc<RuleBook>) -> Result<
     let reversed = sim.model.acked.values().filter(|a| a.reversal).count();
     let refused = sim.model.refused.len();
     let digest = sim.model.digest();
-    let (retries, months_closed) = (sim.retries, sim.months_closed);
+    let (retries, months_closed, clearing) = (sim.retries, sim.months_closed, sim.counts.clone());
     let ledger_entries = sim.world.shut_down_and_verify().await.map_err(|e| fail(end, e))?;
     Ok(SimReport {
         seed: opts.seed,
@@ -228,6 +252,7 @@ pub async fn run(opts: &SimOptions, dir: &Path, rules: Arc<RuleBook>) -> Result<
         months_closed,
         ledger_entries,
         faults,
+        clearing,
         digest,
     })
 }
@@ -319,6 +344,7 @@ impl Sim {
                 self.partition();
                 Ok(())
             }
+            81..=82 => self.try_early_close().await,
             79..=80 => {
                 let unregistered: Vec<usize> =
                     (0..self.persons.len()).filter(|i| !self.persons[*i].registered).collect();
@@ -547,64 +573,5 @@ impl Sim {
         }
         self.model.check(&self.world)?;
         self.model.check_quiet()
-    }
-
-    /// Closes every month that has ended (and, at the end, the open one).
-    async fn close_due_months(&mut self, everything: bool) -> Result<(), String> {
-        let now = month_at(self.world.clock.now_ms()).ok_or("clock month")?;
-        if self.open_month >= now && !everything {
-            return Ok(());
-        }
-        self.quiesce().await?;
-        while self.open_month < now || (everything && self.open_month == now) {
-            self.close(self.open_month).await?;
-            self.open_month = self.open_month.next();
-        }
-        Ok(())
-    }
-
-    async fn close(&mut self, month: Month) -> Result<(), String> {
-        let closed = self
-            .world
-            .operator
-            .close_month(month, &[], &self.carried)
-            .await
-            .map_err(|e| format!("close {month}: {e}"))?;
-        let s = &closed.statement;
-        if s.positions_sum() != Amount::ZERO {
-            return Err(format!("{month}: positions sum to {}", s.positions_sum()));
-        }
-        if !s.pending.is_empty() {
-            return Err(format!("{month}: {} items held out after quiescence: {:?}", s.pending.len(), s.pending[0]));
-        }
-        let pairs = self.world.rules.pairs().clone();
-        let (net, bilateral) = self.model.expected(month, |a, b| pairs.are_partners(a, b));
-        let regions: BTreeSet<RegionCode> = net.keys().chain(s.positions.keys()).copied().collect();
-        for r in regions {
-            let have = s.positions.get(&r).map(|p| p.net).unwrap_or(Amount::ZERO);
-            let want = net.get(&r).copied().unwrap_or(Amount::ZERO);
-            if have != want {
-                return Err(format!("{month}: {r} nets {have} on the statement, {want} from the hospitals' receipts"));
-            }
-        }
-        let have: BTreeMap<(RegionCode, RegionCode), Amount> =
-            s.corps_local.iter().map(|b| ((b.a, b.b), b.a_owes_b)).filter(|(_, v)| *v != Amount::ZERO).collect();
-        let want: BTreeMap<(RegionCode, RegionCode), Amount> =
-            bilateral.into_iter().filter(|(_, v)| *v != Amount::ZERO).collect();
-        if have != want {
-            return Err(format!("{month}: corps–local channel {have:?} on the statement, {want:?} from the receipts"));
-        }
-        let again = self
-            .world
-            .operator
-            .close_month(month, &[], &self.carried)
-            .await
-            .map_err(|e| format!("re-close {month}: {e}"))?;
-        if again.signed.body != closed.signed.body {
-            return Err(format!("{month}: closing twice gave two statements"));
-        }
-        self.carried = s.pending.clone();
-        self.months_closed += 1;
-        Ok(())
     }
 }

@@ -9,7 +9,6 @@ use sha2::{Digest, Sha256};
 
 use super::world::{key, World};
 use crate::api::envelope::{self, CLAIM_RESULT_DOMAIN};
-use crate::clearing::Month;
 use crate::ledger::EntryKind;
 use crate::money::Amount;
 use crate::node::records::{HomeSettlementEntry, OutcomeEntry};
@@ -240,32 +239,28 @@ impl Model {
         }
     }
 
-    /// Net position per region (national channel) and corps–local bilateral
-    /// nets for `month`, from the hospitals' answers alone.
-    pub fn expected(
-        &self,
-        month: Month,
-        corps_local: impl Fn(RegionCode, RegionCode) -> bool,
-    ) -> (BTreeMap<RegionCode, Amount>, BTreeMap<(RegionCode, RegionCode), Amount>) {
-        let mut net: BTreeMap<RegionCode, Amount> = BTreeMap::new();
-        let mut bilateral: BTreeMap<(RegionCode, RegionCode), Amount> = BTreeMap::new();
-        for a in self.acked.values().filter(|a| a.month == month.to_string()) {
-            if corps_local(a.home, a.treatment) {
-                let (pair, sign) = if a.home < a.treatment {
-                    ((a.home, a.treatment), a.fund_pay)
-                } else {
-                    ((a.treatment, a.home), -a.fund_pay)
-                };
-                let e = bilateral.entry(pair).or_insert(Amount::ZERO);
-                *e = *e + sign;
-            } else {
-                let t = net.entry(a.treatment).or_insert(Amount::ZERO);
-                *t = *t + a.fund_pay;
-                let h = net.entry(a.home).or_insert(Amount::ZERO);
-                *h = *h - a.fund_pay;
-            }
-        }
-        (net, bilateral)
+    /// Every settlement and reversal committed at a home node, as its
+    /// clearing line (from the home node's signed result), by setl_id.
+    pub fn home_lines(&self) -> BTreeMap<String, crate::clearing::Line> {
+        self.home_commits
+            .iter()
+            .filter_map(|(id, c)| {
+                let r: ClaimResult = envelope::peek(&c.result).ok()?;
+                let home = RegionCode::parse(&c.result.signer).ok()?;
+                let treatment = RegionCode::parse(&c.treatment).ok()?;
+                Some((id.clone(), crate::node::clearing_side::line_from(&r, home, treatment)?))
+            })
+            .collect()
+    }
+
+    /// Home commits whose month is later than their home clock's month
+    /// (that month was sealed when they committed).
+    pub fn late_commits(&self) -> u64 {
+        let late = |c: &HomeCommit| {
+            envelope::peek::<ClaimResult>(&c.result)
+                .is_ok_and(|r| r.month > crate::node::home::month_of(r.committed_at_ms))
+        };
+        self.home_commits.values().filter(|c| late(c)).count() as u64
     }
 
     /// A digest of every answer the hospitals hold (equal runs, equal digests).

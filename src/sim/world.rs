@@ -52,6 +52,8 @@ pub struct World {
     pub net: Arc<SimNetwork>,
     pub nodes: BTreeMap<RegionCode, Arc<Node>>,
     configs: BTreeMap<RegionCode, NodeConfig>,
+    /// How far each node's clock is behind the operator's (ms, ≤ 0).
+    pub skews: BTreeMap<RegionCode, i64>,
     pub operator: Operator,
 }
 
@@ -96,13 +98,15 @@ impl World {
         rules: Arc<RuleBook>,
         clock: Arc<ManualClock>,
         net: Arc<SimNetwork>,
+        skews: BTreeMap<RegionCode, i64>,
     ) -> Result<World, String> {
         let rules_dir = dir.join("rules-unused");
         let mut nodes = BTreeMap::new();
         let mut configs = BTreeMap::new();
         for (r, _) in REGIONS {
             let cfg = config(dir, r, &rules_dir);
-            let node = open_node(cfg.clone(), &rules, &clock, &net)?;
+            let skew = skews.get(&code(r)).copied().unwrap_or(0);
+            let node = open_node(cfg.clone(), &rules, &clock, skew, &net)?;
             net.attach(&node);
             nodes.insert(code(r), node);
             configs.insert(code(r), cfg);
@@ -119,7 +123,7 @@ impl World {
             BTreeMap::new(),
         )
         .map_err(|e| format!("operator: {e}"))?;
-        Ok(World { dir: dir.to_path_buf(), clock, rules, net, nodes, configs, operator })
+        Ok(World { dir: dir.to_path_buf(), clock, rules, net, nodes, configs, skews, operator })
     }
 
     pub fn node(&self, region: RegionCode) -> Result<&Arc<Node>, String> {
@@ -181,7 +185,8 @@ impl World {
         }
         self.verify_stopped(region)?;
         let cfg = self.configs.get(&region).cloned().ok_or_else(|| format!("no config {region}"))?;
-        let node = open_node(cfg, &self.rules, &self.clock, &self.net)?;
+        let skew = self.skews.get(&region).copied().unwrap_or(0);
+        let node = open_node(cfg, &self.rules, &self.clock, skew, &self.net)?;
         self.net.attach(&node);
         self.nodes.insert(region, node);
         Ok(())
@@ -207,10 +212,12 @@ fn open_node(
     cfg: NodeConfig,
     rules: &Arc<RuleBook>,
     clock: &Arc<ManualClock>,
+    skew_ms: i64,
     net: &Arc<SimNetwork>,
 ) -> Result<Arc<Node>, String> {
     let region = cfg.region;
-    let c: Arc<dyn Clock> = clock.clone();
+    let base: Arc<dyn Clock> = clock.clone();
+    let c: Arc<dyn Clock> = Arc::new(crate::clock::OffsetClock::new(base, skew_ms));
     let node = Node::open(cfg, key(&region.to_string()), Arc::clone(rules), c, net.clone())
         .map_err(|e| format!("open {region}: {e}"))?
         .with_claim_backoff(Duration::ZERO);

@@ -124,13 +124,24 @@ proptest! {
         prop_assert_eq!(&pending, &chosen);
         prop_assert!(s.pending.iter().all(|p| p.reason == PendingReason::Disputed));
         prop_assert_eq!(s.pairs.iter().map(|p| p.count).sum::<u64>() as usize, lines.len() - chosen.len());
-        // Next month they come back as adjustments of the same amounts.
-        let s2 = close(march().next(), &ClosingInput { carried: s.pending.clone(), ..ClosingInput::default() }, corps_local);
-        prop_assert_eq!(s2.adjustments.len(), chosen.len());
+        // Next month they come back once, as lines of March (both sides
+        // report them again), never also as adjustments.
+        let again: Vec<Line> = lines.iter().filter(|l| chosen.contains(&l.setl_id)).cloned().collect();
+        let next = ClosingInput { treatment_lines: again.clone(), home_lines: again.clone(), carried: s.pending.clone(), ..ClosingInput::default() };
+        let s2 = close(march().next(), &next, corps_local);
+        prop_assert!(s2.adjustments.is_empty());
+        prop_assert!(s2.pending.is_empty());
+        prop_assert!(s2.pairs.iter().all(|p| p.month == march()));
+        prop_assert_eq!(s2.pairs.iter().map(|p| p.count).sum::<u64>() as usize, chosen.len());
         prop_assert_eq!(s2.positions_sum(), Amount::ZERO);
-        let back: Amount = s2.adjustments.iter().map(|a| a.amount).sum();
-        let out: Amount = lines.iter().filter(|l| chosen.contains(&l.setl_id)).map(|l| l.amounts.fund_pay_sumamt).sum();
-        prop_assert_eq!(back, out);
+        let national = |ls: &[Line]| -> Amount { ls.iter().filter(|l| !corps_local(l.home, l.treatment)).map(|l| l.amounts.fund_pay_sumamt).sum() };
+        let back: Amount = s2.positions.values().map(|p| p.receivable).sum();
+        prop_assert_eq!(back, national(&again));
+        // Carried with neither side's lines fetched: carried again, not dropped.
+        let s3 = close(march().next(), &ClosingInput { carried: s.pending.clone(), ..ClosingInput::default() }, corps_local);
+        let kept: std::collections::BTreeSet<String> = s3.pending.iter().map(|p| p.setl_id.clone()).collect();
+        prop_assert_eq!(&kept, &chosen);
+        prop_assert!(s3.pairs.is_empty());
     }
 }
 

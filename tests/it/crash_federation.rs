@@ -18,7 +18,7 @@ use xclear::node::records::{HomeSettlementEntry, OutcomeEntry};
 use xclear::proto::hospital_service_client::HospitalServiceClient;
 use xclear::proto::{hospital_request::Action, BillItem, ClaimResult, HospitalRequest};
 
-use crate::common::procs::{two_nodes, write, xclear, NodeProc, TwoNodes};
+use crate::common::procs::{confirm_all, two_nodes, write, xclear, xclear_as_operator, NodeProc, TwoNodes};
 
 const CYCLES: usize = 50;
 const HOSPITAL_TASKS: usize = 6;
@@ -221,7 +221,17 @@ fn nodes_killed_under_load_lose_and_double_nothing() {
     let op = d.join("operator.toml");
     let op = op.to_str().expect("p");
     for month in &months {
-        let closed = xclear(&["clearing", "close", "--config", op, "--month", month]);
+        // Months close in order, each once it is over (the operator's clock
+        // runs ahead) and after the one before is final.
+        let early = xclear(&["clearing", "close", "--config", op, "--month", month]);
+        assert!(!early.status.success(), "{month} closed by the real clock, before it was over");
+        assert!(
+            String::from_utf8_lossy(&early.stderr).contains("month_not_over")
+                || String::from_utf8_lossy(&early.stderr).contains("is not over"),
+            "{}",
+            String::from_utf8_lossy(&early.stderr)
+        );
+        let closed = xclear_as_operator(&["clearing", "close", "--config", op, "--month", month]);
         assert!(closed.status.success(), "{}", String::from_utf8_lossy(&closed.stderr));
         let json = xclear(&["clearing", "statement", "--config", op, "--month", month, "--format", "json"]);
         let s: serde_json::Value = serde_json::from_slice(&json.stdout).expect("statement");
@@ -229,6 +239,7 @@ fn nodes_killed_under_load_lose_and_double_nothing() {
         let net = Decimal::from_str(s["positions"]["110000"]["net"].as_str().expect("net")).expect("net");
         let receipted: Decimal = receipts.values().filter(|r| &r.month == month).map(|r| r.fund_pay).sum();
         assert_eq!(net, receipted, "{month}: statement against the hospitals' receipts");
+        confirm_all(op, month, d, &[("611000", "611000.key"), ("110000", "110000.key")]);
     }
     home.take().expect("home").kill();
     bj.take().expect("bj").kill();

@@ -144,13 +144,13 @@ async fn replayed_registrations() {
 async fn reports_only_for_the_operator() {
     let (f, _) = secured().await;
     let home = &f.nodes["611000"];
-    let req = ReportRequest { month: "2026-03".into() };
+    let req = ReportRequest { month: "2026-03".into(), seal: true };
     // Signed by a region's key (claiming to be the operator), and by a hospital.
     for env in [
         seal(&node_key("110000"), OPERATOR_DOMAIN, "operator", &req),
         seal(&hospital_key(BJ_HOSPITAL), OPERATOR_DOMAIN, "operator", &req),
     ] {
-        let e = home.handle_report_request(env).expect_err("not the operator");
+        let e = home.handle_report_request(env).await.expect_err("not the operator");
         assert!(matches!(e.reason(), "bad_signature" | "not_authorised"), "{e}");
     }
 }

@@ -941,3 +941,82 @@ async fn a_settlement_whose_hospital_goes_away_mid_commit_still_completes_at_the
     let as_treatment = sums.get(&(xclear::node::clearing_side::Side::AsTreatment, code("611000"))).expect("pair");
     assert_eq!(as_treatment.count, 1);
 }
+
+/// Issue 21, defect 3: a request the home node refused for good (an unknown
+/// person; a second reversal) left an intent re-driven every 5 s for ever,
+/// counted against the pending-intent limit. Such a refusal ends the intent,
+/// on the ledger, and the hospital asking again gets the same refusal
+/// without the home node being asked.
+#[tokio::test]
+async fn a_request_the_home_refuses_for_good_ends_its_intent() {
+    let f = federation();
+    shangluo_patient(&f).await;
+    let (bj, home) = (&f.nodes["110000"], &f.nodes["611000"]);
+    let unknown = request(BJ_HOSPITAL, "nobody", Action::Settle, "P9999", "611000", example_items());
+    assert_eq!(submit(bj, &unknown).await.expect_err("unknown").reason(), "unknown_person");
+    assert_eq!(bj.pending_intents(), 0, "the intent ended");
+    let ended = bj.ledger().entry_by_key(&format!("outcome:{BJ_HOSPITAL}:nobody")).expect("read").expect("recorded");
+    assert_eq!(ended.body.kind, xclear::ledger::EntryKind::SettlementEnded);
+    let home_len = home.ledger().len();
+    f.net.detach(code("611000"));
+    assert_eq!(submit(bj, &unknown).await.expect_err("again").reason(), "unknown_person", "from the record");
+    f.net.attach(home);
+    assert_eq!(home.ledger().len(), home_len);
+
+    // A second reversal of one settlement.
+    let settled = submit(bj, &request(BJ_HOSPITAL, "s1", Action::Settle, "P0001", "611000", example_items()))
+        .await
+        .expect("settled");
+    assert!(settled.settled);
+    let reverse = |m: &str| HospitalRequest {
+        reversed_msgid: "s1".into(),
+        ..request(BJ_HOSPITAL, m, Action::Reverse, "P0001", "611000", vec![])
+    };
+    assert!(submit(bj, &reverse("r1")).await.expect("reversed").settled);
+    assert_eq!(submit(bj, &reverse("r2")).await.expect_err("twice").reason(), "already_reversed");
+    assert_eq!(bj.pending_intents(), 0);
+    assert_eq!(bj.redrive_intents().await.expect("nothing to re-drive"), 0);
+    // Restarted, the node still holds no open intent.
+    drop(f.nodes);
+    let bj = open_node("110000", f._dir.path(), &f.net, &f.clock);
+    assert_eq!(bj.pending_intents(), 0);
+}
+
+/// Refused requests do not count against the pending-intent limit, and a
+/// failing re-drive backs off (5 s, then 10 s, ...) instead of hammering.
+#[tokio::test]
+async fn refusals_do_not_fill_the_intent_limit_and_redrives_back_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = LocalNetwork::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let limits = xclear::node::Limits { pending_intents: 1, ..Default::default() };
+    let tune = |n: Node| n.with_limits(limits).with_claim_backoff(std::time::Duration::ZERO);
+    let nodes: BTreeMap<_, _> = ["611000", "110000"]
+        .into_iter()
+        .map(|r| (r, open_via(r, dir.path(), &net, net.clone(), &clock, tune)))
+        .collect();
+    let (home, bj) = (Arc::clone(&nodes["611000"]), Arc::clone(&nodes["110000"]));
+    home.import_persons(&[person("P0001", "611000", "390")]).await.expect("import");
+    register(&home, "r1", "P0001", "long_term_resident", "110000").await.expect("register");
+    for m in ["x1", "x2", "x3"] {
+        let req = request(BJ_HOSPITAL, m, Action::Settle, "P9999", "611000", example_items());
+        assert_eq!(submit(&bj, &req).await.expect_err("unknown").reason(), "unknown_person");
+    }
+    net.detach(home.region());
+    let req = request(BJ_HOSPITAL, "p1", Action::Settle, "P0001", "611000", example_items());
+    assert!(matches!(submit(&bj, &req).await, Err(NodeError::HomeUnreachable(_))), "not refused as overloaded");
+    assert_eq!(bj.pending_intents(), 1);
+    // The first due re-drive fails and backs off 5 s; before then nothing is tried.
+    assert!(bj.redrive_due_intents().await.is_err());
+    clock.advance(4_000);
+    assert_eq!(bj.redrive_due_intents().await.expect("none due"), 0);
+    assert_eq!(bj.oldest_pending_intent_ms(), 4_000);
+    clock.advance(1_000);
+    assert!(bj.redrive_due_intents().await.is_err(), "due after 5 s, and failing: now 10 s");
+    net.attach(&home);
+    clock.advance(9_000);
+    assert_eq!(bj.redrive_due_intents().await.expect("not yet"), 0);
+    clock.advance(1_000);
+    assert_eq!(bj.redrive_due_intents().await.expect("due"), 1);
+    assert_eq!((bj.pending_intents(), bj.oldest_pending_intent_ms()), (0, 0));
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::common::procs::{free_port, two_nodes, write, xclear, NodeProc};
+use crate::common::procs::{free_port, two_nodes, write, xclear, xclear_as_operator, NodeProc};
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -176,7 +176,16 @@ fn separate_processes_settle_and_recover_in_flight_intents() {
     let month = r2["month"].as_str().expect("month").to_string();
     let op = d.join("operator.toml");
     let op = op.to_str().expect("p");
-    let closed = xclear(&["clearing", "close", "--config", op, "--month", &month]);
+    // By the real clock the month is not over: refused. The operator's
+    // clock runs ahead (`OPERATOR_AHEAD`): closed.
+    let early = xclear(&["clearing", "close", "--config", op, "--month", &month]);
+    assert!(
+        String::from_utf8_lossy(&early.stderr).contains("is not over"),
+        "{}",
+        String::from_utf8_lossy(&early.stderr)
+    );
+    assert!(!early.status.success());
+    let closed = xclear_as_operator(&["clearing", "close", "--config", op, "--month", &month]);
     assert!(closed.status.success(), "{}", String::from_utf8_lossy(&closed.stderr));
     let table = String::from_utf8_lossy(&closed.stdout).to_string();
     assert!(table.contains("611000") && table.contains("110000") && table.contains("sum"), "{table}");
@@ -195,35 +204,6 @@ fn separate_processes_settle_and_recover_in_flight_intents() {
     let file = |ext: &str| std::fs::read(statements.join(format!("{month}.{ext}"))).expect("statement file");
     assert_eq!([file("json"), b"\n".to_vec()].concat(), json.stdout);
     assert_eq!(file("csv"), csv.stdout);
-    for (region, k) in [("611000", "611000.key"), ("110000", "110000.key")] {
-        let c = xclear(&[
-            "clearing",
-            "confirm",
-            "--config",
-            op,
-            "--month",
-            &month,
-            "--region",
-            region,
-            "--key",
-            d.join(k).to_str().expect("p"),
-        ]);
-        assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
-    }
-    // A key that is not the region's own is refused.
-    let forged = xclear(&[
-        "clearing",
-        "confirm",
-        "--config",
-        op,
-        "--month",
-        &month,
-        "--region",
-        "611000",
-        "--key",
-        d.join("110000.key").to_str().expect("p"),
-    ]);
-    assert!(!forged.status.success());
     let adv = xclear(&["clearing", "advance", "--config", op, "--month", &month]);
     assert!(adv.status.success(), "{}", String::from_utf8_lossy(&adv.stderr));
     assert!(String::from_utf8_lossy(&adv.stdout).contains("611000"));
@@ -262,20 +242,36 @@ fn separate_processes_settle_and_recover_in_flight_intents() {
     let adv = xclear(&["clearing", "advance", "--operator", &url, "--month", &month]);
     assert!(adv.status.success(), "{}", String::from_utf8_lossy(&adv.stderr));
     assert!(String::from_utf8_lossy(&adv.stdout).contains("611000"));
-    let confirm = xclear(&[
-        "clearing",
-        "confirm",
-        "--operator",
-        &url,
-        "--month",
-        &month,
-        "--region",
-        "110000",
-        "--key",
-        d.join("110000.key").to_str().expect("p"),
-    ]);
-    assert!(confirm.status.success(), "{}", String::from_utf8_lossy(&confirm.stderr));
-    assert!(String::from_utf8_lossy(&confirm.stdout).contains("final"), "both regions have confirmed");
+    let confirm = |region: &str, key: &str| {
+        xclear(&[
+            "clearing",
+            "confirm",
+            "--operator",
+            &url,
+            "--month",
+            &month,
+            "--region",
+            region,
+            "--key",
+            d.join(key).to_str().expect("p"),
+        ])
+    };
+    // A key that is not the region's own is refused.
+    assert!(!confirm("611000", "110000.key").status.success());
+    let c = confirm("611000", "611000.key");
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    assert!(!String::from_utf8_lossy(&c.stdout).contains("final"));
+    let c = confirm("110000", "110000.key");
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    assert!(String::from_utf8_lossy(&c.stdout).contains("final"), "both regions have confirmed");
+    // Final: the month is not closed again.
+    let final_close =
+        xclear(&["clearing", "close", "--operator", &url, "--operator-key", operator_key, "--month", &month]);
+    assert!(
+        String::from_utf8_lossy(&final_close.stderr).contains("month_final"),
+        "{}",
+        String::from_utf8_lossy(&final_close.stderr)
+    );
     let not_closed = xclear(&["clearing", "statement", "--operator", &url, "--month", "2031-01"]);
     assert!(String::from_utf8_lossy(&not_closed.stderr).contains("not_closed"));
     server.kill();

@@ -10,7 +10,7 @@ use ed25519_dalek::SigningKey;
 use xclear::api::envelope::{
     open, peek, seal, ADMIN_DOMAIN, CLAIM_DOMAIN, CONFIRMATION_DOMAIN, HOSPITAL_DOMAIN, LINES_DOMAIN, OPERATOR_DOMAIN,
 };
-use xclear::clearing::{Amounts, Channel, Dispute, Line, Month, PendingReason};
+use xclear::clearing::{Amounts, Channel, Line, Month, PendingReason};
 use xclear::clock::{Clock, ManualClock};
 use xclear::ledger::entry::MAX_PAYLOAD_BYTES;
 use xclear::money::Amount;
@@ -29,6 +29,8 @@ use xclear::region::RegionCode;
 
 const REGIONS: [&str; 4] = ["611000", "110000", "654000", "660400"];
 const MARCH: i64 = 1_772_676_000_000;
+/// 2026-04-01 01:00 Asia/Shanghai: March's end plus the operator's hour of grace.
+const MARCH_CLOSABLE: i64 = 1_774_976_400_000;
 
 fn code(s: &str) -> RegionCode {
     RegionCode::parse(s).expect("region")
@@ -45,12 +47,15 @@ struct World {
     nodes: BTreeMap<&'static str, Arc<Node>>,
     operator: Operator,
     net: Arc<LocalNetwork>,
+    /// The nodes' clock (the operator keeps its own, after March).
+    clock: Arc<ManualClock>,
 }
 
 async fn world() -> World {
     let dir = tempfile::tempdir().expect("tempdir");
     let net = LocalNetwork::new();
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(MARCH));
+    let node_clock = Arc::new(ManualClock::new(MARCH));
+    let clock: Arc<dyn Clock> = node_clock.clone();
     let nodes = common::in_process_nodes(dir.path(), &REGIONS, key, Arc::clone(&clock), &net);
     let operator = open_operator(&dir.path().join("operator"), net.clone());
     // Traffic: 商洛 patients in Beijing, corps–local care both ways.
@@ -102,15 +107,20 @@ async fn world() -> World {
             .expect("settle");
         assert!(r.settled, "{r:?}");
     }
-    World { _dir: dir, nodes, operator, net }
+    World { _dir: dir, nodes, operator, net, clock: node_clock }
 }
 
-/// An operator of the world's regions, on its own ledger in `dir`.
+/// An operator of the world's regions, on its own ledger in `dir`, its
+/// clock at the moment March may close.
 fn open_operator(dir: &std::path::Path, transport: Arc<dyn ReportTransport>) -> Operator {
+    open_operator_at(dir, transport, Arc::new(ManualClock::new(MARCH_CLOSABLE)))
+}
+
+fn open_operator_at(dir: &std::path::Path, transport: Arc<dyn ReportTransport>, clock: Arc<ManualClock>) -> Operator {
     Operator::open(
         dir,
         key("operator"),
-        Arc::new(ManualClock::new(MARCH)),
+        clock,
         REGIONS.iter().map(|r| (code(r), key(r).verifying_key())).collect(),
         transport,
         common::rules().pairs().clone(),
@@ -129,24 +139,56 @@ fn answer(region: &str, hash: &str, disputes: Vec<DisputedLine>) -> xclear::prot
 
 /// An answer for `region`'s statement of March, signed with `signer`'s key.
 fn answer_signed_by(signer: &str, region: &str, hash: &str, disputes: Vec<DisputedLine>) -> xclear::proto::Signed {
-    let c = Confirmation { month: "2026-03".into(), region: region.into(), statement_hash: hash.into(), disputes };
+    let c = Confirmation {
+        month: "2026-03".into(),
+        region: region.into(),
+        statement_hash: hash.into(),
+        disputes,
+        withdrawn: vec![],
+    };
     seal(&key(signer), CONFIRMATION_DOMAIN, region, &c)
+}
+
+/// `region` withdraws its dispute of `setl_id` on the statement `hash` of `month`.
+fn withdrawal(region: &str, month: Month, hash: &str, setl_id: &str) -> xclear::proto::Signed {
+    let c = Confirmation {
+        month: month.to_string(),
+        region: region.into(),
+        statement_hash: hash.into(),
+        disputes: vec![],
+        withdrawn: vec![setl_id.into()],
+    };
+    seal(&key(region), CONFIRMATION_DOMAIN, region, &c)
+}
+
+/// Every region confirms the statement `hash` of `month`.
+async fn confirm_all(op: &Operator, month: Month, hash: &str) {
+    for r in REGIONS {
+        let c = Confirmation {
+            month: month.to_string(),
+            region: r.into(),
+            statement_hash: hash.into(),
+            ..Default::default()
+        };
+        op.answer(seal(&key(r), CONFIRMATION_DOMAIN, r, &c)).await.expect("confirm");
+    }
 }
 
 #[tokio::test]
 async fn the_operator_closes_confirms_and_handles_disputes() {
     let w = world().await;
-    let closed = w.operator.close_month(march(), &[], &[]).await.expect("closed");
+    let closed = w.operator.close(march()).await.expect("closed");
     let s = &closed.statement;
     assert_eq!(s.positions_sum(), Amount::ZERO);
     assert!(s.pending.is_empty());
     assert_eq!(s.node_heads.len(), 4, "the statement carries every node's head");
-    assert_eq!(s.node_heads[&code("611000")].size, w.nodes["611000"].ledger().head().size);
+    // The head as the node sealed March: its seal (holding the report) follows it.
+    assert_eq!(s.node_heads[&code("611000")].size + 1, w.nodes["611000"].ledger().head().size);
     assert_eq!(s.corps_local.len(), 1);
     assert_eq!(s.pairs.iter().map(|p| p.count).sum::<u64>(), 5);
     assert!(s.positions[&code("110000")].net > Amount::ZERO && s.positions[&code("611000")].net.is_negative());
     // The statement is signed over its canonical bytes, and closing again gives the same bytes.
-    let again = w.operator.close_month(march(), &[], &[]).await.expect("again");
+    let again = w.operator.close(march()).await.expect("again");
     assert_eq!(again.signed.body, closed.signed.body);
     assert_eq!(again.hash, closed.hash);
     assert!(xclear::crypto::verify(
@@ -182,29 +224,159 @@ async fn the_operator_closes_confirms_and_handles_disputes() {
         "msgid_reused"
     );
     assert!(!w.operator.is_final(&closed).expect("status"));
-    let reclosed = w
-        .operator
-        .close_month(
-            march(),
-            &[Dispute { region: code("611000"), setl_id: disputed.clone(), reason: "duplicate bill".into() }],
-            &[],
-        )
-        .await
-        .expect("reclosed");
+    let reclosed = w.operator.close(march()).await.expect("reclosed with the dispute");
     assert_eq!(reclosed.statement.pending.len(), 1);
     assert_eq!(reclosed.statement.pending[0].setl_id, disputed);
     assert_eq!(reclosed.statement.pending[0].reason, PendingReason::Disputed);
     assert_eq!(reclosed.statement.positions_sum(), Amount::ZERO);
     assert_eq!(reclosed.statement.pairs.iter().map(|p| p.count).sum::<u64>(), 4);
     assert_ne!(reclosed.hash, closed.hash);
-    for r in REGIONS {
-        w.operator.answer(answer(r, &reclosed.hash, vec![])).await.expect("confirm");
-    }
+    confirm_all(&w.operator, march(), &reclosed.hash).await;
     assert!(w.operator.is_final(&reclosed).expect("status"));
-    // Next month the disputed line comes back as an adjustment.
-    let april = w.operator.close_month(march().next(), &[], &reclosed.statement.pending).await.expect("april");
-    assert_eq!(april.statement.adjustments.len(), 1);
-    assert_eq!(april.statement.adjustments[0].setl_id.as_deref(), Some(disputed.as_str()));
+}
+
+/// Issue 21, defect 1: a line disputed in March was credited twice in April
+/// (once as an adjustment, once re-fetched as a line). It comes back once,
+/// as a line of its own month, and nowhere else.
+#[tokio::test]
+async fn a_disputed_line_is_paid_once_the_next_month_as_a_line() {
+    let w = world().await;
+    let clock = Arc::new(ManualClock::new(MARCH_CLOSABLE));
+    let op = open_operator_at(&w._dir.path().join("operator-disputes"), w.net.clone(), clock.clone());
+    let march_s = op.close(march()).await.expect("closed");
+    let (_, home_lines) = w.nodes["611000"].month_lines(march()).expect("lines");
+    let line = home_lines.iter().find(|l| l.treatment == code("110000")).expect("a Beijing line").clone();
+    let dispute = DisputedLine { setl_id: line.setl_id.clone(), reason: "duplicate bill".into() };
+    op.answer(answer("611000", &march_s.hash, vec![dispute])).await.expect("dispute");
+    let march_s = op.close(march()).await.expect("reclosed");
+    confirm_all(&op, march(), &march_s.hash).await;
+    let beijing = |s: &xclear::clearing::Statement| s.positions.get(&code("110000")).map(|p| p.receivable);
+    let march_receivable = beijing(&march_s.statement).expect("Beijing in March");
+
+    // April: no traffic of its own; the disputed line returns, exactly once.
+    w.clock.set(MARCH_CLOSABLE + 20 * 86_400_000);
+    clock.set(xclear::operator::month_end_ms(march().next()) + 3_600_000);
+    let april = op.close(march().next()).await.expect("april");
+    let s = &april.statement;
+    assert!(s.adjustments.is_empty(), "not also an adjustment: {:?}", s.adjustments);
+    assert_eq!(s.dispute_rule, xclear::clearing::statement::DISPUTE_RULE);
+    assert_eq!(beijing(s), Some(line.amounts.fund_pay_sumamt), "Beijing is paid the line once, not twice");
+    assert_eq!(s.positions[&code("611000")].payable, line.amounts.fund_pay_sumamt);
+    assert_eq!(s.pairs.len(), 1);
+    assert_eq!((s.pairs[0].month, s.pairs[0].count), (march(), 1), "a line of March, cleared in April");
+    assert_eq!(
+        s.pairs[0].ids_root,
+        hex::encode(xclear::clearing::lines::ids_root(std::slice::from_ref(&line.setl_id)))
+    );
+    assert!(s.pending.is_empty());
+    assert_eq!(s.positions_sum(), Amount::ZERO);
+    // Over both months Beijing is owed every March line once.
+    let all: Amount =
+        home_lines.iter().filter(|l| l.treatment == code("110000")).map(|l| l.amounts.fund_pay_sumamt).sum();
+    assert_eq!(march_receivable + beijing(s).expect("april"), all);
+}
+
+/// A line disputed again stays out; a dispute withdrawn before the month is
+/// final returns the line to it, once.
+#[tokio::test]
+async fn a_withdrawn_dispute_returns_the_line_once_and_a_final_month_is_not_disputed() {
+    let w = world().await;
+    let first = w.operator.close(march()).await.expect("closed");
+    let (_, home_lines) = w.nodes["611000"].month_lines(march()).expect("lines");
+    let id = home_lines[0].setl_id.clone();
+    let dispute = DisputedLine { setl_id: id.clone(), reason: "duplicate bill".into() };
+    w.operator.answer(answer("611000", &first.hash, vec![dispute.clone()])).await.expect("dispute");
+    let out = w.operator.close(march()).await.expect("reclosed");
+    assert!(out.statement.pending.iter().any(|p| p.setl_id == id));
+    w.operator.answer(withdrawal("611000", march(), &out.hash, &id)).await.expect("withdraw");
+    let back = w.operator.close(march()).await.expect("reclosed");
+    assert!(back.statement.pending.is_empty(), "{:?}", back.statement.pending);
+    let as_first = xclear::clearing::Statement { revision: first.statement.revision, ..back.statement.clone() };
+    assert_eq!(as_first, first.statement, "the lines as before the dispute");
+    assert_eq!((first.statement.revision, out.statement.revision, back.statement.revision), (1, 2, 3));
+    // Disputed again on the same statement: out again.
+    w.operator.answer(answer("611000", &back.hash, vec![dispute.clone()])).await.expect("dispute again");
+    let again = w.operator.close(march()).await.expect("reclosed");
+    assert_eq!(again.statement.pending.len(), 1);
+    confirm_all(&w.operator, march(), &again.hash).await;
+    // Final: no more disputes of March, and no re-close.
+    let late = w.operator.answer(answer("654000", &again.hash, vec![dispute])).await.expect_err("final");
+    assert_eq!(late.reason(), "month_final", "{late}");
+    let reclose = w.operator.close(march()).await.expect_err("final");
+    assert_eq!(reclose.reason(), "month_final", "{reclose}");
+    assert_eq!(reclose.code(), tonic::Code::FailedPrecondition);
+}
+
+/// Issue 21, defect 2: a month closed before it was over (even in the
+/// future), and a settlement committed into a month after its statement was
+/// final appeared in no statement. The operator closes only months that are
+/// over; a node's report seals its month, and a home node whose clock is
+/// still in that month commits into the next one, which is cleared.
+#[tokio::test]
+async fn only_a_month_that_is_over_closes_and_a_late_commit_lands_in_the_next_month() {
+    let w = world().await;
+    let clock = Arc::new(ManualClock::new(1_774_971_000_000)); // 2026-03-31 23:30 Asia/Shanghai
+    let op = open_operator_at(&w._dir.path().join("operator-early"), w.net.clone(), clock.clone());
+    for (at, month) in [(1_774_971_000_000, march()), (1_774_974_600_000, march()), (MARCH_CLOSABLE, march().next())] {
+        clock.set(at);
+        let e = op.close(month).await.expect_err("not over");
+        assert_eq!(e.reason(), "month_not_over", "{month} at {at}: {e}");
+        assert!(e.to_string().contains("Asia/Shanghai"), "{e}");
+    }
+    let future = op.close(Month::parse("2027-01").expect("month")).await.expect_err("the future");
+    assert_eq!(future.reason(), "month_not_over");
+    assert!(op.statement_of(march()).expect("read").is_none(), "nothing was closed");
+
+    // The hour of grace has passed by the operator's clock; 商洛's clock
+    // still says 23:50 on March 31.
+    clock.set(MARCH_CLOSABLE);
+    w.clock.set(1_774_972_200_000);
+    let s = op.close(march()).await.expect("closed");
+    confirm_all(&op, march(), &s.hash).await;
+    assert!(op.is_final(&s).expect("final"));
+    assert!(w.nodes["611000"].sealed_months().contains(&march()));
+    let settle = |msgid: &str| HospitalRequest {
+        fixmedins_code: "H110000".into(),
+        msgid: msgid.into(),
+        action: Action::Settle as i32,
+        psn_no: "P1".into(),
+        insuplc_admdvs: "611000".into(),
+        setl_date: "2026-03-31".into(),
+        items: vec![BillItem { code: "XA001".into(), qty: "1".into(), price: "700.00".into() }],
+        ..Default::default()
+    };
+    let req = settle("late");
+    let r = w.nodes["110000"]
+        .handle_hospital(seal(&key("H110000"), HOSPITAL_DOMAIN, "H110000", &req))
+        .await
+        .expect("settled");
+    assert!(r.settled, "{r:?}");
+    assert_eq!(r.month, "2026-04", "sealed March is not committed into");
+    // March's report is the sealed one: the same bytes however often asked.
+    let again = op.close(march()).await.expect_err("final");
+    assert_eq!(again.reason(), "month_final");
+    // April clears it.
+    w.clock.set(MARCH_CLOSABLE + 20 * 86_400_000);
+    clock.set(xclear::operator::month_end_ms(march().next()) + 3_600_000);
+    let april = op.close(march().next()).await.expect("april");
+    let fund = Amount::parse_non_negative(&r.figures.expect("figures").fund_pay_sumamt).expect("amount");
+    assert_eq!(april.statement.positions[&code("110000")].receivable, fund);
+    assert_eq!(april.statement.pairs.iter().map(|p| p.count).sum::<u64>(), 1);
+}
+
+/// Months close in order, each after the previous one is final.
+#[tokio::test]
+async fn a_month_waits_for_the_previous_one_to_be_final() {
+    let w = world().await;
+    let clock = Arc::new(ManualClock::new(xclear::operator::month_end_ms(march().next()) + 3_600_000));
+    w.clock.set(MARCH_CLOSABLE + 20 * 86_400_000);
+    let op = open_operator_at(&w._dir.path().join("operator-order"), w.net.clone(), clock);
+    let s = op.close(march()).await.expect("march");
+    let e = op.close(march().next()).await.expect_err("march is not final");
+    assert_eq!(e.reason(), "month_final");
+    assert!(e.to_string().contains("awaits"), "{e}");
+    confirm_all(&op, march(), &s.hash).await;
+    op.close(march().next()).await.expect("april, after march is final");
 }
 
 /// The home region commits a claim whose outcome the treatment side never
@@ -236,7 +408,7 @@ async fn lose_an_outcome(w: &World) {
 async fn a_line_missing_at_the_treatment_side_is_held_out_and_carried() {
     let w = world().await;
     lose_an_outcome(&w).await;
-    let closed = w.operator.close_month(march(), &[], &[]).await.expect("closed");
+    let closed = w.operator.close(march()).await.expect("closed");
     assert_eq!(closed.statement.pending.len(), 1);
     assert_eq!(closed.statement.pending[0].reason, PendingReason::MissingAtTreatment);
     assert_eq!(closed.statement.positions_sum(), Amount::ZERO);
@@ -292,10 +464,10 @@ async fn a_pair_s_lines_come_in_pages_that_join_to_the_whole() {
 
     // The operator closing with pages of one line issues the very statement
     // it issues with whole pages.
-    let whole = w.operator.close_month(march(), &[], &[]).await.expect("closed");
+    let whole = w.operator.close(march()).await.expect("closed");
     let dir = tempfile::tempdir().expect("tempdir");
     let paged = open_operator(dir.path(), w.net.clone()).with_lines_page(1);
-    let by_ones = paged.close_month(march(), &[], &[]).await.expect("closed in pages");
+    let by_ones = paged.close(march()).await.expect("closed in pages");
     assert_eq!(by_ones.signed.body, whole.signed.body);
     assert_eq!(by_ones.statement.pending.len(), 1);
     // Every page the operator received is on its ledger: four lines of the
@@ -355,7 +527,7 @@ async fn a_reopened_operator_finds_its_statements_answers_and_adjustments() {
     let w = world().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let op = open_operator(dir.path(), w.net.clone());
-    let first = op.close_month(march(), &[], &[]).await.expect("closed");
+    let first = op.close(march()).await.expect("closed");
     let (_, home_lines) = w.nodes["611000"].month_lines(march()).expect("lines");
     let disputed = DisputedLine { setl_id: home_lines[0].setl_id.clone(), reason: "duplicate bill".into() };
     op.answer(answer("611000", &first.hash, vec![disputed])).await.expect("dispute");
@@ -388,8 +560,8 @@ async fn a_reopened_operator_finds_its_statements_answers_and_adjustments() {
     assert_eq!(disputes[0].setl_id, home_lines[0].setl_id);
     assert_eq!(op.adjustments_of(march()).expect("adjustments"), vec![deduction]);
     assert!(op.statement_of(march().next()).expect("read").is_none());
-    // Closing again from the reopened ledger gives the same bytes.
-    assert_eq!(op.close(march()).await.expect("again").signed.body, second.signed.body);
+    // Final, so not closed again, however reopened.
+    assert_eq!(op.close(march()).await.expect_err("final").reason(), "month_final");
 }
 
 /// A node that answers every request for lines with the first page.
@@ -413,7 +585,7 @@ async fn a_page_answering_another_request_is_refused_not_looped_on() {
     lose_an_outcome(&w).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let op = open_operator(dir.path(), Arc::new(FirstPageOnly(w.net.clone()))).with_lines_page(1);
-    let e = op.close_month(march(), &[], &[]).await.expect_err("a replayed page");
+    let e = op.close(march()).await.expect_err("a replayed page");
     assert_eq!(e.reason(), "bad_peer_answer", "{e}");
     assert!(e.to_string().contains("another request"), "{e}");
 }
@@ -421,20 +593,31 @@ async fn a_page_answering_another_request_is_refused_not_looped_on() {
 #[tokio::test]
 async fn only_the_operator_may_ask_for_reports() {
     let w = world().await;
-    let req = ReportRequest { month: "2026-03".into() };
+    let req = ReportRequest { month: "2026-03".into(), seal: true };
     let forged = seal(&key("110000"), OPERATOR_DOMAIN, "operator", &req);
     assert_eq!(
-        w.nodes["611000"].handle_report_request(forged).expect_err("not the operator").reason(),
+        w.nodes["611000"].handle_report_request(forged).await.expect_err("not the operator").reason(),
         "bad_signature"
     );
+    assert!(w.nodes["611000"].sealed_months().is_empty(), "a forged request seals nothing");
     let genuine = seal(&key("operator"), OPERATOR_DOMAIN, "operator", &req);
-    assert!(w.nodes["611000"].handle_report_request(genuine).is_ok());
+    let sealed = w.nodes["611000"].handle_report_request(genuine.clone()).await.expect("sealed");
+    assert_eq!(w.nodes["611000"].sealed_months(), vec![march()]);
+    // A sealed month's report is the one signed at the seal.
+    assert_eq!(w.nodes["611000"].handle_report_request(genuine).await.expect("again"), sealed);
+    // A month that has not begun at the node is not sealed.
+    let may = ReportRequest { month: "2026-05".into(), seal: true };
+    let e = w.nodes["611000"]
+        .handle_report_request(seal(&key("operator"), OPERATOR_DOMAIN, "operator", &may))
+        .await
+        .expect_err("not begun");
+    assert_eq!(e.reason(), "bad_request", "{e}");
 }
 
 #[tokio::test]
 async fn an_operator_deduction_enters_the_statement_with_its_reason() {
     let w = world().await;
-    let before = w.operator.close_month(march(), &[], &[]).await.expect("closed");
+    let before = w.operator.close(march()).await.expect("closed");
     let deduction = xclear::clearing::netting::Adjustment {
         home: code("611000"),
         treatment: code("110000"),
@@ -443,7 +626,7 @@ async fn an_operator_deduction_enters_the_statement_with_its_reason() {
         setl_id: None,
     };
     w.operator.adjust(march(), deduction).await.expect("recorded");
-    let after = w.operator.close_month(march(), &[], &[]).await.expect("closed again");
+    let after = w.operator.close(march()).await.expect("closed again");
     assert_eq!(after.statement.adjustments.len(), 1);
     assert_eq!(after.statement.adjustments[0].reason, "audit refusal: item not covered");
     let net = |s: &xclear::clearing::Statement, r: &str| s.positions[&code(r)].net;
@@ -509,7 +692,7 @@ async fn the_operator_server_closes_answers_and_defaults_quotas_from_its_stateme
         Operator::open(
             &w._dir.path().join("operator-server"),
             key("operator"),
-            Arc::new(ManualClock::new(MARCH)),
+            Arc::new(ManualClock::new(MARCH_CLOSABLE)),
             REGIONS.iter().map(|r| (code(r), key(r).verifying_key())).collect(),
             w.net.clone(),
             common::rules().pairs().clone(),

@@ -10,6 +10,43 @@ pub fn xclear(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_xclear")).args(args).output().expect("run xclear")
 }
 
+/// How far ahead the operator's clock runs in the process tests: the month
+/// the nodes settle in by the real clock is over for the operator (plus its
+/// grace), so it may close. Debian's libfaketime (`faketime`, which `make
+/// test-deps` installs) shifts that one process's wall clock; the nodes keep
+/// real time, as a node behind the operator's clock would.
+pub const OPERATOR_AHEAD: &str = "+40d";
+
+fn operator_command() -> Command {
+    let mut c = Command::new("faketime");
+    c.args(["-f", OPERATOR_AHEAD, env!("CARGO_BIN_EXE_xclear")]).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    c
+}
+
+/// `xclear ARGS` with the operator's clock ([`OPERATOR_AHEAD`]).
+pub fn xclear_as_operator(args: &[&str]) -> Output {
+    operator_command().args(args).output().expect("run xclear under faketime (apt-get install faketime)")
+}
+
+/// `xclear clearing confirm` of `month` by each (region, key file) in `dir`.
+pub fn confirm_all(op_config: &str, month: &str, dir: &Path, regions: &[(&str, &str)]) {
+    for (region, key) in regions {
+        let c = xclear_as_operator(&[
+            "clearing",
+            "confirm",
+            "--config",
+            op_config,
+            "--month",
+            month,
+            "--region",
+            region,
+            "--key",
+            dir.join(key).to_str().expect("p"),
+        ]);
+        assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    }
+}
+
 pub fn keygen(path: &Path) -> String {
     let out = xclear(&["keygen", "--out", path.to_str().expect("path")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -32,13 +69,17 @@ impl NodeProc {
         NodeProc::spawn("node", config)
     }
 
-    /// `xclear operator --config FILE`.
+    /// `xclear operator --config FILE`, its clock [`OPERATOR_AHEAD`].
     pub fn start_operator(config: &Path) -> NodeProc {
-        NodeProc::spawn("operator", config)
+        NodeProc::spawn_with(operator_command(), "operator", config)
     }
 
     fn spawn(command: &str, config: &Path) -> NodeProc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xclear"))
+        NodeProc::spawn_with(Command::new(env!("CARGO_BIN_EXE_xclear")), command, config)
+    }
+
+    fn spawn_with(mut cmd: Command, command: &str, config: &Path) -> NodeProc {
+        let mut child = cmd
             .args([command, "--config", config.to_str().expect("path")])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
