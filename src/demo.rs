@@ -391,7 +391,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
         operator_key,
         clock.clone(),
         regions.iter().map(|r| Ok((code(r)?, node_keys[r].verifying_key()))).collect::<Result<_, String>>()?,
-        Arc::new(GrpcTransport::new(
+        Arc::new(crate::operator::client::NodeReports::new(
             regions.iter().map(|r| Ok((code(r)?, urls[r].clone()))).collect::<Result<_, String>>()?,
         )),
         rules.pairs().clone(),
@@ -410,7 +410,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
     )
     .map_err(|e| e.to_string())?;
     // Past the month's end and the operator's grace: the month may close.
-    clock.set(crate::operator::month_end_ms(opts.month) + crate::operator::DEFAULT_CLOSE_GRACE.as_millis() as i64);
+    clock.set(crate::time::month_end_ms(opts.month) + crate::operator::DEFAULT_CLOSE_GRACE.as_millis() as i64);
     let closed = operator.close(opts.month).await.map_err(|e| e.to_string())?;
     for r in &regions {
         let c = Confirmation {

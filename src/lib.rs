@@ -19,7 +19,7 @@
 //! - [`node`]: a region's node (home and treatment sides) over its ledger;
 //!   [`api`]: signed envelopes, wire conversions, errors -> gRPC status.
 //! - [`calc`]: the `xclear calc` JSON interface.
-//! - [`clock`]: time as an argument; [`crypto`]: keys and signatures;
+//! - [`clock`]: time as an argument; [`time`]: Asia/Shanghai days and months; [`crypto`]: keys and signatures;
 //!   [`memory`]: the process's memory settings (no transparent huge pages).
 //! - [`storage`]: sled behind a small trait (the only place that imports sled).
 //! - [`proto`]: generated gRPC types (never edited).
@@ -30,6 +30,7 @@ pub mod clearing;
 pub mod clock;
 pub mod crypto;
 pub mod demo;
+pub mod federation;
 pub mod fuzz;
 pub mod ledger;
 pub mod memory;
@@ -41,6 +42,8 @@ pub mod rules;
 pub mod settlement;
 pub mod sim;
 pub mod storage;
+pub mod time;
+pub mod transport;
 
 /// Generated from `proto/xclear/v1/*.proto` by `build.rs`.
 pub mod proto {

@@ -28,7 +28,7 @@ pub fn date(field: &str, text: &str) -> Result<NaiveDate, NodeError> {
 /// by more than a day of clock difference. A bill is settled once it exists.
 pub fn settlement_date(field: &str, text: &str, now_ms: i64) -> Result<NaiveDate, NodeError> {
     let d = date(field, text)?;
-    let today = crate::node::home::shanghai_day(now_ms)
+    let today = crate::time::shanghai_day(now_ms)
         .ok_or_else(|| NodeError::Internal(format!("clock {now_ms} is out of range")))?;
     let latest = today.succ_opt().unwrap_or(today);
     if d > latest {

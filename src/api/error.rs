@@ -44,6 +44,9 @@ pub enum NodeError {
     /// not final yet.
     #[error("{0}")]
     MonthFinal(String),
+    /// Months close in order, each after the one before is final.
+    #[error("{0}")]
+    MonthOutOfOrder(String),
     // --- the settlement rules ---
     #[error("{0}")]
     Refused(Refusal),
@@ -52,6 +55,9 @@ pub enum NodeError {
     HomeUnreachable(String),
     #[error("region {0} did not answer the operator")]
     RegionUnreachable(String),
+    /// A region's node refused the operator's request.
+    #[error("region {0} refused: {1}")]
+    RegionRefused(String, String),
     #[error("home region {0} answered with an invalid result: {1}")]
     BadPeerAnswer(String, String),
     #[error("too many requests in flight: {0}")]
@@ -80,7 +86,9 @@ impl NodeError {
             NodeError::NotClosed(_) => "not_closed",
             NodeError::MonthNotOver(_) => "month_not_over",
             NodeError::MonthFinal(_) => "month_final",
+            NodeError::MonthOutOfOrder(_) => "month_out_of_order",
             NodeError::RegionUnreachable(_) => "region_unreachable",
+            NodeError::RegionRefused(..) => "region_refused",
             NodeError::Refused(r) => r.code(),
             NodeError::HomeUnreachable(_) => "home_unreachable",
             NodeError::BadPeerAnswer(..) => "bad_peer_answer",
@@ -105,7 +113,9 @@ impl NodeError {
             NodeError::HoldingPeriod(_)
             | NodeError::Refused(_)
             | NodeError::MonthNotOver(_)
-            | NodeError::MonthFinal(_) => Code::FailedPrecondition,
+            | NodeError::MonthFinal(_)
+            | NodeError::MonthOutOfOrder(_)
+            | NodeError::RegionRefused(..) => Code::FailedPrecondition,
             NodeError::HomeUnreachable(_) | NodeError::RegionUnreachable(_) => Code::Unavailable,
             NodeError::BadPeerAnswer(..) | NodeError::Internal(_) => Code::Internal,
             NodeError::Overloaded(_) => Code::ResourceExhausted,
@@ -160,6 +170,8 @@ mod tests {
             NodeError::NotClosed("2026-03".into()),
             NodeError::MonthNotOver("2026-03".into()),
             NodeError::MonthFinal("2026-03".into()),
+            NodeError::MonthOutOfOrder("2026-03".into()),
+            NodeError::RegionRefused("611000".into(), "x".into()),
             NodeError::RegionUnreachable("611000".into()),
             NodeError::BadPeerAnswer("611000".into(), "x".into()),
             NodeError::Overloaded("x".into()),

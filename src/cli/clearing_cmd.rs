@@ -17,7 +17,7 @@ use xclear::api::envelope::{seal, ADJUSTMENT_DOMAIN, CLOSE_DOMAIN, CONFIRMATION_
 use xclear::clearing::{Month, Statement};
 use xclear::clock::SystemClock;
 use xclear::crypto;
-use xclear::node::grpc::GrpcTransport;
+use xclear::operator::client::NodeReports;
 use xclear::operator::config::OperatorConfig;
 use xclear::operator::grpc::MAX_STATEMENT_BYTES;
 use xclear::operator::Operator;
@@ -58,7 +58,8 @@ pub enum ClearingCommand {
     Close {
         #[command(flatten)]
         target: Target,
-        /// YYYY-MM; default: the last month that is over (last month, once its grace has passed).
+        /// YYYY-MM; default: the operator's next month due (the last closed month while it is not final, else the
+        /// month after it; with nothing closed yet, the last month that is over).
         #[arg(long)]
         month: Option<String>,
     },
@@ -187,7 +188,7 @@ pub fn open_operator(config: &Path) -> Result<(OperatorConfig, Operator), ExitCo
         key,
         Arc::new(SystemClock),
         keys,
-        Arc::new(GrpcTransport::new(endpoints)),
+        Arc::new(NodeReports::new(endpoints)),
         rules.pairs().clone(),
         cfg.quotas.clone(),
     )
@@ -239,34 +240,27 @@ fn parse_statement(signed: &Signed) -> Result<Statement, ExitCode> {
     serde_json::from_slice(&signed.body).map_err(|e| fail(EXIT_FAILED, format!("statement: {e}")))
 }
 
-/// The last month that is over now: the previous month once the grace
-/// after its end has passed, else the one before.
-fn last_month_over(grace: std::time::Duration) -> Month {
-    use xclear::clock::Clock;
-    let now = SystemClock.now_ms();
-    let this = Month::parse(&xclear::node::home::month_of(now)).unwrap_or_else(|| Month::new(2026, 1).expect("month"));
-    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
-    if now >= xclear::operator::month_end_ms(this.previous()).saturating_add(grace_ms) {
-        this.previous()
-    } else {
-        this.previous().previous()
-    }
-}
-
 async fn close(target: &Target, month: Option<&str>) -> Result<ExitCode, ExitCode> {
-    let month = match month {
-        Some(m) => parse_month(m)?,
-        None => last_month_over(xclear::operator::DEFAULT_CLOSE_GRACE),
-    };
+    let named = month.map(parse_month).transpose()?;
+    let failed = |e: xclear::api::NodeError| fail(EXIT_FAILED, format!("{}: {e}", e.reason()));
     let signed = match via(target).await? {
-        Via::Local(_, op) => op.close(month).await.map_err(|e| fail(EXIT_FAILED, e))?.signed,
+        Via::Local(_, op) => {
+            let month = match named {
+                Some(m) => m,
+                None => op.next_month_due().map_err(failed)?,
+            };
+            op.close(month).await.map_err(failed)?.signed
+        }
         Via::Remote(mut client, key) => {
             let key = operator_key(key, "close")?;
-            let req = seal(&key, CLOSE_DOMAIN, "operator", &CloseRequest { month: month.to_string() });
+            // No month named: the operator picks its next month due.
+            let month = named.map(|m| m.to_string()).unwrap_or_default();
+            let req = seal(&key, CLOSE_DOMAIN, "operator", &CloseRequest { month });
             client.close(req).await.map_err(status)?.into_inner()
         }
     };
     let s = parse_statement(&signed)?;
+    let month = s.month;
     print!("{}", s.to_table());
     let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&signed.body));
     println!("\nstatement {month} sha256 {hash} ({} items carried to the next month)", s.pending.len());

@@ -199,7 +199,7 @@ impl Node {
     /// ([`Node::month_floor`]). A month that has not begun by this node's
     /// clock is refused. Sealing twice returns the first seal's report.
     pub async fn seal_month(&self, month: Month) -> Result<crate::proto::Signed, NodeError> {
-        let today = Month::parse(&super::home::month_of(self.clock.now_ms()))
+        let today = Month::parse(&crate::time::month_of(self.clock.now_ms()))
             .ok_or_else(|| NodeError::Internal("clock outside the calendar".into()))?;
         if month > today {
             return Err(NodeError::bad(

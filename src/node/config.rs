@@ -39,16 +39,7 @@ use crate::settlement::HospitalLevel;
 
 /// Most peers, hospitals and admins one config may list.
 pub const MAX_CONFIG_ENTRIES: usize = 100_000;
-/// Largest config file read.
-pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}: {key}: {reason}")]
-pub struct ConfigError {
-    pub file: String,
-    pub key: String,
-    pub reason: String,
-}
+pub use crate::api::config_error::{ConfigError, MAX_CONFIG_BYTES};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,43 +5,30 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::peer_batch::{self, BatchLimits, ClaimBatcher, MAX_CLAIMS_PER_BATCH};
 use super::{BoxFuture, Node, PeerTransport, TransportError};
-use crate::api::error::reason_of;
 use crate::api::NodeError;
 use crate::proto::hospital_service_server::{HospitalService, HospitalServiceServer};
 use crate::proto::peer_service_client::PeerServiceClient;
 use crate::proto::peer_service_server::{PeerService, PeerServiceServer};
 use crate::proto::registration_service_server::{RegistrationService, RegistrationServiceServer};
-use crate::proto::report_service_client::ReportServiceClient;
 use crate::proto::report_service_server::{ReportService, ReportServiceServer};
 use crate::proto::{
     ClaimAnswers, ClaimBatch, ContributionYearsResponse, HospitalResponse, PersonImportResult, RegistrationList,
     RegistrationQuery, RegistrationRecord, Signed,
 };
 use crate::region::RegionCode;
+use crate::transport::{status_error as transport_error, Channels};
 
 pub use crate::api::server::FILE_DESCRIPTOR_SET;
-/// Largest message a node accepts or sends.
-pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
-/// Largest batch of claims a node accepts or sends: its claims fill at most
-/// `MAX_MESSAGE_BYTES` (see `BatchLimits::bytes`), or it is one claim.
-pub const MAX_PEER_BATCH_BYTES: usize = 2 * MAX_MESSAGE_BYTES;
-/// Largest report or page of lines a node sends the operator (a report of
-/// 400 counterparts on both sides is ~0.3 MiB; a page of
-/// `MAX_LINES_PER_PAGE` lines under 2 MiB).
-pub const MAX_REPORT_BYTES: usize = 16 * 1024 * 1024;
-/// A call that takes longer than this is cancelled.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Peer calls: connect and per-call timeouts.
-pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::transport::{
+    MAX_MESSAGE_BYTES, MAX_PEER_BATCH_BYTES, MAX_REPORT_BYTES, PEER_CALL_TIMEOUT, PEER_CONNECT_TIMEOUT, REQUEST_TIMEOUT,
+};
 
 #[derive(Clone)]
 struct Svc(Arc<Node>);
@@ -180,8 +167,7 @@ pub fn spawn_serve(node: Arc<Node>, listener: TcpListener) -> tokio::sync::onesh
 /// Reaches peers over gRPC: one lazily connected channel per peer, and
 /// claims to each peer batched (see [`super::peer_batch`]).
 pub struct GrpcTransport {
-    endpoints: BTreeMap<RegionCode, String>,
-    channels: Mutex<HashMap<RegionCode, Channel>>,
+    channels: Channels,
     batchers: Mutex<HashMap<RegionCode, Arc<ClaimBatcher>>>,
     batch_limits: BatchLimits,
     /// Peers that answered a batch as unimplemented: sent one claim a call.
@@ -191,8 +177,7 @@ pub struct GrpcTransport {
 impl GrpcTransport {
     pub fn new(endpoints: BTreeMap<RegionCode, String>) -> GrpcTransport {
         GrpcTransport {
-            endpoints,
-            channels: Mutex::new(HashMap::new()),
+            channels: Channels::new(endpoints),
             batchers: Mutex::new(HashMap::new()),
             batch_limits: BatchLimits::default(),
             single_only: Arc::default(),
@@ -236,44 +221,11 @@ impl GrpcTransport {
     }
 
     fn channel(&self, to: RegionCode) -> Result<Channel, TransportError> {
-        let mut channels = self.channels.lock().map_err(|_| TransportError::Unreachable("lock".into()))?;
-        if let Some(c) = channels.get(&to) {
-            return Ok(c.clone());
-        }
-        let url =
-            self.endpoints.get(&to).ok_or_else(|| TransportError::Unreachable(format!("no endpoint for {to}")))?;
-        let channel = Endpoint::from_shared(url.clone())
-            .map_err(|e| TransportError::Unreachable(e.to_string()))?
-            .connect_timeout(PEER_CONNECT_TIMEOUT)
-            .timeout(PEER_CALL_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        channels.insert(to, channel.clone());
-        Ok(channel)
+        self.channels.get(to)
     }
 
     fn client(&self, to: RegionCode) -> Result<PeerServiceClient<Channel>, TransportError> {
         self.channel(to).map(client)
-    }
-
-    fn reports(&self, to: RegionCode) -> Result<ReportServiceClient<Channel>, TransportError> {
-        self.channel(to).map(|c| ReportServiceClient::new(c).max_decoding_message_size(MAX_REPORT_BYTES))
-    }
-}
-
-impl crate::operator::ReportTransport for GrpcTransport {
-    fn month_report(&self, to: RegionCode, req: Signed) -> BoxFuture<'_, Result<Signed, TransportError>> {
-        Box::pin(async move {
-            let mut c = self.reports(to)?;
-            c.month_report(req).await.map(Response::into_inner).map_err(transport_error)
-        })
-    }
-
-    fn lines(&self, to: RegionCode, req: Signed) -> BoxFuture<'_, Result<Signed, TransportError>> {
-        Box::pin(async move {
-            let mut c = self.reports(to)?;
-            c.lines(req).await.map(Response::into_inner).map_err(transport_error)
-        })
     }
 }
 
@@ -281,15 +233,6 @@ fn client(c: Channel) -> PeerServiceClient<Channel> {
     PeerServiceClient::new(c)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_BATCH_BYTES)
-}
-
-/// A status from a peer: transport trouble is "unreachable", anything the
-/// peer decided is a refusal with its reason.
-fn transport_error(s: Status) -> TransportError {
-    match reason_of(&s) {
-        Some(reason) => TransportError::Refused { reason, message: s.message().to_string() },
-        None => TransportError::Unreachable(format!("{:?}: {}", s.code(), s.message())),
-    }
 }
 
 impl PeerTransport for GrpcTransport {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{Datelike, FixedOffset, TimeZone};
+use chrono::Datelike;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
@@ -25,25 +25,7 @@ use crate::proto::{hospital_request::Action, Claim, ClaimResult, Signed};
 use crate::region::RegionCode;
 use crate::settlement::{compute_benefit, BenefitInput, CounterDelta, HospitalLevel, Refusal, Settlement};
 
-/// Asia/Shanghai has kept UTC+8 without daylight saving since 1991.
-pub fn shanghai() -> FixedOffset {
-    FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| FixedOffset::east_opt(0).expect("UTC offset"))
-}
-
-/// `YYYY-MM` of a commit time in Asia/Shanghai.
-pub fn month_of(ms: i64) -> String {
-    shanghai().timestamp_millis_opt(ms).single().map(|t| t.format("%Y-%m").to_string()).unwrap_or_default()
-}
-
-/// The calendar day of a time in Asia/Shanghai.
-pub fn shanghai_day(ms: i64) -> Option<chrono::NaiveDate> {
-    shanghai().timestamp_millis_opt(ms).single().map(|t| t.date_naive())
-}
-
-/// `YYYY-MM-DD` of a time in Asia/Shanghai.
-pub fn shanghai_date(ms: i64) -> String {
-    shanghai_day(ms).map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default()
-}
+use crate::time::month_of;
 
 fn claim_key(treatment: &str, hospital: &str, msgid: &str) -> String {
     format!("claim:{treatment}:{hospital}:{msgid}")

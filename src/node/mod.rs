@@ -9,7 +9,6 @@ pub mod clearing_side;
 pub mod config;
 pub mod grpc;
 pub mod home;
-pub mod local;
 pub mod metrics;
 pub mod peer_batch;
 pub mod persons;
@@ -19,7 +18,6 @@ pub mod state;
 mod treatment;
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
 use ed25519_dalek::SigningKey;
@@ -30,6 +28,7 @@ use crate::ledger::{Ledger, LedgerError};
 use crate::proto::Signed;
 use crate::region::RegionCode;
 use crate::rules::RuleBook;
+pub use crate::transport::{BoxFuture, PeerTransport, TransportError};
 pub use config::NodeConfig;
 use state::HomeState;
 
@@ -51,8 +50,6 @@ impl Default for Limits {
     }
 }
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
 /// Runs `work` in its own task and waits for it. A caller going away (a
 /// timeout, a dropped connection) drops the waiting future but not the work:
 /// a commit is never cancelled between its durable append and the in-memory
@@ -62,26 +59,6 @@ pub(crate) async fn run_to_completion<T: Send + 'static>(
     work: impl Future<Output = Result<T, NodeError>> + Send + 'static,
 ) -> Result<T, NodeError> {
     tokio::spawn(work).await.map_err(|e| NodeError::Internal(format!("{what} task: {e}")))?
-}
-
-/// Why a peer could not be asked.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TransportError {
-    #[error("unreachable: {0}")]
-    Unreachable(String),
-    /// The peer answered with an error.
-    #[error("{reason}: {message}")]
-    Refused { reason: String, message: String },
-}
-
-/// How a node reaches its peers.
-pub trait PeerTransport: Send + Sync {
-    fn submit_claim(&self, to: RegionCode, claim: Signed) -> BoxFuture<'_, Result<Signed, TransportError>>;
-    fn contribution_years(
-        &self,
-        to: RegionCode,
-        query: Signed,
-    ) -> BoxFuture<'_, Result<std::collections::BTreeMap<String, u32>, TransportError>>;
 }
 
 pub struct Node {

@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::VerifyingKey;
 use serde::Deserialize;
 
+use crate::api::config_error::{ConfigError, MAX_CONFIG_BYTES};
 use crate::crypto;
 use crate::money::Amount;
-use crate::node::config::ConfigError;
 use crate::region::RegionCode;
 
 /// The longest grace after a month's end a config may set.
@@ -86,8 +86,8 @@ impl OperatorConfig {
         let file = path.display().to_string();
         let err = |key: &str, reason: String| ConfigError { file: file.clone(), key: key.to_string(), reason };
         let size = std::fs::metadata(path).map_err(|e| err("-", e.to_string()))?.len();
-        if size > crate::node::config::MAX_CONFIG_BYTES {
-            return Err(err("-", format!("{size} bytes, over the limit of {}", crate::node::config::MAX_CONFIG_BYTES)));
+        if size > MAX_CONFIG_BYTES {
+            return Err(err("-", format!("{size} bytes, over the limit of {}", MAX_CONFIG_BYTES)));
         }
         let text = std::fs::read_to_string(path).map_err(|e| err("-", e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));

@@ -15,11 +15,11 @@ use crate::api::convert::advance_line;
 use crate::api::envelope::{self, CLOSE_DOMAIN};
 use crate::api::NodeError;
 use crate::clearing::Month;
-use crate::node::grpc::{MAX_MESSAGE_BYTES, REQUEST_TIMEOUT};
 use crate::proto::operator_service_server::{OperatorService, OperatorServiceServer};
 use crate::proto::{
     AdjustmentReceipt, AdvanceReport, AdvanceRequest, AnswerReceipt, CloseRequest, Signed, StatementRequest,
 };
+use crate::transport::{MAX_MESSAGE_BYTES, REQUEST_TIMEOUT};
 
 /// Largest statement the operator sends (it lists every differing line).
 pub const MAX_STATEMENT_BYTES: usize = 64 * 1024 * 1024;
@@ -40,7 +40,9 @@ impl Svc {
         let key = self.operator.key.verifying_key();
         let req: CloseRequest = envelope::open(&env, &key, CLOSE_DOMAIN)
             .map_err(|e| NodeError::NotAuthorised(format!("only the operator closes a month: {e}")))?;
-        Ok(self.operator.close(month(&req.month)?).await?.signed)
+        // No month named: the operator's own next month due, by its clock.
+        let month = if req.month.is_empty() { self.operator.next_month_due()? } else { month(&req.month)? };
+        Ok(self.operator.close(month).await?.signed)
     }
 
     fn statement(&self, req: StatementRequest) -> Result<Signed, NodeError> {

@@ -6,6 +6,7 @@
 //! lines leave the month. Everything received and issued is on the
 //! operator's ledger.
 
+pub mod client;
 pub mod config;
 pub mod files;
 pub mod grpc;
@@ -14,7 +15,6 @@ pub mod index;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use chrono::TimeZone;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
@@ -28,9 +28,9 @@ use crate::clearing::{close, Amounts, Channel, ClosingInput, Dispute, Line, Mont
 use crate::clock::Clock;
 use crate::ledger::{EntryKind, Ledger, LedgerError};
 use crate::money::Amount;
-use crate::node::{BoxFuture, TransportError};
 use crate::proto::{AdjustmentRequest, Confirmation, LineList, LinesRequest, MonthReport, ReportRequest, Signed};
 use crate::region::{CorpsLocalPairs, RegionCode};
+use crate::transport::{BoxFuture, TransportError};
 
 /// How the operator reaches the nodes.
 pub trait ReportTransport: Send + Sync {
@@ -69,21 +69,13 @@ pub struct Operator {
 /// enough for the settlements in flight at midnight to commit.
 pub const DEFAULT_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// The first instant after `month` in Asia/Shanghai, in ms since the epoch.
-pub fn month_end_ms(month: Month) -> i64 {
-    let next = month.next();
-    crate::node::home::shanghai()
-        .with_ymd_and_hms(next.year(), next.number(), 1, 0, 0, 0)
-        .single()
-        .map(|t| t.timestamp_millis())
-        .unwrap_or(i64::MAX)
-}
+use crate::time::month_end_ms;
 
 fn unreachable(region: RegionCode, e: TransportError) -> NodeError {
     match e {
         TransportError::Unreachable(m) => NodeError::RegionUnreachable(format!("{region} ({m})")),
         TransportError::Refused { reason, message } => {
-            NodeError::BadPeerAnswer(region.to_string(), format!("{reason}: {message}"))
+            NodeError::RegionRefused(region.to_string(), format!("{reason}: {message}"))
         }
     }
 }
@@ -177,7 +169,7 @@ impl Operator {
     /// ledger, and files it in the month index ([`Operator::recorded_envelope`]
     /// reads it back).
     async fn record(&self, kind: EntryKind, key: &str, env: &Signed) -> Result<(), LedgerError> {
-        let payload = crate::node::records::to_payload(&crate::node::records::EnvelopeRecord::from(env));
+        let payload = crate::api::record::to_payload(&crate::api::record::EnvelopeRecord::from(env));
         self.ledger.append(kind, key, payload).await?;
         // Also when the key already stood: an earlier attempt may have been
         // cancelled between its append and this line.
@@ -195,7 +187,7 @@ impl Operator {
     fn recorded_envelope(&self, key: &str) -> Result<Signed, NodeError> {
         let bad = |what: String| NodeError::Internal(format!("{key} on the operator's ledger: {what}"));
         let e = self.ledger.entry_by_key(key).map_err(ledger_err)?.ok_or_else(|| bad("missing".into()))?;
-        let record: crate::node::records::EnvelopeRecord =
+        let record: crate::api::record::EnvelopeRecord =
             serde_json::from_slice(&e.body.payload).map_err(|e| bad(e.to_string()))?;
         record.to_signed().ok_or_else(|| bad("not an envelope".into()))
     }
@@ -422,11 +414,7 @@ impl Operator {
         let grace_ms = i64::try_from(self.close_grace.as_millis()).unwrap_or(i64::MAX);
         let closable_at = month_end_ms(month).saturating_add(grace_ms);
         if now < closable_at {
-            let at = crate::node::home::shanghai()
-                .timestamp_millis_opt(closable_at)
-                .single()
-                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-                .unwrap_or_default();
+            let at = crate::time::shanghai_minute(closable_at);
             return Err(NodeError::MonthNotOver(format!(
                 "{month} is not over: it can be closed from {at} Asia/Shanghai (its end plus {} min of grace)",
                 self.close_grace.as_secs() / 60
@@ -440,19 +428,26 @@ impl Operator {
                 )));
             }
         }
+        // Carried items of a later month's close would land in a month
+        // already cleared past: a month before a closed one stays closed out.
+        if let Some(later) = self.closed_months()?.into_iter().find(|m| *m > month) {
+            return Err(NodeError::MonthOutOfOrder(format!(
+                "{later} is already closed; {month}, before it, can no longer be (months close in order)"
+            )));
+        }
         let previous = month.previous();
         match self.statement_of(previous)? {
             Some(prev) if self.is_final(&prev)? => Ok(prev.statement.pending),
             Some(prev) => {
                 let waiting = self.unconfirmed(&prev)?;
-                Err(NodeError::MonthFinal(format!(
+                Err(NodeError::MonthOutOfOrder(format!(
                     "{previous} must be final before {month} closes: its statement {} awaits {}",
                     short(&prev.hash),
                     waiting.join(", ")
                 )))
             }
             None => match self.last_closed_before(month)? {
-                Some(earlier) => Err(NodeError::MonthFinal(format!(
+                Some(earlier) => Err(NodeError::MonthOutOfOrder(format!(
                     "months close in order: {earlier} is the last closed month, close {} next",
                     earlier.next()
                 ))),
@@ -463,8 +458,31 @@ impl Operator {
 
     /// The latest month before `month` with a statement, if any.
     fn last_closed_before(&self, month: Month) -> Result<Option<Month>, NodeError> {
+        Ok(self.closed_months()?.into_iter().filter(|m| *m < month).max())
+    }
+
+    /// The months with a statement, in order.
+    fn closed_months(&self) -> Result<Vec<Month>, NodeError> {
         let ix = self.index.read().map_err(|_| NodeError::Internal("operator index lock poisoned".into()))?;
-        Ok(ix.closed_months().into_iter().filter(|m| *m < month).max())
+        Ok(ix.closed_months())
+    }
+
+    /// The month a close asks for when none is named: the last closed month
+    /// while it is not final, else the month after it; with nothing closed
+    /// yet, the last month that is over by the operator's clock and grace.
+    pub fn next_month_due(&self) -> Result<Month, NodeError> {
+        let Some(last) = self.closed_months()?.into_iter().max() else {
+            let grace_ms = i64::try_from(self.close_grace.as_millis()).unwrap_or(i64::MAX);
+            let now = self.clock.now_ms();
+            let this =
+                crate::time::month_at(now).ok_or_else(|| NodeError::Internal("clock outside the calendar".into()))?;
+            let over = now >= month_end_ms(this.previous()).saturating_add(grace_ms);
+            return Ok(if over { this.previous() } else { this.previous().previous() });
+        };
+        match self.statement_of(last)? {
+            Some(s) if self.is_final(&s)? => Ok(last.next()),
+            _ => Ok(last),
+        }
     }
 
     /// Regions in a statement that have not confirmed it.

@@ -20,9 +20,10 @@ use crate::api::NodeError;
 use crate::clearing::{Amounts, Line, Month, PendingItem, PendingReason, Statement};
 use crate::clock::Clock;
 use crate::money::Amount;
-use crate::operator::{month_end_ms, Closed, DEFAULT_CLOSE_GRACE};
+use crate::operator::{Closed, DEFAULT_CLOSE_GRACE};
 use crate::proto::{Confirmation, DisputedLine};
 use crate::region::RegionCode;
+use crate::time::month_end_ms;
 
 /// What the clearing side of a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -272,9 +272,7 @@ pub fn scratch_dir() -> Result<tempfile::TempDir, String> {
     tempfile::Builder::new().prefix("xclear-sim-").tempdir_in(&base).map_err(|e| format!("{}: {e}", base.display()))
 }
 
-fn month_at(ms: i64) -> Option<Month> {
-    Month::parse(&crate::node::home::month_of(ms))
-}
+use crate::time::month_at;
 
 impl Sim {
     async fn populate(&mut self) -> Result<(), String> {
@@ -369,7 +367,7 @@ impl Sim {
     }
 
     fn today(&self) -> String {
-        crate::node::home::shanghai_date(self.world.clock.now_ms())
+        crate::time::shanghai_date(self.world.clock.now_ms())
     }
 
     async fn new_settlement(&mut self, copies: usize) -> Result<(), String> {

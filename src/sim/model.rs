@@ -257,8 +257,7 @@ impl Model {
     /// (that month was sealed when they committed).
     pub fn late_commits(&self) -> u64 {
         let late = |c: &HomeCommit| {
-            envelope::peek::<ClaimResult>(&c.result)
-                .is_ok_and(|r| r.month > crate::node::home::month_of(r.committed_at_ms))
+            envelope::peek::<ClaimResult>(&c.result).is_ok_and(|r| r.month > crate::time::month_of(r.committed_at_ms))
         };
         self.home_commits.values().filter(|c| late(c)).count() as u64
     }

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::Faults;
 use crate::clock::ManualClock;
-use crate::node::local::LocalNetwork;
+use crate::federation::LocalNetwork;
 use crate::node::{BoxFuture, Node, PeerTransport, TransportError};
 use crate::proto::{ClaimResult, Signed};
 use crate::region::RegionCode;

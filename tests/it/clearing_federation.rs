@@ -12,9 +12,9 @@ use rand::{Rng, SeedableRng};
 use xclear::api::envelope::{seal, ADMIN_DOMAIN, HOSPITAL_DOMAIN};
 use xclear::clearing::{close, ClosingInput, Line, Month, PendingReason};
 use xclear::clock::ManualClock;
+use xclear::federation::LocalNetwork;
 use xclear::money::Amount;
 use xclear::node::clearing_side::Side;
-use xclear::node::local::LocalNetwork;
 use xclear::node::records::PersonRecord;
 use xclear::proto::{
     hospital_request::Action, registration_request::Op, BillItem, HospitalRequest, RegistrationRequest,
@@ -187,7 +187,7 @@ async fn a_month_of_traffic_closes_to_zero_and_matches_the_hospitals_receipts() 
     )
     .expect("operator");
     // After April and the operator's grace: both months may close, in order.
-    clock.set(xclear::operator::month_end_ms(Month::parse("2026-04").expect("month")) + 3_600_000);
+    clock.set(xclear::time::month_end_ms(Month::parse("2026-04").expect("month")) + 3_600_000);
     for month in ["2026-03", "2026-04"] {
         let m = Month::parse(month).expect("month");
         let (mut t_lines, mut h_lines): (Vec<Line>, Vec<Line>) = (Vec::new(), Vec::new());

@@ -86,7 +86,7 @@ async fn desk(
     let mut rng = rand::rngs::StdRng::seed_from_u64(task as u64);
     let mut settled_here: Vec<String> = Vec::new();
     let mut sent = 0;
-    let today = chrono::Utc::now().with_timezone(&xclear::node::home::shanghai()).format("%Y-%m-%d").to_string();
+    let today = chrono::Utc::now().with_timezone(&xclear::time::shanghai()).format("%Y-%m-%d").to_string();
     while !stop.load(Ordering::SeqCst) {
         sent += 1;
         let msgid = format!("c{task}-{sent}");

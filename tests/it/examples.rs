@@ -1,9 +1,11 @@
 //! The shipped example configs load, name existing keys, and agree with each
-//! other on every peer's public key.
+//! other on every peer's public key, and with the operator's config on every
+//! node's key, endpoint and the operator's own key.
 
 use std::path::PathBuf;
 
 use xclear::node::NodeConfig;
+use xclear::operator::config::OperatorConfig;
 
 #[test]
 fn example_configs_are_consistent() {
@@ -11,11 +13,14 @@ fn example_configs_are_consistent() {
     let mut configs = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("examples") {
         let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "toml") {
+        if path.extension().is_some_and(|e| e == "toml") && path.file_stem().is_some_and(|s| s != "operator") {
             configs.push(NodeConfig::load(&path).unwrap_or_else(|e| panic!("{e}")));
         }
     }
     assert_eq!(configs.len(), 7);
+    let operator = OperatorConfig::load(&dir.join("operator.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let operator_key = xclear::crypto::load_signing_key(&operator.key_file).expect("operator key").verifying_key();
+    assert_eq!(operator.nodes.len(), configs.len(), "the operator reaches every node");
     for c in &configs {
         let key = xclear::crypto::load_signing_key(&c.key_file).expect("key file");
         xclear::rules::RuleBook::load(&c.rules_dir).expect("rules");
@@ -29,5 +34,9 @@ fn example_configs_are_consistent() {
                 .expect("hospital key");
             assert_eq!(hk.verifying_key(), h.public_key);
         }
+        assert_eq!(c.operator_key, Some(operator_key), "{} answers the example operator", c.region);
+        let (endpoint, node_key) = &operator.nodes[&c.region];
+        assert_eq!(*node_key, key.verifying_key(), "the operator has a stale key for {}", c.region);
+        assert_eq!(*endpoint, format!("http://{}", c.listen), "the operator's endpoint of {}", c.region);
     }
 }

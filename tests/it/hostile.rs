@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use xclear::api::envelope::{seal, ADMIN_DOMAIN, HOSPITAL_DOMAIN, OPERATOR_DOMAIN};
 use xclear::clock::Clock;
-use xclear::node::local::LocalNetwork;
+use xclear::federation::LocalNetwork;
 use xclear::node::{BoxFuture, Node, PeerTransport, TransportError};
 use xclear::proto::{
     hospital_request::Action, registration_request::Op, BillItem, RegistrationRequest, ReportRequest, Signed,

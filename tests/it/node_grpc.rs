@@ -274,7 +274,7 @@ async fn the_operator_reads_a_pairs_lines_over_grpc_and_no_one_else_does() {
         assert!(r.settled, "{r:?}");
     }
     // Lines are cleared in the month they were committed (this node's clock).
-    let month = xclear::node::home::month_of(xclear::clock::Clock::now_ms(&SystemClock));
+    let month = xclear::time::month_of(xclear::clock::Clock::now_ms(&SystemClock));
     let req = LinesRequest { month, counterpart: "110000".into(), as_treatment: false, from_index: 0, limit: 2 };
     let mut reports = ReportServiceClient::connect(run.urls["611000"].clone()).await.expect("connect");
     // The page served over gRPC (read on a blocking thread) is the page the

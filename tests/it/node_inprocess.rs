@@ -12,8 +12,8 @@ use ed25519_dalek::SigningKey;
 use xclear::api::envelope::{seal, ADMIN_DOMAIN, CLAIM_DOMAIN, HOSPITAL_DOMAIN};
 use xclear::api::NodeError;
 use xclear::clock::{Clock, ManualClock};
+use xclear::federation::LocalNetwork;
 use xclear::node::config::{Hospital, Peer};
-use xclear::node::local::LocalNetwork;
 use xclear::node::records::PersonRecord;
 use xclear::node::{Node, NodeConfig};
 use xclear::proto::{

@@ -12,10 +12,10 @@ use xclear::api::envelope::{
 };
 use xclear::clearing::{Amounts, Channel, Line, Month, PendingReason};
 use xclear::clock::{Clock, ManualClock};
+use xclear::federation::LocalNetwork;
 use xclear::ledger::entry::MAX_PAYLOAD_BYTES;
 use xclear::money::Amount;
 use xclear::node::clearing_side::MAX_LINES_PER_PAGE;
-use xclear::node::local::LocalNetwork;
 use xclear::node::records::PersonRecord;
 use xclear::node::records::{to_payload, EnvelopeRecord};
 use xclear::node::Node;
@@ -255,7 +255,7 @@ async fn a_disputed_line_is_paid_once_the_next_month_as_a_line() {
 
     // April: no traffic of its own; the disputed line returns, exactly once.
     w.clock.set(MARCH_CLOSABLE + 20 * 86_400_000);
-    clock.set(xclear::operator::month_end_ms(march().next()) + 3_600_000);
+    clock.set(xclear::time::month_end_ms(march().next()) + 3_600_000);
     let april = op.close(march().next()).await.expect("april");
     let s = &april.statement;
     assert!(s.adjustments.is_empty(), "not also an adjustment: {:?}", s.adjustments);
@@ -357,7 +357,7 @@ async fn only_a_month_that_is_over_closes_and_a_late_commit_lands_in_the_next_mo
     assert_eq!(again.reason(), "month_final");
     // April clears it.
     w.clock.set(MARCH_CLOSABLE + 20 * 86_400_000);
-    clock.set(xclear::operator::month_end_ms(march().next()) + 3_600_000);
+    clock.set(xclear::time::month_end_ms(march().next()) + 3_600_000);
     let april = op.close(march().next()).await.expect("april");
     let fund = Amount::parse_non_negative(&r.figures.expect("figures").fund_pay_sumamt).expect("amount");
     assert_eq!(april.statement.positions[&code("110000")].receivable, fund);
@@ -368,15 +368,24 @@ async fn only_a_month_that_is_over_closes_and_a_late_commit_lands_in_the_next_mo
 #[tokio::test]
 async fn a_month_waits_for_the_previous_one_to_be_final() {
     let w = world().await;
-    let clock = Arc::new(ManualClock::new(xclear::operator::month_end_ms(march().next()) + 3_600_000));
+    let clock = Arc::new(ManualClock::new(xclear::time::month_end_ms(march().next()) + 3_600_000));
     w.clock.set(MARCH_CLOSABLE + 20 * 86_400_000);
     let op = open_operator_at(&w._dir.path().join("operator-order"), w.net.clone(), clock);
+    assert_eq!(op.next_month_due().expect("due"), march().next(), "nothing closed: the last month over");
     let s = op.close(march()).await.expect("march");
+    assert_eq!(op.next_month_due().expect("due"), march(), "march until it is final");
     let e = op.close(march().next()).await.expect_err("march is not final");
-    assert_eq!(e.reason(), "month_final");
+    assert_eq!(e.reason(), "month_out_of_order");
     assert!(e.to_string().contains("awaits"), "{e}");
     confirm_all(&op, march(), &s.hash).await;
+    assert_eq!(op.next_month_due().expect("due"), march().next());
     op.close(march().next()).await.expect("april, after march is final");
+    // A month before a closed one is not closed afterwards: what it held
+    // out would be carried into a month already cleared.
+    let february = march().previous();
+    let e = op.close(february).await.expect_err("before a closed month");
+    assert_eq!(e.reason(), "month_out_of_order", "{e}");
+    assert!(op.statement_of(february).expect("read").is_none());
 }
 
 /// The home region commits a claim whose outcome the treatment side never

@@ -79,7 +79,7 @@ pub fn in_process_nodes(
     regions: &[&'static str],
     key: impl Fn(&str) -> ed25519_dalek::SigningKey,
     clock: std::sync::Arc<dyn xclear::clock::Clock>,
-    net: &std::sync::Arc<xclear::node::local::LocalNetwork>,
+    net: &std::sync::Arc<xclear::federation::LocalNetwork>,
 ) -> std::collections::BTreeMap<&'static str, std::sync::Arc<xclear::node::Node>> {
     use xclear::node::config::{Hospital, Peer};
     let code = |s: &str| xclear::region::RegionCode::parse(s).expect("region");

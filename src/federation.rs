@@ -1,13 +1,16 @@
-//! An in-process transport: the whole federation in one process, for tests
-//! and simulation. A region that is not registered (or was taken down) is
-//! unreachable.
+//! The whole federation in one process, for tests, the simulation and
+//! tools: an in-process transport that carries both the nodes' claims and
+//! the operator's requests. A region that is not registered (or was taken
+//! down) is unreachable. It sits above both [`crate::node`] and
+//! [`crate::operator`], which do not know each other.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, Weak};
 
-use super::{BoxFuture, Node, PeerTransport, TransportError};
+use crate::node::Node;
 use crate::proto::Signed;
 use crate::region::RegionCode;
+use crate::transport::{BoxFuture, PeerTransport, TransportError};
 
 #[derive(Default)]
 pub struct LocalNetwork {
