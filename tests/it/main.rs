@@ -11,6 +11,7 @@ mod demo;
 mod examples;
 mod fuzz;
 mod hostile;
+mod layers;
 mod ledger;
 mod ledger_crash;
 mod merkle_properties;
