@@ -1,7 +1,7 @@
 # xclear: the two set-up commands are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all build test test-deps lint fmt demo bench sim crash
+.PHONY: all build test test-deps lint fmt demo bench sim crash fuzz
 
 all: build
 
@@ -25,7 +25,12 @@ crash:
 SEEDS ?= 300
 STEPS ?= 300
 sim:
-	$(CARGO) run -q -- sim $(if $(SEED),--seed $(SEED),--seed 1 --seeds $(SEEDS)) --steps $(STEPS)
+	$(CARGO) run -q --features testkit --bin xclear-testkit -- sim $(if $(SEED),--seed $(SEED),--seed 1 --seeds $(SEEDS)) --steps $(STEPS)
+
+# Fuzz every decoder of outside input for SECONDS each (findings in fuzz-findings/).
+SECONDS ?= 60
+fuzz:
+	$(CARGO) run -q --release --features testkit --bin xclear-testkit -- fuzz --seconds $(SECONDS)
 
 test-deps:
 	python3 -m pip install -q --disable-pip-version-check -r tests/interop/requirements.txt

@@ -31,6 +31,7 @@ pub mod clock;
 pub mod crypto;
 pub mod demo;
 pub mod federation;
+#[cfg(feature = "testkit")]
 pub mod fuzz;
 pub mod ledger;
 pub mod memory;
@@ -40,6 +41,7 @@ pub mod operator;
 pub mod region;
 pub mod rules;
 pub mod settlement;
+#[cfg(feature = "testkit")]
 pub mod sim;
 pub mod storage;
 pub mod time;

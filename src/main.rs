@@ -96,35 +96,6 @@ enum Command {
         #[arg(long, default_value = "clearing_rules")]
         rules: PathBuf,
     },
-    /// The seeded federation simulation (faults, crashes, month ends) checked step by step.
-    Sim {
-        /// First seed; a failing run prints the seed that replays it.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// How many seeds, from --seed on.
-        #[arg(long, default_value_t = 1)]
-        seeds: u64,
-        #[arg(long, default_value_t = 300)]
-        steps: u64,
-        #[arg(long, default_value = "clearing_rules")]
-        rules: PathBuf,
-        /// Keep each run's data in DIR/seed-N instead of a temp dir.
-        #[arg(long)]
-        keep: Option<PathBuf>,
-    },
-    /// Fuzz the decoders of outside input for a while (a finding is saved for replay).
-    Fuzz {
-        /// A target (hospital, claim, peer-query, registration, report, calc, rules, config, export) or `all`.
-        #[arg(long, default_value = "all")]
-        target: String,
-        /// Seconds per target.
-        #[arg(long, default_value_t = 60)]
-        seconds: u64,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        #[arg(long, default_value = "fuzz-findings")]
-        findings: PathBuf,
-    },
     /// Monthly clearing, run by the national operator: close, statement, confirm, dispute, advance.
     Clearing {
         #[command(subcommand)]
@@ -195,8 +166,6 @@ fn main() -> ExitCode {
         Command::Bench { command } => cli::bench_cmd::run(command),
         Command::Clearing { command } => cli::clearing_cmd::run(command),
         Command::Demo { out, seed, patients, month, rules } => cli::demo_cmd::run(out, seed, patients, &month, rules),
-        Command::Fuzz { target, seconds, seed, findings } => cli::fuzz_cmd::run_fuzz(&target, seconds, seed, findings),
-        Command::Sim { seed, seeds, steps, rules, keep } => cli::sim_cmd::run_sim(seed, seeds, steps, rules, keep),
         Command::Operator { config } => cli::clearing_cmd::run_operator(&config),
         Command::Node { config, log_format } => cli::node_cmd::run_node(&config, log_format),
         Command::Hospital { action, node, key, bill } => cli::node_cmd::run_hospital(action, &node, &key, &bill),

@@ -6,10 +6,8 @@ pub mod bench_e2e;
 mod bench_load;
 pub mod clearing_cmd;
 pub mod demo_cmd;
-pub mod fuzz_cmd;
 pub mod ledger_cmd;
 pub mod node_cmd;
-pub mod sim_cmd;
 
 use std::process::ExitCode;
 

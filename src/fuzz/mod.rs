@@ -3,7 +3,7 @@
 //! corpus of valid inputs per target, plus raw random bytes. A target must
 //! answer every input with a value or a clear error: a panic or an input that
 //! takes longer than [`HANG`] is a finding, returned with the input so it can
-//! become a regression test. `xclear fuzz --target T --seconds N` runs one
+//! become a regression test. `xclear-testkit fuzz --target T --seconds N` runs one
 //! target for a while; the test suite runs each for a bounded number of inputs.
 
 mod mutate;

@@ -9,7 +9,7 @@
 //! the sum of committed results, both sides agree, every ledger's chain and
 //! signatures hold; at each month end the month is closed and its positions
 //! must sum to zero and equal the hospitals' receipts. A failure names its
-//! seed and step; `xclear sim --seed N --steps M` replays it.
+//! seed and step; `make sim SEED=N STEPS=M` replays it.
 
 mod clearing;
 mod model;

@@ -20,11 +20,11 @@ fn layer(module: &str) -> Option<u8> {
 }
 
 /// The top-level module a file of `src/` belongs to (`None`: the crate root
-/// or the binary, which may use anything).
+/// or a binary, which may use anything).
 fn module_of(rel: &str) -> Option<&str> {
     let first = rel.split('/').next()?;
     let m = first.strip_suffix(".rs").unwrap_or(first);
-    (!matches!(m, "lib" | "main" | "cli")).then_some(m)
+    (!matches!(m, "lib" | "main" | "cli" | "bin")).then_some(m)
 }
 
 /// The top-level modules a file names through `crate::…`, including the

@@ -1,4 +1,4 @@
-//! `xclear fuzz`: runs fuzz targets for a while; a finding is saved for replay.
+//! `xclear-testkit fuzz`: runs fuzz targets for a while; a finding is saved for replay.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use xclear::fuzz::{run, Budget, Target};
 
-use super::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
+use crate::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
 
 pub fn run_fuzz(target: &str, seconds: u64, seed: u64, findings: PathBuf) -> ExitCode {
     let targets: Vec<Target> = if target == "all" {

@@ -1,4 +1,4 @@
-//! `xclear sim`: the seeded federation simulation, over one or many seeds.
+//! `xclear-testkit sim`: the seeded federation simulation, over one or many seeds.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use std::time::Instant;
 use xclear::rules::RuleBook;
 use xclear::sim::{run, ClearingCounts, Faults, SimOptions};
 
-use super::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
+use crate::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
 
 /// Runs seeds `seed .. seed + seeds`, each for `steps` steps, one after the
 /// other on a single-threaded runtime (so a seed replays exactly).
