@@ -149,6 +149,21 @@ enum RegistrationCommand {
         #[arg(long)]
         file: PathBuf,
     },
+    /// A person's registrations at their home node, asked by one of its admins (a signed query).
+    Query {
+        /// The home node, e.g. http://127.0.0.1:50061
+        #[arg(long)]
+        node: String,
+        /// The admin's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The admin's name, as in the node's config.
+        #[arg(long)]
+        admin: String,
+        /// The person (psn_no).
+        #[arg(long)]
+        psn_no: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -181,6 +196,9 @@ fn main() -> ExitCode {
         }
         Command::Registration { command: RegistrationCommand::Apply { node, key, admin, file } } => {
             cli::node_cmd::run_registration(&node, &key, &admin, &file)
+        }
+        Command::Registration { command: RegistrationCommand::Query { node, key, admin, psn_no } } => {
+            cli::node_cmd::run_registration_query(&node, &key, &admin, &psn_no)
         }
     }
 }

@@ -15,6 +15,7 @@ pub const CLAIM_RESULT_DOMAIN: &[u8] = b"xclear/claim-result/v1\0";
 pub const ADMIN_DOMAIN: &[u8] = b"xclear/admin/v1\0";
 pub const PERSONS_DOMAIN: &[u8] = b"xclear/persons/v1\0";
 pub const PEER_QUERY_DOMAIN: &[u8] = b"xclear/peer-query/v1\0";
+pub const REGISTRATION_QUERY_DOMAIN: &[u8] = b"xclear/registration-query/v1\0";
 pub const OPERATOR_DOMAIN: &[u8] = b"xclear/operator/v1\0";
 pub const REPORT_DOMAIN: &[u8] = b"xclear/report/v1\0";
 pub const LINES_DOMAIN: &[u8] = b"xclear/lines/v1\0";

@@ -363,3 +363,35 @@ pub fn run_registration(node: &str, key: &Path, admin: &str, file: &Path) -> Exi
         }
     })
 }
+
+/// `xclear registration query`: a person's registrations, one JSON object a line.
+pub fn run_registration_query(node: &str, key: &Path, admin: &str, psn_no: &str) -> ExitCode {
+    let key = match signing_key(key) {
+        Ok(k) => k,
+        Err(c) => return c,
+    };
+    let query = xclear::proto::RegistrationQuery { psn_no: psn_no.to_string(), fixmedins_code: String::new() };
+    let env = seal(&key, xclear::api::envelope::REGISTRATION_QUERY_DOMAIN, admin, &query);
+    block_on(async {
+        let mut client = match RegistrationServiceClient::connect(node.to_string()).await {
+            Ok(c) => c,
+            Err(e) => return unreachable(e),
+        };
+        match client.query(env).await {
+            Ok(list) => {
+                for r in list.into_inner().registrations {
+                    println!(
+                        "{}",
+                        json!({"reg_id": r.reg_id, "psn_no": r.psn_no, "kind": r.kind, "target_admdvs": r.target_admdvs,
+                               "begndate": r.begndate, "enddate": r.enddate, "cancelled": r.cancelled})
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(s) => fail(
+                EXIT_FAILED,
+                json!({"error": reason_of(&s).unwrap_or_else(|| format!("{:?}", s.code())), "message": s.message()}),
+            ),
+        }
+    })
+}

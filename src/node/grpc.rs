@@ -20,7 +20,7 @@ use crate::proto::registration_service_server::{RegistrationService, Registratio
 use crate::proto::report_service_server::{ReportService, ReportServiceServer};
 use crate::proto::{
     ClaimAnswers, ClaimBatch, ContributionYearsResponse, HospitalResponse, PersonImportResult, RegistrationList,
-    RegistrationQuery, RegistrationRecord, Signed,
+    RegistrationRecord, Signed,
 };
 use crate::region::RegionCode;
 use crate::transport::{status_error as transport_error, Channels};
@@ -99,9 +99,9 @@ impl RegistrationService for Svc {
         self.0.import_persons_signed(req.into_inner()).await.map(Response::new).map_err(Status::from)
     }
 
-    async fn query(&self, req: Request<RegistrationQuery>) -> Result<Response<RegistrationList>, Status> {
+    async fn query(&self, req: Request<Signed>) -> Result<Response<RegistrationList>, Status> {
         self.0
-            .registrations_of(&req.into_inner().psn_no)
+            .query_registrations(&req.into_inner())
             .map(|registrations| Response::new(RegistrationList { registrations }))
             .map_err(Status::from)
     }

@@ -191,6 +191,36 @@ impl Node {
     }
 
     /// A person's registrations.
+    /// A signed query of a person's registrations: by an admin of this node,
+    /// or by a peer node for one of its hospitals (the person must be
+    /// insured here). Anyone else, or an unsigned query, is refused before
+    /// the body is decoded.
+    pub fn query_registrations(&self, env: &Signed) -> Result<Vec<RegistrationRecord>, NodeError> {
+        if env.signature.is_empty() {
+            return Err(NodeError::Unsigned);
+        }
+        let q: crate::proto::RegistrationQuery = if let Some(admin) = self.config.admins.get(&env.signer) {
+            envelope::open(env, admin, envelope::REGISTRATION_QUERY_DOMAIN)
+                .map_err(|e| NodeError::BadSignature(format!("admin {}: {e}", env.signer)))?
+        } else {
+            let peer =
+                crate::region::RegionCode::parse(&env.signer).ok().and_then(|r| self.config.peers.get(&r)).ok_or_else(
+                    || NodeError::NotAuthorised(format!("{:?} may not query registrations here", env.signer)),
+                )?;
+            let q: crate::proto::RegistrationQuery =
+                envelope::open(env, &peer.public_key, envelope::REGISTRATION_QUERY_DOMAIN)
+                    .map_err(|e| NodeError::BadSignature(format!("{}: {e}", peer.region)))?;
+            if q.fixmedins_code.is_empty() {
+                return Err(NodeError::bad("fixmedins_code", "a peer node asks for one of its hospitals"));
+            }
+            q
+        };
+        if !self.read_home(|h| h.persons.contains_key(&q.psn_no))? {
+            return Err(NodeError::UnknownPerson(q.psn_no));
+        }
+        self.registrations_of(&q.psn_no)
+    }
+
     pub fn registrations_of(&self, psn_no: &str) -> Result<Vec<RegistrationRecord>, NodeError> {
         self.read_home(|h| {
             h.by_person

@@ -40,19 +40,18 @@ impl Node {
         if env.signature.is_empty() {
             return Err(NodeError::Unsigned);
         }
-        // Decoded once, before its signature is checked, to learn which
-        // hospital's key checks it; trusted only after `verify`.
-        let req: HospitalRequest = envelope::peek(&env).map_err(|e| NodeError::bad("body", e.to_string()))?;
-        let hospital = self
-            .config
-            .hospitals
-            .get(&req.fixmedins_code)
-            .ok_or_else(|| NodeError::UnknownHospital(req.fixmedins_code.clone()))?;
-        if env.signer != hospital.code {
-            return Err(NodeError::NotAuthorised(format!("signed as {:?} for hospital {}", env.signer, hospital.code)));
-        }
-        envelope::verify(&env, &hospital.public_key, HOSPITAL_DOMAIN)
+        // The signer names the hospital; its key checks the exact bytes
+        // before anything in them is decoded or believed.
+        let hospital =
+            self.config.hospitals.get(&env.signer).ok_or_else(|| NodeError::UnknownHospital(env.signer.clone()))?;
+        let req: HospitalRequest = envelope::open(&env, &hospital.public_key, HOSPITAL_DOMAIN)
             .map_err(|e| NodeError::BadSignature(format!("hospital {}: {e}", hospital.code)))?;
+        if req.fixmedins_code != hospital.code {
+            return Err(NodeError::NotAuthorised(format!(
+                "signed by {} for hospital {:?}",
+                hospital.code, req.fixmedins_code
+            )));
+        }
         let _slot = self.enter_hospital(&hospital.code)?;
         msgid("msgid", &req.msgid)?;
         let home = region("insuplc_admdvs", &req.insuplc_admdvs)?;

@@ -240,3 +240,26 @@ async fn a_node_will_not_open_a_tampered_ledger() {
         Err(e) => assert!(e.to_string().contains("corrupt") || e.to_string().contains("damaged"), "{e}"),
     }
 }
+
+/// A body that is not even a message, under a signature that does not
+/// verify, is refused as a bad signature: the signer's key is checked over
+/// the exact bytes first, and nothing in them is decoded before that.
+#[tokio::test]
+async fn garbage_under_a_bad_signature_is_refused_before_it_is_decoded() {
+    let (f, _) = secured().await;
+    let bj = &f.nodes["110000"];
+    let garbage = xclear::proto::Signed {
+        body: vec![0xff; 40],
+        signature: vec![7; 64],
+        signer: BJ_HOSPITAL.to_string(),
+        batch: None,
+    };
+    let e = bj.handle_hospital(garbage.clone()).await.expect_err("refused");
+    assert_eq!(e.reason(), "bad_signature", "{e}");
+    assert!(!e.to_string().contains("invalid") && !e.to_string().contains("wire type"), "no decoder detail: {e}");
+    let home = &f.nodes["611000"];
+    let e = home.query_registrations(&garbage).expect_err("refused");
+    assert_eq!(e.reason(), "not_authorised", "a hospital may not query: {e}");
+    let as_admin = xclear::proto::Signed { signer: "agency".into(), ..garbage };
+    assert_eq!(home.query_registrations(&as_admin).expect_err("refused").reason(), "bad_signature");
+}

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 use tokio::net::TcpListener;
-use xclear::api::envelope::{open, seal, ADMIN_DOMAIN, HOSPITAL_DOMAIN, LINES_DOMAIN, OPERATOR_DOMAIN};
+use xclear::api::envelope::{
+    open, seal, ADMIN_DOMAIN, HOSPITAL_DOMAIN, LINES_DOMAIN, OPERATOR_DOMAIN, REGISTRATION_QUERY_DOMAIN,
+};
 use xclear::api::error::reason_of;
 use xclear::clock::SystemClock;
 use xclear::node::config::{Hospital, Peer};
@@ -126,8 +128,31 @@ async fn settlement_over_grpc_with_health_and_reflection() {
     // The agency files the registration over gRPC.
     insured_and_registered(&run).await;
     let mut reg = RegistrationServiceClient::connect(run.urls["611000"].clone()).await.expect("connect");
-    let list = reg.query(RegistrationQuery { psn_no: "P0001".into() }).await.expect("query").into_inner();
+    let query =
+        |fixmedins_code: &str| RegistrationQuery { psn_no: "P0001".into(), fixmedins_code: fixmedins_code.into() };
+    let by_admin = seal(&key(31), REGISTRATION_QUERY_DOMAIN, "agency", &query(""));
+    let list = reg.query(by_admin).await.expect("query").into_inner();
     assert_eq!(list.registrations.len(), 1);
+    // A peer node asks for its hospital; the hospital itself, anyone
+    // unsigned, or a peer's key under the admin's name is refused.
+    let by_peer = seal(&key(12), REGISTRATION_QUERY_DOMAIN, "110000", &query("H1"));
+    assert_eq!(reg.query(by_peer).await.expect("peer").into_inner().registrations.len(), 1);
+    let refusals = [
+        (seal(&key(21), REGISTRATION_QUERY_DOMAIN, "H1", &query("H1")), "not_authorised"),
+        (
+            xclear::proto::Signed {
+                signature: vec![],
+                ..seal(&key(31), REGISTRATION_QUERY_DOMAIN, "agency", &query(""))
+            },
+            "unsigned",
+        ),
+        (seal(&key(12), REGISTRATION_QUERY_DOMAIN, "agency", &query("")), "bad_signature"),
+        (seal(&key(12), REGISTRATION_QUERY_DOMAIN, "110000", &query("")), "bad_request"),
+    ];
+    for (env, reason) in refusals {
+        let s = reg.query(env).await.expect_err(reason);
+        assert_eq!(xclear::api::error::reason_of(&s).as_deref(), Some(reason), "{s:?}");
+    }
 
     // The hospital settles at its own node; the figures are the worked example's.
     let mut hosp = HospitalServiceClient::connect(run.urls["110000"].clone()).await.expect("connect");
