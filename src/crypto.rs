@@ -26,8 +26,24 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
     let p = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| KeyError::Read { path: p.clone(), reason: e.to_string() })?;
     let bytes = hex::decode(text.trim()).map_err(|_| KeyError::Format { path: p.clone() })?;
-    let seed: [u8; 32] = bytes.try_into().map_err(|_| KeyError::Format { path: p })?;
+    let seed: [u8; 32] = bytes.try_into().map_err(|_| KeyError::Format { path: p.clone() })?;
+    if let Some(mode) = readable_by_others(path) {
+        // A warning, not a refusal: the published demo keys of examples/
+        // arrive from git with the checkout's default mode.
+        tracing::warn!(
+            path = %p,
+            mode = format!("{mode:o}"),
+            "the key file is readable by others; anyone who can read it can sign as its owner: chmod 600 {p}"
+        );
+    }
     Ok(SigningKey::from_bytes(&seed))
+}
+
+/// The file's permission bits when its group or others may read it.
+pub fn readable_by_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
 }
 
 /// Writes a signing key (owner-readable only) and returns it.
@@ -40,6 +56,23 @@ pub fn write_signing_key(path: &Path, key: &SigningKey) -> Result<(), KeyError> 
     f.write_all(hex::encode(key.to_bytes()).as_bytes()).map_err(fail)?;
     f.write_all(b"\n").map_err(fail)?;
     f.sync_all().map_err(fail)
+}
+
+#[cfg(test)]
+mod key_file_tests {
+    use super::*;
+
+    #[test]
+    fn a_key_file_others_can_read_is_noticed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.key");
+        write_signing_key(&path, &SigningKey::from_bytes(&[9; 32])).expect("write");
+        assert_eq!(readable_by_others(&path), None, "keygen writes 0600");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert_eq!(readable_by_others(&path), Some(0o644));
+        assert!(load_signing_key(&path).is_ok(), "warned about, still loaded");
+    }
 }
 
 /// Parses a public key from 64 hex digits, refusing weak (small-order) keys.
