@@ -191,6 +191,12 @@ impl Route {
         matches!(self, Route::IntraProvince | Route::CrossProvince)
     }
 
+    pub fn parse(s: &str) -> Option<Route> {
+        [Route::Local, Route::IntraProvince, Route::CrossProvince, Route::CorpsLocal]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Route::Local => "local",

@@ -11,6 +11,8 @@ use crate::settlement::bill::{MAX_ITEMS_PER_BILL, MAX_PRICE, MAX_QTY, PRICE_SCAL
 use crate::settlement::{BillItem, BillTotals, Figures};
 
 pub const MAX_MSGID_LEN: usize = 64;
+/// Longest code of a person (psn_no), a hospital or a catalogue item.
+pub const MAX_CODE_LEN: usize = 64;
 
 pub fn region(field: &str, text: &str) -> Result<RegionCode, NodeError> {
     RegionCode::parse(text).map_err(|e| NodeError::bad(field, e.to_string()))
@@ -62,8 +64,8 @@ pub fn items(items: &[proto::BillItem]) -> Result<Vec<BillItem>, NodeError> {
         .enumerate()
         .map(|(i, it)| {
             let f = |name: &str| format!("items[{i}].{name}");
-            if it.code.is_empty() || it.code.len() > 64 {
-                return Err(NodeError::bad(f("code"), "item code must be 1–64 characters"));
+            if it.code.is_empty() || it.code.len() > MAX_CODE_LEN {
+                return Err(NodeError::bad(f("code"), format!("item code must be 1–{MAX_CODE_LEN} characters")));
             }
             let qty = money::parse_bounded(&it.qty, QTY_SCALE).map_err(|e| NodeError::bad(f("qty"), e.to_string()))?;
             let price =
@@ -143,6 +145,87 @@ pub fn signed_amount(field: &str, text: &str) -> Result<Amount, NodeError> {
     let negative = text.starts_with('-');
     let a = amount(field, text.trim_start_matches('-'))?;
     Ok(if negative { -a } else { a })
+}
+
+/// The fund amounts of a result's figures (negative for a reversal).
+pub fn figures_amounts(f: &proto::SettlementFigures) -> Result<crate::clearing::Amounts, NodeError> {
+    Ok(crate::clearing::Amounts {
+        medfee_sumamt: signed_amount("medfee_sumamt", &f.medfee_sumamt)?,
+        hifp_pay: signed_amount("hifp_pay", &f.hifp_pay)?,
+        hifmi_pay: signed_amount("hifmi_pay", &f.hifmi_pay)?,
+        hifob_pay: signed_amount("hifob_pay", &f.hifob_pay)?,
+        maf_pay: signed_amount("maf_pay", &f.maf_pay)?,
+        fund_pay_sumamt: signed_amount("fund_pay_sumamt", &f.fund_pay_sumamt)?,
+    })
+}
+
+/// The clearing line of a home node's signed result between `home` and
+/// `treatment`: `None` when it did not settle; an error naming the field when
+/// it settled but its month, route or amounts are not well formed. A
+/// treatment node checks a result with this before recording it, so a
+/// recorded result always has its line.
+pub fn line_of_result(
+    r: &proto::ClaimResult,
+    home: RegionCode,
+    treatment: RegionCode,
+) -> Result<Option<crate::clearing::Line>, NodeError> {
+    use crate::clearing::{Channel, Line, Month};
+    if !r.settled {
+        return Ok(None);
+    }
+    if r.setl_id.is_empty() {
+        return Err(NodeError::bad("setl_id", "a settled result without a setl_id"));
+    }
+    let f = r.figures.as_ref().ok_or_else(|| NodeError::bad("figures", "a settled result without figures"))?;
+    let route = crate::region::Route::parse(&f.route)
+        .ok_or_else(|| NodeError::bad("figures.route", format!("{:?} is not a route", f.route)))?;
+    Ok(Some(Line {
+        setl_id: r.setl_id.clone(),
+        home,
+        treatment,
+        channel: if route == crate::region::Route::CorpsLocal { Channel::CorpsLocal } else { Channel::National },
+        month: Month::parse(&r.month)
+            .ok_or_else(|| NodeError::bad("month", format!("{:?} is not YYYY-MM", r.month)))?,
+        amounts: figures_amounts(f)?,
+        count: 1,
+    }))
+}
+
+/// One side's summary of a pair, as a node reports it.
+pub fn pair_report(as_treatment: bool, counterpart: RegionCode, s: &crate::clearing::PairSummary) -> proto::PairReport {
+    proto::PairReport {
+        counterpart: counterpart.to_string(),
+        as_treatment,
+        count: s.count,
+        medfee_sumamt: s.amounts.medfee_sumamt.to_string(),
+        hifp_pay: s.amounts.hifp_pay.to_string(),
+        hifmi_pay: s.amounts.hifmi_pay.to_string(),
+        hifob_pay: s.amounts.hifob_pay.to_string(),
+        maf_pay: s.amounts.maf_pay.to_string(),
+        fund_pay_sumamt: s.amounts.fund_pay_sumamt.to_string(),
+        ids_root: hex::encode(s.ids_root),
+    }
+}
+
+/// A pair as a node reported it: the counterpart, whether the node was the
+/// treatment side, and its summary.
+pub fn pair_report_from_proto(
+    p: &proto::PairReport,
+) -> Result<(RegionCode, bool, crate::clearing::PairSummary), NodeError> {
+    let root: [u8; 32] = hex::decode(&p.ids_root)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| NodeError::bad("ids_root", "not a 32-byte hex hash"))?;
+    let amounts = crate::clearing::Amounts {
+        medfee_sumamt: signed_amount("medfee_sumamt", &p.medfee_sumamt)?,
+        hifp_pay: signed_amount("hifp_pay", &p.hifp_pay)?,
+        hifmi_pay: signed_amount("hifmi_pay", &p.hifmi_pay)?,
+        hifob_pay: signed_amount("hifob_pay", &p.hifob_pay)?,
+        maf_pay: signed_amount("maf_pay", &p.maf_pay)?,
+        fund_pay_sumamt: signed_amount("fund_pay_sumamt", &p.fund_pay_sumamt)?,
+    };
+    let summary = crate::clearing::PairSummary { count: p.count, amounts, ids_root: root };
+    Ok((region("counterpart", &p.counterpart)?, p.as_treatment, summary))
 }
 
 /// One home region's advance-fund status, as the operator answers it.

@@ -5,16 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
-use std::str::FromStr;
 
 use super::records::{HomeSettlementEntry, OutcomeEntry};
 use super::{ledger_error, Node};
 use crate::api::envelope;
 use crate::api::NodeError;
-use crate::clearing::{Amounts, Channel, Line, Month, PairSummary, RunningPair};
+use crate::clearing::{Line, Month, PairSummary, RunningPair};
 use crate::ledger::EntryKind;
-use crate::money::Amount;
-use crate::proto::{ClaimResult, SettlementFigures};
+use crate::proto::ClaimResult;
 use crate::region::RegionCode;
 
 /// Which side of a pair a node reports.
@@ -63,21 +61,6 @@ impl ClearingTotals {
     }
 }
 
-fn amount(s: &str) -> Amount {
-    rust_decimal::Decimal::from_str(s).map(Amount::round_half_up).unwrap_or_default()
-}
-
-fn amounts(f: &SettlementFigures) -> Amounts {
-    Amounts {
-        medfee_sumamt: amount(&f.medfee_sumamt),
-        hifp_pay: amount(&f.hifp_pay),
-        hifmi_pay: amount(&f.hifmi_pay),
-        hifob_pay: amount(&f.hifob_pay),
-        maf_pay: amount(&f.maf_pay),
-        fund_pay_sumamt: amount(&f.fund_pay_sumamt),
-    }
-}
-
 fn result_of(rec: &super::records::EnvelopeRecord) -> Option<ClaimResult> {
     rec.to_signed().and_then(|s| envelope::peek::<ClaimResult>(&s).ok())
 }
@@ -90,11 +73,11 @@ pub fn line_of(kind: EntryKind, key: &str, payload: &[u8], own: RegionCode) -> O
     if !matches!(kind, EntryKind::Settlement | EntryKind::Reversal) {
         return None;
     }
-    let (side, result, home, treatment) = if key.starts_with("claim:") {
+    let (side, result, home, treatment) = if super::keys::is_claim(key) {
         let rec: HomeSettlementEntry = serde_json::from_slice(payload).ok()?;
         let result = result_of(&rec.result)?;
         (Side::AsHome, result, own, RegionCode::parse(&rec.treatment).ok()?)
-    } else if key.starts_with("outcome:") {
+    } else if super::keys::is_outcome(key) {
         let rec: OutcomeEntry = serde_json::from_slice(payload).ok()?;
         let result = result_of(&rec.result)?;
         let home = RegionCode::parse(&rec.result.signer).ok()?;
@@ -107,21 +90,10 @@ pub fn line_of(kind: EntryKind, key: &str, payload: &[u8], own: RegionCode) -> O
 
 /// The clearing line of `result` between `home` and `treatment`, if it
 /// settled. [`line_of`] reads the same from a ledger entry; the nodes call
-/// this one as they commit, with the result they have just recorded.
+/// this one as they commit, with the result they have just recorded (checked
+/// by [`crate::api::convert::line_of_result`] before it was).
 pub(crate) fn line_from(result: &ClaimResult, home: RegionCode, treatment: RegionCode) -> Option<Line> {
-    if !result.settled || result.setl_id.is_empty() {
-        return None;
-    }
-    let figures = result.figures.as_ref()?;
-    Some(Line {
-        setl_id: result.setl_id.clone(),
-        home,
-        treatment,
-        channel: if figures.route == "corps_local" { Channel::CorpsLocal } else { Channel::National },
-        month: Month::parse(&result.month)?,
-        amounts: amounts(figures),
-        count: 1,
-    })
+    crate::api::convert::line_of_result(result, home, treatment).ok().flatten()
 }
 
 impl Node {
@@ -246,18 +218,9 @@ impl Node {
     fn month_report(&self, month: Month) -> Result<crate::proto::Signed, NodeError> {
         let pairs = self
             .month_summaries(month)?
-            .into_iter()
-            .map(|((side, counterpart), s)| crate::proto::PairReport {
-                counterpart: counterpart.to_string(),
-                as_treatment: side == Side::AsTreatment,
-                count: s.count,
-                medfee_sumamt: s.amounts.medfee_sumamt.to_string(),
-                hifp_pay: s.amounts.hifp_pay.to_string(),
-                hifmi_pay: s.amounts.hifmi_pay.to_string(),
-                hifob_pay: s.amounts.hifob_pay.to_string(),
-                maf_pay: s.amounts.maf_pay.to_string(),
-                fund_pay_sumamt: s.amounts.fund_pay_sumamt.to_string(),
-                ids_root: hex::encode(s.ids_root),
+            .iter()
+            .map(|((side, counterpart), s)| {
+                crate::api::convert::pair_report(*side == Side::AsTreatment, *counterpart, s)
             })
             .collect();
         let head = self.ledger.head();
@@ -351,7 +314,7 @@ impl Node {
 
 /// The ledger key of a month's seal.
 pub fn seal_key(month: Month) -> String {
-    format!("seal:{month}")
+    super::keys::seal(month)
 }
 
 /// Lines per page of a pair's lines: a page of the longest lines, hex-encoded

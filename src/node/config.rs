@@ -170,8 +170,9 @@ impl NodeConfig {
         }
         let mut hospitals = BTreeMap::new();
         for (i, h) in raw.hospitals.iter().enumerate() {
-            if h.code.is_empty() || h.code.len() > 64 {
-                return Err(err(&format!("hospitals[{i}].code"), "must be 1–64 characters".into()));
+            if h.code.is_empty() || h.code.len() > crate::api::convert::MAX_CODE_LEN {
+                let max = crate::api::convert::MAX_CODE_LEN;
+                return Err(err(&format!("hospitals[{i}].code"), format!("must be 1–{max} characters")));
             }
             let level = HospitalLevel::new(h.level)
                 .ok_or_else(|| err(&format!("hospitals[{i}].level"), format!("level {} is outside 0–3", h.level)))?;

@@ -27,9 +27,7 @@ use crate::settlement::{compute_benefit, BenefitInput, CounterDelta, HospitalLev
 
 use crate::time::month_of;
 
-fn claim_key(treatment: &str, hospital: &str, msgid: &str) -> String {
-    format!("claim:{treatment}:{hospital}:{msgid}")
-}
+use super::keys::claim as claim_key;
 
 impl Node {
     /// Handles a claim from a peer: returns the home node's signed result.
@@ -398,7 +396,7 @@ impl Node {
         let mut added = 0;
         for (r, p) in records.iter().zip(persons) {
             let payload = to_payload(r);
-            let key = format!("person:{}:{}", r.psn_no, &hex::encode(Sha256::digest(&payload))[..16]);
+            let key = super::keys::person(&r.psn_no, &hex::encode(Sha256::digest(&payload)));
             let a = self.ledger.append(EntryKind::PersonImport, &key, payload).await.map_err(ledger_error)?;
             if !a.existing {
                 added += 1;

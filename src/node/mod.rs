@@ -9,6 +9,7 @@ pub mod clearing_side;
 pub mod config;
 pub mod grpc;
 pub mod home;
+pub mod keys;
 pub mod metrics;
 pub mod peer_batch;
 pub mod persons;
@@ -34,6 +35,11 @@ use state::HomeState;
 
 /// Person-level locks: a person's counters move under one of these stripes.
 const PERSON_LOCK_STRIPES: usize = 1024;
+/// Requests one hospital may have in flight, by default.
+pub const MAX_HOSPITAL_IN_FLIGHT: usize = 64;
+/// Settlements awaiting their home nodes, by default.
+pub const MAX_PENDING_INTENTS: usize = 100_000;
+
 /// What one node takes on at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -46,7 +52,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { hospital_in_flight: 64, pending_intents: 100_000 }
+        Limits { hospital_in_flight: MAX_HOSPITAL_IN_FLIGHT, pending_intents: MAX_PENDING_INTENTS }
     }
 }
 
@@ -111,10 +117,10 @@ impl Node {
         ledger.for_each(0, |e| {
             if e.body.kind == crate::ledger::EntryKind::SettlementIntent {
                 pending_intents.insert(e.body.key.clone(), e.frame.timestamp_ms);
-            } else if let Some(rest) = e.body.key.strip_prefix("outcome:") {
-                pending_intents.remove(&format!("intent:{rest}"));
+            } else if let Some(intent) = keys::intent_of_outcome(&e.body.key) {
+                pending_intents.remove(&intent);
             } else if e.body.kind == crate::ledger::EntryKind::MonthSeal {
-                if let Some(m) = e.body.key.strip_prefix("seal:").and_then(crate::clearing::Month::parse) {
+                if let Some(m) = keys::sealed_month(&e.body.key) {
                     seals.insert(m);
                 }
             }

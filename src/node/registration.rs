@@ -45,7 +45,7 @@ impl Node {
     async fn apply_registration_now(&self, env: Signed) -> Result<RegistrationRecord, NodeError> {
         let req: RegistrationRequest = self.open_as_admin(&env, ADMIN_DOMAIN)?;
         msgid("msgid", &req.msgid)?;
-        let key = format!("reg:{}:{}", env.signer, req.msgid);
+        let key = super::keys::registration(&env.signer, &req.msgid);
         if let Some(e) = self.ledger.entry_by_key(&key).map_err(ledger_error)? {
             let stored: RegistrationEntry =
                 serde_json::from_slice(&e.body.payload).map_err(|e| NodeError::Internal(e.to_string()))?;

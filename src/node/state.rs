@@ -49,8 +49,9 @@ pub struct HomeState {
 
 /// Converts a person record, validating it.
 pub fn person_from_record(r: &PersonRecord) -> Result<Person, String> {
-    if r.psn_no.is_empty() || r.psn_no.len() > 64 {
-        return Err("psn_no must be 1–64 characters".into());
+    use crate::api::convert::MAX_CODE_LEN;
+    if r.psn_no.is_empty() || r.psn_no.len() > MAX_CODE_LEN {
+        return Err(format!("psn_no must be 1–{MAX_CODE_LEN} characters"));
     }
     let insuplc_admdvs = RegionCode::parse(&r.insuplc_admdvs).map_err(|e| format!("insuplc_admdvs: {e}"))?;
     let insutype =
@@ -104,7 +105,7 @@ impl HomeState {
                     self.apply_registration(&r);
                 }
             }
-            EntryKind::Settlement | EntryKind::Reversal if key.starts_with("claim:") => {
+            EntryKind::Settlement | EntryKind::Reversal if super::keys::is_claim(key) => {
                 if let Ok(s) = serde_json::from_slice::<HomeSettlementEntry>(payload) {
                     self.apply_settlement(&s);
                     self.settlement_keys.insert(s.setl_id.clone(), key.to_string());

@@ -25,13 +25,7 @@ use crate::settlement::classify;
 const CLAIM_ATTEMPTS: u32 = 3;
 pub(super) const CLAIM_BACKOFF: Duration = Duration::from_millis(100);
 
-fn intent_key(hospital: &str, msgid: &str) -> String {
-    format!("intent:{hospital}:{msgid}")
-}
-
-fn outcome_key(hospital: &str, msgid: &str) -> String {
-    format!("outcome:{hospital}:{msgid}")
-}
+use super::keys::{intent as intent_key, outcome as outcome_key};
 
 impl Node {
     /// Handles a hospital's signed request.
@@ -363,6 +357,9 @@ impl Node {
                         ));
                     }
                     check_month(&result, claim_env).map_err(|m| NodeError::BadPeerAnswer(home.to_string(), m))?;
+                    // A settled result must clear: its month, route and amounts well formed.
+                    crate::api::convert::line_of_result(&result, home, self.region())
+                        .map_err(|e| NodeError::BadPeerAnswer(home.to_string(), e.to_string()))?;
                     return Ok((result_env, result));
                 }
                 Err(TransportError::Unreachable(e)) => last = e,
@@ -427,9 +424,8 @@ impl Node {
     }
 
     async fn redrive(&self, ikey: &str) -> Result<(), NodeError> {
-        let rest = ikey.strip_prefix("intent:").ok_or_else(|| NodeError::Internal(format!("bad intent key {ikey}")))?;
         let (hospital, msgid) =
-            rest.split_once(':').ok_or_else(|| NodeError::Internal(format!("bad intent key {ikey}")))?;
+            super::keys::parse_intent(ikey).ok_or_else(|| NodeError::Internal(format!("bad intent key {ikey}")))?;
         let intent = self.intent(ikey)?.ok_or_else(|| NodeError::Internal(format!("intent {ikey} missing")))?;
         let home = region("home", &intent.home)?;
         let claim_env = intent.claim.to_signed().ok_or_else(|| NodeError::Internal("stored claim".into()))?;

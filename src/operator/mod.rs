@@ -24,7 +24,7 @@ use crate::api::envelope::{
 };
 use crate::api::NodeError;
 use crate::clearing::statement::HeadRef;
-use crate::clearing::{close, Amounts, Channel, ClosingInput, Dispute, Line, Month, PendingItem, Statement};
+use crate::clearing::{close, Channel, ClosingInput, Dispute, Line, Month, PairSummary, PendingItem, Statement};
 use crate::clock::Clock;
 use crate::ledger::{EntryKind, Ledger, LedgerError};
 use crate::money::Amount;
@@ -93,6 +93,26 @@ fn adjustment_of(req: &AdjustmentRequest) -> Result<(Month, crate::clearing::net
             setl_id: None,
         },
     ))
+}
+
+/// (home, treatment) -> what the treatment side and the home side reported.
+type PairSides = BTreeMap<(RegionCode, RegionCode), (Option<PairSummary>, Option<PairSummary>)>;
+
+/// Every pair of the month as both sides reported it.
+fn pair_sides(reports: &BTreeMap<RegionCode, MonthReport>) -> Result<PairSides, NodeError> {
+    let mut sides = PairSides::new();
+    for (region, r) in reports {
+        for p in &r.pairs {
+            let (other, as_treatment, summary) = crate::api::convert::pair_report_from_proto(p)
+                .map_err(|e| NodeError::BadPeerAnswer(region.to_string(), e.to_string()))?;
+            if as_treatment {
+                sides.entry((other, *region)).or_default().0 = Some(summary);
+            } else {
+                sides.entry((*region, other)).or_default().1 = Some(summary);
+            }
+        }
+    }
+    Ok(sides)
 }
 
 fn short(hash: &str) -> &str {
@@ -273,56 +293,46 @@ impl Operator {
         for region in self.nodes.keys() {
             reports.insert(*region, self.report(*region, month, true).await?);
         }
-        // (home, treatment) -> (treatment side, home side) summaries.
-        type Side = (u64, Amounts, String);
-        let mut sides: BTreeMap<(RegionCode, RegionCode), (Option<Side>, Option<Side>)> = BTreeMap::new();
-        for (region, r) in &reports {
-            for p in &r.pairs {
-                let other = RegionCode::parse(&p.counterpart)
-                    .map_err(|e| NodeError::BadPeerAnswer(region.to_string(), e.to_string()))?;
-                let amounts = Amounts {
-                    medfee_sumamt: signed_amount("medfee_sumamt", &p.medfee_sumamt)?,
-                    hifp_pay: signed_amount("hifp_pay", &p.hifp_pay)?,
-                    hifmi_pay: signed_amount("hifmi_pay", &p.hifmi_pay)?,
-                    hifob_pay: signed_amount("hifob_pay", &p.hifob_pay)?,
-                    maf_pay: signed_amount("maf_pay", &p.maf_pay)?,
-                    fund_pay_sumamt: signed_amount("fund_pay_sumamt", &p.fund_pay_sumamt)?,
-                };
-                let side = (p.count, amounts, p.ids_root.clone());
-                if p.as_treatment {
-                    sides.entry((other, *region)).or_default().0 = Some(side);
-                } else {
-                    sides.entry((*region, other)).or_default().1 = Some(side);
-                }
-            }
-        }
         let mut input = ClosingInput {
             adjustments: self.adjustments_of(month)?,
             disputes: disputes.to_vec(),
             carried: carried.to_vec(),
             quotas: self.quotas_for(month)?,
+            node_heads: reports
+                .iter()
+                .map(|(r, rep)| (*r, HeadRef { size: rep.head_size, root: rep.head_root.clone() }))
+                .collect(),
             ..ClosingInput::default()
         };
-        // A pair with a disputing region in it is matched line by line, so the
-        // disputed line can leave it.
-        let disputing: BTreeSet<RegionCode> = disputes.iter().map(|d| d.region).collect();
-        for ((home, treatment), (t, h)) in &sides {
-            let channel =
-                if self.pairs.are_partners(*home, *treatment) { Channel::CorpsLocal } else { Channel::National };
+        self.month_lines(month, &pair_sides(&reports)?, &mut input).await?;
+        self.carried_lines(carried, &mut input).await?;
+        let statement = close(month, &input, |a, b| self.pairs.are_partners(a, b));
+        self.issue(statement).await
+    }
+
+    /// The month's lines of every pair into `input`: a pair whose two sides
+    /// agree as one aggregate line, any other (or one with a disputing
+    /// region in it, so the disputed line can leave it) line by line.
+    async fn month_lines(&self, month: Month, sides: &PairSides, input: &mut ClosingInput) -> Result<(), NodeError> {
+        let disputing: BTreeSet<RegionCode> = input.disputes.iter().map(|d| d.region).collect();
+        for ((home, treatment), (t, h)) in sides {
+            let pair = crate::clearing::Pair { home: *home, treatment: *treatment };
             let disputed = disputing.contains(home) || disputing.contains(treatment);
             match (t, h) {
                 (Some(t), Some(h)) if t == h && !disputed => {
-                    input
-                        .matched_roots
-                        .insert(crate::clearing::Pair { home: *home, treatment: *treatment }, t.2.clone());
+                    input.matched_roots.insert(pair, hex::encode(t.ids_root));
                     let aggregate = Line {
                         setl_id: format!("{}{home}:{treatment}", crate::clearing::statement::AGGREGATE_PREFIX),
                         home: *home,
                         treatment: *treatment,
-                        channel,
+                        channel: if self.pairs.are_partners(*home, *treatment) {
+                            Channel::CorpsLocal
+                        } else {
+                            Channel::National
+                        },
                         month,
-                        amounts: t.1,
-                        count: t.0,
+                        amounts: t.amounts,
+                        count: t.count,
                     };
                     input.treatment_lines.push(aggregate.clone());
                     input.home_lines.push(aggregate);
@@ -338,10 +348,15 @@ impl Operator {
             }
             if let Some(h) = h {
                 *input.usage.entry(*home).or_default() =
-                    input.usage.get(home).copied().unwrap_or_default() + h.1.fund_pay_sumamt;
+                    input.usage.get(home).copied().unwrap_or_default() + h.amounts.fund_pay_sumamt;
             }
         }
-        // Carried items: fetch their pairs' lines of the month they were held out.
+        Ok(())
+    }
+
+    /// The lines of carried items into `input`: their pairs' lines of the
+    /// month each was held out, from both sides.
+    async fn carried_lines(&self, carried: &[PendingItem], input: &mut ClosingInput) -> Result<(), NodeError> {
         let carried_pairs: BTreeSet<(RegionCode, RegionCode, Month)> =
             carried.iter().map(|p| (p.pair.home, p.pair.treatment, p.since)).collect();
         for (home, treatment, since) in carried_pairs {
@@ -350,26 +365,21 @@ impl Operator {
                 .filter(|p| p.pair.home == home && p.pair.treatment == treatment)
                 .map(|p| p.setl_id.as_str())
                 .collect();
+            let wanted = |lines: Vec<Line>| lines.into_iter().filter(|l| ids.contains(l.setl_id.as_str()));
             if self.nodes.contains_key(&treatment) {
-                input.treatment_lines.extend(
-                    self.lines(treatment, since, home, true)
-                        .await?
-                        .into_iter()
-                        .filter(|l| ids.contains(l.setl_id.as_str())),
-                );
+                input.treatment_lines.extend(wanted(self.lines(treatment, since, home, true).await?));
             }
             if self.nodes.contains_key(&home) {
-                input.home_lines.extend(
-                    self.lines(home, since, treatment, false)
-                        .await?
-                        .into_iter()
-                        .filter(|l| ids.contains(l.setl_id.as_str())),
-                );
+                input.home_lines.extend(wanted(self.lines(home, since, treatment, false).await?));
             }
         }
-        input.node_heads =
-            reports.iter().map(|(r, rep)| (*r, HeadRef { size: rep.head_size, root: rep.head_root.clone() })).collect();
-        let mut statement = close(month, &input, |a, b| self.pairs.are_partners(a, b));
+        Ok(())
+    }
+
+    /// Signs and records `statement` as the month's next revision, or
+    /// returns the latest statement when nothing changed.
+    async fn issue(&self, mut statement: Statement) -> Result<Closed, NodeError> {
+        let month = statement.month;
         if let Some(latest) = self.statement_of(month)? {
             statement.revision = latest.statement.revision;
             if statement == latest.statement {

@@ -452,7 +452,7 @@ impl Sim {
         let node = self.world.node(treatment)?;
         let intent = node
             .ledger()
-            .entry_by_key(&format!("intent:{hospital}:{msgid}"))
+            .entry_by_key(&crate::node::keys::intent(&hospital, &msgid))
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("{hospital}/{msgid}: acknowledged without an intent"))?;
         let rec: crate::node::records::IntentEntry =
@@ -476,7 +476,7 @@ impl Sim {
         let node = self.world.node(a.treatment)?;
         let intent = node
             .ledger()
-            .entry_by_key(&format!("intent:{hospital}:{msgid}"))
+            .entry_by_key(&crate::node::keys::intent(&hospital, &msgid))
             .map_err(|e| e.to_string())?
             .ok_or("intent missing")?;
         let rec: crate::node::records::IntentEntry =

@@ -11,6 +11,7 @@ use super::world::{key, World};
 use crate::api::envelope::{self, CLAIM_RESULT_DOMAIN};
 use crate::ledger::EntryKind;
 use crate::money::Amount;
+use crate::node::keys;
 use crate::node::records::{HomeSettlementEntry, OutcomeEntry};
 use crate::proto::{Claim, ClaimResult, HospitalResponse, SettlementFigures, Signed};
 use crate::region::RegionCode;
@@ -139,7 +140,7 @@ impl Model {
                 cur.last_hash = e.hash();
                 let k = e.body.key.as_str();
                 match e.body.kind {
-                    EntryKind::Settlement | EntryKind::Reversal if k.starts_with("claim:") => {
+                    EntryKind::Settlement | EntryKind::Reversal if keys::is_claim(k) => {
                         let rec: HomeSettlementEntry = serde_json::from_slice(&e.body.payload)
                             .map_err(|err| format!("{region}: entry {}: {err}", e.frame.seq))?;
                         let claim_env = rec.claim.to_signed().ok_or("stored claim")?;
@@ -164,7 +165,7 @@ impl Model {
                             return Err(format!("{region}: setl_id {} committed twice", rec.setl_id));
                         }
                     }
-                    EntryKind::Settlement | EntryKind::Reversal if k.starts_with("outcome:") => {
+                    EntryKind::Settlement | EntryKind::Reversal if keys::is_outcome(k) => {
                         let o: OutcomeEntry = serde_json::from_slice(&e.body.payload)
                             .map_err(|err| format!("{region}: entry {}: {err}", e.frame.seq))?;
                         let result = o.result.to_signed().ok_or("stored outcome")?;
@@ -213,7 +214,7 @@ impl Model {
             }
             let t = RegionCode::parse(&c.treatment).map_err(|e| e.to_string())?;
             let node = world.node(t)?;
-            let intent = format!("intent:{}:{}", c.hospital, c.msgid);
+            let intent = keys::intent(&c.hospital, &c.msgid);
             let open = node.ledger().entry_by_key(&intent).map_err(|e| e.to_string())?.is_some();
             if !open {
                 return Err(format!("home commit {id} has no intent at {t}"));

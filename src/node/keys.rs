@@ -1,0 +1,91 @@
+//! The node's ledger keys, `<what>:…`: each built here and read back here,
+//! so what a key names and how it is spelt live in one place (the operator's
+//! are in `operator::index::keys`). A key names the fact an entry records,
+//! which is what makes appends idempotent.
+
+use crate::clearing::Month;
+
+/// A home node's commit of a claim: the claiming region, its hospital and
+/// the hospital's msgid.
+pub fn claim(treatment: &str, hospital: &str, msgid: &str) -> String {
+    format!("{CLAIM}{treatment}:{hospital}:{msgid}")
+}
+
+/// A treatment node's intent to settle a hospital's msgid.
+pub fn intent(hospital: &str, msgid: &str) -> String {
+    format!("{INTENT}{hospital}:{msgid}")
+}
+
+/// The answer a treatment node recorded for a hospital's msgid (a result, or
+/// the refusal that ended the intent).
+pub fn outcome(hospital: &str, msgid: &str) -> String {
+    format!("{OUTCOME}{hospital}:{msgid}")
+}
+
+/// The outcome key that answers an intent key.
+pub fn outcome_of_intent(intent_key: &str) -> Option<String> {
+    intent_key.strip_prefix(INTENT).map(|rest| format!("{OUTCOME}{rest}"))
+}
+
+/// The intent key an outcome key answers.
+pub fn intent_of_outcome(outcome_key: &str) -> Option<String> {
+    outcome_key.strip_prefix(OUTCOME).map(|rest| format!("{INTENT}{rest}"))
+}
+
+/// (hospital, msgid) of an intent key.
+pub fn parse_intent(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix(INTENT)?.split_once(':')
+}
+
+/// An insured person's record, by a digest of its content (the same record
+/// twice is one entry).
+pub fn person(psn_no: &str, digest_hex: &str) -> String {
+    format!("person:{psn_no}:{}", digest_hex.get(..16).unwrap_or(digest_hex))
+}
+
+/// A registration request of an admin, by its msgid.
+pub fn registration(admin: &str, msgid: &str) -> String {
+    format!("reg:{admin}:{msgid}")
+}
+
+/// A month's seal.
+pub fn seal(month: Month) -> String {
+    format!("{SEAL}{month}")
+}
+
+/// The month a seal key seals.
+pub fn sealed_month(key: &str) -> Option<Month> {
+    key.strip_prefix(SEAL).and_then(Month::parse)
+}
+
+pub fn is_claim(key: &str) -> bool {
+    key.starts_with(CLAIM)
+}
+
+pub fn is_outcome(key: &str) -> bool {
+    key.starts_with(OUTCOME)
+}
+
+const CLAIM: &str = "claim:";
+const INTENT: &str = "intent:";
+const OUTCOME: &str = "outcome:";
+const SEAL: &str = "seal:";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_read_back() {
+        let i = intent("H1", "m1");
+        assert_eq!(parse_intent(&i), Some(("H1", "m1")));
+        assert_eq!(outcome_of_intent(&i), Some(outcome("H1", "m1")));
+        assert_eq!(intent_of_outcome(&outcome("H1", "m1")), Some(i));
+        assert!(is_claim(&claim("110000", "H1", "m1")) && !is_claim(&outcome("H1", "m1")));
+        assert!(is_outcome(&outcome("H1", "m1")));
+        let march = Month::parse("2026-03").expect("month");
+        assert_eq!(sealed_month(&seal(march)), Some(march));
+        assert_eq!(person("P1", "0123456789abcdef0123"), "person:P1:0123456789abcdef");
+        assert_eq!(registration("agency", "r1"), "reg:agency:r1");
+    }
+}
