@@ -43,8 +43,12 @@ enum Command {
     },
     /// Generate an ed25519 key file (hex seed, mode 0600) and print its public key.
     Keygen {
-        #[arg(long)]
-        out: PathBuf,
+        /// Where to write the new key (hex seed, mode 0600); refused if the file exists.
+        #[arg(long, required_unless_present = "public", conflicts_with = "public")]
+        out: Option<PathBuf>,
+        /// Print the public half of an existing key file instead.
+        #[arg(long, value_name = "KEYFILE")]
+        public: Option<PathBuf>,
     },
     /// Run the national clearing operator (gRPC), from its TOML config.
     Operator {
@@ -176,7 +180,17 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Calc { rules, case } => calc(&rules, &case),
         Command::Rules { rules } => check_rules(&rules),
-        Command::Keygen { out } => keygen(&out),
+        Command::Keygen { out, public } => match (out, public) {
+            (_, Some(existing)) => match xclear::crypto::load_signing_key(&existing) {
+                Ok(k) => {
+                    println!("{}", hex::encode(k.verifying_key().as_bytes()));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(EXIT_BAD_INPUT, e),
+            },
+            (Some(out), None) => keygen(&out),
+            (None, None) => fail(EXIT_BAD_INPUT, "give --out FILE, or --public KEYFILE"),
+        },
         Command::Ledger { command } => cli::ledger_cmd::run(command),
         Command::Bench { command } => cli::bench_cmd::run(command),
         Command::Clearing { command } => cli::clearing_cmd::run(command),

@@ -60,6 +60,10 @@ pub enum NodeError {
     RegionRefused(String, String),
     #[error("home region {0} answered with an invalid result: {1}")]
     BadPeerAnswer(String, String),
+    /// The home node refused a claim: its reason (one of this table's) and
+    /// its message, passed on to the hospital as they are.
+    #[error("{1}")]
+    HomeRefused(&'static str, String),
     #[error("too many requests in flight: {0}")]
     Overloaded(String),
     #[error("internal error: {0}")]
@@ -92,6 +96,7 @@ impl NodeError {
             NodeError::Refused(r) => r.code(),
             NodeError::HomeUnreachable(_) => "home_unreachable",
             NodeError::BadPeerAnswer(..) => "bad_peer_answer",
+            NodeError::HomeRefused(reason, _) => reason,
             NodeError::Overloaded(_) => "overloaded",
             NodeError::Internal(_) => "internal",
         }
@@ -99,6 +104,12 @@ impl NodeError {
 
     pub fn code(&self) -> Code {
         match self {
+            NodeError::HomeRefused(reason, _) => match *reason {
+                "unknown_person" | "unknown_settlement" => Code::NotFound,
+                "already_reversed" | "msgid_reused" => Code::AlreadyExists,
+                "bad_request" => Code::InvalidArgument,
+                _ => Code::PermissionDenied,
+            },
             NodeError::Unsigned | NodeError::BadSignature(_) => Code::Unauthenticated,
             NodeError::UnknownHospital(_)
             | NodeError::HospitalNotDesignated(_)
@@ -177,6 +188,9 @@ mod tests {
             NodeError::Overloaded("x".into()),
             NodeError::Internal("x".into()),
         ];
+        let passed_on = NodeError::HomeRefused("unknown_person", "person P9 is not insured at this node".into());
+        assert_eq!(passed_on.to_string(), "person P9 is not insured at this node", "no words added");
+        assert_eq!((passed_on.reason(), passed_on.code()), ("unknown_person", Code::NotFound));
         let mut reasons = std::collections::HashSet::new();
         for e in all {
             let status: Status = e.clone().into();

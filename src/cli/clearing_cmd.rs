@@ -412,9 +412,7 @@ pub fn run_operator(config: &Path) -> ExitCode {
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         // The first line on standard output names the bound address (port 0 picks one).
         println!("xclear operator listening on {addr}");
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
+        let shutdown = super::shutdown_signal();
         match xclear::operator::grpc::serve(Arc::new(op), cfg.warning_pct, listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(EXIT_FAILED, e),

@@ -16,6 +16,41 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 pub const EXIT_REFUSED: u8 = 3;
 
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM (what service managers and
+/// `kill` send): servers drain and stop the same way on either.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The exit code of a node's refusal of a hospital request: 2 when the
+/// request itself is malformed, 3 when the node or the home region refused
+/// it, 1 when it could not be answered (unreachable, internal).
+pub fn exit_code_of(reason: &str) -> u8 {
+    match reason {
+        "bad_request" => EXIT_BAD_INPUT,
+        "home_unreachable" | "region_unreachable" | "internal" | "bad_peer_answer" | "overloaded" => EXIT_FAILED,
+        _ => EXIT_REFUSED,
+    }
+}
+
 pub fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("{message}");
     ExitCode::from(code)

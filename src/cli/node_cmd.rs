@@ -38,7 +38,9 @@ pub enum LogFormat {
 
 pub fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, not in a log file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -116,9 +118,7 @@ pub fn run_node(config: &Path, log_format: LogFormat) -> ExitCode {
         tracing::info!(region = %node.region(), listen = %addr, entries = node.ledger().len(), "node started");
         // The first line on standard output names the bound address (port 0 picks one).
         println!("xclear node {} listening on {addr}", node.region());
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
+        let shutdown = super::shutdown_signal();
         match grpc::serve(node, listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(EXIT_FAILED, e),
@@ -221,16 +221,19 @@ pub fn run_hospital(action: HospitalAction, node: &str, key: &Path, bill: &Path)
         };
         match client.submit(env).await {
             Ok(r) => {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&hospital_response_json(&r.into_inner())).unwrap_or_default()
-                );
-                ExitCode::SUCCESS
+                let r = r.into_inner();
+                println!("{}", serde_json::to_string_pretty(&hospital_response_json(&r)).unwrap_or_default());
+                // Like calc: 0 settled (or answered), 3 refused by the rules.
+                if r.refusal.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(super::EXIT_REFUSED)
+                }
             }
-            Err(s) => fail(
-                EXIT_FAILED,
-                json!({"error": reason_of(&s).unwrap_or_else(|| format!("{:?}", s.code())), "message": s.message()}),
-            ),
+            Err(s) => {
+                let reason = reason_of(&s).unwrap_or_else(|| format!("{:?}", s.code()));
+                fail(super::exit_code_of(&reason), json!({"error": reason, "message": s.message()}))
+            }
         }
     })
 }

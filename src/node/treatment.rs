@@ -453,7 +453,8 @@ pub const REDRIVE_MAX_WAIT: Duration = Duration::from_secs(600);
 fn ends_intent(e: &NodeError) -> bool {
     matches!(
         e,
-        NodeError::UnknownPerson(_)
+        NodeError::HomeRefused(..)
+            | NodeError::UnknownPerson(_)
             | NodeError::AlreadyReversed(_)
             | NodeError::UnknownSettlement(_)
             | NodeError::MsgidReused(_)
@@ -504,15 +505,17 @@ fn same_request(recorded: Option<&Signed>, env: &Signed) -> bool {
     }
 }
 
+/// A home node's refusal, passed on with its reason and message as they are
+/// (a reason not among the refusals it may give is an invalid answer).
 fn peer_refusal(reason: &str, message: String) -> NodeError {
-    match reason {
-        "unknown_person" => NodeError::UnknownPerson(message),
-        "already_reversed" => NodeError::AlreadyReversed(message),
-        "unknown_settlement" => NodeError::UnknownSettlement(message),
-        "msgid_reused" => NodeError::MsgidReused(message),
-        "bad_request" => NodeError::bad("claim", message),
-        "not_authorised" | "unknown_peer" | "bad_signature" | "unsigned" => NodeError::NotAuthorised(message),
-        _ => NodeError::BadPeerAnswer(String::new(), format!("{reason}: {message}")),
+    const PASSED_ON: [&str; 5] =
+        ["unknown_person", "already_reversed", "unknown_settlement", "msgid_reused", "bad_request"];
+    match PASSED_ON.iter().find(|r| **r == reason) {
+        Some(r) => NodeError::HomeRefused(r, message),
+        None if matches!(reason, "not_authorised" | "unknown_peer" | "bad_signature" | "unsigned") => {
+            NodeError::NotAuthorised(format!("the home node refused this node: {message}"))
+        }
+        None => NodeError::BadPeerAnswer(String::new(), format!("{reason}: {message}")),
     }
 }
 

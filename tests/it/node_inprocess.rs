@@ -953,7 +953,9 @@ async fn a_request_the_home_refuses_for_good_ends_its_intent() {
     shangluo_patient(&f).await;
     let (bj, home) = (&f.nodes["110000"], &f.nodes["611000"]);
     let unknown = request(BJ_HOSPITAL, "nobody", Action::Settle, "P9999", "611000", example_items());
-    assert_eq!(submit(bj, &unknown).await.expect_err("unknown").reason(), "unknown_person");
+    let e = submit(bj, &unknown).await.expect_err("unknown");
+    assert_eq!(e.reason(), "unknown_person");
+    assert_eq!(e.to_string(), "person P9999 is not insured at this node", "the home's words, once");
     assert_eq!(bj.pending_intents(), 0, "the intent ended");
     let ended = bj.ledger().entry_by_key(&format!("outcome:{BJ_HOSPITAL}:nobody")).expect("read").expect("recorded");
     assert_eq!(ended.body.kind, xclear::ledger::EntryKind::SettlementEnded);

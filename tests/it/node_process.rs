@@ -348,3 +348,52 @@ fn the_persons_command_loads_a_running_node() {
     assert!(after.status.success(), "{}", String::from_utf8_lossy(&after.stderr));
     home.kill();
 }
+
+/// Issue 24's process behaviour: SIGTERM stops a node as cleanly as Ctrl-C
+/// (exit 0, its ledger verifies); the hospital client exits like calc (0
+/// settled, 3 refused, 2 bad input); keygen prints an existing key's public
+/// half.
+#[test]
+fn sigterm_exit_codes_and_the_public_half_of_a_key() {
+    let s = setup();
+    let d = s.dir.path();
+    let import = xclear(&[
+        "persons",
+        "import",
+        "--config",
+        s.home_cfg.to_str().expect("p"),
+        "--file",
+        d.join("persons.json").to_str().expect("p"),
+    ]);
+    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    let home = NodeProc::start(&s.home_cfg);
+    let bj = NodeProc::start(&s.bj_cfg);
+    // Not registered in Beijing: refused by the rules, exit 3.
+    let refused = settle(&s, "bill1.json");
+    assert_eq!(refused.status.code(), Some(3), "{}", String::from_utf8_lossy(&refused.stdout));
+    // A bill that totals nothing is bad input, exit 2.
+    write(
+        &d.join("zero.json"),
+        r#"{"fixmedins_code": "H1", "msgid": "z1", "psn_no": "P0001", "insuplc_admdvs": "611000", "setl_date": "2026-03-10",
+            "items": [{"code": "XA001", "qty": "1", "price": "0.00"}]}"#,
+    );
+    let bad = settle(&s, "zero.json");
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    let reg = register(&s, "reg.json");
+    assert!(reg.status.success(), "{}", String::from_utf8_lossy(&reg.stderr));
+    assert_eq!(settle(&s, "bill2.json").status.code(), Some(0));
+
+    for (name, node) in [("home", home), ("treatment", bj)] {
+        let status = node.terminate(Duration::from_secs(20)).unwrap_or_else(|| panic!("{name} ignored SIGTERM"));
+        assert!(status.success(), "{name} exited {status:?} on SIGTERM");
+    }
+    for data in ["data/611000", "data/110000"] {
+        let v = xclear(&["ledger", "verify", "--db", d.join(data).to_str().expect("p")]);
+        assert!(v.status.success(), "{data}: {}", String::from_utf8_lossy(&v.stderr));
+    }
+
+    let public = xclear(&["keygen", "--out", d.join("fresh.key").to_str().expect("p")]);
+    let again = xclear(&["keygen", "--public", d.join("fresh.key").to_str().expect("p")]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(again.stdout, public.stdout, "the same public half");
+}

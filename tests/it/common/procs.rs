@@ -122,6 +122,22 @@ impl NodeProc {
         self.stop();
     }
 
+    /// Sends SIGTERM and waits (at most `timeout`) for the process to exit;
+    /// its exit status, if it did.
+    pub fn terminate(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(sent.success());
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     fn stop(&mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();
