@@ -149,13 +149,24 @@ pub fn signed_amount(field: &str, text: &str) -> Result<Amount, NodeError> {
 
 /// The fund amounts of a result's figures (negative for a reversal).
 pub fn figures_amounts(f: &proto::SettlementFigures) -> Result<crate::clearing::Amounts, NodeError> {
+    amounts_of([&f.medfee_sumamt, &f.hifp_pay, &f.hifmi_pay, &f.hifob_pay, &f.maf_pay, &f.fund_pay_sumamt])
+}
+
+/// The six fund amounts of a line, in [`crate::clearing::Amounts`]' order,
+/// each signed (a reversal's are negative); an error names the field.
+fn amounts_of(texts: [&str; 6]) -> Result<crate::clearing::Amounts, NodeError> {
+    const FIELDS: [&str; 6] = ["medfee_sumamt", "hifp_pay", "hifmi_pay", "hifob_pay", "maf_pay", "fund_pay_sumamt"];
+    let mut a = [Amount::ZERO; 6];
+    for (i, text) in texts.iter().enumerate() {
+        a[i] = signed_amount(FIELDS[i], text)?;
+    }
     Ok(crate::clearing::Amounts {
-        medfee_sumamt: signed_amount("medfee_sumamt", &f.medfee_sumamt)?,
-        hifp_pay: signed_amount("hifp_pay", &f.hifp_pay)?,
-        hifmi_pay: signed_amount("hifmi_pay", &f.hifmi_pay)?,
-        hifob_pay: signed_amount("hifob_pay", &f.hifob_pay)?,
-        maf_pay: signed_amount("maf_pay", &f.maf_pay)?,
-        fund_pay_sumamt: signed_amount("fund_pay_sumamt", &f.fund_pay_sumamt)?,
+        medfee_sumamt: a[0],
+        hifp_pay: a[1],
+        hifmi_pay: a[2],
+        hifob_pay: a[3],
+        maf_pay: a[4],
+        fund_pay_sumamt: a[5],
     })
 }
 
@@ -216,14 +227,8 @@ pub fn pair_report_from_proto(
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| NodeError::bad("ids_root", "not a 32-byte hex hash"))?;
-    let amounts = crate::clearing::Amounts {
-        medfee_sumamt: signed_amount("medfee_sumamt", &p.medfee_sumamt)?,
-        hifp_pay: signed_amount("hifp_pay", &p.hifp_pay)?,
-        hifmi_pay: signed_amount("hifmi_pay", &p.hifmi_pay)?,
-        hifob_pay: signed_amount("hifob_pay", &p.hifob_pay)?,
-        maf_pay: signed_amount("maf_pay", &p.maf_pay)?,
-        fund_pay_sumamt: signed_amount("fund_pay_sumamt", &p.fund_pay_sumamt)?,
-    };
+    let amounts =
+        amounts_of([&p.medfee_sumamt, &p.hifp_pay, &p.hifmi_pay, &p.hifob_pay, &p.maf_pay, &p.fund_pay_sumamt])?;
     let summary = crate::clearing::PairSummary { count: p.count, amounts, ids_root: root };
     Ok((region("counterpart", &p.counterpart)?, p.as_treatment, summary))
 }

@@ -351,12 +351,7 @@ pub fn run_registration(node: &str, key: &Path, admin: &str, file: &Path) -> Exi
         };
         match client.apply(env).await {
             Ok(r) => {
-                let r = r.into_inner();
-                println!(
-                    "{}",
-                    json!({"reg_id": r.reg_id, "psn_no": r.psn_no, "kind": r.kind, "target_admdvs": r.target_admdvs,
-                           "begndate": r.begndate, "enddate": r.enddate, "cancelled": r.cancelled})
-                );
+                println!("{}", registration_json(&r.into_inner()));
                 ExitCode::SUCCESS
             }
             Err(s) => fail(
@@ -383,11 +378,7 @@ pub fn run_registration_query(node: &str, key: &Path, admin: &str, psn_no: &str)
         match client.query(env).await {
             Ok(list) => {
                 for r in list.into_inner().registrations {
-                    println!(
-                        "{}",
-                        json!({"reg_id": r.reg_id, "psn_no": r.psn_no, "kind": r.kind, "target_admdvs": r.target_admdvs,
-                               "begndate": r.begndate, "enddate": r.enddate, "cancelled": r.cancelled})
-                    );
+                    println!("{}", registration_json(&r));
                 }
                 ExitCode::SUCCESS
             }
@@ -397,4 +388,9 @@ pub fn run_registration_query(node: &str, key: &Path, admin: &str, psn_no: &str)
             ),
         }
     })
+}
+
+fn registration_json(r: &xclear::proto::RegistrationRecord) -> serde_json::Value {
+    json!({"reg_id": r.reg_id, "psn_no": r.psn_no, "kind": r.kind, "target_admdvs": r.target_admdvs,
+           "begndate": r.begndate, "enddate": r.enddate, "cancelled": r.cancelled})
 }

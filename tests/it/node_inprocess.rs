@@ -841,12 +841,15 @@ async fn limit_requests_in_flight_per_hospital() {
     assert!(submit(&bj, &third).await.expect("now accepted").settled);
 }
 
-#[tokio::test]
-async fn limit_pending_intents_refuses_new_settlements_until_homes_answer() {
+/// 商洛 (home, P0001 registered in Beijing) and Beijing, in one process,
+/// Beijing allowing `pending_intents` settlements to await their home.
+async fn limited_pair(
+    pending_intents: usize,
+) -> (tempfile::TempDir, Arc<LocalNetwork>, Arc<ManualClock>, Arc<Node>, Arc<Node>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let net = LocalNetwork::new();
     let clock = Arc::new(ManualClock::new(T0));
-    let limits = xclear::node::Limits { pending_intents: 2, ..Default::default() };
+    let limits = xclear::node::Limits { pending_intents, ..Default::default() };
     let tune = |n: Node| n.with_limits(limits).with_claim_backoff(std::time::Duration::ZERO);
     let nodes: BTreeMap<_, _> = ["611000", "110000"]
         .into_iter()
@@ -855,6 +858,12 @@ async fn limit_pending_intents_refuses_new_settlements_until_homes_answer() {
     let (home, bj) = (Arc::clone(&nodes["611000"]), Arc::clone(&nodes["110000"]));
     home.import_persons(&[person("P0001", "611000", "390")]).await.expect("import");
     register(&home, "r1", "P0001", "long_term_resident", "110000").await.expect("register");
+    (dir, net, clock, home, bj)
+}
+
+#[tokio::test]
+async fn limit_pending_intents_refuses_new_settlements_until_homes_answer() {
+    let (_dir, net, _clock, home, bj) = limited_pair(2).await;
     net.detach(home.region());
     let req = |m: &str| request(BJ_HOSPITAL, m, Action::Settle, "P0001", "611000", example_items());
     for m in ["p1", "p2"] {
@@ -988,18 +997,7 @@ async fn a_request_the_home_refuses_for_good_ends_its_intent() {
 /// failing re-drive backs off (5 s, then 10 s, ...) instead of hammering.
 #[tokio::test]
 async fn refusals_do_not_fill_the_intent_limit_and_redrives_back_off() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let net = LocalNetwork::new();
-    let clock = Arc::new(ManualClock::new(T0));
-    let limits = xclear::node::Limits { pending_intents: 1, ..Default::default() };
-    let tune = |n: Node| n.with_limits(limits).with_claim_backoff(std::time::Duration::ZERO);
-    let nodes: BTreeMap<_, _> = ["611000", "110000"]
-        .into_iter()
-        .map(|r| (r, open_via(r, dir.path(), &net, net.clone(), &clock, tune)))
-        .collect();
-    let (home, bj) = (Arc::clone(&nodes["611000"]), Arc::clone(&nodes["110000"]));
-    home.import_persons(&[person("P0001", "611000", "390")]).await.expect("import");
-    register(&home, "r1", "P0001", "long_term_resident", "110000").await.expect("register");
+    let (_dir, net, clock, home, bj) = limited_pair(1).await;
     for m in ["x1", "x2", "x3"] {
         let req = request(BJ_HOSPITAL, m, Action::Settle, "P9999", "611000", example_items());
         assert_eq!(submit(&bj, &req).await.expect_err("unknown").reason(), "unknown_person");

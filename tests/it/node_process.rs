@@ -64,6 +64,20 @@ fn settle(s: &Setup, bill: &str) -> Output {
     ])
 }
 
+/// `xclear persons import` of persons.json into the (stopped) home node.
+fn import_persons(s: &Setup) {
+    let d = s.dir.path();
+    let import = xclear(&[
+        "persons",
+        "import",
+        "--config",
+        s.home_cfg.to_str().expect("p"),
+        "--file",
+        d.join("persons.json").to_str().expect("p"),
+    ]);
+    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+}
+
 /// `xclear registration apply` of `file`, signed by the home node's admin.
 fn register(s: &Setup, file: &str) -> Output {
     let d = s.dir.path();
@@ -85,15 +99,7 @@ fn register(s: &Setup, file: &str) -> Output {
 fn separate_processes_settle_and_recover_in_flight_intents() {
     let s = setup();
     let d = s.dir.path();
-    let import = xclear(&[
-        "persons",
-        "import",
-        "--config",
-        s.home_cfg.to_str().expect("p"),
-        "--file",
-        d.join("persons.json").to_str().expect("p"),
-    ]);
-    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    import_persons(&s);
     let home = NodeProc::start(&s.home_cfg);
     let bj = NodeProc::start(&s.bj_cfg);
 
@@ -357,15 +363,7 @@ fn the_persons_command_loads_a_running_node() {
 fn sigterm_exit_codes_and_the_public_half_of_a_key() {
     let s = setup();
     let d = s.dir.path();
-    let import = xclear(&[
-        "persons",
-        "import",
-        "--config",
-        s.home_cfg.to_str().expect("p"),
-        "--file",
-        d.join("persons.json").to_str().expect("p"),
-    ]);
-    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    import_persons(&s);
     let home = NodeProc::start(&s.home_cfg);
     let bj = NodeProc::start(&s.bj_cfg);
     // Not registered in Beijing: refused by the rules, exit 3.
