@@ -90,6 +90,7 @@ mod tests {
             advance: vec![],
             node_heads: BTreeMap::new(),
             dispute_rule: String::new(),
+            answers_applied: 0,
         }
     }
 

@@ -59,6 +59,9 @@ pub struct Statement {
     pub node_heads: BTreeMap<RegionCode, HeadRef>,
     /// [`DISPUTE_RULE`].
     pub dispute_rule: String,
+    /// Disputes and withdrawals filed for the month when it was closed: an
+    /// answer that changes no line still gives a new revision to confirm.
+    pub answers_applied: u32,
 }
 
 /// A region's dispute of one line.
@@ -86,6 +89,8 @@ pub struct ClosingInput {
     /// The ids root both sides reported for each pair cleared as one
     /// aggregate line.
     pub matched_roots: BTreeMap<Pair, String>,
+    /// See [`Statement::answers_applied`].
+    pub answers_applied: u32,
 }
 
 /// Closes `month`.
@@ -144,6 +149,7 @@ pub fn close(month: Month, input: &ClosingInput, corps_local: impl Fn(RegionCode
         advance,
         node_heads: input.node_heads.clone(),
         dispute_rule: DISPUTE_RULE.to_string(),
+        answers_applied: input.answers_applied,
     }
 }
 

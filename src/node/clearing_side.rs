@@ -153,14 +153,20 @@ impl Node {
     /// Asked to seal (the operator's close), the node seals the month first
     /// ([`Node::seal_month`]); a sealed month's report is the one signed as
     /// it was sealed, whoever asks and however often.
-    pub async fn handle_report_request(&self, env: crate::proto::Signed) -> Result<crate::proto::Signed, NodeError> {
+    pub async fn handle_report_request(
+        self: &std::sync::Arc<Self>,
+        env: crate::proto::Signed,
+    ) -> Result<crate::proto::Signed, NodeError> {
         let req: crate::proto::ReportRequest = self.operator_request(&env)?;
         let month = Month::parse(&req.month).ok_or_else(|| NodeError::bad("month", "not YYYY-MM"))?;
         if let Some(sealed) = self.sealed_report(month)? {
             return Ok(sealed);
         }
         if req.seal {
-            self.seal_month(month).await
+            // To completion: a caller that goes away (a timeout) must not
+            // leave the seal on the ledger and the node committing into it.
+            let node = std::sync::Arc::clone(self);
+            super::run_to_completion("seal", async move { node.seal_month(month).await }).await
         } else {
             Ok(self.month_report(month)?)
         }
@@ -186,6 +192,19 @@ impl Node {
         let report = match self.ledger.entry_by_key(&seal_key(month)).map_err(ledger_error)? {
             Some(_) => None,
             None => {
+                // Months are sealed in order: a skipped month with lines
+                // here would never be cleared.
+                let sealed = self.sealed_months();
+                let skipped =
+                    self.read_clearing(|c| c.months.keys().copied().find(|m| *m < month && !sealed.contains(m)))?;
+                if let Some(earlier) = skipped {
+                    return Err(NodeError::bad(
+                        "month",
+                        format!(
+                            "{earlier} has settlements at this node and is not sealed: close {earlier} before {month}"
+                        ),
+                    ));
+                }
                 let report = self.month_report(month)?;
                 let payload = super::records::to_payload(&super::records::EnvelopeRecord::from(&report));
                 self.ledger.append(EntryKind::MonthSeal, &seal_key(month), payload).await.map_err(ledger_error)?;

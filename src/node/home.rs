@@ -48,6 +48,17 @@ impl Node {
             return Err(NodeError::NotAuthorised(format!("{home} is not insured at this node ({})", self.region())));
         }
         msgid("msgid", &claim.msgid)?;
+        // A floor past next month would park the settlement in a month far off.
+        if let Some(floor) = Month::parse(&claim.month_floor) {
+            let today = crate::time::month_at(self.clock.now_ms())
+                .ok_or_else(|| NodeError::Internal("clock outside the calendar".into()))?;
+            if floor > today.next() {
+                return Err(NodeError::bad(
+                    "month_floor",
+                    format!("{floor} is past next month (this node's clock says {today})"),
+                ));
+            }
+        }
         let key = claim_key(&signer.to_string(), &claim.fixmedins_code, &claim.msgid);
         let action = Action::try_from(claim.action).unwrap_or(Action::Unspecified);
         match action {
@@ -56,8 +67,10 @@ impl Node {
                 // counters and ids have moved with the commit.
                 let node = Arc::clone(self);
                 let started = Instant::now();
+                // Asked before the commit's locks: a partner's answer can take seconds.
+                let extra = if action == Action::Settle { self.partner_years(&claim).await } else { BTreeMap::new() };
                 let committed = super::run_to_completion("claim commit", async move {
-                    node.commit_claim(claim, env, key, signer, action).await
+                    node.commit_claim(claim, env, key, signer, action, extra).await
                 })
                 .await;
                 self.stages.record(Stage::HomeClaim, started);
@@ -81,6 +94,7 @@ impl Node {
         key: String,
         signer: RegionCode,
         action: Action,
+        partner_years: BTreeMap<RegionCode, u32>,
     ) -> Result<Signed, NodeError> {
         let _lock = self.person_lock(&claim.psn_no).lock().await;
         // Shared with other commits; a seal waits until this one is on the ledger.
@@ -89,7 +103,7 @@ impl Node {
             return Ok(stored);
         }
         if action == Action::Settle {
-            self.settle_claim(&claim, &env, &key, signer).await
+            self.settle_claim(&claim, &env, &key, signer, &partner_years).await
         } else {
             self.reverse_claim(&claim, &env, &key, signer).await
         }
@@ -202,9 +216,9 @@ impl Node {
         env: &Signed,
         key: &str,
         treatment: RegionCode,
+        partner_years: &BTreeMap<RegionCode, u32>,
     ) -> Result<Signed, NodeError> {
-        let extra = self.partner_years(claim).await;
-        let (mut result, computed) = self.compute_claim(claim, env, treatment, &extra)?;
+        let (mut result, computed) = self.compute_claim(claim, env, treatment, partner_years)?;
         let Some((settlement, year)) = computed else {
             return self.sign_result(&result).await; // refused: nothing recorded
         };

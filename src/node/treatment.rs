@@ -181,7 +181,11 @@ impl Node {
         self.stages.record(Stage::HomeRoundTrip, started);
         let (result_env, result) = match asked {
             Ok(answer) => answer,
-            Err(e) if ends_intent(&e) => return Err(self.end_intent(&ikey, &hospital, &req.msgid, e).await),
+            Err(e) if ends_intent(&e) => {
+                let refusal = self.end_intent(&ikey, &hospital, &req.msgid, e).await;
+                // Another attempt may have recorded a result first: it stands.
+                return self.stored_outcome(&hospital, &req.msgid, &env)?.ok_or(refusal);
+            }
             Err(e) => return Err(e),
         };
         // The recorded answer is the answer: a concurrent retry may have
@@ -274,6 +278,12 @@ impl Node {
                     .entry_by_key(&key)
                     .map_err(ledger_error)?
                     .ok_or_else(|| NodeError::Internal(format!("outcome {key} vanished")))?;
+                if entry.body.kind == EntryKind::SettlementEnded {
+                    self.forget_intent(ikey);
+                    let ended: EndedEntry =
+                        serde_json::from_slice(&entry.body.payload).map_err(|e| NodeError::Internal(e.to_string()))?;
+                    return Err(peer_refusal(&ended.reason, ended.message));
+                }
                 let first: OutcomeEntry =
                     serde_json::from_slice(&entry.body.payload).map_err(|e| NodeError::Internal(e.to_string()))?;
                 let first = first.result.to_signed().ok_or_else(|| NodeError::Internal("stored outcome".into()))?;
@@ -396,12 +406,22 @@ impl Node {
         };
         let mut done = 0;
         let mut failed = None;
+        // One unreachable home must not hold up the others: its intents wait
+        // for the next round once it failed to answer in this one.
+        let mut unreachable: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         for ikey in due {
+            let home = self.intent(&ikey)?.map(|i| i.home).unwrap_or_default();
+            if unreachable.contains(&home) {
+                self.back_off(&ikey);
+                continue;
+            }
             match self.redrive(&ikey).await {
                 Ok(()) => done += 1,
                 Err(e) if ends_intent(&e) => done += 1,
-                // One unreachable home must not hold up the others.
                 Err(e) => {
+                    if matches!(e, NodeError::HomeUnreachable(_)) {
+                        unreachable.insert(home);
+                    }
                     self.back_off(&ikey);
                     failed = Some(e);
                 }
@@ -450,18 +470,12 @@ pub const REDRIVE_MAX_WAIT: Duration = Duration::from_secs(600);
 /// Whether the home node's answer ends the intent: it refused the claim
 /// itself (who, what, for whom), and asking again would be refused again.
 /// Transport failures, overload and faults of the home node are retried.
+/// Only the refusals a home node gives after looking for the claim's stored
+/// result can end an intent: one it committed is answered from its record
+/// first. A refusal of this node itself (its key, its config) may pass once
+/// the config is mended, so it is retried like a transport failure.
 fn ends_intent(e: &NodeError) -> bool {
-    matches!(
-        e,
-        NodeError::HomeRefused(..)
-            | NodeError::UnknownPerson(_)
-            | NodeError::AlreadyReversed(_)
-            | NodeError::UnknownSettlement(_)
-            | NodeError::MsgidReused(_)
-            | NodeError::BadRequest { .. }
-            | NodeError::NotAuthorised(_)
-            | NodeError::Refused(_)
-    )
+    matches!(e, NodeError::HomeRefused(..))
 }
 
 /// A home result must not fall in a month this node had sealed when it
@@ -512,9 +526,6 @@ fn peer_refusal(reason: &str, message: String) -> NodeError {
         ["unknown_person", "already_reversed", "unknown_settlement", "msgid_reused", "bad_request"];
     match PASSED_ON.iter().find(|r| **r == reason) {
         Some(r) => NodeError::HomeRefused(r, message),
-        None if matches!(reason, "not_authorised" | "unknown_peer" | "bad_signature" | "unsigned") => {
-            NodeError::NotAuthorised(format!("the home node refused this node: {message}"))
-        }
         None => NodeError::BadPeerAnswer(String::new(), format!("{reason}: {message}")),
     }
 }

@@ -25,9 +25,10 @@ pub mod keys {
     use crate::clearing::Month;
     use crate::region::RegionCode;
 
-    /// A node's report, by the size of the tree head it reported.
-    pub fn report(month: Month, region: RegionCode, head_size: u64) -> String {
-        format!("report:{month}:{region}:{head_size}")
+    /// A node's report, by the size of the tree head it reported and a
+    /// digest of its bytes (an empty node re-signs the same size).
+    pub fn report(month: Month, region: RegionCode, head_size: u64, digest: &str) -> String {
+        format!("report:{month}:{region}:{head_size}:{}", short(digest))
     }
 
     /// A page of one pair's lines as `region` reported it (`side`: `t` or `h`).
@@ -116,7 +117,7 @@ mod tests {
         ix.note(EntryKind::Adjustment, &keys::adjustment(march, &hash));
         ix.note(EntryKind::Dispute, &keys::answer(march, r("611000"), &hash));
         ix.note(EntryKind::Confirmation, &keys::answer(march, r("110000"), &hash));
-        ix.note(EntryKind::Report, &keys::report(march, r("110000"), 7));
+        ix.note(EntryKind::Report, &keys::report(march, r("110000"), 7, &hash));
         ix.note(EntryKind::Report, &keys::lines(march, r("110000"), r("611000"), "t", 0, &hash));
         let m = ix.month(march);
         assert_eq!(m.statements, [keys::statement(march, &hash)]);

@@ -63,6 +63,10 @@ pub struct Operator {
     clock: Arc<dyn Clock>,
     /// How long after a month's end (Asia/Shanghai) it may be closed.
     close_grace: std::time::Duration,
+    /// Held by a close from its checks to its statement, and by every answer
+    /// and adjustment: a month cannot become final, or be closed past, while
+    /// it is being closed.
+    month_end: tokio::sync::Mutex<()>,
 }
 
 /// The default wait after a month's end before it may be closed: long
@@ -152,6 +156,7 @@ impl Operator {
             index: std::sync::RwLock::new(month_index),
             clock,
             close_grace: DEFAULT_CLOSE_GRACE,
+            month_end: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -224,7 +229,7 @@ impl Operator {
         if report.region != region.to_string() || report.month != month.to_string() {
             return Err(NodeError::BadPeerAnswer(region.to_string(), "a report for another region or month".into()));
         }
-        let k = index::keys::report(month, region, report.head_size);
+        let k = index::keys::report(month, region, report.head_size, &hex::encode(Sha256::digest(&env.body)));
         self.record(EntryKind::Report, &k, &env).await.map_err(ledger_err)?;
         Ok(report)
     }
@@ -302,6 +307,7 @@ impl Operator {
                 .iter()
                 .map(|(r, rep)| (*r, HeadRef { size: rep.head_size, root: rep.head_root.clone() }))
                 .collect(),
+            answers_applied: self.month_entries(month)?.disputes.len() as u32,
             ..ClosingInput::default()
         };
         self.month_lines(month, &pair_sides(&reports)?, &mut input).await?;
@@ -404,6 +410,7 @@ impl Operator {
     /// later month), and a month whose previous month was closed but is not
     /// final, or not closed while an earlier one was (months close in order).
     pub async fn close(&self, month: Month) -> Result<Closed, NodeError> {
+        let _alone = self.month_end.lock().await;
         let carried = self.check_closable(month)?;
         let disputes = self.disputes_of(month)?;
         let closed = self.close_month(month, &disputes, &carried).await?;
@@ -534,6 +541,7 @@ impl Operator {
 
     /// Records a region's signed confirmation or dispute of a statement.
     pub async fn answer(&self, env: Signed) -> Result<Confirmation, NodeError> {
+        let _alone = self.month_end.lock().await;
         let region = RegionCode::parse(&env.signer).map_err(|_| NodeError::UnknownPeer(env.signer.clone()))?;
         let key = self.nodes.get(&region).ok_or_else(|| NodeError::UnknownPeer(region.to_string()))?;
         let c: Confirmation = envelope::open(&env, key, CONFIRMATION_DOMAIN)
@@ -559,7 +567,10 @@ impl Operator {
             if c.disputes.is_empty() && c.withdrawn.is_empty() { EntryKind::Confirmation } else { EntryKind::Dispute };
         let k = index::keys::answer(month, region, &c.statement_hash);
         self.record(kind, &k, &env).await.map_err(|e| match e {
-            LedgerError::IdempotencyConflict { .. } => NodeError::MsgidReused(k.clone()),
+            LedgerError::IdempotencyConflict { .. } => NodeError::bad(
+                "statement_hash",
+                format!("{region} has already answered this revision of {month}; close {month} again and answer the new one"),
+            ),
             other => ledger_err(other),
         })?;
         Ok(c)
@@ -588,6 +599,21 @@ impl Operator {
         let req: AdjustmentRequest = envelope::open(&env, &self.key.verifying_key(), ADJUSTMENT_DOMAIN)
             .map_err(|e| NodeError::NotAuthorised(format!("an adjustment must be signed by the operator: {e}")))?;
         let (month, a) = adjustment_of(&req)?;
+        let _alone = self.month_end.lock().await;
+        // It would enter no statement: a final month is not closed again.
+        if let Some(current) = self.statement_of(month)? {
+            if self.is_final(&current)? {
+                return Err(NodeError::MonthFinal(format!(
+                    "{month} is final; record the adjustment in a month still open (the next one, {})",
+                    self.next_month_due()?
+                )));
+            }
+        }
+        if let Some(later) = self.closed_months()?.into_iter().find(|m| *m > month) {
+            return Err(NodeError::MonthOutOfOrder(format!(
+                "{later} is already closed; {month} will not be closed again"
+            )));
+        }
         if a.reason.trim().is_empty() {
             return Err(NodeError::bad("reason", "an adjustment needs a reason"));
         }

@@ -342,6 +342,13 @@ impl Sim {
     /// node was cleared exactly once, and nothing else was.
     fn check_all_cleared(&mut self) -> Result<(), String> {
         let all = self.model.home_lines();
+        if all.len() != self.model.home_commit_count() {
+            return Err(format!(
+                "{} home commits, but only {} have a clearing line",
+                self.model.home_commit_count(),
+                all.len()
+            ));
+        }
         if let Some(id) = all.keys().find(|id| !self.cleared.contains_key(*id)) {
             return Err(format!("{id} was committed and never cleared"));
         }

@@ -254,6 +254,11 @@ impl Model {
             .collect()
     }
 
+    /// How many settlements and reversals the home ledgers committed.
+    pub fn home_commit_count(&self) -> usize {
+        self.home_commits.len()
+    }
+
     /// Home commits whose month is later than their home clock's month
     /// (that month was sealed when they committed).
     pub fn late_commits(&self) -> u64 {

@@ -221,7 +221,7 @@ async fn the_operator_closes_confirms_and_handles_disputes() {
     // A region answers a statement once.
     assert_eq!(
         w.operator.answer(answer("611000", &closed.hash, vec![])).await.expect_err("twice").reason(),
-        "msgid_reused"
+        "bad_request"
     );
     assert!(!w.operator.is_final(&closed).expect("status"));
     let reclosed = w.operator.close(march()).await.expect("reclosed with the dispute");
@@ -291,13 +291,23 @@ async fn a_withdrawn_dispute_returns_the_line_once_and_a_final_month_is_not_disp
     w.operator.answer(withdrawal("611000", march(), &out.hash, &id)).await.expect("withdraw");
     let back = w.operator.close(march()).await.expect("reclosed");
     assert!(back.statement.pending.is_empty(), "{:?}", back.statement.pending);
-    let as_first = xclear::clearing::Statement { revision: first.statement.revision, ..back.statement.clone() };
+    let as_first = xclear::clearing::Statement {
+        revision: first.statement.revision,
+        answers_applied: first.statement.answers_applied,
+        ..back.statement.clone()
+    };
+    assert_eq!(back.statement.answers_applied, 2, "the dispute and its withdrawal");
     assert_eq!(as_first, first.statement, "the lines as before the dispute");
     assert_eq!((first.statement.revision, out.statement.revision, back.statement.revision), (1, 2, 3));
     // Disputed again on the same statement: out again.
     w.operator.answer(answer("611000", &back.hash, vec![dispute.clone()])).await.expect("dispute again");
     let again = w.operator.close(march()).await.expect("reclosed");
     assert_eq!(again.statement.pending.len(), 1);
+    // A dispute that changes no line still gives a revision to confirm.
+    let nothing = DisputedLine { setl_id: "S-not-a-line".into(), reason: "typo".into() };
+    w.operator.answer(answer("654000", &again.hash, vec![nothing])).await.expect("dispute of no line");
+    let again = w.operator.close(march()).await.expect("reclosed");
+    assert_eq!(again.statement.pending.len(), 1, "nothing else moved");
     confirm_all(&w.operator, march(), &again.hash).await;
     // Final: no more disputes of March, and no re-close.
     let late = w.operator.answer(answer("654000", &again.hash, vec![dispute])).await.expect_err("final");
@@ -794,4 +804,32 @@ async fn statement_files_that_cannot_be_written_are_reported_and_written_on_the_
     let again = op.close(march()).await.expect("closed again");
     assert_eq!(again.signed.body, on_ledger.signed.body, "the same statement");
     assert_eq!(std::fs::read(dir.join("2026-03.json")).expect("json file"), on_ledger.signed.body);
+}
+
+/// The first close cannot skip a month with settlements (a node refuses to
+/// seal past it), and an adjustment of a final month is refused rather than
+/// recorded where no statement would carry it.
+#[tokio::test]
+async fn no_month_is_skipped_and_no_adjustment_is_lost() {
+    let w = world().await;
+    let clock = Arc::new(ManualClock::new(xclear::time::month_end_ms(march().next()) + 3_600_000));
+    w.clock.set(MARCH_CLOSABLE + 20 * 86_400_000);
+    let op = open_operator_at(&w._dir.path().join("operator-skip"), w.net.clone(), clock);
+    let e = op.close(march().next()).await.expect_err("march has settlements");
+    assert_eq!(e.reason(), "region_refused", "{e}");
+    assert!(e.to_string().contains("close 2026-03 before 2026-04"), "{e}");
+    let s = op.close(march()).await.expect("march first");
+    confirm_all(&op, march(), &s.hash).await;
+    let deduction = xclear::clearing::netting::Adjustment {
+        home: code("611000"),
+        treatment: code("110000"),
+        amount: -Amount::yuan(100),
+        reason: "audit refusal".into(),
+        setl_id: None,
+    };
+    let e = op.adjust(march(), deduction.clone()).await.expect_err("march is final");
+    assert_eq!(e.reason(), "month_final", "{e}");
+    assert!(e.to_string().contains("2026-04"), "names the month to use: {e}");
+    op.adjust(march().next(), deduction).await.expect("april is open");
+    op.close(march().next()).await.expect("april, with march sealed everywhere");
 }
