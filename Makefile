@@ -40,6 +40,7 @@ test-deps:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features testkit -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
