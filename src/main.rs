@@ -100,7 +100,7 @@ enum Command {
         #[arg(long, default_value = "clearing_rules")]
         rules: PathBuf,
     },
-    /// Monthly clearing, run by the national operator: close, statement, confirm, dispute, advance.
+    /// Monthly clearing, run by the national operator: close, statement, confirm, dispute, withdraw, adjust, advance.
     Clearing {
         #[command(subcommand)]
         command: cli::clearing_cmd::ClearingCommand,

@@ -222,12 +222,14 @@ impl Statement {
             out.push_str(&format!("adjustment,{},{},{},{}\n", a.home, a.treatment, a.amount, q(&a.reason)));
         }
         for p in &self.pending {
+            // The amount the home side holds (else the treatment side's).
+            let amount = p.home_line.as_ref().or(p.treatment_line.as_ref()).map(|l| l.amounts.fund_pay_sumamt);
             out.push_str(&format!(
                 "pending,{},{},{},{}\n",
                 p.pair.home,
                 p.pair.treatment,
-                q(&p.setl_id),
-                q(&format!("{:?}: {}", p.reason, p.note))
+                amount.map(|a| a.to_string()).unwrap_or_default(),
+                q(&format!("{} {:?}: {}", p.setl_id, p.reason, p.note))
             ));
         }
         for a in &self.advance {
@@ -280,5 +282,46 @@ impl Statement {
             out.push_str(&format!("\n{} lines held out and carried to {}\n", self.pending.len(), self.month.next()));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(id: &str, fund: &str) -> Line {
+        let amount = Amount::parse_non_negative(fund).expect("amount");
+        Line {
+            setl_id: id.into(),
+            home: RegionCode::parse("611000").expect("region"),
+            treatment: RegionCode::parse("110000").expect("region"),
+            channel: Channel::National,
+            month: Month::parse("2026-03").expect("month"),
+            amounts: Amounts { fund_pay_sumamt: amount, medfee_sumamt: amount, ..Amounts::default() },
+            count: 1,
+        }
+    }
+
+    #[test]
+    fn every_csv_column_holds_what_its_header_says() {
+        let input = ClosingInput {
+            treatment_lines: vec![line("S1", "100.00")],
+            home_lines: vec![line("S1", "100.00"), line("S2", "250.50")],
+            quotas: [(RegionCode::parse("611000").expect("region"), Amount::yuan(1000))].into_iter().collect(),
+            ..ClosingInput::default()
+        };
+        let s = close(Month::parse("2026-03").expect("month"), &input, |_, _| false);
+        assert_eq!(s.pending.len(), 1, "S2 is missing at the treatment side");
+        let csv = s.to_csv();
+        let mut rows = csv.lines();
+        assert_eq!(rows.next(), Some("section,region,counterpart,amount,detail"));
+        for row in rows {
+            let cols: Vec<&str> = row.splitn(5, ',').collect();
+            assert_eq!(cols.len(), 5, "{row}");
+            assert!(RegionCode::parse(cols[1]).is_ok(), "region column: {row}");
+            assert!(cols[2].is_empty() || RegionCode::parse(cols[2]).is_ok(), "counterpart column: {row}");
+            assert!(cols[3].parse::<rust_decimal::Decimal>().is_ok(), "amount column: {row}");
+        }
+        assert!(csv.contains("pending,611000,110000,250.50,S2 MissingAtTreatment"), "{csv}");
     }
 }
