@@ -139,7 +139,7 @@ impl NodeConfig {
 
     pub fn parse(text: &str, file: &str, base: &Path) -> Result<NodeConfig, ConfigError> {
         let err = |key: &str, reason: String| ConfigError { file: file.to_string(), key: key.to_string(), reason };
-        let de = toml::Deserializer::parse(text).map_err(|e| err("-", format!("not valid TOML: {}", e.message())))?;
+        let de = toml::Deserializer::parse(text).map_err(|e| err("-", crate::rules::toml_syntax(text, &e)))?;
         let raw: RawConfig = serde_path_to_error::deserialize(de)
             .map_err(|e| err(&e.path().to_string(), e.inner().message().to_string()))?;
         let region = RegionCode::parse(&raw.region).map_err(|e| err("region", e.to_string()))?;

@@ -97,7 +97,7 @@ impl OperatorConfig {
     /// Parses a config text; relative paths are taken from `base`.
     pub fn parse(text: &str, file: &str, base: &Path) -> Result<OperatorConfig, ConfigError> {
         let err = |key: &str, reason: String| ConfigError { file: file.to_string(), key: key.to_string(), reason };
-        let de = toml::Deserializer::parse(text).map_err(|e| err("-", format!("not valid TOML: {}", e.message())))?;
+        let de = toml::Deserializer::parse(text).map_err(|e| err("-", crate::rules::toml_syntax(text, &e)))?;
         let raw: Raw = serde_path_to_error::deserialize(de)
             .map_err(|e| err(&e.path().to_string(), e.inner().message().to_string()))?;
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };

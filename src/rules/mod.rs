@@ -185,7 +185,7 @@ fn parse<T: serde::de::DeserializeOwned>(c: &mut Checker, text: &str) -> Option<
     let de = match toml::Deserializer::parse(text) {
         Ok(de) => de,
         Err(e) => {
-            c.fail("-", format!("not valid TOML: {}", e.message()));
+            c.fail("-", toml_syntax(text, &e));
             return None;
         }
     };
@@ -243,4 +243,29 @@ fn read_toml_files(dir: &Path, issues: &mut Vec<RuleIssue>) -> Vec<(String, Stri
             read_bounded(p, &file, issues).map(|t| (file, t))
         })
         .collect()
+}
+
+/// A TOML syntax error as a reader wants it: the line and column where the
+/// parser stopped, and what it expected.
+pub fn toml_syntax(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("not valid TOML at line {line}, column {column}: {}", e.message())
+        }
+        None => format!("not valid TOML: {}", e.message()),
+    }
+}
+
+#[cfg(test)]
+mod toml_syntax_tests {
+    #[test]
+    fn a_toml_syntax_error_names_its_line() {
+        let text = "region = \"611000\"\nlisten = \"127.0.0.1:1\"\nkey_file = = \"x\"\n";
+        let e = toml::Deserializer::parse(text).err().expect("a syntax error");
+        let m = super::toml_syntax(text, &e);
+        assert!(m.starts_with("not valid TOML at line 3, column"), "{m}");
+    }
 }
