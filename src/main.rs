@@ -38,6 +38,7 @@ enum Command {
     },
     /// Load and validate a rules directory, listing what it holds.
     Rules {
+        /// The rules directory (policies, catalogues, corps–local pairs).
         #[arg(long, default_value = "clearing_rules")]
         rules: PathBuf,
     },
@@ -52,13 +53,16 @@ enum Command {
     },
     /// Run the national clearing operator (gRPC), from its TOML config.
     Operator {
+        /// The operator's TOML config (see src/operator/config.rs).
         #[arg(long)]
         config: PathBuf,
     },
     /// Run a region's node (gRPC), from a TOML config.
     Node {
+        /// The node's TOML config (see the README).
         #[arg(long)]
         config: PathBuf,
+        /// Log lines as text for a person (human) or one JSON object a line for a collector (json).
         #[arg(long, value_enum, default_value = "human")]
         log_format: cli::node_cmd::LogFormat,
     },
@@ -91,12 +95,16 @@ enum Command {
         /// Keep the data here (DIR/nodes/<region>/, DIR/statements/<YYYY-MM>.json|csv); default a fresh temp dir.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Seed of the synthetic traffic: the same seed gives the same figures.
         #[arg(long, default_value_t = 2026)]
         seed: u64,
+        /// Insured persons created across the home regions.
         #[arg(long, default_value_t = 3000)]
         patients: usize,
+        /// The month the traffic falls in, YYYY-MM.
         #[arg(long, default_value = "2026-03")]
         month: String,
+        /// The rules directory (policies, catalogues, corps–local pairs).
         #[arg(long, default_value = "clearing_rules")]
         rules: PathBuf,
     },
@@ -134,6 +142,7 @@ enum PersonsCommand {
         /// The admin's key file.
         #[arg(long)]
         key: Option<PathBuf>,
+        /// A JSON array of insured persons.
         #[arg(long)]
         file: PathBuf,
     },
@@ -142,6 +151,7 @@ enum PersonsCommand {
 #[derive(Subcommand)]
 enum RegistrationCommand {
     Apply {
+        /// The home node's gRPC address, e.g. http://127.0.0.1:50061
         #[arg(long)]
         node: String,
         /// The admin's key file.
@@ -150,6 +160,7 @@ enum RegistrationCommand {
         /// The admin's name, as in the node's config.
         #[arg(long)]
         admin: String,
+        /// The registration request (JSON: msgid, op, psn_no, kind, target_admdvs, begndate, ...).
         #[arg(long)]
         file: PathBuf,
     },
@@ -282,5 +293,29 @@ fn keygen(out: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(EXIT_FAILED, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag of every command says what it is for (`--help`).
+    #[test]
+    fn every_flag_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} --{}", arg.get_long().unwrap_or(id)));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "xclear", &mut missing);
+        assert!(missing.is_empty(), "{} flags without help:\n{}", missing.len(), missing.join("\n"));
     }
 }

@@ -19,10 +19,13 @@ use super::{fail, EXIT_FAILED};
 pub enum BenchCommand {
     /// End to end: hospitals -> treatment node -> home node over gRPC, both ledgers durable.
     E2e {
+        /// Length of the main phase, in seconds.
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Simulated hospitals settling at once.
         #[arg(long, default_value_t = 128)]
         hospitals: usize,
+        /// Insured persons loaded at the home nodes.
         #[arg(long, default_value_t = 2000)]
         persons: usize,
         /// Settlements per second offered in the paced (open-loop) phase.
@@ -31,11 +34,13 @@ pub enum BenchCommand {
     },
     /// Clearing: a node's signed report over many settlements of one month.
     ClearingReport {
+        /// Settlements in the month reported.
         #[arg(long, default_value_t = 5_000_000)]
         settlements: u64,
     },
     /// Clearing: reconcile and net many regions, every pair.
     ClearingNetting {
+        /// Regions netted, every pair of them with traffic.
         #[arg(long, default_value_t = 400)]
         regions: usize,
     },

@@ -67,8 +67,10 @@ pub enum ClearingCommand {
     Statement {
         #[command(flatten)]
         target: Target,
+        /// The closed month, YYYY-MM.
         #[arg(long)]
         month: String,
+        /// table (for a person), json (the signed bytes) or csv.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
@@ -76,10 +78,13 @@ pub enum ClearingCommand {
     Confirm {
         #[command(flatten)]
         target: Target,
+        /// The month whose current statement is confirmed, YYYY-MM.
         #[arg(long)]
         month: String,
+        /// The answering region's code, e.g. 611000.
         #[arg(long)]
         region: String,
+        /// The region's node key file: it signs the answer.
         #[arg(long)]
         key: PathBuf,
     },
@@ -87,10 +92,13 @@ pub enum ClearingCommand {
     Withdraw {
         #[command(flatten)]
         target: Target,
+        /// The month whose dispute is withdrawn, YYYY-MM.
         #[arg(long)]
         month: String,
+        /// The answering region's code, e.g. 611000.
         #[arg(long)]
         region: String,
+        /// The region's node key file: it signs the answer.
         #[arg(long)]
         key: PathBuf,
         /// setl_id of a line whose dispute is withdrawn (repeatable).
@@ -101,15 +109,19 @@ pub enum ClearingCommand {
     Dispute {
         #[command(flatten)]
         target: Target,
+        /// The month whose current statement is disputed, YYYY-MM.
         #[arg(long)]
         month: String,
+        /// The answering region's code, e.g. 611000.
         #[arg(long)]
         region: String,
+        /// The region's node key file: it signs the answer.
         #[arg(long)]
         key: PathBuf,
         /// setl_id of a disputed line (repeatable).
         #[arg(long = "line", required = true)]
         lines: Vec<String>,
+        /// Why, in a sentence; kept on the ledger with the answer.
         #[arg(long)]
         reason: String,
     },
@@ -117,15 +129,19 @@ pub enum ClearingCommand {
     Adjust {
         #[command(flatten)]
         target: Target,
+        /// The month (still open) the adjustment enters, YYYY-MM.
         #[arg(long)]
         month: String,
+        /// The home region, which owes (e.g. 611000).
         #[arg(long)]
         home: String,
+        /// The treatment region, which is owed (e.g. 110000).
         #[arg(long)]
         treatment: String,
         /// Signed amount, e.g. "-1200.00" for a deduction.
         #[arg(long, allow_hyphen_values = true)]
         amount: String,
+        /// Why, in a sentence; kept on the ledger with the answer.
         #[arg(long)]
         reason: String,
     },
@@ -133,6 +149,7 @@ pub enum ClearingCommand {
     Advance {
         #[command(flatten)]
         target: Target,
+        /// The month so far, YYYY-MM (usage is its uncleared payable).
         #[arg(long)]
         month: String,
     },

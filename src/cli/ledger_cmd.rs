@@ -21,6 +21,7 @@ use super::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
 pub enum LedgerCommand {
     /// Re-check every checksum, hash, link and seal (root and tree head signature).
     Verify {
+        /// The ledger's data directory (a node's data_dir).
         #[arg(long)]
         db: PathBuf,
         /// Pin the owner's public key (hex); default: the key in the segment header.
@@ -29,6 +30,7 @@ pub enum LedgerCommand {
     },
     /// Write the ledger as JSON lines (one entry each) with its signed tree head.
     Export {
+        /// The ledger's data directory (a node's data_dir).
         #[arg(long)]
         db: PathBuf,
         /// Output file; default standard output.
@@ -37,19 +39,24 @@ pub enum LedgerCommand {
     },
     /// Verify an export with nothing but the owner's public key.
     VerifyExport {
+        /// The JSON-lines export to check.
         file: PathBuf,
+        /// The ledger owner's public key (hex): the seals must verify with it.
         #[arg(long)]
         key: String,
     },
     /// Print the latest signed tree head.
     Head {
+        /// The ledger's data directory (a node's data_dir).
         #[arg(long)]
         db: PathBuf,
     },
     /// Print an inclusion proof of entry SEQ (and a consistency proof from --from).
     Prove {
+        /// The ledger's data directory (a node's data_dir).
         #[arg(long)]
         db: PathBuf,
+        /// The entry's index, from 0.
         #[arg(long)]
         seq: u64,
         /// Also prove that the tree of this many entries is a prefix of the current one.
@@ -63,17 +70,22 @@ pub enum LedgerCommand {
     /// durable one (used by the crash test and the benchmark).
     #[command(hide = true)]
     Load {
+        /// The ledger's data directory (a node's data_dir).
         #[arg(long)]
         db: PathBuf,
+        /// The key file that seals the appended entries.
         #[arg(long)]
         key: PathBuf,
         /// Keys are PREFIX-N for N from --start.
         #[arg(long, default_value = "load")]
         prefix: String,
+        /// First N of the keys written.
         #[arg(long, default_value_t = 0)]
         start: u64,
+        /// How many entries to append.
         #[arg(long, default_value_t = 1_000_000)]
         count: u64,
+        /// Appends in flight at once.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
