@@ -77,30 +77,12 @@ pub enum ClearingCommand {
     /// A region confirms the month's statement (signed with its node key).
     Confirm {
         #[command(flatten)]
-        target: Target,
-        /// The month whose current statement is confirmed, YYYY-MM.
-        #[arg(long)]
-        month: String,
-        /// The answering region's code, e.g. 611000.
-        #[arg(long)]
-        region: String,
-        /// The region's node key file: it signs the answer.
-        #[arg(long)]
-        key: PathBuf,
+        by: Answering,
     },
     /// A region withdraws its dispute of lines of the month: the next close of the month clears them again.
     Withdraw {
         #[command(flatten)]
-        target: Target,
-        /// The month whose dispute is withdrawn, YYYY-MM.
-        #[arg(long)]
-        month: String,
-        /// The answering region's code, e.g. 611000.
-        #[arg(long)]
-        region: String,
-        /// The region's node key file: it signs the answer.
-        #[arg(long)]
-        key: PathBuf,
+        by: Answering,
         /// setl_id of a line whose dispute is withdrawn (repeatable).
         #[arg(long = "line", required = true)]
         lines: Vec<String>,
@@ -108,16 +90,7 @@ pub enum ClearingCommand {
     /// A region disputes lines of the month's statement, with a reason.
     Dispute {
         #[command(flatten)]
-        target: Target,
-        /// The month whose current statement is disputed, YYYY-MM.
-        #[arg(long)]
-        month: String,
-        /// The answering region's code, e.g. 611000.
-        #[arg(long)]
-        region: String,
-        /// The region's node key file: it signs the answer.
-        #[arg(long)]
-        key: PathBuf,
+        by: Answering,
         /// setl_id of a disputed line (repeatable).
         #[arg(long = "line", required = true)]
         lines: Vec<String>,
@@ -153,6 +126,22 @@ pub enum ClearingCommand {
         #[arg(long)]
         month: String,
     },
+}
+
+/// A region answering the month's current statement.
+#[derive(Args, Clone)]
+pub struct Answering {
+    #[command(flatten)]
+    target: Target,
+    /// The month whose current statement is answered, YYYY-MM.
+    #[arg(long)]
+    month: String,
+    /// The answering region's code, e.g. 611000.
+    #[arg(long)]
+    region: String,
+    /// The region's node key file: it signs the answer.
+    #[arg(long)]
+    key: PathBuf,
 }
 
 /// The operator, reached one way or the other.
@@ -229,15 +218,9 @@ pub fn run(cmd: ClearingCommand) -> ExitCode {
         let result = match cmd {
             ClearingCommand::Close { target, month } => close(&target, month.as_deref()).await,
             ClearingCommand::Statement { target, month, format } => statement(&target, &month, format).await,
-            ClearingCommand::Confirm { target, month, region, key } => {
-                answer(&target, &month, &region, &key, Answer::Confirm).await
-            }
-            ClearingCommand::Dispute { target, month, region, key, lines, reason } => {
-                answer(&target, &month, &region, &key, Answer::Dispute(lines, reason)).await
-            }
-            ClearingCommand::Withdraw { target, month, region, key, lines } => {
-                answer(&target, &month, &region, &key, Answer::Withdraw(lines)).await
-            }
+            ClearingCommand::Confirm { by } => answer(&by, Answer::Confirm).await,
+            ClearingCommand::Dispute { by, lines, reason } => answer(&by, Answer::Dispute(lines, reason)).await,
+            ClearingCommand::Withdraw { by, lines } => answer(&by, Answer::Withdraw(lines)).await,
             ClearingCommand::Advance { target, month } => advance(&target, &month).await,
             ClearingCommand::Adjust { target, month, home, treatment, amount, reason } => {
                 let req = AdjustmentRequest { month, home, treatment, amount, reason };
@@ -319,7 +302,8 @@ enum Answer {
     Withdraw(Vec<String>),
 }
 
-async fn answer(target: &Target, month: &str, region: &str, key: &Path, what: Answer) -> Result<ExitCode, ExitCode> {
+async fn answer(by: &Answering, what: Answer) -> Result<ExitCode, ExitCode> {
+    let (target, month, region, key) = (&by.target, by.month.as_str(), by.region.as_str(), by.key.as_path());
     let month = parse_month(month)?;
     let key = crypto::load_signing_key(key).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
     let mut via = via(target).await?;

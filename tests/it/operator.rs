@@ -129,6 +129,17 @@ fn open_operator_at(dir: &std::path::Path, transport: Arc<dyn ReportTransport>, 
     .expect("operator")
 }
 
+/// An operator deduction (拒付) of `yuan` from what 611000 owes 110000.
+fn deduction(yuan: i64, reason: &str) -> xclear::clearing::netting::Adjustment {
+    xclear::clearing::netting::Adjustment {
+        home: code("611000"),
+        treatment: code("110000"),
+        amount: -Amount::yuan(yuan),
+        reason: reason.into(),
+        setl_id: None,
+    }
+}
+
 fn march() -> Month {
     Month::parse("2026-03").expect("month")
 }
@@ -550,13 +561,7 @@ async fn a_reopened_operator_finds_its_statements_answers_and_adjustments() {
     let (_, home_lines) = w.nodes["611000"].month_lines(march()).expect("lines");
     let disputed = DisputedLine { setl_id: home_lines[0].setl_id.clone(), reason: "duplicate bill".into() };
     op.answer(answer("611000", &first.hash, vec![disputed])).await.expect("dispute");
-    let deduction = xclear::clearing::netting::Adjustment {
-        home: code("611000"),
-        treatment: code("110000"),
-        amount: -Amount::yuan(100),
-        reason: "audit refusal".into(),
-        setl_id: None,
-    };
+    let deduction = deduction(100, "audit refusal");
     op.adjust(march(), deduction.clone()).await.expect("adjust");
     let second = op.close(march()).await.expect("closed with the dispute and the deduction");
     assert_ne!(second.hash, first.hash);
@@ -637,13 +642,7 @@ async fn only_the_operator_may_ask_for_reports() {
 async fn an_operator_deduction_enters_the_statement_with_its_reason() {
     let w = world().await;
     let before = w.operator.close(march()).await.expect("closed");
-    let deduction = xclear::clearing::netting::Adjustment {
-        home: code("611000"),
-        treatment: code("110000"),
-        amount: -Amount::yuan(1200),
-        reason: "audit refusal: item not covered".into(),
-        setl_id: None,
-    };
+    let deduction = deduction(1200, "audit refusal: item not covered");
     w.operator.adjust(march(), deduction).await.expect("recorded");
     let after = w.operator.close(march()).await.expect("closed again");
     assert_eq!(after.statement.adjustments.len(), 1);
@@ -820,13 +819,7 @@ async fn no_month_is_skipped_and_no_adjustment_is_lost() {
     assert!(e.to_string().contains("close 2026-03 before 2026-04"), "{e}");
     let s = op.close(march()).await.expect("march first");
     confirm_all(&op, march(), &s.hash).await;
-    let deduction = xclear::clearing::netting::Adjustment {
-        home: code("611000"),
-        treatment: code("110000"),
-        amount: -Amount::yuan(100),
-        reason: "audit refusal".into(),
-        setl_id: None,
-    };
+    let deduction = deduction(100, "audit refusal");
     let e = op.adjust(march(), deduction.clone()).await.expect_err("march is final");
     assert_eq!(e.reason(), "month_final", "{e}");
     assert!(e.to_string().contains("2026-04"), "names the month to use: {e}");
