@@ -70,8 +70,8 @@ enum Command {
     Hospital {
         #[command(subcommand)]
         action: cli::node_cmd::HospitalAction,
-        /// The node's URL, e.g. http://127.0.0.1:50011
-        #[arg(long, global = true, default_value = "http://127.0.0.1:50011")]
+        /// The node's URL, e.g. http://127.0.0.1:20011
+        #[arg(long, global = true, default_value = "http://127.0.0.1:20011")]
         node: String,
         /// The hospital's key file.
         #[arg(long, global = true, default_value = "hospital.key")]
@@ -151,7 +151,7 @@ enum PersonsCommand {
 #[derive(Subcommand)]
 enum RegistrationCommand {
     Apply {
-        /// The home node's gRPC address, e.g. http://127.0.0.1:50061
+        /// The home node's gRPC address, e.g. http://127.0.0.1:20061
         #[arg(long)]
         node: String,
         /// The admin's key file.
@@ -166,7 +166,7 @@ enum RegistrationCommand {
     },
     /// A person's registrations at their home node, asked by one of its admins (a signed query).
     Query {
-        /// The home node, e.g. http://127.0.0.1:50061
+        /// The home node, e.g. http://127.0.0.1:20061
         #[arg(long)]
         node: String,
         /// The admin's key file.

@@ -43,7 +43,7 @@ pub struct Target {
     /// The operator's config: work on its data directly (the server must be stopped).
     #[arg(long, conflicts_with = "operator", required_unless_present = "operator")]
     config: Option<PathBuf>,
-    /// A running `xclear operator`, e.g. http://127.0.0.1:50070
+    /// A running `xclear operator`, e.g. http://127.0.0.1:20070
     #[arg(long)]
     operator: Option<String>,
     /// The operator's key file, to sign `close` and `adjust` sent to a running operator.

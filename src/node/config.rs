@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! region = "611000"                   # the region this node serves
-//! listen = "127.0.0.1:50061"
+//! listen = "127.0.0.1:20061"
 //! data_dir = "data/611000"            # ledger and indexes
 //! key_file = "keys/611000.key"        # this node's ed25519 key (xclear keygen)
 //! rules_dir = "clearing_rules"
@@ -11,7 +11,7 @@
 //!
 //! [[peers]]                           # other regions' nodes
 //! region = "110000"
-//! endpoint = "http://127.0.0.1:50011"
+//! endpoint = "http://127.0.0.1:20011"
 //! public_key = "<64 hex>"
 //!
 //! [[hospitals]]                       # this region's hospitals

@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! data_dir = "operator-data"          # its ledger, and statements/ (files of each closed month)
-//! listen = "127.0.0.1:50070"          # `xclear operator` serves here (default)
+//! listen = "127.0.0.1:20070"          # `xclear operator` serves here (default)
 //! key_file = "keys/operator.key"
 //! rules_dir = "../clearing_rules"     # for the corps–local pairs
 //! warning_pct = 90                    # advance-fund warning threshold (default 90)
@@ -10,7 +10,7 @@
 //!
 //! [[nodes]]                           # every region's node
 //! region = "611000"
-//! endpoint = "http://127.0.0.1:50061"
+//! endpoint = "http://127.0.0.1:20061"
 //! public_key = "<64 hex>"
 //!
 //! [[quotas]]                          # advance-fund quota per home region (optional)
@@ -33,7 +33,7 @@ use crate::region::RegionCode;
 pub const MAX_CLOSE_GRACE_MINUTES: u64 = 10 * 24 * 60;
 
 /// Where `xclear operator` listens unless the config says otherwise.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:50070";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:20070";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
