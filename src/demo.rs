@@ -85,14 +85,23 @@ fn key(rng: &mut StdRng) -> SigningKey {
     SigningKey::from_bytes(&rng.gen::<[u8; 32]>())
 }
 
-fn progress(enabled: bool, label: &str, done: u64, total: u64) {
-    if enabled && total > 0 {
-        let width = 30;
-        let filled = (done * width / total) as usize;
-        eprint!("\r{label:<14} [{}{}] {done}/{total}", "#".repeat(filled), ".".repeat(width as usize - filled));
-        if done == total {
-            eprintln!();
-        }
+/// A progress bar on standard error (indicatif draws it only on a
+/// terminal); hidden when progress is off.
+fn progress_bar(enabled: bool, label: &str, total: u64) -> indicatif::ProgressBar {
+    if !enabled {
+        return indicatif::ProgressBar::hidden();
+    }
+    let style = indicatif::ProgressStyle::with_template("{prefix:<15} [{bar:30}] {pos}/{len}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("#>.");
+    indicatif::ProgressBar::new(total).with_style(style).with_prefix(label.to_string())
+}
+
+/// Ends a bar; where none was drawn (a log file), one line says the count.
+fn finish(bar: &indicatif::ProgressBar, enabled: bool, label: &str) {
+    bar.finish();
+    if enabled && bar.is_hidden() {
+        eprintln!("{label}: {}/{}", bar.position(), bar.length().unwrap_or_default());
     }
 }
 
@@ -281,7 +290,9 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
     }
     let targets = ["110000", "440000", "330000", "540000", "610000", "650000", "660000"];
     let mut registrations = 0u64;
+    let bar = progress_bar(opts.progress, "registrations", persons.len() as u64);
     for (n, (home, psn)) in persons.iter().enumerate() {
+        bar.set_position(n as u64 + 1);
         if !rng.gen_bool(0.8) {
             continue;
         }
@@ -306,9 +317,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
             .await
             .map_err(|e| e.to_string())?;
         registrations += 1;
-        progress(opts.progress, "registrations", n as u64 + 1, persons.len() as u64);
     }
-    progress(opts.progress, "registrations", persons.len() as u64, persons.len() as u64);
+    finish(&bar, opts.progress, "registrations");
 
     // A month of traffic: each person's visits in order on one worker; workers run at once.
     let visits = plan(&mut rng, &persons, opts.month);
@@ -322,9 +332,10 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
     let hospital_keys = Arc::new(hospital_keys);
     let urls = Arc::new(urls);
     let month = opts.month;
-    let show = opts.progress;
+    let visits_bar = progress_bar(opts.progress, "hospital visits", total);
     let mut tasks = Vec::new();
     for (w, lane) in lanes.into_iter().enumerate() {
+        let visits_bar = visits_bar.clone();
         let (counters, hospital_keys, urls) = (Arc::clone(&counters), Arc::clone(&hospital_keys), Arc::clone(&urls));
         tasks.push(tokio::spawn(async move {
             let mut clients: BTreeMap<&str, HospitalServiceClient<tonic::transport::Channel>> = BTreeMap::new();
@@ -373,10 +384,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
                         counters[1].fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                let done = counters[4].fetch_add(1, Ordering::Relaxed) + 1;
-                if done % 50 == 0 || done == total {
-                    progress(show, "hospital visits", done, total);
-                }
+                counters[4].fetch_add(1, Ordering::Relaxed);
+                visits_bar.inc(1);
             }
             Ok::<(), String>(())
         }));
@@ -384,6 +393,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
     for t in tasks {
         t.await.map_err(|e| e.to_string())??;
     }
+    finish(&visits_bar, opts.progress, "hospital visits");
 
     // Month end: the operator closes, every region confirms.
     let operator = Operator::open(

@@ -49,3 +49,22 @@ async fn a_short_demo_closes_a_sound_month_and_repeats_with_the_same_seed() {
     );
     assert_eq!((first.settled, first.refused, first.reversed), (second.settled, second.refused, second.reversed));
 }
+
+/// Into a log file (not a terminal) the demo's progress is one line per
+/// phase, not hundreds of repaints.
+#[test]
+fn the_demo_writes_no_progress_bar_into_a_log_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xclear"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["demo", "--patients", "100", "--out", dir.path().join("demo").to_str().expect("path")])
+        .output()
+        .expect("run the demo");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains('\r'), "a bar was repainted into the log: {log:?}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.iter().any(|l| l.starts_with("registrations: ")), "{log}");
+    assert!(lines.iter().any(|l| l.starts_with("hospital visits: ")), "{log}");
+    assert!(lines.len() <= 4, "{log}");
+}
