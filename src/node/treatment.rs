@@ -366,7 +366,8 @@ impl Node {
                             "the result is for another claim".into(),
                         ));
                     }
-                    check_month(&result, claim_env).map_err(|m| NodeError::BadPeerAnswer(home.to_string(), m))?;
+                    check_month(&result, claim_env, self.month_floor())
+                        .map_err(|m| NodeError::BadPeerAnswer(home.to_string(), m))?;
                     // A settled result must clear: its month, route and amounts well formed.
                     crate::api::convert::line_of_result(&result, home, self.region())
                         .map_err(|e| NodeError::BadPeerAnswer(home.to_string(), e.to_string()))?;
@@ -410,12 +411,20 @@ impl Node {
         // for the next round once it failed to answer in this one.
         let mut unreachable: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         for ikey in due {
-            let home = self.intent(&ikey)?.map(|i| i.home).unwrap_or_default();
+            let intent = match self.intent(&ikey) {
+                Ok(Some(intent)) => intent,
+                Ok(None) | Err(_) => {
+                    self.back_off(&ikey);
+                    failed = Some(NodeError::Internal(format!("intent {ikey} unreadable")));
+                    continue;
+                }
+            };
+            let home = intent.home.clone();
             if unreachable.contains(&home) {
                 self.back_off(&ikey);
                 continue;
             }
-            match self.redrive(&ikey).await {
+            match self.redrive(&ikey, intent).await {
                 Ok(()) => done += 1,
                 Err(e) if ends_intent(&e) => done += 1,
                 Err(e) => {
@@ -443,10 +452,9 @@ impl Node {
         }
     }
 
-    async fn redrive(&self, ikey: &str) -> Result<(), NodeError> {
+    async fn redrive(&self, ikey: &str, intent: IntentEntry) -> Result<(), NodeError> {
         let (hospital, msgid) =
             super::keys::parse_intent(ikey).ok_or_else(|| NodeError::Internal(format!("bad intent key {ikey}")))?;
-        let intent = self.intent(ikey)?.ok_or_else(|| NodeError::Internal(format!("intent {ikey} missing")))?;
         let home = region("home", &intent.home)?;
         let claim_env = intent.claim.to_signed().ok_or_else(|| NodeError::Internal("stored claim".into()))?;
         let claim: Claim = envelope::peek(&claim_env).map_err(|err| NodeError::Internal(err.to_string()))?;
@@ -480,13 +488,20 @@ fn ends_intent(e: &NodeError) -> bool {
 
 /// A home result must not fall in a month this node had sealed when it
 /// claimed (the claim's floor): that month is cleared already.
-fn check_month(result: &ClaimResult, claim_env: &Signed) -> Result<(), String> {
-    if !result.settled {
+/// `floor_now` is this node's floor at the answer: floors only grow, so a
+/// result at or past it needs no look at the claim's (a decode per settlement).
+fn check_month(
+    result: &ClaimResult,
+    claim_env: &Signed,
+    floor_now: Option<crate::clearing::Month>,
+) -> Result<(), String> {
+    let month = crate::clearing::Month::parse(&result.month);
+    if !result.settled || floor_now.is_none_or(|f| month.is_some_and(|m| m >= f)) {
         return Ok(());
     }
     let claim: Claim = envelope::peek(claim_env).map_err(|e| format!("own claim: {e}"))?;
     let Some(floor) = crate::clearing::Month::parse(&claim.month_floor) else { return Ok(()) };
-    match crate::clearing::Month::parse(&result.month) {
+    match month {
         Some(m) if m >= floor => Ok(()),
         _ => Err(format!(
             "the result is for {:?}, a month this node had sealed (it claimed from {floor} on)",
