@@ -11,11 +11,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::money::{self, Amount};
 use crate::region::RegionCode;
+use crate::rules::toml_format::is_dise_codg;
 use crate::rules::{Insutype, RuleBook, SpecialGroup};
 use crate::settlement::bill::{MAX_ITEMS_PER_BILL, MAX_PRICE, MAX_QTY, PRICE_SCALE, QTY_SCALE};
 use crate::settlement::{
-    settle, BillItem, Counters, Encounter, HospitalLevel, Person, Registration, RegistrationKind, SettleError,
-    Settlement,
+    settle, BillItem, ChronicQualification, Counters, Encounter, HospitalLevel, MedType, Person, Registration,
+    RegistrationKind, SettleError, Settlement,
 };
 
 /// Largest case document accepted.
@@ -24,6 +25,8 @@ pub const MAX_CASE_BYTES: usize = 1024 * 1024;
 pub const MAX_PSN_NO_LEN: usize = 64;
 /// Most contribution years one region can record.
 pub const MAX_CONTRIBUTION_YEARS: u32 = 100;
+/// Most chronic-disease qualifications one person may hold.
+pub const MAX_QUALIFICATIONS: usize = 32;
 
 /// Bad input: which field, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +71,19 @@ struct PersonJson {
     special_group: Option<String>,
     #[serde(default)]
     contribution_years: BTreeMap<String, u32>,
+    #[serde(default)]
+    acct_balance: Option<String>,
+    #[serde(default)]
+    chronic: Vec<QualificationJson>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QualificationJson {
+    dise_codg: String,
+    begndate: String,
+    #[serde(default)]
+    enddate: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +105,12 @@ struct EncounterJson {
     hosp_lv: i64,
     setl_date: String,
     items: Vec<ItemJson>,
+    #[serde(default)]
+    med_type: Option<String>,
+    #[serde(default)]
+    dise_codg: Option<String>,
+    #[serde(default)]
+    acct_used_flag: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +128,12 @@ struct CountersJson {
     ci_base: String,
     ci_paid: String,
     maf_paid: String,
+    #[serde(default)]
+    op_dedc_used: Option<String>,
+    #[serde(default)]
+    op_paid: Option<String>,
+    #[serde(default)]
+    chronic_paid: BTreeMap<String, String>,
 }
 
 /// A parsed, validated case.
@@ -115,6 +143,7 @@ pub struct Case {
     pub registration: Option<Registration>,
     pub encounter: Encounter,
     pub counters: Counters,
+    pub acct_balance: Amount,
 }
 
 /// Parses a case document, naming the first bad field.
@@ -127,7 +156,12 @@ pub fn parse_case(text: &str) -> Result<Case, CaseError> {
         let path = e.path().to_string();
         bad(if path == "." { "-".to_string() } else { path }, e.inner().to_string())
     })?;
+    let acct_balance = match &raw.person.acct_balance {
+        Some(b) => amount("person.acct_balance", b)?,
+        None => Amount::ZERO,
+    };
     Ok(Case {
+        acct_balance,
         person: raw.person.validate()?,
         registration: raw.registration.map(RegistrationJson::validate).transpose()?,
         encounter: raw.encounter.validate()?,
@@ -169,6 +203,18 @@ impl PersonJson {
             }
             contribution_years.insert(region(&field, &code)?, years);
         }
+        if self.chronic.len() > MAX_QUALIFICATIONS {
+            return Err(bad(
+                "person.chronic",
+                format!("{} qualifications, over the limit of {MAX_QUALIFICATIONS}", self.chronic.len()),
+            ));
+        }
+        let chronic = self
+            .chronic
+            .into_iter()
+            .enumerate()
+            .map(|(i, q)| q.validate(&format!("person.chronic[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Person {
             psn_no: self.psn_no,
             insuplc_admdvs: region("person.insuplc_admdvs", &self.insuplc_admdvs)?,
@@ -176,7 +222,22 @@ impl PersonJson {
             retired: self.retired,
             special_group,
             contribution_years,
+            chronic,
         })
+    }
+}
+
+impl QualificationJson {
+    fn validate(self, field: &str) -> Result<ChronicQualification, CaseError> {
+        if !is_dise_codg(&self.dise_codg) {
+            return Err(bad(format!("{field}.dise_codg"), format!("{:?} is not a disease code", self.dise_codg)));
+        }
+        let begndate = date(&format!("{field}.begndate"), &self.begndate)?;
+        let enddate = self.enddate.as_deref().map(|d| date(&format!("{field}.enddate"), d)).transpose()?;
+        if enddate.is_some_and(|e| e < begndate) {
+            return Err(bad(format!("{field}.enddate"), format!("is before begndate {begndate}")));
+        }
+        Ok(ChronicQualification { dise_codg: self.dise_codg, begndate, enddate })
     }
 }
 
@@ -231,11 +292,29 @@ impl EncounterJson {
             .enumerate()
             .map(|(i, item)| item.validate(&format!("encounter.items[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
+        let med_type = match self.med_type.as_deref() {
+            None => MedType::DEFAULT,
+            Some(code) => MedType::parse(code).ok_or_else(|| {
+                bad("encounter.med_type", format!("{code:?} is not a med_type ({})", MedType::codes()))
+            })?,
+        };
+        let dise_codg = match (med_type, self.dise_codg) {
+            (_, Some(d)) if !is_dise_codg(&d) => {
+                return Err(bad("encounter.dise_codg", format!("{d:?} is not a disease code")))
+            }
+            (MedType::ChronicOutpatient, None) => {
+                return Err(bad("encounter.dise_codg", "required for med_type 14 (chronic or special disease)"))
+            }
+            (_, d) => d,
+        };
         Ok(Encounter {
             mdtrtarea_admvs: region("encounter.mdtrtarea_admvs", &self.mdtrtarea_admvs)?,
             hosp_lv,
             setl_date: date("encounter.setl_date", &self.setl_date)?,
             items,
+            med_type,
+            dise_codg,
+            acct_used: self.acct_used_flag,
         })
     }
 }
@@ -260,11 +339,26 @@ impl ItemJson {
 
 impl CountersJson {
     fn validate(self) -> Result<Counters, CaseError> {
+        let optional = |field: &str, text: &Option<String>| match text {
+            Some(t) => amount(field, t),
+            None => Ok(Amount::ZERO),
+        };
+        let mut chronic_paid = BTreeMap::new();
+        for (code, paid) in &self.chronic_paid {
+            let field = format!("counters.chronic_paid.{code}");
+            if !is_dise_codg(code) {
+                return Err(bad(field, format!("{code:?} is not a disease code")));
+            }
+            chronic_paid.insert(code.clone(), amount(&field, paid)?);
+        }
         Ok(Counters {
             hifp_paid: amount("counters.hifp_paid", &self.hifp_paid)?,
             ci_base: amount("counters.ci_base", &self.ci_base)?,
             ci_paid: amount("counters.ci_paid", &self.ci_paid)?,
             maf_paid: amount("counters.maf_paid", &self.maf_paid)?,
+            op_dedc_used: optional("counters.op_dedc_used", &self.op_dedc_used)?,
+            op_paid: optional("counters.op_paid", &self.op_paid)?,
+            chronic_paid,
         })
     }
 }
@@ -273,6 +367,7 @@ impl CountersJson {
 #[derive(Debug, Serialize)]
 struct Output<'a> {
     route: &'static str,
+    med_type: &'static str,
     medfee_sumamt: Amount,
     fulamt_ownpay_amt: Amount,
     overlmt_selfpay: Amount,
@@ -286,6 +381,9 @@ struct Output<'a> {
     maf_pay: Amount,
     fund_pay_sumamt: Amount,
     psn_part_amt: Amount,
+    acct_pay: Amount,
+    psn_cash_pay: Amount,
+    balc: Amount,
     counters_after: &'a Counters,
 }
 
@@ -294,6 +392,7 @@ pub fn settlement_json(s: &Settlement) -> String {
     let f = s.figures();
     let out = Output {
         route: f.route.as_str(),
+        med_type: f.med_type.code(),
         medfee_sumamt: f.medfee_sumamt,
         fulamt_ownpay_amt: f.fulamt_ownpay_amt,
         overlmt_selfpay: f.overlmt_selfpay,
@@ -307,6 +406,9 @@ pub fn settlement_json(s: &Settlement) -> String {
         maf_pay: f.maf_pay,
         fund_pay_sumamt: f.fund_pay_sumamt,
         psn_part_amt: f.psn_part_amt,
+        acct_pay: f.acct_pay,
+        psn_cash_pay: f.psn_cash_pay,
+        balc: f.balc,
         counters_after: &s.benefit.counters_after,
     };
     serde_json::to_string_pretty(&out).unwrap_or_default()
@@ -315,7 +417,7 @@ pub fn settlement_json(s: &Settlement) -> String {
 /// Runs one case text against the rules.
 pub fn run_case(rules: &RuleBook, text: &str) -> Result<CalcOutcome, CaseError> {
     let case = parse_case(text)?;
-    match settle(rules, &case.person, case.registration.as_ref(), &case.encounter, &case.counters) {
+    match settle(rules, &case.person, case.registration.as_ref(), &case.encounter, &case.counters, case.acct_balance) {
         Ok(s) => Ok(CalcOutcome::Settled(settlement_json(&s))),
         Err(SettleError::UnknownHomeRegion(e)) => Err(bad("person.insuplc_admdvs", e.to_string())),
         Err(SettleError::Refused(r)) => {

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use crate::api::envelope::{seal, ADMIN_DOMAIN, CONFIRMATION_DOMAIN, HOSPITAL_DOMAIN};
 use crate::clearing::{Month, Statement};
 use crate::clock::{Clock, ManualClock};
-use crate::node::config::{Hospital, Peer};
+use crate::node::config::{Hospital, InstitutionKind, Peer};
 use crate::node::grpc::{spawn_serve, GrpcTransport};
 use crate::node::records::PersonRecord;
 use crate::node::{Node, NodeConfig};
@@ -226,6 +226,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
         let hcode = format!("H{r}01");
         let hospital = Hospital {
             code: hcode.clone(),
+            kind: InstitutionKind::Hospital,
             level: HospitalLevel::new(if *r == BEIJING { 3 } else { 2 }).ok_or("level")?,
             public_key: hospital_keys[r].verifying_key(),
             designated: true,
@@ -283,6 +284,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
             retired,
             special_group,
             contribution_years,
+            acct_balance: None,
+            chronic: Vec::new(),
         });
     }
     for (home, recs) in &by_home {

@@ -5,6 +5,7 @@
 //! The core is pure and deterministic (no I/O, no clock, no randomness):
 //! - [`money`]: amounts and ratios on `rust_decimal`, half-up rounding to 0.01.
 //! - [`region`]: region codes (admdvs), areas, corps–local pairs, routes.
+//! - [`med_type`]: the national medical types (`med_type`) and clearing's categories.
 //! - [`rules`]: benefit policies, catalogues and pairs loaded from `clearing_rules/`.
 //! - [`settlement`]: the settlement computation (bill split, basic fund,
 //!   critical illness, assistance, counters, reversal).
@@ -34,6 +35,7 @@ pub mod federation;
 #[cfg(feature = "testkit")]
 pub mod fuzz;
 pub mod ledger;
+pub mod med_type;
 pub mod memory;
 pub mod money;
 pub mod node;

@@ -4,6 +4,7 @@
 use chrono::NaiveDate;
 
 use super::error::NodeError;
+use crate::med_type::MedType;
 use crate::money::{self, Amount};
 use crate::proto;
 use crate::region::RegionCode;
@@ -94,7 +95,32 @@ pub fn figures_to_proto(f: &Figures) -> proto::SettlementFigures {
         maf_pay: f.maf_pay.to_string(),
         fund_pay_sumamt: f.fund_pay_sumamt.to_string(),
         psn_part_amt: f.psn_part_amt.to_string(),
+        med_type: f.med_type.code().to_string(),
+        acct_pay: f.acct_pay.to_string(),
+        psn_cash_pay: f.psn_cash_pay.to_string(),
+        balc: f.balc.to_string(),
     }
+}
+
+/// A `med_type` field: empty means 21 (a stay); anything else must be a
+/// national code.
+pub fn med_type(field: &str, text: &str) -> Result<MedType, NodeError> {
+    MedType::parse_or_default(text)
+        .ok_or_else(|| NodeError::bad(field, format!("{text:?} is not a med_type ({})", MedType::codes())))
+}
+
+/// A `dise_codg` field: required for med_type 14, well formed when given.
+pub fn dise_codg(field: &str, text: &str, med_type: MedType) -> Result<Option<String>, NodeError> {
+    if text.is_empty() {
+        if med_type == MedType::ChronicOutpatient {
+            return Err(NodeError::bad(field, "required for med_type 14 (chronic or special disease)"));
+        }
+        return Ok(None);
+    }
+    if !crate::rules::toml_format::is_dise_codg(text) {
+        return Err(NodeError::bad(field, format!("{text:?} is not a disease code (1–20 letters and digits)")));
+    }
+    Ok(Some(text.to_string()))
 }
 
 /// The bill totals a claim carries.
@@ -137,6 +163,8 @@ pub fn line_to_proto(l: &crate::clearing::Line) -> proto::ClearingLine {
         hifob_pay: l.amounts.hifob_pay.to_string(),
         maf_pay: l.amounts.maf_pay.to_string(),
         fund_pay_sumamt: l.amounts.fund_pay_sumamt.to_string(),
+        med_type: l.med_type.code().to_string(),
+        acct_pay: l.amounts.acct_pay.to_string(),
     }
 }
 
@@ -147,14 +175,34 @@ pub fn signed_amount(field: &str, text: &str) -> Result<Amount, NodeError> {
     Ok(if negative { -a } else { a })
 }
 
-/// The fund amounts of a result's figures (negative for a reversal).
-pub fn figures_amounts(f: &proto::SettlementFigures) -> Result<crate::clearing::Amounts, NodeError> {
-    amounts_of([&f.medfee_sumamt, &f.hifp_pay, &f.hifmi_pay, &f.hifob_pay, &f.maf_pay, &f.fund_pay_sumamt])
+/// The amounts of a result's figures (negative for a reversal), with its
+/// medical type.
+pub fn figures_amounts(f: &proto::SettlementFigures) -> Result<(crate::clearing::Amounts, MedType), NodeError> {
+    let med_type = med_type("figures.med_type", &f.med_type)?;
+    let texts = [&f.medfee_sumamt, &f.hifp_pay, &f.hifmi_pay, &f.hifob_pay, &f.maf_pay, &f.fund_pay_sumamt];
+    Ok((amounts_of(texts, &f.acct_pay, med_type)?, med_type))
 }
 
-/// The six fund amounts of a line, in [`crate::clearing::Amounts`]' order,
-/// each signed (a reversal's are negative); an error names the field.
-fn amounts_of(texts: [&str; 6]) -> Result<crate::clearing::Amounts, NodeError> {
+/// An optional signed amount: empty is 0.00 (a record made before the field existed).
+fn optional_amount(field: &str, text: &str) -> Result<Amount, NodeError> {
+    if text.is_empty() {
+        Ok(Amount::ZERO)
+    } else {
+        signed_amount(field, text)
+    }
+}
+
+/// The six fund amounts of one settlement, in [`crate::clearing::Amounts`]'
+/// order, and its account payment, each signed (a reversal's are negative);
+/// an error names the field. What is owed is all in its medical type.
+fn amounts_of(texts: [&String; 6], acct_pay: &str, med_type: MedType) -> Result<crate::clearing::Amounts, NodeError> {
+    let mut a = fund_amounts(texts, Amount::ZERO)?;
+    a.acct_pay = optional_amount("acct_pay", acct_pay)?;
+    a.by_type = crate::clearing::TypeSplit::of(med_type.category(), a.owed());
+    Ok(a)
+}
+
+fn fund_amounts(texts: [&String; 6], acct_pay: Amount) -> Result<crate::clearing::Amounts, NodeError> {
     const FIELDS: [&str; 6] = ["medfee_sumamt", "hifp_pay", "hifmi_pay", "hifob_pay", "maf_pay", "fund_pay_sumamt"];
     let mut a = [Amount::ZERO; 6];
     for (i, text) in texts.iter().enumerate() {
@@ -167,6 +215,8 @@ fn amounts_of(texts: [&str; 6]) -> Result<crate::clearing::Amounts, NodeError> {
         hifob_pay: a[3],
         maf_pay: a[4],
         fund_pay_sumamt: a[5],
+        acct_pay,
+        by_type: crate::clearing::TypeSplit::default(),
     })
 }
 
@@ -190,6 +240,7 @@ pub fn line_of_result(
     let f = r.figures.as_ref().ok_or_else(|| NodeError::bad("figures", "a settled result without figures"))?;
     let route = crate::region::Route::parse(&f.route)
         .ok_or_else(|| NodeError::bad("figures.route", format!("{:?} is not a route", f.route)))?;
+    let (amounts, med_type) = figures_amounts(f)?;
     Ok(Some(Line {
         setl_id: r.setl_id.clone(),
         home,
@@ -197,7 +248,8 @@ pub fn line_of_result(
         channel: if route == crate::region::Route::CorpsLocal { Channel::CorpsLocal } else { Channel::National },
         month: Month::parse(&r.month)
             .ok_or_else(|| NodeError::bad("month", format!("{:?} is not YYYY-MM", r.month)))?,
-        amounts: figures_amounts(f)?,
+        amounts,
+        med_type,
         count: 1,
     }))
 }
@@ -215,6 +267,11 @@ pub fn pair_report(as_treatment: bool, counterpart: RegionCode, s: &crate::clear
         maf_pay: s.amounts.maf_pay.to_string(),
         fund_pay_sumamt: s.amounts.fund_pay_sumamt.to_string(),
         ids_root: hex::encode(s.ids_root),
+        acct_pay: s.amounts.acct_pay.to_string(),
+        outpatient: s.amounts.by_type.outpatient.to_string(),
+        chronic: s.amounts.by_type.chronic.to_string(),
+        pharmacy: s.amounts.by_type.pharmacy.to_string(),
+        inpatient: s.amounts.by_type.inpatient.to_string(),
     }
 }
 
@@ -227,8 +284,20 @@ pub fn pair_report_from_proto(
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| NodeError::bad("ids_root", "not a 32-byte hex hash"))?;
-    let amounts =
-        amounts_of([&p.medfee_sumamt, &p.hifp_pay, &p.hifmi_pay, &p.hifob_pay, &p.maf_pay, &p.fund_pay_sumamt])?;
+    let texts = [&p.medfee_sumamt, &p.hifp_pay, &p.hifmi_pay, &p.hifob_pay, &p.maf_pay, &p.fund_pay_sumamt];
+    let mut amounts = fund_amounts(texts, optional_amount("acct_pay", &p.acct_pay)?)?;
+    amounts.by_type = crate::clearing::TypeSplit {
+        outpatient: optional_amount("outpatient", &p.outpatient)?,
+        chronic: optional_amount("chronic", &p.chronic)?,
+        pharmacy: optional_amount("pharmacy", &p.pharmacy)?,
+        inpatient: optional_amount("inpatient", &p.inpatient)?,
+    };
+    if amounts.by_type.total() != amounts.owed() {
+        return Err(NodeError::bad(
+            "inpatient",
+            "the split by medical type does not add up to fund_pay_sumamt + acct_pay",
+        ));
+    }
     let summary = crate::clearing::PairSummary { count: p.count, amounts, ids_root: root };
     Ok((region("counterpart", &p.counterpart)?, p.as_treatment, summary))
 }
@@ -245,21 +314,17 @@ pub fn advance_line(s: &crate::clearing::advance::AdvanceStatus) -> proto::Advan
 }
 
 pub fn line_from_proto(l: &proto::ClearingLine) -> Result<crate::clearing::Line, NodeError> {
-    use crate::clearing::{Amounts, Channel, Line, Month};
+    use crate::clearing::{Channel, Line, Month};
+    let med_type = med_type("med_type", &l.med_type)?;
+    let texts = [&l.medfee_sumamt, &l.hifp_pay, &l.hifmi_pay, &l.hifob_pay, &l.maf_pay, &l.fund_pay_sumamt];
     Ok(Line {
         setl_id: l.setl_id.clone(),
         home: region("home", &l.home)?,
         treatment: region("treatment", &l.treatment)?,
         channel: if l.corps_local { Channel::CorpsLocal } else { Channel::National },
         month: Month::parse(&l.month).ok_or_else(|| NodeError::bad("month", "not YYYY-MM"))?,
-        amounts: Amounts {
-            medfee_sumamt: signed_amount("medfee_sumamt", &l.medfee_sumamt)?,
-            hifp_pay: signed_amount("hifp_pay", &l.hifp_pay)?,
-            hifmi_pay: signed_amount("hifmi_pay", &l.hifmi_pay)?,
-            hifob_pay: signed_amount("hifob_pay", &l.hifob_pay)?,
-            maf_pay: signed_amount("maf_pay", &l.maf_pay)?,
-            fund_pay_sumamt: signed_amount("fund_pay_sumamt", &l.fund_pay_sumamt)?,
-        },
+        amounts: amounts_of(texts, &l.acct_pay, med_type)?,
+        med_type,
         count: 1,
     })
 }

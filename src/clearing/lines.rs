@@ -6,10 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use super::month::Month;
 use crate::ledger::merkle::{self, Hash};
+use crate::med_type::{MedCategory, MedType};
 use crate::money::Amount;
 use crate::region::RegionCode;
 
-/// The fund amounts of a line (negative for a reversal).
+/// The amounts of a line (negative for a reversal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Amounts {
     pub medfee_sumamt: Amount,
@@ -17,8 +18,63 @@ pub struct Amounts {
     pub hifmi_pay: Amount,
     pub hifob_pay: Amount,
     pub maf_pay: Amount,
-    /// What the home region owes the treatment region for this line.
+    /// What the funds paid.
     pub fund_pay_sumamt: Amount,
+    /// What the person's account paid: the home region owes it too.
+    #[serde(default)]
+    pub acct_pay: Amount,
+    /// What is owed ([`Amounts::owed`]), split by medical type.
+    #[serde(default)]
+    pub by_type: TypeSplit,
+}
+
+/// Amounts owed by medical type (REFERENCE_POLICIES.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TypeSplit {
+    pub outpatient: Amount,
+    pub chronic: Amount,
+    pub pharmacy: Amount,
+    pub inpatient: Amount,
+}
+
+impl TypeSplit {
+    /// `owed` all in one category.
+    pub fn of(category: MedCategory, owed: Amount) -> TypeSplit {
+        let mut t = TypeSplit::default();
+        *t.get_mut(category) = owed;
+        t
+    }
+
+    pub fn get(&self, category: MedCategory) -> Amount {
+        match category {
+            MedCategory::Outpatient => self.outpatient,
+            MedCategory::Chronic => self.chronic,
+            MedCategory::Pharmacy => self.pharmacy,
+            MedCategory::Inpatient => self.inpatient,
+        }
+    }
+
+    fn get_mut(&mut self, category: MedCategory) -> &mut Amount {
+        match category {
+            MedCategory::Outpatient => &mut self.outpatient,
+            MedCategory::Chronic => &mut self.chronic,
+            MedCategory::Pharmacy => &mut self.pharmacy,
+            MedCategory::Inpatient => &mut self.inpatient,
+        }
+    }
+
+    pub fn plus(&self, o: &TypeSplit) -> TypeSplit {
+        TypeSplit {
+            outpatient: self.outpatient + o.outpatient,
+            chronic: self.chronic + o.chronic,
+            pharmacy: self.pharmacy + o.pharmacy,
+            inpatient: self.inpatient + o.inpatient,
+        }
+    }
+
+    pub fn total(&self) -> Amount {
+        self.outpatient + self.chronic + self.pharmacy + self.inpatient
+    }
 }
 
 impl Amounts {
@@ -30,7 +86,14 @@ impl Amounts {
             hifob_pay: self.hifob_pay + o.hifob_pay,
             maf_pay: self.maf_pay + o.maf_pay,
             fund_pay_sumamt: self.fund_pay_sumamt + o.fund_pay_sumamt,
+            acct_pay: self.acct_pay + o.acct_pay,
+            by_type: self.by_type.plus(&o.by_type),
         }
+    }
+
+    /// What the home region owes the treatment region: funds and account.
+    pub fn owed(&self) -> Amount {
+        self.fund_pay_sumamt + self.acct_pay
     }
 }
 
@@ -52,6 +115,9 @@ pub struct Line {
     pub channel: Channel,
     pub month: Month,
     pub amounts: Amounts,
+    /// The settlement's medical type (an aggregate line: its pair's first).
+    #[serde(default = "stay")]
+    pub med_type: MedType,
     /// Settlements this line stands for: 1, or a matched pair's count when
     /// the operator clears the pair as one aggregate line.
     #[serde(default = "one")]
@@ -60,6 +126,10 @@ pub struct Line {
 
 fn one() -> u64 {
     1
+}
+
+fn stay() -> MedType {
+    MedType::DEFAULT
 }
 
 /// A (home, treatment) pair of regions.

@@ -9,7 +9,7 @@ pub mod netting;
 pub mod reconcile;
 pub mod statement;
 
-pub use lines::{Amounts, Channel, Line, Pair, PairSummary, RunningPair};
+pub use lines::{Amounts, Channel, Line, Pair, PairSummary, RunningPair, TypeSplit};
 pub use month::Month;
 pub use reconcile::{reconcile, PendingItem, PendingReason, Reconciliation};
 pub use statement::{close, ClosingInput, Dispute, Statement};

@@ -80,7 +80,7 @@ pub fn net(
         }
     };
     for l in cleared {
-        owe(l.home, l.treatment, l.amounts.fund_pay_sumamt, l.count, l.channel);
+        owe(l.home, l.treatment, l.amounts.owed(), l.count, l.channel);
     }
     for a in adjustments {
         let channel = if corps_local(a.home, a.treatment) { Channel::CorpsLocal } else { Channel::National };

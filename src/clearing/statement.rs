@@ -223,7 +223,7 @@ impl Statement {
         }
         for p in &self.pending {
             // The amount the home side holds (else the treatment side's).
-            let amount = p.home_line.as_ref().or(p.treatment_line.as_ref()).map(|l| l.amounts.fund_pay_sumamt);
+            let amount = p.home_line.as_ref().or(p.treatment_line.as_ref()).map(|l| l.amounts.owed());
             out.push_str(&format!(
                 "pending,{},{},{},{}\n",
                 p.pair.home,
@@ -297,7 +297,13 @@ mod tests {
             treatment: RegionCode::parse("110000").expect("region"),
             channel: Channel::National,
             month: Month::parse("2026-03").expect("month"),
-            amounts: Amounts { fund_pay_sumamt: amount, medfee_sumamt: amount, ..Amounts::default() },
+            amounts: Amounts {
+                fund_pay_sumamt: amount,
+                medfee_sumamt: amount,
+                by_type: crate::clearing::TypeSplit::of(crate::med_type::MedCategory::Inpatient, amount),
+                ..Amounts::default()
+            },
+            med_type: crate::med_type::MedType::DEFAULT,
             count: 1,
         }
     }

@@ -58,6 +58,7 @@ pub fn report(n: u64) -> Result<Vec<Figure>, String> {
             treatment,
             channel: Channel::National,
             month: month(),
+            med_type: xclear::med_type::MedType::DEFAULT,
             amounts: amounts(10_000 + (i % 90_000) as i64),
             count: 1,
         };
@@ -122,6 +123,7 @@ pub fn netting(regions: usize) -> Result<Vec<Figure>, String> {
                     channel: Channel::National,
                     month: month(),
                     amounts: amounts(((i * 7919 + j * 104_729) % 10_000_000) as i64),
+                    med_type: xclear::med_type::MedType::DEFAULT,
                     count: 1,
                 });
             }

@@ -11,7 +11,7 @@ use ed25519_dalek::{Signer, SigningKey};
 
 use xclear::api::envelope::{seal, ADMIN_DOMAIN};
 use xclear::clock::{Clock, SystemClock};
-use xclear::node::config::{Hospital, Peer};
+use xclear::node::config::{Hospital, InstitutionKind, Peer};
 use xclear::node::grpc::{spawn_serve, GrpcTransport};
 use xclear::node::metrics::Stage;
 use xclear::node::records::PersonRecord;
@@ -90,7 +90,17 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> 
                 .map(|h| {
                     let code = format!("H{h}");
                     let public_key = hospital_key.verifying_key();
-                    (code.clone(), Hospital { code, level, public_key, designated: true, cross_region: true })
+                    (
+                        code.clone(),
+                        Hospital {
+                            code,
+                            kind: InstitutionKind::Hospital,
+                            level,
+                            public_key,
+                            designated: true,
+                            cross_region: true,
+                        },
+                    )
                 })
                 .collect()
         } else {
@@ -126,6 +136,8 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> 
             retired: false,
             special_group: None,
             contribution_years: BTreeMap::new(),
+            acct_balance: None,
+            chronic: Vec::new(),
         })
         .collect();
     nodes["611000"].import_persons(&recs).await.map_err(|e| e.to_string())?;

@@ -153,6 +153,14 @@ pub struct BillFile {
     pub emergency: bool,
     #[serde(default)]
     pub reversed_msgid: String,
+    /// 11, 13, 14, 21–24 or 41; absent means 21 (a stay).
+    #[serde(default)]
+    pub med_type: String,
+    /// The chronic disease (for med_type 14).
+    #[serde(default)]
+    pub dise_codg: String,
+    #[serde(default)]
+    pub acct_used_flag: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +178,7 @@ pub fn hospital_response_json(r: &HospitalResponse) -> serde_json::Value {
             "overlmt_selfpay": f.overlmt_selfpay, "preselfpay_amt": f.preselfpay_amt, "inscp_scp_amt": f.inscp_scp_amt,
             "act_pay_dedc": f.act_pay_dedc, "pool_prop": f.pool_prop, "hifp_pay": f.hifp_pay, "hifmi_pay": f.hifmi_pay,
             "hifob_pay": f.hifob_pay, "maf_pay": f.maf_pay, "fund_pay_sumamt": f.fund_pay_sumamt, "psn_part_amt": f.psn_part_amt,
+            "med_type": f.med_type, "acct_pay": f.acct_pay, "psn_cash_pay": f.psn_cash_pay, "balc": f.balc,
         })
     });
     json!({
@@ -212,6 +221,9 @@ pub fn run_hospital(action: HospitalAction, node: &str, key: &Path, bill: &Path)
         reversed_msgid: b.reversed_msgid,
         sent_at_ms: chrono::Utc::now().timestamp_millis(),
         emergency: b.emergency,
+        med_type: b.med_type,
+        dise_codg: b.dise_codg,
+        acct_used_flag: b.acct_used_flag,
     };
     let env = seal(&key, HOSPITAL_DOMAIN, &b.fixmedins_code, &req);
     block_on(async {

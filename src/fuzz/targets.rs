@@ -156,6 +156,8 @@ impl Harness {
                 retired: true,
                 special_group: None,
                 contribution_years: Default::default(),
+                acct_balance: None,
+                chronic: Vec::new(),
             };
             rt.block_on(home.import_persons(&[person])).map_err(|e| e.to_string())?;
             if target == Target::Export {

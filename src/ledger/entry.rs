@@ -32,6 +32,10 @@ pub enum EntryKind {
     Registration,
     RegistrationChange,
     RegistrationCancel,
+    /// A chronic-disease qualification granted or ended by the home region.
+    ChronicQualification,
+    /// A credit to an employee's personal account (e.g. the monthly allocation).
+    AccountCredit,
     SettlementIntent,
     Settlement,
     Reversal,
@@ -51,11 +55,13 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
-    pub const ALL: [EntryKind; 15] = [
+    pub const ALL: [EntryKind; 17] = [
         EntryKind::PersonImport,
         EntryKind::Registration,
         EntryKind::RegistrationChange,
         EntryKind::RegistrationCancel,
+        EntryKind::ChronicQualification,
+        EntryKind::AccountCredit,
         EntryKind::SettlementIntent,
         EntryKind::Settlement,
         EntryKind::Reversal,
@@ -75,6 +81,8 @@ impl EntryKind {
             EntryKind::Registration => 10,
             EntryKind::RegistrationChange => 11,
             EntryKind::RegistrationCancel => 12,
+            EntryKind::ChronicQualification => 13,
+            EntryKind::AccountCredit => 14,
             EntryKind::SettlementIntent => 20,
             EntryKind::Settlement => 21,
             EntryKind::Reversal => 22,
@@ -99,6 +107,8 @@ impl EntryKind {
             EntryKind::Registration => "registration",
             EntryKind::RegistrationChange => "registration_change",
             EntryKind::RegistrationCancel => "registration_cancel",
+            EntryKind::ChronicQualification => "chronic_qualification",
+            EntryKind::AccountCredit => "account_credit",
             EntryKind::SettlementIntent => "settlement_intent",
             EntryKind::Settlement => "settlement",
             EntryKind::Reversal => "reversal",

@@ -21,6 +21,10 @@
 //! designated = true                   # 定点
 //! cross_region = true                 # open for out-of-region direct settlement
 //!
+//! [[pharmacies]]                      # designated pharmacies (定点药店): level 0, med_type 41 only
+//! code = "P110105001"
+//! public_key = "<64 hex>"
+//!
 //! [[admins]]                          # who may file registrations here
 //! name = "agency"
 //! public_key = "<64 hex>"
@@ -59,7 +63,20 @@ struct RawConfig {
     #[serde(default)]
     hospitals: Vec<RawHospital>,
     #[serde(default)]
+    pharmacies: Vec<RawPharmacy>,
+    #[serde(default)]
     admins: Vec<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPharmacy {
+    code: String,
+    public_key: String,
+    #[serde(default = "yes")]
+    designated: bool,
+    #[serde(default = "yes")]
+    cross_region: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,9 +117,19 @@ pub struct Peer {
     pub public_key: VerifyingKey,
 }
 
+/// What kind of designated institution (定点医药机构) settles at the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstitutionKind {
+    Hospital,
+    /// 定点药店: level 0, purchases (`med_type` 41) only.
+    Pharmacy,
+}
+
+/// A hospital or pharmacy of this region (both settle through the node).
 #[derive(Debug, Clone)]
 pub struct Hospital {
     pub code: String,
+    pub kind: InstitutionKind,
     pub level: HospitalLevel,
     pub public_key: VerifyingKey,
     pub designated: bool,
@@ -149,8 +176,8 @@ impl NodeConfig {
             .as_deref()
             .map(|m| m.parse().map_err(|_| err("metrics_listen", format!("{m:?} is not host:port"))))
             .transpose()?;
-        if raw.peers.len() + raw.hospitals.len() + raw.admins.len() > MAX_CONFIG_ENTRIES {
-            return Err(err("-", format!("more than {MAX_CONFIG_ENTRIES} peers, hospitals and admins")));
+        if raw.peers.len() + raw.hospitals.len() + raw.pharmacies.len() + raw.admins.len() > MAX_CONFIG_ENTRIES {
+            return Err(err("-", format!("more than {MAX_CONFIG_ENTRIES} peers, hospitals, pharmacies and admins")));
         }
         let key = |k: &str, text: &str| crypto::parse_public_key(text).map_err(|e| err(k, e.to_string()));
         let operator_key = raw.operator_key.as_deref().map(|k| key("operator_key", k)).transpose()?;
@@ -179,6 +206,7 @@ impl NodeConfig {
             let public_key = key(&format!("hospitals[{i}].public_key"), &h.public_key)?;
             let hospital = Hospital {
                 code: h.code.clone(),
+                kind: InstitutionKind::Hospital,
                 level,
                 public_key,
                 designated: h.designated,
@@ -186,6 +214,26 @@ impl NodeConfig {
             };
             if hospitals.insert(h.code.clone(), hospital).is_some() {
                 return Err(err(&format!("hospitals[{i}].code"), format!("hospital {} is listed twice", h.code)));
+            }
+        }
+        for (i, p) in raw.pharmacies.iter().enumerate() {
+            if p.code.is_empty() || p.code.len() > crate::api::convert::MAX_CODE_LEN {
+                let max = crate::api::convert::MAX_CODE_LEN;
+                return Err(err(&format!("pharmacies[{i}].code"), format!("must be 1–{max} characters")));
+            }
+            let pharmacy = Hospital {
+                code: p.code.clone(),
+                kind: InstitutionKind::Pharmacy,
+                level: HospitalLevel::TOWNSHIP,
+                public_key: key(&format!("pharmacies[{i}].public_key"), &p.public_key)?,
+                designated: p.designated,
+                cross_region: p.cross_region,
+            };
+            if hospitals.insert(p.code.clone(), pharmacy).is_some() {
+                return Err(err(
+                    &format!("pharmacies[{i}].code"),
+                    format!("{} is listed twice among hospitals and pharmacies", p.code),
+                ));
             }
         }
         let mut admins = BTreeMap::new();
@@ -232,6 +280,12 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/etc/xclear/d"));
         assert!(c.hospitals["H1"].designated && c.hospitals["H1"].cross_region);
         assert_eq!(c.peers.len(), 1);
+        let with_pharmacy = base() + &format!("[[pharmacies]]\ncode = \"P1\"\npublic_key = \"{KEY}\"\n");
+        let c = NodeConfig::parse(&with_pharmacy, "n.toml", Path::new(".")).unwrap();
+        assert_eq!(
+            (c.hospitals["P1"].kind, c.hospitals["P1"].level),
+            (InstitutionKind::Pharmacy, HospitalLevel::TOWNSHIP)
+        );
     }
 
     #[test]
@@ -247,6 +301,7 @@ mod tests {
             (base().replace("listen = \"127.0.0.1:0\"", "listen = \"nowhere\""), "listen"),
             (base() + "colour = 1\n", "hospitals[0].colour"),
             (base().replace("\"110000\"", "\"611000\""), "peers[0].region"),
+            (base() + &format!("[[pharmacies]]\ncode = \"H1\"\npublic_key = \"{KEY}\"\n"), "pharmacies[0].code"),
         ];
         for (text, key) in cases {
             let e = NodeConfig::parse(&text, "n.toml", Path::new(".")).unwrap_err();

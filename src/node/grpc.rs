@@ -19,8 +19,8 @@ use crate::proto::peer_service_server::{PeerService, PeerServiceServer};
 use crate::proto::registration_service_server::{RegistrationService, RegistrationServiceServer};
 use crate::proto::report_service_server::{ReportService, ReportServiceServer};
 use crate::proto::{
-    ClaimAnswers, ClaimBatch, ContributionYearsResponse, HospitalResponse, PersonImportResult, RegistrationList,
-    RegistrationRecord, Signed,
+    ClaimAnswers, ClaimBatch, ContributionYearsResponse, HospitalResponse, PersonImportResult, PersonState,
+    RegistrationList, RegistrationRecord, Signed,
 };
 use crate::region::RegionCode;
 use crate::transport::{status_error as transport_error, Channels};
@@ -97,6 +97,14 @@ impl RegistrationService for Svc {
 
     async fn import_persons(&self, req: Request<Signed>) -> Result<Response<PersonImportResult>, Status> {
         self.0.import_persons_signed(req.into_inner()).await.map(Response::new).map_err(Status::from)
+    }
+
+    async fn qualify(&self, req: Request<Signed>) -> Result<Response<PersonState>, Status> {
+        self.0.qualify(req.into_inner()).await.map(Response::new).map_err(Status::from)
+    }
+
+    async fn credit_account(&self, req: Request<Signed>) -> Result<Response<PersonState>, Status> {
+        self.0.credit_account(req.into_inner()).await.map(Response::new).map_err(Status::from)
     }
 
     async fn query(&self, req: Request<Signed>) -> Result<Response<RegistrationList>, Status> {

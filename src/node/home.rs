@@ -16,14 +16,14 @@ use super::metrics::Stage;
 use super::records::{to_payload, EnvelopeRecord, HomeSettlementEntry, PersonRecord};
 use super::state::person_from_record;
 use super::{ledger_error, Node};
-use crate::api::convert::{claim_totals, date, figures_to_proto, msgid, region, settlement_date};
+use crate::api::convert::{claim_totals, date, dise_codg, figures_to_proto, med_type, msgid, region, settlement_date};
 use crate::api::envelope::{self, CLAIM_DOMAIN, CLAIM_RESULT_DOMAIN};
 use crate::api::NodeError;
 use crate::clearing::Month;
 use crate::ledger::{EntryKind, LedgerError};
 use crate::proto::{hospital_request::Action, Claim, ClaimResult, Signed};
 use crate::region::RegionCode;
-use crate::settlement::{compute_benefit, BenefitInput, CounterDelta, HospitalLevel, Refusal, Settlement};
+use crate::settlement::{compute_benefit, BenefitInput, HospitalLevel, Refusal, Settlement};
 
 use crate::time::month_of;
 
@@ -168,12 +168,14 @@ impl Node {
         let hosp_lv =
             HospitalLevel::new(i64::from(claim.hosp_lv)).ok_or_else(|| NodeError::bad("hosp_lv", "outside 0–3"))?;
         let totals = claim_totals(claim)?;
+        let med_type = med_type("med_type", &claim.med_type)?;
+        let dise_codg = dise_codg("dise_codg", &claim.dise_codg, med_type)?;
         let emergency = claim.emergency;
-        let (person, registration, counters) = self.read_home(|h| {
+        let (person, registration, counters, balance) = self.read_home(|h| {
             let person = h.persons.get(&claim.psn_no).cloned();
             let reg = h.registration_for(&claim.psn_no, treatment, setl_date, emergency);
             let counters = h.counters(&claim.psn_no, setl_date.year());
-            (person, reg, counters)
+            (person, reg, counters, h.balance(&claim.psn_no))
         })?;
         let mut person = person.ok_or_else(|| NodeError::UnknownPerson(claim.psn_no.clone()))?;
         for (region, years) in partner_years {
@@ -192,6 +194,10 @@ impl Node {
                 totals: &totals,
                 counters: &counters,
                 pairs: self.rules.pairs(),
+                med_type,
+                dise_codg: dise_codg.as_deref(),
+                acct_used: claim.acct_used_flag,
+                acct_balance: balance,
             }),
         };
         match computed {
@@ -231,7 +237,7 @@ impl Node {
             setl_id,
             psn_no: claim.psn_no.clone(),
             year,
-            delta: settlement.benefit.delta,
+            delta: settlement.benefit.delta.clone(),
             treatment: treatment.to_string(),
             fixmedins_code: claim.fixmedins_code.clone(),
             reversed_setl_id: None,
@@ -275,14 +281,11 @@ impl Node {
         result.settled = true;
         result.eligible = true;
         result.setl_id = format!("R{}{}", self.region(), &hex::encode(Sha256::digest(key.as_bytes()))[..16]);
-        result.figures = original_result.figures.map(negate_figures);
+        let negated = state.delta.negated();
+        // The account gets back what it paid: the balance after the reversal.
+        let balc = self.read_home(|h| h.balance(&claim.psn_no))? - negated.acct_pay;
+        result.figures = original_result.figures.map(|f| negate_figures(f, balc));
         let result_env = self.sign_result(&result).await?;
-        let negated = CounterDelta {
-            hifp_paid: -state.delta.hifp_paid,
-            ci_base: -state.delta.ci_base,
-            ci_paid: -state.delta.ci_paid,
-            maf_paid: -state.delta.maf_paid,
-        };
         let rec = HomeSettlementEntry {
             claim: EnvelopeRecord::from(env),
             result: EnvelopeRecord::from(&result_env),
@@ -398,32 +401,37 @@ impl Node {
     pub async fn import_persons(&self, records: &[PersonRecord]) -> Result<usize, NodeError> {
         let mut persons = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
-            let p = person_from_record(r).map_err(|m| NodeError::bad(format!("persons[{i}]"), m))?;
+            let (p, balance) = person_from_record(r).map_err(|m| NodeError::bad(format!("persons[{i}]"), m))?;
             if !self.region().covers(p.insuplc_admdvs) {
                 return Err(NodeError::bad(
                     format!("persons[{i}].insuplc_admdvs"),
                     format!("not in this node's region {}", self.region()),
                 ));
             }
-            persons.push(p);
+            persons.push((p, balance));
         }
         let mut added = 0;
-        for (r, p) in records.iter().zip(persons) {
+        for (r, (p, balance)) in records.iter().zip(persons) {
             let payload = to_payload(r);
             let key = super::keys::person(&r.psn_no, &hex::encode(Sha256::digest(&payload)));
+            // The person's lock: a record that sets the balance lands between
+            // settlements, in ledger order, as a replay applies it.
+            let _lock = self.person_lock(&r.psn_no).lock().await;
             let a = self.ledger.append(EntryKind::PersonImport, &key, payload).await.map_err(ledger_error)?;
+            // A record already held was applied when first appended; applying
+            // it again would undo what happened since (a balance spent).
             if !a.existing {
                 added += 1;
+                self.write_home(|h| h.apply_person(p, balance))?;
             }
-            self.write_home(|h| {
-                h.persons.insert(p.psn_no.clone(), p);
-            })?;
         }
         Ok(added)
     }
 }
 
-fn negate_figures(f: crate::proto::SettlementFigures) -> crate::proto::SettlementFigures {
+/// A reversal's figures: every flow negated, the same route and medical
+/// type, and the account balance after the reversal.
+fn negate_figures(f: crate::proto::SettlementFigures, balc: crate::money::Amount) -> crate::proto::SettlementFigures {
     let neg = |s: String| {
         use std::str::FromStr;
         match rust_decimal::Decimal::from_str(&s) {
@@ -446,5 +454,9 @@ fn negate_figures(f: crate::proto::SettlementFigures) -> crate::proto::Settlemen
         maf_pay: neg(f.maf_pay),
         fund_pay_sumamt: neg(f.fund_pay_sumamt),
         psn_part_amt: neg(f.psn_part_amt),
+        med_type: f.med_type,
+        acct_pay: neg(f.acct_pay),
+        psn_cash_pay: neg(f.psn_cash_pay),
+        balc: balc.to_string(),
     }
 }

@@ -48,6 +48,16 @@ pub fn registration(admin: &str, msgid: &str) -> String {
     format!("reg:{admin}:{msgid}")
 }
 
+/// A chronic-disease qualification request of an admin, by its msgid.
+pub fn qualification(admin: &str, msgid: &str) -> String {
+    format!("qual:{admin}:{msgid}")
+}
+
+/// A personal-account credit of an admin, by its msgid.
+pub fn account_credit(admin: &str, msgid: &str) -> String {
+    format!("acct:{admin}:{msgid}")
+}
+
 /// A month's seal.
 pub fn seal(month: Month) -> String {
     format!("{SEAL}{month}")

@@ -4,6 +4,7 @@
 //! are reached through [`PeerTransport`] (gRPC in production, in-process in
 //! tests), and time comes from a [`Clock`].
 
+pub mod accounts;
 pub mod batch_signer;
 pub mod clearing_side;
 pub mod config;

@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use super::records::PersonRecord;
+use super::records::{PersonRecord, QualificationRecord};
 use super::Node;
 use crate::api::envelope::PERSONS_DOMAIN;
 use crate::api::NodeError;
-use crate::proto::{InsuredPerson, PersonImport, PersonImportResult, Signed};
+use crate::proto::{ChronicQualificationRecord, InsuredPerson, PersonImport, PersonImportResult, Signed};
 use crate::rules::SpecialGroup;
 
 /// Most persons in one signed import.
@@ -56,6 +56,8 @@ pub fn person_record(p: InsuredPerson) -> Result<PersonRecord, String> {
         retired: p.retired,
         special_group,
         contribution_years: p.contribution_years.into_iter().collect(),
+        acct_balance: (!p.acct_balance.is_empty()).then_some(p.acct_balance),
+        chronic: p.chronic.into_iter().map(qualification_record).collect(),
     })
 }
 
@@ -68,5 +70,23 @@ pub fn insured_person(r: &PersonRecord) -> InsuredPerson {
         retired: r.retired,
         special_group: r.special_group.map(|g| g.as_str().to_string()).unwrap_or_default(),
         contribution_years: r.contribution_years.clone().into_iter().collect(),
+        acct_balance: r.acct_balance.clone().unwrap_or_default(),
+        chronic: r.chronic.iter().map(qualification_proto).collect(),
+    }
+}
+
+pub fn qualification_record(q: ChronicQualificationRecord) -> QualificationRecord {
+    QualificationRecord {
+        dise_codg: q.dise_codg,
+        begndate: q.begndate,
+        enddate: (!q.enddate.is_empty()).then_some(q.enddate),
+    }
+}
+
+pub fn qualification_proto(q: &QualificationRecord) -> ChronicQualificationRecord {
+    ChronicQualificationRecord {
+        dise_codg: q.dise_codg.clone(),
+        begndate: q.begndate.clone(),
+        enddate: q.enddate.clone().unwrap_or_default(),
     }
 }

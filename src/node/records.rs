@@ -23,6 +23,39 @@ pub struct PersonRecord {
     pub special_group: Option<SpecialGroup>,
     #[serde(default)]
     pub contribution_years: BTreeMap<String, u32>,
+    /// Employees: the account balance the agency's books hold (sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acct_balance: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chronic: Vec<QualificationRecord>,
+}
+
+/// A chronic-disease qualification as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualificationRecord {
+    pub dise_codg: String,
+    pub begndate: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enddate: Option<String>,
+}
+
+/// A qualification granted or ended at run time by an admin's signed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QualificationEntry {
+    pub request: EnvelopeRecord,
+    pub psn_no: String,
+    /// The person's qualification for the disease after the request.
+    pub qualification: QualificationRecord,
+}
+
+/// A credit to an employee's personal account by an admin's signed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountCreditEntry {
+    pub request: EnvelopeRecord,
+    pub psn_no: String,
+    pub amount: crate::money::Amount,
+    pub reason: String,
 }
 
 /// A registration as filed, changed or cancelled (the record after the operation).

@@ -6,11 +6,17 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 
-use super::records::{HomeSettlementEntry, PersonRecord, RegistrationEntry};
+use super::records::{
+    AccountCreditEntry, HomeSettlementEntry, PersonRecord, QualificationEntry, QualificationRecord, RegistrationEntry,
+};
 use crate::ledger::{Entry, EntryKind};
+use crate::money::Amount;
 use crate::region::RegionCode;
 use crate::rules::Insutype;
-use crate::settlement::{CounterDelta, Counters, Person, Registration, RegistrationKind};
+use crate::settlement::{ChronicQualification, CounterDelta, Counters, Person, Registration, RegistrationKind};
+
+/// Most chronic-disease qualifications one person may hold.
+pub const MAX_QUALIFICATIONS: usize = crate::calc::MAX_QUALIFICATIONS;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegState {
@@ -45,10 +51,13 @@ pub struct HomeState {
     pub settlements: BTreeMap<String, SettlementState>,
     /// setl_id -> ledger key of the committed settlement.
     pub settlement_keys: BTreeMap<String, String>,
+    /// Employees' personal-account balances.
+    pub balances: BTreeMap<String, Amount>,
 }
 
-/// Converts a person record, validating it.
-pub fn person_from_record(r: &PersonRecord) -> Result<Person, String> {
+/// Converts a person record, validating it: the person, and the account
+/// balance it sets (if it states one).
+pub fn person_from_record(r: &PersonRecord) -> Result<(Person, Option<Amount>), String> {
     use crate::api::convert::MAX_CODE_LEN;
     if r.psn_no.is_empty() || r.psn_no.len() > MAX_CODE_LEN {
         return Err(format!("psn_no must be 1–{MAX_CODE_LEN} characters"));
@@ -64,14 +73,50 @@ pub fn person_from_record(r: &PersonRecord) -> Result<Person, String> {
         }
         contribution_years.insert(c, *years);
     }
-    Ok(Person {
+    let acct_balance = match &r.acct_balance {
+        None => None,
+        Some(_) if insutype != Insutype::Employee => {
+            return Err("acct_balance: only employees (310) have personal accounts".to_string())
+        }
+        Some(b) => Some(Amount::parse_non_negative(b).map_err(|e| format!("acct_balance: {e}"))?),
+    };
+    if r.chronic.len() > MAX_QUALIFICATIONS {
+        return Err(format!("chronic: {} qualifications, over the limit of {MAX_QUALIFICATIONS}", r.chronic.len()));
+    }
+    let mut chronic: Vec<ChronicQualification> = Vec::with_capacity(r.chronic.len());
+    for (i, q) in r.chronic.iter().enumerate() {
+        let q = qualification_from_record(q).map_err(|m| format!("chronic[{i}].{m}"))?;
+        if chronic.iter().any(|c| c.dise_codg == q.dise_codg) {
+            return Err(format!("chronic[{i}].dise_codg: {} is listed twice", q.dise_codg));
+        }
+        chronic.push(q);
+    }
+    let person = Person {
         psn_no: r.psn_no.clone(),
         insuplc_admdvs,
         insutype,
         retired: r.retired,
         special_group: r.special_group,
         contribution_years,
-    })
+        chronic,
+    };
+    Ok((person, acct_balance))
+}
+
+/// Converts a qualification record; an error starts with the field's name.
+pub fn qualification_from_record(q: &QualificationRecord) -> Result<ChronicQualification, String> {
+    if !crate::rules::toml_format::is_dise_codg(&q.dise_codg) {
+        return Err(format!("dise_codg: {:?} is not a disease code (1–20 letters and digits)", q.dise_codg));
+    }
+    let date = |field: &str, s: &str| {
+        crate::api::convert::date(field, s).map_err(|_| format!("{field}: {s:?} is not a date (YYYY-MM-DD)"))
+    };
+    let begndate = date("begndate", &q.begndate)?;
+    let enddate = q.enddate.as_deref().map(|e| date("enddate", e)).transpose()?;
+    if enddate.is_some_and(|e| e < begndate) {
+        return Err(format!("enddate: before begndate {begndate}"));
+    }
+    Ok(ChronicQualification { dise_codg: q.dise_codg.clone(), begndate, enddate })
 }
 
 pub fn registration_from_entry(e: &RegistrationEntry) -> Option<Registration> {
@@ -95,9 +140,21 @@ impl HomeState {
         match entry.body.kind {
             EntryKind::PersonImport => {
                 if let Ok(r) = serde_json::from_slice::<PersonRecord>(payload) {
-                    if let Ok(p) = person_from_record(&r) {
-                        self.persons.insert(p.psn_no.clone(), p);
+                    if let Ok((p, balance)) = person_from_record(&r) {
+                        self.apply_person(p, balance);
                     }
+                }
+            }
+            EntryKind::ChronicQualification => {
+                if let Ok(q) = serde_json::from_slice::<QualificationEntry>(payload) {
+                    if let Ok(qualification) = qualification_from_record(&q.qualification) {
+                        self.apply_qualification(&q.psn_no, qualification);
+                    }
+                }
+            }
+            EntryKind::AccountCredit => {
+                if let Ok(c) = serde_json::from_slice::<AccountCreditEntry>(payload) {
+                    self.apply_credit(&c.psn_no, c.amount);
                 }
             }
             EntryKind::Registration | EntryKind::RegistrationChange | EntryKind::RegistrationCancel => {
@@ -115,6 +172,32 @@ impl HomeState {
         }
     }
 
+    /// A person record: replaces the person (qualifications included) and
+    /// sets the balance when the record states one.
+    pub fn apply_person(&mut self, p: Person, balance: Option<Amount>) {
+        if let Some(b) = balance {
+            self.balances.insert(p.psn_no.clone(), b);
+        }
+        self.persons.insert(p.psn_no.clone(), p);
+    }
+
+    /// A disease's qualification replaces the one held for that disease.
+    pub fn apply_qualification(&mut self, psn_no: &str, q: ChronicQualification) {
+        if let Some(p) = self.persons.get_mut(psn_no) {
+            p.chronic.retain(|c| c.dise_codg != q.dise_codg);
+            p.chronic.push(q);
+        }
+    }
+
+    pub fn apply_credit(&mut self, psn_no: &str, amount: Amount) {
+        let b = self.balances.entry(psn_no.to_string()).or_insert(Amount::ZERO);
+        *b = *b + amount;
+    }
+
+    pub fn balance(&self, psn_no: &str) -> Amount {
+        self.balances.get(psn_no).copied().unwrap_or(Amount::ZERO)
+    }
+
     pub fn apply_registration(&mut self, r: &RegistrationEntry) {
         let Some(registration) = registration_from_entry(r) else { return };
         let ids = self.by_person.entry(r.psn_no.clone()).or_default();
@@ -130,6 +213,10 @@ impl HomeState {
     pub fn apply_settlement(&mut self, s: &HomeSettlementEntry) {
         let counters = self.counters.entry((s.psn_no.clone(), s.year)).or_default();
         *counters = counters.plus(&s.delta);
+        if s.delta.acct_pay != Amount::ZERO {
+            let b = self.balances.entry(s.psn_no.clone()).or_insert(Amount::ZERO);
+            *b = *b - s.delta.acct_pay;
+        }
         match &s.reversed_setl_id {
             Some(original) => {
                 if let Some(o) = self.settlements.get_mut(original) {
@@ -142,7 +229,7 @@ impl HomeState {
                     SettlementState {
                         psn_no: s.psn_no.clone(),
                         year: s.year,
-                        delta: s.delta,
+                        delta: s.delta.clone(),
                         treatment: s.treatment.clone(),
                         fixmedins_code: s.fixmedins_code.clone(),
                         reversed: false,
@@ -153,7 +240,7 @@ impl HomeState {
     }
 
     pub fn counters(&self, psn_no: &str, year: i32) -> Counters {
-        self.counters.get(&(psn_no.to_string(), year)).copied().unwrap_or_default()
+        self.counters.get(&(psn_no.to_string(), year)).cloned().unwrap_or_default()
     }
 
     /// The registration that governs care in `treatment` on `date`: one in

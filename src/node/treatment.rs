@@ -10,13 +10,15 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use super::clearing_side::{line_from, Side};
+use super::config::InstitutionKind;
 use super::metrics::Stage;
 use super::records::{to_payload, EndedEntry, EnvelopeRecord, IntentEntry, OutcomeEntry};
 use super::{ledger_error, Node, TransportError};
-use crate::api::convert::{items, msgid, region, set_claim_totals, settlement_date};
+use crate::api::convert::{dise_codg, items, med_type, msgid, region, set_claim_totals, settlement_date};
 use crate::api::envelope::{self, CLAIM_DOMAIN, CLAIM_RESULT_DOMAIN, HOSPITAL_DOMAIN};
 use crate::api::NodeError;
 use crate::ledger::{EntryKind, LedgerError};
+use crate::med_type::MedType;
 use crate::proto::{hospital_request::Action, Claim, ClaimResult, HospitalRequest, HospitalResponse, Signed};
 use crate::region::{route, RegionCode, Route};
 use crate::settlement::classify;
@@ -26,6 +28,27 @@ const CLAIM_ATTEMPTS: u32 = 3;
 pub(super) const CLAIM_BACKOFF: Duration = Duration::from_millis(100);
 
 use super::keys::{intent as intent_key, outcome as outcome_key};
+
+/// A request's medical type and disease, as the institution may send them:
+/// a pharmacy only purchases (41), a hospital never does; 14 names its disease.
+fn check_med_type(req: &HospitalRequest, kind: InstitutionKind) -> Result<(), NodeError> {
+    if Action::try_from(req.action) == Ok(Action::Reverse) {
+        return Ok(()); // a reversal is of the settlement it names, whatever its type
+    }
+    let t = med_type("med_type", &req.med_type)?;
+    dise_codg("dise_codg", &req.dise_codg, t)?;
+    match (kind, t == MedType::Pharmacy) {
+        (InstitutionKind::Pharmacy, true) | (InstitutionKind::Hospital, false) => Ok(()),
+        (InstitutionKind::Pharmacy, false) => Err(NodeError::bad(
+            "med_type",
+            format!("{} is a pharmacy: it settles purchases (41) only, not {t}", req.fixmedins_code),
+        )),
+        (InstitutionKind::Hospital, true) => Err(NodeError::bad(
+            "med_type",
+            format!("41 is a purchase at a designated pharmacy; {} is a hospital", req.fixmedins_code),
+        )),
+    }
+}
 
 impl Node {
     /// Handles a hospital's signed request.
@@ -48,6 +71,7 @@ impl Node {
         }
         let _slot = self.enter_hospital(&hospital.code)?;
         msgid("msgid", &req.msgid)?;
+        check_med_type(&req, hospital.kind)?;
         let home = region("insuplc_admdvs", &req.insuplc_admdvs)?;
         let care = route(home, self.region(), self.rules.pairs());
         if care == Route::Local {
@@ -104,6 +128,9 @@ impl Node {
             hospital_request: Some(env.clone()),
             emergency: req.emergency,
             month_floor: self.month_floor().map(|m| m.to_string()).unwrap_or_default(),
+            med_type: med_type("med_type", &req.med_type)?.code().to_string(),
+            dise_codg: req.dise_codg.clone(),
+            acct_used_flag: req.acct_used_flag,
             ..Claim::default()
         };
         if action != Action::Reverse {

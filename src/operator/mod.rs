@@ -338,6 +338,8 @@ impl Operator {
                         },
                         month,
                         amounts: t.amounts,
+                        // Many types: `amounts.by_type` holds the split.
+                        med_type: crate::med_type::MedType::DEFAULT,
                         count: t.count,
                     };
                     input.treatment_lines.push(aggregate.clone());
@@ -354,7 +356,7 @@ impl Operator {
             }
             if let Some(h) = h {
                 *input.usage.entry(*home).or_default() =
-                    input.usage.get(home).copied().unwrap_or_default() + h.amounts.fund_pay_sumamt;
+                    input.usage.get(home).copied().unwrap_or_default() + h.amounts.owed();
             }
         }
         Ok(())
@@ -669,8 +671,9 @@ impl Operator {
         for region in self.nodes.keys() {
             let r = self.report(*region, month, false).await?;
             for p in r.pairs.iter().filter(|p| !p.as_treatment) {
-                *usage.entry(*region).or_default() = usage.get(region).copied().unwrap_or_default()
-                    + signed_amount("fund_pay_sumamt", &p.fund_pay_sumamt)?;
+                let (_, _, summary) = crate::api::convert::pair_report_from_proto(p)?;
+                *usage.entry(*region).or_default() =
+                    usage.get(region).copied().unwrap_or_default() + summary.amounts.owed();
             }
         }
         let ratio = crate::money::Ratio::from_percent(warning_pct.into()).unwrap_or(crate::money::Ratio::ONE);

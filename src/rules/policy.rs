@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
+use crate::med_type::MedType;
 use crate::money::{Amount, Ratio};
 use crate::region::RegionCode;
 
@@ -164,6 +165,32 @@ pub struct Assistance {
     pub cross_province: CrossProvinceAssistance,
 }
 
+/// Outpatient pooling (门诊统筹, §6.1), counted per calendar year.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutpatientPolicy {
+    /// Per year, not per visit.
+    pub annual_deductible: Amount,
+    /// By hospital level 0–3; a pooled pharmacy purchase uses level 0.
+    pub ratio: [Ratio; 4],
+    pub annual_cap: Amount,
+    /// Whether purchases at designated pharmacies (`med_type` 41) are pooled.
+    pub pharmacy_pooled: bool,
+}
+
+/// One chronic or special outpatient disease (门诊慢特病, §6.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChronicDisease {
+    pub name: String,
+    pub ratio: Ratio,
+    pub annual_cap: Amount,
+}
+
+/// Personal-account payment across regions (§6.3): for which medical types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRule {
+    pub med_types: Vec<MedType>,
+}
+
 /// A benefit policy of one home region and insurance type, from its
 /// effective date until the next version's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,11 +213,21 @@ pub struct BenefitPolicy {
     pub reductions: Reductions,
     /// Days a long-term registration must be held before it may be changed or cancelled.
     pub registration_min_holding_days: u32,
+    pub outpatient: OutpatientPolicy,
+    /// By `dise_codg`.
+    pub chronic: BTreeMap<String, ChronicDisease>,
+    /// `None`: the account does not pay for care outside the region.
+    pub account: Option<AccountRule>,
     /// The rules file this came from, for messages.
     pub source: String,
 }
 
 impl BenefitPolicy {
+    /// Whether the personal account may pay for this medical type across regions.
+    pub fn account_pays(&self, med_type: MedType) -> bool {
+        self.account.as_ref().is_some_and(|a| a.med_types.contains(&med_type))
+    }
+
     /// The highest basic ratio this policy can produce before any reduction.
     pub fn max_ratio(&self) -> Ratio {
         let special = self.special_basic.as_ref().map_or(Decimal::ZERO, |s| s.bonus_pp);

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use super::catalogue::{Catalogue, CatalogueItem, CatalogueScope, ItemClass};
 use super::error::Checker;
 use super::policy::*;
+use crate::med_type::MedType;
 use crate::money::{Amount, Ratio};
 use crate::region::{CorpsLocalPair, RegionCode};
 
@@ -69,6 +70,37 @@ pub struct PolicyFile {
     pub reductions: ReductionsSection,
     #[serde(default)]
     pub registration: Option<RegistrationSection>,
+    pub outpatient: OutpatientSection,
+    #[serde(default)]
+    pub chronic: Vec<ChronicEntry>,
+    #[serde(default)]
+    pub account: Option<AccountSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutpatientSection {
+    pub annual_deductible: Num,
+    pub ratio_pct: Vec<Num>,
+    pub annual_cap: Num,
+    #[serde(default)]
+    pub pharmacy_pooled: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChronicEntry {
+    pub dise_codg: String,
+    pub name: String,
+    pub ratio_pct: Num,
+    pub annual_cap: Num,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSection {
+    /// The medical types the personal account may pay for across regions.
+    pub med_types: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,6 +300,12 @@ impl PolicyFile {
         let critical_illness = self.critical_illness.convert(c);
         let assistance = self.assistance.convert(c);
         let reductions = self.reductions.convert(c);
+        let outpatient = self.outpatient.convert(c);
+        let chronic = convert_chronic(c, self.chronic);
+        let account = match self.account {
+            Some(a) => a.convert(c).map(Some),
+            None => Some(None),
+        };
         let policy = BenefitPolicy {
             region: region?,
             name: self.name,
@@ -283,6 +321,9 @@ impl PolicyFile {
             assistance: assistance?,
             reductions: reductions?,
             registration_min_holding_days: self.registration.map_or(0, |r| r.min_holding_days),
+            outpatient: outpatient?,
+            chronic: chronic?,
+            account: account?,
             source: c.file.to_string(),
         };
         check_reduction_ceilings(c, &policy);
@@ -442,6 +483,79 @@ impl AssistanceSection {
         }
         let ratios = ok.then_some(ratios);
         Some(Assistance { ratios: ratios?, annual_limit: annual_limit?, cross_province: cross_province? })
+    }
+}
+
+impl OutpatientSection {
+    fn convert(self, c: &mut Checker) -> Option<OutpatientPolicy> {
+        let annual_deductible = amount(c, "outpatient.annual_deductible", self.annual_deductible);
+        let ratio = per_level(c, "outpatient.ratio_pct", &self.ratio_pct, percent);
+        let annual_cap = amount(c, "outpatient.annual_cap", self.annual_cap);
+        Some(OutpatientPolicy {
+            annual_deductible: annual_deductible?,
+            ratio: ratio?,
+            annual_cap: annual_cap?,
+            pharmacy_pooled: self.pharmacy_pooled,
+        })
+    }
+}
+
+/// Longest disease code accepted (the national list's codes are six characters).
+pub const MAX_DISE_CODG_LEN: usize = 20;
+
+/// Whether a text is a well-formed disease code: 1–20 ASCII letters and digits.
+pub fn is_dise_codg(text: &str) -> bool {
+    !text.is_empty() && text.len() <= MAX_DISE_CODG_LEN && text.chars().all(|ch| ch.is_ascii_alphanumeric())
+}
+
+/// Each disease once, with a well-formed code, a ratio within 0–100% and a
+/// non-negative cap.
+fn convert_chronic(c: &mut Checker, entries: Vec<ChronicEntry>) -> Option<BTreeMap<String, ChronicDisease>> {
+    let mut diseases = BTreeMap::new();
+    let mut ok = true;
+    for (i, e) in entries.into_iter().enumerate() {
+        let key = format!("chronic[{i}]");
+        if !is_dise_codg(&e.dise_codg) {
+            c.fail(
+                format!("{key}.dise_codg"),
+                format!("{:?} is not a disease code (1–{MAX_DISE_CODG_LEN} letters and digits)", e.dise_codg),
+            );
+            ok = false;
+        } else if diseases.contains_key(&e.dise_codg) {
+            c.fail(format!("{key}.dise_codg"), format!("disease {} is listed twice", e.dise_codg));
+            ok = false;
+        }
+        let ratio = percent(c, &format!("{key}.ratio_pct"), e.ratio_pct);
+        let annual_cap = amount(c, &format!("{key}.annual_cap"), e.annual_cap);
+        match (ratio, annual_cap) {
+            (Some(ratio), Some(annual_cap)) if ok => {
+                diseases.insert(e.dise_codg, ChronicDisease { name: e.name, ratio, annual_cap });
+            }
+            _ => ok = false,
+        }
+    }
+    ok.then_some(diseases)
+}
+
+impl AccountSection {
+    fn convert(self, c: &mut Checker) -> Option<AccountRule> {
+        let mut med_types = Vec::with_capacity(self.med_types.len());
+        let mut ok = true;
+        for (i, code) in self.med_types.iter().enumerate() {
+            let key = format!("account.med_types[{i}]");
+            match MedType::parse(code) {
+                Some(t) if med_types.contains(&t) => {
+                    c.fail(key, format!("med_type {code} is listed twice"));
+                    ok = false;
+                }
+                Some(t) => med_types.push(t),
+                None => {
+                    c.fail(key, format!("{code:?} is not a med_type ({})", MedType::codes()));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(AccountRule { med_types })
     }
 }
 

@@ -14,9 +14,10 @@ use chrono::NaiveDate;
 pub use benefit::{compute_benefit, Benefit, BenefitInput};
 pub use bill::{classify, BillItem, BillTotals, ItemSplit};
 pub use counters::{CounterDelta, Counters};
-pub use person::{HospitalLevel, Person, Registration, RegistrationKind};
+pub use person::{ChronicQualification, HospitalLevel, Person, Registration, RegistrationKind};
 pub use refusal::Refusal;
 
+pub use crate::med_type::{MedCategory, MedType};
 use crate::money::{Amount, Ratio};
 use crate::region::{RegionCode, Route};
 use crate::rules::{PolicyLookupError, RuleBook};
@@ -28,6 +29,11 @@ pub struct Encounter {
     pub hosp_lv: HospitalLevel,
     pub setl_date: NaiveDate,
     pub items: Vec<BillItem>,
+    pub med_type: MedType,
+    /// The chronic disease treated (`med_type` 14).
+    pub dise_codg: Option<String>,
+    /// The personal account should pay what it may (`acct_used_flag`).
+    pub acct_used: bool,
 }
 
 /// A complete settlement: the bill's split and the benefit.
@@ -48,13 +54,14 @@ pub enum SettleError {
 }
 
 /// Settles one encounter with both sides' rules (nothing is committed: the
-/// caller decides what to do with the counters).
+/// caller decides what to do with the counters and the account balance).
 pub fn settle(
     rules: &RuleBook,
     person: &Person,
     registration: Option<&Registration>,
     encounter: &Encounter,
     counters: &Counters,
+    acct_balance: Amount,
 ) -> Result<Settlement, SettleError> {
     let catalogue = rules
         .catalogue_for(encounter.mdtrtarea_admvs, encounter.setl_date)
@@ -75,6 +82,10 @@ pub fn settle(
         totals: &totals,
         counters,
         pairs: rules.pairs(),
+        med_type: encounter.med_type,
+        dise_codg: encounter.dise_codg.as_deref(),
+        acct_used: encounter.acct_used,
+        acct_balance,
     };
     let benefit = compute_benefit(&input).map_err(SettleError::Refused)?;
     Ok(Settlement { totals, benefit })
@@ -85,6 +96,7 @@ pub fn settle(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Figures {
     pub route: Route,
+    pub med_type: MedType,
     pub medfee_sumamt: Amount,
     pub fulamt_ownpay_amt: Amount,
     pub overlmt_selfpay: Amount,
@@ -98,6 +110,10 @@ pub struct Figures {
     pub maf_pay: Amount,
     pub fund_pay_sumamt: Amount,
     pub psn_part_amt: Amount,
+    pub acct_pay: Amount,
+    pub psn_cash_pay: Amount,
+    /// The account balance after the settlement (a stock, not a flow).
+    pub balc: Amount,
 }
 
 impl Settlement {
@@ -105,6 +121,7 @@ impl Settlement {
         let (t, b) = (&self.totals, &self.benefit);
         Figures {
             route: b.route,
+            med_type: b.med_type,
             medfee_sumamt: t.medfee_sumamt,
             fulamt_ownpay_amt: t.fulamt_ownpay_amt,
             overlmt_selfpay: t.overlmt_selfpay,
@@ -118,15 +135,20 @@ impl Settlement {
             maf_pay: b.maf_pay,
             fund_pay_sumamt: b.fund_pay_sumamt,
             psn_part_amt: b.psn_part_amt,
+            acct_pay: b.acct_pay,
+            psn_cash_pay: b.psn_cash_pay,
+            balc: b.balc,
         }
     }
 }
 
 impl Figures {
-    /// The exact negation, as a reversal (冲正) reports it.
+    /// The exact negation of every flow, as a reversal (冲正) reports it;
+    /// `balc`, a balance, is the caller's to set.
     pub fn negated(&self) -> Figures {
         Figures {
             route: self.route,
+            med_type: self.med_type,
             medfee_sumamt: -self.medfee_sumamt,
             fulamt_ownpay_amt: -self.fulamt_ownpay_amt,
             overlmt_selfpay: -self.overlmt_selfpay,
@@ -140,11 +162,14 @@ impl Figures {
             maf_pay: -self.maf_pay,
             fund_pay_sumamt: -self.fund_pay_sumamt,
             psn_part_amt: -self.psn_part_amt,
+            acct_pay: -self.acct_pay,
+            psn_cash_pay: -self.psn_cash_pay,
+            balc: self.balc,
         }
     }
 
-    /// Every amount component, for invariant checks.
-    pub fn amounts(&self) -> [Amount; 12] {
+    /// Every flow, for invariant checks.
+    pub fn amounts(&self) -> [Amount; 14] {
         [
             self.medfee_sumamt,
             self.fulamt_ownpay_amt,
@@ -158,6 +183,8 @@ impl Figures {
             self.maf_pay,
             self.fund_pay_sumamt,
             self.psn_part_amt,
+            self.acct_pay,
+            self.psn_cash_pay,
         ]
     }
 }

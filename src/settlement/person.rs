@@ -17,6 +17,8 @@ pub struct Person {
     pub special_group: Option<SpecialGroup>,
     /// Contribution years by the region where they were paid.
     pub contribution_years: BTreeMap<RegionCode, u32>,
+    /// Chronic-disease qualifications (慢特病资格认定) the home region granted.
+    pub chronic: Vec<ChronicQualification>,
 }
 
 impl Person {
@@ -106,6 +108,26 @@ impl Registration {
     pub fn in_force_on(&self, date: NaiveDate) -> bool {
         self.begndate.is_some_and(|b| b <= date) && self.enddate.is_none_or(|e| date <= e)
     }
+
+    /// In force on `date` for care in `treatment`.
+    pub fn governs(&self, treatment: RegionCode, date: NaiveDate) -> bool {
+        self.covers_area(treatment) && self.in_force_on(date)
+    }
+}
+
+/// A chronic-disease qualification (慢特病资格认定) the home region granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChronicQualification {
+    pub dise_codg: String,
+    pub begndate: NaiveDate,
+    /// `None`: open-ended.
+    pub enddate: Option<NaiveDate>,
+}
+
+impl ChronicQualification {
+    pub fn in_force_on(&self, date: NaiveDate) -> bool {
+        self.begndate <= date && self.enddate.is_none_or(|e| date <= e)
+    }
 }
 
 /// Hospital level 0 (township health centre) to 3.
@@ -113,6 +135,9 @@ impl Registration {
 pub struct HospitalLevel(u8);
 
 impl HospitalLevel {
+    /// Level 0: township health centres, and pharmacies.
+    pub const TOWNSHIP: HospitalLevel = HospitalLevel(0);
+
     pub fn new(level: i64) -> Option<HospitalLevel> {
         u8::try_from(level).ok().filter(|l| *l <= 3).map(HospitalLevel)
     }

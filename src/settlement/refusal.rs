@@ -13,6 +13,10 @@ pub enum Refusal {
     PolicyNotInForce,
     #[error("no catalogue is in force for the treatment region on the settlement date")]
     CatalogueNotInForce,
+    #[error(
+        "the person holds no qualification in force for this chronic disease, or the home policy does not list it"
+    )]
+    ChronicNotQualified,
 }
 
 impl Refusal {
@@ -24,6 +28,7 @@ impl Refusal {
             Refusal::RegistrationNotInForce => "registration_not_in_force",
             Refusal::PolicyNotInForce => "policy_not_in_force",
             Refusal::CatalogueNotInForce => "catalogue_not_in_force",
+            Refusal::ChronicNotQualified => "chronic_not_qualified",
         }
     }
 }

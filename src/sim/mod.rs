@@ -286,6 +286,8 @@ impl Sim {
                     retired: i % 4 == 3,
                     special_group: None,
                     contribution_years: [(r.to_string(), 5 + i as u32)].into_iter().collect(),
+                    acct_balance: None,
+                    chronic: Vec::new(),
                 })
                 .collect();
             self.world.node(home)?.import_persons(&records).await.map_err(|e| e.to_string())?;

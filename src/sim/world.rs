@@ -70,6 +70,7 @@ fn config(dir: &Path, region: &str, rules_dir: &Path) -> NodeConfig {
             let level = HospitalLevel::new(3).unwrap_or_else(|| panic!("hospital level"));
             let hospital = Hospital {
                 code: h.to_string(),
+                kind: crate::node::config::InstitutionKind::Hospital,
                 level,
                 public_key: key(h).verifying_key(),
                 designated: true,

@@ -37,7 +37,14 @@ fn line(i: usize, home: usize, treatment: usize, cents: i64) -> Line {
         treatment: t,
         channel: if corps_local(h, t) { Channel::CorpsLocal } else { Channel::National },
         month: march(),
-        amounts: Amounts { medfee_sumamt: fund, hifp_pay: fund, fund_pay_sumamt: fund, ..Amounts::default() },
+        amounts: Amounts {
+            medfee_sumamt: fund,
+            hifp_pay: fund,
+            fund_pay_sumamt: fund,
+            by_type: xclear::clearing::TypeSplit::of(xclear::med_type::MedCategory::Inpatient, fund),
+            ..Amounts::default()
+        },
+        med_type: xclear::med_type::MedType::DEFAULT,
         count: 1,
     }
 }

@@ -72,6 +72,8 @@ async fn a_month_of_traffic_closes_to_zero_and_matches_the_hospitals_receipts() 
                 retired: false,
                 special_group: None,
                 contribution_years: BTreeMap::new(),
+                acct_balance: None,
+                chronic: Vec::new(),
             })
             .collect();
         nodes[r].import_persons(&recs).await.expect("import");

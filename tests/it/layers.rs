@@ -10,8 +10,8 @@ use std::path::Path;
 /// The layer of each top-level module of the library.
 fn layer(module: &str) -> Option<u8> {
     Some(match module {
-        "money" | "region" | "rules" | "settlement" | "clearing" | "ledger" | "storage" | "clock" | "crypto"
-        | "time" | "proto" | "calc" | "memory" => 0,
+        "money" | "med_type" | "region" | "rules" | "settlement" | "clearing" | "ledger" | "storage" | "clock"
+        | "crypto" | "time" | "proto" | "calc" | "memory" => 0,
         "api" | "transport" => 1,
         "node" | "operator" => 2,
         "federation" | "demo" | "sim" | "fuzz" => 3,

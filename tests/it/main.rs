@@ -19,6 +19,7 @@ mod node_grpc;
 mod node_inprocess;
 mod node_process;
 mod operator;
+mod outpatient;
 mod rules_validation;
 mod settlement_properties;
 mod settlement_rules;

@@ -61,6 +61,7 @@ async fn start() -> Running {
                 "H1".to_string(),
                 Hospital {
                     code: "H1".into(),
+                    kind: xclear::node::config::InstitutionKind::Hospital,
                     level: HospitalLevel::new(3).expect("lv"),
                     public_key: key(21).verifying_key(),
                     designated: true,
@@ -331,6 +332,8 @@ async fn insured_and_registered(run: &Running) {
         retired: false,
         special_group: None,
         contribution_years: BTreeMap::new(),
+        acct_balance: None,
+        chronic: Vec::new(),
     };
     run.home.import_persons(&[person]).await.expect("import");
     let mut reg = RegistrationServiceClient::connect(run.urls["611000"].clone()).await.expect("connect");
@@ -524,6 +527,8 @@ async fn an_admin_loads_persons_into_a_running_node() {
         retired: false,
         special_group: None,
         contribution_years: BTreeMap::new(),
+        acct_balance: None,
+        chronic: Vec::new(),
     };
     let batch = |records: &[PersonRecord]| PersonImport { persons: records.iter().map(insured_person).collect() };
     let registration = crate::node_inprocess::registration("r2", "P0002", "long_term_resident", "110000");

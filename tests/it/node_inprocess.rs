@@ -68,6 +68,7 @@ pub(crate) fn config(region: &'static str, dir: &std::path::Path) -> NodeConfig 
     let mut hospitals = BTreeMap::new();
     let h = |c: &str, lv: i64, cross: bool| Hospital {
         code: c.into(),
+        kind: xclear::node::config::InstitutionKind::Hospital,
         level: HospitalLevel::new(lv).expect("level"),
         public_key: hospital_key(c).verifying_key(),
         designated: true,
@@ -145,6 +146,8 @@ pub(crate) fn person(psn: &str, region: &str, insutype: &str) -> PersonRecord {
         retired: false,
         special_group: None,
         contribution_years: BTreeMap::new(),
+        acct_balance: None,
+        chronic: Vec::new(),
     }
 }
 

@@ -68,6 +68,8 @@ async fn world() -> World {
             retired: false,
             special_group: None,
             contribution_years: BTreeMap::new(),
+            acct_balance: None,
+            chronic: Vec::new(),
         };
         nodes[r].import_persons(&[rec]).await.expect("import");
     }
@@ -533,7 +535,10 @@ fn a_full_page_of_the_longest_lines_fits_on_the_operator_s_ledger() {
             hifob_pay: most,
             maf_pay: most,
             fund_pay_sumamt: most,
+            acct_pay: most,
+            by_type: xclear::clearing::TypeSplit { outpatient: most, chronic: most, pharmacy: most, inpatient: most },
         },
+        med_type: xclear::med_type::MedType::DEFAULT,
         count: 1,
     };
     let page = LineList {

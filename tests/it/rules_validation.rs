@@ -213,3 +213,53 @@ fn cli_reports_file_key_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("611000-390-2026.toml: basic.ratio_pct[2]: ratio 175% is outside 0–100%"), "{err}");
 }
+
+#[test]
+fn outpatient_ratio_outside_range() {
+    let d = rules_with(SHANGLUO, "ratio_pct = [60, 55, 50, 50]", "ratio_pct = [60, 55, 150, 50]");
+    assert_issue(&d, SHANGLUO, "outpatient.ratio_pct[2]", "outside 0–100%");
+}
+
+#[test]
+fn negative_outpatient_cap() {
+    let d = rules_with(SHANGLUO, "annual_cap = \"800.00\"", "annual_cap = \"-800.00\"");
+    assert_issue(&d, SHANGLUO, "outpatient.annual_cap", "negative");
+}
+
+#[test]
+fn chronic_ratio_outside_range() {
+    let d =
+        rules_with(SHANGLUO, "ratio_pct = 85\nannual_cap = \"80000.00\"", "ratio_pct = 185\nannual_cap = \"80000.00\"");
+    assert_issue(&d, SHANGLUO, "chronic[3].ratio_pct", "outside 0–100%");
+}
+
+#[test]
+fn negative_chronic_cap() {
+    let d = rules_with(SHANGLUO, "annual_cap = \"3000.00\"", "annual_cap = \"-3000.00\"");
+    assert_issue(&d, SHANGLUO, "chronic[0].annual_cap", "negative");
+}
+
+#[test]
+fn disease_listed_twice() {
+    let d = rules_with(SHANGLUO, "dise_codg = \"M01600\"", "dise_codg = \"M03900\"");
+    assert_issue(&d, SHANGLUO, "chronic[1].dise_codg", "listed twice");
+}
+
+#[test]
+fn malformed_disease_code() {
+    let d = rules_with(SHANGLUO, "dise_codg = \"M01600\"", "dise_codg = \"M01-600\"");
+    assert_issue(&d, SHANGLUO, "chronic[1].dise_codg", "not a disease code");
+}
+
+#[test]
+fn unknown_med_type_in_the_account_rule() {
+    let d = rules_with(FOSHAN, "med_types = [\"11\", \"13\"", "med_types = [\"11\", \"12\"");
+    assert_issue(&d, FOSHAN, "account.med_types[1]", "not a med_type");
+}
+
+#[test]
+fn policy_without_outpatient_section() {
+    let d = rules_with(SHANGLUO, "[outpatient]", "[outpatient_pooling]");
+    let found = issues(d.path());
+    assert!(found.iter().any(|i| i.file.ends_with(SHANGLUO) && i.reason.contains("outpatient")), "{found:#?}");
+}

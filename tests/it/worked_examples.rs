@@ -89,7 +89,8 @@ fn example_a_long_term_resident() {
     assert_eq!(out["pool_prop"], "0.70");
     assert_eq!(
         out["counters_after"],
-        json!({"hifp_paid": "31500.00", "ci_base": "14000.00", "ci_paid": "2400.00", "maf_paid": "0.00"})
+        json!({"hifp_paid": "31500.00", "ci_base": "14000.00", "ci_paid": "2400.00", "maf_paid": "0.00",
+               "op_dedc_used": "0.00", "op_paid": "0.00", "chronic_paid": {}})
     );
 }
 
@@ -115,7 +116,8 @@ fn example_d_large_bill() {
     let out = both(case_d(), ("130000.00", "117000.00", "0.00", "247000.00", "53000.00"));
     assert_eq!(
         out["counters_after"],
-        json!({"hifp_paid": "130000.00", "ci_base": "170000.00", "ci_paid": "117000.00", "maf_paid": "0.00"})
+        json!({"hifp_paid": "130000.00", "ci_base": "170000.00", "ci_paid": "117000.00", "maf_paid": "0.00",
+               "op_dedc_used": "0.00", "op_paid": "0.00", "chronic_paid": {}})
     );
 }
 

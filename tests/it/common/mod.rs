@@ -71,8 +71,9 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 }
 
 /// Nodes of `regions` in one process over `net`, each with its ledger under
-/// `dir/<region>`, the others as peers, one designated cross-region hospital
-/// `H<region>`, an `agency` admin and the operator's key; every key from
+/// `dir/<region>`, the others as peers, designated cross-region institutions
+/// (hospitals `H<region>` at level 3 and `H<region>-2` at level 2, pharmacy
+/// `P<region>`), an `agency` admin and the operator's key; every key from
 /// `key(tag)` (a region, a hospital code, "agency", "operator").
 pub fn in_process_nodes(
     dir: &std::path::Path,
@@ -93,14 +94,23 @@ pub fn in_process_nodes(
                 (code(p), Peer { region: code(p), endpoint: "in-process".into(), public_key: key(p).verifying_key() })
             })
             .collect();
-        let h = format!("H{r}");
-        let hospital = Hospital {
-            code: h.clone(),
-            level: xclear::settlement::HospitalLevel::new(3).expect("lv"),
-            public_key: key(&h).verifying_key(),
-            designated: true,
-            cross_region: true,
+        use xclear::node::config::InstitutionKind;
+        let institution = |code: String, kind: InstitutionKind, level: i64| {
+            let hospital = Hospital {
+                code: code.clone(),
+                kind,
+                level: xclear::settlement::HospitalLevel::new(level).expect("lv"),
+                public_key: key(&code).verifying_key(),
+                designated: true,
+                cross_region: true,
+            };
+            (code, hospital)
         };
+        let hospitals = [
+            institution(format!("H{r}"), InstitutionKind::Hospital, 3),
+            institution(format!("H{r}-2"), InstitutionKind::Hospital, 2),
+            institution(format!("P{r}"), InstitutionKind::Pharmacy, 0),
+        ];
         let cfg = xclear::node::NodeConfig {
             region: code(r),
             listen: "127.0.0.1:0".parse().expect("addr"),
@@ -110,7 +120,7 @@ pub fn in_process_nodes(
             metrics_listen: None,
             operator_key: Some(key("operator").verifying_key()),
             peers,
-            hospitals: [(h, hospital)].into_iter().collect(),
+            hospitals: hospitals.into_iter().collect(),
             admins: [("agency".to_string(), key("agency").verifying_key())].into_iter().collect(),
         };
         let node = xclear::node::Node::open(cfg, key(r), std::sync::Arc::clone(&rules), clock.clone(), net.clone());
