@@ -80,7 +80,7 @@ enum Command {
         #[arg(long, global = true, default_value = "bill.json")]
         bill: PathBuf,
     },
-    /// Insured persons: `import` loads a JSON array into a stopped node's ledger.
+    /// Insured persons: `import` records, `qualify` chronic diseases, `credit` employees' accounts.
     Persons {
         #[command(subcommand)]
         command: PersonsCommand,
@@ -146,6 +146,60 @@ enum PersonsCommand {
         #[arg(long)]
         file: PathBuf,
     },
+    /// Grants (or with --end, ends) a person's chronic-disease qualification (慢特病资格认定) on a running node.
+    Qualify {
+        #[command(flatten)]
+        admin: AdminTarget,
+        /// Unique per admin: the same msgid again is applied once.
+        #[arg(long)]
+        msgid: String,
+        /// The insured person.
+        #[arg(long)]
+        psn_no: String,
+        /// The disease, as the home policy lists it, e.g. M03900.
+        #[arg(long)]
+        dise_codg: String,
+        /// First day of the qualification (YYYY-MM-DD); not with --end.
+        #[arg(long, required_unless_present = "end", conflicts_with = "end")]
+        begndate: Option<String>,
+        /// Last day (YYYY-MM-DD): the qualification's end, or with --end the day it ends.
+        #[arg(long, required_if_eq("end", "true"))]
+        enddate: Option<String>,
+        /// End the qualification the person holds for the disease on --enddate.
+        #[arg(long)]
+        end: bool,
+    },
+    /// Credits an employee's personal account on a running node (e.g. the monthly allocation).
+    Credit {
+        #[command(flatten)]
+        admin: AdminTarget,
+        /// Unique per admin: the same msgid again is applied once.
+        #[arg(long)]
+        msgid: String,
+        /// The insured person (an employee, 310).
+        #[arg(long)]
+        psn_no: String,
+        /// Yuan, a decimal string such as 300.00.
+        #[arg(long)]
+        amount: String,
+        /// Why, for the ledger (e.g. "2026-03 allocation").
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+/// A running home node and the admin who signs for it.
+#[derive(clap::Args)]
+struct AdminTarget {
+    /// The home node's gRPC address, e.g. http://127.0.0.1:20061
+    #[arg(long)]
+    node: String,
+    /// The admin's key file.
+    #[arg(long)]
+    key: PathBuf,
+    /// The admin's name, as in the node's config.
+    #[arg(long)]
+    admin: String,
 }
 
 #[derive(Subcommand)]
@@ -218,6 +272,24 @@ fn main() -> ExitCode {
                 // clap requires --config or --node with --admin and --key.
                 _ => ExitCode::from(EXIT_BAD_INPUT),
             }
+        }
+        Command::Persons {
+            command: PersonsCommand::Qualify { admin: a, msgid, psn_no, dise_codg, begndate, enddate, end },
+        } => {
+            use xclear::proto::{qualification_request::Op, QualificationRequest};
+            let req = QualificationRequest {
+                msgid,
+                psn_no,
+                op: if end { Op::End } else { Op::Grant } as i32,
+                dise_codg,
+                begndate: begndate.unwrap_or_default(),
+                enddate: enddate.unwrap_or_default(),
+            };
+            cli::node_cmd::run_person_change(&a.node, &a.key, &a.admin, cli::node_cmd::PersonChange::Qualify(req))
+        }
+        Command::Persons { command: PersonsCommand::Credit { admin: a, msgid, psn_no, amount, reason } } => {
+            let req = xclear::proto::AccountCreditRequest { msgid, psn_no, amount, reason };
+            cli::node_cmd::run_person_change(&a.node, &a.key, &a.admin, cli::node_cmd::PersonChange::Credit(req))
         }
         Command::Registration { command: RegistrationCommand::Apply { node, key, admin, file } } => {
             cli::node_cmd::run_registration(&node, &key, &admin, &file)

@@ -208,6 +208,27 @@ impl Statement {
         for (r, p) in &self.positions {
             out.push_str(&format!("position,{r},,{},receivable {} payable {}\n", p.net, p.receivable, p.payable));
         }
+        for l in &self.pairs {
+            let a = &l.amounts;
+            out.push_str(&format!(
+                "pair,{},{},{},{} {} count {} fund_pay_sumamt {} acct_pay {} outpatient {} chronic {} pharmacy {} inpatient {}\n",
+                l.home,
+                l.treatment,
+                a.owed(),
+                l.month,
+                match l.channel {
+                    Channel::National => "national",
+                    Channel::CorpsLocal => "corps_local",
+                },
+                l.count,
+                a.fund_pay_sumamt,
+                a.acct_pay,
+                a.by_type.outpatient,
+                a.by_type.chronic,
+                a.by_type.pharmacy,
+                a.by_type.inpatient,
+            ));
+        }
         for t in &self.transfers {
             let d = match t.direction {
                 netting::Direction::PayIn => "pay_in",
@@ -260,6 +281,17 @@ impl Statement {
             ));
         }
         out.push_str(&format!("{:<8} {:>16} {:>16} {:>16}\n", "sum", "", "", self.positions_sum().to_string()));
+        let all = self.pairs.iter().fold(Amounts::default(), |t, l| t.plus(&l.amounts));
+        out.push_str(&format!(
+            "\nOwed {} = funds {} + personal accounts {}\n  outpatient {}  chronic {}  pharmacy {}  inpatient {}\n",
+            all.owed(),
+            all.fund_pay_sumamt,
+            all.acct_pay,
+            all.by_type.outpatient,
+            all.by_type.chronic,
+            all.by_type.pharmacy,
+            all.by_type.inpatient
+        ));
         if !self.corps_local.is_empty() {
             out.push_str("\nCorps–local channel (bilateral)\n");
             for b in &self.corps_local {
@@ -329,5 +361,10 @@ mod tests {
             assert!(cols[3].parse::<rust_decimal::Decimal>().is_ok(), "amount column: {row}");
         }
         assert!(csv.contains("pending,611000,110000,250.50,S2 MissingAtTreatment"), "{csv}");
+        assert!(
+            csv.contains("pair,611000,110000,100.00,2026-03 national count 1 fund_pay_sumamt 100.00 acct_pay 0.00"),
+            "{csv}"
+        );
+        assert!(s.to_table().contains("inpatient 100.00"), "{}", s.to_table());
     }
 }

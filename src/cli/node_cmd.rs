@@ -374,6 +374,47 @@ pub fn run_registration(node: &str, key: &Path, admin: &str, file: &Path) -> Exi
     })
 }
 
+/// A signed change to one person at their home node.
+pub enum PersonChange {
+    Qualify(xclear::proto::QualificationRequest),
+    Credit(xclear::proto::AccountCreditRequest),
+}
+
+/// `xclear persons qualify|credit`: prints the person's qualifications and
+/// balance after the change.
+pub fn run_person_change(node: &str, key: &Path, admin: &str, change: PersonChange) -> ExitCode {
+    let key = match signing_key(key) {
+        Ok(k) => k,
+        Err(c) => return c,
+    };
+    block_on(async {
+        let mut client = match RegistrationServiceClient::connect(node.to_string()).await {
+            Ok(c) => c,
+            Err(e) => return unreachable(e),
+        };
+        let answer = match change {
+            PersonChange::Qualify(req) => client.qualify(seal(&key, ADMIN_DOMAIN, admin, &req)).await,
+            PersonChange::Credit(req) => client.credit_account(seal(&key, ADMIN_DOMAIN, admin, &req)).await,
+        };
+        match answer {
+            Ok(p) => {
+                let p = p.into_inner();
+                let chronic: Vec<serde_json::Value> = p
+                    .chronic
+                    .iter()
+                    .map(|q| json!({"dise_codg": q.dise_codg, "begndate": q.begndate, "enddate": q.enddate}))
+                    .collect();
+                println!("{}", json!({"psn_no": p.psn_no, "acct_balance": p.acct_balance, "chronic": chronic}));
+                ExitCode::SUCCESS
+            }
+            Err(s) => fail(
+                if s.code() == tonic::Code::InvalidArgument { EXIT_BAD_INPUT } else { EXIT_FAILED },
+                json!({"error": reason_of(&s).unwrap_or_else(|| format!("{:?}", s.code())), "message": s.message()}),
+            ),
+        }
+    })
+}
+
 /// `xclear registration query`: a person's registrations, one JSON object a line.
 pub fn run_registration_query(node: &str, key: &Path, admin: &str, psn_no: &str) -> ExitCode {
     let key = match signing_key(key) {

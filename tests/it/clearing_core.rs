@@ -31,6 +31,10 @@ fn march() -> Month {
 fn line(i: usize, home: usize, treatment: usize, cents: i64) -> Line {
     let (h, t) = (code(REGIONS[home]), code(REGIONS[treatment]));
     let fund = Amount::round_half_up(Decimal::new(cents, 2));
+    // Every third settlement also paid from a personal account; the medical
+    // types take turns.
+    let acct = if i % 3 == 0 { Amount::round_half_up(Decimal::new(cents / 4, 2)) } else { Amount::ZERO };
+    let med_type = xclear::med_type::MedType::ALL[i % xclear::med_type::MedType::ALL.len()];
     Line {
         setl_id: format!("S{i:06}"),
         home: h,
@@ -38,13 +42,14 @@ fn line(i: usize, home: usize, treatment: usize, cents: i64) -> Line {
         channel: if corps_local(h, t) { Channel::CorpsLocal } else { Channel::National },
         month: march(),
         amounts: Amounts {
-            medfee_sumamt: fund,
+            medfee_sumamt: fund + acct,
             hifp_pay: fund,
             fund_pay_sumamt: fund,
-            by_type: xclear::clearing::TypeSplit::of(xclear::med_type::MedCategory::Inpatient, fund),
+            acct_pay: acct,
+            by_type: xclear::clearing::TypeSplit::of(med_type.category(), fund + acct),
             ..Amounts::default()
         },
-        med_type: xclear::med_type::MedType::DEFAULT,
+        med_type,
         count: 1,
     }
 }
@@ -76,8 +81,10 @@ proptest! {
         // Independently: receivable as treatment minus payable as home, national lines only.
         let mut expect: BTreeMap<RegionCode, Amount> = BTreeMap::new();
         for l in lines.iter().filter(|l| l.channel == Channel::National) {
-            *expect.entry(l.treatment).or_default() = expect.get(&l.treatment).copied().unwrap_or_default() + l.amounts.fund_pay_sumamt;
-            *expect.entry(l.home).or_default() = expect.get(&l.home).copied().unwrap_or_default() - l.amounts.fund_pay_sumamt;
+            // The home region owes what the funds and the person's account paid.
+            let owed = l.amounts.fund_pay_sumamt + l.amounts.acct_pay;
+            *expect.entry(l.treatment).or_default() = expect.get(&l.treatment).copied().unwrap_or_default() + owed;
+            *expect.entry(l.home).or_default() = expect.get(&l.home).copied().unwrap_or_default() - owed;
         }
         for (r, p) in &s.positions {
             prop_assert_eq!(p.net, expect.get(r).copied().unwrap_or_default(), "region {}", r);
@@ -87,8 +94,19 @@ proptest! {
         prop_assert_eq!(pay_in.iter().map(|t| t.amount).sum::<Amount>(), pay_out.iter().map(|t| t.amount).sum::<Amount>());
         // The corps–local channel holds exactly its lines.
         let corps: Amount = lines.iter().filter(|l| l.channel == Channel::CorpsLocal)
-            .map(|l| if l.home < l.treatment { l.amounts.fund_pay_sumamt } else { -l.amounts.fund_pay_sumamt }).sum();
+            .map(|l| l.amounts.fund_pay_sumamt + l.amounts.acct_pay)
+            .zip(lines.iter().filter(|l| l.channel == Channel::CorpsLocal))
+            .map(|(owed, l)| if l.home < l.treatment { owed } else { -owed }).sum();
         prop_assert_eq!(s.corps_local.iter().map(|b| b.a_owes_b).sum::<Amount>(), corps);
+        // Each pair line's split by medical type adds up to what it owes, and
+        // every category holds exactly its lines.
+        for p in &s.pairs {
+            prop_assert_eq!(p.amounts.by_type.total(), p.amounts.fund_pay_sumamt + p.amounts.acct_pay);
+        }
+        for c in xclear::med_type::MedCategory::ALL {
+            let expect: Amount = lines.iter().filter(|l| l.med_type.category() == c).map(|l| l.amounts.fund_pay_sumamt + l.amounts.acct_pay).sum();
+            prop_assert_eq!(s.pairs.iter().map(|p| p.amounts.by_type.get(c)).sum::<Amount>(), expect, "{:?}", c);
+        }
     }
 
     #[test]
@@ -141,7 +159,7 @@ proptest! {
         prop_assert!(s2.pairs.iter().all(|p| p.month == march()));
         prop_assert_eq!(s2.pairs.iter().map(|p| p.count).sum::<u64>() as usize, chosen.len());
         prop_assert_eq!(s2.positions_sum(), Amount::ZERO);
-        let national = |ls: &[Line]| -> Amount { ls.iter().filter(|l| !corps_local(l.home, l.treatment)).map(|l| l.amounts.fund_pay_sumamt).sum() };
+        let national = |ls: &[Line]| -> Amount { ls.iter().filter(|l| !corps_local(l.home, l.treatment)).map(|l| l.amounts.fund_pay_sumamt + l.amounts.acct_pay).sum() };
         let back: Amount = s2.positions.values().map(|p| p.receivable).sum();
         prop_assert_eq!(back, national(&again));
         // Carried with neither side's lines fetched: carried again, not dropped.

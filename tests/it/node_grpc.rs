@@ -577,3 +577,56 @@ async fn an_admin_loads_persons_into_a_running_node() {
         let _ = s.send(());
     }
 }
+
+/// Qualify and CreditAccount over gRPC: an admin's signed requests change
+/// the person at the home node; bad input is INVALID_ARGUMENT naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qualifications_and_account_credits_over_grpc() {
+    use xclear::proto::{qualification_request::Op as QualOp, AccountCreditRequest, QualificationRequest};
+    let run = start().await;
+    let employee = PersonRecord {
+        psn_no: "E0001".into(),
+        insuplc_admdvs: "611000".into(),
+        insutype: "310".into(),
+        retired: false,
+        special_group: None,
+        contribution_years: BTreeMap::new(),
+        acct_balance: Some("10.00".into()),
+        chronic: Vec::new(),
+    };
+    insured_and_registered(&run).await;
+    run.home.import_persons(&[employee]).await.expect("import");
+    let mut reg = RegistrationServiceClient::connect(run.urls["611000"].clone()).await.expect("connect");
+    let credit = AccountCreditRequest {
+        msgid: "c1".into(),
+        psn_no: "E0001".into(),
+        amount: "90.50".into(),
+        reason: "allocation".into(),
+    };
+    let state = reg.credit_account(seal(&key(31), ADMIN_DOMAIN, "agency", &credit)).await.expect("credit").into_inner();
+    assert_eq!(state.acct_balance, "100.50");
+    let resident = AccountCreditRequest { msgid: "c2".into(), psn_no: "P0001".into(), ..credit.clone() };
+    let status = reg.credit_account(seal(&key(31), ADMIN_DOMAIN, "agency", &resident)).await.expect_err("a resident");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("psn_no"), "{}", status.message());
+    let grant = QualificationRequest {
+        msgid: "q1".into(),
+        psn_no: "P0001".into(),
+        op: QualOp::Grant as i32,
+        dise_codg: "M01600".into(),
+        begndate: "2026-01-01".into(),
+        enddate: String::new(),
+    };
+    let state = reg.qualify(seal(&key(31), ADMIN_DOMAIN, "agency", &grant)).await.expect("grant").into_inner();
+    assert_eq!(state.chronic.len(), 1);
+    assert_eq!(state.chronic[0].dise_codg, "M01600");
+    let bad = QualificationRequest { msgid: "q2".into(), begndate: "2026-1-1".into(), ..grant.clone() };
+    let status = reg.qualify(seal(&key(31), ADMIN_DOMAIN, "agency", &bad)).await.expect_err("bad date");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("begndate"), "{}", status.message());
+    let stranger = reg.qualify(seal(&key(99), ADMIN_DOMAIN, "agency", &grant)).await.expect_err("not an admin's key");
+    assert_eq!(stranger.code(), tonic::Code::Unauthenticated);
+    for s in run.stop {
+        let _ = s.send(());
+    }
+}
