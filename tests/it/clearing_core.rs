@@ -33,7 +33,7 @@ fn line(i: usize, home: usize, treatment: usize, cents: i64) -> Line {
     let fund = Amount::round_half_up(Decimal::new(cents, 2));
     // Every third settlement also paid from a personal account; the medical
     // types take turns.
-    let acct = if i % 3 == 0 { Amount::round_half_up(Decimal::new(cents / 4, 2)) } else { Amount::ZERO };
+    let acct = if i.is_multiple_of(3) { Amount::round_half_up(Decimal::new(cents / 4, 2)) } else { Amount::ZERO };
     let med_type = xclear::med_type::MedType::ALL[i % xclear::med_type::MedType::ALL.len()];
     Line {
         setl_id: format!("S{i:06}"),
