@@ -1,9 +1,12 @@
 //! `xclear demo`: the whole system on this machine. A federation of every
 //! reference region plus Beijing and the operator, each node a real gRPC
 //! server on loopback with its own ledger; synthetic insured persons,
-//! registrations of every kind, a month of traffic from concurrent hospitals
-//! (settlements, pre-settlements, reversals, emergencies without a filing,
-//! refusals, corps–local care), then the month is closed and confirmed.
+//! registrations of every kind, chronic-disease qualifications and employees'
+//! accounts, a month of traffic from concurrent hospitals and pharmacies in
+//! about the country's mix (mostly outpatient and pharmacy visits, some
+//! chronic-disease care, fewer stays; settlements, pre-settlements, reversals,
+//! emergencies without a filing, refusals, corps–local care), then the month
+//! is closed and confirmed.
 //!
 //! Each person's encounters run in order on one hospital worker, so the
 //! figures — and so the statement's pairs, positions and transfers — depend
@@ -26,7 +29,7 @@ use crate::clearing::{Month, Statement};
 use crate::clock::{Clock, ManualClock};
 use crate::node::config::{Hospital, InstitutionKind, Peer};
 use crate::node::grpc::{spawn_serve, GrpcTransport};
-use crate::node::records::PersonRecord;
+use crate::node::records::{PersonRecord, QualificationRecord};
 use crate::node::{Node, NodeConfig};
 use crate::operator::Operator;
 use crate::proto::hospital_service_client::HospitalServiceClient;
@@ -35,7 +38,7 @@ use crate::proto::{
 };
 use crate::region::RegionCode;
 use crate::rules::{RuleBook, SpecialGroup};
-use crate::settlement::{HospitalLevel, RegistrationKind};
+use crate::settlement::{HospitalLevel, MedCategory, MedType, RegistrationKind};
 
 /// Home regions of the reference policies, with their insurance types.
 const HOMES: &[(&str, &[&str])] = &[
@@ -77,6 +80,11 @@ pub struct DemoReport {
     pub final_confirmed: bool,
 }
 
+/// A region's designated pharmacy in the demo.
+fn pharmacy_code(region: &str) -> String {
+    format!("P{region}01")
+}
+
 fn code(s: &str) -> Result<RegionCode, String> {
     RegionCode::parse(s).map_err(|e| e.to_string())
 }
@@ -105,7 +113,7 @@ fn finish(bar: &indicatif::ProgressBar, enabled: bool, label: &str) {
     }
 }
 
-/// One planned hospital visit.
+/// One planned visit to a hospital or pharmacy.
 #[derive(Debug, Clone)]
 struct Visit {
     treatment: &'static str,
@@ -116,14 +124,80 @@ struct Visit {
     emergency: bool,
     presettle_first: bool,
     reverse_after: bool,
+    med_type: MedType,
+    dise_codg: String,
+    acct_used: bool,
 }
 
-fn plan(rng: &mut StdRng, persons: &[(String, String)], month: Month) -> Vec<Vec<Visit>> {
+/// A planned insured person: who, and what the visits may draw on.
+#[derive(Debug, Clone)]
+struct Patient {
+    home: String,
+    psn_no: String,
+    employee: bool,
+    /// A chronic disease the person is qualified for.
+    disease: Option<&'static str>,
+}
+
+/// The diseases every reference policy lists (REFERENCE_POLICIES.md §6.2).
+const DISEASES: [&str; 5] = ["M03900", "M01600", "M00500", "M07800", "M08300"];
+
+/// The medical type of a visit, in about the country's proportions (most
+/// visits outpatient or at a pharmacy, some chronic, fewer stays).
+fn med_type(rng: &mut StdRng, qualified: bool) -> MedType {
+    match rng.gen_range(0..100) {
+        0..=47 => MedType::GeneralOutpatient,
+        48..=52 => MedType::EmergencyOutpatient,
+        53..=62 if qualified => MedType::ChronicOutpatient,
+        53..=62 => MedType::GeneralOutpatient,
+        63..=86 => MedType::Pharmacy,
+        87..=93 => MedType::Inpatient,
+        94..=95 => MedType::TraumaInpatient,
+        96..=97 => MedType::ReferredInpatient,
+        _ => MedType::EmergencyInpatient,
+    }
+}
+
+/// A bill of the size its medical type brings.
+fn bill(rng: &mut StdRng, t: MedType) -> Vec<BillItem> {
+    let item = |code: &str, qty: String, price: String| BillItem { code: code.into(), qty, price };
+    let price = |rng: &mut StdRng, lo: u32, hi: u32| format!("{}.{:02}", rng.gen_range(lo..hi), rng.gen_range(0..100));
+    match t.category() {
+        MedCategory::Pharmacy => {
+            let mut items = vec![item("XA002", rng.gen_range(1..4).to_string(), price(rng, 10, 120))];
+            if rng.gen_bool(0.5) {
+                items.push(item("XB001", "1".into(), price(rng, 20, 200)));
+            }
+            items
+        }
+        MedCategory::Outpatient => {
+            let mut items = vec![item("XA001", "1".into(), price(rng, 40, 600))];
+            for code in ["XB001", "XC001"] {
+                if rng.gen_bool(0.4) {
+                    items.push(item(code, rng.gen_range(1..3).to_string(), price(rng, 10, 150)));
+                }
+            }
+            items
+        }
+        MedCategory::Chronic => vec![item("XA001", "1".into(), price(rng, 300, 8_000))],
+        MedCategory::Inpatient => {
+            let mut items = vec![item("XA001", "1".into(), price(rng, 200, 40_000))];
+            for code in ["XB001", "XC001", "FW001"] {
+                if rng.gen_bool(0.5) {
+                    items.push(item(code, rng.gen_range(1..6).to_string(), format!("{}.00", rng.gen_range(20..400))));
+                }
+            }
+            items
+        }
+    }
+}
+
+fn plan(rng: &mut StdRng, persons: &[Patient]) -> Vec<Vec<Visit>> {
     let regions: Vec<&'static str> = HOMES.iter().map(|(r, _)| *r).chain([BEIJING]).collect();
-    let _ = month;
     persons
         .iter()
-        .map(|(home, psn)| {
+        .map(|p| {
+            let (home, psn) = (&p.home, &p.psn_no);
             let n = rng.gen_range(1..=3);
             (0..n)
                 .filter_map(|_| {
@@ -136,29 +210,20 @@ fn plan(rng: &mut StdRng, persons: &[(String, String)], month: Month) -> Vec<Vec
                     if treatment == home {
                         return None;
                     }
-                    let mut items = vec![BillItem {
-                        code: "XA001".into(),
-                        qty: "1".into(),
-                        price: format!("{}.{:02}", rng.gen_range(200..40_000), rng.gen_range(0..100)),
-                    }];
-                    for code in ["XB001", "XC001", "FW001"] {
-                        if rng.gen_bool(0.5) {
-                            items.push(BillItem {
-                                code: code.into(),
-                                qty: rng.gen_range(1..6).to_string(),
-                                price: format!("{}.00", rng.gen_range(20..400)),
-                            });
-                        }
-                    }
+                    let med_type = med_type(rng, p.disease.is_some());
+                    let items = bill(rng, med_type);
                     Some(Visit {
                         treatment,
                         psn_no: psn.clone(),
                         home: home.clone(),
                         day: rng.gen_range(1..=28),
                         items,
-                        emergency: rng.gen_bool(0.08),
+                        emergency: med_type.category() == MedCategory::Inpatient && rng.gen_bool(0.08),
                         presettle_first: rng.gen_bool(0.2),
                         reverse_after: rng.gen_bool(0.05),
+                        med_type,
+                        dise_codg: p.disease.filter(|_| med_type == MedType::ChronicOutpatient).unwrap_or("").into(),
+                        acct_used: p.employee && rng.gen_bool(0.8),
                     })
                 })
                 .collect()
@@ -193,6 +258,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
     let regions: Vec<&'static str> = HOMES.iter().map(|(r, _)| *r).chain([BEIJING]).collect();
     let node_keys: BTreeMap<&str, SigningKey> = regions.iter().map(|r| (*r, key(&mut rng))).collect();
     let hospital_keys: BTreeMap<&str, SigningKey> = regions.iter().map(|r| (*r, key(&mut rng))).collect();
+    let pharmacy_keys: BTreeMap<&str, SigningKey> = regions.iter().map(|r| (*r, key(&mut rng))).collect();
     let admin = key(&mut rng);
     let operator_key = key(&mut rng);
     // Mid-month, 10:00 Asia/Shanghai: every commit falls in the chosen month.
@@ -232,6 +298,15 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
             designated: true,
             cross_region: true,
         };
+        let pcode = pharmacy_code(r);
+        let pharmacy = Hospital {
+            code: pcode.clone(),
+            kind: InstitutionKind::Pharmacy,
+            level: HospitalLevel::TOWNSHIP,
+            public_key: pharmacy_keys[r].verifying_key(),
+            designated: true,
+            cross_region: true,
+        };
         let dir = opts.out.join("nodes").join(r);
         node_dirs.insert(code(r)?, dir.clone());
         let cfg = NodeConfig {
@@ -243,7 +318,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
             metrics_listen: None,
             operator_key: Some(operator_key.verifying_key()),
             peers,
-            hospitals: [(hcode, hospital)].into_iter().collect(),
+            hospitals: [(hcode, hospital), (pcode, pharmacy)].into_iter().collect(),
             admins: [("agency".to_string(), admin.verifying_key())].into_iter().collect(),
         };
         let endpoints = cfg.peers.values().map(|p| (p.region, p.endpoint.clone())).collect();
@@ -258,7 +333,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
     }
 
     // Insured persons and their registrations, at their home nodes.
-    let mut persons: Vec<(String, String)> = Vec::with_capacity(opts.patients);
+    let mut persons: Vec<Patient> = Vec::with_capacity(opts.patients);
     let mut by_home: BTreeMap<&str, Vec<PersonRecord>> = BTreeMap::new();
     for i in 0..opts.patients {
         let (home, types) = HOMES[i % HOMES.len()];
@@ -276,7 +351,18 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
             contribution_years.insert(home.to_string(), rng.gen_range(10..30));
         }
         let psn_no = format!("{home}{i:07}");
-        persons.push((home.to_string(), psn_no.clone()));
+        let employee = insutype == "310";
+        let disease = rng.gen_bool(0.12).then(|| DISEASES[rng.gen_range(0..DISEASES.len())]);
+        let chronic = disease
+            .map(|d| QualificationRecord {
+                dise_codg: d.to_string(),
+                begndate: format!("{}-01", opts.month.previous()),
+                enddate: None,
+            })
+            .into_iter()
+            .collect();
+        let acct_balance = employee.then(|| format!("{}.00", rng.gen_range(100..3_000)));
+        persons.push(Patient { home: home.to_string(), psn_no: psn_no.clone(), employee, disease });
         by_home.entry(home).or_default().push(PersonRecord {
             psn_no,
             insuplc_admdvs: home.to_string(),
@@ -284,8 +370,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
             retired,
             special_group,
             contribution_years,
-            acct_balance: None,
-            chronic: Vec::new(),
+            acct_balance,
+            chronic,
         });
     }
     for (home, recs) in &by_home {
@@ -294,7 +380,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
     let targets = ["110000", "440000", "330000", "540000", "610000", "650000", "660000"];
     let mut registrations = 0u64;
     let bar = progress_bar(opts.progress, "registrations", persons.len() as u64);
-    for (n, (home, psn)) in persons.iter().enumerate() {
+    for (n, Patient { home, psn_no: psn, .. }) in persons.iter().enumerate() {
         bar.set_position(n as u64 + 1);
         if !rng.gen_bool(0.8) {
             continue;
@@ -324,7 +410,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
     finish(&bar, opts.progress, "registrations");
 
     // A month of traffic: each person's visits in order on one worker; workers run at once.
-    let visits = plan(&mut rng, &persons, opts.month);
+    let visits = plan(&mut rng, &persons);
     let total: u64 = visits.iter().map(|v| v.len() as u64).sum();
     let mut lanes: Vec<Vec<Visit>> = vec![Vec::new(); WORKERS];
     for (i, v) in visits.into_iter().enumerate() {
@@ -333,6 +419,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
     let counters =
         Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
     let hospital_keys = Arc::new(hospital_keys);
+    let pharmacy_keys = Arc::new(pharmacy_keys);
     let urls = Arc::new(urls);
     let month = opts.month;
     let visits_bar = progress_bar(opts.progress, "hospital visits", total);
@@ -340,6 +427,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
     for (w, lane) in lanes.into_iter().enumerate() {
         let visits_bar = visits_bar.clone();
         let (counters, hospital_keys, urls) = (Arc::clone(&counters), Arc::clone(&hospital_keys), Arc::clone(&urls));
+        let pharmacy_keys = Arc::clone(&pharmacy_keys);
         tasks.push(tokio::spawn(async move {
             let mut clients: BTreeMap<&str, HospitalServiceClient<tonic::transport::Channel>> = BTreeMap::new();
             for (i, v) in lane.into_iter().enumerate() {
@@ -353,7 +441,12 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
                         c
                     }
                 };
-                let hcode = format!("H{}01", v.treatment);
+                let at_pharmacy = v.med_type == MedType::Pharmacy;
+                let (hcode, hkey) = if at_pharmacy {
+                    (pharmacy_code(v.treatment), &pharmacy_keys[v.treatment])
+                } else {
+                    (format!("H{}01", v.treatment), &hospital_keys[v.treatment])
+                };
                 let base = HospitalRequest {
                     fixmedins_code: hcode.clone(),
                     psn_no: v.psn_no.clone(),
@@ -361,13 +454,16 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
                     setl_date: format!("{month}-{:02}", v.day),
                     items: v.items.clone(),
                     emergency: v.emergency,
+                    med_type: v.med_type.code().to_string(),
+                    dise_codg: v.dise_codg.clone(),
+                    acct_used_flag: v.acct_used,
                     ..Default::default()
                 };
                 let send = |action: Action, msgid: String, reversed: String| {
                     let req =
                         HospitalRequest { msgid, action: action as i32, reversed_msgid: reversed, ..base.clone() };
                     let mut c = client.clone();
-                    let env = seal(&hospital_keys[v.treatment], HOSPITAL_DOMAIN, &hcode, &req);
+                    let env = seal(hkey, HOSPITAL_DOMAIN, &hcode, &req);
                     async move { c.submit(env).await.map(|r| r.into_inner()) }
                 };
                 let msgid = format!("d{w}x{i}");
@@ -408,15 +504,15 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
             regions.iter().map(|r| Ok((code(r)?, urls[r].clone()))).collect::<Result<_, String>>()?,
         )),
         rules.pairs().clone(),
-        // Quotas of about 1.5 months of a region's payable (~10,000 yuan a patient
-        // in this traffic), so some regions cross the warning threshold.
+        // Quotas near a month of a region's payable (about 1,000 yuan a patient
+        // in this mostly outpatient traffic), so some regions cross the warning threshold.
         HOMES
             .iter()
             .enumerate()
             .map(|(i, (r, _))| {
                 Ok((
                     code(r)?,
-                    crate::money::Amount::yuan(((opts.patients / HOMES.len()) as i64) * (11_000 + 2_000 * i as i64)),
+                    crate::money::Amount::yuan(((opts.patients / HOMES.len()) as i64) * (800 + 200 * i as i64)),
                 ))
             })
             .collect::<Result<_, String>>()?,

@@ -34,6 +34,13 @@ async fn a_short_demo_closes_a_sound_month_and_repeats_with_the_same_seed() {
         first.presettled
     );
     assert!(!s.corps_local.is_empty(), "corps–local care shows apart");
+    // The country's mix: every medical type owed something, employees' accounts paid some.
+    let all = s.pairs.iter().fold(xclear::clearing::Amounts::default(), |t, p| t.plus(&p.amounts));
+    for c in xclear::med_type::MedCategory::ALL {
+        assert!(all.by_type.get(c) > Amount::ZERO, "nothing owed for {c:?}: {:?}", all.by_type);
+    }
+    assert!(all.acct_pay > Amount::ZERO, "no account payments: {all:?}");
+    assert_eq!(all.by_type.total(), all.fund_pay_sumamt + all.acct_pay);
     assert!(first.final_confirmed);
     assert_eq!(s.node_heads.len(), 7);
     for dir in first.node_dirs.values() {
