@@ -14,7 +14,7 @@ use xclear::clock::{Clock, SystemClock};
 use xclear::node::config::{Hospital, InstitutionKind, Peer};
 use xclear::node::grpc::{spawn_serve, GrpcTransport};
 use xclear::node::metrics::Stage;
-use xclear::node::records::PersonRecord;
+use xclear::node::records::{PersonRecord, QualificationRecord};
 use xclear::node::{Node, NodeConfig};
 use xclear::proto::{registration_request::Op, RegistrationRequest};
 use xclear::region::RegionCode;
@@ -22,7 +22,7 @@ use xclear::rules::RuleBook;
 use xclear::settlement::HospitalLevel;
 
 use super::bench_cmd::Figure;
-use super::bench_load::{drive, drive_at_rate, Paced};
+use super::bench_load::{drive, drive_at_rate, Paced, Traffic, BENCH_DISEASE};
 
 /// Median cost of one ed25519 sign and one strict verify of a 600-byte
 /// message over 5 rounds, measured before the load starts (the machine is
@@ -86,21 +86,17 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> 
         // in flight); they share a key, which costs the same to verify.
         let hospitals = if r == "110000" {
             let level = HospitalLevel::new(3).ok_or("lv")?;
+            // Each hospital H{h} has a pharmacy P{h} beside it, for the mix's purchases.
             (0..hospitals)
-                .map(|h| {
-                    let code = format!("H{h}");
+                .flat_map(|h| {
                     let public_key = hospital_key.verifying_key();
-                    (
-                        code.clone(),
-                        Hospital {
-                            code,
-                            kind: InstitutionKind::Hospital,
-                            level,
-                            public_key,
-                            designated: true,
-                            cross_region: true,
-                        },
-                    )
+                    let institution = |code: String, kind, level| {
+                        (code.clone(), Hospital { code, kind, level, public_key, designated: true, cross_region: true })
+                    };
+                    [
+                        institution(format!("H{h}"), InstitutionKind::Hospital, level),
+                        institution(format!("P{h}"), InstitutionKind::Pharmacy, HospitalLevel::TOWNSHIP),
+                    ]
                 })
                 .collect()
         } else {
@@ -137,7 +133,12 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> 
             special_group: None,
             contribution_years: BTreeMap::new(),
             acct_balance: None,
-            chronic: Vec::new(),
+            // Qualified for the mix's chronic-disease visits.
+            chronic: vec![QualificationRecord {
+                dise_codg: BENCH_DISEASE.into(),
+                begndate: "2026-01-01".into(),
+                enddate: None,
+            }],
         })
         .collect();
     nodes["611000"].import_persons(&recs).await.map_err(|e| e.to_string())?;
@@ -163,11 +164,16 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> 
     let signed_before = xclear::node::metrics::signed_batch_totals();
     let stages_before = stage_totals(&nodes);
     progress(format_args!("{hospitals} hospitals, closed loop, {seconds} s"));
-    let mut all = drive(&urls["110000"], &hospital_key, hospitals, seconds, persons, "a").await?;
+    let mut all = drive(&urls["110000"], &hospital_key, hospitals, seconds, persons, "a", Traffic::Inpatient).await?;
     let cpu_main = process_cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
     let crypto_after = xclear::crypto::operations();
     let signed_after = xclear::node::metrics::signed_batch_totals();
     let stages_after = stage_totals(&nodes);
+    // The same nodes and hospitals, the country's mix of medical types.
+    progress(format_args!(
+        "{hospitals} hospitals, closed loop, {seconds} s, outpatient/chronic/pharmacy/inpatient mix"
+    ));
+    let mut mix = drive(&urls["110000"], &hospital_key, hospitals, seconds, persons, "x", Traffic::Mix).await?;
     // The same nodes offered fixed rates, whatever their pace: the goal's,
     // then two thirds of it for 10 s.
     let mut paced = Vec::new();
@@ -190,7 +196,9 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> 
         let concurrency = concurrency.min(hospitals);
         let length = phase.seconds.unwrap_or(seconds);
         progress(format_args!("{concurrency} hospitals, closed loop, {length} s"));
-        let latencies = drive(&urls["110000"], &hospital_key, concurrency, length, persons, phase.msgids).await?;
+        let latencies =
+            drive(&urls["110000"], &hospital_key, concurrency, length, persons, phase.msgids, Traffic::Inpatient)
+                .await?;
         lighter.push((phase, concurrency, length, latencies));
     }
     for s in stops {
@@ -245,6 +253,15 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> 
         Figure { name: "crypto_bound_settlements_per_s", value: bound, unit: "settle/s", note: format!("{cores} cores / ({signs:.2} signs + {verifies:.2} verifies) per settlement") },
         Figure { name: "e2e_vs_crypto_bound_pct", value: 100.0 * rate / bound, unit: "%", note: "same run (goal 40)".into() },
     ];
+    mix.sort();
+    let mix_rate = mix.len() as f64 / seconds as f64;
+    let (p99, mix_p99) = (percentile_ms(&all, 0.99), percentile_ms(&mix, 0.99));
+    figures.extend([
+        Figure { name: "e2e_mix_settlements_per_s", value: mix_rate, unit: "settle/s", note: format!("{} settlements, after the main phase on the same nodes: 50% general outpatient, 5% emergency, 10% chronic, 25% pharmacy, 10% stays", mix.len()) },
+        Figure { name: "e2e_mix_latency_p99_ms", value: mix_p99, unit: "ms", note: "same mix".into() },
+        Figure { name: "e2e_mix_vs_inpatient_rate_pct", value: 100.0 * mix_rate / rate.max(f64::MIN_POSITIVE), unit: "%", note: "mix ÷ all-inpatient settlements/s, same run (goal within 10%)".into() },
+        Figure { name: "e2e_mix_vs_inpatient_p99_pct", value: 100.0 * mix_p99 / p99.max(f64::MIN_POSITIVE), unit: "%", note: "mix ÷ all-inpatient p99, same run".into() },
+    ]);
     for ((stage, (n0, t0)), (_, (n1, t1))) in stages_before.iter().zip(&stages_after) {
         let runs = n1.saturating_sub(*n0);
         let mean_ms = t1.saturating_sub(*t0).as_secs_f64() * 1e3 / runs.max(1) as f64;

@@ -12,6 +12,20 @@ use xclear::api::envelope::{seal, HOSPITAL_DOMAIN};
 use xclear::proto::hospital_service_client::HospitalServiceClient;
 use xclear::proto::{hospital_request::Action, BillItem, HospitalRequest};
 
+/// What the simulated hospitals send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Traffic {
+    /// Every bill a stay (med_type 21).
+    Inpatient,
+    /// The country's mix: of every 20 bills, 10 general outpatient, 1
+    /// emergency, 2 chronic-disease, 5 pharmacy purchases (sent by the
+    /// hospital's pharmacy `P{h}`), 2 stays.
+    Mix,
+}
+
+/// The bench's chronic disease: every bench person is qualified for it.
+pub(super) const BENCH_DISEASE: &str = "M03900";
+
 /// `hospitals` concurrent hospitals (codes H0.., one connection each) settle
 /// one bill after another at the treatment node for `seconds`; returns every
 /// settlement's latency. `phase` keeps msgids of different phases apart.
@@ -22,6 +36,7 @@ pub(super) async fn drive(
     seconds: u64,
     persons: usize,
     phase: &'static str,
+    traffic: Traffic,
 ) -> Result<Vec<Duration>, String> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
@@ -34,9 +49,9 @@ pub(super) async fn drive(
             let mut i = 0usize;
             let code = format!("H{h}");
             while Instant::now() < deadline {
-                let req = bill(&code, format!("{phase}{h}n{i}"), (h * 7919 + i) % persons);
+                let req = bill(&code, format!("{phase}{h}n{i}"), (h * 7919 + i) % persons, traffic, i);
                 let started = Instant::now();
-                settle(&mut client, &key, &code, &req).await?;
+                settle(&mut client, &key, &req.fixmedins_code, &req).await?;
                 latencies.push(started.elapsed());
                 i += 1;
             }
@@ -50,20 +65,35 @@ pub(super) async fn drive(
     Ok(all)
 }
 
-/// The bill every simulated hospital settles: `msgid` fresh, the person
-/// `P{person}` of 611000, treated in 110000.
-fn bill(code: &str, msgid: String, person: usize) -> HospitalRequest {
+/// The `n`th bill of simulated hospital `code` (`H{h}`): `msgid` fresh, the
+/// person `P{person}` of 611000, treated in 110000; a stay, or in the mix
+/// the type its turn gives (a purchase comes from the pharmacy `P{h}`).
+fn bill(code: &str, msgid: String, person: usize, traffic: Traffic, n: usize) -> HospitalRequest {
+    let (med_type, dise_codg, fixmedins_code) = match (traffic, n % 20) {
+        (Traffic::Inpatient, _) | (Traffic::Mix, 18..) => ("21", "", code.to_string()),
+        (Traffic::Mix, 0..=9) => ("11", "", code.to_string()),
+        (Traffic::Mix, 10) => ("13", "", code.to_string()),
+        (Traffic::Mix, 11..=12) => ("14", BENCH_DISEASE, code.to_string()),
+        (Traffic::Mix, _) => ("41", "", code.replacen('H', "P", 1)),
+    };
+    let items = if med_type == "41" {
+        vec![BillItem { code: "XA002".into(), qty: "2".into(), price: "36.80".into() }]
+    } else {
+        vec![
+            BillItem { code: "XA001".into(), qty: "1".into(), price: "1200.00".into() },
+            BillItem { code: "XB001".into(), qty: "2".into(), price: "88.50".into() },
+        ]
+    };
     HospitalRequest {
-        fixmedins_code: code.to_string(),
+        fixmedins_code,
         msgid,
         action: Action::Settle as i32,
         psn_no: format!("P{person}"),
         insuplc_admdvs: "611000".into(),
         setl_date: "2026-03-10".into(),
-        items: vec![
-            BillItem { code: "XA001".into(), qty: "1".into(), price: "1200.00".into() },
-            BillItem { code: "XB001".into(), qty: "2".into(), price: "88.50".into() },
-        ],
+        items,
+        med_type: med_type.into(),
+        dise_codg: dise_codg.into(),
         ..Default::default()
     }
 }
@@ -129,7 +159,7 @@ pub(super) async fn drive_at_rate(
         let h = i as usize % hospitals.max(1);
         let mut client = clients[h].clone();
         let key = Arc::clone(key);
-        let req = bill(&format!("H{h}"), format!("{phase}{i}"), (i as usize * 7919) % persons);
+        let req = bill(&format!("H{h}"), format!("{phase}{i}"), (i as usize * 7919) % persons, Traffic::Inpatient, 0);
         tasks.spawn(async move {
             settle(&mut client, &key, &req.fixmedins_code, &req).await?;
             drop(permit);

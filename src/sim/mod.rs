@@ -28,6 +28,7 @@ use crate::api::envelope::{seal, ADMIN_DOMAIN, HOSPITAL_DOMAIN};
 use crate::api::NodeError;
 use crate::clearing::{Month, PendingItem};
 use crate::clock::{Clock, ManualClock};
+use crate::med_type::MedType;
 use crate::money::Amount;
 use crate::node::records::PersonRecord;
 use crate::proto::{
@@ -38,13 +39,17 @@ use crate::rules::RuleBook;
 pub use clearing::ClearingCounts;
 use model::Model;
 use network::{FaultRates, SimNetwork};
-use world::{code, key, World, AGENCY, HOSPITALS, REGIONS};
+use world::{code, key, World, AGENCY, HOSPITALS, PHARMACIES, REGIONS};
 
 /// 2026-03-30 12:00 Asia/Shanghai: March ends about a third of the way into
 /// a 200-step run, so most runs close it with traffic still flowing (late
 /// commits into April at nodes whose clocks are behind) and dispute it.
 const START_MS: i64 = 1_774_843_200_000;
 const PERSONS_PER_REGION: usize = 8;
+/// Employees' opening account balance.
+const INITIAL_BALANCE: &str = "800.00";
+/// The chronic disease every third person is qualified for.
+const CHRONIC_DISEASE: &str = "M03900";
 const ITEM_CODES: [&str; 4] = ["XA001", "XB001", "XC001", "FW001"];
 
 #[derive(Debug, Clone)]
@@ -286,11 +291,25 @@ impl Sim {
                     retired: i % 4 == 3,
                     special_group: None,
                     contribution_years: [(r.to_string(), 5 + i as u32)].into_iter().collect(),
-                    acct_balance: None,
-                    chronic: Vec::new(),
+                    acct_balance: (*insutype == "310").then(|| INITIAL_BALANCE.to_string()),
+                    // Every third person is qualified for the simulation's chronic disease.
+                    chronic: if i % 3 == 0 {
+                        vec![crate::node::records::QualificationRecord {
+                            dise_codg: CHRONIC_DISEASE.into(),
+                            begndate: "2026-01-01".into(),
+                            enddate: None,
+                        }]
+                    } else {
+                        Vec::new()
+                    },
                 })
                 .collect();
             self.world.node(home)?.import_persons(&records).await.map_err(|e| e.to_string())?;
+            for p in &records {
+                if let Some(b) = &p.acct_balance {
+                    self.model.opening_balance(home, &p.psn_no, b);
+                }
+            }
             for p in records {
                 self.persons.push(Person { psn_no: p.psn_no, home, registered: false });
             }
@@ -373,7 +392,16 @@ impl Sim {
     }
 
     async fn new_settlement(&mut self, copies: usize) -> Result<(), String> {
-        let (hospital, treatment) = *HOSPITALS.choose(&mut self.rng).ok_or("no hospitals")?;
+        // Mostly outpatient and pharmacy visits, some chronic care, fewer stays.
+        let med_type = match self.rng.gen_range(0..100) {
+            0..=39 => MedType::GeneralOutpatient,
+            40..=44 => MedType::EmergencyOutpatient,
+            45..=54 => MedType::ChronicOutpatient,
+            55..=74 => MedType::Pharmacy,
+            _ => MedType::Inpatient,
+        };
+        let institutions: &[(&str, &str)] = if med_type == MedType::Pharmacy { &PHARMACIES } else { &HOSPITALS };
+        let (hospital, treatment) = *institutions.choose(&mut self.rng).ok_or("no institutions")?;
         let treatment = code(treatment);
         let candidates: Vec<usize> = (0..self.persons.len()).filter(|i| self.persons[*i].home != treatment).collect();
         let i = *candidates.choose(&mut self.rng).ok_or("no persons")?;
@@ -395,6 +423,9 @@ impl Sim {
             items,
             sent_at_ms: self.world.clock.now_ms(),
             emergency: self.rng.gen_bool(0.1),
+            med_type: med_type.code().to_string(),
+            dise_codg: if med_type == MedType::ChronicOutpatient { CHRONIC_DISEASE.into() } else { String::new() },
+            acct_used_flag: self.rng.gen_bool(0.8),
             ..HospitalRequest::default()
         };
         self.send_new(hospital, treatment, req, copies).await

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use super::world::{key, World};
 use crate::api::envelope::{self, CLAIM_RESULT_DOMAIN};
 use crate::ledger::EntryKind;
+use crate::med_type::MedCategory;
 use crate::money::Amount;
 use crate::node::keys;
 use crate::node::records::{HomeSettlementEntry, OutcomeEntry};
@@ -57,8 +58,13 @@ pub struct Model {
     claims_committed: BTreeSet<(String, String, String)>,
     /// setl_id → the treatment node's recorded result.
     outcomes: BTreeMap<String, Signed>,
-    /// (home, psn_no, year) → counters recomputed from the signed results.
-    counters: BTreeMap<(RegionCode, String, i32), [Amount; 3]>,
+    /// (home, psn_no, year) → counters recomputed from the signed results:
+    /// hifp_paid, ci_paid, maf_paid, op_paid.
+    counters: BTreeMap<(RegionCode, String, i32), [Amount; 4]>,
+    /// (home, psn_no) → account balance: the opening one less what the
+    /// signed results paid from it (a reversal pays back).
+    balances: BTreeMap<(RegionCode, String), Amount>,
+    balances_touched: BTreeSet<(RegionCode, String)>,
     touched: BTreeSet<(RegionCode, String, i32)>,
 }
 
@@ -71,6 +77,12 @@ fn figures(r: &ClaimResult) -> SettlementFigures {
 }
 
 impl Model {
+    /// An employee's opening balance, as imported.
+    pub fn opening_balance(&mut self, home: RegionCode, psn_no: &str, balance: &str) {
+        self.balances.insert((home, psn_no.to_string()), amount(balance));
+        self.balances_touched.insert((home, psn_no.to_string()));
+    }
+
     /// Records a hospital's answer; a second answer for the same msgid must
     /// be the first one again.
     pub fn answer(&mut self, hospital: &str, msgid: &str, resp: &HospitalResponse) -> Result<(), String> {
@@ -155,10 +167,25 @@ impl Model {
                                 .map_err(|err| format!("{region}: stored result: {err}"))?;
                         let f = figures(&r);
                         let c =
-                            self.counters.entry((*region, rec.psn_no.clone(), rec.year)).or_insert([Amount::ZERO; 3]);
-                        c[0] = c[0] + amount(&f.hifp_pay);
+                            self.counters.entry((*region, rec.psn_no.clone(), rec.year)).or_insert([Amount::ZERO; 4]);
+                        // Outpatient pooling has its own counter (REFERENCE_POLICIES.md §6.1).
+                        let outpatient = crate::med_type::MedType::parse_or_default(&f.med_type)
+                            .is_some_and(|t| matches!(t.category(), MedCategory::Outpatient | MedCategory::Pharmacy));
+                        c[if outpatient { 3 } else { 0 }] = c[if outpatient { 3 } else { 0 }] + amount(&f.hifp_pay);
                         c[1] = c[1] + amount(&f.hifmi_pay) + amount(&f.hifob_pay);
                         c[2] = c[2] + amount(&f.maf_pay);
+                        let paid = amount(&f.acct_pay);
+                        if paid != Amount::ZERO {
+                            let b = self.balances.entry((*region, rec.psn_no.clone())).or_insert(Amount::ZERO);
+                            *b = *b - paid;
+                            if amount(&f.balc) != *b {
+                                return Err(format!(
+                                    "{region}: {} says balance {} after paying {paid}, the results leave {b}",
+                                    rec.setl_id, f.balc
+                                ));
+                            }
+                            self.balances_touched.insert((*region, rec.psn_no.clone()));
+                        }
                         self.touched.insert((*region, rec.psn_no.clone(), rec.year));
                         let commit = HomeCommit { result, treatment: id.0, hospital: id.1, msgid: id.2 };
                         if self.home_commits.insert(rec.setl_id.clone(), commit).is_some() {
@@ -222,11 +249,20 @@ impl Model {
         }
         // Counters on each home node equal the sum of its committed results.
         for (region, psn, year) in std::mem::take(&mut self.touched) {
-            let want = self.counters.get(&(region, psn.clone(), year)).copied().unwrap_or([Amount::ZERO; 3]);
+            let want = self.counters.get(&(region, psn.clone(), year)).copied().unwrap_or([Amount::ZERO; 4]);
             let have = world.node(region)?.counters_of(&psn, year).map_err(|e| e.to_string())?;
-            let have = [have.hifp_paid, have.ci_paid, have.maf_paid];
+            let have = [have.hifp_paid, have.ci_paid, have.maf_paid, have.op_paid];
             if have != want {
                 return Err(format!("{region}: counters of {psn}/{year} are {have:?}, the results sum to {want:?}"));
+            }
+        }
+        // Each account holds its opening balance less what the results paid
+        // from it, and is never overdrawn.
+        for (region, psn) in std::mem::take(&mut self.balances_touched) {
+            let want = self.balances.get(&(region, psn.clone())).copied().unwrap_or(Amount::ZERO);
+            let have = world.node(region)?.person_state(&psn).map_err(|e| e.to_string())?.acct_balance;
+            if amount(&have) != want || want.is_negative() {
+                return Err(format!("{region}: account of {psn} holds {have}, the results leave {want}"));
             }
         }
         Ok(())

@@ -33,6 +33,8 @@ pub const HOSPITALS: [(&str, &str); 5] = [
     ("H660400", "660400"),
     ("H440600", "440600"),
 ];
+/// Designated pharmacies (level 0, purchases only): (code, region).
+pub const PHARMACIES: [(&str, &str); 2] = [("P110000", "110000"), ("P654000", "654000")];
 pub const AGENCY: &str = "agency";
 
 /// A deterministic key for a name (simulation only).
@@ -63,14 +65,19 @@ fn config(dir: &Path, region: &str, rules_dir: &Path) -> NodeConfig {
         .filter(|(p, _)| *p != region)
         .map(|(p, _)| (code(p), Peer { region: code(p), endpoint: "sim".into(), public_key: key(p).verifying_key() }))
         .collect();
-    let hospitals = HOSPITALS
+    use crate::node::config::InstitutionKind;
+    let institutions = HOSPITALS
         .iter()
-        .filter(|(_, r)| *r == region)
-        .map(|(h, _)| {
-            let level = HospitalLevel::new(3).unwrap_or_else(|| panic!("hospital level"));
+        .map(|(h, r)| (h, r, InstitutionKind::Hospital))
+        .chain(PHARMACIES.iter().map(|(p, r)| (p, r, InstitutionKind::Pharmacy)));
+    let hospitals = institutions
+        .filter(|(_, r, _)| **r == region)
+        .map(|(h, _, kind)| {
+            let lv = if kind == InstitutionKind::Pharmacy { 0 } else { 3 };
+            let level = HospitalLevel::new(lv).unwrap_or_else(|| panic!("hospital level"));
             let hospital = Hospital {
                 code: h.to_string(),
-                kind: crate::node::config::InstitutionKind::Hospital,
+                kind,
                 level,
                 public_key: key(h).verifying_key(),
                 designated: true,
