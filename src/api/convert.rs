@@ -286,11 +286,17 @@ pub fn pair_report_from_proto(
         .ok_or_else(|| NodeError::bad("ids_root", "not a 32-byte hex hash"))?;
     let texts = [&p.medfee_sumamt, &p.hifp_pay, &p.hifmi_pay, &p.hifob_pay, &p.maf_pay, &p.fund_pay_sumamt];
     let mut amounts = fund_amounts(texts, optional_amount("acct_pay", &p.acct_pay)?)?;
-    amounts.by_type = crate::clearing::TypeSplit {
-        outpatient: optional_amount("outpatient", &p.outpatient)?,
-        chronic: optional_amount("chronic", &p.chronic)?,
-        pharmacy: optional_amount("pharmacy", &p.pharmacy)?,
-        inpatient: optional_amount("inpatient", &p.inpatient)?,
+    let legacy = [&p.acct_pay, &p.outpatient, &p.chronic, &p.pharmacy, &p.inpatient].iter().all(|t| t.is_empty());
+    amounts.by_type = if legacy {
+        // A report sealed before medical types existed: every settlement was a stay.
+        crate::clearing::TypeSplit::of(crate::med_type::MedCategory::Inpatient, amounts.owed())
+    } else {
+        crate::clearing::TypeSplit {
+            outpatient: optional_amount("outpatient", &p.outpatient)?,
+            chronic: optional_amount("chronic", &p.chronic)?,
+            pharmacy: optional_amount("pharmacy", &p.pharmacy)?,
+            inpatient: optional_amount("inpatient", &p.inpatient)?,
+        }
     };
     if amounts.by_type.total() != amounts.owed() {
         return Err(NodeError::bad(

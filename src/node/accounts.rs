@@ -61,6 +61,12 @@ impl Node {
                     NodeError::bad("dise_codg", format!("{} holds no qualification for {code}", req.psn_no))
                 })?;
                 let last = date("enddate", &req.enddate)?;
+                if let Some(held_end) = held.enddate.filter(|e| last > *e) {
+                    return Err(NodeError::bad(
+                        "enddate",
+                        format!("{last} is after the qualification's end {held_end}; grant anew to extend it"),
+                    ));
+                }
                 if last < held.begndate {
                     return Err(NodeError::bad(
                         "enddate",
@@ -144,6 +150,11 @@ impl Node {
             Err(LedgerError::IdempotencyConflict { .. }) => Err(NodeError::MsgidReused(msgid.to_string())),
             Err(e) => Err(ledger_error(e)),
         }
+    }
+
+    /// An insured person as the node holds them now.
+    pub fn read_person(&self, psn_no: &str) -> Result<crate::settlement::Person, NodeError> {
+        self.read_home(|h| h.persons.get(psn_no).cloned())?.ok_or_else(|| NodeError::UnknownPerson(psn_no.to_string()))
     }
 
     /// A person's qualifications and balance, as the node holds them now.

@@ -170,7 +170,8 @@ impl Node {
         let totals = claim_totals(claim)?;
         let med_type = med_type("med_type", &claim.med_type)?;
         let dise_codg = dise_codg("dise_codg", &claim.dise_codg, med_type)?;
-        let emergency = claim.emergency;
+        // The flag's filing waiver is for stays; a 13 visit has its own rule.
+        let emergency = claim.emergency && med_type.category() == crate::med_type::MedCategory::Inpatient;
         let (person, registration, counters, balance) = self.read_home(|h| {
             let person = h.persons.get(&claim.psn_no).cloned();
             let reg = h.registration_for(&claim.psn_no, treatment, setl_date, emergency);
@@ -413,16 +414,21 @@ impl Node {
         let mut added = 0;
         for (r, (p, balance)) in records.iter().zip(persons) {
             let payload = to_payload(r);
-            let key = super::keys::person(&r.psn_no, &hex::encode(Sha256::digest(&payload)));
-            // The person's lock: a record that sets the balance lands between
-            // settlements, in ledger order, as a replay applies it.
+            let digest = super::state::record_digest(&payload);
+            // The person's lock: the record lands between settlements, in
+            // ledger order, as a replay applies it.
             let _lock = self.person_lock(&r.psn_no).lock().await;
+            let held = self.read_home(|h| h.record_of(&r.psn_no))?;
+            if held == Some(digest) {
+                continue; // the record held already: nothing changes
+            }
+            // Keyed by the record and the one it follows: a retry is the same
+            // entry, while restating an earlier record (A, B, then A) is a new one.
+            let key = super::keys::person(&r.psn_no, &hex::encode(digest), held.map(hex::encode).as_deref());
             let a = self.ledger.append(EntryKind::PersonImport, &key, payload).await.map_err(ledger_error)?;
-            // A record already held was applied when first appended; applying
-            // it again would undo what happened since (a balance spent).
             if !a.existing {
                 added += 1;
-                self.write_home(|h| h.apply_person(p, balance))?;
+                self.write_home(|h| h.apply_person(p, balance, digest))?;
             }
         }
         Ok(added)

@@ -37,10 +37,12 @@ pub fn parse_intent(key: &str) -> Option<(&str, &str)> {
     key.strip_prefix(INTENT)?.split_once(':')
 }
 
-/// An insured person's record, by a digest of its content (the same record
-/// twice is one entry).
-pub fn person(psn_no: &str, digest_hex: &str) -> String {
-    format!("person:{psn_no}:{}", digest_hex.get(..16).unwrap_or(digest_hex))
+/// An insured person's record, by a digest of its content and of the record
+/// it replaces (`None`: the person's first), so the same import twice is one
+/// entry and a record restated after another is a new one.
+pub fn person(psn_no: &str, digest_hex: &str, replaces_hex: Option<&str>) -> String {
+    let short = |h: &str| h.get(..16).unwrap_or(h).to_string();
+    format!("person:{psn_no}:{}:{}", short(digest_hex), replaces_hex.map_or_else(|| "new".to_string(), short))
 }
 
 /// A registration request of an admin, by its msgid.
@@ -95,7 +97,11 @@ mod tests {
         assert!(is_outcome(&outcome("H1", "m1")));
         let march = Month::parse("2026-03").expect("month");
         assert_eq!(sealed_month(&seal(march)), Some(march));
-        assert_eq!(person("P1", "0123456789abcdef0123"), "person:P1:0123456789abcdef");
+        assert_eq!(person("P1", "0123456789abcdef0123", None), "person:P1:0123456789abcdef:new");
+        assert_eq!(
+            person("P1", "0123456789abcdef0123", Some("fedcba98765432100")),
+            "person:P1:0123456789abcdef:fedcba9876543210"
+        );
         assert_eq!(registration("agency", "r1"), "reg:agency:r1");
     }
 }

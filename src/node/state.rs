@@ -53,6 +53,9 @@ pub struct HomeState {
     pub settlement_keys: BTreeMap<String, String>,
     /// Employees' personal-account balances.
     pub balances: BTreeMap<String, Amount>,
+    /// psn_no -> digest of the person record last applied (an import of
+    /// that same record again changes nothing).
+    pub records: BTreeMap<String, [u8; 32]>,
 }
 
 /// Converts a person record, validating it: the person, and the account
@@ -103,6 +106,12 @@ pub fn person_from_record(r: &PersonRecord) -> Result<(Person, Option<Amount>), 
     Ok((person, acct_balance))
 }
 
+/// The digest a person record's payload is known by.
+pub fn record_digest(payload: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(payload).into()
+}
+
 /// Converts a qualification record; an error starts with the field's name.
 pub fn qualification_from_record(q: &QualificationRecord) -> Result<ChronicQualification, String> {
     if !crate::rules::toml_format::is_dise_codg(&q.dise_codg) {
@@ -141,7 +150,7 @@ impl HomeState {
             EntryKind::PersonImport => {
                 if let Ok(r) = serde_json::from_slice::<PersonRecord>(payload) {
                     if let Ok((p, balance)) = person_from_record(&r) {
-                        self.apply_person(p, balance);
+                        self.apply_person(p, balance, record_digest(payload));
                     }
                 }
             }
@@ -172,13 +181,34 @@ impl HomeState {
         }
     }
 
-    /// A person record: replaces the person (qualifications included) and
-    /// sets the balance when the record states one.
-    pub fn apply_person(&mut self, p: Person, balance: Option<Amount>) {
-        if let Some(b) = balance {
-            self.balances.insert(p.psn_no.clone(), b);
+    /// A person record: replaces the person's attributes. Qualifications
+    /// the record names replace those held for the same diseases; others
+    /// stay (they end by a qualification request). A stated balance opens a
+    /// new person's account; an existing account moves only with credits
+    /// and settlements, which an agency's figure could not know of.
+    pub fn apply_person(&mut self, mut p: Person, balance: Option<Amount>, digest: [u8; 32]) {
+        self.records.insert(p.psn_no.clone(), digest);
+        match self.persons.get(&p.psn_no) {
+            Some(held) => {
+                let named: Vec<String> = p.chronic.iter().map(|q| q.dise_codg.clone()).collect();
+                let kept = held.chronic.iter().filter(|q| !named.contains(&q.dise_codg)).cloned();
+                let mut chronic: Vec<ChronicQualification> = kept.collect();
+                chronic.append(&mut p.chronic);
+                chronic.truncate(MAX_QUALIFICATIONS);
+                p.chronic = chronic;
+            }
+            None => {
+                if let Some(b) = balance {
+                    self.balances.insert(p.psn_no.clone(), b);
+                }
+            }
         }
         self.persons.insert(p.psn_no.clone(), p);
+    }
+
+    /// The digest of the record last applied for a person.
+    pub fn record_of(&self, psn_no: &str) -> Option<[u8; 32]> {
+        self.records.get(psn_no).copied()
     }
 
     /// A disease's qualification replaces the one held for that disease.

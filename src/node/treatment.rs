@@ -18,7 +18,7 @@ use crate::api::convert::{dise_codg, items, med_type, msgid, region, set_claim_t
 use crate::api::envelope::{self, CLAIM_DOMAIN, CLAIM_RESULT_DOMAIN, HOSPITAL_DOMAIN};
 use crate::api::NodeError;
 use crate::ledger::{EntryKind, LedgerError};
-use crate::med_type::MedType;
+use crate::med_type::{MedCategory, MedType};
 use crate::proto::{hospital_request::Action, Claim, ClaimResult, HospitalRequest, HospitalResponse, Signed};
 use crate::region::{route, RegionCode, Route};
 use crate::settlement::classify;
@@ -37,6 +37,13 @@ fn check_med_type(req: &HospitalRequest, kind: InstitutionKind) -> Result<(), No
     }
     let t = med_type("med_type", &req.med_type)?;
     dise_codg("dise_codg", &req.dise_codg, t)?;
+    if req.emergency && t.category() != MedCategory::Inpatient {
+        // 13 is the emergency visit; the flag's filing waiver is for stays.
+        return Err(NodeError::bad(
+            "emergency",
+            format!("only a stay (21–24) is flagged as an emergency; use med_type 13 for an emergency visit, not {t}"),
+        ));
+    }
     match (kind, t == MedType::Pharmacy) {
         (InstitutionKind::Pharmacy, true) | (InstitutionKind::Hospital, false) => Ok(()),
         (InstitutionKind::Pharmacy, false) => Err(NodeError::bad(
@@ -395,6 +402,7 @@ impl Node {
                     }
                     check_month(&result, claim_env, self.month_floor())
                         .map_err(|m| NodeError::BadPeerAnswer(home.to_string(), m))?;
+                    check_figures(&result, claim_env).map_err(|m| NodeError::BadPeerAnswer(home.to_string(), m))?;
                     // A settled result must clear: its month, route and amounts well formed.
                     crate::api::convert::line_of_result(&result, home, self.region())
                         .map_err(|e| NodeError::BadPeerAnswer(home.to_string(), e.to_string()))?;
@@ -535,6 +543,29 @@ fn check_month(
             result.month
         )),
     }
+}
+
+/// A settled result's figures are of the claim's medical type (a reversal
+/// names none: it is of its settlement's), and the person's share is split
+/// exactly between the account and cash; what clearing splits by type rests
+/// on both.
+fn check_figures(result: &ClaimResult, claim_env: &Signed) -> Result<(), String> {
+    let Some(f) = result.figures.as_ref().filter(|_| result.settled) else { return Ok(()) };
+    let claim: Claim = envelope::peek(claim_env).map_err(|e| format!("own claim: {e}"))?;
+    let amount =
+        |field: &str, text: &str| crate::api::convert::signed_amount(field, text).map_err(|e| format!("figures: {e}"));
+    if Action::try_from(claim.action) == Ok(Action::Settle) && f.med_type != claim.med_type {
+        return Err(format!("the result is for med_type {:?}, the claim for {:?}", f.med_type, claim.med_type));
+    }
+    let (acct, cash, part) = (
+        amount("acct_pay", &f.acct_pay)?,
+        amount("psn_cash_pay", &f.psn_cash_pay)?,
+        amount("psn_part_amt", &f.psn_part_amt)?,
+    );
+    if acct + cash != part {
+        return Err(format!("acct_pay {acct} + psn_cash_pay {cash} is not psn_part_amt {part}"));
+    }
+    Ok(())
 }
 
 /// The claim recorded with `intent`, if that intent is for the same request

@@ -422,7 +422,8 @@ impl Sim {
             setl_date: self.today(),
             items,
             sent_at_ms: self.world.clock.now_ms(),
-            emergency: self.rng.gen_bool(0.1),
+            // The flag's filing waiver is for stays; 13 is the emergency visit.
+            emergency: med_type == MedType::Inpatient && self.rng.gen_bool(0.4),
             med_type: med_type.code().to_string(),
             dise_codg: if med_type == MedType::ChronicOutpatient { CHRONIC_DISEASE.into() } else { String::new() },
             acct_used_flag: self.rng.gen_bool(0.8),

@@ -510,3 +510,163 @@ async fn a_pharmacy_only_sells_and_a_hospital_never_does() {
     let ok = visit(&f, "P110000", "m2", ("F1", "611000"), "41", &list, |_| {}).await.expect("pharmacy");
     assert!(ok.settled && ok.figures.as_ref().is_some_and(|f| f.fund_pay_sumamt == "0.00"), "{ok:?}");
 }
+
+fn credit_env(msgid: &str, psn: &str, amount: &str) -> xclear::proto::Signed {
+    let req =
+        AccountCreditRequest { msgid: msgid.into(), psn_no: psn.into(), amount: amount.into(), reason: String::new() };
+    seal(&key("agency"), ADMIN_DOMAIN, "agency", &req)
+}
+
+fn qualify_env(msgid: &str, psn: &str, op: QualOp, dise: &str, beg: &str, end: &str) -> xclear::proto::Signed {
+    let req = QualificationRequest {
+        msgid: msgid.into(),
+        psn_no: psn.into(),
+        op: op as i32,
+        dise_codg: dise.into(),
+        begndate: beg.into(),
+        enddate: end.into(),
+    };
+    seal(&key("agency"), ADMIN_DOMAIN, "agency", &req)
+}
+
+/// A person record opens an account's balance; it does not reset one that
+/// settlements and credits have moved since, nor drop qualifications
+/// granted at run time; restating an earlier record applies it again.
+#[tokio::test]
+async fn a_person_import_opens_a_balance_but_never_resets_it() {
+    let f = federation();
+    let home = Arc::clone(&f.nodes["440600"]);
+    let mut a = person("G1", "440600", "310");
+    a.acct_balance = Some("1000.00".into());
+    assert_eq!(home.import_persons(std::slice::from_ref(&a)).await.expect("import"), 1);
+    register(&home, "G1", "long_term_resident").await;
+    let acct = |r: &mut HospitalRequest| r.acct_used_flag = true;
+    let s = visit(&f, "H110000", "s1", ("G1", "440600"), "11", &[("XA001", "1", "1200.00")], acct).await.expect("s");
+    let paid = s.figures.as_ref().expect("figures").acct_pay.clone();
+    let left = home.person_state("G1").expect("state").acct_balance;
+    assert_ne!(left, "1000.00", "paid {paid}");
+    home.qualify(qualify_env("q1", "G1", QualOp::Grant, "M01600", "2026-01-01", "")).await.expect("grant");
+    // The same record again, and a changed one still stating the opening balance.
+    assert_eq!(home.import_persons(std::slice::from_ref(&a)).await.expect("again"), 0);
+    let mut b = a.clone();
+    b.retired = true;
+    assert_eq!(home.import_persons(std::slice::from_ref(&b)).await.expect("changed"), 1);
+    let state = home.person_state("G1").expect("state");
+    assert_eq!(state.acct_balance, left, "an import moved a balance in use");
+    assert_eq!(state.chronic.len(), 1, "an import dropped a qualification granted at run time");
+    // A, B, then A again: A holds.
+    assert_eq!(home.import_persons(std::slice::from_ref(&a)).await.expect("restated"), 1);
+    assert!(!home.read_person("G1").expect("person").retired);
+    // A record naming a disease replaces that qualification only.
+    let mut c = a.clone();
+    c.chronic = vec![QualificationRecord { dise_codg: "M03900".into(), begndate: "2026-02-01".into(), enddate: None }];
+    home.import_persons(std::slice::from_ref(&c)).await.expect("with a qualification");
+    let codes: Vec<String> = home.person_state("G1").expect("state").chronic.into_iter().map(|q| q.dise_codg).collect();
+    assert_eq!(codes, ["M01600", "M03900"]);
+}
+
+#[tokio::test]
+async fn the_emergency_flag_is_for_stays_only() {
+    let f = federation();
+    f.nodes["611000"].import_persons(&[person("F1", "611000", "390")]).await.expect("import");
+    let list = [("XA002", "1", "50.00")];
+    let flag = |r: &mut HospitalRequest| r.emergency = true;
+    for (institution, med_type) in [("P110000", "41"), ("H110000", "11"), ("H110000", "13")] {
+        match visit(&f, institution, "m", ("F1", "611000"), med_type, &list, flag).await {
+            Err(NodeError::BadRequest { field, .. }) => assert_eq!(field, "emergency", "{med_type}"),
+            other => panic!("{med_type}: {other:?}"),
+        }
+    }
+    // A stay flagged as an emergency settles without a filing, as before.
+    let stay = visit(&f, "H110000", "m2", ("F1", "611000"), "21", &[("XA001", "1", "900.00")], flag).await;
+    assert!(stay.expect("stay").settled);
+}
+
+#[tokio::test]
+async fn ending_a_qualification_cannot_extend_it() {
+    let f = federation();
+    let home = Arc::clone(&f.nodes["654000"]);
+    home.import_persons(&[person("E1", "654000", "310")]).await.expect("import");
+    home.qualify(qualify_env("q1", "E1", QualOp::Grant, "M03900", "2026-01-01", "2026-06-30")).await.expect("grant");
+    match home.qualify(qualify_env("q2", "E1", QualOp::End, "M03900", "", "2026-12-31")).await {
+        Err(NodeError::BadRequest { field, .. }) => assert_eq!(field, "enddate"),
+        other => panic!("{other:?}"),
+    }
+    let state = home.qualify(qualify_env("q3", "E1", QualOp::End, "M03900", "", "2026-03-31")).await.expect("end");
+    assert_eq!(state.chronic[0].enddate, "2026-03-31");
+    match home.qualify(qualify_env("q4", "E1", QualOp::End, "M01600", "", "2026-03-31")).await {
+        Err(NodeError::BadRequest { field, .. }) => assert_eq!(field, "dise_codg"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Balances, qualifications and every new counter after settlements,
+/// reversals, credits and grants are what a restart rebuilds from the ledger.
+#[tokio::test]
+async fn a_restart_rebuilds_balances_qualifications_and_counters() {
+    let f = federation();
+    let home = Arc::clone(&f.nodes["440600"]);
+    let mut g = person("G1", "440600", "310");
+    g.acct_balance = Some("600.00".into());
+    home.import_persons(&[g]).await.expect("import");
+    register(&home, "G1", "long_term_resident").await;
+    home.credit_account(credit_env("c1", "G1", "250.00")).await.expect("credit");
+    home.qualify(qualify_env("q1", "G1", QualOp::Grant, "M01600", "2026-01-01", "")).await.expect("grant");
+    let acct = |r: &mut HospitalRequest| r.acct_used_flag = true;
+    let chronic = |r: &mut HospitalRequest| {
+        r.acct_used_flag = true;
+        r.dise_codg = "M01600".into();
+    };
+    let bill = [("XA001", "1", "700.00")];
+    for (institution, msgid, med_type, edit) in [
+        ("H110000", "a", "11", acct as fn(&mut HospitalRequest)),
+        ("H110000", "b", "14", chronic),
+        ("P110000", "c", "41", acct),
+    ] {
+        let list: &[(&str, &str, &str)] = if med_type == "41" { &[("XA002", "2", "30.00")] } else { &bill };
+        let r = visit(&f, institution, msgid, ("G1", "440600"), med_type, list, edit).await.expect("answered");
+        assert!(r.settled, "{med_type}: {r:?}");
+    }
+    let reverse = |r: &mut HospitalRequest| {
+        r.action = Action::Reverse as i32;
+        r.reversed_msgid = "a".into();
+        r.items.clear();
+    };
+    assert!(visit(&f, "H110000", "ra", ("G1", "440600"), "11", &bill, reverse).await.expect("reversal").settled);
+    let counters = home.counters_of("G1", 2026).expect("counters");
+    assert!(
+        counters.op_paid > xclear::money::Amount::ZERO && counters.chronic_paid.contains_key("M01600"),
+        "{counters:?}"
+    );
+    let state = home.person_state("G1").expect("state");
+    let dir = f._dir.path().to_path_buf();
+    drop(home);
+    drop(f.nodes);
+    let net = LocalNetwork::new();
+    let reopened = common::in_process_nodes(&dir, &["440600"], key, Arc::new(ManualClock::new(T0)), &net);
+    assert_eq!(reopened["440600"].counters_of("G1", 2026).expect("counters"), counters);
+    assert_eq!(reopened["440600"].person_state("G1").expect("state"), state);
+}
+
+#[test]
+fn a_report_sealed_before_medical_types_clears_as_stays() {
+    use xclear::proto::PairReport;
+    let legacy = PairReport {
+        counterpart: "110000".into(),
+        as_treatment: false,
+        count: 2,
+        medfee_sumamt: "900.00".into(),
+        hifp_pay: "500.00".into(),
+        hifmi_pay: "0.00".into(),
+        hifob_pay: "0.00".into(),
+        maf_pay: "0.00".into(),
+        fund_pay_sumamt: "500.00".into(),
+        ids_root: "00".repeat(32),
+        ..Default::default()
+    };
+    let (_, _, s) = xclear::api::convert::pair_report_from_proto(&legacy).expect("a legacy report reads");
+    assert_eq!(s.amounts.by_type.inpatient, s.amounts.owed());
+    // A new report whose split does not add up is refused.
+    let bad = PairReport { acct_pay: "0.00".into(), outpatient: "100.00".into(), ..legacy };
+    assert!(xclear::api::convert::pair_report_from_proto(&bad).is_err());
+}
