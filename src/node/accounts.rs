@@ -46,6 +46,21 @@ impl Node {
         let qualification = match Op::try_from(req.op).unwrap_or(Op::Unspecified) {
             Op::Grant => {
                 let begndate = date("begndate", &req.begndate)?;
+                // Only a disease the home policy lists can be settled as one.
+                let listed = self
+                    .rules
+                    .policy_for(person.insuplc_admdvs, person.insutype, begndate)
+                    .map(|p| p.chronic.keys().cloned().collect::<Vec<_>>())
+                    .unwrap_or_default();
+                if !listed.contains(&code) {
+                    return Err(NodeError::bad(
+                        "dise_codg",
+                        format!(
+                            "{code} is not a chronic disease of the home policy in force on {begndate} ({})",
+                            listed.join(", ")
+                        ),
+                    ));
+                }
                 let enddate = if req.enddate.is_empty() { None } else { Some(date("enddate", &req.enddate)?) };
                 if enddate.is_some_and(|e| e < begndate) {
                     return Err(NodeError::bad("enddate", format!("{} is before begndate {begndate}", req.enddate)));

@@ -68,8 +68,18 @@ impl Node {
         // before anything in them is decoded or believed.
         let hospital =
             self.config.hospitals.get(&env.signer).ok_or_else(|| NodeError::UnknownHospital(env.signer.clone()))?;
-        let req: HospitalRequest = envelope::open(&env, &hospital.public_key, HOSPITAL_DOMAIN)
-            .map_err(|e| NodeError::BadSignature(format!("hospital {}: {e}", hospital.code)))?;
+        let who = match hospital.kind {
+            InstitutionKind::Hospital => "hospital",
+            InstitutionKind::Pharmacy => "pharmacy",
+        };
+        let req: HospitalRequest =
+            envelope::open(&env, &hospital.public_key, HOSPITAL_DOMAIN).map_err(|e| match e {
+                envelope::EnvelopeError::BadSignature => NodeError::BadSignature(format!(
+                    "{who} {} (signed with a key other than the one this node's config lists for it)",
+                    hospital.code
+                )),
+                other => NodeError::BadSignature(format!("{who} {}: {other}", hospital.code)),
+            })?;
         if req.fixmedins_code != hospital.code {
             return Err(NodeError::NotAuthorised(format!(
                 "signed by {} for hospital {:?}",

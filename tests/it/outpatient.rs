@@ -587,6 +587,14 @@ async fn ending_a_qualification_cannot_extend_it() {
     let f = federation();
     let home = Arc::clone(&f.nodes["654000"]);
     home.import_persons(&[person("E1", "654000", "310")]).await.expect("import");
+    // A disease the home policy does not list cannot be granted.
+    match home.qualify(qualify_env("q0", "E1", QualOp::Grant, "M99999", "2026-01-01", "")).await {
+        Err(NodeError::BadRequest { field, message }) => {
+            assert_eq!(field, "dise_codg");
+            assert!(message.contains("M03900"), "lists what is listed: {message}");
+        }
+        other => panic!("{other:?}"),
+    }
     home.qualify(qualify_env("q1", "E1", QualOp::Grant, "M03900", "2026-01-01", "2026-06-30")).await.expect("grant");
     match home.qualify(qualify_env("q2", "E1", QualOp::End, "M03900", "", "2026-12-31")).await {
         Err(NodeError::BadRequest { field, .. }) => assert_eq!(field, "enddate"),
