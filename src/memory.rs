@@ -1,17 +1,11 @@
 //! Process memory settings, applied once at start-up by the binary.
 //!
-//! Transparent huge pages are turned off for the process. With them, the
-//! first touch of a fresh 2 MiB region faults it in whole, and on this VM
-//! (THP `madvise`, mimalloc advising its arenas) one such fault zeroed for
-//! 40–80 ms while the thread held whatever it held: the ledger writer, or a
-//! tokio worker with a hundred settlements queued behind it. A perf trace of
-//! `xclear bench e2e` (128 hospitals) put every 100 ms window where most
-//! settlements missed the p99 on such a fault (`do_huge_pmd_anonymous_page`
-//! under mimalloc's page allocation or a growing table); without THP the
-//! slowest settlement took 99 ms instead of 234 ms. The allocator is built
-//! with mimalloc's `no_thp` feature (it no longer advises huge pages), and
+//! Transparent huge pages are turned off for the process: the first touch of
+//! a fresh 2 MiB region would fault it in whole, stalling whatever the thread
+//! holds for tens of milliseconds (docs/PERFORMANCE.md, "No transparent huge
+//! pages"). The allocator is built with mimalloc's `no_thp` feature, and
 //! [`disable_transparent_huge_pages`] covers systems whose THP setting is
-//! `always`. Pages are then faulted 4 KiB at a time, spread over the run.
+//! `always`.
 
 /// Turns transparent huge pages off for this process and its children
 /// (Linux `PR_SET_THP_DISABLE`); elsewhere there is nothing to turn off. If

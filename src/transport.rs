@@ -26,6 +26,9 @@ pub enum TransportError {
     /// The peer answered with an error.
     #[error("{reason}: {message}")]
     Refused { reason: String, message: String },
+    /// This process cannot send at all (a thread panicked holding its state).
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 /// How a node reaches its peers.
@@ -75,7 +78,10 @@ impl Channels {
 
     /// The channel to `to`'s node (not connected until first used).
     pub fn get(&self, to: RegionCode) -> Result<Channel, TransportError> {
-        let mut open = self.open.lock().map_err(|_| TransportError::Unreachable("lock".into()))?;
+        let mut open = self
+            .open
+            .lock()
+            .map_err(|_| TransportError::Internal("a thread panicked holding the open channels".into()))?;
         if let Some(c) = open.get(&to) {
             return Ok(c.clone());
         }

@@ -16,7 +16,7 @@ use xclear::region::RegionCode;
 use super::bench_cmd::Figure;
 
 /// Peak resident memory of this process (VmHWM), in MiB.
-pub fn peak_mib() -> f64 {
+pub(crate) fn peak_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -39,7 +39,7 @@ fn amounts(cents: i64) -> Amounts {
 
 /// A node with `n` settlements in a month, spread over its counterparts, as
 /// its running totals hold them; the report is their summaries, signed.
-pub fn report(n: u64) -> Result<Vec<Figure>, String> {
+pub(crate) fn report(n: u64) -> Result<Vec<Figure>, String> {
     let own = RegionCode::parse("611000").map_err(|e| e.to_string())?;
     let counterparts: Vec<RegionCode> =
         ["110000", "440600", "654000", "660400", "540000", "330100", "120000", "310000"]
@@ -95,7 +95,7 @@ pub fn report(n: u64) -> Result<Vec<Figure>, String> {
 
 /// 400 regions, every ordered pair settling with every other, both sides
 /// reporting the same: reconcile, net, transfers, statement.
-pub fn netting(regions: usize) -> Result<Vec<Figure>, String> {
+pub(crate) fn netting(regions: usize) -> Result<Vec<Figure>, String> {
     // Valid region codes: prefectures 01..13 of every province.
     let mut codes = Vec::new();
     for p in [

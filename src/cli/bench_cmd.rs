@@ -16,7 +16,7 @@ use xclear::storage::SledStore;
 use super::{fail, EXIT_FAILED};
 
 #[derive(Subcommand, Clone, Copy)]
-pub enum BenchCommand {
+pub(crate) enum BenchCommand {
     /// End to end: hospitals -> treatment node -> home node over gRPC, both ledgers durable.
     E2e {
         /// Length of the main phase, in seconds.
@@ -56,14 +56,14 @@ pub enum BenchCommand {
 }
 
 /// One printed figure.
-pub struct Figure {
+pub(crate) struct Figure {
     pub name: &'static str,
     pub value: f64,
     pub unit: &'static str,
     pub note: String,
 }
 
-pub fn run(cmd: BenchCommand) -> ExitCode {
+pub(crate) fn run(cmd: BenchCommand) -> ExitCode {
     let figures = match cmd {
         BenchCommand::Ledger { entries, concurrency } => ledger(entries, concurrency),
         BenchCommand::E2e { seconds, hospitals, persons, rate } => {

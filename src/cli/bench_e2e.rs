@@ -51,7 +51,7 @@ fn crypto_costs_us() -> (f64, f64) {
     (signs[2], verifies[2])
 }
 
-pub fn run(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> Result<Vec<Figure>, String> {
+pub(crate) fn run(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> Result<Vec<Figure>, String> {
     BEGAN.get_or_init(Instant::now);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(bench(seconds, hospitals, persons, offered))

@@ -30,7 +30,7 @@ use xclear::rules::RuleBook;
 use super::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
 
 #[derive(Clone, Copy, ValueEnum, Default)]
-pub enum Format {
+pub(crate) enum Format {
     Json,
     Csv,
     #[default]
@@ -39,7 +39,7 @@ pub enum Format {
 
 /// Where the operator is: a running server, or its data on this machine.
 #[derive(Args, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// The operator's config: work on its data directly (the server must be stopped).
     #[arg(long, conflicts_with = "operator", required_unless_present = "operator")]
     config: Option<PathBuf>,
@@ -52,7 +52,7 @@ pub struct Target {
 }
 
 #[derive(Subcommand)]
-pub enum ClearingCommand {
+pub(crate) enum ClearingCommand {
     /// Collect every node's signed report (sealing the month at each node), reconcile, net and sign the month's statement.
     /// Only a month that is over closes (its end in Asia/Shanghai plus the operator's grace), after the previous one is final.
     Close {
@@ -130,7 +130,7 @@ pub enum ClearingCommand {
 
 /// A region answering the month's current statement.
 #[derive(Args, Clone)]
-pub struct Answering {
+pub(crate) struct Answering {
     #[command(flatten)]
     target: Target,
     /// The month whose current statement is answered, YYYY-MM.
@@ -181,7 +181,7 @@ fn status(s: tonic::Status) -> ExitCode {
 }
 
 /// Opens the operator from its config (its ledger, the nodes' endpoints and keys).
-pub fn open_operator(config: &Path) -> Result<(OperatorConfig, Operator), ExitCode> {
+pub(crate) fn open_operator(config: &Path) -> Result<(OperatorConfig, Operator), ExitCode> {
     let cfg = OperatorConfig::load(config).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
     let key = crypto::load_signing_key(&cfg.key_file).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
     let rules = RuleBook::load(&cfg.rules_dir).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
@@ -209,7 +209,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(EXIT_FAILED, e))
 }
 
-pub fn run(cmd: ClearingCommand) -> ExitCode {
+pub(crate) fn run(cmd: ClearingCommand) -> ExitCode {
     let rt = match runtime() {
         Ok(r) => r,
         Err(c) => return c,
@@ -396,7 +396,7 @@ async fn adjust(target: &Target, req: AdjustmentRequest) -> Result<ExitCode, Exi
 }
 
 /// `xclear operator --config FILE`: serves the operator until Ctrl-C.
-pub fn run_operator(config: &Path) -> ExitCode {
+pub(crate) fn run_operator(config: &Path) -> ExitCode {
     let rt = match runtime() {
         Ok(r) => r,
         Err(c) => return c,

@@ -9,7 +9,7 @@ use xclear::ledger::verify::verify_dir;
 
 use super::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
 
-pub fn run(out: Option<PathBuf>, seed: u64, patients: usize, month: &str, rules: PathBuf) -> ExitCode {
+pub(crate) fn run(out: Option<PathBuf>, seed: u64, patients: usize, month: &str, rules: PathBuf) -> ExitCode {
     let Some(month) = Month::parse(month) else {
         return fail(EXIT_BAD_INPUT, format!("--month: {month:?} is not YYYY-MM"));
     };

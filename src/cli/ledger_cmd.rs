@@ -18,7 +18,7 @@ use xclear::ledger::{merkle, EntryKind, Ledger};
 use super::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
 
 #[derive(Subcommand)]
-pub enum LedgerCommand {
+pub(crate) enum LedgerCommand {
     /// Re-check every checksum, hash, link and seal (root and tree head signature).
     Verify {
         /// The ledger's data directory (a node's data_dir).
@@ -91,7 +91,7 @@ pub enum LedgerCommand {
     },
 }
 
-pub fn run(cmd: LedgerCommand) -> ExitCode {
+pub(crate) fn run(cmd: LedgerCommand) -> ExitCode {
     match cmd {
         LedgerCommand::Verify { db, key } => verify(&db, key.as_deref()),
         LedgerCommand::Export { db, out } => export(&db, out.as_deref()),

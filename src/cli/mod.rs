@@ -1,24 +1,24 @@
 //! Command-line plumbing shared by the subcommands.
 
-pub mod bench_clearing;
-pub mod bench_cmd;
-pub mod bench_e2e;
+pub(crate) mod bench_clearing;
+pub(crate) mod bench_cmd;
+pub(crate) mod bench_e2e;
 mod bench_load;
-pub mod clearing_cmd;
-pub mod demo_cmd;
-pub mod ledger_cmd;
-pub mod node_cmd;
+pub(crate) mod clearing_cmd;
+pub(crate) mod demo_cmd;
+pub(crate) mod ledger_cmd;
+pub(crate) mod node_cmd;
 
 use std::process::ExitCode;
 
 /// Exit codes: 2 bad input, 3 refused (calc), 1 anything that failed or is not sound.
-pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_BAD_INPUT: u8 = 2;
-pub const EXIT_REFUSED: u8 = 3;
+pub(crate) const EXIT_FAILED: u8 = 1;
+pub(crate) const EXIT_BAD_INPUT: u8 = 2;
+pub(crate) const EXIT_REFUSED: u8 = 3;
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM (what service managers and
 /// `kill` send): servers drain and stop the same way on either.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -43,7 +43,7 @@ pub async fn shutdown_signal() {
 /// The exit code of a node's refusal of a hospital request: 2 when the
 /// request itself is malformed, 3 when the node or the home region refused
 /// it, 1 when it could not be answered (unreachable, internal).
-pub fn exit_code_of(reason: &str) -> u8 {
+pub(crate) fn exit_code_of(reason: &str) -> u8 {
     match reason {
         "bad_request" => EXIT_BAD_INPUT,
         "home_unreachable" | "region_unreachable" | "internal" | "bad_peer_answer" | "overloaded" => EXIT_FAILED,
@@ -51,7 +51,7 @@ pub fn exit_code_of(reason: &str) -> u8 {
     }
 }
 
-pub fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("{message}");
     ExitCode::from(code)
 }

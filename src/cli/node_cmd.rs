@@ -30,13 +30,13 @@ use super::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
 const REDRIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Clone, Copy, ValueEnum, Default)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     #[default]
     Human,
     Json,
 }
 
-pub fn init_logs(format: LogFormat) {
+pub(crate) fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     // Colours only for a person at a terminal, not in a log file.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -76,7 +76,7 @@ fn open_node(config: &Path) -> Result<Arc<Node>, ExitCode> {
         .map_err(|e| fail(EXIT_FAILED, e))
 }
 
-pub fn run_node(config: &Path, log_format: LogFormat) -> ExitCode {
+pub(crate) fn run_node(config: &Path, log_format: LogFormat) -> ExitCode {
     init_logs(log_format);
     let rt = match runtime() {
         Ok(r) => r,
@@ -127,7 +127,7 @@ pub fn run_node(config: &Path, log_format: LogFormat) -> ExitCode {
 }
 
 #[derive(Subcommand, Clone, Copy)]
-pub enum HospitalAction {
+pub(crate) enum HospitalAction {
     /// Settle a bill (结算).
     Settle,
     /// Compute without committing anything (预结算).
@@ -141,7 +141,7 @@ pub enum HospitalAction {
 /// The bill file a hospital client sends.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BillFile {
+pub(crate) struct BillFile {
     pub fixmedins_code: String,
     pub msgid: String,
     pub psn_no: String,
@@ -165,13 +165,13 @@ pub struct BillFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BillItemJson {
+pub(crate) struct BillItemJson {
     pub code: String,
     pub qty: String,
     pub price: String,
 }
 
-pub fn hospital_response_json(r: &HospitalResponse) -> serde_json::Value {
+pub(crate) fn hospital_response_json(r: &HospitalResponse) -> serde_json::Value {
     let figures = r.figures.as_ref().map(|f| {
         json!({
             "route": f.route, "medfee_sumamt": f.medfee_sumamt, "fulamt_ownpay_amt": f.fulamt_ownpay_amt,
@@ -200,7 +200,7 @@ fn signing_key(path: &Path) -> Result<ed25519_dalek::SigningKey, ExitCode> {
     crypto::load_signing_key(path).map_err(|e| fail(EXIT_BAD_INPUT, e))
 }
 
-pub fn run_hospital(action: HospitalAction, node: &str, key: &Path, bill: &Path) -> ExitCode {
+pub(crate) fn run_hospital(action: HospitalAction, node: &str, key: &Path, bill: &Path) -> ExitCode {
     let (key, b): (_, BillFile) = match (signing_key(key), read_json(bill)) {
         (Ok(k), Ok(b)) => (k, b),
         (Err(c), _) | (_, Err(c)) => return c,
@@ -251,7 +251,7 @@ pub fn run_hospital(action: HospitalAction, node: &str, key: &Path, bill: &Path)
 }
 
 /// Loads insured persons from a JSON array into a (stopped) node's ledger.
-pub fn run_import(config: &Path, file: &Path) -> ExitCode {
+pub(crate) fn run_import(config: &Path, file: &Path) -> ExitCode {
     let persons: Vec<PersonRecord> = match read_json(file) {
         Ok(p) => p,
         Err(c) => return c,
@@ -277,7 +277,7 @@ pub fn run_import(config: &Path, file: &Path) -> ExitCode {
 
 /// `xclear persons import --node`: the file's persons to a running node, in
 /// signed batches.
-pub fn run_import_remote(node: &str, admin: &str, key: &Path, file: &Path) -> ExitCode {
+pub(crate) fn run_import_remote(node: &str, admin: &str, key: &Path, file: &Path) -> ExitCode {
     let (key, persons): (_, Vec<PersonRecord>) = match (signing_key(key), read_json(file)) {
         (Ok(k), Ok(p)) => (k, p),
         (Err(c), _) | (_, Err(c)) => return c,
@@ -315,7 +315,7 @@ pub fn run_import_remote(node: &str, admin: &str, key: &Path, file: &Path) -> Ex
 /// The registration request file an agency sends.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RegistrationFile {
+pub(crate) struct RegistrationFile {
     pub msgid: String,
     pub op: String,
     pub psn_no: String,
@@ -333,7 +333,7 @@ pub struct RegistrationFile {
     pub on_date: String,
 }
 
-pub fn run_registration(node: &str, key: &Path, admin: &str, file: &Path) -> ExitCode {
+pub(crate) fn run_registration(node: &str, key: &Path, admin: &str, file: &Path) -> ExitCode {
     let (key, r): (_, RegistrationFile) = match (signing_key(key), read_json(file)) {
         (Ok(k), Ok(r)) => (k, r),
         (Err(c), _) | (_, Err(c)) => return c,
@@ -375,14 +375,14 @@ pub fn run_registration(node: &str, key: &Path, admin: &str, file: &Path) -> Exi
 }
 
 /// A signed change to one person at their home node.
-pub enum PersonChange {
+pub(crate) enum PersonChange {
     Qualify(xclear::proto::QualificationRequest),
     Credit(xclear::proto::AccountCreditRequest),
 }
 
 /// `xclear persons qualify|credit`: prints the person's qualifications and
 /// balance after the change.
-pub fn run_person_change(node: &str, key: &Path, admin: &str, change: PersonChange) -> ExitCode {
+pub(crate) fn run_person_change(node: &str, key: &Path, admin: &str, change: PersonChange) -> ExitCode {
     let key = match signing_key(key) {
         Ok(k) => k,
         Err(c) => return c,
@@ -416,7 +416,7 @@ pub fn run_person_change(node: &str, key: &Path, admin: &str, change: PersonChan
 }
 
 /// `xclear registration query`: a person's registrations, one JSON object a line.
-pub fn run_registration_query(node: &str, key: &Path, admin: &str, psn_no: &str) -> ExitCode {
+pub(crate) fn run_registration_query(node: &str, key: &Path, admin: &str, psn_no: &str) -> ExitCode {
     let key = match signing_key(key) {
         Ok(k) => k,
         Err(c) => return c,

@@ -40,7 +40,7 @@ const TOKENS: &[&[u8]] = &[
     b"\x0a\xff\xff\xff\xff\x07",
 ];
 
-pub fn mutate(rng: &mut StdRng, input: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
+pub(super) fn mutate(rng: &mut StdRng, input: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
     let mut v = input.to_vec();
     for _ in 0..rng.gen_range(1..=4) {
         let len = v.len();

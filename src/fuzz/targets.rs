@@ -83,7 +83,7 @@ const OPERATOR_CONFIG: &str = "data_dir = \"operator\"\nkey_file = \"operator.ke
 [[nodes]]\nregion = \"611000\"\nendpoint = \"http://127.0.0.1:7001\"\npublic_key = \"3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29\"\n\
 [[quotas]]\nregion = \"611000\"\namount = \"50000.00\"\n";
 
-pub struct Harness {
+pub(super) struct Harness {
     target: Target,
     rt: tokio::runtime::Runtime,
     world: Option<World>,
@@ -116,7 +116,7 @@ fn bill() -> HospitalRequest {
 }
 
 impl Harness {
-    pub fn new(target: Target) -> Result<Harness, String> {
+    pub(super) fn new(target: Target) -> Result<Harness, String> {
         let dir = crate::sim::scratch_dir()?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
         let rules = Arc::new(
@@ -175,7 +175,7 @@ impl Harness {
     }
 
     /// Valid inputs to start mutating from.
-    pub fn corpus(&self) -> Vec<Vec<u8>> {
+    pub(super) fn corpus(&self) -> Vec<Vec<u8>> {
         let mut settle = bill();
         let hospital = settle.encode_to_vec();
         settle.action = Action::Reverse as i32;
@@ -246,7 +246,7 @@ impl Harness {
 
     /// Feeds one input; `salt` picks among the ways in. Returns whether it
     /// was accepted. Must not panic.
-    pub fn feed(&mut self, input: &[u8], salt: u64) -> bool {
+    pub(super) fn feed(&mut self, input: &[u8], salt: u64) -> bool {
         let raw = salt.is_multiple_of(4);
         let envelope = |signer: &str, domain: &[u8]| {
             if raw {

@@ -1,11 +1,7 @@
 //! An append-only sequence kept in fixed-size chunks, for the per-entry
-//! figures a ledger holds in memory (leaf hashes, segment offsets). A `Vec`
-//! grows by copying everything it holds into a fresh table twice the size,
-//! here under the tree state's write lock that appends and key lookups wait
-//! on: the slowest push of a `Vec` of 32-byte hashes took 21 ms at a million
-//! entries and 133-162 ms at 8 million (a throwaway program with this
-//! binary's allocator, 2026-11-23). Here growing adds one chunk and copies
-//! nothing; the slowest push over 16 million took 0.29 ms.
+//! figures a ledger holds in memory (leaf hashes, segment offsets): growing
+//! adds a chunk and copies nothing, where a `Vec` would copy everything under
+//! the tree's write lock (docs/PERFORMANCE.md, "Chunked in-memory sequences").
 
 use std::ops::Range;
 
@@ -19,15 +15,15 @@ pub(crate) struct Chunked<T: Copy> {
 }
 
 impl<T: Copy> Chunked<T> {
-    pub fn new() -> Chunked<T> {
+    pub(crate) fn new() -> Chunked<T> {
         Chunked { chunks: Vec::new(), len: 0 }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub fn push(&mut self, item: T) {
+    pub(crate) fn push(&mut self, item: T) {
         if self.len.is_multiple_of(CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
@@ -37,12 +33,12 @@ impl<T: Copy> Chunked<T> {
         }
     }
 
-    pub fn get(&self, i: usize) -> Option<T> {
+    pub(crate) fn get(&self, i: usize) -> Option<T> {
         self.chunks.get(i / CHUNK)?.get(i % CHUNK).copied()
     }
 
     /// A copy of the items in `range`, or `None` if it runs past the end.
-    pub fn to_vec(&self, range: Range<usize>) -> Option<Vec<T>> {
+    pub(crate) fn to_vec(&self, range: Range<usize>) -> Option<Vec<T>> {
         if range.start > range.end || range.end > self.len {
             return None;
         }

@@ -82,10 +82,10 @@ pub struct Appended {
 
 /// Index keys in the store.
 pub(crate) mod keys {
-    pub const APPLIED: &[u8] = b"m/applied";
+    pub(crate) const APPLIED: &[u8] = b"m/applied";
 
     /// Idempotency key (the fact's id) -> seq u64 || segment offset u64.
-    pub fn idem(key: &str) -> Vec<u8> {
+    pub(crate) fn idem(key: &str) -> Vec<u8> {
         [b"k/".as_slice(), key.as_bytes()].concat()
     }
 }

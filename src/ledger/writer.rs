@@ -107,17 +107,9 @@ fn index(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<IndexJob>) {
 }
 
 /// Under load the writer holds a group open this long after its first
-/// append, so that more appends share its seal and its `fdatasync` (each
-/// sync costs ~100 µs of CPU on this VM, most of it device round-trips).
-/// Only after a group of at least `HOLD_AFTER_GROUP_OF` entries: a lone
-/// caller, or a few, never waits. Measured with `xclear bench e2e` (3
-/// runs of each setting, alternating, 15 s each, medians): CPU per settlement
-/// 740 µs without a hold, 678 µs with this one (in the next set of runs),
-/// entries per seal at the treatment node ~4 -> ~8; a 2 ms hold saved more
-/// CPU but slowed the 16-hospital phase. Again after batch signatures, at 64
-/// hospitals (`--hospitals 64 --seconds 15`, alternating, medians): 2,973
-/// settlements/s (p99 41 ms, 499 µs) with 1 ms against 2,610/s (p99 47 ms,
-/// 577 µs) with 250 µs, 5 pairs; 2,829/s against 2,556/s with 2 ms, 4 pairs.
+/// append, so more appends share its seal and `fdatasync`; only after a group
+/// of at least `HOLD_AFTER_GROUP_OF`, so a lone caller never waits (the
+/// measurements: docs/PERFORMANCE.md, "Group hold").
 const GROUP_HOLD: Duration = Duration::from_millis(1);
 const HOLD_AFTER_GROUP_OF: usize = 4;
 

@@ -195,7 +195,10 @@ impl GrpcTransport {
     /// The claim queue to a peer, started on the caller's runtime the first
     /// time (and again if that runtime has gone).
     fn batcher(&self, to: RegionCode) -> Result<Arc<ClaimBatcher>, TransportError> {
-        let mut batchers = self.batchers.lock().map_err(|_| TransportError::Unreachable("lock".into()))?;
+        let mut batchers = self
+            .batchers
+            .lock()
+            .map_err(|_| TransportError::Internal("a thread panicked holding the claim batchers".into()))?;
         if let Some(b) = batchers.get(&to).filter(|b| !b.is_closed()) {
             return Ok(Arc::clone(b));
         }

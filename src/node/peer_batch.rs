@@ -33,11 +33,8 @@ pub struct BatchLimits {
     pub queue: usize,
 }
 
-/// Batch calls to one peer outstanding at once. Four against two, measured
-/// with `xclear bench e2e --seconds 20` (3 alternating pairs, medians):
-/// 64 hospitals 3,185 against 2,779 settlements/s (p99 34 against 39 ms; 4
-/// was ahead in every pair), 128 hospitals 3,473 against 3,311/s (p99 63
-/// against 70 ms), the same CPU per settlement; batches ~6.5 claims, not ~11.
+/// Batch calls to one peer outstanding at once: four beat two on rate and p99
+/// at the same CPU (docs/PERFORMANCE.md, "Batch calls in flight").
 pub const BATCH_CALLS_IN_FLIGHT: usize = 4;
 
 impl Default for BatchLimits {

@@ -15,7 +15,7 @@ use crate::proto::{registration_request::Op, RegistrationRecord, RegistrationReq
 use crate::settlement::RegistrationKind;
 
 /// Longest validity a registration may declare, in days (an open end is allowed).
-pub const MAX_REGISTRATION_DAYS: i64 = 366 * 10;
+pub(super) const MAX_REGISTRATION_DAYS: i64 = 366 * 10;
 
 impl Node {
     /// Applies a signed registration request from one of this node's admins

@@ -37,11 +37,8 @@ pub struct SettlementState {
 }
 
 /// Ordered maps, not hash maps: these grow with every settlement, and a hash
-/// map grows by rehashing the whole table at once, under the node's write
-/// lock. In a `perf record` of `xclear bench e2e` the `settlements` table's
-/// rehash held a runtime worker for ~200 ms, most of it zeroing the fresh
-/// table's pages, and every settlement of the moment waited behind it; a
-/// B-tree grows a node at a time.
+/// map's rehash of the whole table, under the node's write lock, stalled
+/// every settlement of the moment (docs/PERFORMANCE.md, "B-trees").
 #[derive(Debug, Default)]
 pub struct HomeState {
     pub persons: BTreeMap<String, Person>,

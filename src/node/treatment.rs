@@ -420,6 +420,7 @@ impl Node {
                 }
                 Err(TransportError::Unreachable(e)) => last = e,
                 Err(TransportError::Refused { reason, message }) => return Err(peer_refusal(&reason, message)),
+                Err(TransportError::Internal(m)) => return Err(NodeError::Internal(m)),
             }
         }
         tracing::warn!(home = %home, error = %last, "home node unreachable");
@@ -514,11 +515,11 @@ impl Node {
 }
 
 /// Intents re-driven in one round, at most.
-pub const REDRIVE_BATCH: usize = 1_000;
+pub(super) const REDRIVE_BATCH: usize = 1_000;
 /// The wait after an intent's first failed re-drive, doubled after each.
-pub const REDRIVE_FIRST_WAIT: Duration = Duration::from_secs(5);
+pub(super) const REDRIVE_FIRST_WAIT: Duration = Duration::from_secs(5);
 /// The longest wait between two re-drives of one intent.
-pub const REDRIVE_MAX_WAIT: Duration = Duration::from_secs(600);
+pub(super) const REDRIVE_MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// Whether the home node's answer ends the intent: it refused the claim
 /// itself (who, what, for whom), and asking again would be refused again.

@@ -81,6 +81,7 @@ fn unreachable(region: RegionCode, e: TransportError) -> NodeError {
         TransportError::Refused { reason, message } => {
             NodeError::RegionRefused(region.to_string(), format!("{reason}: {message}"))
         }
+        TransportError::Internal(m) => NodeError::Internal(m),
     }
 }
 

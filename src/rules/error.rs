@@ -45,7 +45,7 @@ pub(crate) struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    pub fn fail(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+    pub(crate) fn fail(&mut self, key: impl Into<String>, reason: impl Into<String>) {
         self.issues.push(RuleIssue { file: self.file.to_string(), key: key.into(), reason: reason.into() });
     }
 }

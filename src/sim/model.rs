@@ -19,7 +19,7 @@ use crate::region::RegionCode;
 
 /// What a hospital was answered for one msgid.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Acked {
+pub(super) struct Acked {
     pub setl_id: String,
     pub result: Signed,
     pub home: RegionCode,
@@ -46,7 +46,7 @@ struct Cursor {
 }
 
 #[derive(Default)]
-pub struct Model {
+pub(super) struct Model {
     /// (hospital, msgid) → the answer the hospital holds.
     pub acked: BTreeMap<(String, String), Acked>,
     /// (hospital, msgid) → refusal code.
@@ -78,14 +78,14 @@ fn figures(r: &ClaimResult) -> SettlementFigures {
 
 impl Model {
     /// An employee's opening balance, as imported.
-    pub fn opening_balance(&mut self, home: RegionCode, psn_no: &str, balance: &str) {
+    pub(super) fn opening_balance(&mut self, home: RegionCode, psn_no: &str, balance: &str) {
         self.balances.insert((home, psn_no.to_string()), amount(balance));
         self.balances_touched.insert((home, psn_no.to_string()));
     }
 
     /// Records a hospital's answer; a second answer for the same msgid must
     /// be the first one again.
-    pub fn answer(&mut self, hospital: &str, msgid: &str, resp: &HospitalResponse) -> Result<(), String> {
+    pub(super) fn answer(&mut self, hospital: &str, msgid: &str, resp: &HospitalResponse) -> Result<(), String> {
         let k = (hospital.to_string(), msgid.to_string());
         let result = resp.home_result.clone().ok_or_else(|| format!("{hospital}/{msgid}: no signed home result"))?;
         let home = RegionCode::parse(&result.signer).map_err(|e| format!("{hospital}/{msgid}: signer {e}"))?;
@@ -129,7 +129,7 @@ impl Model {
     /// Reads every ledger entry added since the last check, verifying each
     /// link and the signed head against its own tree, and records
     /// settlements from both sides.
-    pub fn scan(&mut self, world: &World) -> Result<(), String> {
+    pub(super) fn scan(&mut self, world: &World) -> Result<(), String> {
         for (region, node) in &world.nodes {
             let ledger = node.ledger();
             let cur = self.cursors.entry(*region).or_default();
@@ -214,7 +214,7 @@ impl Model {
     }
 
     /// The invariants, over everything scanned so far.
-    pub fn check(&mut self, world: &World) -> Result<(), String> {
+    pub(super) fn check(&mut self, world: &World) -> Result<(), String> {
         self.scan(world)?;
         // No acknowledged settlement lost, on either side, and both hold what the hospital holds.
         for ((h, m), a) in &self.acked {
@@ -269,7 +269,7 @@ impl Model {
     }
 
     /// Once everything is settled: every home commit has its outcome.
-    pub fn check_quiet(&self) -> Result<(), String> {
+    pub(super) fn check_quiet(&self) -> Result<(), String> {
         match self.home_commits.keys().find(|id| !self.outcomes.contains_key(*id)) {
             Some(id) => Err(format!("after quiescence {id} is committed at home but not at treatment")),
             None => Ok(()),
@@ -278,7 +278,7 @@ impl Model {
 
     /// Every settlement and reversal committed at a home node, as its
     /// clearing line (from the home node's signed result), by setl_id.
-    pub fn home_lines(&self) -> BTreeMap<String, crate::clearing::Line> {
+    pub(super) fn home_lines(&self) -> BTreeMap<String, crate::clearing::Line> {
         self.home_commits
             .iter()
             .filter_map(|(id, c)| {
@@ -291,13 +291,13 @@ impl Model {
     }
 
     /// How many settlements and reversals the home ledgers committed.
-    pub fn home_commit_count(&self) -> usize {
+    pub(super) fn home_commit_count(&self) -> usize {
         self.home_commits.len()
     }
 
     /// Home commits whose month is later than their home clock's month
     /// (that month was sealed when they committed).
-    pub fn late_commits(&self) -> u64 {
+    pub(super) fn late_commits(&self) -> u64 {
         let late = |c: &HomeCommit| {
             envelope::peek::<ClaimResult>(&c.result).is_ok_and(|r| r.month > crate::time::month_of(r.committed_at_ms))
         };
@@ -305,7 +305,7 @@ impl Model {
     }
 
     /// A digest of every answer the hospitals hold (equal runs, equal digests).
-    pub fn digest(&self) -> String {
+    pub(super) fn digest(&self) -> String {
         let mut h = Sha256::new();
         for ((hosp, msgid), a) in &self.acked {
             h.update(format!("{hosp}/{msgid}={}|", a.setl_id));

@@ -23,10 +23,10 @@ use crate::rules::RuleBook;
 use crate::settlement::HospitalLevel;
 
 /// (region, insutype of its insured persons; empty: no insured persons here).
-pub const REGIONS: [(&str, &str); 5] =
+pub(crate) const REGIONS: [(&str, &str); 5] =
     [("611000", "390"), ("654000", "390"), ("660400", "390"), ("440600", "310"), ("110000", "")];
 /// Hospitals: (code, region).
-pub const HOSPITALS: [(&str, &str); 5] = [
+pub(crate) const HOSPITALS: [(&str, &str); 5] = [
     ("H110000A", "110000"),
     ("H110000B", "110000"),
     ("H654000", "654000"),
@@ -34,20 +34,20 @@ pub const HOSPITALS: [(&str, &str); 5] = [
     ("H440600", "440600"),
 ];
 /// Designated pharmacies (level 0, purchases only): (code, region).
-pub const PHARMACIES: [(&str, &str); 2] = [("P110000", "110000"), ("P654000", "654000")];
-pub const AGENCY: &str = "agency";
+pub(crate) const PHARMACIES: [(&str, &str); 2] = [("P110000", "110000"), ("P654000", "654000")];
+pub(crate) const AGENCY: &str = "agency";
 
 /// A deterministic key for a name (simulation only).
-pub fn key(name: &str) -> SigningKey {
+pub(crate) fn key(name: &str) -> SigningKey {
     let seed: [u8; 32] = Sha256::digest(format!("xclear-sim/{name}").as_bytes()).into();
     SigningKey::from_bytes(&seed)
 }
 
-pub fn code(s: &str) -> RegionCode {
+pub(crate) fn code(s: &str) -> RegionCode {
     RegionCode::parse(s).unwrap_or_else(|e| panic!("simulation region {s}: {e}"))
 }
 
-pub struct World {
+pub(crate) struct World {
     pub dir: PathBuf,
     pub clock: Arc<ManualClock>,
     pub rules: Arc<RuleBook>,
@@ -101,7 +101,7 @@ fn config(dir: &Path, region: &str, rules_dir: &Path) -> NodeConfig {
 }
 
 impl World {
-    pub fn build(
+    pub(crate) fn build(
         dir: &Path,
         rules: Arc<RuleBook>,
         clock: Arc<ManualClock>,
@@ -134,11 +134,11 @@ impl World {
         Ok(World { dir: dir.to_path_buf(), clock, rules, net, nodes, configs, skews, operator })
     }
 
-    pub fn node(&self, region: RegionCode) -> Result<&Arc<Node>, String> {
+    pub(crate) fn node(&self, region: RegionCode) -> Result<&Arc<Node>, String> {
         self.nodes.get(&region).ok_or_else(|| format!("no node {region}"))
     }
 
-    pub fn data_dir(&self, region: RegionCode) -> PathBuf {
+    pub(crate) fn data_dir(&self, region: RegionCode) -> PathBuf {
         self.dir.join("nodes").join(region.to_string())
     }
 
@@ -174,7 +174,7 @@ impl World {
 
     /// Stops a node, damages what a crash may damage, checks the ledger on
     /// disk, and opens it again.
-    pub async fn crash(&mut self, region: RegionCode, how: Crash, garbage: &[u8]) -> Result<(), String> {
+    pub(crate) async fn crash(&mut self, region: RegionCode, how: Crash, garbage: &[u8]) -> Result<(), String> {
         self.stop(region).await?;
         let dir = self.data_dir(region);
         match how {
@@ -201,7 +201,7 @@ impl World {
     }
 
     /// Stops every node and the operator, and verifies every ledger on disk.
-    pub async fn shut_down_and_verify(mut self) -> Result<u64, String> {
+    pub(crate) async fn shut_down_and_verify(mut self) -> Result<u64, String> {
         let regions: Vec<RegionCode> = self.nodes.keys().copied().collect();
         let mut entries = 0;
         for r in regions {

@@ -8,7 +8,7 @@ use xclear::fuzz::{run, Budget, Target};
 
 use crate::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
 
-pub fn run_fuzz(target: &str, seconds: u64, seed: u64, findings: PathBuf) -> ExitCode {
+pub(crate) fn run_fuzz(target: &str, seconds: u64, seed: u64, findings: PathBuf) -> ExitCode {
     let targets: Vec<Target> = if target == "all" {
         Target::ALL.to_vec()
     } else {

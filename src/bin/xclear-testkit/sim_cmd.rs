@@ -12,7 +12,7 @@ use crate::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
 
 /// Runs seeds `seed .. seed + seeds`, each for `steps` steps, one after the
 /// other on a single-threaded runtime (so a seed replays exactly).
-pub fn run_sim(seed: u64, seeds: u64, steps: u64, rules: PathBuf, keep: Option<PathBuf>) -> ExitCode {
+pub(crate) fn run_sim(seed: u64, seeds: u64, steps: u64, rules: PathBuf, keep: Option<PathBuf>) -> ExitCode {
     let rules = match RuleBook::load(&rules) {
         Ok(r) => Arc::new(r),
         Err(e) => return fail(EXIT_BAD_INPUT, e),

@@ -1,23 +1,23 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-pub mod procs;
+pub(crate) mod procs;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
-pub fn rules_dir() -> PathBuf {
+pub(crate) fn rules_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clearing_rules")
 }
 
-pub fn rules() -> xclear::rules::RuleBook {
+pub(crate) fn rules() -> xclear::rules::RuleBook {
     xclear::rules::RuleBook::load(&rules_dir()).expect("reference rules load")
 }
 
 /// The public worked-example bill (REFERENCE_POLICIES.md §4), 商洛 resident in Beijing.
-pub fn example_case() -> Value {
+pub(crate) fn example_case() -> Value {
     json!({
         "person": {"psn_no": "P0001", "insuplc_admdvs": "611000", "insutype": "390",
                    "retired": false, "special_group": null,
@@ -34,11 +34,11 @@ pub fn example_case() -> Value {
 }
 
 /// Runs `xclear calc --case -` with the given standard input.
-pub fn run_calc_cli(stdin: &str) -> Output {
+pub(crate) fn run_calc_cli(stdin: &str) -> Output {
     run_calc_cli_with_rules(stdin, &rules_dir())
 }
 
-pub fn run_calc_cli_with_rules(stdin: &str, rules: &std::path::Path) -> Output {
+pub(crate) fn run_calc_cli_with_rules(stdin: &str, rules: &std::path::Path) -> Output {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_xclear"))
         .args(["calc", "--rules"])
@@ -57,7 +57,7 @@ pub fn run_calc_cli_with_rules(stdin: &str, rules: &std::path::Path) -> Output {
     child.wait_with_output().expect("xclear output")
 }
 
-pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+pub(crate) fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read_dir") {
         let entry = entry.expect("entry");
@@ -75,7 +75,7 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 /// (hospitals `H<region>` at level 3 and `H<region>-2` at level 2, pharmacy
 /// `P<region>`), an `agency` admin and the operator's key; every key from
 /// `key(tag)` (a region, a hospital code, "agency", "operator").
-pub fn in_process_nodes(
+pub(crate) fn in_process_nodes(
     dir: &std::path::Path,
     regions: &[&'static str],
     key: impl Fn(&str) -> ed25519_dalek::SigningKey,

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-pub fn xclear(args: &[&str]) -> Output {
+pub(crate) fn xclear(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_xclear")).args(args).output().expect("run xclear")
 }
 
@@ -15,7 +15,7 @@ pub fn xclear(args: &[&str]) -> Output {
 /// grace), so it may close. Debian's libfaketime (`faketime`, which `make
 /// test-deps` installs) shifts that one process's wall clock; the nodes keep
 /// real time, as a node behind the operator's clock would.
-pub const OPERATOR_AHEAD: &str = "+40d";
+pub(crate) const OPERATOR_AHEAD: &str = "+40d";
 
 fn operator_command() -> Command {
     let mut c = Command::new("faketime");
@@ -24,12 +24,12 @@ fn operator_command() -> Command {
 }
 
 /// `xclear ARGS` with the operator's clock ([`OPERATOR_AHEAD`]).
-pub fn xclear_as_operator(args: &[&str]) -> Output {
+pub(crate) fn xclear_as_operator(args: &[&str]) -> Output {
     operator_command().args(args).output().expect("run xclear under faketime (apt-get install faketime)")
 }
 
 /// `xclear clearing confirm` of `month` by each (region, key file) in `dir`.
-pub fn confirm_all(op_config: &str, month: &str, dir: &Path, regions: &[(&str, &str)]) {
+pub(crate) fn confirm_all(op_config: &str, month: &str, dir: &Path, regions: &[(&str, &str)]) {
     for (region, key) in regions {
         let c = xclear_as_operator(&[
             "clearing",
@@ -47,17 +47,17 @@ pub fn confirm_all(op_config: &str, month: &str, dir: &Path, regions: &[(&str, &
     }
 }
 
-pub fn keygen(path: &Path) -> String {
+pub(crate) fn keygen(path: &Path) -> String {
     let out = xclear(&["keygen", "--out", path.to_str().expect("path")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-pub struct NodeProc {
+pub(crate) struct NodeProc {
     child: Child,
     stderr_lines: mpsc::Receiver<String>,
     /// The address the server printed it listens on.
@@ -65,12 +65,12 @@ pub struct NodeProc {
 }
 
 impl NodeProc {
-    pub fn start(config: &Path) -> NodeProc {
+    pub(crate) fn start(config: &Path) -> NodeProc {
         NodeProc::spawn("node", config)
     }
 
     /// `xclear operator --config FILE`, its clock [`OPERATOR_AHEAD`].
-    pub fn start_operator(config: &Path) -> NodeProc {
+    pub(crate) fn start_operator(config: &Path) -> NodeProc {
         NodeProc::spawn_with(operator_command(), "operator", config)
     }
 
@@ -106,7 +106,7 @@ impl NodeProc {
     }
 
     /// Waits until a log line contains `text`.
-    pub fn wait_for_log(&self, text: &str, timeout: Duration) -> bool {
+    pub(crate) fn wait_for_log(&self, text: &str, timeout: Duration) -> bool {
         let end = Instant::now() + timeout;
         while let Some(left) = end.checked_duration_since(Instant::now()) {
             match self.stderr_lines.recv_timeout(left) {
@@ -118,13 +118,13 @@ impl NodeProc {
         false
     }
 
-    pub fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.stop();
     }
 
     /// Sends SIGTERM and waits (at most `timeout`) for the process to exit;
     /// its exit status, if it did.
-    pub fn terminate(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+    pub(crate) fn terminate(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
         assert!(sent.success());
@@ -151,14 +151,14 @@ impl Drop for NodeProc {
     }
 }
 
-pub fn write(path: &Path, text: &str) {
+pub(crate) fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write");
 }
 
 /// A home node (611000, agency admin) and a treatment node (110000, hospital
 /// `H1`) to run as separate processes: keys, node configs and an operator
 /// config over both, in a fresh directory.
-pub struct TwoNodes {
+pub(crate) struct TwoNodes {
     pub dir: tempfile::TempDir,
     pub home_cfg: std::path::PathBuf,
     pub bj_cfg: std::path::PathBuf,
@@ -169,7 +169,7 @@ pub struct TwoNodes {
 
 /// `metrics_port`: Beijing serves metrics there; `quota`: the operator's
 /// advance-fund quota for 611000.
-pub fn two_nodes(metrics_port: Option<u16>, quota: Option<&str>) -> TwoNodes {
+pub(crate) fn two_nodes(metrics_port: Option<u16>, quota: Option<&str>) -> TwoNodes {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let home_pub = keygen(&d.join("611000.key"));
