@@ -35,29 +35,12 @@ pub enum NodeError {
     UnknownRegistration(String),
     #[error("{0}")]
     HoldingPeriod(String),
-    #[error("{0} is not closed yet")]
-    NotClosed(String),
-    /// A month that has not ended (plus the grace) cannot be closed.
-    #[error("{0}")]
-    MonthNotOver(String),
-    /// A final month is not closed again; nor is one whose predecessor is
-    /// not final yet.
-    #[error("{0}")]
-    MonthFinal(String),
-    /// Months close in order, each after the one before is final.
-    #[error("{0}")]
-    MonthOutOfOrder(String),
     // --- the settlement rules ---
     #[error("{0}")]
     Refused(Refusal),
     // --- the federation ---
     #[error("home region {0} is unreachable; the settlement will complete when it answers")]
     HomeUnreachable(String),
-    #[error("region {0} did not answer the operator")]
-    RegionUnreachable(String),
-    /// A region's node refused the operator's request.
-    #[error("region {0} refused: {1}")]
-    RegionRefused(String, String),
     #[error("home region {0} answered with an invalid result: {1}")]
     BadPeerAnswer(String, String),
     /// The home node refused a claim: its reason (one of this table's) and
@@ -87,12 +70,6 @@ impl NodeError {
             NodeError::AlreadyReversed(_) => "already_reversed",
             NodeError::UnknownRegistration(_) => "unknown_registration",
             NodeError::HoldingPeriod(_) => "holding_period",
-            NodeError::NotClosed(_) => "not_closed",
-            NodeError::MonthNotOver(_) => "month_not_over",
-            NodeError::MonthFinal(_) => "month_final",
-            NodeError::MonthOutOfOrder(_) => "month_out_of_order",
-            NodeError::RegionUnreachable(_) => "region_unreachable",
-            NodeError::RegionRefused(..) => "region_refused",
             NodeError::Refused(r) => r.code(),
             NodeError::HomeUnreachable(_) => "home_unreachable",
             NodeError::BadPeerAnswer(..) => "bad_peer_answer",
@@ -103,34 +80,7 @@ impl NodeError {
     }
 
     pub fn code(&self) -> Code {
-        match self {
-            NodeError::HomeRefused(reason, _) => match *reason {
-                "unknown_person" | "unknown_settlement" => Code::NotFound,
-                "already_reversed" | "msgid_reused" => Code::AlreadyExists,
-                "bad_request" => Code::InvalidArgument,
-                _ => Code::PermissionDenied,
-            },
-            NodeError::Unsigned | NodeError::BadSignature(_) => Code::Unauthenticated,
-            NodeError::UnknownHospital(_)
-            | NodeError::HospitalNotDesignated(_)
-            | NodeError::UnknownPeer(_)
-            | NodeError::NotAuthorised(_) => Code::PermissionDenied,
-            NodeError::BadRequest { .. } => Code::InvalidArgument,
-            NodeError::MsgidReused(_) | NodeError::AlreadyReversed(_) => Code::AlreadyExists,
-            NodeError::UnknownPerson(_)
-            | NodeError::UnknownSettlement(_)
-            | NodeError::UnknownRegistration(_)
-            | NodeError::NotClosed(_) => Code::NotFound,
-            NodeError::HoldingPeriod(_)
-            | NodeError::Refused(_)
-            | NodeError::MonthNotOver(_)
-            | NodeError::MonthFinal(_)
-            | NodeError::MonthOutOfOrder(_)
-            | NodeError::RegionRefused(..) => Code::FailedPrecondition,
-            NodeError::HomeUnreachable(_) | NodeError::RegionUnreachable(_) => Code::Unavailable,
-            NodeError::BadPeerAnswer(..) | NodeError::Internal(_) => Code::Internal,
-            NodeError::Overloaded(_) => Code::ResourceExhausted,
-        }
+        code_of(self.reason())
     }
 
     pub fn bad(field: impl Into<String>, message: impl Into<String>) -> NodeError {
@@ -141,13 +91,39 @@ impl NodeError {
 /// Metadata key carrying the machine-readable reason.
 pub const REASON_KEY: &str = "xclear-reason";
 
+/// The gRPC code of every machine-readable reason a node or the operator
+/// answers with: the one table both error types (and a home refusal passed
+/// on by a treatment node) are mapped through.
+pub fn code_of(reason: &str) -> Code {
+    match reason {
+        "unsigned" | "bad_signature" => Code::Unauthenticated,
+        "unknown_hospital" | "hospital_not_designated" | "unknown_peer" | "unknown_region" | "not_authorised" => {
+            Code::PermissionDenied
+        }
+        "bad_request" => Code::InvalidArgument,
+        "msgid_reused" | "already_reversed" => Code::AlreadyExists,
+        "unknown_person" | "unknown_settlement" | "unknown_registration" | "not_closed" => Code::NotFound,
+        "home_unreachable" | "region_unreachable" => Code::Unavailable,
+        "bad_peer_answer" | "bad_region_answer" | "internal" => Code::Internal,
+        "overloaded" => Code::ResourceExhausted,
+        // holding_period, month_not_over, month_final, month_out_of_order,
+        // region_refused, and every settlement refusal (registration_required, …)
+        _ => Code::FailedPrecondition,
+    }
+}
+
+/// A status carrying `reason` in the `xclear-reason` metadata.
+pub fn status(reason: &str, message: String) -> Status {
+    let mut status = Status::new(code_of(reason), message);
+    if let Ok(v) = reason.parse() {
+        status.metadata_mut().insert(REASON_KEY, v);
+    }
+    status
+}
+
 impl From<NodeError> for Status {
     fn from(e: NodeError) -> Status {
-        let mut status = Status::new(e.code(), e.to_string());
-        if let Ok(v) = e.reason().parse() {
-            status.metadata_mut().insert(REASON_KEY, v);
-        }
-        status
+        status(e.reason(), e.to_string())
     }
 }
 
@@ -178,16 +154,28 @@ mod tests {
             NodeError::HoldingPeriod("x".into()),
             NodeError::Refused(Refusal::RegistrationRequired),
             NodeError::HomeUnreachable("611000".into()),
-            NodeError::NotClosed("2026-03".into()),
-            NodeError::MonthNotOver("2026-03".into()),
-            NodeError::MonthFinal("2026-03".into()),
-            NodeError::MonthOutOfOrder("2026-03".into()),
-            NodeError::RegionRefused("611000".into(), "x".into()),
-            NodeError::RegionUnreachable("611000".into()),
             NodeError::BadPeerAnswer("611000".into(), "x".into()),
             NodeError::Overloaded("x".into()),
             NodeError::Internal("x".into()),
         ];
+        // The table itself, as docs/PROTOCOL.md ("Errors") states it.
+        let table = [
+            ("unsigned", Code::Unauthenticated),
+            ("bad_signature", Code::Unauthenticated),
+            ("unknown_hospital", Code::PermissionDenied),
+            ("not_authorised", Code::PermissionDenied),
+            ("bad_request", Code::InvalidArgument),
+            ("msgid_reused", Code::AlreadyExists),
+            ("unknown_person", Code::NotFound),
+            ("registration_required", Code::FailedPrecondition),
+            ("month_final", Code::FailedPrecondition),
+            ("home_unreachable", Code::Unavailable),
+            ("internal", Code::Internal),
+            ("overloaded", Code::ResourceExhausted),
+        ];
+        for (reason, code) in table {
+            assert_eq!(code_of(reason), code, "{reason}");
+        }
         let passed_on = NodeError::HomeRefused("unknown_person", "person P9 is not insured at this node".into());
         assert_eq!(passed_on.to_string(), "person P9 is not insured at this node", "no words added");
         assert_eq!((passed_on.reason(), passed_on.code()), ("unknown_person", Code::NotFound));

@@ -242,7 +242,7 @@ fn parse_statement(signed: &Signed) -> Result<Statement, ExitCode> {
 
 async fn close(target: &Target, month: Option<&str>) -> Result<ExitCode, ExitCode> {
     let named = month.map(parse_month).transpose()?;
-    let failed = |e: xclear::api::NodeError| fail(EXIT_FAILED, format!("{}: {e}", e.reason()));
+    let failed = |e: xclear::operator::OperatorError| fail(EXIT_FAILED, format!("{}: {e}", e.reason()));
     let signed = match via(target).await? {
         Via::Local(_, op) => {
             let month = match named {

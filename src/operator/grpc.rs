@@ -11,9 +11,9 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use super::Operator;
+use super::OperatorError;
 use crate::api::convert::advance_line;
 use crate::api::envelope::{self, CLOSE_DOMAIN};
-use crate::api::NodeError;
 use crate::clearing::Month;
 use crate::proto::operator_service_server::{OperatorService, OperatorServiceServer};
 use crate::proto::{
@@ -31,29 +31,29 @@ struct Svc {
     warning_pct: u32,
 }
 
-fn month(text: &str) -> Result<Month, NodeError> {
-    Month::parse(text).ok_or_else(|| NodeError::bad("month", format!("{text:?} is not YYYY-MM")))
+fn month(text: &str) -> Result<Month, OperatorError> {
+    Month::parse(text).ok_or_else(|| OperatorError::bad("month", format!("{text:?} is not YYYY-MM")))
 }
 
 impl Svc {
-    async fn close(&self, env: Signed) -> Result<Signed, NodeError> {
+    async fn close(&self, env: Signed) -> Result<Signed, OperatorError> {
         let key = self.operator.key.verifying_key();
         let req: CloseRequest = envelope::open(&env, &key, CLOSE_DOMAIN)
-            .map_err(|e| NodeError::NotAuthorised(format!("only the operator closes a month: {e}")))?;
+            .map_err(|e| OperatorError::NotAuthorised(format!("only the operator closes a month: {e}")))?;
         // No month named: the operator's own next month due, by its clock.
         let month = if req.month.is_empty() { self.operator.next_month_due()? } else { month(&req.month)? };
         Ok(self.operator.close(month).await?.signed)
     }
 
-    fn statement(&self, req: StatementRequest) -> Result<Signed, NodeError> {
+    fn statement(&self, req: StatementRequest) -> Result<Signed, OperatorError> {
         let m = month(&req.month)?;
         match self.operator.statement_of(m)? {
             Some(closed) => Ok(closed.signed),
-            None => Err(NodeError::NotClosed(m.to_string())),
+            None => Err(OperatorError::NotClosed(m.to_string())),
         }
     }
 
-    async fn answer(&self, env: Signed) -> Result<AnswerReceipt, NodeError> {
+    async fn answer(&self, env: Signed) -> Result<AnswerReceipt, OperatorError> {
         let c = self.operator.answer(env).await?;
         let closed = self.operator.statement_of(month(&c.month)?)?;
         let is_final = match &closed {
@@ -69,7 +69,7 @@ impl Svc {
         })
     }
 
-    async fn advance(&self, req: AdvanceRequest) -> Result<AdvanceReport, NodeError> {
+    async fn advance(&self, req: AdvanceRequest) -> Result<AdvanceReport, OperatorError> {
         let m = month(&req.month)?;
         let lines = self.operator.advance(m, self.warning_pct).await?.into_iter().map(|s| advance_line(&s)).collect();
         Ok(AdvanceReport { month: m.to_string(), lines })

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod config;
+pub mod error;
 pub mod files;
 pub mod grpc;
 pub mod index;
@@ -22,7 +23,6 @@ use crate::api::convert::{line_from_proto, signed_amount};
 use crate::api::envelope::{
     self, ADJUSTMENT_DOMAIN, CONFIRMATION_DOMAIN, LINES_DOMAIN, OPERATOR_DOMAIN, REPORT_DOMAIN, STATEMENT_DOMAIN,
 };
-use crate::api::NodeError;
 use crate::clearing::statement::HeadRef;
 use crate::clearing::{close, Channel, ClosingInput, Dispute, Line, Month, PairSummary, PendingItem, Statement};
 use crate::clock::Clock;
@@ -31,6 +31,7 @@ use crate::money::Amount;
 use crate::proto::{AdjustmentRequest, Confirmation, LineList, LinesRequest, MonthReport, ReportRequest, Signed};
 use crate::region::{CorpsLocalPairs, RegionCode};
 use crate::transport::{BoxFuture, TransportError};
+pub use error::OperatorError;
 
 /// How the operator reaches the nodes.
 pub trait ReportTransport: Send + Sync {
@@ -75,25 +76,25 @@ pub const DEFAULT_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_s
 
 use crate::time::month_end_ms;
 
-fn unreachable(region: RegionCode, e: TransportError) -> NodeError {
+fn unreachable(region: RegionCode, e: TransportError) -> OperatorError {
     match e {
-        TransportError::Unreachable(m) => NodeError::RegionUnreachable(format!("{region} ({m})")),
+        TransportError::Unreachable(m) => OperatorError::RegionUnreachable(format!("{region} ({m})")),
         TransportError::Refused { reason, message } => {
-            NodeError::RegionRefused(region.to_string(), format!("{reason}: {message}"))
+            OperatorError::RegionRefused(region.to_string(), format!("{reason}: {message}"))
         }
-        TransportError::Internal(m) => NodeError::Internal(m),
+        TransportError::Internal(m) => OperatorError::Internal(m),
     }
 }
 
 /// The month and adjustment an adjustment request names.
-fn adjustment_of(req: &AdjustmentRequest) -> Result<(Month, crate::clearing::netting::Adjustment), NodeError> {
-    let month = Month::parse(&req.month).ok_or_else(|| NodeError::bad("month", "not YYYY-MM"))?;
+fn adjustment_of(req: &AdjustmentRequest) -> Result<(Month, crate::clearing::netting::Adjustment), OperatorError> {
+    let month = Month::parse(&req.month).ok_or_else(|| OperatorError::bad("month", "not YYYY-MM"))?;
     Ok((
         month,
         crate::clearing::netting::Adjustment {
-            home: crate::api::convert::region("home", &req.home)?,
-            treatment: crate::api::convert::region("treatment", &req.treatment)?,
-            amount: signed_amount("amount", &req.amount)?,
+            home: crate::api::convert::region("home", &req.home).map_err(OperatorError::request)?,
+            treatment: crate::api::convert::region("treatment", &req.treatment).map_err(OperatorError::request)?,
+            amount: signed_amount("amount", &req.amount).map_err(OperatorError::request)?,
             reason: req.reason.clone(),
             setl_id: None,
         },
@@ -104,12 +105,12 @@ fn adjustment_of(req: &AdjustmentRequest) -> Result<(Month, crate::clearing::net
 type PairSides = BTreeMap<(RegionCode, RegionCode), (Option<PairSummary>, Option<PairSummary>)>;
 
 /// Every pair of the month as both sides reported it.
-fn pair_sides(reports: &BTreeMap<RegionCode, MonthReport>) -> Result<PairSides, NodeError> {
+fn pair_sides(reports: &BTreeMap<RegionCode, MonthReport>) -> Result<PairSides, OperatorError> {
     let mut sides = PairSides::new();
     for (region, r) in reports {
         for p in &r.pairs {
             let (other, as_treatment, summary) = crate::api::convert::pair_report_from_proto(p)
-                .map_err(|e| NodeError::BadPeerAnswer(region.to_string(), e.to_string()))?;
+                .map_err(|e| OperatorError::BadRegionAnswer(region.to_string(), e.to_string()))?;
             if as_treatment {
                 sides.entry((other, *region)).or_default().0 = Some(summary);
             } else {
@@ -124,8 +125,8 @@ fn short(hash: &str) -> &str {
     hash.get(..16).unwrap_or(hash)
 }
 
-fn ledger_err(e: LedgerError) -> NodeError {
-    NodeError::Internal(e.to_string())
+fn ledger_err(e: LedgerError) -> OperatorError {
+    OperatorError::Internal(e.to_string())
 }
 
 impl Operator {
@@ -204,14 +205,14 @@ impl Operator {
     }
 
     /// What the ledger holds for `month`, by key.
-    fn month_entries(&self, month: Month) -> Result<index::MonthEntries, NodeError> {
-        let ix = self.index.read().map_err(|_| NodeError::Internal("operator index lock poisoned".into()))?;
+    fn month_entries(&self, month: Month) -> Result<index::MonthEntries, OperatorError> {
+        let ix = self.index.read().map_err(|_| OperatorError::Internal("operator index lock poisoned".into()))?;
         Ok(ix.month(month))
     }
 
     /// The envelope recorded under `key` on the operator's ledger.
-    fn recorded_envelope(&self, key: &str) -> Result<Signed, NodeError> {
-        let bad = |what: String| NodeError::Internal(format!("{key} on the operator's ledger: {what}"));
+    fn recorded_envelope(&self, key: &str) -> Result<Signed, OperatorError> {
+        let bad = |what: String| OperatorError::Internal(format!("{key} on the operator's ledger: {what}"));
         let e = self.ledger.entry_by_key(key).map_err(ledger_err)?.ok_or_else(|| bad("missing".into()))?;
         let record: crate::api::record::EnvelopeRecord =
             serde_json::from_slice(&e.body.payload).map_err(|e| bad(e.to_string()))?;
@@ -220,15 +221,18 @@ impl Operator {
 
     /// A node's signed report of `month`; `seal`: the node seals the month
     /// (a close), else it reports the month so far (an advance-fund look).
-    async fn report(&self, region: RegionCode, month: Month, seal: bool) -> Result<MonthReport, NodeError> {
+    async fn report(&self, region: RegionCode, month: Month, seal: bool) -> Result<MonthReport, OperatorError> {
         let req =
             envelope::seal(&self.key, OPERATOR_DOMAIN, "operator", &ReportRequest { month: month.to_string(), seal });
         let env = self.transport.month_report(region, req).await.map_err(|e| unreachable(region, e))?;
-        let key = self.nodes.get(&region).ok_or_else(|| NodeError::UnknownPeer(region.to_string()))?;
-        let report: MonthReport =
-            envelope::open(&env, key, REPORT_DOMAIN).map_err(|e| NodeError::BadSignature(format!("{region}: {e}")))?;
+        let key = self.nodes.get(&region).ok_or_else(|| OperatorError::UnknownRegion(region.to_string()))?;
+        let report: MonthReport = envelope::open(&env, key, REPORT_DOMAIN)
+            .map_err(|e| OperatorError::BadSignature(format!("{region}: {e}")))?;
         if report.region != region.to_string() || report.month != month.to_string() {
-            return Err(NodeError::BadPeerAnswer(region.to_string(), "a report for another region or month".into()));
+            return Err(OperatorError::BadRegionAnswer(
+                region.to_string(),
+                "a report for another region or month".into(),
+            ));
         }
         let k = index::keys::report(month, region, report.head_size, &hex::encode(Sha256::digest(&env.body)));
         self.record(EntryKind::Report, &k, &env).await.map_err(ledger_err)?;
@@ -244,8 +248,8 @@ impl Operator {
         month: Month,
         counterpart: RegionCode,
         as_treatment: bool,
-    ) -> Result<Vec<Line>, NodeError> {
-        let key = self.nodes.get(&region).ok_or_else(|| NodeError::UnknownPeer(region.to_string()))?;
+    ) -> Result<Vec<Line>, OperatorError> {
+        let key = self.nodes.get(&region).ok_or_else(|| OperatorError::UnknownRegion(region.to_string()))?;
         let mut lines = Vec::new();
         let mut from_index = 0;
         loop {
@@ -262,7 +266,7 @@ impl Operator {
                 .await
                 .map_err(|e| unreachable(region, e))?;
             let page: LineList = envelope::open(&env, key, LINES_DOMAIN)
-                .map_err(|e| NodeError::BadSignature(format!("{region}: {e}")))?;
+                .map_err(|e| OperatorError::BadSignature(format!("{region}: {e}")))?;
             let answers = page.region == region.to_string()
                 && page.month == req.month
                 && page.counterpart == req.counterpart
@@ -270,10 +274,13 @@ impl Operator {
                 && page.from_index == from_index
                 && (!page.more || page.next_index > from_index);
             if !answers {
-                return Err(NodeError::BadPeerAnswer(region.to_string(), "a page of lines for another request".into()));
+                return Err(OperatorError::BadRegionAnswer(
+                    region.to_string(),
+                    "a page of lines for another request".into(),
+                ));
             }
             for l in &page.lines {
-                lines.push(line_from_proto(l)?);
+                lines.push(line_from_proto(l).map_err(OperatorError::region_answer(region))?);
             }
             let side = if as_treatment { "t" } else { "h" };
             let digest = hex::encode(Sha256::digest(&env.body));
@@ -294,7 +301,7 @@ impl Operator {
         month: Month,
         disputes: &[Dispute],
         carried: &[PendingItem],
-    ) -> Result<Closed, NodeError> {
+    ) -> Result<Closed, OperatorError> {
         let mut reports = BTreeMap::new();
         for region in self.nodes.keys() {
             reports.insert(*region, self.report(*region, month, true).await?);
@@ -320,7 +327,12 @@ impl Operator {
     /// The month's lines of every pair into `input`: a pair whose two sides
     /// agree as one aggregate line, any other (or one with a disputing
     /// region in it, so the disputed line can leave it) line by line.
-    async fn month_lines(&self, month: Month, sides: &PairSides, input: &mut ClosingInput) -> Result<(), NodeError> {
+    async fn month_lines(
+        &self,
+        month: Month,
+        sides: &PairSides,
+        input: &mut ClosingInput,
+    ) -> Result<(), OperatorError> {
         let disputing: BTreeSet<RegionCode> = input.disputes.iter().map(|d| d.region).collect();
         for ((home, treatment), (t, h)) in sides {
             let pair = crate::clearing::Pair { home: *home, treatment: *treatment };
@@ -365,7 +377,7 @@ impl Operator {
 
     /// The lines of carried items into `input`: their pairs' lines of the
     /// month each was held out, from both sides.
-    async fn carried_lines(&self, carried: &[PendingItem], input: &mut ClosingInput) -> Result<(), NodeError> {
+    async fn carried_lines(&self, carried: &[PendingItem], input: &mut ClosingInput) -> Result<(), OperatorError> {
         let carried_pairs: BTreeSet<(RegionCode, RegionCode, Month)> =
             carried.iter().map(|p| (p.pair.home, p.pair.treatment, p.since)).collect();
         for (home, treatment, since) in carried_pairs {
@@ -387,7 +399,7 @@ impl Operator {
 
     /// Signs and records `statement` as the month's next revision, or
     /// returns the latest statement when nothing changed.
-    async fn issue(&self, mut statement: Statement) -> Result<Closed, NodeError> {
+    async fn issue(&self, mut statement: Statement) -> Result<Closed, OperatorError> {
         let month = statement.month;
         if let Some(latest) = self.statement_of(month)? {
             statement.revision = latest.statement.revision;
@@ -412,7 +424,7 @@ impl Operator {
     /// a month whose statement is final (a correction is an adjustment in a
     /// later month), and a month whose previous month was closed but is not
     /// final, or not closed while an earlier one was (months close in order).
-    pub async fn close(&self, month: Month) -> Result<Closed, NodeError> {
+    pub async fn close(&self, month: Month) -> Result<Closed, OperatorError> {
         let _alone = self.month_end.lock().await;
         let carried = self.check_closable(month)?;
         let disputes = self.disputes_of(month)?;
@@ -421,7 +433,7 @@ impl Operator {
         // again (the same statement) writes it.
         if let Some(dir) = &self.statement_files {
             files::write_statement(dir, &closed).map_err(|e| {
-                NodeError::Internal(format!("{month} is closed, but its statement files were not written: {e}"))
+                OperatorError::Internal(format!("{month} is closed, but its statement files were not written: {e}"))
             })?;
         }
         Ok(closed)
@@ -429,20 +441,20 @@ impl Operator {
 
     /// Why `month` cannot be closed now, if it cannot; else the items the
     /// previous month carried into it.
-    fn check_closable(&self, month: Month) -> Result<Vec<PendingItem>, NodeError> {
+    fn check_closable(&self, month: Month) -> Result<Vec<PendingItem>, OperatorError> {
         let now = self.clock.now_ms();
         let grace_ms = i64::try_from(self.close_grace.as_millis()).unwrap_or(i64::MAX);
         let closable_at = month_end_ms(month).saturating_add(grace_ms);
         if now < closable_at {
             let at = crate::time::shanghai_minute(closable_at);
-            return Err(NodeError::MonthNotOver(format!(
+            return Err(OperatorError::MonthNotOver(format!(
                 "{month} is not over: it can be closed from {at} Asia/Shanghai (its end plus {} min of grace)",
                 self.close_grace.as_secs() / 60
             )));
         }
         if let Some(current) = self.statement_of(month)? {
             if self.is_final(&current)? {
-                return Err(NodeError::MonthFinal(format!(
+                return Err(OperatorError::MonthFinal(format!(
                     "{month}'s statement {} is final (confirmed by every region); a correction is an adjustment in a later month",
                     short(&current.hash)
                 )));
@@ -451,7 +463,7 @@ impl Operator {
         // Carried items of a later month's close would land in a month
         // already cleared past: a month before a closed one stays closed out.
         if let Some(later) = self.closed_months()?.into_iter().find(|m| *m > month) {
-            return Err(NodeError::MonthOutOfOrder(format!(
+            return Err(OperatorError::MonthOutOfOrder(format!(
                 "{later} is already closed; {month}, before it, can no longer be (months close in order)"
             )));
         }
@@ -460,14 +472,14 @@ impl Operator {
             Some(prev) if self.is_final(&prev)? => Ok(prev.statement.pending),
             Some(prev) => {
                 let waiting = self.unconfirmed(&prev)?;
-                Err(NodeError::MonthOutOfOrder(format!(
+                Err(OperatorError::MonthOutOfOrder(format!(
                     "{previous} must be final before {month} closes: its statement {} awaits {}",
                     short(&prev.hash),
                     waiting.join(", ")
                 )))
             }
             None => match self.last_closed_before(month)? {
-                Some(earlier) => Err(NodeError::MonthOutOfOrder(format!(
+                Some(earlier) => Err(OperatorError::MonthOutOfOrder(format!(
                     "months close in order: {earlier} is the last closed month, close {} next",
                     earlier.next()
                 ))),
@@ -477,25 +489,25 @@ impl Operator {
     }
 
     /// The latest month before `month` with a statement, if any.
-    fn last_closed_before(&self, month: Month) -> Result<Option<Month>, NodeError> {
+    fn last_closed_before(&self, month: Month) -> Result<Option<Month>, OperatorError> {
         Ok(self.closed_months()?.into_iter().filter(|m| *m < month).max())
     }
 
     /// The months with a statement, in order.
-    fn closed_months(&self) -> Result<Vec<Month>, NodeError> {
-        let ix = self.index.read().map_err(|_| NodeError::Internal("operator index lock poisoned".into()))?;
+    fn closed_months(&self) -> Result<Vec<Month>, OperatorError> {
+        let ix = self.index.read().map_err(|_| OperatorError::Internal("operator index lock poisoned".into()))?;
         Ok(ix.closed_months())
     }
 
     /// The month a close asks for when none is named: the last closed month
     /// while it is not final, else the month after it; with nothing closed
     /// yet, the last month that is over by the operator's clock and grace.
-    pub fn next_month_due(&self) -> Result<Month, NodeError> {
+    pub fn next_month_due(&self) -> Result<Month, OperatorError> {
         let Some(last) = self.closed_months()?.into_iter().max() else {
             let grace_ms = i64::try_from(self.close_grace.as_millis()).unwrap_or(i64::MAX);
             let now = self.clock.now_ms();
-            let this =
-                crate::time::month_at(now).ok_or_else(|| NodeError::Internal("clock outside the calendar".into()))?;
+            let this = crate::time::month_at(now)
+                .ok_or_else(|| OperatorError::Internal("clock outside the calendar".into()))?;
             let over = now >= month_end_ms(this.previous()).saturating_add(grace_ms);
             return Ok(if over { this.previous() } else { this.previous().previous() });
         };
@@ -506,26 +518,26 @@ impl Operator {
     }
 
     /// Regions in a statement that have not confirmed it.
-    fn unconfirmed(&self, closed: &Closed) -> Result<Vec<String>, NodeError> {
+    fn unconfirmed(&self, closed: &Closed) -> Result<Vec<String>, OperatorError> {
         let month = self.month_entries(closed.statement.month)?;
         let confirmed = month.confirmations.get(&closed.hash).cloned().unwrap_or_default();
         Ok(closed.statement.node_heads.keys().map(|r| r.to_string()).filter(|r| !confirmed.contains(r)).collect())
     }
 
     /// The latest statement of `month` on the operator's ledger.
-    pub fn statement_of(&self, month: Month) -> Result<Option<Closed>, NodeError> {
+    pub fn statement_of(&self, month: Month) -> Result<Option<Closed>, OperatorError> {
         let [closed] = self.statements_of([month])?;
         Ok(closed)
     }
 
     /// The latest statement of each of `months`.
-    fn statements_of<const N: usize>(&self, months: [Month; N]) -> Result<[Option<Closed>; N], NodeError> {
+    fn statements_of<const N: usize>(&self, months: [Month; N]) -> Result<[Option<Closed>; N], OperatorError> {
         let mut out: [Option<Closed>; N] = [const { None }; N];
         for (i, month) in months.into_iter().enumerate() {
             let Some(key) = self.month_entries(month)?.statements.pop() else { continue };
             let signed = self.recorded_envelope(&key)?;
             let statement = serde_json::from_slice(&signed.body)
-                .map_err(|e| NodeError::Internal(format!("statement of {month} on the ledger: {e}")))?;
+                .map_err(|e| OperatorError::Internal(format!("statement of {month} on the ledger: {e}")))?;
             let hash = hex::encode(Sha256::digest(&signed.body));
             out[i] = Some(Closed { statement, signed, hash });
         }
@@ -535,7 +547,7 @@ impl Operator {
     /// Advance-fund quotas for `month`: the configured ones, else 2 × each
     /// home region's average monthly payable in the statements of the three
     /// months before (a month not closed counts as 0).
-    pub fn quotas_for(&self, month: Month) -> Result<BTreeMap<RegionCode, Amount>, NodeError> {
+    pub fn quotas_for(&self, month: Month) -> Result<BTreeMap<RegionCode, Amount>, OperatorError> {
         let m1 = month.previous();
         let earlier = self.statements_of([m1, m1.previous(), m1.previous().previous()])?;
         let statements = earlier.each_ref().map(|c| c.as_ref().map(|c| &c.statement));
@@ -543,26 +555,28 @@ impl Operator {
     }
 
     /// Records a region's signed confirmation or dispute of a statement.
-    pub async fn answer(&self, env: Signed) -> Result<Confirmation, NodeError> {
+    pub async fn answer(&self, env: Signed) -> Result<Confirmation, OperatorError> {
         let _alone = self.month_end.lock().await;
-        let region = RegionCode::parse(&env.signer).map_err(|_| NodeError::UnknownPeer(env.signer.clone()))?;
-        let key = self.nodes.get(&region).ok_or_else(|| NodeError::UnknownPeer(region.to_string()))?;
+        let region = RegionCode::parse(&env.signer).map_err(|_| OperatorError::UnknownRegion(env.signer.clone()))?;
+        let key = self.nodes.get(&region).ok_or_else(|| OperatorError::UnknownRegion(region.to_string()))?;
         let c: Confirmation = envelope::open(&env, key, CONFIRMATION_DOMAIN)
-            .map_err(|e| NodeError::BadSignature(format!("{region}: {e}")))?;
+            .map_err(|e| OperatorError::BadSignature(format!("{region}: {e}")))?;
         if c.region != region.to_string() {
-            return Err(NodeError::NotAuthorised(format!("{region} cannot answer for {}", c.region)));
+            return Err(OperatorError::NotAuthorised(format!("{region} cannot answer for {}", c.region)));
         }
-        let month = Month::parse(&c.month).ok_or_else(|| NodeError::bad("month", "not YYYY-MM"))?;
+        let month = Month::parse(&c.month).ok_or_else(|| OperatorError::bad("month", "not YYYY-MM"))?;
         match self.statement_of(month)? {
             Some(closed) if closed.hash == c.statement_hash => {
                 if (!c.disputes.is_empty() || !c.withdrawn.is_empty()) && self.is_final(&closed)? {
-                    return Err(NodeError::MonthFinal(format!(
+                    return Err(OperatorError::MonthFinal(format!(
                         "{month} is final; a line of it can no longer be disputed (ask the operator for an adjustment)"
                     )));
                 }
             }
-            Some(_) => return Err(NodeError::bad("statement_hash", format!("not the current statement of {month}"))),
-            None => return Err(NodeError::NotClosed(month.to_string())),
+            Some(_) => {
+                return Err(OperatorError::bad("statement_hash", format!("not the current statement of {month}")))
+            }
+            None => return Err(OperatorError::NotClosed(month.to_string())),
         }
         // An answer that disputes or withdraws a dispute changes what the
         // month's next close holds; only a plain confirmation confirms.
@@ -570,7 +584,7 @@ impl Operator {
             if c.disputes.is_empty() && c.withdrawn.is_empty() { EntryKind::Confirmation } else { EntryKind::Dispute };
         let k = index::keys::answer(month, region, &c.statement_hash);
         self.record(kind, &k, &env).await.map_err(|e| match e {
-            LedgerError::IdempotencyConflict { .. } => NodeError::bad(
+            LedgerError::IdempotencyConflict { .. } => OperatorError::bad(
                 "statement_hash",
                 format!("{region} has already answered this revision of {month}; close {month} again and answer the new one"),
             ),
@@ -585,7 +599,7 @@ impl Operator {
         &self,
         month: Month,
         adjustment: crate::clearing::netting::Adjustment,
-    ) -> Result<String, NodeError> {
+    ) -> Result<String, OperatorError> {
         let req = AdjustmentRequest {
             month: month.to_string(),
             home: adjustment.home.to_string(),
@@ -598,31 +612,31 @@ impl Operator {
 
     /// Records a signed adjustment request; only the operator's key may sign
     /// one. Returns its ledger key (the same request twice is one entry).
-    pub async fn record_adjustment(&self, env: Signed) -> Result<String, NodeError> {
+    pub async fn record_adjustment(&self, env: Signed) -> Result<String, OperatorError> {
         let req: AdjustmentRequest = envelope::open(&env, &self.key.verifying_key(), ADJUSTMENT_DOMAIN)
-            .map_err(|e| NodeError::NotAuthorised(format!("an adjustment must be signed by the operator: {e}")))?;
+            .map_err(|e| OperatorError::NotAuthorised(format!("an adjustment must be signed by the operator: {e}")))?;
         let (month, a) = adjustment_of(&req)?;
         let _alone = self.month_end.lock().await;
         // It would enter no statement: a final month is not closed again.
         if let Some(current) = self.statement_of(month)? {
             if self.is_final(&current)? {
-                return Err(NodeError::MonthFinal(format!(
+                return Err(OperatorError::MonthFinal(format!(
                     "{month} is final; record the adjustment in a month still open (the next one, {})",
                     self.next_month_due()?
                 )));
             }
         }
         if let Some(later) = self.closed_months()?.into_iter().find(|m| *m > month) {
-            return Err(NodeError::MonthOutOfOrder(format!(
+            return Err(OperatorError::MonthOutOfOrder(format!(
                 "{later} is already closed; {month} will not be closed again"
             )));
         }
         if a.reason.trim().is_empty() {
-            return Err(NodeError::bad("reason", "an adjustment needs a reason"));
+            return Err(OperatorError::bad("reason", "an adjustment needs a reason"));
         }
         for r in [a.home, a.treatment] {
             if !self.nodes.contains_key(&r) {
-                return Err(NodeError::UnknownPeer(r.to_string()));
+                return Err(OperatorError::UnknownRegion(r.to_string()));
             }
         }
         let key = index::keys::adjustment(month, &hex::encode(Sha256::digest(&env.body)));
@@ -631,12 +645,12 @@ impl Operator {
     }
 
     /// The operator's adjustments of `month`, from its ledger.
-    pub fn adjustments_of(&self, month: Month) -> Result<Vec<crate::clearing::netting::Adjustment>, NodeError> {
+    pub fn adjustments_of(&self, month: Month) -> Result<Vec<crate::clearing::netting::Adjustment>, OperatorError> {
         let mut out = Vec::new();
         for key in self.month_entries(month)?.adjustments {
             let env = self.recorded_envelope(&key)?;
             let req: AdjustmentRequest =
-                envelope::peek(&env).map_err(|e| NodeError::Internal(format!("{key}: {e}")))?;
+                envelope::peek(&env).map_err(|e| OperatorError::Internal(format!("{key}: {e}")))?;
             out.push(adjustment_of(&req)?.1);
         }
         Ok(out)
@@ -645,12 +659,12 @@ impl Operator {
     /// Disputes the regions filed against statements of `month` and have
     /// not withdrawn, in the order filed: a withdrawal removes the region's
     /// dispute of that line, a later dispute files it again.
-    pub fn disputes_of(&self, month: Month) -> Result<Vec<Dispute>, NodeError> {
+    pub fn disputes_of(&self, month: Month) -> Result<Vec<Dispute>, OperatorError> {
         let mut open: BTreeMap<(RegionCode, String), Dispute> = BTreeMap::new();
         for key in self.month_entries(month)?.disputes {
             let env = self.recorded_envelope(&key)?;
-            let c: Confirmation = envelope::peek(&env).map_err(|e| NodeError::Internal(format!("{key}: {e}")))?;
-            let region = RegionCode::parse(&c.region).map_err(|e| NodeError::Internal(format!("{key}: {e}")))?;
+            let c: Confirmation = envelope::peek(&env).map_err(|e| OperatorError::Internal(format!("{key}: {e}")))?;
+            let region = RegionCode::parse(&c.region).map_err(|e| OperatorError::Internal(format!("{key}: {e}")))?;
             for id in c.withdrawn {
                 open.remove(&(region, id));
             }
@@ -667,12 +681,13 @@ impl Operator {
         &self,
         month: Month,
         warning_pct: u32,
-    ) -> Result<Vec<crate::clearing::advance::AdvanceStatus>, NodeError> {
+    ) -> Result<Vec<crate::clearing::advance::AdvanceStatus>, OperatorError> {
         let mut usage: BTreeMap<RegionCode, Amount> = BTreeMap::new();
         for region in self.nodes.keys() {
             let r = self.report(*region, month, false).await?;
             for p in r.pairs.iter().filter(|p| !p.as_treatment) {
-                let (_, _, summary) = crate::api::convert::pair_report_from_proto(p)?;
+                let (_, _, summary) =
+                    crate::api::convert::pair_report_from_proto(p).map_err(OperatorError::region_answer(*region))?;
                 *usage.entry(*region).or_default() =
                     usage.get(region).copied().unwrap_or_default() + summary.amounts.owed();
             }
@@ -686,7 +701,7 @@ impl Operator {
     }
 
     /// Whether every region in the statement confirmed this exact statement.
-    pub fn is_final(&self, closed: &Closed) -> Result<bool, NodeError> {
+    pub fn is_final(&self, closed: &Closed) -> Result<bool, OperatorError> {
         let month = self.month_entries(closed.statement.month)?;
         let confirmed = month.confirmations.get(&closed.hash);
         Ok(closed.statement.node_heads.keys().all(|r| confirmed.is_some_and(|c| c.contains(&r.to_string()))))

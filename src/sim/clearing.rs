@@ -16,10 +16,10 @@ use rand::Rng;
 use super::world::key;
 use super::Sim;
 use crate::api::envelope::{seal, CONFIRMATION_DOMAIN};
-use crate::api::NodeError;
 use crate::clearing::{Amounts, Line, Month, PendingItem, PendingReason, Statement};
 use crate::clock::Clock;
 use crate::money::Amount;
+use crate::operator::OperatorError;
 use crate::operator::{Closed, DEFAULT_CLOSE_GRACE};
 use crate::proto::{Confirmation, DisputedLine};
 use crate::region::RegionCode;
@@ -78,7 +78,7 @@ impl Sim {
             return Ok(()); // due: the regular close takes it
         }
         match self.world.operator.close(month).await {
-            Err(NodeError::MonthNotOver(_)) => {
+            Err(OperatorError::MonthNotOver(_)) => {
                 self.counts.early_close_refused += 1;
                 Ok(())
             }
@@ -146,7 +146,7 @@ impl Sim {
             return Err(format!("{month}: confirmed by every region, yet not final"));
         }
         match self.world.operator.close(month).await {
-            Err(NodeError::MonthFinal(_)) => {}
+            Err(OperatorError::MonthFinal(_)) => {}
             Err(e) => return Err(format!("{month}: re-closing a final month: {e}")),
             Ok(_) => return Err(format!("{month}: a final month was closed again")),
         }

@@ -615,7 +615,7 @@ async fn a_page_answering_another_request_is_refused_not_looped_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let op = open_operator(dir.path(), Arc::new(FirstPageOnly(w.net.clone()))).with_lines_page(1);
     let e = op.close(march()).await.expect_err("a replayed page");
-    assert_eq!(e.reason(), "bad_peer_answer", "{e}");
+    assert_eq!(e.reason(), "bad_region_answer", "{e}");
     assert!(e.to_string().contains("another request"), "{e}");
 }
 
