@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::SigningKey;
+use crate::federation::{Institution, NodePlan};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::net::TcpListener;
@@ -27,10 +27,10 @@ use tokio::net::TcpListener;
 use crate::api::envelope::{seal, ADMIN_DOMAIN, CONFIRMATION_DOMAIN, HOSPITAL_DOMAIN};
 use crate::clearing::{Month, Statement};
 use crate::clock::{Clock, ManualClock};
-use crate::node::config::{Hospital, InstitutionKind, Peer};
+
 use crate::node::grpc::{spawn_serve, GrpcTransport};
 use crate::node::records::{PersonRecord, QualificationRecord};
-use crate::node::{Node, NodeConfig};
+use crate::node::Node;
 use crate::operator::Operator;
 use crate::proto::hospital_service_client::HospitalServiceClient;
 use crate::proto::{
@@ -38,7 +38,7 @@ use crate::proto::{
 };
 use crate::region::RegionCode;
 use crate::rules::{RuleBook, SpecialGroup};
-use crate::settlement::{HospitalLevel, MedCategory, MedType, RegistrationKind};
+use crate::settlement::{MedCategory, MedType, RegistrationKind};
 
 /// Home regions of the reference policies, with their insurance types.
 const HOMES: &[(&str, &[&str])] = &[
@@ -85,12 +85,13 @@ fn pharmacy_code(region: &str) -> String {
     format!("P{region}01")
 }
 
-fn code(s: &str) -> Result<RegionCode, String> {
-    RegionCode::parse(s).map_err(|e| e.to_string())
+/// A region's hospital in the demo.
+fn hospital_code(region: &str) -> String {
+    format!("H{region}01")
 }
 
-fn key(rng: &mut StdRng) -> SigningKey {
-    SigningKey::from_bytes(&rng.gen::<[u8; 32]>())
+fn code(s: &str) -> Result<RegionCode, String> {
+    RegionCode::parse(s).map_err(|e| e.to_string())
 }
 
 /// A progress bar on standard error (indicatif draws it only on a
@@ -247,6 +248,19 @@ async fn close_when_released(mut node: Arc<Node>) -> Result<(), ()> {
     Err(())
 }
 
+/// The demo's generated federation: its keys, in [`crate::federation::key`]'s scheme.
+fn federation_name(seed: u64) -> String {
+    format!("demo-{seed}")
+}
+
+/// The regions' nodes, serving gRPC on loopback.
+struct Nodes {
+    nodes: BTreeMap<&'static str, Arc<Node>>,
+    urls: BTreeMap<&'static str, String>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    dirs: BTreeMap<RegionCode, PathBuf>,
+}
+
 /// Runs the demo and returns what happened.
 pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
     if opts.patients == 0 || opts.patients > MAX_PATIENTS {
@@ -255,84 +269,92 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
     let started = Instant::now();
     let rules = Arc::new(RuleBook::load(&opts.rules_dir).map_err(|e| e.to_string())?);
     let mut rng = StdRng::seed_from_u64(opts.seed);
-    let regions: Vec<&'static str> = HOMES.iter().map(|(r, _)| *r).chain([BEIJING]).collect();
-    let node_keys: BTreeMap<&str, SigningKey> = regions.iter().map(|r| (*r, key(&mut rng))).collect();
-    let hospital_keys: BTreeMap<&str, SigningKey> = regions.iter().map(|r| (*r, key(&mut rng))).collect();
-    let pharmacy_keys: BTreeMap<&str, SigningKey> = regions.iter().map(|r| (*r, key(&mut rng))).collect();
-    let admin = key(&mut rng);
-    let operator_key = key(&mut rng);
+    let federation = federation_name(opts.seed);
     // Mid-month, 10:00 Asia/Shanghai: every commit falls in the chosen month.
     let mid =
         chrono::NaiveDate::parse_from_str(&format!("{}-15", opts.month), "%Y-%m-%d").map_err(|e| e.to_string())?;
     let clock =
         Arc::new(ManualClock::new(mid.and_hms_opt(2, 0, 0).map(|t| t.and_utc().timestamp_millis()).unwrap_or(0)));
+    let nodes = start_nodes(&opts, &federation, &rules, &clock).await?;
+    let (persons, registrations) = insure(&opts, &federation, &mut rng, &nodes.nodes).await?;
+    let counters = visit(&opts, &federation, &mut rng, &persons, &nodes.urls).await?;
+    let (closed, final_confirmed) = month_end(&opts, &federation, &rules, &clock, &nodes.urls).await?;
+    let Nodes { nodes, stops, dirs, .. } = nodes;
+    for s in stops {
+        let _ = s.send(());
+    }
+    // The data directories are read (verified) as soon as this returns:
+    // every ledger closes first, once its server has let go of its node.
+    for (region, node) in nodes {
+        close_when_released(node).await.map_err(|()| format!("node {region} still in use after its server stopped"))?;
+    }
+    Ok(DemoReport {
+        statement: closed.statement,
+        statement_hash: closed.hash,
+        settled: counters[0],
+        refused: counters[1],
+        presettled: counters[2],
+        reversed: counters[3],
+        registrations,
+        elapsed: started.elapsed(),
+        node_dirs: dirs,
+        final_confirmed,
+    })
+}
 
-    // Nodes: real gRPC servers on loopback.
+fn regions() -> Vec<&'static str> {
+    HOMES.iter().map(|(r, _)| *r).chain([BEIJING]).collect()
+}
+
+/// Every region's node, a real gRPC server on loopback, with a hospital and a
+/// pharmacy.
+async fn start_nodes(
+    opts: &DemoOptions,
+    federation: &str,
+    rules: &Arc<RuleBook>,
+    clock: &Arc<ManualClock>,
+) -> Result<Nodes, String> {
     let mut listeners = BTreeMap::new();
     let mut urls = BTreeMap::new();
-    for r in &regions {
+    for r in regions() {
         let l = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-        urls.insert(*r, format!("http://{}", l.local_addr().map_err(|e| e.to_string())?));
-        listeners.insert(*r, l);
+        urls.insert(r, format!("http://{}", l.local_addr().map_err(|e| e.to_string())?));
+        listeners.insert(r, l);
     }
-    let mut nodes: BTreeMap<&str, Arc<Node>> = BTreeMap::new();
-    let mut stops = Vec::new();
-    let mut node_dirs = BTreeMap::new();
-    for r in &regions {
-        let peers: BTreeMap<RegionCode, Peer> = regions
-            .iter()
-            .filter(|p| *p != r)
-            .map(|p| {
-                Ok((
-                    code(p)?,
-                    Peer { region: code(p)?, endpoint: urls[p].clone(), public_key: node_keys[p].verifying_key() },
-                ))
-            })
-            .collect::<Result<_, String>>()?;
-        let hcode = format!("H{r}01");
-        let hospital = Hospital {
-            code: hcode.clone(),
-            kind: InstitutionKind::Hospital,
-            level: HospitalLevel::new(if *r == BEIJING { 3 } else { 2 }).ok_or("level")?,
-            public_key: hospital_keys[r].verifying_key(),
-            designated: true,
-            cross_region: true,
-        };
-        let pcode = pharmacy_code(r);
-        let pharmacy = Hospital {
-            code: pcode.clone(),
-            kind: InstitutionKind::Pharmacy,
-            level: HospitalLevel::TOWNSHIP,
-            public_key: pharmacy_keys[r].verifying_key(),
-            designated: true,
-            cross_region: true,
-        };
+    let mut peers = Vec::new();
+    for (r, url) in &urls {
+        peers.push((code(r)?, url.clone()));
+    }
+    let (mut nodes, mut stops, mut dirs) = (BTreeMap::new(), Vec::new(), BTreeMap::new());
+    for r in regions() {
         let dir = opts.out.join("nodes").join(r);
-        node_dirs.insert(code(r)?, dir.clone());
-        let cfg = NodeConfig {
-            region: code(r)?,
-            listen: "127.0.0.1:0".parse().map_err(|_| "addr")?,
-            data_dir: dir,
-            key_file: PathBuf::new(),
-            rules_dir: opts.rules_dir.clone(),
-            metrics_listen: None,
-            operator_key: Some(operator_key.verifying_key()),
-            peers,
-            hospitals: [(hcode, hospital), (pcode, pharmacy)].into_iter().collect(),
-            admins: [("agency".to_string(), admin.verifying_key())].into_iter().collect(),
-        };
+        dirs.insert(code(r)?, dir.clone());
+        let level = if r == BEIJING { 3 } else { 2 };
+        let plan = NodePlan::new(federation, code(r)?, dir, opts.rules_dir.clone())
+            .with_peers(peers.clone())
+            .with([Institution::hospital(hospital_code(r), level), Institution::pharmacy(pharmacy_code(r))]);
+        let cfg = plan.config();
         let endpoints = cfg.peers.values().map(|p| (p.region, p.endpoint.clone())).collect();
         let c: Arc<dyn Clock> = clock.clone();
         let node = Arc::new(
-            Node::open(cfg, node_keys[r].clone(), Arc::clone(&rules), c, Arc::new(GrpcTransport::new(endpoints)))
+            Node::open(cfg, plan.node_key(), Arc::clone(rules), c, Arc::new(GrpcTransport::new(endpoints)))
                 .map_err(|e| format!("{r}: {e}"))?,
         );
         let listener = listeners.remove(r).ok_or("listener")?;
         stops.push(spawn_serve(Arc::clone(&node), listener));
-        nodes.insert(*r, node);
+        nodes.insert(r, node);
     }
+    Ok(Nodes { nodes, urls, stops, dirs })
+}
 
-    // Insured persons and their registrations, at their home nodes.
+/// Insured persons and their registrations, at their home nodes.
+async fn insure(
+    opts: &DemoOptions,
+    federation: &str,
+    rng: &mut StdRng,
+    nodes: &BTreeMap<&'static str, Arc<Node>>,
+) -> Result<(Vec<Patient>, u64), String> {
+    let admin = crate::federation::key(federation, "agency");
     let mut persons: Vec<Patient> = Vec::with_capacity(opts.patients);
     let mut by_home: BTreeMap<&str, Vec<PersonRecord>> = BTreeMap::new();
     for i in 0..opts.patients {
@@ -409,97 +431,138 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
     }
     finish(&bar, opts.progress, "registrations");
 
-    // A month of traffic: each person's visits in order on one worker; workers run at once.
-    let visits = plan(&mut rng, &persons);
+    Ok((persons, registrations))
+}
+
+/// A month of traffic: each person's visits in order on one worker; workers
+/// run at once. Returns settled, refused, presettled, reversed, visits.
+async fn visit(
+    opts: &DemoOptions,
+    federation: &str,
+    rng: &mut StdRng,
+    persons: &[Patient],
+    urls: &BTreeMap<&'static str, String>,
+) -> Result<[u64; 5], String> {
+    let visits = plan(rng, persons);
     let total: u64 = visits.iter().map(|v| v.len() as u64).sum();
     let mut lanes: Vec<Vec<Visit>> = vec![Vec::new(); WORKERS];
     for (i, v) in visits.into_iter().enumerate() {
         lanes[i % WORKERS].extend(v);
     }
-    let counters =
-        Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
-    let hospital_keys = Arc::new(hospital_keys);
-    let pharmacy_keys = Arc::new(pharmacy_keys);
-    let urls = Arc::new(urls);
-    let month = opts.month;
-    let visits_bar = progress_bar(opts.progress, "hospital visits", total);
+    let counters = Arc::new(Counters::default());
+    let desk = Arc::new(Desk {
+        federation: federation.to_string(),
+        urls: urls.clone(),
+        month: opts.month,
+        counters: Arc::clone(&counters),
+        bar: progress_bar(opts.progress, "hospital visits", total),
+    });
     let mut tasks = Vec::new();
     for (w, lane) in lanes.into_iter().enumerate() {
-        let visits_bar = visits_bar.clone();
-        let (counters, hospital_keys, urls) = (Arc::clone(&counters), Arc::clone(&hospital_keys), Arc::clone(&urls));
-        let pharmacy_keys = Arc::clone(&pharmacy_keys);
-        tasks.push(tokio::spawn(async move {
-            let mut clients: BTreeMap<&str, HospitalServiceClient<tonic::transport::Channel>> = BTreeMap::new();
-            for (i, v) in lane.into_iter().enumerate() {
-                let client = match clients.get(v.treatment) {
-                    Some(c) => c.clone(),
-                    None => {
-                        let c = HospitalServiceClient::connect(urls[v.treatment].clone())
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        clients.insert(v.treatment, c.clone());
-                        c
-                    }
-                };
-                let at_pharmacy = v.med_type == MedType::Pharmacy;
-                let (hcode, hkey) = if at_pharmacy {
-                    (pharmacy_code(v.treatment), &pharmacy_keys[v.treatment])
-                } else {
-                    (format!("H{}01", v.treatment), &hospital_keys[v.treatment])
-                };
-                let base = HospitalRequest {
-                    fixmedins_code: hcode.clone(),
-                    psn_no: v.psn_no.clone(),
-                    insuplc_admdvs: v.home.clone(),
-                    setl_date: format!("{month}-{:02}", v.day),
-                    items: v.items.clone(),
-                    emergency: v.emergency,
-                    med_type: v.med_type.code().to_string(),
-                    dise_codg: v.dise_codg.clone(),
-                    acct_used_flag: v.acct_used,
-                    ..Default::default()
-                };
-                let send = |action: Action, msgid: String, reversed: String| {
-                    let req =
-                        HospitalRequest { msgid, action: action as i32, reversed_msgid: reversed, ..base.clone() };
-                    let mut c = client.clone();
-                    let env = seal(hkey, HOSPITAL_DOMAIN, &hcode, &req);
-                    async move { c.submit(env).await.map(|r| r.into_inner()) }
-                };
-                let msgid = format!("d{w}x{i}");
-                if v.presettle_first && send(Action::Presettle, format!("{msgid}p"), String::new()).await.is_ok() {
-                    counters[2].fetch_add(1, Ordering::Relaxed);
-                }
-                match send(Action::Settle, msgid.clone(), String::new()).await {
-                    Ok(r) if r.settled => {
-                        counters[0].fetch_add(1, Ordering::Relaxed);
-                        if v.reverse_after
-                            && send(Action::Reverse, format!("{msgid}r"), msgid).await.is_ok_and(|r| r.settled)
-                        {
-                            counters[3].fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    _ => {
-                        counters[1].fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                counters[4].fetch_add(1, Ordering::Relaxed);
-                visits_bar.inc(1);
-            }
-            Ok::<(), String>(())
-        }));
+        let desk = Arc::clone(&desk);
+        tasks.push(tokio::spawn(async move { desk.work(w, lane).await }));
     }
     for t in tasks {
         t.await.map_err(|e| e.to_string())??;
     }
-    finish(&visits_bar, opts.progress, "hospital visits");
+    finish(&desk.bar, opts.progress, "hospital visits");
+    Ok(counters.0.each_ref().map(|c| c.load(Ordering::Relaxed)))
+}
 
-    // Month end: the operator closes, every region confirms.
+/// Settled, refused, presettled, reversed, visits.
+#[derive(Default)]
+struct Counters([AtomicU64; 5]);
+
+/// What every hospital worker of the demo shares.
+struct Desk {
+    federation: String,
+    urls: BTreeMap<&'static str, String>,
+    month: Month,
+    counters: Arc<Counters>,
+    bar: indicatif::ProgressBar,
+}
+
+impl Desk {
+    /// One worker's visits, in order, each sent by its hospital or pharmacy.
+    async fn work(&self, w: usize, lane: Vec<Visit>) -> Result<(), String> {
+        let mut clients: BTreeMap<&str, HospitalServiceClient<tonic::transport::Channel>> = BTreeMap::new();
+        for (i, v) in lane.into_iter().enumerate() {
+            let client = match clients.get(v.treatment) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = HospitalServiceClient::connect(self.urls[v.treatment].clone())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    clients.insert(v.treatment, c.clone());
+                    c
+                }
+            };
+            self.one(client, &format!("d{w}x{i}"), &v).await;
+            self.counters.0[4].fetch_add(1, Ordering::Relaxed);
+            self.bar.inc(1);
+        }
+        Ok(())
+    }
+
+    /// A visit: perhaps a pre-settlement first, the settlement, perhaps its reversal.
+    async fn one(&self, client: HospitalServiceClient<tonic::transport::Channel>, msgid: &str, v: &Visit) {
+        let code =
+            if v.med_type == MedType::Pharmacy { pharmacy_code(v.treatment) } else { hospital_code(v.treatment) };
+        let key = crate::federation::key(&self.federation, &code);
+        let base = HospitalRequest {
+            fixmedins_code: code.clone(),
+            psn_no: v.psn_no.clone(),
+            insuplc_admdvs: v.home.clone(),
+            setl_date: format!("{}-{:02}", self.month, v.day),
+            items: v.items.clone(),
+            emergency: v.emergency,
+            med_type: v.med_type.code().to_string(),
+            dise_codg: v.dise_codg.clone(),
+            acct_used_flag: v.acct_used,
+            ..Default::default()
+        };
+        let send = |action: Action, msgid: String, reversed: String| {
+            let req = HospitalRequest { msgid, action: action as i32, reversed_msgid: reversed, ..base.clone() };
+            let mut c = client.clone();
+            let env = seal(&key, HOSPITAL_DOMAIN, &code, &req);
+            async move { c.submit(env).await.map(|r| r.into_inner()) }
+        };
+        let count = |i: usize| self.counters.0[i].fetch_add(1, Ordering::Relaxed);
+        if v.presettle_first && send(Action::Presettle, format!("{msgid}p"), String::new()).await.is_ok() {
+            count(2);
+        }
+        match send(Action::Settle, msgid.to_string(), String::new()).await {
+            Ok(r) if r.settled => {
+                count(0);
+                if v.reverse_after
+                    && send(Action::Reverse, format!("{msgid}r"), msgid.to_string()).await.is_ok_and(|r| r.settled)
+                {
+                    count(3);
+                }
+            }
+            _ => {
+                count(1);
+            }
+        }
+    }
+}
+
+/// Month end: the operator closes, every region confirms. Returns the
+/// statement and whether it is final.
+async fn month_end(
+    opts: &DemoOptions,
+    federation: &str,
+    rules: &RuleBook,
+    clock: &Arc<ManualClock>,
+    urls: &BTreeMap<&'static str, String>,
+) -> Result<(crate::operator::Closed, bool), String> {
+    let key = |tag: &str| crate::federation::key(federation, tag);
+    let regions = regions();
     let operator = Operator::open(
         &opts.out.join("operator"),
-        operator_key,
+        key("operator"),
         clock.clone(),
-        regions.iter().map(|r| Ok((code(r)?, node_keys[r].verifying_key()))).collect::<Result<_, String>>()?,
+        regions.iter().map(|r| Ok((code(r)?, key(r).verifying_key()))).collect::<Result<_, String>>()?,
         Arc::new(crate::operator::client::NodeReports::new(
             regions.iter().map(|r| Ok((code(r)?, urls[r].clone()))).collect::<Result<_, String>>()?,
         )),
@@ -529,29 +592,9 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
             disputes: vec![],
             withdrawn: vec![],
         };
-        operator.answer(seal(&node_keys[r], CONFIRMATION_DOMAIN, r, &c)).await.map_err(|e| e.to_string())?;
+        operator.answer(seal(&key(r), CONFIRMATION_DOMAIN, r, &c)).await.map_err(|e| e.to_string())?;
     }
     let final_confirmed = operator.is_final(&closed).map_err(|e| e.to_string())?;
     crate::operator::files::write_statement(&opts.out.join("statements"), &closed)?;
-    for s in stops {
-        let _ = s.send(());
-    }
-    // The data directories are read (verified) as soon as this returns:
-    // every ledger closes first, once its server has let go of its node.
-    for (region, node) in nodes {
-        close_when_released(node).await.map_err(|()| format!("node {region} still in use after its server stopped"))?;
-    }
-    drop(operator);
-    Ok(DemoReport {
-        statement: closed.statement,
-        statement_hash: closed.hash,
-        settled: counters[0].load(Ordering::Relaxed),
-        refused: counters[1].load(Ordering::Relaxed),
-        presettled: counters[2].load(Ordering::Relaxed),
-        reversed: counters[3].load(Ordering::Relaxed),
-        registrations,
-        elapsed: started.elapsed(),
-        node_dirs,
-        final_confirmed,
-    })
+    Ok((closed, final_confirmed))
 }

@@ -137,6 +137,8 @@ pub struct HospitalLevel(u8);
 impl HospitalLevel {
     /// Level 0: township health centres, and pharmacies.
     pub const TOWNSHIP: HospitalLevel = HospitalLevel(0);
+    /// Level 3, the highest.
+    pub const TOP: HospitalLevel = HospitalLevel(3);
 
     pub fn new(level: i64) -> Option<HospitalLevel> {
         u8::try_from(level).ok().filter(|l| *l <= 3).map(HospitalLevel)

@@ -9,18 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use sha2::{Digest, Sha256};
 
 use super::network::SimNetwork;
 use super::Crash;
 use crate::clock::{Clock, ManualClock};
+use crate::federation::{Institution, NodePlan};
 use crate::ledger::{INDEX_DIR, SEGMENT_FILE};
-use crate::node::config::{Hospital, Peer};
 use crate::node::{Node, NodeConfig};
 use crate::operator::Operator;
 use crate::region::RegionCode;
 use crate::rules::RuleBook;
-use crate::settlement::HospitalLevel;
 
 /// (region, insutype of its insured persons; empty: no insured persons here).
 pub(crate) const REGIONS: [(&str, &str); 5] =
@@ -37,10 +35,12 @@ pub(crate) const HOSPITALS: [(&str, &str); 5] = [
 pub(crate) const PHARMACIES: [(&str, &str); 2] = [("P110000", "110000"), ("P654000", "654000")];
 pub(crate) const AGENCY: &str = "agency";
 
-/// A deterministic key for a name (simulation only).
+/// The simulation's generated federation (its keys: [`crate::federation::key`]).
+const FEDERATION: &str = "sim";
+
+/// The simulation's key of a name.
 pub(crate) fn key(name: &str) -> SigningKey {
-    let seed: [u8; 32] = Sha256::digest(format!("xclear-sim/{name}").as_bytes()).into();
-    SigningKey::from_bytes(&seed)
+    crate::federation::key(FEDERATION, name)
 }
 
 pub(crate) fn code(s: &str) -> RegionCode {
@@ -60,44 +60,12 @@ pub(crate) struct World {
 }
 
 fn config(dir: &Path, region: &str, rules_dir: &Path) -> NodeConfig {
-    let peers = REGIONS
-        .iter()
-        .filter(|(p, _)| *p != region)
-        .map(|(p, _)| (code(p), Peer { region: code(p), endpoint: "sim".into(), public_key: key(p).verifying_key() }))
-        .collect();
-    use crate::node::config::InstitutionKind;
-    let institutions = HOSPITALS
-        .iter()
-        .map(|(h, r)| (h, r, InstitutionKind::Hospital))
-        .chain(PHARMACIES.iter().map(|(p, r)| (p, r, InstitutionKind::Pharmacy)));
-    let hospitals = institutions
-        .filter(|(_, r, _)| **r == region)
-        .map(|(h, _, kind)| {
-            let lv = if kind == InstitutionKind::Pharmacy { 0 } else { 3 };
-            let level = HospitalLevel::new(lv).unwrap_or_else(|| panic!("hospital level"));
-            let hospital = Hospital {
-                code: h.to_string(),
-                kind,
-                level,
-                public_key: key(h).verifying_key(),
-                designated: true,
-                cross_region: true,
-            };
-            (h.to_string(), hospital)
-        })
-        .collect();
-    NodeConfig {
-        region: code(region),
-        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.join("nodes").join(region),
-        key_file: dir.join("unused.key"),
-        rules_dir: rules_dir.to_path_buf(),
-        metrics_listen: None,
-        operator_key: Some(key("operator").verifying_key()),
-        peers,
-        hospitals,
-        admins: [(AGENCY.to_string(), key(AGENCY).verifying_key())].into_iter().collect(),
-    }
+    let hospitals = HOSPITALS.iter().filter(|(_, r)| *r == region).map(|(h, _)| Institution::hospital(*h, 3));
+    let pharmacies = PHARMACIES.iter().filter(|(_, r)| *r == region).map(|(p, _)| Institution::pharmacy(*p));
+    NodePlan::new(FEDERATION, code(region), dir.join("nodes").join(region), rules_dir.to_path_buf())
+        .with_peers(REGIONS.iter().map(|(p, _)| (code(p), "sim".to_string())))
+        .with(hospitals.chain(pharmacies))
+        .config()
 }
 
 impl World {

@@ -1,8 +1,6 @@
-//! The whole federation in one process, for tests, the simulation and
-//! tools: an in-process transport that carries both the nodes' claims and
-//! the operator's requests. A region that is not registered (or was taken
-//! down) is unreachable. It sits above both [`crate::node`] and
-//! [`crate::operator`], which do not know each other.
+//! The whole federation in one process: an in-process transport that
+//! carries both the nodes' claims and the operator's requests. A region that
+//! is not registered (or was taken down) is unreachable.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, Weak};
