@@ -11,15 +11,14 @@ use ed25519_dalek::{Signer, SigningKey};
 
 use xclear::api::envelope::{seal, ADMIN_DOMAIN};
 use xclear::clock::{Clock, SystemClock};
-use xclear::node::config::{Hospital, InstitutionKind, Peer};
+use xclear::federation::{Institution, NodePlan};
 use xclear::node::grpc::{spawn_serve, GrpcTransport};
 use xclear::node::metrics::Stage;
 use xclear::node::records::{PersonRecord, QualificationRecord};
-use xclear::node::{Node, NodeConfig};
+use xclear::node::Node;
 use xclear::proto::{registration_request::Op, RegistrationRequest};
 use xclear::region::RegionCode;
 use xclear::rules::RuleBook;
-use xclear::settlement::HospitalLevel;
 
 use super::bench_cmd::Figure;
 use super::bench_load::{drive, drive_at_rate, Paced, Traffic, BENCH_DISEASE};
@@ -60,222 +59,262 @@ pub(crate) fn run(seconds: u64, hospitals: usize, persons: usize, offered: u32) 
 async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> Result<Vec<Figure>, String> {
     let dir = std::env::temp_dir().join(format!("xclear-e2e-{}", std::process::id()));
     let rules = Arc::new(RuleBook::load(&PathBuf::from("clearing_rules")).map_err(|e| e.to_string())?);
-    let code = |s: &str| RegionCode::parse(s).map_err(|e| e.to_string());
-    let keys: BTreeMap<&str, SigningKey> =
-        [("611000", 1u8), ("110000", 2u8)].iter().map(|(r, t)| (*r, SigningKey::from_bytes(&[*t; 32]))).collect();
-    let hospital_key = SigningKey::from_bytes(&[3u8; 32]);
-    let admin = SigningKey::from_bytes(&[4u8; 32]);
-    let mut listeners = BTreeMap::new();
-    let mut urls = BTreeMap::new();
-    for r in ["611000", "110000"] {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-        urls.insert(r, format!("http://{}", l.local_addr().map_err(|e| e.to_string())?));
-        listeners.insert(r, l);
-    }
-    let mut nodes = BTreeMap::new();
-    let mut stops = Vec::new();
-    for r in ["611000", "110000"] {
-        let other = if r == "611000" { "110000" } else { "611000" };
-        let peers = [(
-            code(other)?,
-            Peer { region: code(other)?, endpoint: urls[other].clone(), public_key: keys[other].verifying_key() },
-        )]
-        .into_iter()
-        .collect();
-        // One code per simulated hospital (each may have at most 64 requests
-        // in flight); they share a key, which costs the same to verify.
-        let hospitals = if r == "110000" {
-            let level = HospitalLevel::new(3).ok_or("lv")?;
-            // Each hospital H{h} has a pharmacy P{h} beside it, for the mix's purchases.
-            (0..hospitals)
-                .flat_map(|h| {
-                    let public_key = hospital_key.verifying_key();
-                    let institution = |code: String, kind, level| {
-                        (code.clone(), Hospital { code, kind, level, public_key, designated: true, cross_region: true })
-                    };
-                    [
-                        institution(format!("H{h}"), InstitutionKind::Hospital, level),
-                        institution(format!("P{h}"), InstitutionKind::Pharmacy, HospitalLevel::TOWNSHIP),
-                    ]
-                })
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
-        let cfg = NodeConfig {
-            region: code(r)?,
-            listen: "127.0.0.1:0".parse().map_err(|_| "addr")?,
-            data_dir: dir.join(r),
-            key_file: PathBuf::new(),
-            rules_dir: PathBuf::from("clearing_rules"),
-            metrics_listen: None,
-            operator_key: None,
-            peers,
-            hospitals,
-            admins: [("agency".to_string(), admin.verifying_key())].into_iter().collect(),
-        };
-        let endpoints = cfg.peers.values().map(|p| (p.region, p.endpoint.clone())).collect();
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let node = Arc::new(
-            Node::open(cfg, keys[r].clone(), Arc::clone(&rules), clock, Arc::new(GrpcTransport::new(endpoints)))
-                .map_err(|e| e.to_string())?,
-        );
-        let listener = listeners.remove(r).ok_or("listener")?;
-        stops.push(spawn_serve(Arc::clone(&node), listener));
-        nodes.insert(r, node);
-    }
-    let recs: Vec<PersonRecord> = (0..persons)
-        .map(|i| PersonRecord {
-            psn_no: format!("P{i}"),
-            insuplc_admdvs: "611000".into(),
-            insutype: "390".into(),
-            retired: false,
-            special_group: None,
-            contribution_years: BTreeMap::new(),
-            acct_balance: None,
-            // Qualified for the mix's chronic-disease visits.
-            chronic: vec![QualificationRecord {
-                dise_codg: BENCH_DISEASE.into(),
-                begndate: "2026-01-01".into(),
-                enddate: None,
-            }],
-        })
-        .collect();
-    nodes["611000"].import_persons(&recs).await.map_err(|e| e.to_string())?;
-    for i in 0..persons {
-        let req = RegistrationRequest {
-            msgid: format!("r{i}"),
-            op: Op::Create as i32,
-            psn_no: format!("P{i}"),
-            kind: "long_term_resident".into(),
-            target_admdvs: "110000".into(),
-            begndate: "2026-01-01".into(),
-            ..Default::default()
-        };
-        nodes["611000"]
-            .apply_registration(seal(&admin, ADMIN_DOMAIN, "agency", &req))
-            .await
-            .map_err(|e| e.to_string())?;
-    }
+    let pair = Pair::start(&dir, hospitals, &rules).await?;
+    pair.insure(persons).await?;
     let (sign_us, verify_us) = crypto_costs_us();
-    let hospital_key = Arc::new(hospital_key);
-    let cpu_before = process_cpu_seconds();
-    let crypto_before = xclear::crypto::operations();
-    let signed_before = xclear::node::metrics::signed_batch_totals();
-    let stages_before = stage_totals(&nodes);
-    progress(format_args!("{hospitals} hospitals, closed loop, {seconds} s"));
-    let mut all = drive(&urls["110000"], &hospital_key, hospitals, seconds, persons, "a", Traffic::Inpatient).await?;
-    let cpu_main = process_cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
-    let crypto_after = xclear::crypto::operations();
-    let signed_after = xclear::node::metrics::signed_batch_totals();
-    let stages_after = stage_totals(&nodes);
-    // The same nodes and hospitals, the country's mix of medical types.
-    progress(format_args!(
-        "{hospitals} hospitals, closed loop, {seconds} s, outpatient/chronic/pharmacy/inpatient mix"
-    ));
-    let mut mix = drive(&urls["110000"], &hospital_key, hospitals, seconds, persons, "x", Traffic::Mix).await?;
-    // The same nodes offered fixed rates, whatever their pace: the goal's,
-    // then two thirds of it for 10 s.
-    let mut paced = Vec::new();
+    let main = Main::run(&pair, hospitals, seconds, persons).await?;
+    let paced = paced_phases(&pair, hospitals, offered, seconds, persons).await?;
+    let lighter = lighter_phases(&pair, hospitals, seconds, persons).await?;
+    let mix = mix_phases(&pair, hospitals, seconds, persons).await?;
+    let totals = pair.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut figures = main.figures(seconds, hospitals, sign_us, verify_us, &totals);
+    figures.extend(mix);
+    figures.extend(paced);
+    figures.extend(lighter);
+    Ok(figures)
+}
+
+/// The benchmark's generated federation (its keys: [`xclear::federation::key`]).
+pub(super) const FEDERATION: &str = "bench";
+
+/// A treatment node (110000) with the simulated hospitals, and the patients'
+/// home node (611000), serving gRPC on loopback.
+struct Pair {
+    nodes: BTreeMap<&'static str, Arc<Node>>,
+    urls: BTreeMap<&'static str, String>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// What the whole run left on the nodes.
+struct Totals {
+    treatment_entries_per_seal: f64,
+    home_entries_per_seal: f64,
+    batches: u64,
+    claims: u64,
+}
+
+impl Pair {
+    async fn start(dir: &std::path::Path, hospitals: usize, rules: &Arc<RuleBook>) -> Result<Pair, String> {
+        let code = |s: &str| RegionCode::parse(s).map_err(|e| e.to_string());
+        let mut listeners = BTreeMap::new();
+        let mut urls = BTreeMap::new();
+        for r in ["611000", "110000"] {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+            urls.insert(r, format!("http://{}", l.local_addr().map_err(|e| e.to_string())?));
+            listeners.insert(r, l);
+        }
+        let peers: Vec<(RegionCode, String)> =
+            urls.iter().map(|(r, u)| Ok((code(r)?, u.clone()))).collect::<Result<_, String>>()?;
+        let (mut nodes, mut stops) = (BTreeMap::new(), Vec::new());
+        for r in ["611000", "110000"] {
+            let mut plan = NodePlan::new(FEDERATION, code(r)?, dir.join(r), PathBuf::from("clearing_rules"))
+                .with_peers(peers.clone());
+            plan.operator = false;
+            if r == "110000" {
+                // One code per simulated hospital (each may have at most 64
+                // requests in flight), and a pharmacy P{h} beside each for the mix.
+                let institutions = (0..hospitals)
+                    .flat_map(|h| [Institution::hospital(format!("H{h}"), 3), Institution::pharmacy(format!("P{h}"))]);
+                plan = plan.with(institutions);
+            }
+            let cfg = plan.config();
+            let endpoints = cfg.peers.values().map(|p| (p.region, p.endpoint.clone())).collect();
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            let node = Arc::new(
+                Node::open(cfg, plan.node_key(), Arc::clone(rules), clock, Arc::new(GrpcTransport::new(endpoints)))
+                    .map_err(|e| e.to_string())?,
+            );
+            let listener = listeners.remove(r).ok_or("listener")?;
+            stops.push(spawn_serve(Arc::clone(&node), listener));
+            nodes.insert(r, node);
+        }
+        Ok(Pair { nodes, urls, stops })
+    }
+
+    /// `persons` residents of 611000, each registered for Beijing and
+    /// qualified for the mix's chronic-disease visits.
+    async fn insure(&self, persons: usize) -> Result<(), String> {
+        let home = &self.nodes["611000"];
+        let recs: Vec<PersonRecord> = (0..persons)
+            .map(|i| PersonRecord {
+                psn_no: format!("P{i}"),
+                insuplc_admdvs: "611000".into(),
+                insutype: "390".into(),
+                retired: false,
+                special_group: None,
+                contribution_years: BTreeMap::new(),
+                acct_balance: None,
+                chronic: vec![QualificationRecord {
+                    dise_codg: BENCH_DISEASE.into(),
+                    begndate: "2026-01-01".into(),
+                    enddate: None,
+                }],
+            })
+            .collect();
+        home.import_persons(&recs).await.map_err(|e| e.to_string())?;
+        let admin = xclear::federation::key(FEDERATION, "agency");
+        for i in 0..persons {
+            let req = RegistrationRequest {
+                msgid: format!("r{i}"),
+                op: Op::Create as i32,
+                psn_no: format!("P{i}"),
+                kind: "long_term_resident".into(),
+                target_admdvs: "110000".into(),
+                begndate: "2026-01-01".into(),
+                ..Default::default()
+            };
+            home.apply_registration(seal(&admin, ADMIN_DOMAIN, "agency", &req)).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn treatment_url(&self) -> &str {
+        &self.urls["110000"]
+    }
+
+    /// Stops both servers; entries per seal (group commit) on each node and
+    /// the claim batches over the whole run.
+    fn stop(self) -> Totals {
+        for s in self.stops {
+            let _ = s.send(());
+        }
+        let per_seal = |r: &str| {
+            let l = self.nodes[r].ledger();
+            l.head().size as f64 / l.commits().max(1) as f64
+        };
+        let (batches, claims) = xclear::node::metrics::batch_totals();
+        Totals {
+            treatment_entries_per_seal: per_seal("110000"),
+            home_entries_per_seal: per_seal("611000"),
+            batches,
+            claims,
+        }
+    }
+}
+
+/// Runs and time spent per stage, as [`stage_totals`] reads them.
+type StageTotals = Vec<(Stage, (u64, Duration))>;
+
+/// The main phase: every hospital in a closed loop, all stays, with the
+/// process's CPU, cryptography and stage times around it.
+struct Main {
+    latencies: Vec<Duration>,
+    cpu: Option<f64>,
+    crypto: ((u64, u64), (u64, u64)),
+    signed: ((u64, u64), (u64, u64)),
+    stages: (StageTotals, StageTotals),
+}
+
+impl Main {
+    async fn run(pair: &Pair, hospitals: usize, seconds: u64, persons: usize) -> Result<Main, String> {
+        let cpu_before = process_cpu_seconds();
+        let crypto_before = xclear::crypto::operations();
+        let signed_before = xclear::node::metrics::signed_batch_totals();
+        let stages_before = stage_totals(&pair.nodes);
+        progress(format_args!("{hospitals} hospitals, closed loop, {seconds} s"));
+        let mut latencies = drive(pair.treatment_url(), hospitals, seconds, persons, "a", Traffic::Inpatient).await?;
+        latencies.sort();
+        Ok(Main {
+            latencies,
+            cpu: process_cpu_seconds().zip(cpu_before).map(|(after, before)| after - before),
+            crypto: (crypto_before, xclear::crypto::operations()),
+            signed: (signed_before, xclear::node::metrics::signed_batch_totals()),
+            stages: (stages_before, stage_totals(&pair.nodes)),
+        })
+    }
+
+    fn figures(&self, seconds: u64, hospitals: usize, sign_us: f64, verify_us: f64, totals: &Totals) -> Vec<Figure> {
+        let all = &self.latencies;
+        let (crypto_before, crypto_after) = self.crypto;
+        let (signed_before, signed_after) = self.signed;
+        let cpu_main = self.cpu;
+        let (treatment_group, home_group) = (totals.treatment_entries_per_seal, totals.home_entries_per_seal);
+        let (batches, claims) = (totals.batches, totals.claims);
+        let n = all.len();
+        let rate = n as f64 / seconds as f64;
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+        // The bound set by the cryptography: the signs and verifies this
+        // process made over the main phase, per settlement, at this machine's
+        // cost of each (claims or results signed together share a signature).
+        let per_settlement = |ops: u64| ops as f64 / n.max(1) as f64;
+        let signs = per_settlement(crypto_after.0 - crypto_before.0);
+        let verifies = per_settlement(crypto_after.1 - crypto_before.1);
+        let bound = cores * 1e6 / (signs * sign_us + verifies * verify_us);
+        let bodies_per_signature =
+            (signed_after.1 - signed_before.1) as f64 / (signed_after.0 - signed_before.0).max(1) as f64;
+        let mut figures = vec![
+            Figure { name: "e2e_settlements_per_s", value: rate, unit: "settle/s", note: format!("{n} settlements in {seconds} s, {hospitals} concurrent hospitals, every one signed, verified, durable on both nodes (goal 3000)") },
+            Figure { name: "e2e_latency_p50_ms", value: percentile_ms(all, 0.50), unit: "ms", note: "hospital's view".into() },
+            Figure { name: "e2e_latency_p99_ms", value: percentile_ms(all, 0.99), unit: "ms", note: "goal < 50".into() },
+            Figure { name: "e2e_latency_p999_ms", value: percentile_ms(all, 0.999), unit: "ms", note: "the tail: a stall of the process shows here first".into() },
+            Figure { name: "e2e_latency_max_ms", value: percentile_ms(all, 1.0), unit: "ms", note: "slowest settlement of the main phase".into() },
+            Figure {
+                name: "e2e_cpu_us_per_settlement",
+                value: cpu_main.map_or(f64::NAN, |cpu| cpu * 1e6 / n.max(1) as f64),
+                unit: "µs",
+                note: "CPU time of the whole process (both nodes and the load generator) over the main phase, per settlement; steadier than the rate on a shared machine".into(),
+            },
+            Figure { name: "e2e_treatment_entries_per_seal", value: treatment_group, unit: "entries", note: "treatment node: appends per group commit (one seal, one fdatasync)".into() },
+            Figure { name: "e2e_home_entries_per_seal", value: home_group, unit: "entries", note: "home node (set-up appends included)".into() },
+            Figure { name: "e2e_claims_per_batch", value: claims as f64 / batches.max(1) as f64, unit: "claims", note: format!("treatment -> home, all phases ({batches} batch calls)") },
+            Figure { name: "crypto_sign_us", value: sign_us, unit: "µs", note: "ed25519 sign, this machine, median of 5 rounds before the load".into() },
+            Figure { name: "crypto_verify_us", value: verify_us, unit: "µs", note: "ed25519 verify_strict, same".into() },
+            Figure { name: "e2e_signs_per_settlement", value: signs, unit: "signs", note: "ed25519 signs made over the main phase, per settlement (hospital, claims, results, seals)".into() },
+            Figure { name: "e2e_verifies_per_settlement", value: verifies, unit: "verifies", note: "verify_strict calls over the main phase, per settlement".into() },
+            Figure { name: "e2e_bodies_per_batch_signature", value: bodies_per_signature, unit: "bodies", note: "claims or results under one node signature, main phase".into() },
+            Figure { name: "crypto_bound_settlements_per_s", value: bound, unit: "settle/s", note: format!("{cores} cores / ({signs:.2} signs + {verifies:.2} verifies) per settlement") },
+            Figure { name: "e2e_vs_crypto_bound_pct", value: 100.0 * rate / bound, unit: "%", note: "same run (goal 40)".into() },
+        ];
+        let (stages_before, stages_after) = &self.stages;
+        for ((stage, (n0, t0)), (_, (n1, t1))) in stages_before.iter().zip(stages_after) {
+            let runs = n1.saturating_sub(*n0);
+            let mean_ms = t1.saturating_sub(*t0).as_secs_f64() * 1e3 / runs.max(1) as f64;
+            figures.push(Figure {
+                name: stage_figure(*stage),
+                value: mean_ms,
+                unit: "ms",
+                note: format!("mean over the main phase ({runs} runs)"),
+            });
+        }
+        figures
+    }
+}
+
+/// The same nodes offered fixed rates, whatever their pace: the goal's, then
+/// two thirds of it for 10 s.
+async fn paced_phases(
+    pair: &Pair,
+    hospitals: usize,
+    offered: u32,
+    seconds: u64,
+    persons: usize,
+) -> Result<Vec<Figure>, String> {
+    let mut figures = Vec::new();
     for (phase, rate, length) in [(&PACED[0], offered, seconds), (&PACED[1], (offered * 2 / 3).max(1), 10)] {
         progress(format_args!("{rate} settlements/s offered, open loop, {length} s"));
-        let before = Batching::now(&nodes["110000"]);
+        let before = Batching::now(&pair.nodes["110000"]);
         // Paced from a worker thread, so each settlement's task starts on a
         // worker's own queue, not through the runtime's shared one.
-        let (url, key, msgids) = (urls["110000"].clone(), Arc::clone(&hospital_key), phase.msgids);
-        let run =
-            tokio::spawn(async move { drive_at_rate(&url, &key, hospitals, rate, length, persons, msgids).await })
-                .await
-                .map_err(|e| e.to_string())??;
-        let batching = Batching::now(&nodes["110000"]).since(&before);
-        paced.push((phase, rate, length, batching, run));
+        let (url, msgids) = (pair.treatment_url().to_string(), phase.msgids);
+        let run = tokio::spawn(async move { drive_at_rate(&url, hospitals, rate, length, persons, msgids).await })
+            .await
+            .map_err(|e| e.to_string())??;
+        let batching = Batching::now(&pair.nodes["110000"]).since(&before);
+        figures.extend(paced_figures(phase, rate, length, hospitals, &batching, run));
     }
-    // The same nodes under lighter loads: where latency stands below saturation.
-    let mut lighter = Vec::new();
+    Ok(figures)
+}
+
+/// The same nodes under lighter loads: where latency stands below saturation.
+async fn lighter_phases(pair: &Pair, hospitals: usize, seconds: u64, persons: usize) -> Result<Vec<Figure>, String> {
+    let mut figures = Vec::new();
     for (phase, concurrency) in LIGHTER {
         let concurrency = concurrency.min(hospitals);
         let length = phase.seconds.unwrap_or(seconds);
         progress(format_args!("{concurrency} hospitals, closed loop, {length} s"));
-        let latencies =
-            drive(&urls["110000"], &hospital_key, concurrency, length, persons, phase.msgids, Traffic::Inpatient)
-                .await?;
-        lighter.push((phase, concurrency, length, latencies));
-    }
-    for s in stops {
-        let _ = s.send(());
-    }
-    // Entries per seal (group commit) on each node over the whole run.
-    let per_seal = |r: &str| {
-        let l = nodes[r].ledger();
-        l.head().size as f64 / l.commits().max(1) as f64
-    };
-    let (treatment_group, home_group) = (per_seal("110000"), per_seal("611000"));
-    let (batches, claims) = xclear::node::metrics::batch_totals();
-    drop(nodes);
-    let _ = std::fs::remove_dir_all(&dir);
-    all.sort();
-    let n = all.len();
-    let rate = n as f64 / seconds as f64;
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
-    // The bound set by the cryptography: the signs and verifies this process
-    // made over the main phase (the hospitals' signatures by the load
-    // generator, the treatment node's checks and claims, the home node's
-    // checks and results, both ledgers' seals), per settlement, at this
-    // machine's cost of each. Claims or results signed together share one
-    // signature, verified once by its receiver, so the count is what the run
-    // needed, not a fixed number per settlement.
-    let per_settlement = |ops: u64| ops as f64 / n.max(1) as f64;
-    let signs = per_settlement(crypto_after.0 - crypto_before.0);
-    let verifies = per_settlement(crypto_after.1 - crypto_before.1);
-    let bound = cores * 1e6 / (signs * sign_us + verifies * verify_us);
-    let bodies_per_signature =
-        (signed_after.1 - signed_before.1) as f64 / (signed_after.0 - signed_before.0).max(1) as f64;
-    let mut figures = vec![
-        Figure { name: "e2e_settlements_per_s", value: rate, unit: "settle/s", note: format!("{n} settlements in {seconds} s, {hospitals} concurrent hospitals, every one signed, verified, durable on both nodes (goal 3000)") },
-        Figure { name: "e2e_latency_p50_ms", value: percentile_ms(&all, 0.50), unit: "ms", note: "hospital's view".into() },
-        Figure { name: "e2e_latency_p99_ms", value: percentile_ms(&all, 0.99), unit: "ms", note: "goal < 50".into() },
-        Figure { name: "e2e_latency_p999_ms", value: percentile_ms(&all, 0.999), unit: "ms", note: "the tail: a stall of the process shows here first".into() },
-        Figure { name: "e2e_latency_max_ms", value: percentile_ms(&all, 1.0), unit: "ms", note: "slowest settlement of the main phase".into() },
-        Figure {
-            name: "e2e_cpu_us_per_settlement",
-            value: cpu_main.map_or(f64::NAN, |cpu| cpu * 1e6 / n.max(1) as f64),
-            unit: "µs",
-            note: "CPU time of the whole process (both nodes and the load generator) over the main phase, per settlement; steadier than the rate on a shared machine".into(),
-        },
-        Figure { name: "e2e_treatment_entries_per_seal", value: treatment_group, unit: "entries", note: "treatment node: appends per group commit (one seal, one fdatasync)".into() },
-        Figure { name: "e2e_home_entries_per_seal", value: home_group, unit: "entries", note: "home node (set-up appends included)".into() },
-        Figure { name: "e2e_claims_per_batch", value: claims as f64 / batches.max(1) as f64, unit: "claims", note: format!("treatment -> home, all phases ({batches} batch calls)") },
-        Figure { name: "crypto_sign_us", value: sign_us, unit: "µs", note: "ed25519 sign, this machine, median of 5 rounds before the load".into() },
-        Figure { name: "crypto_verify_us", value: verify_us, unit: "µs", note: "ed25519 verify_strict, same".into() },
-        Figure { name: "e2e_signs_per_settlement", value: signs, unit: "signs", note: "ed25519 signs made over the main phase, per settlement (hospital, claims, results, seals)".into() },
-        Figure { name: "e2e_verifies_per_settlement", value: verifies, unit: "verifies", note: "verify_strict calls over the main phase, per settlement".into() },
-        Figure { name: "e2e_bodies_per_batch_signature", value: bodies_per_signature, unit: "bodies", note: "claims or results under one node signature, main phase".into() },
-        Figure { name: "crypto_bound_settlements_per_s", value: bound, unit: "settle/s", note: format!("{cores} cores / ({signs:.2} signs + {verifies:.2} verifies) per settlement") },
-        Figure { name: "e2e_vs_crypto_bound_pct", value: 100.0 * rate / bound, unit: "%", note: "same run (goal 40)".into() },
-    ];
-    mix.sort();
-    let mix_rate = mix.len() as f64 / seconds as f64;
-    let (p99, mix_p99) = (percentile_ms(&all, 0.99), percentile_ms(&mix, 0.99));
-    figures.extend([
-        Figure { name: "e2e_mix_settlements_per_s", value: mix_rate, unit: "settle/s", note: format!("{} settlements, after the main phase on the same nodes: 50% general outpatient, 5% emergency, 10% chronic, 25% pharmacy, 10% stays", mix.len()) },
-        Figure { name: "e2e_mix_latency_p99_ms", value: mix_p99, unit: "ms", note: "same mix".into() },
-        Figure { name: "e2e_mix_vs_inpatient_rate_pct", value: 100.0 * mix_rate / rate.max(f64::MIN_POSITIVE), unit: "%", note: "mix ÷ all-inpatient settlements/s, same run (goal within 10%)".into() },
-        Figure { name: "e2e_mix_vs_inpatient_p99_pct", value: 100.0 * mix_p99 / p99.max(f64::MIN_POSITIVE), unit: "%", note: "mix ÷ all-inpatient p99, same run".into() },
-    ]);
-    for ((stage, (n0, t0)), (_, (n1, t1))) in stages_before.iter().zip(&stages_after) {
-        let runs = n1.saturating_sub(*n0);
-        let mean_ms = t1.saturating_sub(*t0).as_secs_f64() * 1e3 / runs.max(1) as f64;
-        figures.push(Figure {
-            name: stage_figure(*stage),
-            value: mean_ms,
-            unit: "ms",
-            note: format!("mean over the main phase ({runs} runs)"),
-        });
-    }
-    for (phase, rate, length, batching, run) in paced {
-        figures.extend(paced_figures(phase, rate, length, hospitals, &batching, run));
-    }
-    for (phase, concurrency, length, mut latencies) in lighter {
+        let mut latencies =
+            drive(pair.treatment_url(), concurrency, length, persons, phase.msgids, Traffic::Inpatient).await?;
         latencies.sort();
         let rate = latencies.len() as f64 / length as f64;
         let note = format!("then {concurrency} concurrent hospitals for {length} s, same nodes");
@@ -296,6 +335,28 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> 
         ]);
     }
     Ok(figures)
+}
+
+/// Last, on the same nodes: all stays, then the country's mix of medical
+/// types, each for `seconds` with every hospital, so the two are compared
+/// side by side on ledgers of the same length.
+async fn mix_phases(pair: &Pair, hospitals: usize, seconds: u64, persons: usize) -> Result<Vec<Figure>, String> {
+    progress(format_args!("{hospitals} hospitals, closed loop, {seconds} s, all stays again"));
+    let mut stays = drive(pair.treatment_url(), hospitals, seconds, persons, "y", Traffic::Inpatient).await?;
+    progress(format_args!("{hospitals} hospitals, closed loop, {seconds} s, outpatient/chronic/pharmacy/stays mix"));
+    let mut mix = drive(pair.treatment_url(), hospitals, seconds, persons, "x", Traffic::Mix).await?;
+    stays.sort();
+    mix.sort();
+    let (stays_rate, mix_rate) = (stays.len() as f64 / seconds as f64, mix.len() as f64 / seconds as f64);
+    let (stays_p99, mix_p99) = (percentile_ms(&stays, 0.99), percentile_ms(&mix, 0.99));
+    Ok(vec![
+        Figure { name: "e2e_stays_again_settlements_per_s", value: stays_rate, unit: "settle/s", note: format!("{} stays, after the phases above, same nodes", stays.len()) },
+        Figure { name: "e2e_stays_again_latency_p99_ms", value: stays_p99, unit: "ms", note: "same".into() },
+        Figure { name: "e2e_mix_settlements_per_s", value: mix_rate, unit: "settle/s", note: format!("{} settlements right after: 50% general outpatient, 5% emergency, 10% chronic, 25% pharmacy, 10% stays", mix.len()) },
+        Figure { name: "e2e_mix_latency_p99_ms", value: mix_p99, unit: "ms", note: "same mix".into() },
+        Figure { name: "e2e_mix_vs_inpatient_rate_pct", value: 100.0 * mix_rate / stays_rate.max(f64::MIN_POSITIVE), unit: "%", note: "mix ÷ all stays, adjacent phases (goal within 10%)".into() },
+        Figure { name: "e2e_mix_vs_inpatient_p99_pct", value: 100.0 * mix_p99 / stays_p99.max(f64::MIN_POSITIVE), unit: "%", note: "mix ÷ all stays p99, adjacent phases".into() },
+    ])
 }
 
 /// When the benchmark began.

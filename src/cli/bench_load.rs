@@ -2,6 +2,7 @@
 //! hospital sends its next bill when the last is answered) and an open loop
 //! (bills due at a fixed rate, whatever the answers' pace).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,17 @@ use tonic::transport::Channel;
 use xclear::api::envelope::{seal, HOSPITAL_DOMAIN};
 use xclear::proto::hospital_service_client::HospitalServiceClient;
 use xclear::proto::{hospital_request::Action, BillItem, HospitalRequest};
+
+/// An institution's key, derived once per code: signing costs what it would
+/// with the institution's own key, and the derivation stays out of the loop.
+fn institution_key(code: &str) -> Arc<SigningKey> {
+    static KEYS: std::sync::Mutex<BTreeMap<String, Arc<SigningKey>>> = std::sync::Mutex::new(BTreeMap::new());
+    let mut keys = KEYS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let key = keys
+        .entry(code.to_string())
+        .or_insert_with(|| Arc::new(xclear::federation::key(super::bench_e2e::FEDERATION, code)));
+    Arc::clone(key)
+}
 
 /// What the simulated hospitals send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +43,6 @@ pub(super) const BENCH_DISEASE: &str = "M03900";
 /// settlement's latency. `phase` keeps msgids of different phases apart.
 pub(super) async fn drive(
     url: &str,
-    key: &Arc<SigningKey>,
     hospitals: usize,
     seconds: u64,
     persons: usize,
@@ -42,7 +53,6 @@ pub(super) async fn drive(
     let mut tasks = Vec::new();
     for h in 0..hospitals {
         let url = url.to_string();
-        let key = Arc::clone(key);
         tasks.push(tokio::spawn(async move {
             let mut client = HospitalServiceClient::connect(url).await.map_err(|e| e.to_string())?;
             let mut latencies = Vec::new();
@@ -51,7 +61,7 @@ pub(super) async fn drive(
             while Instant::now() < deadline {
                 let req = bill(&code, format!("{phase}{h}n{i}"), (h * 7919 + i) % persons, traffic, i);
                 let started = Instant::now();
-                settle(&mut client, &key, &req.fixmedins_code, &req).await?;
+                settle(&mut client, &req).await?;
                 latencies.push(started.elapsed());
                 i += 1;
             }
@@ -98,14 +108,12 @@ fn bill(code: &str, msgid: String, person: usize, traffic: Traffic, n: usize) ->
     }
 }
 
-/// Signs `req` as hospital `code`, submits it and insists it settled.
-async fn settle(
-    client: &mut HospitalServiceClient<Channel>,
-    key: &SigningKey,
-    code: &str,
-    req: &HospitalRequest,
-) -> Result<(), String> {
-    let r = client.submit(seal(key, HOSPITAL_DOMAIN, code, req)).await.map_err(|e| e.to_string())?.into_inner();
+/// Signs `req` as its institution (the benchmark federation's key of its
+/// code), submits it and insists it settled.
+async fn settle(client: &mut HospitalServiceClient<Channel>, req: &HospitalRequest) -> Result<(), String> {
+    let code = &req.fixmedins_code;
+    let key = institution_key(code);
+    let r = client.submit(seal(&key, HOSPITAL_DOMAIN, code, req)).await.map_err(|e| e.to_string())?.into_inner();
     if r.settled {
         Ok(())
     } else {
@@ -130,7 +138,6 @@ pub(super) struct Paced {
 /// hospital); a bill that waits for room waits on its own clock.
 pub(super) async fn drive_at_rate(
     url: &str,
-    key: &Arc<SigningKey>,
     hospitals: usize,
     rate: u32,
     seconds: u64,
@@ -158,10 +165,9 @@ pub(super) async fn drive_at_rate(
         let permit = Arc::clone(&room).acquire_owned().await.map_err(|e| e.to_string())?;
         let h = i as usize % hospitals.max(1);
         let mut client = clients[h].clone();
-        let key = Arc::clone(key);
         let req = bill(&format!("H{h}"), format!("{phase}{i}"), (i as usize * 7919) % persons, Traffic::Inpatient, 0);
         tasks.spawn(async move {
-            settle(&mut client, &key, &req.fixmedins_code, &req).await?;
+            settle(&mut client, &req).await?;
             drop(permit);
             Ok::<Duration, String>(due.elapsed())
         });

@@ -191,6 +191,137 @@ pub struct Recovery {
     pub index_rebuilt: bool,
 }
 
+/// The tree rebuilt from the segment on open: entries are kept once their
+/// group's seal is read, and the index catches up on the ones it lacks.
+struct Replay {
+    store: Arc<dyn KvStore>,
+    /// Entries the index already holds.
+    applied: u64,
+    leaves: Chunked<Hash>,
+    offsets: Chunked<u64>,
+    key_digests: std::collections::BTreeSet<u64>,
+    frontier: Frontier,
+    last_hash: Hash,
+    sealed_hash: Hash,
+    last_seal: Option<SignedTreeHead>,
+    /// Entries read since the last seal.
+    group: Vec<Recovered>,
+    batch: WriteBatch,
+    reindexed: u64,
+}
+
+impl Replay {
+    fn new(store: Arc<dyn KvStore>) -> Result<Replay, LedgerError> {
+        Ok(Replay {
+            applied: read_u64(store.get(keys::APPLIED)?.as_deref()).unwrap_or(0),
+            store,
+            leaves: Chunked::new(),
+            offsets: Chunked::new(),
+            key_digests: std::collections::BTreeSet::new(),
+            frontier: Frontier::default(),
+            last_hash: [0u8; 32],
+            sealed_hash: [0u8; 32],
+            last_seal: None,
+            group: Vec::new(),
+            batch: WriteBatch::default(),
+            reindexed: 0,
+        })
+    }
+
+    /// One record of the segment: an entry joins the open group; a seal
+    /// that fits the group keeps it.
+    fn record(&mut self, rec: segment::Record) -> Result<(), SegmentError> {
+        let seq = (self.leaves.len() + self.group.len()) as u64;
+        let offset = rec.offset;
+        let corrupt = |reason: String| SegmentError::Corrupt { offset, reason, tail: 0 };
+        let hash = entry::entry_hash(&rec.bytes);
+        let leaf = merkle::leaf_hash(&rec.bytes);
+        match Record::decode(rec.bytes).map_err(|err| corrupt(format!("record after entry {seq}: {err}")))? {
+            Record::Seal(seal) => self.seal(seal.head, seq).map_err(corrupt),
+            Record::Entry(e) => {
+                if e.frame.seq != seq || e.frame.prev_hash != self.last_hash {
+                    return Err(corrupt(format!("entry {seq} is out of sequence or breaks the hash chain")));
+                }
+                self.group.push(Recovered { leaf, offset, key: e.body.key, timestamp_ms: e.frame.timestamp_ms });
+                self.last_hash = hash;
+                Ok(())
+            }
+        }
+    }
+
+    fn seal(&mut self, head: SignedTreeHead, seq: u64) -> Result<(), String> {
+        let mut grown = self.frontier.clone();
+        for g in &self.group {
+            grown.push(g.leaf);
+        }
+        let Some(last) = self.group.last() else {
+            return Err(format!("a seal after entry {seq} covers no entries"));
+        };
+        verify::seal_fits(&head, seq, &grown.root(), last.timestamp_ms)
+            .map_err(|why| format!("the seal after entry {seq}: {why}"))?;
+        for g in self.group.drain(..) {
+            let n = self.leaves.len() as u64;
+            if n >= self.applied {
+                index_entry(&mut self.batch, n, g.offset, &g.key);
+                self.reindexed += 1;
+            }
+            self.leaves.push(g.leaf);
+            self.offsets.push(g.offset);
+            self.key_digests.insert(key_digest(&g.key));
+        }
+        if self.batch.len() >= CATCH_UP_BATCH {
+            let mut b = std::mem::take(&mut self.batch);
+            b.put(keys::APPLIED.to_vec(), seq.to_be_bytes().to_vec());
+            self.store.apply(b).map_err(|e| e.to_string())?;
+        }
+        self.frontier = grown;
+        self.sealed_hash = self.last_hash;
+        self.last_seal = Some(head);
+        Ok(())
+    }
+
+    /// A group without its seal: its sync never returned, so none of it was
+    /// acknowledged. It is cut, with any torn bytes after it.
+    fn cut_unsealed(&mut self, segment: &mut Segment, torn: Option<TornTail>) -> Result<Option<TornTail>, LedgerError> {
+        let Some(first) = self.group.first() else { return Ok(torn) };
+        let tail =
+            TornTail::with_unsealed(first.offset, segment.end(), torn).map_err(|bytes| LedgerError::Corrupt {
+                seq: self.leaves.len() as u64,
+                reason: format!("{} entries ({bytes} bytes) at the end carry no seal", self.group.len()),
+            })?;
+        segment.cut(first.offset)?;
+        Ok(Some(tail))
+    }
+
+    /// The tree state, once the index holds every entry.
+    fn finish(mut self, key: &SigningKey, clock: &dyn Clock) -> Result<TreeState, LedgerError> {
+        let len = self.leaves.len() as u64;
+        if self.applied > len {
+            return Err(LedgerError::Corrupt {
+                seq: len,
+                reason: format!("the index acknowledges {} entries but the log holds {len}", self.applied),
+            });
+        }
+        let last_timestamp_ms = self.last_seal.map_or(i64::MIN, |h| h.timestamp_ms);
+        let head = match self.last_seal {
+            Some(h) => h,
+            None => SignedTreeHead::sign(key, 0, self.frontier.root(), clock.now_ms()),
+        };
+        self.batch.put(keys::APPLIED.to_vec(), len.to_be_bytes().to_vec());
+        self.store.apply(self.batch)?;
+        self.store.flush()?;
+        Ok(TreeState {
+            leaves: self.leaves,
+            offsets: self.offsets,
+            key_digests: self.key_digests,
+            frontier: self.frontier,
+            last_hash: self.sealed_hash,
+            last_timestamp_ms,
+            head,
+        })
+    }
+}
+
 pub struct Ledger {
     tx: Option<mpsc::Sender<Pending>>,
     shared: Arc<Shared>,
@@ -205,110 +336,25 @@ impl Ledger {
         std::fs::create_dir_all(dir)?;
         let public = key.verifying_key();
         let (store, index_rebuilt) = open_store(&dir.join(INDEX_DIR))?;
-        let applied = read_u64(store.get(keys::APPLIED)?.as_deref()).unwrap_or(0);
-        let mut leaves = Chunked::new();
-        let mut offsets = Chunked::new();
-        let mut key_digests = std::collections::BTreeSet::new();
-        let mut frontier = Frontier::default();
-        let mut last_hash = [0u8; 32];
-        let mut sealed_hash = [0u8; 32];
-        let mut last_seal: Option<SignedTreeHead> = None;
-        // Entries read since the last seal: kept only once their seal is found.
-        let mut group: Vec<Recovered> = Vec::new();
-        let mut batch = WriteBatch::default();
-        let mut reindexed = 0u64;
-        let (mut segment, mut torn_tail) = Segment::open(&dir.join(SEGMENT_FILE), public.as_bytes(), |rec| {
-            let seq = (leaves.len() + group.len()) as u64;
-            let corrupt = |reason: String| SegmentError::Corrupt { offset: rec.offset, reason, tail: 0 };
-            let hash = entry::entry_hash(&rec.bytes);
-            let leaf = merkle::leaf_hash(&rec.bytes);
-            let e =
-                match Record::decode(rec.bytes).map_err(|err| corrupt(format!("record after entry {seq}: {err}")))? {
-                    Record::Entry(e) => e,
-                    Record::Seal(seal) => {
-                        let mut grown = frontier.clone();
-                        for g in &group {
-                            grown.push(g.leaf);
-                        }
-                        let Some(last) = group.last() else {
-                            return Err(corrupt(format!("a seal after entry {seq} covers no entries")));
-                        };
-                        verify::seal_fits(&seal.head, seq, &grown.root(), last.timestamp_ms)
-                            .map_err(|why| corrupt(format!("the seal after entry {seq}: {why}")))?;
-                        for g in group.drain(..) {
-                            let n = leaves.len() as u64;
-                            if n >= applied {
-                                index_entry(&mut batch, n, g.offset, &g.key);
-                                reindexed += 1;
-                            }
-                            leaves.push(g.leaf);
-                            offsets.push(g.offset);
-                            key_digests.insert(key_digest(&g.key));
-                        }
-                        if batch.len() >= CATCH_UP_BATCH {
-                            let mut b = std::mem::take(&mut batch);
-                            b.put(keys::APPLIED.to_vec(), seq.to_be_bytes().to_vec());
-                            store.apply(b).map_err(|e| corrupt(e.to_string()))?;
-                        }
-                        frontier = grown;
-                        sealed_hash = last_hash;
-                        last_seal = Some(seal.head);
-                        return Ok(());
-                    }
-                };
-            if e.frame.seq != seq || e.frame.prev_hash != last_hash {
-                return Err(corrupt(format!("entry {seq} is out of sequence or breaks the hash chain")));
-            }
-            group.push(Recovered { leaf, offset: rec.offset, key: e.body.key, timestamp_ms: e.frame.timestamp_ms });
-            last_hash = hash;
-            Ok(())
-        })
-        .map_err(|e| match e {
-            SegmentError::BadHeader => LedgerError::WrongKey,
-            other => LedgerError::Segment(other),
-        })?;
-        if let Some(first) = group.first() {
-            // A group without its seal: its sync never returned, so none of
-            // it was acknowledged. Cut it with any torn bytes after it.
-            let tail = TornTail::with_unsealed(first.offset, segment.end(), torn_tail).map_err(|bytes| {
-                LedgerError::Corrupt {
-                    seq: leaves.len() as u64,
-                    reason: format!("{} entries ({bytes} bytes) at the end carry no seal", group.len()),
-                }
-            })?;
-            segment.cut(first.offset)?;
-            torn_tail = Some(tail);
-        }
-        let last_ts = last_seal.map_or(i64::MIN, |h| h.timestamp_ms);
-        let len = leaves.len() as u64;
-        if applied > len {
-            return Err(LedgerError::Corrupt {
-                seq: len,
-                reason: format!("the index acknowledges {applied} entries but the log holds {len}"),
-            });
-        }
-        let head = match last_seal {
-            Some(h) => h,
-            None => SignedTreeHead::sign(&key, 0, frontier.root(), clock.now_ms()),
-        };
-        batch.put(keys::APPLIED.to_vec(), len.to_be_bytes().to_vec());
-        store.apply(batch)?;
-        store.flush()?;
+        let mut replay = Replay::new(Arc::clone(&store))?;
+        let (mut segment, torn_tail) =
+            Segment::open(&dir.join(SEGMENT_FILE), public.as_bytes(), |rec| replay.record(rec)).map_err(
+                |e| match e {
+                    SegmentError::BadHeader => LedgerError::WrongKey,
+                    other => LedgerError::Segment(other),
+                },
+            )?;
+        let torn_tail = replay.cut_unsealed(&mut segment, torn_tail)?;
+        let reindexed = replay.reindexed;
+        let state = replay.finish(&key, clock.as_ref())?;
+        let len = state.leaves.len() as u64;
         let reader = segment.try_clone_file()?;
         let shared = Arc::new(Shared {
             key,
             public,
             store,
             reader,
-            state: RwLock::new(TreeState {
-                leaves,
-                offsets,
-                key_digests,
-                frontier,
-                last_hash: sealed_hash,
-                last_timestamp_ms: last_ts,
-                head,
-            }),
+            state: RwLock::new(state),
             commits: std::sync::atomic::AtomicU64::new(0),
             unindexed: std::sync::Mutex::new(std::collections::HashMap::new()),
             failed: std::sync::atomic::AtomicBool::new(false),
