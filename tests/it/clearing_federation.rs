@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use ed25519_dalek::SigningKey;
 use rand::{Rng, SeedableRng};
 use xclear::api::envelope::{seal, ADMIN_DOMAIN, HOSPITAL_DOMAIN};
 use xclear::clearing::{close, ClosingInput, Line, Month, PendingReason};
@@ -38,11 +37,7 @@ fn code(s: &str) -> RegionCode {
     RegionCode::parse(s).expect("region")
 }
 
-fn key(tag: &str) -> SigningKey {
-    let mut seed = [9u8; 32];
-    seed[..tag.len().min(32)].copy_from_slice(&tag.as_bytes()[..tag.len().min(32)]);
-    SigningKey::from_bytes(&seed)
-}
+use crate::common::key;
 
 fn hospital_of(region: &str) -> String {
     format!("H{region}")
@@ -58,7 +53,7 @@ async fn a_month_of_traffic_closes_to_zero_and_matches_the_hospitals_receipts() 
     let net = LocalNetwork::new();
     let clock = Arc::new(ManualClock::new(MARCH));
     let regions: Vec<&'static str> = REGIONS.iter().map(|(r, _)| *r).collect();
-    let nodes = common::in_process_nodes(dir.path(), &regions, key, clock.clone(), &net);
+    let nodes = common::in_process_nodes(dir.path(), &regions, clock.clone(), &net);
     let rules = common::rules();
     // Insured persons in every home region; half with a long-term registration in Beijing.
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);

@@ -13,19 +13,26 @@ use xclear::api::envelope::{
 };
 use xclear::api::error::reason_of;
 use xclear::clock::SystemClock;
-use xclear::node::config::{Hospital, Peer};
 use xclear::node::grpc::{spawn_serve, GrpcTransport};
 use xclear::node::records::PersonRecord;
-use xclear::node::{Node, NodeConfig};
+use xclear::node::Node;
 use xclear::proto::hospital_service_client::HospitalServiceClient;
 use xclear::proto::registration_service_client::RegistrationServiceClient;
 use xclear::proto::report_service_client::ReportServiceClient;
 use xclear::proto::{hospital_request::Action, BillItem, HospitalRequest, LineList, LinesRequest, RegistrationQuery};
 use xclear::region::RegionCode;
-use xclear::settlement::HospitalLevel;
 
+/// The key of a numbered party of these tests, in the one scheme.
 fn key(tag: u8) -> SigningKey {
-    SigningKey::from_bytes(&[tag; 32])
+    let name = match tag {
+        11 => "611000",
+        12 => "110000",
+        21 => "H1",
+        31 => "agency",
+        41 => "operator",
+        other => return common::key(&format!("stranger-{other}")),
+    };
+    common::key(name)
 }
 
 struct Running {
@@ -48,46 +55,24 @@ async fn start() -> Running {
     }
     let mut stop = Vec::new();
     let (mut home, mut treatment) = (None, None);
-    for (r, tag) in regions {
-        let code = RegionCode::parse(r).expect("code");
-        let mut peers = BTreeMap::new();
-        for (p, ptag) in regions.iter().filter(|(p, _)| *p != r) {
-            let pc = RegionCode::parse(p).expect("code");
-            peers.insert(pc, Peer { region: pc, endpoint: urls[p].clone(), public_key: key(*ptag).verifying_key() });
-        }
-        let mut hospitals = BTreeMap::new();
+    let peers: Vec<_> = urls.iter().map(|(r, u)| (RegionCode::parse(r).expect("code"), u.clone())).collect();
+    for (r, _) in regions {
+        let mut plan = xclear::federation::NodePlan::new(
+            common::FEDERATION,
+            RegionCode::parse(r).expect("code"),
+            dir.path().join(r),
+            common::rules_dir(),
+        )
+        .with_peers(peers.clone());
         if r == "110000" {
-            hospitals.insert(
-                "H1".to_string(),
-                Hospital {
-                    code: "H1".into(),
-                    kind: xclear::node::config::InstitutionKind::Hospital,
-                    level: HospitalLevel::new(3).expect("lv"),
-                    public_key: key(21).verifying_key(),
-                    designated: true,
-                    cross_region: true,
-                },
-            );
+            plan = plan.with([xclear::federation::Institution::hospital("H1", 3)]);
         }
-        let mut admins = BTreeMap::new();
-        admins.insert("agency".to_string(), key(31).verifying_key());
-        let cfg = NodeConfig {
-            region: code,
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            data_dir: dir.path().join(r),
-            key_file: dir.path().join("k"),
-            rules_dir: common::rules_dir(),
-            metrics_listen: None,
-            operator_key: Some(key(41).verifying_key()),
-            peers: peers.clone(),
-            hospitals,
-            admins,
-        };
-        let endpoints = peers.values().map(|p| (p.region, p.endpoint.clone())).collect();
+        let cfg = plan.config();
+        let endpoints = cfg.peers.values().map(|p| (p.region, p.endpoint.clone())).collect();
         let node = Arc::new(
             Node::open(
                 cfg,
-                key(tag),
+                plan.node_key(),
                 Arc::new(common::rules()),
                 Arc::new(SystemClock),
                 Arc::new(GrpcTransport::new(endpoints)),

@@ -13,7 +13,6 @@ use xclear::api::envelope::{seal, ADMIN_DOMAIN, CLAIM_DOMAIN, HOSPITAL_DOMAIN};
 use xclear::api::NodeError;
 use xclear::clock::{Clock, ManualClock};
 use xclear::federation::LocalNetwork;
-use xclear::node::config::{Hospital, Peer};
 use xclear::node::records::PersonRecord;
 use xclear::node::{Node, NodeConfig};
 use xclear::proto::{
@@ -21,7 +20,6 @@ use xclear::proto::{
     RegistrationRequest,
 };
 use xclear::region::RegionCode;
-use xclear::settlement::HospitalLevel;
 
 const REGIONS: [&str; 4] = ["611000", "110000", "654000", "660400"];
 pub(crate) const BJ_HOSPITAL: &str = "H110105001";
@@ -35,19 +33,15 @@ pub(crate) fn code(s: &str) -> RegionCode {
 }
 
 pub(crate) fn node_key(region: &str) -> SigningKey {
-    let mut seed = [0u8; 32];
-    seed[..6].copy_from_slice(region.as_bytes());
-    SigningKey::from_bytes(&seed)
+    common::key(region)
 }
 
 pub(crate) fn hospital_key(c: &str) -> SigningKey {
-    let mut seed = [1u8; 32];
-    seed[..c.len()].copy_from_slice(c.as_bytes());
-    SigningKey::from_bytes(&seed)
+    common::key(c)
 }
 
 pub(crate) fn admin_key() -> SigningKey {
-    SigningKey::from_bytes(&[5u8; 32])
+    common::key("agency")
 }
 
 pub(crate) struct Federation {
@@ -58,49 +52,21 @@ pub(crate) struct Federation {
 }
 
 pub(crate) fn config(region: &'static str, dir: &std::path::Path) -> NodeConfig {
-    let mut peers = BTreeMap::new();
-    for r in REGIONS.iter().filter(|r| **r != region) {
-        peers.insert(
-            code(r),
-            Peer { region: code(r), endpoint: "http://in-process".into(), public_key: node_key(r).verifying_key() },
-        );
-    }
-    let mut hospitals = BTreeMap::new();
-    let h = |c: &str, lv: i64, cross: bool| Hospital {
-        code: c.into(),
-        kind: xclear::node::config::InstitutionKind::Hospital,
-        level: HospitalLevel::new(lv).expect("level"),
-        public_key: hospital_key(c).verifying_key(),
-        designated: true,
-        cross_region: cross,
+    use xclear::federation::{Institution, NodePlan};
+    let institutions = match region {
+        "110000" => vec![
+            Institution::hospital(BJ_HOSPITAL, 3),
+            Institution { designated: false, ..Institution::hospital("H110105999", 2) },
+        ],
+        "654000" => vec![Institution { cross_region: false, ..Institution::hospital(YILI_HOSPITAL, 2) }],
+        "660400" => vec![Institution { cross_region: false, ..Institution::hospital(CORPS_HOSPITAL, 3) }],
+        _ => Vec::new(),
     };
-    match region {
-        "110000" => {
-            hospitals.insert(BJ_HOSPITAL.to_string(), h(BJ_HOSPITAL, 3, true));
-            hospitals.insert("H110105999".to_string(), Hospital { designated: false, ..h("H110105999", 2, true) });
-        }
-        "654000" => {
-            hospitals.insert(YILI_HOSPITAL.to_string(), h(YILI_HOSPITAL, 2, false));
-        }
-        "660400" => {
-            hospitals.insert(CORPS_HOSPITAL.to_string(), h(CORPS_HOSPITAL, 3, false));
-        }
-        _ => {}
-    }
-    let mut admins = BTreeMap::new();
-    admins.insert("agency".to_string(), admin_key().verifying_key());
-    NodeConfig {
-        region: code(region),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: dir.join(region),
-        key_file: dir.join("unused.key"),
-        rules_dir: common::rules_dir(),
-        metrics_listen: None,
-        operator_key: None,
-        peers,
-        hospitals,
-        admins,
-    }
+    let mut plan = NodePlan::new(common::FEDERATION, code(region), dir.join(region), common::rules_dir())
+        .with_peers(REGIONS.iter().map(|r| (code(r), "http://in-process".to_string())))
+        .with(institutions);
+    plan.operator = false;
+    plan.config()
 }
 
 fn open_node(

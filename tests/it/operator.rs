@@ -6,7 +6,6 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ed25519_dalek::SigningKey;
 use xclear::api::envelope::{
     open, peek, seal, ADMIN_DOMAIN, CLAIM_DOMAIN, CONFIRMATION_DOMAIN, HOSPITAL_DOMAIN, LINES_DOMAIN, OPERATOR_DOMAIN,
 };
@@ -36,11 +35,7 @@ fn code(s: &str) -> RegionCode {
     RegionCode::parse(s).expect("region")
 }
 
-fn key(tag: &str) -> SigningKey {
-    let mut seed = [3u8; 32];
-    seed[..tag.len()].copy_from_slice(tag.as_bytes());
-    SigningKey::from_bytes(&seed)
-}
+use crate::common::key;
 
 struct World {
     _dir: tempfile::TempDir,
@@ -56,7 +51,7 @@ async fn world() -> World {
     let net = LocalNetwork::new();
     let node_clock = Arc::new(ManualClock::new(MARCH));
     let clock: Arc<dyn Clock> = node_clock.clone();
-    let nodes = common::in_process_nodes(dir.path(), &REGIONS, key, Arc::clone(&clock), &net);
+    let nodes = common::in_process_nodes(dir.path(), &REGIONS, Arc::clone(&clock), &net);
     let operator = open_operator(&dir.path().join("operator"), net.clone());
     // Traffic: 商洛 patients in Beijing, corps–local care both ways.
     let persons = [("611000", "P1"), ("611000", "P2"), ("654000", "Y1"), ("660400", "B1")];

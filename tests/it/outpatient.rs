@@ -9,7 +9,6 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 use xclear::api::envelope::{seal, ADMIN_DOMAIN, HOSPITAL_DOMAIN};
 use xclear::api::NodeError;
@@ -26,12 +25,7 @@ use xclear::proto::{
 /// 2026-03-10 10:00 Asia/Shanghai.
 const T0: i64 = 1_773_108_000_000;
 
-fn key(tag: &str) -> SigningKey {
-    let mut seed = [7u8; 32];
-    let n = tag.len().min(32);
-    seed[..n].copy_from_slice(&tag.as_bytes()[..n]);
-    SigningKey::from_bytes(&seed)
-}
+use crate::common::key;
 
 fn items(list: &[(&str, &str, &str)]) -> Value {
     Value::Array(list.iter().map(|(c, q, p)| json!({"code": c, "qty": q, "price": p})).collect())
@@ -258,7 +252,7 @@ fn federation() -> Fed {
     let dir = tempfile::tempdir().expect("tempdir");
     let net = LocalNetwork::new();
     let clock = Arc::new(ManualClock::new(T0));
-    let nodes = common::in_process_nodes(dir.path(), &REGIONS, key, clock, &net);
+    let nodes = common::in_process_nodes(dir.path(), &REGIONS, clock, &net);
     Fed { _dir: dir, nodes }
 }
 
@@ -651,7 +645,7 @@ async fn a_restart_rebuilds_balances_qualifications_and_counters() {
     drop(home);
     drop(f.nodes);
     let net = LocalNetwork::new();
-    let reopened = common::in_process_nodes(&dir, &["440600"], key, Arc::new(ManualClock::new(T0)), &net);
+    let reopened = common::in_process_nodes(&dir, &["440600"], Arc::new(ManualClock::new(T0)), &net);
     assert_eq!(reopened["440600"].counters_of("G1", 2026).expect("counters"), counters);
     assert_eq!(reopened["440600"].person_state("G1").expect("state"), state);
 }

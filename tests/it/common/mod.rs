@@ -70,60 +70,43 @@ pub(crate) fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// The tests' generated federation: every key from [`key`].
+pub(crate) const FEDERATION: &str = "test";
+
+/// The tests' key of a tag (a region, an institution's code, "agency",
+/// "operator"), in the one scheme of generated federations.
+pub(crate) fn key(tag: &str) -> ed25519_dalek::SigningKey {
+    xclear::federation::key(FEDERATION, tag)
+}
+
 /// Nodes of `regions` in one process over `net`, each with its ledger under
 /// `dir/<region>`, the others as peers, designated cross-region institutions
 /// (hospitals `H<region>` at level 3 and `H<region>-2` at level 2, pharmacy
-/// `P<region>`), an `agency` admin and the operator's key; every key from
-/// `key(tag)` (a region, a hospital code, "agency", "operator").
+/// `P<region>`), an `agency` admin and the operator.
 pub(crate) fn in_process_nodes(
     dir: &std::path::Path,
     regions: &[&'static str],
-    key: impl Fn(&str) -> ed25519_dalek::SigningKey,
     clock: std::sync::Arc<dyn xclear::clock::Clock>,
     net: &std::sync::Arc<xclear::federation::LocalNetwork>,
 ) -> std::collections::BTreeMap<&'static str, std::sync::Arc<xclear::node::Node>> {
-    use xclear::node::config::{Hospital, Peer};
+    use xclear::federation::{Institution, NodePlan};
     let code = |s: &str| xclear::region::RegionCode::parse(s).expect("region");
     let rules = std::sync::Arc::new(rules());
+    let peers: Vec<_> = regions.iter().map(|p| (code(p), "in-process".to_string())).collect();
     let mut nodes = std::collections::BTreeMap::new();
     for &r in regions {
-        let peers = regions
-            .iter()
-            .filter(|p| **p != r)
-            .map(|p| {
-                (code(p), Peer { region: code(p), endpoint: "in-process".into(), public_key: key(p).verifying_key() })
-            })
-            .collect();
-        use xclear::node::config::InstitutionKind;
-        let institution = |code: String, kind: InstitutionKind, level: i64| {
-            let hospital = Hospital {
-                code: code.clone(),
-                kind,
-                level: xclear::settlement::HospitalLevel::new(level).expect("lv"),
-                public_key: key(&code).verifying_key(),
-                designated: true,
-                cross_region: true,
-            };
-            (code, hospital)
-        };
-        let hospitals = [
-            institution(format!("H{r}"), InstitutionKind::Hospital, 3),
-            institution(format!("H{r}-2"), InstitutionKind::Hospital, 2),
-            institution(format!("P{r}"), InstitutionKind::Pharmacy, 0),
-        ];
-        let cfg = xclear::node::NodeConfig {
-            region: code(r),
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            data_dir: dir.join(r),
-            key_file: dir.join("k"),
-            rules_dir: rules_dir(),
-            metrics_listen: None,
-            operator_key: Some(key("operator").verifying_key()),
-            peers,
-            hospitals: hospitals.into_iter().collect(),
-            admins: [("agency".to_string(), key("agency").verifying_key())].into_iter().collect(),
-        };
-        let node = xclear::node::Node::open(cfg, key(r), std::sync::Arc::clone(&rules), clock.clone(), net.clone());
+        let plan = NodePlan::new(FEDERATION, code(r), dir.join(r), rules_dir()).with_peers(peers.clone()).with([
+            Institution::hospital(format!("H{r}"), 3),
+            Institution::hospital(format!("H{r}-2"), 2),
+            Institution::pharmacy(format!("P{r}")),
+        ]);
+        let node = xclear::node::Node::open(
+            plan.config(),
+            plan.node_key(),
+            std::sync::Arc::clone(&rules),
+            clock.clone(),
+            net.clone(),
+        );
         let node = std::sync::Arc::new(node.expect("open"));
         net.attach(&node);
         nodes.insert(r, node);
