@@ -29,7 +29,7 @@ use xclear::proto::{
 use xclear::region::RegionCode;
 
 use crate::common;
-use crate::node_inprocess::{
+use crate::common::fixtures::{
     admin_key, config, example_items, hospital_key, node_key, nothing_recorded, open_via, person, register, request,
     secured, submit, BJ_HOSPITAL, T0,
 };

@@ -322,7 +322,7 @@ async fn insured_and_registered(run: &Running) {
     };
     run.home.import_persons(&[person]).await.expect("import");
     let mut reg = RegistrationServiceClient::connect(run.urls["611000"].clone()).await.expect("connect");
-    let req = crate::node_inprocess::registration("r1", "P0001", "long_term_resident", "110000");
+    let req = crate::common::fixtures::registration("r1", "P0001", "long_term_resident", "110000");
     reg.apply(seal(&key(31), ADMIN_DOMAIN, "agency", &req)).await.expect("registered");
 }
 
@@ -335,7 +335,7 @@ async fn a_batch_of_claims_is_answered_claim_by_claim_in_order() {
 
     let run = start().await;
     insured_and_registered(&run).await;
-    let claim = crate::node_inprocess::claim;
+    let claim = crate::common::fixtures::claim;
     let genuine = seal(&key(12), CLAIM_DOMAIN, "110000", &claim("b1"));
     let forged = seal(&key(99), CLAIM_DOMAIN, "110000", &claim("b2"));
     let unknown =
@@ -516,7 +516,7 @@ async fn an_admin_loads_persons_into_a_running_node() {
         chronic: Vec::new(),
     };
     let batch = |records: &[PersonRecord]| PersonImport { persons: records.iter().map(insured_person).collect() };
-    let registration = crate::node_inprocess::registration("r2", "P0002", "long_term_resident", "110000");
+    let registration = crate::common::fixtures::registration("r2", "P0002", "long_term_resident", "110000");
 
     // Unknown before the import.
     let s = reg.apply(seal(&key(31), ADMIN_DOMAIN, "agency", &registration)).await.expect_err("unknown");
