@@ -205,30 +205,16 @@ struct AdminTarget {
 #[derive(Subcommand)]
 enum RegistrationCommand {
     Apply {
-        /// The home node's gRPC address, e.g. http://127.0.0.1:20061
-        #[arg(long)]
-        node: String,
-        /// The admin's key file.
-        #[arg(long)]
-        key: PathBuf,
-        /// The admin's name, as in the node's config.
-        #[arg(long)]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminTarget,
         /// The registration request (JSON: msgid, op, psn_no, kind, target_admdvs, begndate, ...).
         #[arg(long)]
         file: PathBuf,
     },
     /// A person's registrations at their home node, asked by one of its admins (a signed query).
     Query {
-        /// The home node, e.g. http://127.0.0.1:20061
-        #[arg(long)]
-        node: String,
-        /// The admin's key file.
-        #[arg(long)]
-        key: PathBuf,
-        /// The admin's name, as in the node's config.
-        #[arg(long)]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminTarget,
         /// The person (psn_no).
         #[arg(long)]
         psn_no: String,
@@ -291,11 +277,11 @@ fn main() -> ExitCode {
             let req = xclear::proto::AccountCreditRequest { msgid, psn_no, amount, reason };
             cli::node_cmd::run_person_change(&a.node, &a.key, &a.admin, cli::node_cmd::PersonChange::Credit(req))
         }
-        Command::Registration { command: RegistrationCommand::Apply { node, key, admin, file } } => {
-            cli::node_cmd::run_registration(&node, &key, &admin, &file)
+        Command::Registration { command: RegistrationCommand::Apply { admin: a, file } } => {
+            cli::node_cmd::run_registration(&a.node, &a.key, &a.admin, &file)
         }
-        Command::Registration { command: RegistrationCommand::Query { node, key, admin, psn_no } } => {
-            cli::node_cmd::run_registration_query(&node, &key, &admin, &psn_no)
+        Command::Registration { command: RegistrationCommand::Query { admin: a, psn_no } } => {
+            cli::node_cmd::run_registration_query(&a.node, &a.key, &a.admin, &psn_no)
         }
     }
 }

@@ -60,6 +60,13 @@ fn block_on(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 }
 
 /// A node that could not be reached.
+/// A node's error answer: its reason and message on standard error; exit 2
+/// for bad input, else 1.
+fn rpc_failed(s: &tonic::Status) -> ExitCode {
+    let code = if s.code() == tonic::Code::InvalidArgument { EXIT_BAD_INPUT } else { EXIT_FAILED };
+    fail(code, json!({"error": reason_of(s).unwrap_or_else(|| format!("{:?}", s.code())), "message": s.message()}))
+}
+
 fn unreachable(e: impl std::fmt::Display) -> ExitCode {
     fail(EXIT_FAILED, json!({"error": "unreachable", "message": e.to_string()}))
 }
@@ -366,10 +373,7 @@ pub(crate) fn run_registration(node: &str, key: &Path, admin: &str, file: &Path)
                 println!("{}", registration_json(&r.into_inner()));
                 ExitCode::SUCCESS
             }
-            Err(s) => fail(
-                EXIT_FAILED,
-                json!({"error": reason_of(&s).unwrap_or_else(|| format!("{:?}", s.code())), "message": s.message()}),
-            ),
+            Err(s) => rpc_failed(&s),
         }
     })
 }
@@ -407,10 +411,7 @@ pub(crate) fn run_person_change(node: &str, key: &Path, admin: &str, change: Per
                 println!("{}", json!({"psn_no": p.psn_no, "acct_balance": p.acct_balance, "chronic": chronic}));
                 ExitCode::SUCCESS
             }
-            Err(s) => fail(
-                if s.code() == tonic::Code::InvalidArgument { EXIT_BAD_INPUT } else { EXIT_FAILED },
-                json!({"error": reason_of(&s).unwrap_or_else(|| format!("{:?}", s.code())), "message": s.message()}),
-            ),
+            Err(s) => rpc_failed(&s),
         }
     })
 }
@@ -435,10 +436,7 @@ pub(crate) fn run_registration_query(node: &str, key: &Path, admin: &str, psn_no
                 }
                 ExitCode::SUCCESS
             }
-            Err(s) => fail(
-                EXIT_FAILED,
-                json!({"error": reason_of(&s).unwrap_or_else(|| format!("{:?}", s.code())), "message": s.message()}),
-            ),
+            Err(s) => rpc_failed(&s),
         }
     })
 }

@@ -45,9 +45,7 @@ impl PeerTransport for LocalNetwork {
     fn submit_claim(&self, to: RegionCode, claim: Signed) -> BoxFuture<'_, Result<Signed, TransportError>> {
         Box::pin(async move {
             let node = self.node(to)?;
-            node.handle_claim(claim)
-                .await
-                .map_err(|e| TransportError::Refused { reason: e.reason().to_string(), message: e.to_string() })
+            node.handle_claim(claim).await.map_err(refused)
         })
     }
 
@@ -58,27 +56,22 @@ impl PeerTransport for LocalNetwork {
     ) -> BoxFuture<'_, Result<BTreeMap<String, u32>, TransportError>> {
         Box::pin(async move {
             let node = self.node(to)?;
-            node.handle_contribution_years(query)
-                .map_err(|e| TransportError::Refused { reason: e.reason().to_string(), message: e.to_string() })
+            node.handle_contribution_years(query).map_err(refused)
         })
     }
 }
 
 impl crate::operator::ReportTransport for LocalNetwork {
     fn month_report(&self, to: RegionCode, req: Signed) -> BoxFuture<'_, Result<Signed, TransportError>> {
-        Box::pin(async move {
-            self.node(to)?
-                .handle_report_request(req)
-                .await
-                .map_err(|e| TransportError::Refused { reason: e.reason().to_string(), message: e.to_string() })
-        })
+        Box::pin(async move { self.node(to)?.handle_report_request(req).await.map_err(refused) })
     }
 
     fn lines(&self, to: RegionCode, req: Signed) -> BoxFuture<'_, Result<Signed, TransportError>> {
-        Box::pin(async move {
-            self.node(to)?
-                .handle_lines_request(req)
-                .map_err(|e| TransportError::Refused { reason: e.reason().to_string(), message: e.to_string() })
-        })
+        Box::pin(async move { self.node(to)?.handle_lines_request(req).map_err(refused) })
     }
+}
+
+/// A node's error, as a peer would have received it over gRPC.
+fn refused(e: crate::api::NodeError) -> TransportError {
+    TransportError::Refused { reason: e.reason().to_string(), message: e.to_string() }
 }

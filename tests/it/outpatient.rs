@@ -15,7 +15,7 @@ use xclear::api::NodeError;
 use xclear::calc::{run_case, CalcOutcome};
 use xclear::clock::ManualClock;
 use xclear::federation::LocalNetwork;
-use xclear::node::records::{PersonRecord, QualificationRecord};
+use xclear::node::records::QualificationRecord;
 use xclear::node::Node;
 use xclear::proto::{
     hospital_request::Action, qualification_request::Op as QualOp, registration_request::Op, AccountCreditRequest,
@@ -25,6 +25,7 @@ use xclear::proto::{
 /// 2026-03-10 10:00 Asia/Shanghai.
 const T0: i64 = 1_773_108_000_000;
 
+use crate::common::fixtures::person;
 use crate::common::key;
 
 fn items(list: &[(&str, &str, &str)]) -> Value {
@@ -254,19 +255,6 @@ fn federation() -> Fed {
     let clock = Arc::new(ManualClock::new(T0));
     let nodes = common::in_process_nodes(dir.path(), &REGIONS, clock, &net);
     Fed { _dir: dir, nodes }
-}
-
-fn person(psn: &str, home: &str, insutype: &str) -> PersonRecord {
-    PersonRecord {
-        psn_no: psn.into(),
-        insuplc_admdvs: home.into(),
-        insutype: insutype.into(),
-        retired: false,
-        special_group: None,
-        contribution_years: BTreeMap::new(),
-        acct_balance: None,
-        chronic: Vec::new(),
-    }
 }
 
 async fn register(node: &Arc<Node>, psn: &str, kind: &str) {
