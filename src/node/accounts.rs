@@ -17,11 +17,40 @@ use crate::med_type::MedType;
 use crate::money::Amount;
 use crate::proto::{qualification_request::Op, AccountCreditRequest, PersonState, QualificationRequest, Signed};
 use crate::rules::Insutype;
+use crate::settlement::Person;
 
 /// Largest single credit to a personal account, in yuan.
 pub const MAX_ACCOUNT_CREDIT_YUAN: i64 = 1_000_000;
 /// Longest reason a credit may carry.
 pub const MAX_REASON_LEN: usize = 200;
+
+/// The qualification held for the disease, ended on `enddate`: not before it
+/// began, and not after the end it already has (an end never extends it).
+fn ended(req: &QualificationRequest, person: &Person, code: String) -> Result<QualificationRecord, NodeError> {
+    let held = person
+        .chronic
+        .iter()
+        .find(|q| q.dise_codg == code)
+        .ok_or_else(|| NodeError::bad("dise_codg", format!("{} holds no qualification for {code}", req.psn_no)))?;
+    let last = date("enddate", &req.enddate)?;
+    if let Some(held_end) = held.enddate.filter(|e| last > *e) {
+        return Err(NodeError::bad(
+            "enddate",
+            format!("{last} is after the qualification's end {held_end}; grant anew to extend it"),
+        ));
+    }
+    if last < held.begndate {
+        return Err(NodeError::bad(
+            "enddate",
+            format!("{last} is before the qualification's begndate {}", held.begndate),
+        ));
+    }
+    Ok(QualificationRecord {
+        dise_codg: code,
+        begndate: held.begndate.format("%Y-%m-%d").to_string(),
+        enddate: Some(req.enddate.clone()),
+    })
+}
 
 impl Node {
     /// Grants or ends a chronic-disease qualification (to completion).
@@ -44,56 +73,8 @@ impl Node {
         let person = self.read_home(|h| h.persons.get(&req.psn_no).cloned())?;
         let person = person.ok_or_else(|| NodeError::UnknownPerson(req.psn_no.clone()))?;
         let qualification = match Op::try_from(req.op).unwrap_or(Op::Unspecified) {
-            Op::Grant => {
-                let begndate = date("begndate", &req.begndate)?;
-                // Only a disease the home policy lists can be settled as one.
-                let listed = self
-                    .rules
-                    .policy_for(person.insuplc_admdvs, person.insutype, begndate)
-                    .map(|p| p.chronic.keys().cloned().collect::<Vec<_>>())
-                    .unwrap_or_default();
-                if !listed.contains(&code) {
-                    return Err(NodeError::bad(
-                        "dise_codg",
-                        format!(
-                            "{code} is not a chronic disease of the home policy in force on {begndate} ({})",
-                            listed.join(", ")
-                        ),
-                    ));
-                }
-                let enddate = if req.enddate.is_empty() { None } else { Some(date("enddate", &req.enddate)?) };
-                if enddate.is_some_and(|e| e < begndate) {
-                    return Err(NodeError::bad("enddate", format!("{} is before begndate {begndate}", req.enddate)));
-                }
-                QualificationRecord {
-                    dise_codg: code,
-                    begndate: req.begndate.clone(),
-                    enddate: enddate.map(|_| req.enddate.clone()),
-                }
-            }
-            Op::End => {
-                let held = person.chronic.iter().find(|q| q.dise_codg == code).ok_or_else(|| {
-                    NodeError::bad("dise_codg", format!("{} holds no qualification for {code}", req.psn_no))
-                })?;
-                let last = date("enddate", &req.enddate)?;
-                if let Some(held_end) = held.enddate.filter(|e| last > *e) {
-                    return Err(NodeError::bad(
-                        "enddate",
-                        format!("{last} is after the qualification's end {held_end}; grant anew to extend it"),
-                    ));
-                }
-                if last < held.begndate {
-                    return Err(NodeError::bad(
-                        "enddate",
-                        format!("{last} is before the qualification's begndate {}", held.begndate),
-                    ));
-                }
-                QualificationRecord {
-                    dise_codg: code,
-                    begndate: held.begndate.format("%Y-%m-%d").to_string(),
-                    enddate: Some(req.enddate.clone()),
-                }
-            }
+            Op::Grant => self.granted(&req, &person, code)?,
+            Op::End => ended(&req, &person, code)?,
             Op::Unspecified => return Err(NodeError::bad("op", "unknown operation (GRANT or END)")),
         };
         let parsed = qualification_from_record(&qualification).map_err(|m| NodeError::bad("qualification", m))?;
@@ -109,6 +90,41 @@ impl Node {
             self.write_home(|h| h.apply_qualification(&req.psn_no, parsed))?;
         }
         self.person_state(&req.psn_no)
+    }
+
+    /// The qualification a grant gives: a disease the home policy lists, in
+    /// force from `begndate` (to `enddate`, if given).
+    fn granted(
+        &self,
+        req: &QualificationRequest,
+        person: &Person,
+        code: String,
+    ) -> Result<QualificationRecord, NodeError> {
+        let begndate = date("begndate", &req.begndate)?;
+        // Only a disease the home policy lists can be settled as one.
+        let listed = self
+            .rules
+            .policy_for(person.insuplc_admdvs, person.insutype, begndate)
+            .map(|p| p.chronic.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        if !listed.contains(&code) {
+            return Err(NodeError::bad(
+                "dise_codg",
+                format!(
+                    "{code} is not a chronic disease of the home policy in force on {begndate} ({})",
+                    listed.join(", ")
+                ),
+            ));
+        }
+        let enddate = if req.enddate.is_empty() { None } else { Some(date("enddate", &req.enddate)?) };
+        if enddate.is_some_and(|e| e < begndate) {
+            return Err(NodeError::bad("enddate", format!("{} is before begndate {begndate}", req.enddate)));
+        }
+        Ok(QualificationRecord {
+            dise_codg: code,
+            begndate: req.begndate.clone(),
+            enddate: enddate.map(|_| req.enddate.clone()),
+        })
     }
 
     async fn credit_now(&self, env: Signed) -> Result<PersonState, NodeError> {

@@ -179,68 +179,15 @@ impl NodeConfig {
         if raw.peers.len() + raw.hospitals.len() + raw.pharmacies.len() + raw.admins.len() > MAX_CONFIG_ENTRIES {
             return Err(err("-", format!("more than {MAX_CONFIG_ENTRIES} peers, hospitals, pharmacies and admins")));
         }
-        let key = |k: &str, text: &str| crypto::parse_public_key(text).map_err(|e| err(k, e.to_string()));
-        let operator_key = raw.operator_key.as_deref().map(|k| key("operator_key", k)).transpose()?;
-        let mut peers = BTreeMap::new();
-        for (i, p) in raw.peers.iter().enumerate() {
-            let r = RegionCode::parse(&p.region).map_err(|e| err(&format!("peers[{i}].region"), e.to_string()))?;
-            if r == region {
-                return Err(err(&format!("peers[{i}].region"), "a node is not its own peer".into()));
-            }
-            if !(p.endpoint.starts_with("http://") || p.endpoint.starts_with("https://")) {
-                return Err(err(&format!("peers[{i}].endpoint"), format!("{:?} is not an http(s) URL", p.endpoint)));
-            }
-            let public_key = key(&format!("peers[{i}].public_key"), &p.public_key)?;
-            if peers.insert(r, Peer { region: r, endpoint: p.endpoint.clone(), public_key }).is_some() {
-                return Err(err(&format!("peers[{i}].region"), format!("region {r} is listed twice")));
-            }
-        }
-        let mut hospitals = BTreeMap::new();
-        for (i, h) in raw.hospitals.iter().enumerate() {
-            if h.code.is_empty() || h.code.len() > crate::api::convert::MAX_CODE_LEN {
-                let max = crate::api::convert::MAX_CODE_LEN;
-                return Err(err(&format!("hospitals[{i}].code"), format!("must be 1–{max} characters")));
-            }
-            let level = HospitalLevel::new(h.level)
-                .ok_or_else(|| err(&format!("hospitals[{i}].level"), format!("level {} is outside 0–3", h.level)))?;
-            let public_key = key(&format!("hospitals[{i}].public_key"), &h.public_key)?;
-            let hospital = Hospital {
-                code: h.code.clone(),
-                kind: InstitutionKind::Hospital,
-                level,
-                public_key,
-                designated: h.designated,
-                cross_region: h.cross_region,
-            };
-            if hospitals.insert(h.code.clone(), hospital).is_some() {
-                return Err(err(&format!("hospitals[{i}].code"), format!("hospital {} is listed twice", h.code)));
-            }
-        }
-        for (i, p) in raw.pharmacies.iter().enumerate() {
-            if p.code.is_empty() || p.code.len() > crate::api::convert::MAX_CODE_LEN {
-                let max = crate::api::convert::MAX_CODE_LEN;
-                return Err(err(&format!("pharmacies[{i}].code"), format!("must be 1–{max} characters")));
-            }
-            let pharmacy = Hospital {
-                code: p.code.clone(),
-                kind: InstitutionKind::Pharmacy,
-                level: HospitalLevel::TOWNSHIP,
-                public_key: key(&format!("pharmacies[{i}].public_key"), &p.public_key)?,
-                designated: p.designated,
-                cross_region: p.cross_region,
-            };
-            if hospitals.insert(p.code.clone(), pharmacy).is_some() {
-                return Err(err(
-                    &format!("pharmacies[{i}].code"),
-                    format!("{} is listed twice among hospitals and pharmacies", p.code),
-                ));
-            }
-        }
+        let c = Checker { file };
+        let operator_key = raw.operator_key.as_deref().map(|k| c.key("operator_key", k)).transpose()?;
+        let peers = c.peers(&raw.peers, region)?;
+        let hospitals = c.institutions(&raw.hospitals, &raw.pharmacies)?;
         let mut admins = BTreeMap::new();
         for (i, a) in raw.admins.iter().enumerate() {
-            let k = key(&format!("admins[{i}].public_key"), &a.public_key)?;
+            let k = c.key(&format!("admins[{i}].public_key"), &a.public_key)?;
             if admins.insert(a.name.clone(), k).is_some() {
-                return Err(err(&format!("admins[{i}].name"), format!("admin {} is listed twice", a.name)));
+                return Err(c.err(&format!("admins[{i}].name"), format!("admin {} is listed twice", a.name)));
             }
         }
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
@@ -256,6 +203,93 @@ impl NodeConfig {
             hospitals,
             admins,
         })
+    }
+}
+
+/// Names the file and the key of every defect it finds.
+struct Checker<'a> {
+    file: &'a str,
+}
+
+impl Checker<'_> {
+    fn err(&self, key: &str, reason: String) -> ConfigError {
+        ConfigError { file: self.file.to_string(), key: key.to_string(), reason }
+    }
+
+    fn key(&self, key: &str, text: &str) -> Result<VerifyingKey, ConfigError> {
+        crypto::parse_public_key(text).map_err(|e| self.err(key, e.to_string()))
+    }
+
+    fn code(&self, key: &str, code: &str) -> Result<(), ConfigError> {
+        let max = crate::api::convert::MAX_CODE_LEN;
+        if code.is_empty() || code.len() > max {
+            return Err(self.err(key, format!("must be 1–{max} characters")));
+        }
+        Ok(())
+    }
+
+    fn peers(&self, raw: &[RawPeer], own: RegionCode) -> Result<BTreeMap<RegionCode, Peer>, ConfigError> {
+        let mut peers = BTreeMap::new();
+        for (i, p) in raw.iter().enumerate() {
+            let r = RegionCode::parse(&p.region).map_err(|e| self.err(&format!("peers[{i}].region"), e.to_string()))?;
+            if r == own {
+                return Err(self.err(&format!("peers[{i}].region"), "a node is not its own peer".into()));
+            }
+            if !(p.endpoint.starts_with("http://") || p.endpoint.starts_with("https://")) {
+                return Err(
+                    self.err(&format!("peers[{i}].endpoint"), format!("{:?} is not an http(s) URL", p.endpoint))
+                );
+            }
+            let public_key = self.key(&format!("peers[{i}].public_key"), &p.public_key)?;
+            if peers.insert(r, Peer { region: r, endpoint: p.endpoint.clone(), public_key }).is_some() {
+                return Err(self.err(&format!("peers[{i}].region"), format!("region {r} is listed twice")));
+            }
+        }
+        Ok(peers)
+    }
+
+    /// Hospitals and pharmacies, by code (one code names one institution).
+    fn institutions(
+        &self,
+        hospitals: &[RawHospital],
+        pharmacies: &[RawPharmacy],
+    ) -> Result<BTreeMap<String, Hospital>, ConfigError> {
+        let mut all = BTreeMap::new();
+        for (i, h) in hospitals.iter().enumerate() {
+            self.code(&format!("hospitals[{i}].code"), &h.code)?;
+            let level = HospitalLevel::new(h.level).ok_or_else(|| {
+                self.err(&format!("hospitals[{i}].level"), format!("level {} is outside 0–3", h.level))
+            })?;
+            let hospital = Hospital {
+                code: h.code.clone(),
+                kind: InstitutionKind::Hospital,
+                level,
+                public_key: self.key(&format!("hospitals[{i}].public_key"), &h.public_key)?,
+                designated: h.designated,
+                cross_region: h.cross_region,
+            };
+            if all.insert(h.code.clone(), hospital).is_some() {
+                return Err(self.err(&format!("hospitals[{i}].code"), format!("hospital {} is listed twice", h.code)));
+            }
+        }
+        for (i, p) in pharmacies.iter().enumerate() {
+            self.code(&format!("pharmacies[{i}].code"), &p.code)?;
+            let pharmacy = Hospital {
+                code: p.code.clone(),
+                kind: InstitutionKind::Pharmacy,
+                level: HospitalLevel::TOWNSHIP,
+                public_key: self.key(&format!("pharmacies[{i}].public_key"), &p.public_key)?,
+                designated: p.designated,
+                cross_region: p.cross_region,
+            };
+            if all.insert(p.code.clone(), pharmacy).is_some() {
+                return Err(self.err(
+                    &format!("pharmacies[{i}].code"),
+                    format!("{} is listed twice among hospitals and pharmacies", p.code),
+                ));
+            }
+        }
+        Ok(all)
     }
 }
 
