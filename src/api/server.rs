@@ -27,21 +27,34 @@ pub fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
 }
 
 /// A server with the limits every xclear server has, serving health and
-/// reflection; the caller adds its services (and marks them serving).
-pub fn router(timeout: Duration) -> Result<(HealthReporter, Router), String> {
+/// reflection (v1, and v1alpha for the clients that speak only it: grpcurl
+/// before 1.8.8, Python's grpcio-reflection), listing exactly `services`
+/// (full names, e.g. `xclear.v1.HospitalService`) besides those two; the
+/// caller adds its services (and marks them serving).
+pub fn router(timeout: Duration, services: &[&str]) -> Result<(HealthReporter, Router), String> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| e.to_string())?;
+    let configure = || {
+        let builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(HEALTH_SERVICE)
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection");
+        services.iter().fold(builder, |b, s| b.with_service_name(*s))
+    };
+    let v1 = configure().build_v1().map_err(|e| e.to_string())?;
+    let v1alpha = configure().build_v1alpha().map_err(|e| e.to_string())?;
     let router = Server::builder()
         .concurrency_limit_per_connection(MAX_CONCURRENT_PER_CONNECTION)
         .timeout(timeout)
         .add_service(health_service)
-        .add_service(reflection);
+        .add_service(v1)
+        .add_service(v1alpha);
     Ok((health, router))
 }
+
+/// The standard health service's name.
+pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 
 /// Completes when its server is told to stop (the sender is used or dropped).
 pub struct Stop(tokio::sync::oneshot::Receiver<()>);

@@ -134,7 +134,14 @@ impl ReportService for Svc {
 
 /// Serves the node on `listener` until `shutdown` completes.
 pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), String> {
-    let (health, router) = crate::api::server::router(REQUEST_TIMEOUT)?;
+    use tonic::server::NamedService;
+    let services = [
+        <HospitalServiceServer<Svc> as NamedService>::NAME,
+        <PeerServiceServer<Svc> as NamedService>::NAME,
+        <RegistrationServiceServer<Svc> as NamedService>::NAME,
+        <ReportServiceServer<Svc> as NamedService>::NAME,
+    ];
+    let (health, router) = crate::api::server::router(REQUEST_TIMEOUT, &services)?;
     health.set_serving::<HospitalServiceServer<Svc>>().await;
     health.set_serving::<PeerServiceServer<Svc>>().await;
     health.set_serving::<RegistrationServiceServer<Svc>>().await;

@@ -110,7 +110,9 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    let (health, router) = crate::api::server::router(CLOSE_TIMEOUT.max(REQUEST_TIMEOUT))?;
+    use tonic::server::NamedService;
+    let services = [<OperatorServiceServer<Arc<Svc>> as NamedService>::NAME];
+    let (health, router) = crate::api::server::router(CLOSE_TIMEOUT.max(REQUEST_TIMEOUT), &services)?;
     health.set_serving::<OperatorServiceServer<Arc<Svc>>>().await;
     let svc = Arc::new(Svc { operator, warning_pct });
     router

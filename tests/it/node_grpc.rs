@@ -196,27 +196,19 @@ async fn settlement_over_grpc_with_health_and_reflection() {
         .into_inner();
     assert_eq!(h.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 
-    // Reflection lists every service.
-    use tonic_reflection::pb::v1::{
-        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
-        server_reflection_response::MessageResponse, ServerReflectionRequest,
-    };
-    let mut refl = ServerReflectionClient::new(channel);
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("reflection").into_inner();
-    let msg = stream.message().await.expect("message").expect("some");
-    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
-        panic!("unexpected reflection answer")
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for s in
-        ["xclear.v1.HospitalService", "xclear.v1.PeerService", "xclear.v1.RegistrationService", "grpc.health.v1.Health"]
-    {
-        assert!(names.iter().any(|n| n == s), "{s} missing from {names:?}");
-    }
+    // Reflection, v1 and v1alpha, lists exactly the services this node serves.
+    let mut served = vec![
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "xclear.v1.HospitalService",
+        "xclear.v1.PeerService",
+        "xclear.v1.RegistrationService",
+        "xclear.v1.ReportService",
+    ];
+    served.sort();
+    assert_eq!(reflection_v1(channel.clone()).await, served);
+    assert_eq!(reflection_v1alpha(channel).await, served);
     for s in run.stop {
         let _ = s.send(());
     }
@@ -614,4 +606,47 @@ async fn qualifications_and_account_credits_over_grpc() {
     for s in run.stop {
         let _ = s.send(());
     }
+}
+
+/// The services a server lists through reflection v1, sorted.
+pub(crate) async fn reflection_v1(channel: tonic::transport::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+        server_reflection_response::MessageResponse, ServerReflectionRequest,
+    };
+    let mut refl = ServerReflectionClient::new(channel);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("reflection").into_inner();
+    let msg = stream.message().await.expect("message").expect("some");
+    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+        panic!("unexpected reflection answer")
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    names
+}
+
+/// The same through reflection v1alpha (what grpcurl before 1.8.8 and
+/// grpcio-reflection speak).
+pub(crate) async fn reflection_v1alpha(channel: tonic::transport::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::{
+        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+        server_reflection_response::MessageResponse, ServerReflectionRequest,
+    };
+    let mut refl = ServerReflectionClient::new(channel);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("reflection").into_inner();
+    let msg = stream.message().await.expect("message").expect("some");
+    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+        panic!("unexpected reflection answer")
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    names
 }

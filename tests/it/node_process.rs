@@ -138,6 +138,18 @@ fn separate_processes_settle_and_recover_in_flight_intents() {
     let pr: serde_json::Value = serde_json::from_slice(&py.stdout).expect("python json");
     assert_eq!(pr["settled"], true, "{pr}");
     assert_eq!(pr["hifp_pay"], "700.00");
+    // A reflection client that speaks only v1alpha (grpcio-reflection) lists
+    // what the node serves.
+    let reflect = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/reflect.py");
+    let py = Command::new("python3").arg(&reflect).arg(format!("127.0.0.1:{}", s.bj_port)).output().expect("python3");
+    assert!(py.status.success(), "reflection v1alpha failed: {}", String::from_utf8_lossy(&py.stderr));
+    let services: Vec<String> = serde_json::from_slice(&py.stdout).expect("python json");
+    for s in
+        ["xclear.v1.HospitalService", "xclear.v1.PeerService", "xclear.v1.RegistrationService", "grpc.health.v1.Health"]
+    {
+        assert!(services.iter().any(|n| n == s), "{s} missing from {services:?}");
+    }
+    assert!(!services.iter().any(|n| n.contains("OperatorService")), "{services:?}");
 
     // Prometheus metrics: requests by outcome, latency histogram, ledger size, batches.
     let metrics = {

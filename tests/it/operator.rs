@@ -725,6 +725,21 @@ async fn the_operator_server_closes_answers_and_defaults_quotas_from_its_stateme
     let mut client = OperatorServiceClient::connect(format!("http://{addr}")).await.expect("connect");
     let month = |m: &str| AdvanceRequest { month: m.into() };
 
+    // Reflection (v1 and v1alpha) lists what the operator serves, and no node service.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let served = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "xclear.v1.OperatorService",
+    ];
+    assert_eq!(crate::node_grpc::reflection_v1(channel.clone()).await, served);
+    assert_eq!(crate::node_grpc::reflection_v1alpha(channel).await, served);
+
     // Nothing configured, nothing closed: no quotas yet, no statement.
     assert!(client.advance(month("2026-04")).await.expect("advance").into_inner().lines.is_empty());
     let missing = client.statement(StatementRequest { month: "2026-03".into() }).await.expect_err("not closed");
