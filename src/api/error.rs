@@ -105,7 +105,7 @@ pub fn code_of(reason: &str) -> Code {
         "unknown_person" | "unknown_settlement" | "unknown_registration" | "not_closed" => Code::NotFound,
         "home_unreachable" | "region_unreachable" => Code::Unavailable,
         "bad_peer_answer" | "bad_region_answer" | "internal" => Code::Internal,
-        "overloaded" => Code::ResourceExhausted,
+        "overloaded" | "too_large" => Code::ResourceExhausted,
         // holding_period, month_not_over, month_final, month_out_of_order,
         // region_refused, and every settlement refusal (registration_required, …)
         _ => Code::FailedPrecondition,

@@ -31,7 +31,7 @@ pub fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
 /// before 1.8.8, Python's grpcio-reflection), listing exactly `services`
 /// (full names, e.g. `xclear.v1.HospitalService`) besides those two; the
 /// caller adds its services (and marks them serving).
-pub fn router(timeout: Duration, services: &[&str]) -> Result<(HealthReporter, Router), String> {
+pub fn router(timeout: Duration, services: &[&str]) -> Result<(HealthReporter, Router<TooLargeLayer>), String> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let configure = || {
         let builder = tonic_reflection::server::Builder::configure()
@@ -47,10 +47,52 @@ pub fn router(timeout: Duration, services: &[&str]) -> Result<(HealthReporter, R
     let router = Server::builder()
         .concurrency_limit_per_connection(MAX_CONCURRENT_PER_CONNECTION)
         .timeout(timeout)
+        .layer(tower::layer::util::Stack::new(
+            tower::util::MapResponseLayer::new(too_large as TooLargeFn),
+            tower::layer::util::Identity::new(),
+        ))
         .add_service(health_service)
         .add_service(v1)
         .add_service(v1alpha);
     Ok((health, router))
+}
+
+type TooLargeFn = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
+
+/// The layer every server has: [`too_large`] on every answer.
+pub type TooLargeLayer = tower::layer::util::Stack<
+    tower::layer::util::Stack<tower::util::MapResponseLayer<TooLargeFn>, tower::layer::util::Identity>,
+    tower::layer::util::Identity,
+>;
+
+/// A message over the size limit is refused by the transport before any
+/// handler sees it, as OUT_OF_RANGE; it is answered RESOURCE_EXHAUSTED with
+/// the reason `too_large`, as the error table says.
+fn too_large(res: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+    let (mut parts, body) = res.into_parts();
+    resource_exhausted(&mut parts.headers);
+    // A streamed answer carries its status in the trailers.
+    let body = http_body_util::BodyExt::map_frame(body, |mut frame| {
+        if let Some(trailers) = frame.trailers_mut() {
+            resource_exhausted(trailers);
+        }
+        frame
+    });
+    http::Response::from_parts(parts, tonic::body::Body::new(body))
+}
+
+/// Rewrites an OUT_OF_RANGE "message length too large" status in place.
+fn resource_exhausted(headers: &mut http::HeaderMap) {
+    let over = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            // Percent-encoded on the wire (a space is %20).
+            .is_some_and(|m| m.replace("%20", " ").contains("message length too large"));
+    if over {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        headers.insert(crate::api::error::REASON_KEY, http::HeaderValue::from_static("too_large"));
+    }
 }
 
 /// The standard health service's name.

@@ -174,7 +174,9 @@ async fn settlement_over_grpc_with_health_and_reflection() {
         batch: None,
     };
     let status = hosp.submit(huge).await.expect_err("oversized frame");
-    assert!(matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted), "{status:?}");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert_eq!(reason_of(&status).as_deref(), Some("too_large"));
+    assert!(status.message().contains("too large"), "{status:?}");
     let mut cut = seal(&key(21), HOSPITAL_DOMAIN, "H1", &bill("g4"));
     cut.body.truncate(cut.body.len() / 2);
     let status = hosp.submit(cut).await.expect_err("truncated body");
