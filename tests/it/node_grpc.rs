@@ -610,45 +610,37 @@ async fn qualifications_and_account_credits_over_grpc() {
     }
 }
 
+/// The services a server lists through one version of gRPC reflection, sorted.
+macro_rules! list_services {
+    ($($version:ident)::+, $channel:expr) => {{
+        use tonic_reflection::pb::$($version)::+::{
+            server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+            server_reflection_response::MessageResponse, ServerReflectionRequest,
+        };
+        let mut refl = ServerReflectionClient::new($channel);
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream =
+            refl.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("reflection").into_inner();
+        let msg = stream.message().await.expect("message").expect("some");
+        let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+            panic!("unexpected reflection answer")
+        };
+        let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        names.sort();
+        names
+    }};
+}
+
 /// The services a server lists through reflection v1, sorted.
 pub(crate) async fn reflection_v1(channel: tonic::transport::Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1::{
-        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
-        server_reflection_response::MessageResponse, ServerReflectionRequest,
-    };
-    let mut refl = ServerReflectionClient::new(channel);
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("reflection").into_inner();
-    let msg = stream.message().await.expect("message").expect("some");
-    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
-        panic!("unexpected reflection answer")
-    };
-    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    names.sort();
-    names
+    list_services!(v1, channel)
 }
 
 /// The same through reflection v1alpha (what grpcurl before 1.8.8 and
 /// grpcio-reflection speak).
 pub(crate) async fn reflection_v1alpha(channel: tonic::transport::Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha::{
-        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
-        server_reflection_response::MessageResponse, ServerReflectionRequest,
-    };
-    let mut refl = ServerReflectionClient::new(channel);
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("reflection").into_inner();
-    let msg = stream.message().await.expect("message").expect("some");
-    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
-        panic!("unexpected reflection answer")
-    };
-    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    names.sort();
-    names
+    list_services!(v1alpha, channel)
 }
