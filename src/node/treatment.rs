@@ -150,7 +150,12 @@ impl Node {
             acct_used_flag: req.acct_used_flag,
             ..Claim::default()
         };
-        if action != Action::Reverse {
+        // Eligibility asks before there is a bill: with none, it is checked
+        // on a bill of 0.00 (registration, person, policy; no amounts).
+        let no_bill = action == Action::Eligibility && req.items.is_empty();
+        if no_bill {
+            set_claim_totals(&mut claim, &crate::settlement::BillTotals::default());
+        } else if action != Action::Reverse {
             let bill = items(&req.items)?;
             let catalogue = self
                 .rules

@@ -157,6 +157,18 @@ async fn presettlement_commits_nothing() {
         .await
         .expect("eligibility");
     assert!(e.eligible);
+    // Eligibility needs no bill; a person without a registration for the area is not eligible.
+    let e = submit(bj, &request(BJ_HOSPITAL, "q2", Action::Eligibility, "P0001", "611000", Vec::new()))
+        .await
+        .expect("eligibility without a bill");
+    assert!(e.eligible && !e.settled, "{e:?}");
+    assert_eq!((bj.ledger().len(), home.ledger().len()), (bj_len, home_len));
+    home.import_persons(&[person("P0002", "611000", "390")]).await.expect("import");
+    let home_len = home.ledger().len();
+    let e = submit(bj, &request(BJ_HOSPITAL, "q3", Action::Eligibility, "P0002", "611000", Vec::new()))
+        .await
+        .expect("answered");
+    assert!(!e.eligible && e.refusal == "registration_required", "{e:?}");
     assert_eq!((bj.ledger().len(), home.ledger().len()), (bj_len, home_len));
     assert_eq!(home.counters_of("P0001", 2026).expect("counters"), Default::default());
 }
