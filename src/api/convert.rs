@@ -196,13 +196,14 @@ fn optional_amount(field: &str, text: &str) -> Result<Amount, NodeError> {
 /// order, and its account payment, each signed (a reversal's are negative);
 /// an error names the field. What is owed is all in its medical type.
 fn amounts_of(texts: [&String; 6], acct_pay: &str, med_type: MedType) -> Result<crate::clearing::Amounts, NodeError> {
-    let mut a = fund_amounts(texts, Amount::ZERO)?;
+    let mut a = fund_amounts(texts)?;
     a.acct_pay = optional_amount("acct_pay", acct_pay)?;
     a.by_type = crate::clearing::TypeSplit::of(med_type.category(), a.owed());
     Ok(a)
 }
 
-fn fund_amounts(texts: [&String; 6], acct_pay: Amount) -> Result<crate::clearing::Amounts, NodeError> {
+/// The six fund amounts alone (no account payment, no split yet).
+fn fund_amounts(texts: [&String; 6]) -> Result<crate::clearing::Amounts, NodeError> {
     const FIELDS: [&str; 6] = ["medfee_sumamt", "hifp_pay", "hifmi_pay", "hifob_pay", "maf_pay", "fund_pay_sumamt"];
     let mut a = [Amount::ZERO; 6];
     for (i, text) in texts.iter().enumerate() {
@@ -215,7 +216,7 @@ fn fund_amounts(texts: [&String; 6], acct_pay: Amount) -> Result<crate::clearing
         hifob_pay: a[3],
         maf_pay: a[4],
         fund_pay_sumamt: a[5],
-        acct_pay,
+        acct_pay: Amount::ZERO,
         by_type: crate::clearing::TypeSplit::default(),
     })
 }
@@ -285,7 +286,8 @@ pub fn pair_report_from_proto(
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| NodeError::bad("ids_root", "not a 32-byte hex hash"))?;
     let texts = [&p.medfee_sumamt, &p.hifp_pay, &p.hifmi_pay, &p.hifob_pay, &p.maf_pay, &p.fund_pay_sumamt];
-    let mut amounts = fund_amounts(texts, optional_amount("acct_pay", &p.acct_pay)?)?;
+    let mut amounts = fund_amounts(texts)?;
+    amounts.acct_pay = optional_amount("acct_pay", &p.acct_pay)?;
     let legacy = [&p.acct_pay, &p.outpatient, &p.chronic, &p.pharmacy, &p.inpatient].iter().all(|t| t.is_empty());
     amounts.by_type = if legacy {
         // A report sealed before medical types existed: every settlement was a stay.

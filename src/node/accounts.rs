@@ -70,8 +70,7 @@ impl Node {
         msgid("msgid", &req.msgid)?;
         let code = dise_codg("dise_codg", &req.dise_codg, MedType::ChronicOutpatient)?.unwrap_or_default();
         let _lock = self.person_lock(&req.psn_no).lock().await;
-        let person = self.read_home(|h| h.persons.get(&req.psn_no).cloned())?;
-        let person = person.ok_or_else(|| NodeError::UnknownPerson(req.psn_no.clone()))?;
+        let person = self.read_person(&req.psn_no)?;
         let qualification = match Op::try_from(req.op).unwrap_or(Op::Unspecified) {
             Op::Grant => self.granted(&req, &person, code)?,
             Op::End => ended(&req, &person, code)?,
@@ -139,8 +138,7 @@ impl Node {
             return Err(NodeError::bad("reason", format!("longer than {MAX_REASON_LEN} characters")));
         }
         let _lock = self.person_lock(&req.psn_no).lock().await;
-        let person = self.read_home(|h| h.persons.get(&req.psn_no).cloned())?;
-        let person = person.ok_or_else(|| NodeError::UnknownPerson(req.psn_no.clone()))?;
+        let person = self.read_person(&req.psn_no)?;
         if person.insutype != Insutype::Employee {
             return Err(NodeError::bad(
                 "psn_no",
@@ -184,7 +182,7 @@ impl Node {
     }
 
     /// An insured person as the node holds them now.
-    pub fn read_person(&self, psn_no: &str) -> Result<crate::settlement::Person, NodeError> {
+    pub fn read_person(&self, psn_no: &str) -> Result<Person, NodeError> {
         self.read_home(|h| h.persons.get(psn_no).cloned())?.ok_or_else(|| NodeError::UnknownPerson(psn_no.to_string()))
     }
 
