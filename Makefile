@@ -34,7 +34,7 @@ fuzz:
 
 test-deps:
 	python3 -m pip install -q --disable-pip-version-check -r tests/interop/requirements.txt
-	@command -v faketime >/dev/null || { apt-get update -qq && apt-get install -y -qq faketime; }
+	@command -v faketime >/dev/null && command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq faketime prometheus; }
 
 # Formatting and lints, run by CI after the tests.
 lint:

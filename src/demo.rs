@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::federation::{Institution, NodePlan};
+use crate::federation::{FederationCa, Institution, NodePlan};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::net::TcpListener;
@@ -275,10 +275,12 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
         chrono::NaiveDate::parse_from_str(&format!("{}-15", opts.month), "%Y-%m-%d").map_err(|e| e.to_string())?;
     let clock =
         Arc::new(ManualClock::new(mid.and_hms_opt(2, 0, 0).map(|t| t.and_utc().timestamp_millis()).unwrap_or(0)));
-    let nodes = start_nodes(&opts, &federation, &rules, &clock).await?;
+    // Every connection over TLS, with certificates of the federation's CA.
+    let ca = FederationCa::new(&federation)?;
+    let nodes = start_nodes(&opts, &federation, &ca, &rules, &clock).await?;
     let (persons, registrations) = insure(&opts, &federation, &mut rng, &nodes.nodes).await?;
-    let counters = visit(&opts, &federation, &mut rng, &persons, &nodes.urls).await?;
-    let (closed, final_confirmed) = month_end(&opts, &federation, &rules, &clock, &nodes.urls).await?;
+    let counters = visit(&opts, &federation, &ca, &mut rng, &persons, &nodes.urls).await?;
+    let (closed, final_confirmed) = month_end(&opts, &federation, &ca, &rules, &clock, &nodes.urls).await?;
     let Nodes { nodes, stops, dirs, .. } = nodes;
     for s in stops {
         let _ = s.send(());
@@ -311,6 +313,7 @@ fn regions() -> Vec<&'static str> {
 async fn start_nodes(
     opts: &DemoOptions,
     federation: &str,
+    ca: &FederationCa,
     rules: &Arc<RuleBook>,
     clock: &Arc<ManualClock>,
 ) -> Result<Nodes, String> {
@@ -318,7 +321,7 @@ async fn start_nodes(
     let mut urls = BTreeMap::new();
     for r in regions() {
         let l = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-        urls.insert(r, format!("http://{}", l.local_addr().map_err(|e| e.to_string())?));
+        urls.insert(r, format!("https://{}", l.local_addr().map_err(|e| e.to_string())?));
         listeners.insert(r, l);
     }
     let mut peers = Vec::new();
@@ -336,12 +339,13 @@ async fn start_nodes(
         let cfg = plan.config();
         let endpoints = cfg.peers.values().map(|p| (p.region, p.endpoint.clone())).collect();
         let c: Arc<dyn Clock> = clock.clone();
+        let tls = ca.node(&plan.node_key(), plan.region)?;
+        let transport = Arc::new(GrpcTransport::new(endpoints, Some(Arc::clone(&tls))));
         let node = Arc::new(
-            Node::open(cfg, plan.node_key(), Arc::clone(rules), c, Arc::new(GrpcTransport::new(endpoints)))
-                .map_err(|e| format!("{r}: {e}"))?,
+            Node::open(cfg, plan.node_key(), Arc::clone(rules), c, transport).map_err(|e| format!("{r}: {e}"))?,
         );
         let listener = listeners.remove(r).ok_or("listener")?;
-        stops.push(spawn_serve(Arc::clone(&node), listener));
+        stops.push(spawn_serve(Arc::clone(&node), listener, Some(tls)));
         nodes.insert(r, node);
     }
     Ok(Nodes { nodes, urls, stops, dirs })
@@ -439,6 +443,7 @@ async fn insure(
 async fn visit(
     opts: &DemoOptions,
     federation: &str,
+    ca: &FederationCa,
     rng: &mut StdRng,
     persons: &[Patient],
     urls: &BTreeMap<&'static str, String>,
@@ -449,10 +454,19 @@ async fn visit(
     for (i, v) in visits.into_iter().enumerate() {
         lanes[i % WORKERS].extend(v);
     }
+    // A channel per institution: its connection carries its own certificate.
+    let mut channels = BTreeMap::new();
+    for r in regions() {
+        for inst in [hospital_code(r), pharmacy_code(r)] {
+            let tls = ca.client(&crate::federation::key(federation, &inst), &inst, code(r)?)?;
+            let channel = crate::tls::endpoint(&urls[r], Some(&tls), None)?.connect_lazy();
+            channels.insert(inst, channel);
+        }
+    }
     let counters = Arc::new(Counters::default());
     let desk = Arc::new(Desk {
         federation: federation.to_string(),
-        urls: urls.clone(),
+        channels,
         month: opts.month,
         counters: Arc::clone(&counters),
         bar: progress_bar(opts.progress, "hospital visits", total),
@@ -469,6 +483,15 @@ async fn visit(
     Ok(counters.0.each_ref().map(|c| c.load(Ordering::Relaxed)))
 }
 
+/// The hospital or pharmacy of a visit.
+fn institution_of(v: &Visit) -> String {
+    if v.med_type == MedType::Pharmacy {
+        pharmacy_code(v.treatment)
+    } else {
+        hospital_code(v.treatment)
+    }
+}
+
 /// Settled, refused, presettled, reversed, visits.
 #[derive(Default)]
 struct Counters([AtomicU64; 5]);
@@ -476,7 +499,8 @@ struct Counters([AtomicU64; 5]);
 /// What every hospital worker of the demo shares.
 struct Desk {
     federation: String,
-    urls: BTreeMap<&'static str, String>,
+    /// Each institution's channel to its node.
+    channels: BTreeMap<String, tonic::transport::Channel>,
     month: Month,
     counters: Arc<Counters>,
     bar: indicatif::ProgressBar,
@@ -485,19 +509,9 @@ struct Desk {
 impl Desk {
     /// One worker's visits, in order, each sent by its hospital or pharmacy.
     async fn work(&self, w: usize, lane: Vec<Visit>) -> Result<(), String> {
-        let mut clients: BTreeMap<&str, HospitalServiceClient<tonic::transport::Channel>> = BTreeMap::new();
         for (i, v) in lane.into_iter().enumerate() {
-            let client = match clients.get(v.treatment) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = HospitalServiceClient::connect(self.urls[v.treatment].clone())
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    clients.insert(v.treatment, c.clone());
-                    c
-                }
-            };
-            self.one(client, &format!("d{w}x{i}"), &v).await;
+            let channel = self.channels.get(&institution_of(&v)).ok_or("no channel for the visit's institution")?;
+            self.one(HospitalServiceClient::new(channel.clone()), &format!("d{w}x{i}"), &v).await;
             self.counters.0[4].fetch_add(1, Ordering::Relaxed);
             self.bar.inc(1);
         }
@@ -506,8 +520,7 @@ impl Desk {
 
     /// A visit: perhaps a pre-settlement first, the settlement, perhaps its reversal.
     async fn one(&self, client: HospitalServiceClient<tonic::transport::Channel>, msgid: &str, v: &Visit) {
-        let code =
-            if v.med_type == MedType::Pharmacy { pharmacy_code(v.treatment) } else { hospital_code(v.treatment) };
+        let code = institution_of(v);
         let key = crate::federation::key(&self.federation, &code);
         let base = HospitalRequest {
             fixmedins_code: code.clone(),
@@ -552,6 +565,7 @@ impl Desk {
 async fn month_end(
     opts: &DemoOptions,
     federation: &str,
+    ca: &FederationCa,
     rules: &RuleBook,
     clock: &Arc<ManualClock>,
     urls: &BTreeMap<&'static str, String>,
@@ -565,6 +579,7 @@ async fn month_end(
         regions.iter().map(|r| Ok((code(r)?, key(r).verifying_key()))).collect::<Result<_, String>>()?,
         Arc::new(crate::operator::client::NodeReports::new(
             regions.iter().map(|r| Ok((code(r)?, urls[r].clone()))).collect::<Result<_, String>>()?,
+            Some(ca.operator(&key("operator"))?),
         )),
         rules.pairs().clone(),
         // Quotas near a month of a region's payable (about 1,000 yuan a patient

@@ -22,6 +22,7 @@
 //! - [`calc`]: the `xclear calc` JSON interface.
 //! - [`clock`]: time as an argument; [`time`]: Asia/Shanghai days and months; [`crypto`]: keys and signatures;
 //!   [`memory`]: the process's memory settings (no transparent huge pages).
+//! - [`tls`]: TLS on every connection, certificates bound to signing keys, a development CA.
 //! - [`storage`]: sled behind a small trait (the only place that imports sled).
 //! - [`proto`]: generated gRPC types (never edited).
 
@@ -47,6 +48,7 @@ pub mod settlement;
 pub mod sim;
 pub mod storage;
 pub mod time;
+pub mod tls;
 pub mod transport;
 
 /// Generated from `proto/xclear/v1/*.proto` by `build.rs`.

@@ -70,12 +70,14 @@ enum Command {
     Hospital {
         #[command(subcommand)]
         action: cli::node_cmd::HospitalAction,
-        /// The node's URL, e.g. http://127.0.0.1:20011
-        #[arg(long, global = true, default_value = "http://127.0.0.1:20011")]
+        /// The node's URL, e.g. https://127.0.0.1:20011
+        #[arg(long, global = true, default_value = "https://127.0.0.1:20011")]
         node: String,
         /// The hospital's key file.
         #[arg(long, global = true, default_value = "hospital.key")]
         key: PathBuf,
+        #[command(flatten)]
+        tls: cli::connect::TlsArgs,
         /// The bill (JSON: fixmedins_code, msgid, psn_no, insuplc_admdvs, setl_date, items, ...).
         #[arg(long, global = true, default_value = "bill.json")]
         bill: PathBuf,
@@ -118,6 +120,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::bench_cmd::BenchCommand,
     },
+    /// TLS: a federation's CA and certificates carrying signing keys (ca, issue, dev).
+    Tls {
+        #[command(subcommand)]
+        command: cli::tls_cmd::TlsCommand,
+    },
     /// Ledger tools: verify, export, verify-export, head, prove.
     Ledger {
         #[command(subcommand)]
@@ -142,6 +149,8 @@ enum PersonsCommand {
         /// The admin's key file.
         #[arg(long)]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        tls: cli::connect::TlsArgs,
         /// A JSON array of insured persons.
         #[arg(long)]
         file: PathBuf,
@@ -191,7 +200,7 @@ enum PersonsCommand {
 /// A running home node and the admin who signs for it.
 #[derive(clap::Args)]
 struct AdminTarget {
-    /// The home node's gRPC address, e.g. http://127.0.0.1:20061
+    /// The home node's gRPC address, e.g. https://127.0.0.1:20061
     #[arg(long)]
     node: String,
     /// The admin's key file.
@@ -200,6 +209,8 @@ struct AdminTarget {
     /// The admin's name, as in the node's config.
     #[arg(long)]
     admin: String,
+    #[command(flatten)]
+    tls: cli::connect::TlsArgs,
 }
 
 #[derive(Subcommand)]
@@ -243,17 +254,20 @@ fn main() -> ExitCode {
             (None, None) => fail(EXIT_BAD_INPUT, "give --out FILE, or --public KEYFILE"),
         },
         Command::Ledger { command } => cli::ledger_cmd::run(command),
+        Command::Tls { command } => cli::tls_cmd::run(command),
         Command::Bench { command } => cli::bench_cmd::run(command),
         Command::Clearing { command } => cli::clearing_cmd::run(command),
         Command::Demo { out, seed, patients, month, rules } => cli::demo_cmd::run(out, seed, patients, &month, rules),
         Command::Operator { config } => cli::clearing_cmd::run_operator(&config),
         Command::Node { config, log_format } => cli::node_cmd::run_node(&config, log_format),
-        Command::Hospital { action, node, key, bill } => cli::node_cmd::run_hospital(action, &node, &key, &bill),
-        Command::Persons { command: PersonsCommand::Import { config, node, admin, key, file } } => {
+        Command::Hospital { action, node, key, tls, bill } => {
+            cli::node_cmd::run_hospital(action, &node, &key, &tls, &bill)
+        }
+        Command::Persons { command: PersonsCommand::Import { config, node, admin, key, tls, file } } => {
             match (config, node, admin, key) {
                 (Some(config), _, _, _) => cli::node_cmd::run_import(&config, &file),
                 (None, Some(node), Some(admin), Some(key)) => {
-                    cli::node_cmd::run_import_remote(&node, &admin, &key, &file)
+                    cli::node_cmd::run_import_remote(&node, &admin, &key, &tls, &file)
                 }
                 // clap requires --config or --node with --admin and --key.
                 _ => ExitCode::from(EXIT_BAD_INPUT),
@@ -271,17 +285,29 @@ fn main() -> ExitCode {
                 begndate: begndate.unwrap_or_default(),
                 enddate: enddate.unwrap_or_default(),
             };
-            cli::node_cmd::run_person_change(&a.node, &a.key, &a.admin, cli::node_cmd::PersonChange::Qualify(req))
+            cli::node_cmd::run_person_change(
+                &a.node,
+                &a.key,
+                &a.tls,
+                &a.admin,
+                cli::node_cmd::PersonChange::Qualify(req),
+            )
         }
         Command::Persons { command: PersonsCommand::Credit { admin: a, msgid, psn_no, amount, reason } } => {
             let req = xclear::proto::AccountCreditRequest { msgid, psn_no, amount, reason };
-            cli::node_cmd::run_person_change(&a.node, &a.key, &a.admin, cli::node_cmd::PersonChange::Credit(req))
+            cli::node_cmd::run_person_change(
+                &a.node,
+                &a.key,
+                &a.tls,
+                &a.admin,
+                cli::node_cmd::PersonChange::Credit(req),
+            )
         }
         Command::Registration { command: RegistrationCommand::Apply { admin: a, file } } => {
-            cli::node_cmd::run_registration(&a.node, &a.key, &a.admin, &file)
+            cli::node_cmd::run_registration(&a.node, &a.key, &a.tls, &a.admin, &file)
         }
         Command::Registration { command: RegistrationCommand::Query { admin: a, psn_no } } => {
-            cli::node_cmd::run_registration_query(&a.node, &a.key, &a.admin, &psn_no)
+            cli::node_cmd::run_registration_query(&a.node, &a.key, &a.tls, &a.admin, &psn_no)
         }
     }
 }

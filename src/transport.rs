@@ -6,15 +6,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::api::error::reason_of;
 use crate::proto::Signed;
 use crate::region::RegionCode;
+use crate::tls::Tls;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -65,15 +66,18 @@ pub fn status_error(s: Status) -> TransportError {
     }
 }
 
-/// One lazily connected channel per region, to the endpoints given.
+/// One lazily connected channel per region, to the endpoints given; over
+/// TLS when `tls` is given, each node checked by its certificate's name
+/// (`tls::node_name`), so another region's certificate does not pass.
 pub struct Channels {
     endpoints: BTreeMap<RegionCode, String>,
+    tls: Option<Arc<Tls>>,
     open: Mutex<HashMap<RegionCode, Channel>>,
 }
 
 impl Channels {
-    pub fn new(endpoints: BTreeMap<RegionCode, String>) -> Channels {
-        Channels { endpoints, open: Mutex::new(HashMap::new()) }
+    pub fn new(endpoints: BTreeMap<RegionCode, String>, tls: Option<Arc<Tls>>) -> Channels {
+        Channels { endpoints, tls, open: Mutex::new(HashMap::new()) }
     }
 
     /// The channel to `to`'s node (not connected until first used).
@@ -87,8 +91,9 @@ impl Channels {
         }
         let url =
             self.endpoints.get(&to).ok_or_else(|| TransportError::Unreachable(format!("no endpoint for {to}")))?;
-        let channel = Endpoint::from_shared(url.clone())
-            .map_err(|e| TransportError::Unreachable(e.to_string()))?
+        let name = crate::tls::node_name(&to.to_string());
+        let channel = crate::tls::endpoint(url, self.tls.as_deref(), Some(&name))
+            .map_err(TransportError::Unreachable)?
             .connect_timeout(PEER_CONNECT_TIMEOUT)
             .timeout(PEER_CALL_TIMEOUT)
             .tcp_nodelay(true)

@@ -31,7 +31,13 @@ pub fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
 /// before 1.8.8, Python's grpcio-reflection), listing exactly `services`
 /// (full names, e.g. `xclear.v1.HospitalService`) besides those two; the
 /// caller adds its services (and marks them serving).
-pub fn router(timeout: Duration, services: &[&str]) -> Result<(HealthReporter, Router<TooLargeLayer>), String> {
+/// Over TLS when `tls` is given: then every client presents a certificate
+/// of the federation's CA.
+pub fn router(
+    timeout: Duration,
+    services: &[&str],
+    tls: Option<&crate::tls::Tls>,
+) -> Result<(HealthReporter, Router<TooLargeLayer>), String> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let configure = || {
         let builder = tonic_reflection::server::Builder::configure()
@@ -44,7 +50,11 @@ pub fn router(timeout: Duration, services: &[&str]) -> Result<(HealthReporter, R
     };
     let v1 = configure().build_v1().map_err(|e| e.to_string())?;
     let v1alpha = configure().build_v1alpha().map_err(|e| e.to_string())?;
-    let router = Server::builder()
+    let mut server = Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls.server()).map_err(|e| format!("TLS: {e}"))?;
+    }
+    let router = server
         .concurrency_limit_per_connection(MAX_CONCURRENT_PER_CONNECTION)
         .timeout(timeout)
         .layer(tower::layer::util::Stack::new(

@@ -11,7 +11,7 @@ use ed25519_dalek::{Signer, SigningKey};
 
 use xclear::api::envelope::{seal, ADMIN_DOMAIN};
 use xclear::clock::{Clock, SystemClock};
-use xclear::federation::{Institution, NodePlan};
+use xclear::federation::{FederationCa, Institution, NodePlan};
 use xclear::node::grpc::{spawn_serve, GrpcTransport};
 use xclear::node::metrics::Stage;
 use xclear::node::records::{PersonRecord, QualificationRecord};
@@ -21,7 +21,7 @@ use xclear::region::RegionCode;
 use xclear::rules::RuleBook;
 
 use super::bench_cmd::Figure;
-use super::bench_load::{drive, drive_at_rate, Paced, Traffic, BENCH_DISEASE};
+use super::bench_load::{drive, drive_at_rate, Paced, Target, Traffic, BENCH_DISEASE};
 
 /// Median cost of one ed25519 sign and one strict verify of a 600-byte
 /// message over 5 rounds, measured before the load starts (the machine is
@@ -59,7 +59,9 @@ pub(crate) fn run(seconds: u64, hospitals: usize, persons: usize, offered: u32) 
 async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> Result<Vec<Figure>, String> {
     let dir = std::env::temp_dir().join(format!("xclear-e2e-{}", std::process::id()));
     let rules = Arc::new(RuleBook::load(&PathBuf::from("clearing_rules")).map_err(|e| e.to_string())?);
-    let pair = Pair::start(&dir, hospitals, &rules).await?;
+    // Every phase over TLS, as a federation runs; then the main phase again
+    // on fresh plaintext nodes, to price TLS.
+    let pair = Pair::start(&dir.join("tls"), hospitals, &rules, true).await?;
     pair.insure(persons).await?;
     let (sign_us, verify_us) = crypto_costs_us();
     let main = Main::run(&pair, hospitals, seconds, persons).await?;
@@ -67,12 +69,46 @@ async fn bench(seconds: u64, hospitals: usize, persons: usize, offered: u32) -> 
     let lighter = lighter_phases(&pair, hospitals, seconds, persons).await?;
     let mix = mix_phases(&pair, hospitals, seconds, persons).await?;
     let totals = pair.stop();
+    let plain = Pair::start(&dir.join("plaintext"), hospitals, &rules, false).await?;
+    plain.insure(persons).await?;
+    progress(format_args!("{hospitals} hospitals, closed loop, {seconds} s, plaintext nodes"));
+    let mut plaintext = drive(&plain.target, hospitals, seconds, persons, "a", Traffic::Inpatient).await?;
+    plaintext.sort();
+    plain.stop();
     let _ = std::fs::remove_dir_all(&dir);
     let mut figures = main.figures(seconds, hospitals, sign_us, verify_us, &totals);
+    figures.extend(tls_figures(&main.latencies, &plaintext, seconds));
     figures.extend(mix);
     figures.extend(paced);
     figures.extend(lighter);
     Ok(figures)
+}
+
+/// The main phase (TLS) against the same phase on plaintext nodes.
+fn tls_figures(tls: &[Duration], plaintext: &[Duration], seconds: u64) -> Vec<Figure> {
+    let (tls_rate, plain_rate) = (tls.len() as f64 / seconds as f64, plaintext.len() as f64 / seconds as f64);
+    let (tls_p99, plain_p99) = (percentile_ms(tls, 0.99), percentile_ms(plaintext, 0.99));
+    vec![
+        Figure {
+            name: "e2e_plaintext_settlements_per_s",
+            value: plain_rate,
+            unit: "settle/s",
+            note: format!("{} settlements: the main phase again on fresh nodes without TLS", plaintext.len()),
+        },
+        Figure { name: "e2e_plaintext_latency_p99_ms", value: plain_p99, unit: "ms", note: "same".into() },
+        Figure {
+            name: "e2e_tls_vs_plaintext_rate_pct",
+            value: 100.0 * tls_rate / plain_rate.max(f64::MIN_POSITIVE),
+            unit: "%",
+            note: "main phase (TLS) ÷ plaintext, same run (goal ≥ 85)".into(),
+        },
+        Figure {
+            name: "e2e_tls_vs_plaintext_p99_pct",
+            value: 100.0 * tls_p99 / plain_p99.max(f64::MIN_POSITIVE),
+            unit: "%",
+            note: "main phase (TLS) p99 ÷ plaintext p99, same run (goal ≤ 115)".into(),
+        },
+    ]
 }
 
 /// The benchmark's generated federation (its keys: [`xclear::federation::key`]).
@@ -82,7 +118,8 @@ pub(super) const FEDERATION: &str = "bench";
 /// home node (611000), serving gRPC on loopback.
 struct Pair {
     nodes: BTreeMap<&'static str, Arc<Node>>,
-    urls: BTreeMap<&'static str, String>,
+    /// The treatment node, as the hospitals reach it.
+    target: Target,
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -95,13 +132,16 @@ struct Totals {
 }
 
 impl Pair {
-    async fn start(dir: &std::path::Path, hospitals: usize, rules: &Arc<RuleBook>) -> Result<Pair, String> {
+    /// Over TLS when `tls`, else plaintext.
+    async fn start(dir: &std::path::Path, hospitals: usize, rules: &Arc<RuleBook>, tls: bool) -> Result<Pair, String> {
         let code = |s: &str| RegionCode::parse(s).map_err(|e| e.to_string());
+        let ca = if tls { Some(Arc::new(FederationCa::new(FEDERATION)?)) } else { None };
+        let scheme = if tls { "https" } else { "http" };
         let mut listeners = BTreeMap::new();
         let mut urls = BTreeMap::new();
         for r in ["611000", "110000"] {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-            urls.insert(r, format!("http://{}", l.local_addr().map_err(|e| e.to_string())?));
+            urls.insert(r, format!("{scheme}://{}", l.local_addr().map_err(|e| e.to_string())?));
             listeners.insert(r, l);
         }
         let peers: Vec<(RegionCode, String)> =
@@ -111,6 +151,7 @@ impl Pair {
             let mut plan = NodePlan::new(FEDERATION, code(r)?, dir.join(r), PathBuf::from("clearing_rules"))
                 .with_peers(peers.clone());
             plan.operator = false;
+            plan.tls = tls;
             if r == "110000" {
                 // One code per simulated hospital (each may have at most 64
                 // requests in flight), and a pharmacy P{h} beside each for the mix.
@@ -121,15 +162,16 @@ impl Pair {
             let cfg = plan.config();
             let endpoints = cfg.peers.values().map(|p| (p.region, p.endpoint.clone())).collect();
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            let identity = ca.as_ref().map(|ca| ca.node(&plan.node_key(), plan.region)).transpose()?;
+            let transport = Arc::new(GrpcTransport::new(endpoints, identity.clone()));
             let node = Arc::new(
-                Node::open(cfg, plan.node_key(), Arc::clone(rules), clock, Arc::new(GrpcTransport::new(endpoints)))
-                    .map_err(|e| e.to_string())?,
+                Node::open(cfg, plan.node_key(), Arc::clone(rules), clock, transport).map_err(|e| e.to_string())?,
             );
             let listener = listeners.remove(r).ok_or("listener")?;
-            stops.push(spawn_serve(Arc::clone(&node), listener));
+            stops.push(spawn_serve(Arc::clone(&node), listener, identity));
             nodes.insert(r, node);
         }
-        Ok(Pair { nodes, urls, stops })
+        Ok(Pair { nodes, target: Target { url: urls["110000"].clone(), ca }, stops })
     }
 
     /// `persons` residents of 611000, each registered for Beijing and
@@ -167,10 +209,6 @@ impl Pair {
             home.apply_registration(seal(&admin, ADMIN_DOMAIN, "agency", &req)).await.map_err(|e| e.to_string())?;
         }
         Ok(())
-    }
-
-    fn treatment_url(&self) -> &str {
-        &self.urls["110000"]
     }
 
     /// Stops both servers; entries per seal (group commit) on each node and
@@ -213,7 +251,7 @@ impl Main {
         let signed_before = xclear::node::metrics::signed_batch_totals();
         let stages_before = stage_totals(&pair.nodes);
         progress(format_args!("{hospitals} hospitals, closed loop, {seconds} s"));
-        let mut latencies = drive(pair.treatment_url(), hospitals, seconds, persons, "a", Traffic::Inpatient).await?;
+        let mut latencies = drive(&pair.target, hospitals, seconds, persons, "a", Traffic::Inpatient).await?;
         latencies.sort();
         Ok(Main {
             latencies,
@@ -296,8 +334,8 @@ async fn paced_phases(
         let before = Batching::now(&pair.nodes["110000"]);
         // Paced from a worker thread, so each settlement's task starts on a
         // worker's own queue, not through the runtime's shared one.
-        let (url, msgids) = (pair.treatment_url().to_string(), phase.msgids);
-        let run = tokio::spawn(async move { drive_at_rate(&url, hospitals, rate, length, persons, msgids).await })
+        let (target, msgids) = (pair.target.clone(), phase.msgids);
+        let run = tokio::spawn(async move { drive_at_rate(&target, hospitals, rate, length, persons, msgids).await })
             .await
             .map_err(|e| e.to_string())??;
         let batching = Batching::now(&pair.nodes["110000"]).since(&before);
@@ -313,8 +351,7 @@ async fn lighter_phases(pair: &Pair, hospitals: usize, seconds: u64, persons: us
         let concurrency = concurrency.min(hospitals);
         let length = phase.seconds.unwrap_or(seconds);
         progress(format_args!("{concurrency} hospitals, closed loop, {length} s"));
-        let mut latencies =
-            drive(pair.treatment_url(), concurrency, length, persons, phase.msgids, Traffic::Inpatient).await?;
+        let mut latencies = drive(&pair.target, concurrency, length, persons, phase.msgids, Traffic::Inpatient).await?;
         latencies.sort();
         let rate = latencies.len() as f64 / length as f64;
         let note = format!("then {concurrency} concurrent hospitals for {length} s, same nodes");
@@ -342,9 +379,9 @@ async fn lighter_phases(pair: &Pair, hospitals: usize, seconds: u64, persons: us
 /// side by side on ledgers of the same length.
 async fn mix_phases(pair: &Pair, hospitals: usize, seconds: u64, persons: usize) -> Result<Vec<Figure>, String> {
     progress(format_args!("{hospitals} hospitals, closed loop, {seconds} s, all stays again"));
-    let mut stays = drive(pair.treatment_url(), hospitals, seconds, persons, "y", Traffic::Inpatient).await?;
+    let mut stays = drive(&pair.target, hospitals, seconds, persons, "y", Traffic::Inpatient).await?;
     progress(format_args!("{hospitals} hospitals, closed loop, {seconds} s, outpatient/chronic/pharmacy/stays mix"));
-    let mut mix = drive(pair.treatment_url(), hospitals, seconds, persons, "x", Traffic::Mix).await?;
+    let mut mix = drive(&pair.target, hospitals, seconds, persons, "x", Traffic::Mix).await?;
     stays.sort();
     mix.sort();
     let (stays_rate, mix_rate) = (stays.len() as f64 / seconds as f64, mix.len() as f64 / seconds as f64);

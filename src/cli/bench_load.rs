@@ -24,6 +24,30 @@ fn institution_key(code: &str) -> Arc<SigningKey> {
     Arc::clone(key)
 }
 
+/// Where the simulated institutions send: the treatment node's URL, and the
+/// federation's CA when its connections are TLS (each institution's
+/// connection then carries the institution's own certificate).
+#[derive(Clone)]
+pub(super) struct Target {
+    pub url: String,
+    pub ca: Option<Arc<xclear::federation::FederationCa>>,
+}
+
+impl Target {
+    /// A connected client of the institution `code` (of 110000).
+    async fn client(&self, code: &str) -> Result<HospitalServiceClient<Channel>, String> {
+        let tls = match &self.ca {
+            Some(ca) => {
+                let region = xclear::region::RegionCode::parse("110000").map_err(|e| e.to_string())?;
+                Some(ca.client(&institution_key(code), code, region)?)
+            }
+            None => None,
+        };
+        let endpoint = xclear::tls::endpoint(&self.url, tls.as_deref(), None)?;
+        Ok(HospitalServiceClient::new(endpoint.connect().await.map_err(|e| format!("{}: {e}", self.url))?))
+    }
+}
+
 /// What the simulated hospitals send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Traffic {
@@ -42,7 +66,7 @@ pub(super) const BENCH_DISEASE: &str = "M03900";
 /// one bill after another at the treatment node for `seconds`; returns every
 /// settlement's latency. `phase` keeps msgids of different phases apart.
 pub(super) async fn drive(
-    url: &str,
+    target: &Target,
     hospitals: usize,
     seconds: u64,
     persons: usize,
@@ -52,16 +76,22 @@ pub(super) async fn drive(
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for h in 0..hospitals {
-        let url = url.to_string();
+        let target = target.clone();
         tasks.push(tokio::spawn(async move {
-            let mut client = HospitalServiceClient::connect(url).await.map_err(|e| e.to_string())?;
+            // The hospital's connection, and its pharmacy's for the mix.
+            let mut clients = BTreeMap::new();
+            let code = format!("H{h}");
+            clients.insert(code.clone(), target.client(&code).await?);
             let mut latencies = Vec::new();
             let mut i = 0usize;
-            let code = format!("H{h}");
             while Instant::now() < deadline {
                 let req = bill(&code, format!("{phase}{h}n{i}"), (h * 7919 + i) % persons, traffic, i);
+                if !clients.contains_key(&req.fixmedins_code) {
+                    clients.insert(req.fixmedins_code.clone(), target.client(&req.fixmedins_code).await?);
+                }
+                let client = clients.get_mut(&req.fixmedins_code).ok_or("no client")?;
                 let started = Instant::now();
-                settle(&mut client, &req).await?;
+                settle(client, &req).await?;
                 latencies.push(started.elapsed());
                 i += 1;
             }
@@ -137,7 +167,7 @@ pub(super) struct Paced {
 /// `32 * hospitals` settlements are in flight at once (a node takes 64 per
 /// hospital); a bill that waits for room waits on its own clock.
 pub(super) async fn drive_at_rate(
-    url: &str,
+    target: &Target,
     hospitals: usize,
     rate: u32,
     seconds: u64,
@@ -145,8 +175,8 @@ pub(super) async fn drive_at_rate(
     phase: &'static str,
 ) -> Result<Paced, String> {
     let mut clients = Vec::with_capacity(hospitals);
-    for _ in 0..hospitals {
-        clients.push(HospitalServiceClient::connect(url.to_string()).await.map_err(|e| e.to_string())?);
+    for h in 0..hospitals {
+        clients.push(target.client(&format!("H{h}")).await?);
     }
     let room = Arc::new(tokio::sync::Semaphore::new(32 * hospitals.max(1)));
     let total = u64::from(rate) * seconds;

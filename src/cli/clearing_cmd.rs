@@ -49,6 +49,12 @@ pub(crate) struct Target {
     /// The operator's key file, to sign `close` and `adjust` sent to a running operator.
     #[arg(long)]
     operator_key: Option<PathBuf>,
+    /// A region's node key file: signs a region's answer (confirm, dispute, withdraw); over TLS,
+    /// any member's key (with its certificate) identifies the connection.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    #[command(flatten)]
+    tls: super::connect::TlsArgs,
 }
 
 #[derive(Subcommand)]
@@ -136,12 +142,9 @@ pub(crate) struct Answering {
     /// The month whose current statement is answered, YYYY-MM.
     #[arg(long)]
     month: String,
-    /// The answering region's code, e.g. 611000.
+    /// The answering region's code, e.g. 611000 (its node key, --key, signs the answer).
     #[arg(long)]
     region: String,
-    /// The region's node key file: it signs the answer.
-    #[arg(long)]
-    key: PathBuf,
 }
 
 /// The operator, reached one way or the other.
@@ -154,22 +157,41 @@ fn parse_month(month: &str) -> Result<Month, ExitCode> {
     Month::parse(month).ok_or_else(|| fail(EXIT_BAD_INPUT, format!("--month: {month:?} is not YYYY-MM")))
 }
 
-async fn via(t: &Target) -> Result<Via, ExitCode> {
+/// Whose key a command signs with, so whose certificate its connection carries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signer {
+    Operator,
+    Region,
+}
+
+async fn via(t: &Target, signer: Signer) -> Result<Via, ExitCode> {
     match (&t.config, &t.operator) {
         (Some(config), _) => {
             let (cfg, op) = open_operator(config)?;
             Ok(Via::Local(Box::new(cfg), op))
         }
         (None, Some(url)) => {
-            let key = match &t.operator_key {
-                Some(k) => Some(crypto::load_signing_key(k).map_err(|e| fail(EXIT_BAD_INPUT, e))?),
-                None => None,
+            let load = |k: &PathBuf| crypto::load_signing_key(k).map_err(|e| fail(EXIT_BAD_INPUT, e));
+            let operator_key = t.operator_key.as_ref().map(load).transpose()?;
+            // The connection is the signer's; a read (statement, advance)
+            // may go as either.
+            let (file, key) = match (signer, &t.operator_key, &operator_key, &t.key) {
+                (Signer::Operator, Some(f), Some(k), _) => (f.clone(), k.clone()),
+                (Signer::Region, _, _, Some(f)) => (f.clone(), load(f)?),
+                (_, _, _, Some(f)) => (f.clone(), load(f)?),
+                (_, Some(f), Some(k), None) => (f.clone(), k.clone()),
+                _ if url.starts_with("https://") => {
+                    return Err(fail(
+                        EXIT_BAD_INPUT,
+                        format!("{url} is https: give --key or --operator-key (with its certificate)"),
+                    ))
+                }
+                // Plaintext: no certificate to present.
+                _ => (PathBuf::new(), SigningKey::from_bytes(&[0; 32])),
             };
-            let client = OperatorServiceClient::connect(url.clone())
-                .await
-                .map_err(|e| fail(EXIT_FAILED, format!("{url}: {e}")))?
-                .max_decoding_message_size(MAX_STATEMENT_BYTES);
-            Ok(Via::Remote(client, key))
+            let channel = t.tls.channel(url, &file, &key).await?;
+            let client = OperatorServiceClient::new(channel).max_decoding_message_size(MAX_STATEMENT_BYTES);
+            Ok(Via::Remote(client, operator_key))
         }
         (None, None) => Err(fail(EXIT_BAD_INPUT, "give --config FILE or --operator URL")),
     }
@@ -182,8 +204,14 @@ fn status(s: tonic::Status) -> ExitCode {
 
 /// Opens the operator from its config (its ledger, the nodes' endpoints and keys).
 pub(crate) fn open_operator(config: &Path) -> Result<(OperatorConfig, Operator), ExitCode> {
+    open_operator_tls(config).map(|(cfg, op, _)| (cfg, op))
+}
+
+/// [`open_operator`], and its TLS identity (`None`: plaintext).
+fn open_operator_tls(config: &Path) -> Result<(OperatorConfig, Operator, Option<Arc<xclear::tls::Tls>>), ExitCode> {
     let cfg = OperatorConfig::load(config).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
     let key = crypto::load_signing_key(&cfg.key_file).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
+    let tls = super::node_cmd::load_tls(&cfg.tls, &key)?;
     let rules = RuleBook::load(&cfg.rules_dir).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
     let endpoints = cfg.nodes.iter().map(|(r, (url, _))| (*r, url.clone())).collect();
     let keys = cfg.nodes.iter().map(|(r, (_, k))| (*r, *k)).collect();
@@ -194,7 +222,7 @@ pub(crate) fn open_operator(config: &Path) -> Result<(OperatorConfig, Operator),
         key,
         Arc::new(SystemClock),
         keys,
-        Arc::new(NodeReports::new(endpoints)),
+        Arc::new(NodeReports::new(endpoints, tls.clone())),
         rules.pairs().clone(),
         cfg.quotas.clone(),
     )
@@ -202,7 +230,7 @@ pub(crate) fn open_operator(config: &Path) -> Result<(OperatorConfig, Operator),
     .with_warning_pct(cfg.warning_pct)
     .with_close_grace(cfg.close_grace)
     .with_statement_files(cfg.data_dir.join("statements"));
-    Ok((cfg, operator))
+    Ok((cfg, operator, tls))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -243,7 +271,7 @@ fn parse_statement(signed: &Signed) -> Result<Statement, ExitCode> {
 async fn close(target: &Target, month: Option<&str>) -> Result<ExitCode, ExitCode> {
     let named = month.map(parse_month).transpose()?;
     let failed = |e: xclear::operator::OperatorError| fail(EXIT_FAILED, format!("{}: {e}", e.reason()));
-    let signed = match via(target).await? {
+    let signed = match via(target, Signer::Operator).await? {
         Via::Local(_, op) => {
             let month = match named {
                 Some(m) => m,
@@ -283,7 +311,7 @@ async fn fetch_statement(via: &mut Via, month: Month) -> Result<Signed, ExitCode
 
 async fn statement(target: &Target, month: &str, format: Format) -> Result<ExitCode, ExitCode> {
     let month = parse_month(month)?;
-    let signed = fetch_statement(&mut via(target).await?, month).await?;
+    let signed = fetch_statement(&mut via(target, Signer::Region).await?, month).await?;
     let s = parse_statement(&signed)?;
     match format {
         Format::Json => println!("{}", String::from_utf8_lossy(&signed.body)),
@@ -303,10 +331,14 @@ enum Answer {
 }
 
 async fn answer(by: &Answering, what: Answer) -> Result<ExitCode, ExitCode> {
-    let (target, month, region, key) = (&by.target, by.month.as_str(), by.region.as_str(), by.key.as_path());
+    let (target, month, region) = (&by.target, by.month.as_str(), by.region.as_str());
     let month = parse_month(month)?;
+    let key = target
+        .key
+        .as_ref()
+        .ok_or_else(|| fail(EXIT_BAD_INPUT, format!("--key: {region}'s node key signs the answer")))?;
     let key = crypto::load_signing_key(key).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
-    let mut via = via(target).await?;
+    let mut via = via(target, Signer::Region).await?;
     let signed = fetch_statement(&mut via, month).await?;
     let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&signed.body));
     let (verb, disputes, withdrawn) = match what {
@@ -347,7 +379,7 @@ async fn answer(by: &Answering, what: Answer) -> Result<ExitCode, ExitCode> {
 
 async fn advance(target: &Target, month: &str) -> Result<ExitCode, ExitCode> {
     let month = parse_month(month)?;
-    let lines: Vec<AdvanceLine> = match via(target).await? {
+    let lines: Vec<AdvanceLine> = match via(target, Signer::Region).await? {
         Via::Local(cfg, op) => op
             .advance(month, cfg.warning_pct)
             .await
@@ -375,7 +407,7 @@ async fn advance(target: &Target, month: &str) -> Result<ExitCode, ExitCode> {
 
 async fn adjust(target: &Target, req: AdjustmentRequest) -> Result<ExitCode, ExitCode> {
     parse_month(&req.month)?;
-    let key = match via(target).await? {
+    let key = match via(target, Signer::Operator).await? {
         Via::Local(cfg, op) => {
             let key = crypto::load_signing_key(&cfg.key_file).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
             op.record_adjustment(seal(&key, ADJUSTMENT_DOMAIN, "operator", &req))
@@ -402,7 +434,7 @@ pub(crate) fn run_operator(config: &Path) -> ExitCode {
         Err(c) => return c,
     };
     rt.block_on(async {
-        let (cfg, op) = match open_operator(config) {
+        let (cfg, op, tls) = match open_operator_tls(config) {
             Ok(x) => x,
             Err(c) => return c,
         };
@@ -414,7 +446,7 @@ pub(crate) fn run_operator(config: &Path) -> ExitCode {
         // The first line on standard output names the bound address (port 0 picks one).
         println!("xclear operator listening on {addr}");
         let shutdown = super::shutdown_signal();
-        match xclear::operator::grpc::serve(Arc::new(op), cfg.warning_pct, listener, shutdown).await {
+        match xclear::operator::grpc::serve(Arc::new(op), cfg.warning_pct, listener, tls, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(EXIT_FAILED, e),
         }

@@ -5,9 +5,11 @@ pub(crate) mod bench_cmd;
 pub(crate) mod bench_e2e;
 mod bench_load;
 pub(crate) mod clearing_cmd;
+pub(crate) mod connect;
 pub(crate) mod demo_cmd;
 pub(crate) mod ledger_cmd;
 pub(crate) mod node_cmd;
+pub(crate) mod tls_cmd;
 
 use std::process::ExitCode;
 

@@ -24,7 +24,9 @@ use xclear::proto::{
 };
 use xclear::rules::RuleBook;
 
+use super::connect::TlsArgs;
 use super::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
+use xclear::tls::{Tls, TlsSetting};
 
 /// How often a node re-drives intents that have no outcome yet.
 const REDRIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -67,20 +69,32 @@ fn rpc_failed(s: &tonic::Status) -> ExitCode {
     fail(code, json!({"error": reason_of(s).unwrap_or_else(|| format!("{:?}", s.code())), "message": s.message()}))
 }
 
-fn unreachable(e: impl std::fmt::Display) -> ExitCode {
-    fail(EXIT_FAILED, json!({"error": "unreachable", "message": e.to_string()}))
-}
-
-/// Loads what a node needs from its config.
-fn open_node(config: &Path) -> Result<Arc<Node>, ExitCode> {
+/// Loads what a node needs from its config: the node, and its TLS identity
+/// unless the config says plaintext.
+fn open_node(config: &Path) -> Result<(Arc<Node>, Option<Arc<Tls>>), ExitCode> {
     let cfg = NodeConfig::load(config).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
     let key = signing_key(&cfg.key_file)?;
+    let tls = load_tls(&cfg.tls, &key)?;
     let rules = RuleBook::load(&cfg.rules_dir).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
     let endpoints = cfg.peers.values().map(|p| (p.region, p.endpoint.clone())).collect();
-    let transport = Arc::new(GrpcTransport::new(endpoints));
-    Node::open(cfg, key, Arc::new(rules), Arc::new(SystemClock), transport)
+    let transport = Arc::new(GrpcTransport::new(endpoints, tls.clone()));
+    let node = Node::open(cfg, key, Arc::new(rules), Arc::new(SystemClock), transport)
         .map(Arc::new)
-        .map_err(|e| fail(EXIT_FAILED, e))
+        .map_err(|e| fail(EXIT_FAILED, e))?;
+    Ok((node, tls))
+}
+
+/// The TLS identity a config names (`None`, warned, for plaintext).
+pub(crate) fn load_tls(setting: &TlsSetting, key: &ed25519_dalek::SigningKey) -> Result<Option<Arc<Tls>>, ExitCode> {
+    match setting {
+        TlsSetting::Files(files) => {
+            Tls::load(files, key).map(|t| Some(Arc::new(t))).map_err(|e| fail(EXIT_BAD_INPUT, e))
+        }
+        TlsSetting::Plaintext => {
+            tracing::warn!("[tls] plaintext = true: connections are neither encrypted nor bound to their signers");
+            Ok(None)
+        }
+    }
 }
 
 pub(crate) fn run_node(config: &Path, log_format: LogFormat) -> ExitCode {
@@ -90,7 +104,7 @@ pub(crate) fn run_node(config: &Path, log_format: LogFormat) -> ExitCode {
         Err(c) => return c,
     };
     rt.block_on(async {
-        let node = match open_node(config) {
+        let (node, tls) = match open_node(config) {
             Ok(n) => n,
             Err(c) => return c,
         };
@@ -126,7 +140,7 @@ pub(crate) fn run_node(config: &Path, log_format: LogFormat) -> ExitCode {
         // The first line on standard output names the bound address (port 0 picks one).
         println!("xclear node {} listening on {addr}", node.region());
         let shutdown = super::shutdown_signal();
-        match grpc::serve(node, listener, shutdown).await {
+        match grpc::serve(node, listener, tls, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(EXIT_FAILED, e),
         }
@@ -207,8 +221,14 @@ fn signing_key(path: &Path) -> Result<ed25519_dalek::SigningKey, ExitCode> {
     crypto::load_signing_key(path).map_err(|e| fail(EXIT_BAD_INPUT, e))
 }
 
-pub(crate) fn run_hospital(action: HospitalAction, node: &str, key: &Path, bill: &Path) -> ExitCode {
-    let (key, b): (_, BillFile) = match (signing_key(key), read_json(bill)) {
+pub(crate) fn run_hospital(
+    action: HospitalAction,
+    node: &str,
+    key_file: &Path,
+    tls: &TlsArgs,
+    bill: &Path,
+) -> ExitCode {
+    let (key, b): (_, BillFile) = match (signing_key(key_file), read_json(bill)) {
         (Ok(k), Ok(b)) => (k, b),
         (Err(c), _) | (_, Err(c)) => return c,
     };
@@ -234,9 +254,9 @@ pub(crate) fn run_hospital(action: HospitalAction, node: &str, key: &Path, bill:
     };
     let env = seal(&key, HOSPITAL_DOMAIN, &b.fixmedins_code, &req);
     block_on(async {
-        let mut client = match HospitalServiceClient::connect(node.to_string()).await {
-            Ok(c) => c,
-            Err(e) => return unreachable(e),
+        let mut client = match tls.channel(node, key_file, &key).await {
+            Ok(c) => HospitalServiceClient::new(c),
+            Err(c) => return c,
         };
         match client.submit(env).await {
             Ok(r) => {
@@ -268,7 +288,7 @@ pub(crate) fn run_import(config: &Path, file: &Path) -> ExitCode {
         Err(c) => return c,
     };
     rt.block_on(async {
-        let node = match open_node(config) {
+        let (node, _) = match open_node(config) {
             Ok(n) => n,
             Err(c) => return c,
         };
@@ -284,15 +304,15 @@ pub(crate) fn run_import(config: &Path, file: &Path) -> ExitCode {
 
 /// `xclear persons import --node`: the file's persons to a running node, in
 /// signed batches.
-pub(crate) fn run_import_remote(node: &str, admin: &str, key: &Path, file: &Path) -> ExitCode {
-    let (key, persons): (_, Vec<PersonRecord>) = match (signing_key(key), read_json(file)) {
+pub(crate) fn run_import_remote(node: &str, admin: &str, key_file: &Path, tls: &TlsArgs, file: &Path) -> ExitCode {
+    let (key, persons): (_, Vec<PersonRecord>) = match (signing_key(key_file), read_json(file)) {
         (Ok(k), Ok(p)) => (k, p),
         (Err(c), _) | (_, Err(c)) => return c,
     };
     block_on(async {
-        let mut client = match RegistrationServiceClient::connect(node.to_string()).await {
-            Ok(c) => c,
-            Err(e) => return unreachable(e),
+        let mut client = match tls.channel(node, key_file, &key).await {
+            Ok(c) => RegistrationServiceClient::new(c),
+            Err(c) => return c,
         };
         let (mut received, mut added) = (0u64, 0u64);
         for chunk in persons.chunks(MAX_PERSONS_PER_IMPORT) {
@@ -340,8 +360,8 @@ pub(crate) struct RegistrationFile {
     pub on_date: String,
 }
 
-pub(crate) fn run_registration(node: &str, key: &Path, admin: &str, file: &Path) -> ExitCode {
-    let (key, r): (_, RegistrationFile) = match (signing_key(key), read_json(file)) {
+pub(crate) fn run_registration(node: &str, key_file: &Path, tls: &TlsArgs, admin: &str, file: &Path) -> ExitCode {
+    let (key, r): (_, RegistrationFile) = match (signing_key(key_file), read_json(file)) {
         (Ok(k), Ok(r)) => (k, r),
         (Err(c), _) | (_, Err(c)) => return c,
     };
@@ -364,9 +384,9 @@ pub(crate) fn run_registration(node: &str, key: &Path, admin: &str, file: &Path)
     };
     let env = seal(&key, ADMIN_DOMAIN, admin, &req);
     block_on(async {
-        let mut client = match RegistrationServiceClient::connect(node.to_string()).await {
-            Ok(c) => c,
-            Err(e) => return unreachable(e),
+        let mut client = match tls.channel(node, key_file, &key).await {
+            Ok(c) => RegistrationServiceClient::new(c),
+            Err(c) => return c,
         };
         match client.apply(env).await {
             Ok(r) => {
@@ -386,15 +406,21 @@ pub(crate) enum PersonChange {
 
 /// `xclear persons qualify|credit`: prints the person's qualifications and
 /// balance after the change.
-pub(crate) fn run_person_change(node: &str, key: &Path, admin: &str, change: PersonChange) -> ExitCode {
-    let key = match signing_key(key) {
+pub(crate) fn run_person_change(
+    node: &str,
+    key_file: &Path,
+    tls: &TlsArgs,
+    admin: &str,
+    change: PersonChange,
+) -> ExitCode {
+    let key = match signing_key(key_file) {
         Ok(k) => k,
         Err(c) => return c,
     };
     block_on(async {
-        let mut client = match RegistrationServiceClient::connect(node.to_string()).await {
-            Ok(c) => c,
-            Err(e) => return unreachable(e),
+        let mut client = match tls.channel(node, key_file, &key).await {
+            Ok(c) => RegistrationServiceClient::new(c),
+            Err(c) => return c,
         };
         let answer = match change {
             PersonChange::Qualify(req) => client.qualify(seal(&key, ADMIN_DOMAIN, admin, &req)).await,
@@ -417,17 +443,23 @@ pub(crate) fn run_person_change(node: &str, key: &Path, admin: &str, change: Per
 }
 
 /// `xclear registration query`: a person's registrations, one JSON object a line.
-pub(crate) fn run_registration_query(node: &str, key: &Path, admin: &str, psn_no: &str) -> ExitCode {
-    let key = match signing_key(key) {
+pub(crate) fn run_registration_query(
+    node: &str,
+    key_file: &Path,
+    tls: &TlsArgs,
+    admin: &str,
+    psn_no: &str,
+) -> ExitCode {
+    let key = match signing_key(key_file) {
         Ok(k) => k,
         Err(c) => return c,
     };
     let query = xclear::proto::RegistrationQuery { psn_no: psn_no.to_string(), fixmedins_code: String::new() };
     let env = seal(&key, xclear::api::envelope::REGISTRATION_QUERY_DOMAIN, admin, &query);
     block_on(async {
-        let mut client = match RegistrationServiceClient::connect(node.to_string()).await {
-            Ok(c) => c,
-            Err(e) => return unreachable(e),
+        let mut client = match tls.channel(node, key_file, &key).await {
+            Ok(c) => RegistrationServiceClient::new(c),
+            Err(c) => return c,
         };
         match client.query(env).await {
             Ok(list) => {

@@ -7,6 +7,7 @@
 mod network;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
@@ -16,6 +17,7 @@ pub use network::LocalNetwork;
 use crate::node::config::{Hospital, InstitutionKind, NodeConfig, Peer};
 use crate::region::RegionCode;
 use crate::settlement::HospitalLevel;
+use crate::tls::{self, DevCa, Tls, TlsFiles, TlsSetting};
 
 /// The key of `tag` (a region code, an institution's code, an admin's name,
 /// "operator") in the generated federation `federation`: SHA-256 of both.
@@ -23,6 +25,46 @@ use crate::settlement::HospitalLevel;
 pub fn key(federation: &str, tag: &str) -> SigningKey {
     let seed: [u8; 32] = Sha256::digest(format!("xclear-federation/{federation}/{tag}").as_bytes()).into();
     SigningKey::from_bytes(&seed)
+}
+
+/// The generated federation's certificate authority (its key is [`key`]'s
+/// "ca"), issuing the TLS identities of its nodes, operator and clients.
+pub struct FederationCa {
+    ca: DevCa,
+}
+
+impl FederationCa {
+    pub fn new(federation: &str) -> Result<FederationCa, String> {
+        let ca = DevCa::new(federation, &key(federation, "ca")).map_err(|e| e.to_string())?;
+        Ok(FederationCa { ca })
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        self.ca.cert_pem()
+    }
+
+    pub fn dev_ca(&self) -> &DevCa {
+        &self.ca
+    }
+
+    /// A node's identity: its region's name, and loopback's, as servers on
+    /// 127.0.0.1 are reached by address.
+    pub fn node(&self, key: &SigningKey, region: RegionCode) -> Result<Arc<Tls>, String> {
+        let names = [tls::node_name(&region.to_string()), "127.0.0.1".to_string(), "localhost".to_string()];
+        self.ca.identity(key, &names, true).map_err(|e| e.to_string())
+    }
+
+    /// The operator's identity (it serves on loopback too).
+    pub fn operator(&self, key: &SigningKey) -> Result<Arc<Tls>, String> {
+        let names = [tls::OPERATOR_NAME.to_string(), "127.0.0.1".to_string(), "localhost".to_string()];
+        self.ca.identity(key, &names, true).map_err(|e| e.to_string())
+    }
+
+    /// A client's identity: an institution's or an admin's, by its code or
+    /// name in `region`.
+    pub fn client(&self, key: &SigningKey, tag: &str, region: RegionCode) -> Result<Arc<Tls>, String> {
+        self.ca.identity(key, &[tls::institution_name(tag, &region.to_string())], false).map_err(|e| e.to_string())
+    }
 }
 
 /// A designated institution of a generated node, open for out-of-region care.
@@ -73,6 +115,9 @@ pub struct NodePlan {
     pub operator: bool,
     pub data_dir: PathBuf,
     pub rules_dir: PathBuf,
+    /// Whether its connections are TLS (the default), with certificates of
+    /// the federation's [`FederationCa`]; `false`: plaintext, `http://`.
+    pub tls: bool,
 }
 
 impl NodePlan {
@@ -88,7 +133,14 @@ impl NodePlan {
             operator: true,
             data_dir,
             rules_dir,
+            tls: true,
         }
+    }
+
+    /// Plaintext connections (`http://` endpoints), for comparisons.
+    pub fn plaintext(mut self) -> NodePlan {
+        self.tls = false;
+        self
     }
 
     pub fn with_peers(mut self, peers: impl IntoIterator<Item = (RegionCode, String)>) -> NodePlan {
@@ -121,6 +173,17 @@ impl NodePlan {
             rules_dir: self.rules_dir.clone(),
             metrics_listen: None,
             operator_key: self.operator.then(|| public("operator")),
+            // Where `xclear tls` would write them; in process, the identity
+            // comes from `FederationCa::node` instead.
+            tls: if self.tls {
+                TlsSetting::Files(TlsFiles {
+                    ca: self.data_dir.join("ca.crt"),
+                    cert: self.data_dir.join("node.crt"),
+                    server: Some((self.data_dir.join("node.server.crt"), self.data_dir.join("node.server.pem"))),
+                })
+            } else {
+                TlsSetting::Plaintext
+            },
             peers: self
                 .peers
                 .iter()

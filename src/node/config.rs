@@ -9,9 +9,16 @@
 //! metrics_listen = "127.0.0.1:9161"   # optional Prometheus endpoint
 //! operator_key = "<64 hex>"           # the clearing operator (may ask for reports)
 //!
+//! [tls]                               # every connection over TLS (xclear tls makes these)
+//! ca = "keys/ca.crt"                  # the federation's CA
+//! cert = "keys/611000.crt"            # this node's certificate: carries key_file's key
+//! server_cert = "keys/611000.server.crt"  # what it serves (ECDSA P-256, for every client)
+//! server_key = "keys/611000.server.pem"
+//! # plaintext = true                  # instead of ca and cert: no TLS (warned in the log)
+//!
 //! [[peers]]                           # other regions' nodes
 //! region = "110000"
-//! endpoint = "http://127.0.0.1:20011"
+//! endpoint = "https://127.0.0.1:20011"
 //! public_key = "<64 hex>"
 //!
 //! [[hospitals]]                       # this region's hospitals
@@ -40,6 +47,7 @@ use serde::Deserialize;
 use crate::crypto;
 use crate::region::RegionCode;
 use crate::settlement::HospitalLevel;
+use crate::tls::{RawTls, TlsSetting};
 
 /// Most peers, hospitals and admins one config may list.
 pub const MAX_CONFIG_ENTRIES: usize = 100_000;
@@ -58,6 +66,8 @@ struct RawConfig {
     /// The national clearing operator's public key: only it may ask for reports.
     #[serde(default)]
     operator_key: Option<String>,
+    #[serde(default)]
+    tls: Option<crate::tls::RawTls>,
     #[serde(default)]
     peers: Vec<RawPeer>,
     #[serde(default)]
@@ -145,6 +155,7 @@ pub struct NodeConfig {
     pub rules_dir: PathBuf,
     pub metrics_listen: Option<SocketAddr>,
     pub operator_key: Option<VerifyingKey>,
+    pub tls: TlsSetting,
     pub peers: BTreeMap<RegionCode, Peer>,
     pub hospitals: BTreeMap<String, Hospital>,
     pub admins: BTreeMap<String, VerifyingKey>,
@@ -181,7 +192,8 @@ impl NodeConfig {
         }
         let c = Checker { file };
         let operator_key = raw.operator_key.as_deref().map(|k| c.key("operator_key", k)).transpose()?;
-        let peers = c.peers(&raw.peers, region)?;
+        let tls = RawTls::setting(raw.tls.as_ref(), base).map_err(|(key, reason)| err(&key, reason))?;
+        let peers = c.peers(&raw.peers, region, &tls)?;
         let hospitals = c.institutions(&raw.hospitals, &raw.pharmacies)?;
         let mut admins = BTreeMap::new();
         for (i, a) in raw.admins.iter().enumerate() {
@@ -199,6 +211,7 @@ impl NodeConfig {
             rules_dir: abs(raw.rules_dir),
             metrics_listen,
             operator_key,
+            tls,
             peers,
             hospitals,
             admins,
@@ -228,7 +241,12 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn peers(&self, raw: &[RawPeer], own: RegionCode) -> Result<BTreeMap<RegionCode, Peer>, ConfigError> {
+    fn peers(
+        &self,
+        raw: &[RawPeer],
+        own: RegionCode,
+        tls: &TlsSetting,
+    ) -> Result<BTreeMap<RegionCode, Peer>, ConfigError> {
         let mut peers = BTreeMap::new();
         for (i, p) in raw.iter().enumerate() {
             let r = RegionCode::parse(&p.region).map_err(|e| self.err(&format!("peers[{i}].region"), e.to_string()))?;
@@ -240,6 +258,7 @@ impl Checker<'_> {
                     self.err(&format!("peers[{i}].endpoint"), format!("{:?} is not an http(s) URL", p.endpoint))
                 );
             }
+            crate::tls::check_url(&p.endpoint, tls).map_err(|e| self.err(&format!("peers[{i}].endpoint"), e))?;
             let public_key = self.key(&format!("peers[{i}].public_key"), &p.public_key)?;
             if peers.insert(r, Peer { region: r, endpoint: p.endpoint.clone(), public_key }).is_some() {
                 return Err(self.err(&format!("peers[{i}].region"), format!("region {r} is listed twice")));
@@ -297,11 +316,13 @@ impl Checker<'_> {
 mod tests {
     use super::*;
 
+    const TLS: &str = "ca = \"ca.crt\"\ncert = \"n.crt\"\nserver_cert = \"s.crt\"\nserver_key = \"s.key\"";
     const KEY: &str = "707ed55e6f04d08b7b0562d86455262847d1bc00e9b7120c798fb8e6a48bb44f";
 
     fn base() -> String {
         format!(
             "region = \"611000\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nkey_file = \"k\"\nrules_dir = \"r\"\n\
+             [tls]\nplaintext = true\n\
              [[peers]]\nregion = \"110000\"\nendpoint = \"http://127.0.0.1:1\"\npublic_key = \"{KEY}\"\n\
              [[hospitals]]\ncode = \"H1\"\nlevel = 3\npublic_key = \"{KEY}\"\n"
         )
@@ -335,6 +356,12 @@ mod tests {
             (base().replace("listen = \"127.0.0.1:0\"", "listen = \"nowhere\""), "listen"),
             (base() + "colour = 1\n", "hospitals[0].colour"),
             (base().replace("\"110000\"", "\"611000\""), "peers[0].region"),
+            (base().replace("[tls]\nplaintext = true\n", ""), "tls"),
+            (base().replace("plaintext = true", TLS), "peers[0].endpoint"),
+            (base().replace("plaintext = true", "ca = \"ca.crt\""), "tls.cert"),
+            (base().replace("plaintext = true", "ca = \"ca.crt\"\ncert = \"n.crt\""), "tls.server_cert"),
+            (base().replace("plaintext = true", "plaintext = true\nca = \"ca.crt\""), "tls.plaintext"),
+            (base().replace("http://127.0.0.1:1", "https://127.0.0.1:1"), "peers[0].endpoint"),
             (base() + &format!("[[pharmacies]]\ncode = \"H1\"\npublic_key = \"{KEY}\"\n"), "pharmacies[0].code"),
         ];
         for (text, key) in cases {

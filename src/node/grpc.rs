@@ -23,6 +23,7 @@ use crate::proto::{
     RegistrationList, RegistrationRecord, Signed,
 };
 use crate::region::RegionCode;
+use crate::tls::Tls;
 use crate::transport::{status_error as transport_error, Channels};
 
 pub use crate::api::server::FILE_DESCRIPTOR_SET;
@@ -31,13 +32,63 @@ pub use crate::transport::{
 };
 
 #[derive(Clone)]
-struct Svc(Arc<Node>);
+struct Svc {
+    node: Arc<Node>,
+    /// Whether connections are TLS: then every envelope's signer must be
+    /// the holder of the connection's client certificate.
+    tls: bool,
+}
+
+/// Who may sign what a service takes.
+#[derive(Debug, Clone, Copy)]
+enum Caller {
+    Institution,
+    Peer,
+    Admin,
+    /// Registration queries: an admin, or a peer node for its hospital.
+    AdminOrPeer,
+    Operator,
+}
+
+impl Svc {
+    /// Refuses an envelope carried by a connection whose certificate is not
+    /// its signer's (the signer as configured for `caller`; a signer not
+    /// configured is refused by the node itself, with its reason).
+    fn bound<T>(&self, req: &Request<T>, env: &Signed, caller: Caller) -> Result<(), Status> {
+        if !self.tls {
+            return Ok(());
+        }
+        let config = &self.node.config;
+        let peer = || RegionCode::parse(&env.signer).ok().and_then(|r| config.peers.get(&r)).map(|p| p.public_key);
+        let key = match caller {
+            Caller::Institution => config.hospitals.get(&env.signer).map(|h| h.public_key),
+            Caller::Peer => peer(),
+            Caller::Admin => config.admins.get(&env.signer).copied(),
+            Caller::AdminOrPeer => config.admins.get(&env.signer).copied().or_else(peer),
+            Caller::Operator => config.operator_key,
+        };
+        match key {
+            Some(k) if !crate::tls::bound(crate::tls::peer_key(req), true, &k) => Err(NodeError::NotAuthorised(
+                format!("the connection's certificate is not {:?}'s, who signed the request", env.signer),
+            )
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The envelope of `req`, once [`Svc::bound`] to the connection.
+    fn checked(&self, req: Request<Signed>, caller: Caller) -> Result<Signed, Status> {
+        self.bound(&req, req.get_ref(), caller)?;
+        Ok(req.into_inner())
+    }
+}
 
 #[tonic::async_trait]
 impl HospitalService for Svc {
     async fn submit(&self, req: Request<Signed>) -> Result<Response<HospitalResponse>, Status> {
         let started = std::time::Instant::now();
-        let result = self.0.handle_hospital(req.into_inner()).await;
+        let env = self.checked(req, Caller::Institution)?;
+        let result = self.node.handle_hospital(env).await;
         let outcome = match &result {
             Ok(r) if r.settled => "settled",
             Ok(r) if !r.refusal.is_empty() => "refused",
@@ -52,10 +103,14 @@ impl HospitalService for Svc {
 #[tonic::async_trait]
 impl PeerService for Svc {
     async fn submit_claim(&self, req: Request<Signed>) -> Result<Response<Signed>, Status> {
-        self.0.handle_claim(req.into_inner()).await.map(Response::new).map_err(Status::from)
+        let env = self.checked(req, Caller::Peer)?;
+        self.node.handle_claim(env).await.map(Response::new).map_err(Status::from)
     }
 
     async fn submit_claims(&self, req: Request<ClaimBatch>) -> Result<Response<ClaimAnswers>, Status> {
+        for claim in &req.get_ref().claims {
+            self.bound(&req, claim, Caller::Peer)?;
+        }
         let claims = req.into_inner().claims;
         if claims.len() > MAX_CLAIMS_PER_BATCH {
             let e = NodeError::bad(
@@ -69,7 +124,7 @@ impl PeerService for Svc {
         let tasks: Vec<_> = claims
             .into_iter()
             .map(|claim| {
-                let node = Arc::clone(&self.0);
+                let node = Arc::clone(&self.node);
                 tokio::spawn(async move { node.handle_claim(claim).await })
             })
             .collect();
@@ -82,8 +137,9 @@ impl PeerService for Svc {
     }
 
     async fn contribution_years(&self, req: Request<Signed>) -> Result<Response<ContributionYearsResponse>, Status> {
-        self.0
-            .handle_contribution_years(req.into_inner())
+        let env = self.checked(req, Caller::Peer)?;
+        self.node
+            .handle_contribution_years(env)
             .map(|years| Response::new(ContributionYearsResponse { years: years.into_iter().collect() }))
             .map_err(Status::from)
     }
@@ -92,24 +148,29 @@ impl PeerService for Svc {
 #[tonic::async_trait]
 impl RegistrationService for Svc {
     async fn apply(&self, req: Request<Signed>) -> Result<Response<RegistrationRecord>, Status> {
-        self.0.apply_registration(req.into_inner()).await.map(Response::new).map_err(Status::from)
+        let env = self.checked(req, Caller::Admin)?;
+        self.node.apply_registration(env).await.map(Response::new).map_err(Status::from)
     }
 
     async fn import_persons(&self, req: Request<Signed>) -> Result<Response<PersonImportResult>, Status> {
-        self.0.import_persons_signed(req.into_inner()).await.map(Response::new).map_err(Status::from)
+        let env = self.checked(req, Caller::Admin)?;
+        self.node.import_persons_signed(env).await.map(Response::new).map_err(Status::from)
     }
 
     async fn qualify(&self, req: Request<Signed>) -> Result<Response<PersonState>, Status> {
-        self.0.qualify(req.into_inner()).await.map(Response::new).map_err(Status::from)
+        let env = self.checked(req, Caller::Admin)?;
+        self.node.qualify(env).await.map(Response::new).map_err(Status::from)
     }
 
     async fn credit_account(&self, req: Request<Signed>) -> Result<Response<PersonState>, Status> {
-        self.0.credit_account(req.into_inner()).await.map(Response::new).map_err(Status::from)
+        let env = self.checked(req, Caller::Admin)?;
+        self.node.credit_account(env).await.map(Response::new).map_err(Status::from)
     }
 
     async fn query(&self, req: Request<Signed>) -> Result<Response<RegistrationList>, Status> {
-        self.0
-            .query_registrations(&req.into_inner())
+        let env = self.checked(req, Caller::AdminOrPeer)?;
+        self.node
+            .query_registrations(&env)
             .map(|registrations| Response::new(RegistrationList { registrations }))
             .map_err(Status::from)
     }
@@ -118,13 +179,15 @@ impl RegistrationService for Svc {
 #[tonic::async_trait]
 impl ReportService for Svc {
     async fn month_report(&self, req: Request<Signed>) -> Result<Response<Signed>, Status> {
-        self.0.handle_report_request(req.into_inner()).await.map(Response::new).map_err(Status::from)
+        let env = self.checked(req, Caller::Operator)?;
+        self.node.handle_report_request(env).await.map(Response::new).map_err(Status::from)
     }
 
     async fn lines(&self, req: Request<Signed>) -> Result<Response<Signed>, Status> {
         // Checked here, so only the operator's requests reach a blocking thread.
-        let lines = self.0.lines_request(&req.into_inner()).map_err(Status::from)?;
-        let node = Arc::clone(&self.0);
+        let env = self.checked(req, Caller::Operator)?;
+        let lines = self.node.lines_request(&env).map_err(Status::from)?;
+        let node = Arc::clone(&self.node);
         match tokio::task::spawn_blocking(move || node.lines_page(&lines)).await {
             Ok(page) => page.map(Response::new).map_err(Status::from),
             Err(e) => Err(Status::from(NodeError::Internal(format!("the lines page's task failed: {e}")))),
@@ -132,8 +195,14 @@ impl ReportService for Svc {
     }
 }
 
-/// Serves the node on `listener` until `shutdown` completes.
-pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+/// Serves the node on `listener` until `shutdown` completes, over TLS when
+/// `tls` is given.
+pub async fn serve(
+    node: Arc<Node>,
+    listener: TcpListener,
+    tls: Option<Arc<Tls>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
     use tonic::server::NamedService;
     let services = [
         <HospitalServiceServer<Svc> as NamedService>::NAME,
@@ -141,12 +210,12 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: impl Future
         <RegistrationServiceServer<Svc> as NamedService>::NAME,
         <ReportServiceServer<Svc> as NamedService>::NAME,
     ];
-    let (health, router) = crate::api::server::router(REQUEST_TIMEOUT, &services)?;
+    let (health, router) = crate::api::server::router(REQUEST_TIMEOUT, &services, tls.as_deref())?;
     health.set_serving::<HospitalServiceServer<Svc>>().await;
     health.set_serving::<PeerServiceServer<Svc>>().await;
     health.set_serving::<RegistrationServiceServer<Svc>>().await;
     health.set_serving::<ReportServiceServer<Svc>>().await;
-    let svc = Svc(node);
+    let svc = Svc { node, tls: tls.is_some() };
     router
         .add_service(
             HospitalServiceServer::new(svc.clone())
@@ -175,11 +244,11 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: impl Future
 
 /// Serves `node` on `listener` in the background until the returned sender
 /// is used or dropped.
-pub fn spawn_serve(node: Arc<Node>, listener: TcpListener) -> tokio::sync::oneshot::Sender<()> {
-    crate::api::server::spawn_until_stopped("node server", |stop| serve(node, listener, stop))
+pub fn spawn_serve(node: Arc<Node>, listener: TcpListener, tls: Option<Arc<Tls>>) -> tokio::sync::oneshot::Sender<()> {
+    crate::api::server::spawn_until_stopped("node server", |stop| serve(node, listener, tls, stop))
 }
 
-/// Reaches peers over gRPC: one lazily connected channel per peer, and
+/// Reaches peers over gRPC (over TLS when given): one lazily connected channel per peer, and
 /// claims to each peer batched (see [`super::peer_batch`]).
 pub struct GrpcTransport {
     channels: Channels,
@@ -190,9 +259,9 @@ pub struct GrpcTransport {
 }
 
 impl GrpcTransport {
-    pub fn new(endpoints: BTreeMap<RegionCode, String>) -> GrpcTransport {
+    pub fn new(endpoints: BTreeMap<RegionCode, String>, tls: Option<Arc<Tls>>) -> GrpcTransport {
         GrpcTransport {
-            channels: Channels::new(endpoints),
+            channels: Channels::new(endpoints, tls),
             batchers: Mutex::new(HashMap::new()),
             batch_limits: BatchLimits::default(),
             single_only: Arc::default(),

@@ -1,90 +1,92 @@
-//! Prometheus metrics: hospital calls by outcome and their latency, claims
-//! sent to peers in batches, signatures made in batches, time spent in each
-//! stage of a settlement, served as text on an HTTP port.
+//! Prometheus metrics, through prometheus-client, served by axum on the
+//! node's `metrics_listen`: hospital calls by outcome and their latency,
+//! claims sent to peers in batches, signatures made in batches, time spent
+//! in each stage of a settlement, pending intents and the ledger's size.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use super::Node;
 
 /// Latency histogram bucket bounds, in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0];
-/// Distinct outcome labels kept (reasons are a closed set; this is a guard).
-const MAX_LABELS: usize = 64;
 
-#[derive(Default)]
-struct Metrics {
-    by_outcome: BTreeMap<String, u64>,
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum_us: u64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    stage: &'static str,
+}
+
+/// What every node of the process counts together (a node process has one
+/// node; the demo and the benchmark have several, which share these).
+struct Process {
+    requests: Family<OutcomeLabel, Counter>,
+    latency: Histogram,
     /// Batch calls to peers, and the claims they carried.
-    claim_batches: u64,
-    claims_batched: u64,
+    claim_batches: Counter,
+    claims_batched: Counter,
     /// Signatures made over batches of claims or results, and the bodies.
-    sign_batches: u64,
-    bodies_signed: u64,
+    sign_batches: Counter,
+    bodies_signed: Counter,
 }
 
-static METRICS: Mutex<Option<Metrics>> = Mutex::new(None);
-
-pub fn record(outcome: &str, elapsed: Duration) {
-    update(|m| {
-        if m.by_outcome.len() < MAX_LABELS || m.by_outcome.contains_key(outcome) {
-            *m.by_outcome.entry(outcome.to_string()).or_default() += 1;
-        }
-        let secs = elapsed.as_secs_f64();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                m.buckets[i] += 1;
-            }
-        }
-        m.count += 1;
-        m.sum_us += elapsed.as_micros() as u64;
-    });
+fn process() -> &'static Process {
+    static PROCESS: OnceLock<Process> = OnceLock::new();
+    PROCESS.get_or_init(|| Process {
+        requests: Family::default(),
+        latency: Histogram::new(BUCKETS),
+        claim_batches: Counter::default(),
+        claims_batched: Counter::default(),
+        sign_batches: Counter::default(),
+        bodies_signed: Counter::default(),
+    })
 }
 
-/// Applies `f` to the metrics (a poisoned lock drops the update).
-fn update(f: impl FnOnce(&mut Metrics)) {
-    if let Ok(mut guard) = METRICS.lock() {
-        f(guard.get_or_insert_with(Metrics::default));
-    }
-}
-
-/// Reads a pair of counters, (0, 0) before any was recorded.
-fn totals(f: impl FnOnce(&Metrics) -> (u64, u64)) -> (u64, u64) {
-    METRICS.lock().ok().and_then(|g| g.as_ref().map(f)).unwrap_or((0, 0))
+/// One hospital call answered as `outcome` (a reason from the closed set,
+/// or settled, refused, answered) after `elapsed`.
+pub fn record(outcome: &'static str, elapsed: Duration) {
+    let p = process();
+    p.requests.get_or_create(&OutcomeLabel { outcome }).inc();
+    p.latency.observe(elapsed.as_secs_f64());
 }
 
 /// One batch call of `claims` claims to a peer.
 pub fn record_batch(claims: usize) {
-    update(|m| {
-        m.claim_batches += 1;
-        m.claims_batched += claims as u64;
-    });
+    let p = process();
+    p.claim_batches.inc();
+    p.claims_batched.inc_by(claims as u64);
 }
 
 /// Batch calls to peers so far, and the claims they carried.
 pub fn batch_totals() -> (u64, u64) {
-    totals(|m| (m.claim_batches, m.claims_batched))
+    let p = process();
+    (p.claim_batches.get(), p.claims_batched.get())
 }
 
 /// One signature made for `bodies` claims or results.
 pub fn record_signed_batch(bodies: usize) {
-    update(|m| {
-        m.sign_batches += 1;
-        m.bodies_signed += bodies as u64;
-    });
+    let p = process();
+    p.sign_batches.inc();
+    p.bodies_signed.inc_by(bodies as u64);
 }
 
 /// Signatures made by the batch signers so far, and the bodies they covered.
 pub fn signed_batch_totals() -> (u64, u64) {
-    totals(|m| (m.sign_batches, m.bodies_signed))
+    let p = process();
+    (p.sign_batches.get(), p.bodies_signed.get())
 }
 
 /// A stage of a settlement or reversal, timed where it runs: where a
@@ -158,72 +160,97 @@ impl StageTimes {
         let s = &self.0[stage as usize];
         (s[0].load(Ordering::Relaxed), Duration::from_nanos(s[1].load(Ordering::Relaxed)))
     }
-
-    /// The timings in Prometheus text format.
-    fn render(&self, out: &mut String) {
-        out.push_str("# TYPE xclear_stage_seconds summary\n");
-        for stage in Stage::ALL {
-            let (count, total) = self.totals(stage);
-            let name = stage.name();
-            out.push_str(&format!("xclear_stage_seconds_sum{{stage=\"{name}\"}} {}\n", total.as_secs_f64()));
-            out.push_str(&format!("xclear_stage_seconds_count{{stage=\"{name}\"}} {count}\n"));
-        }
-    }
 }
 
-/// The metrics in Prometheus text format, plus the node's stage timings and
-/// ledger size.
+/// The metrics in the OpenMetrics text format (what Prometheus scrapes),
+/// every family with its HELP and TYPE.
 pub fn render(node: &Node) -> String {
-    let mut out = String::new();
-    out.push_str("# TYPE xclear_hospital_requests_total counter\n");
-    let guard = METRICS.lock().ok();
-    let m = guard.as_ref().and_then(|g| g.as_ref());
-    if let Some(m) = m {
-        for (k, v) in &m.by_outcome {
-            out.push_str(&format!("xclear_hospital_requests_total{{outcome=\"{k}\"}} {v}\n"));
-        }
-        out.push_str("# TYPE xclear_hospital_request_seconds histogram\n");
-        for (i, b) in BUCKETS.iter().enumerate() {
-            out.push_str(&format!("xclear_hospital_request_seconds_bucket{{le=\"{b}\"}} {}\n", m.buckets[i]));
-        }
-        out.push_str(&format!("xclear_hospital_request_seconds_bucket{{le=\"+Inf\"}} {}\n", m.count));
-        out.push_str(&format!("xclear_hospital_request_seconds_sum {}\n", m.sum_us as f64 / 1e6));
-        out.push_str(&format!("xclear_hospital_request_seconds_count {}\n", m.count));
-        out.push_str("# TYPE xclear_peer_claim_batches_total counter\n");
-        out.push_str(&format!("xclear_peer_claim_batches_total {}\n", m.claim_batches));
-        out.push_str("# TYPE xclear_peer_claims_batched_total counter\n");
-        out.push_str(&format!("xclear_peer_claims_batched_total {}\n", m.claims_batched));
-        out.push_str("# TYPE xclear_batch_signatures_total counter\n");
-        out.push_str(&format!("xclear_batch_signatures_total {}\n", m.sign_batches));
-        out.push_str("# TYPE xclear_batch_signed_bodies_total counter\n");
-        out.push_str(&format!("xclear_batch_signed_bodies_total {}\n", m.bodies_signed));
+    let p = process();
+    let mut r = Registry::default();
+    r.register("xclear_hospital_requests", "Hospital calls answered, by outcome", p.requests.clone());
+    r.register("xclear_hospital_request_seconds", "Hospital calls' latency at the node", p.latency.clone());
+    r.register("xclear_peer_claim_batches", "Batch calls of claims to peer nodes", p.claim_batches.clone());
+    r.register("xclear_peer_claims_batched", "Claims sent to peer nodes in batch calls", p.claims_batched.clone());
+    r.register("xclear_batch_signatures", "Signatures made over batches of claims or results", p.sign_batches.clone());
+    r.register("xclear_batch_signed_bodies", "Claims or results covered by batch signatures", p.bodies_signed.clone());
+    let (runs, seconds) =
+        (Family::<StageLabel, Counter>::default(), Family::<StageLabel, Counter<f64, AtomicU64>>::default());
+    for stage in Stage::ALL {
+        let (n, total) = node.stage_times().totals(stage);
+        let label = StageLabel { stage: stage.name() };
+        runs.get_or_create(&label).inc_by(n);
+        seconds.get_or_create(&label).inc_by(total.as_secs_f64());
     }
-    node.stage_times().render(&mut out);
-    out.push_str("# HELP xclear_pending_intents Settlements awaiting their home node's answer.\n");
-    out.push_str("# TYPE xclear_pending_intents gauge\n");
-    out.push_str(&format!("xclear_pending_intents {}\n", node.pending_intents()));
-    out.push_str("# HELP xclear_oldest_pending_intent_seconds How long the oldest pending intent has waited.\n");
-    out.push_str("# TYPE xclear_oldest_pending_intent_seconds gauge\n");
-    out.push_str(&format!("xclear_oldest_pending_intent_seconds {}\n", node.oldest_pending_intent_ms() as f64 / 1e3));
-    out.push_str("# TYPE xclear_ledger_entries gauge\n");
-    out.push_str(&format!("xclear_ledger_entries {}\n", node.ledger().len()));
+    r.register("xclear_stage_runs", "Runs of each stage of a settlement at this node", runs);
+    r.register("xclear_stage_seconds", "Time spent in each stage of a settlement at this node", seconds);
+    let gauge = |v: i64| {
+        let g = Gauge::<i64>::default();
+        g.set(v);
+        g
+    };
+    r.register(
+        "xclear_pending_intents",
+        "Settlements awaiting their home node's answer",
+        gauge(i64::try_from(node.pending_intents()).unwrap_or(i64::MAX)),
+    );
+    let oldest = Gauge::<f64, AtomicU64>::default();
+    oldest.set(node.oldest_pending_intent_ms() as f64 / 1e3);
+    r.register("xclear_oldest_pending_intent_seconds", "How long the oldest pending intent has waited", oldest);
+    r.register(
+        "xclear_ledger_entries",
+        "Entries on the node's ledger",
+        gauge(i64::try_from(node.ledger().len()).unwrap_or(i64::MAX)),
+    );
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &r);
     out
 }
 
-/// A minimal HTTP/1.1 responder for `GET /metrics` (any path answers the same).
-pub async fn serve(listener: TcpListener, node: Arc<Node>) {
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else { continue };
-        let node = Arc::clone(&node);
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let _ = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await;
-            let body = render(&node);
-            let resp = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// OpenMetrics text as the classic Prometheus text format (0.0.4), for
+/// scrapers and tools that read only that (promtool check metrics): a
+/// counter's family takes its samples' `_total` name, and `# EOF` goes.
+pub fn classic(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        openmetrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines().filter(|l| *l != "# EOF" && !l.starts_with("# UNIT ")) {
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
         });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `listener` until the process ends: OpenMetrics
+/// to a scraper that asks for it (Accept), else the classic text format.
+pub async fn serve(listener: TcpListener, node: Arc<Node>) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move |headers: http::HeaderMap| {
+            let node = Arc::clone(&node);
+            async move {
+                let text = render(&node);
+                let wants_openmetrics = headers
+                    .get(http::header::ACCEPT)
+                    .and_then(|a| a.to_str().ok())
+                    .is_some_and(|a| a.contains("application/openmetrics-text"));
+                if wants_openmetrics {
+                    ([(http::header::CONTENT_TYPE, OPENMETRICS)], text)
+                } else {
+                    ([(http::header::CONTENT_TYPE, CLASSIC)], classic(&text))
+                }
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "metrics server stopped");
     }
 }

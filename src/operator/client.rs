@@ -17,8 +17,9 @@ pub struct NodeReports {
 }
 
 impl NodeReports {
-    pub fn new(endpoints: BTreeMap<RegionCode, String>) -> NodeReports {
-        NodeReports { channels: Channels::new(endpoints) }
+    /// Over TLS when `tls` is given (the operator's own identity).
+    pub fn new(endpoints: BTreeMap<RegionCode, String>, tls: Option<std::sync::Arc<crate::tls::Tls>>) -> NodeReports {
+        NodeReports { channels: Channels::new(endpoints, tls) }
     }
 
     fn client(&self, to: RegionCode) -> Result<ReportServiceClient<Channel>, TransportError> {

@@ -8,9 +8,15 @@
 //! warning_pct = 90                    # advance-fund warning threshold (default 90)
 //! close_grace_minutes = 60            # a month closes this long after its end (default 60)
 //!
+//! [tls]                               # as a node's: ca and cert (for key_file), or plaintext = true
+//! ca = "keys/ca.crt"
+//! cert = "keys/operator.crt"
+//! server_cert = "keys/operator.server.crt"
+//! server_key = "keys/operator.server.pem"
+//!
 //! [[nodes]]                           # every region's node
 //! region = "611000"
-//! endpoint = "http://127.0.0.1:20061"
+//! endpoint = "https://127.0.0.1:20061"
 //! public_key = "<64 hex>"
 //!
 //! [[quotas]]                          # advance-fund quota per home region (optional)
@@ -48,6 +54,8 @@ struct Raw {
     #[serde(default)]
     close_grace_minutes: Option<u64>,
     #[serde(default)]
+    tls: Option<crate::tls::RawTls>,
+    #[serde(default)]
     nodes: Vec<RawNode>,
     #[serde(default)]
     quotas: Vec<RawQuota>,
@@ -77,6 +85,7 @@ pub struct OperatorConfig {
     pub warning_pct: u32,
     /// How long after a month's end (Asia/Shanghai) it may be closed.
     pub close_grace: std::time::Duration,
+    pub tls: crate::tls::TlsSetting,
     pub nodes: BTreeMap<RegionCode, (String, VerifyingKey)>,
     pub quotas: BTreeMap<RegionCode, Amount>,
 }
@@ -121,9 +130,11 @@ impl OperatorConfig {
                 ))
             }
         };
+        let tls = crate::tls::RawTls::setting(raw.tls.as_ref(), base).map_err(|(key, reason)| err(&key, reason))?;
         let mut nodes = BTreeMap::new();
         for (i, n) in raw.nodes.iter().enumerate() {
             let r = RegionCode::parse(&n.region).map_err(|e| err(&format!("nodes[{i}].region"), e.to_string()))?;
+            crate::tls::check_url(&n.endpoint, &tls).map_err(|e| err(&format!("nodes[{i}].endpoint"), e))?;
             let k = crypto::parse_public_key(&n.public_key)
                 .map_err(|e| err(&format!("nodes[{i}].public_key"), e.to_string()))?;
             if nodes.insert(r, (n.endpoint.clone(), k)).is_some() {
@@ -144,6 +155,7 @@ impl OperatorConfig {
             listen,
             warning_pct,
             close_grace,
+            tls,
             nodes,
             quotas,
         })

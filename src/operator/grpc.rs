@@ -19,6 +19,7 @@ use crate::proto::operator_service_server::{OperatorService, OperatorServiceServ
 use crate::proto::{
     AdjustmentReceipt, AdvanceReport, AdvanceRequest, AnswerReceipt, CloseRequest, Signed, StatementRequest,
 };
+use crate::region::RegionCode;
 use crate::transport::{MAX_MESSAGE_BYTES, REQUEST_TIMEOUT};
 
 /// Largest statement the operator sends (it lists every differing line).
@@ -29,6 +30,30 @@ pub const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60
 struct Svc {
     operator: Arc<Operator>,
     warning_pct: u32,
+    /// Whether connections are TLS: then a signed request's signer must be
+    /// the holder of the connection's client certificate.
+    tls: bool,
+}
+
+impl Svc {
+    /// The envelope of `req`, refused when the connection's certificate is
+    /// not its signer's: the operator's own key, or a region's node key.
+    fn checked(&self, req: Request<Signed>) -> Result<Signed, Status> {
+        if self.tls {
+            let env = req.get_ref();
+            let key = match RegionCode::parse(&env.signer) {
+                Ok(region) => self.operator.node_key(region),
+                Err(_) => Some(self.operator.key.verifying_key()),
+            };
+            if let Some(key) = key {
+                if !crate::tls::bound(crate::tls::peer_key(&req), true, &key) {
+                    let why = format!("the connection's certificate is not {:?}'s, who signed the request", env.signer);
+                    return Err(OperatorError::NotAuthorised(why).into());
+                }
+            }
+        }
+        Ok(req.into_inner())
+    }
 }
 
 fn month(text: &str) -> Result<Month, OperatorError> {
@@ -79,7 +104,8 @@ impl Svc {
 #[tonic::async_trait]
 impl OperatorService for Arc<Svc> {
     async fn close(&self, req: Request<Signed>) -> Result<Response<Signed>, Status> {
-        Svc::close(self, req.into_inner()).await.map(Response::new).map_err(Status::from)
+        let env = self.checked(req)?;
+        Svc::close(self, env).await.map(Response::new).map_err(Status::from)
     }
 
     async fn statement(&self, req: Request<StatementRequest>) -> Result<Response<Signed>, Status> {
@@ -87,12 +113,14 @@ impl OperatorService for Arc<Svc> {
     }
 
     async fn answer(&self, req: Request<Signed>) -> Result<Response<AnswerReceipt>, Status> {
-        Svc::answer(self, req.into_inner()).await.map(Response::new).map_err(Status::from)
+        let env = self.checked(req)?;
+        Svc::answer(self, env).await.map(Response::new).map_err(Status::from)
     }
 
     async fn adjust(&self, req: Request<Signed>) -> Result<Response<AdjustmentReceipt>, Status> {
+        let env = self.checked(req)?;
         self.operator
-            .record_adjustment(req.into_inner())
+            .record_adjustment(env)
             .await
             .map(|key| Response::new(AdjustmentReceipt { key }))
             .map_err(Status::from)
@@ -103,18 +131,20 @@ impl OperatorService for Arc<Svc> {
     }
 }
 
-/// Serves the operator on `listener` until `shutdown` completes.
+/// Serves the operator on `listener` until `shutdown` completes, over TLS
+/// when `tls` is given.
 pub async fn serve(
     operator: Arc<Operator>,
     warning_pct: u32,
     listener: TcpListener,
+    tls: Option<Arc<crate::tls::Tls>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     use tonic::server::NamedService;
     let services = [<OperatorServiceServer<Arc<Svc>> as NamedService>::NAME];
-    let (health, router) = crate::api::server::router(CLOSE_TIMEOUT.max(REQUEST_TIMEOUT), &services)?;
+    let (health, router) = crate::api::server::router(CLOSE_TIMEOUT.max(REQUEST_TIMEOUT), &services, tls.as_deref())?;
     health.set_serving::<OperatorServiceServer<Arc<Svc>>>().await;
-    let svc = Arc::new(Svc { operator, warning_pct });
+    let svc = Arc::new(Svc { operator, warning_pct, tls: tls.is_some() });
     router
         .add_service(
             OperatorServiceServer::new(svc)
@@ -132,6 +162,7 @@ pub fn spawn_serve(
     operator: Arc<Operator>,
     warning_pct: u32,
     listener: TcpListener,
+    tls: Option<Arc<crate::tls::Tls>>,
 ) -> tokio::sync::oneshot::Sender<()> {
-    crate::api::server::spawn_until_stopped("operator server", |stop| serve(operator, warning_pct, listener, stop))
+    crate::api::server::spawn_until_stopped("operator server", |stop| serve(operator, warning_pct, listener, tls, stop))
 }

@@ -555,6 +555,11 @@ impl Operator {
     }
 
     /// Records a region's signed confirmation or dispute of a statement.
+    /// The node key of `region`, if it is in the federation.
+    pub fn node_key(&self, region: RegionCode) -> Option<VerifyingKey> {
+        self.nodes.get(&region).copied()
+    }
+
     pub async fn answer(&self, env: Signed) -> Result<Confirmation, OperatorError> {
         let _alone = self.month_end.lock().await;
         let region = RegionCode::parse(&env.signer).map_err(|_| OperatorError::UnknownRegion(env.signer.clone()))?;

@@ -1,8 +1,9 @@
 """An interop client nobody here wrote the stack of: Python grpcio with stubs
 generated from proto/ at run time, signing with the `cryptography` package.
 
-usage: settle.py PROTO_DIR NODE_ADDR HOSPITAL_KEY_FILE HOSPITAL_CODE MSGID
-Prints the node's answer as JSON.
+usage: settle.py PROTO_DIR NODE_ADDR HOSPITAL_KEY_FILE HOSPITAL_CODE MSGID [CA_CERT CERT PKCS8_KEY]
+Over TLS when the CA, the hospital's certificate and its key as PKCS#8 PEM
+are given (xclear tls dev writes them). Prints the node's answer as JSON.
 """
 import json
 import os
@@ -33,7 +34,14 @@ body = req.SerializeToString()
 signature = key.sign(b"xclear/hospital/v1\0" + body)
 env = xclear_pb2.Signed(body=body, signature=signature, signer=hospital)
 
-with grpc.insecure_channel(addr) as channel:
+def channel(addr, tls):
+    if not tls:
+        return grpc.insecure_channel(addr)
+    ca, cert, pem = (open(f, "rb").read() for f in tls)
+    return grpc.secure_channel(addr, grpc.ssl_channel_credentials(ca, pem, cert))
+
+
+with channel(addr, sys.argv[6:9]) as channel:
     stub = xclear_pb2_grpc.HospitalServiceStub(channel)
     r = stub.Submit(env, timeout=10)
 print(json.dumps({"settled": r.settled, "setl_id": r.setl_id, "hifp_pay": r.figures.hifp_pay,

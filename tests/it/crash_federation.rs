@@ -18,7 +18,7 @@ use xclear::node::records::{HomeSettlementEntry, OutcomeEntry};
 use xclear::proto::hospital_service_client::HospitalServiceClient;
 use xclear::proto::{hospital_request::Action, BillItem, ClaimResult, HospitalRequest};
 
-use crate::common::procs::{confirm_all, two_nodes, write, xclear, xclear_as_operator, NodeProc, TwoNodes};
+use crate::common::procs::{confirm_all, two_nodes, write, xclear, xclear_as_operator, xclear_tls, NodeProc, TwoNodes};
 
 const CYCLES: usize = 50;
 const HOSPITAL_TASKS: usize = 6;
@@ -53,18 +53,21 @@ fn register_everyone(fed: &TwoNodes) {
             ),
         );
         let key = d.join("admin.key");
-        let out = xclear(&[
-            "registration",
-            "apply",
-            "--node",
-            &fed.home_url,
-            "--key",
-            key.to_str().expect("p"),
-            "--admin",
-            "agency",
-            "--file",
-            file.to_str().expect("p"),
-        ]);
+        let out = xclear_tls(
+            &fed.ca,
+            &[
+                "registration",
+                "apply",
+                "--node",
+                &fed.home_url,
+                "--key",
+                key.to_str().expect("p"),
+                "--admin",
+                "agency",
+                "--file",
+                file.to_str().expect("p"),
+            ],
+        );
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
@@ -75,13 +78,11 @@ async fn desk(
     task: usize,
     url: String,
     key: ed25519_dalek::SigningKey,
+    tls: Arc<xclear::tls::Tls>,
     stop: Arc<AtomicBool>,
     receipts: Arc<Mutex<BTreeMap<String, Receipt>>>,
 ) -> Result<usize, String> {
-    let channel = tonic::transport::Endpoint::from_shared(url)
-        .map_err(|e| e.to_string())?
-        .timeout(Duration::from_secs(10))
-        .connect_lazy();
+    let channel = xclear::tls::endpoint(&url, Some(&tls), None)?.timeout(Duration::from_secs(10)).connect_lazy();
     let mut client = HospitalServiceClient::new(channel);
     let mut rng = rand::rngs::StdRng::seed_from_u64(task as u64);
     let mut settled_here: Vec<String> = Vec::new();
@@ -185,7 +186,9 @@ fn nodes_killed_under_load_lose_and_double_nothing() {
     let receipts: Arc<Mutex<BTreeMap<String, Receipt>>> = Arc::default();
     let key = xclear::crypto::load_signing_key(&d.join("h1.key")).expect("hospital key");
     let desks: Vec<_> = (0..HOSPITAL_TASKS)
-        .map(|t| rt.spawn(desk(t, fed.bj_url.clone(), key.clone(), Arc::clone(&stop), Arc::clone(&receipts))))
+        .map(|t| {
+            rt.spawn(desk(t, fed.bj_url.clone(), key.clone(), fed.tls("h1"), Arc::clone(&stop), Arc::clone(&receipts)))
+        })
         .collect();
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(20261122);

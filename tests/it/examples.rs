@@ -37,6 +37,28 @@ fn example_configs_are_consistent() {
         assert_eq!(c.operator_key, Some(operator_key), "{} answers the example operator", c.region);
         let (endpoint, node_key) = &operator.nodes[&c.region];
         assert_eq!(*node_key, key.verifying_key(), "the operator has a stale key for {}", c.region);
-        assert_eq!(*endpoint, format!("http://{}", c.listen), "the operator's endpoint of {}", c.region);
+        assert_eq!(*endpoint, format!("https://{}", c.listen), "the operator's endpoint of {}", c.region);
+        // Over TLS, with a certificate of the example CA carrying the node's key.
+        let xclear::tls::TlsSetting::Files(files) = &c.tls else { panic!("{} is plaintext", c.region) };
+        xclear::tls::Tls::load(files, &key).unwrap_or_else(|e| panic!("{}: {e}", c.region));
+    }
+    let xclear::tls::TlsSetting::Files(files) = &operator.tls else { panic!("the operator is plaintext") };
+    let operator_key = xclear::crypto::load_signing_key(&operator.key_file).expect("operator key");
+    xclear::tls::Tls::load(files, &operator_key).expect("the operator's certificate");
+    // Every key of keys/ has its certificate and its PKCS#8 form, made by
+    // `xclear tls dev --keys keys` from the example CA.
+    let ca = xclear::crypto::load_signing_key(&dir.join("keys/ca.key")).expect("ca key");
+    let ca_pem = std::fs::read_to_string(dir.join("keys/ca.crt")).expect("ca.crt");
+    let ca = xclear::tls::DevCa::load(&ca_pem, &ca).expect("the example CA");
+    for entry in std::fs::read_dir(dir.join("keys")).expect("keys") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "key") && path.file_stem().is_some_and(|s| s != "ca") {
+            let key = xclear::crypto::load_signing_key(&path).expect("key");
+            let cert = std::fs::read_to_string(path.with_extension("crt")).expect("certificate");
+            xclear::tls::Tls::from_pem(ca.cert_pem(), &cert, &key)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let pem = std::fs::read_to_string(path.with_extension("pem")).expect("PKCS#8 key");
+            assert_eq!(pem, xclear::tls::private_key_pem(&key).expect("pem"), "{}", path.display());
+        }
     }
 }

@@ -38,19 +38,33 @@ fn key(tag: u8) -> SigningKey {
 struct Running {
     _dir: tempfile::TempDir,
     urls: BTreeMap<&'static str, String>,
+    ca: xclear::federation::FederationCa,
     home: Arc<Node>,
     treatment: Arc<Node>,
     stop: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
+impl Running {
+    /// A channel to `region`'s node as `tag` (a region, an institution, an
+    /// admin, "operator"): over TLS, carrying `tag`'s certificate.
+    async fn channel(&self, region: &str, tag: &str) -> tonic::transport::Channel {
+        let key = common::key(tag);
+        let r = RegionCode::parse(region).expect("region");
+        let tls =
+            if tag == "operator" { self.ca.operator(&key) } else { self.ca.client(&key, tag, r) }.expect("identity");
+        xclear::tls::endpoint(&self.urls[region], Some(&tls), None).expect("endpoint").connect().await.expect("connect")
+    }
+}
+
 async fn start() -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
+    let ca = xclear::federation::FederationCa::new(common::FEDERATION).expect("ca");
     let regions = [("611000", 11u8), ("110000", 12u8)];
     let mut listeners = BTreeMap::new();
     let mut urls = BTreeMap::new();
     for (r, _) in regions {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        urls.insert(r, format!("http://{}", l.local_addr().expect("addr")));
+        urls.insert(r, format!("https://{}", l.local_addr().expect("addr")));
         listeners.insert(r, l);
     }
     let mut stop = Vec::new();
@@ -69,13 +83,14 @@ async fn start() -> Running {
         }
         let cfg = plan.config();
         let endpoints = cfg.peers.values().map(|p| (p.region, p.endpoint.clone())).collect();
+        let tls = ca.node(&plan.node_key(), plan.region).expect("node identity");
         let node = Arc::new(
             Node::open(
                 cfg,
                 plan.node_key(),
                 Arc::new(common::rules()),
                 Arc::new(SystemClock),
-                Arc::new(GrpcTransport::new(endpoints)),
+                Arc::new(GrpcTransport::new(endpoints, Some(Arc::clone(&tls)))),
             )
             .expect("open"),
         );
@@ -85,9 +100,9 @@ async fn start() -> Running {
             treatment = Some(Arc::clone(&node));
         }
         let listener = listeners.remove(r).expect("listener");
-        stop.push(spawn_serve(node, listener));
+        stop.push(spawn_serve(node, listener, Some(tls)));
     }
-    Running { _dir: dir, urls, home: home.expect("home"), treatment: treatment.expect("treatment"), stop }
+    Running { _dir: dir, urls, ca, home: home.expect("home"), treatment: treatment.expect("treatment"), stop }
 }
 
 fn bill(msgid: &str) -> HospitalRequest {
@@ -113,7 +128,7 @@ async fn settlement_over_grpc_with_health_and_reflection() {
     let run = start().await;
     // The agency files the registration over gRPC.
     insured_and_registered(&run).await;
-    let mut reg = RegistrationServiceClient::connect(run.urls["611000"].clone()).await.expect("connect");
+    let mut reg = RegistrationServiceClient::new(run.channel("611000", "agency").await);
     let query =
         |fixmedins_code: &str| RegistrationQuery { psn_no: "P0001".into(), fixmedins_code: fixmedins_code.into() };
     let by_admin = seal(&key(31), REGISTRATION_QUERY_DOMAIN, "agency", &query(""));
@@ -121,8 +136,11 @@ async fn settlement_over_grpc_with_health_and_reflection() {
     assert_eq!(list.registrations.len(), 1);
     // A peer node asks for its hospital; the hospital itself, anyone
     // unsigned, or a peer's key under the admin's name is refused.
+    let mut as_peer = RegistrationServiceClient::new(run.channel("611000", "110000").await);
     let by_peer = seal(&key(12), REGISTRATION_QUERY_DOMAIN, "110000", &query("H1"));
-    assert_eq!(reg.query(by_peer).await.expect("peer").into_inner().registrations.len(), 1);
+    assert_eq!(as_peer.query(by_peer).await.expect("peer").into_inner().registrations.len(), 1);
+    let s = reg.query(seal(&key(12), REGISTRATION_QUERY_DOMAIN, "110000", &query("H1"))).await.expect_err("bound");
+    assert_eq!(reason_of(&s).as_deref(), Some("not_authorised"), "the agency's connection carries a peer's query");
     let refusals = [
         (seal(&key(21), REGISTRATION_QUERY_DOMAIN, "H1", &query("H1")), "not_authorised"),
         (
@@ -133,15 +151,17 @@ async fn settlement_over_grpc_with_health_and_reflection() {
             "unsigned",
         ),
         (seal(&key(12), REGISTRATION_QUERY_DOMAIN, "agency", &query("")), "bad_signature"),
-        (seal(&key(12), REGISTRATION_QUERY_DOMAIN, "110000", &query("")), "bad_request"),
     ];
     for (env, reason) in refusals {
         let s = reg.query(env).await.expect_err(reason);
         assert_eq!(xclear::api::error::reason_of(&s).as_deref(), Some(reason), "{s:?}");
     }
+    let s =
+        as_peer.query(seal(&key(12), REGISTRATION_QUERY_DOMAIN, "110000", &query(""))).await.expect_err("no hospital");
+    assert_eq!(reason_of(&s).as_deref(), Some("bad_request"), "{s:?}");
 
     // The hospital settles at its own node; the figures are the worked example's.
-    let mut hosp = HospitalServiceClient::connect(run.urls["110000"].clone()).await.expect("connect");
+    let mut hosp = HospitalServiceClient::new(run.channel("110000", "H1").await);
     let env = seal(&key(21), HOSPITAL_DOMAIN, "H1", &bill("g1"));
     let r = hosp.submit(env.clone()).await.expect("settled").into_inner();
     assert!(r.settled, "{r:?}");
@@ -185,11 +205,7 @@ async fn settlement_over_grpc_with_health_and_reflection() {
     assert!(ok.into_inner().settled);
 
     // Health checking.
-    let channel = tonic::transport::Endpoint::from_shared(run.urls["110000"].clone())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = run.channel("110000", "H1").await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let h = health
         .check(tonic_health::pb::HealthCheckRequest { service: "xclear.v1.HospitalService".into() })
@@ -241,7 +257,7 @@ async fn each_node_times_its_stages_of_a_settlement() {
     use xclear::node::metrics::{render, Stage};
     let run = start().await;
     insured_and_registered(&run).await;
-    let mut hosp = HospitalServiceClient::connect(run.urls["110000"].clone()).await.expect("connect");
+    let mut hosp = HospitalServiceClient::new(run.channel("110000", "H1").await);
     for i in 0..3 {
         let env = seal(&key(21), HOSPITAL_DOMAIN, "H1", &bill(&format!("t{i}")));
         assert!(hosp.submit(env).await.expect("answered").into_inner().settled);
@@ -262,8 +278,17 @@ async fn each_node_times_its_stages_of_a_settlement() {
         total(&run.home, Stage::HomeClaim) >= total(&run.home, Stage::HomeAppend) + total(&run.home, Stage::ResultSign)
     );
     let text = render(&run.treatment);
-    assert!(text.contains("xclear_stage_seconds_count{stage=\"intent_append\"} 3\n"), "{text}");
-    assert!(text.contains("xclear_stage_seconds_count{stage=\"home_append\"} 0\n"), "{text}");
+    assert!(text.contains("xclear_stage_runs_total{stage=\"intent_append\"} 3\n"), "{text}");
+    assert!(text.contains("xclear_stage_runs_total{stage=\"home_append\"} 0\n"), "{text}");
+    // Every family has its HELP and TYPE, in both formats.
+    for format in [text.clone(), xclear::node::metrics::classic(&text)] {
+        let families: Vec<&str> = format.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
+        assert!(families.len() >= 10, "{format}");
+        for f in families {
+            let name = f.split(' ').next().expect("name");
+            assert!(format.contains(&format!("# HELP {name} ")), "{name} has no HELP");
+        }
+    }
     for s in run.stop {
         let _ = s.send(());
     }
@@ -273,7 +298,7 @@ async fn each_node_times_its_stages_of_a_settlement() {
 async fn the_operator_reads_a_pairs_lines_over_grpc_and_no_one_else_does() {
     let run = start().await;
     insured_and_registered(&run).await;
-    let mut hosp = HospitalServiceClient::connect(run.urls["110000"].clone()).await.expect("connect");
+    let mut hosp = HospitalServiceClient::new(run.channel("110000", "H1").await);
     for msgid in ["l1", "l2", "l3"] {
         let r = hosp.submit(seal(&key(21), HOSPITAL_DOMAIN, "H1", &bill(msgid))).await.expect("settled").into_inner();
         assert!(r.settled, "{r:?}");
@@ -281,7 +306,7 @@ async fn the_operator_reads_a_pairs_lines_over_grpc_and_no_one_else_does() {
     // Lines are cleared in the month they were committed (this node's clock).
     let month = xclear::time::month_of(xclear::clock::Clock::now_ms(&SystemClock));
     let req = LinesRequest { month, counterpart: "110000".into(), as_treatment: false, from_index: 0, limit: 2 };
-    let mut reports = ReportServiceClient::connect(run.urls["611000"].clone()).await.expect("connect");
+    let mut reports = ReportServiceClient::new(run.channel("611000", "operator").await);
     // The page served over gRPC (read on a blocking thread) is the page the
     // node makes in process, byte for byte: two of the three lines, and more.
     let asked = seal(&key(41), OPERATOR_DOMAIN, "operator", &req);
@@ -315,7 +340,7 @@ async fn insured_and_registered(run: &Running) {
         chronic: Vec::new(),
     };
     run.home.import_persons(&[person]).await.expect("import");
-    let mut reg = RegistrationServiceClient::connect(run.urls["611000"].clone()).await.expect("connect");
+    let mut reg = RegistrationServiceClient::new(run.channel("611000", "agency").await);
     let req = crate::common::fixtures::registration("r1", "P0001", "long_term_resident", "110000");
     reg.apply(seal(&key(31), ADMIN_DOMAIN, "agency", &req)).await.expect("registered");
 }
@@ -334,7 +359,7 @@ async fn a_batch_of_claims_is_answered_claim_by_claim_in_order() {
     let forged = seal(&key(99), CLAIM_DOMAIN, "110000", &claim("b2"));
     let unknown =
         seal(&key(12), CLAIM_DOMAIN, "110000", &xclear::proto::Claim { psn_no: "P9999".into(), ..claim("b3") });
-    let mut peer = PeerServiceClient::connect(run.urls["611000"].clone()).await.expect("connect");
+    let mut peer = PeerServiceClient::new(run.channel("611000", "110000").await);
     let batch = ClaimBatch { claims: vec![genuine.clone(), forged, unknown, genuine.clone()] };
     let answers = peer.submit_claims(batch).await.expect("batch").into_inner().answers;
     assert_eq!(answers.len(), 4);
@@ -368,11 +393,7 @@ async fn a_batch_of_claims_is_answered_claim_by_claim_in_order() {
 async fn concurrent_settlements_sharing_batches_each_get_their_own_answer() {
     let run = start().await;
     insured_and_registered(&run).await;
-    let channel = tonic::transport::Endpoint::from_shared(run.urls["110000"].clone())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = run.channel("110000", "H1").await;
     use xclear::api::envelope::{open, CLAIM_DOMAIN, CLAIM_RESULT_DOMAIN};
     use xclear::node::records::HomeSettlementEntry;
     use xclear::proto::{Claim, ClaimResult};
@@ -471,7 +492,7 @@ async fn a_peer_without_batches_gets_claims_one_by_one_after_its_first_refusal()
             }),
     );
     let old = RegionCode::parse("611000").expect("code");
-    let transport = GrpcTransport::new([(old, url)].into_iter().collect());
+    let transport = GrpcTransport::new([(old, url)].into_iter().collect(), None);
     let claim =
         |n: u8| xclear::proto::Signed { body: vec![n], signature: vec![0; 64], signer: "110000".into(), batch: None };
 
@@ -498,7 +519,7 @@ async fn an_admin_loads_persons_into_a_running_node() {
     use xclear::proto::{InsuredPerson, PersonImport};
 
     let run = start().await;
-    let mut reg = RegistrationServiceClient::connect(run.urls["611000"].clone()).await.expect("connect");
+    let mut reg = RegistrationServiceClient::new(run.channel("611000", "agency").await);
     let person = |psn_no: &str| PersonRecord {
         psn_no: psn_no.into(),
         insuplc_admdvs: "611000".into(),
@@ -548,7 +569,7 @@ async fn an_admin_loads_persons_into_a_running_node() {
 
     // The new person registers and settles without a restart.
     reg.apply(seal(&key(31), ADMIN_DOMAIN, "agency", &registration)).await.expect("registered");
-    let mut hosp = HospitalServiceClient::connect(run.urls["110000"].clone()).await.expect("connect");
+    let mut hosp = HospitalServiceClient::new(run.channel("110000", "H1").await);
     let req = HospitalRequest { psn_no: "P0002".into(), ..bill("n1") };
     let r = hosp.submit(seal(&key(21), HOSPITAL_DOMAIN, "H1", &req)).await.expect("answered").into_inner();
     assert!(r.settled, "{r:?}");
@@ -575,7 +596,7 @@ async fn qualifications_and_account_credits_over_grpc() {
     };
     insured_and_registered(&run).await;
     run.home.import_persons(&[employee]).await.expect("import");
-    let mut reg = RegistrationServiceClient::connect(run.urls["611000"].clone()).await.expect("connect");
+    let mut reg = RegistrationServiceClient::new(run.channel("611000", "agency").await);
     let credit = AccountCreditRequest {
         msgid: "c1".into(),
         psn_no: "E0001".into(),
@@ -643,4 +664,88 @@ pub(crate) async fn reflection_v1(channel: tonic::transport::Channel) -> Vec<Str
 /// grpcio-reflection speak).
 pub(crate) async fn reflection_v1alpha(channel: tonic::transport::Channel) -> Vec<String> {
     list_services!(v1alpha, channel)
+}
+
+/// Over TLS a node takes connections only from holders of its federation's
+/// certificates, and an envelope only over its signer's own connection; a
+/// node reaches a peer only if the peer's certificate names that region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_binds_every_connection_to_its_federation_and_its_signer() {
+    use xclear::federation::FederationCa;
+    use xclear::node::PeerTransport;
+    use xclear::tls::Tls;
+
+    let run = start().await;
+    insured_and_registered(&run).await;
+    let (bj, sl) = (RegionCode::parse("110000").expect("code"), RegionCode::parse("611000").expect("code"));
+    let env = seal(&key(21), HOSPITAL_DOMAIN, "H1", &bill("s1"));
+    let refused = |what: &str, r: Result<tonic::Response<xclear::proto::HospitalResponse>, tonic::Status>| {
+        let s = r.expect_err(what);
+        assert!(reason_of(&s).is_none(), "{what}: refused by the transport, not the node: {s:?}");
+    };
+
+    // Plaintext to a TLS node: no answer.
+    let plain = run.urls["110000"].replacen("https://", "http://", 1);
+    let channel = tonic::transport::Endpoint::from_shared(plain).expect("url").connect_lazy();
+    refused("plaintext", HospitalServiceClient::new(channel).submit(env.clone()).await);
+
+    // A certificate of another CA, even for H1's own key: the handshake fails.
+    let other = FederationCa::new("another federation").expect("ca");
+    let foreign = other.dev_ca().issue(&key(21).verifying_key(), &["h1.110000.inst.xclear".into()]).expect("issue");
+    let tls = Tls::from_pem(run.ca.cert_pem(), &foreign, &key(21)).expect("identity");
+    let channel = xclear::tls::endpoint(&run.urls["110000"], Some(&tls), None).expect("endpoint").connect_lazy();
+    refused("another CA's certificate", HospitalServiceClient::new(channel).submit(env.clone()).await);
+
+    // No client certificate at all.
+    let anonymous = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(run.ca.cert_pem()));
+    let channel = tonic::transport::Endpoint::from_shared(run.urls["110000"].clone())
+        .expect("url")
+        .tls_config(anonymous)
+        .expect("tls")
+        .connect_lazy();
+    refused("no certificate", HospitalServiceClient::new(channel).submit(env.clone()).await);
+
+    // A certificate of the federation, but not the signer's: H1's bill over
+    // the agency's connection, 110000's claims over 654000's node certificate.
+    let mut as_agency = HospitalServiceClient::new(run.channel("110000", "agency").await);
+    let s = as_agency.submit(env.clone()).await.expect_err("not H1's connection");
+    assert_eq!(reason_of(&s).as_deref(), Some("not_authorised"), "{s:?}");
+    let xj = RegionCode::parse("654000").expect("code");
+    let tls = run.ca.node(&common::key("654000"), xj).expect("identity");
+    let channel = xclear::tls::endpoint(&run.urls["611000"], Some(&tls), None).expect("endpoint").connect_lazy();
+    let claim = seal(&key(12), xclear::api::envelope::CLAIM_DOMAIN, "110000", &crate::common::fixtures::claim("c9"));
+    let mut peer = xclear::proto::peer_service_client::PeerServiceClient::new(channel);
+    let s = peer.submit_claim(claim).await.expect_err("654000's certificate carries 110000's claim");
+    assert_eq!(reason_of(&s).as_deref(), Some("not_authorised"), "{s:?}");
+    assert_eq!(run.home.counters_of("P0001", 2026).expect("counters").hifp_paid.to_string(), "0.00");
+
+    // Its own connection settles.
+    let mut hosp = HospitalServiceClient::new(run.channel("110000", "H1").await);
+    assert!(hosp.submit(env).await.expect("settled").into_inner().settled);
+
+    // 110000 asks "611000" at the address where 110000 itself serves: the
+    // certificate there names 110000, so the handshake fails.
+    let query = seal(
+        &key(12),
+        xclear::api::envelope::PEER_QUERY_DOMAIN,
+        "110000",
+        &xclear::proto::ContributionYearsRequest { psn_no: "P0001".into() },
+    );
+    let own = run.ca.node(&key(12), bj).expect("identity");
+    let misdirected =
+        GrpcTransport::new([(sl, run.urls["110000"].clone())].into_iter().collect(), Some(Arc::clone(&own)));
+    let e = misdirected.contribution_years(sl, query.clone()).await.expect_err("another region's certificate");
+    assert!(matches!(e, xclear::transport::TransportError::Unreachable(_)), "{e:?}");
+    // At 611000's own address the connection is made, and 611000 decides
+    // (110000 is not its corps–local partner).
+    let right = GrpcTransport::new([(sl, run.urls["611000"].clone())].into_iter().collect(), Some(own));
+    let e = right.contribution_years(sl, query).await.expect_err("not partners");
+    assert!(
+        matches!(e, xclear::transport::TransportError::Refused { ref reason, .. } if reason == "not_authorised"),
+        "{e:?}"
+    );
+    for s in run.stop {
+        let _ = s.send(());
+    }
 }

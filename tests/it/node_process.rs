@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::common::procs::{free_port, two_nodes, write, xclear, xclear_as_operator, NodeProc};
+use crate::common::procs::{free_port, two_nodes, write, xclear, xclear_as_operator, xclear_tls, NodeProc};
 
 struct Setup {
     dir: tempfile::TempDir,
+    ca: PathBuf,
     home_cfg: PathBuf,
     bj_cfg: PathBuf,
     home_url: String,
@@ -40,6 +41,7 @@ fn setup() -> Setup {
     write(&d.join("bill1.json"), &bill("m1"));
     write(&d.join("bill2.json"), &bill("m2"));
     Setup {
+        ca: nodes.ca,
         home_url: nodes.home_url,
         bj_url: nodes.bj_url,
         bj_port: nodes.bj_port,
@@ -52,16 +54,19 @@ fn setup() -> Setup {
 
 fn settle(s: &Setup, bill: &str) -> Output {
     let d = s.dir.path();
-    xclear(&[
-        "hospital",
-        "settle",
-        "--node",
-        &s.bj_url,
-        "--key",
-        d.join("h1.key").to_str().expect("p"),
-        "--bill",
-        d.join(bill).to_str().expect("p"),
-    ])
+    xclear_tls(
+        &s.ca,
+        &[
+            "hospital",
+            "settle",
+            "--node",
+            &s.bj_url,
+            "--key",
+            d.join("h1.key").to_str().expect("p"),
+            "--bill",
+            d.join(bill).to_str().expect("p"),
+        ],
+    )
 }
 
 /// `xclear persons import` of persons.json into the (stopped) home node.
@@ -81,18 +86,21 @@ fn import_persons(s: &Setup) {
 /// `xclear registration apply` of `file`, signed by the home node's admin.
 fn register(s: &Setup, file: &str) -> Output {
     let d = s.dir.path();
-    xclear(&[
-        "registration",
-        "apply",
-        "--node",
-        &s.home_url,
-        "--key",
-        d.join("admin.key").to_str().expect("p"),
-        "--admin",
-        "agency",
-        "--file",
-        d.join(file).to_str().expect("p"),
-    ])
+    xclear_tls(
+        &s.ca,
+        &[
+            "registration",
+            "apply",
+            "--node",
+            &s.home_url,
+            "--key",
+            d.join("admin.key").to_str().expect("p"),
+            "--admin",
+            "agency",
+            "--file",
+            d.join(file).to_str().expect("p"),
+        ],
+    )
 }
 
 #[test]
@@ -128,6 +136,7 @@ fn separate_processes_settle_and_recover_in_flight_intents() {
         .arg(format!("127.0.0.1:{}", s.bj_port))
         .arg(d.join("h1.key"))
         .args(["H1", "py1"])
+        .args([&s.ca, &d.join("h1.crt"), &d.join("h1.pem")])
         .output()
         .expect("python3");
     assert!(
@@ -141,7 +150,12 @@ fn separate_processes_settle_and_recover_in_flight_intents() {
     // A reflection client that speaks only v1alpha (grpcio-reflection) lists
     // what the node serves.
     let reflect = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/reflect.py");
-    let py = Command::new("python3").arg(&reflect).arg(format!("127.0.0.1:{}", s.bj_port)).output().expect("python3");
+    let py = Command::new("python3")
+        .arg(&reflect)
+        .arg(format!("127.0.0.1:{}", s.bj_port))
+        .args([&s.ca, &d.join("h1.crt"), &d.join("h1.pem")])
+        .output()
+        .expect("python3");
     assert!(py.status.success(), "reflection v1alpha failed: {}", String::from_utf8_lossy(&py.stderr));
     let services: Vec<String> = serde_json::from_slice(&py.stdout).expect("python json");
     for s in
@@ -155,7 +169,7 @@ fn separate_processes_settle_and_recover_in_flight_intents() {
     let metrics = {
         use std::io::{Read, Write};
         let mut sock = std::net::TcpStream::connect(("127.0.0.1", s.metrics_port)).expect("metrics port");
-        sock.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").expect("write");
+        sock.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").expect("write");
         let mut text = String::new();
         sock.read_to_string(&mut text).expect("read");
         text
@@ -166,6 +180,25 @@ fn separate_processes_settle_and_recover_in_flight_intents() {
     // One after the other, each claim went to the home node in its own batch.
     assert!(metrics.contains("xclear_peer_claim_batches_total 2"), "{metrics}");
     assert!(metrics.contains("xclear_peer_claims_batched_total 2"), "{metrics}");
+    // The standard tool agrees: every family with HELP and TYPE, names and
+    // types as Prometheus wants them (promtool, from Debian's prometheus,
+    // which `make test-deps` installs).
+    let body = metrics.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install prometheus; make test-deps does)");
+    std::io::Write::write_all(&mut promtool.stdin.take().expect("stdin"), body.as_bytes()).expect("write");
+    let checked = promtool.wait_with_output().expect("promtool");
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}\n{body}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
 
     // Home down: the settlement is refused as unreachable, its intent stays.
     home.kill();
@@ -229,50 +262,52 @@ fn separate_processes_settle_and_recover_in_flight_intents() {
     // The same operator as a long-running server: the same statement, closing
     // again gives the same bytes, and only the operator's key may close.
     let server = NodeProc::start_operator(Path::new(op));
-    let url = format!("http://{}", server.addr);
-    let remote = xclear(&["clearing", "statement", "--operator", &url, "--month", &month, "--format", "json"]);
+    let url = format!("https://{}", server.addr);
+    let region_key = d.join("611000.key");
+    let region_key = region_key.to_str().expect("p");
+    let remote = xclear_tls(
+        &s.ca,
+        &["clearing", "statement", "--operator", &url, "--key", region_key, "--month", &month, "--format", "json"],
+    );
     assert!(remote.status.success(), "{}", String::from_utf8_lossy(&remote.stderr));
     assert_eq!(remote.stdout, json.stdout, "the server serves the statement closed locally");
     let operator_key = d.join("operator.key");
     let operator_key = operator_key.to_str().expect("p");
     std::fs::remove_dir_all(&statements).expect("remove the statement files");
-    let again = xclear(&["clearing", "close", "--operator", &url, "--operator-key", operator_key, "--month", &month]);
+    let again = xclear_tls(
+        &s.ca,
+        &["clearing", "close", "--operator", &url, "--operator-key", operator_key, "--month", &month],
+    );
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert_eq!(String::from_utf8_lossy(&again.stdout), String::from_utf8_lossy(&closed.stdout));
     // Closed through the server, the statement files are written there too.
     assert_eq!([file("json"), b"\n".to_vec()].concat(), json.stdout);
     assert_eq!(file("csv"), csv.stdout);
-    let region_key = d.join("611000.key");
-    let not_operator = xclear(&[
-        "clearing",
-        "close",
-        "--operator",
-        &url,
-        "--operator-key",
-        region_key.to_str().expect("p"),
-        "--month",
-        &month,
-    ]);
+    let not_operator =
+        xclear_tls(&s.ca, &["clearing", "close", "--operator", &url, "--operator-key", region_key, "--month", &month]);
     assert!(!not_operator.status.success());
     assert!(String::from_utf8_lossy(&not_operator.stderr).contains("not_authorised"));
-    let unsigned = xclear(&["clearing", "close", "--operator", &url, "--month", &month]);
+    let unsigned = xclear_tls(&s.ca, &["clearing", "close", "--operator", &url, "--month", &month]);
     assert!(!unsigned.status.success(), "close without --operator-key");
-    let adv = xclear(&["clearing", "advance", "--operator", &url, "--month", &month]);
+    let adv = xclear_tls(&s.ca, &["clearing", "advance", "--operator", &url, "--key", region_key, "--month", &month]);
     assert!(adv.status.success(), "{}", String::from_utf8_lossy(&adv.stderr));
     assert!(String::from_utf8_lossy(&adv.stdout).contains("611000"));
     let confirm = |region: &str, key: &str| {
-        xclear(&[
-            "clearing",
-            "confirm",
-            "--operator",
-            &url,
-            "--month",
-            &month,
-            "--region",
-            region,
-            "--key",
-            d.join(key).to_str().expect("p"),
-        ])
+        xclear_tls(
+            &s.ca,
+            &[
+                "clearing",
+                "confirm",
+                "--operator",
+                &url,
+                "--month",
+                &month,
+                "--region",
+                region,
+                "--key",
+                d.join(key).to_str().expect("p"),
+            ],
+        )
     };
     // A key that is not the region's own is refused.
     assert!(!confirm("611000", "110000.key").status.success());
@@ -283,14 +318,17 @@ fn separate_processes_settle_and_recover_in_flight_intents() {
     assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
     assert!(String::from_utf8_lossy(&c.stdout).contains("final"), "both regions have confirmed");
     // Final: the month is not closed again.
-    let final_close =
-        xclear(&["clearing", "close", "--operator", &url, "--operator-key", operator_key, "--month", &month]);
+    let final_close = xclear_tls(
+        &s.ca,
+        &["clearing", "close", "--operator", &url, "--operator-key", operator_key, "--month", &month],
+    );
     assert!(
         String::from_utf8_lossy(&final_close.stderr).contains("month_final"),
         "{}",
         String::from_utf8_lossy(&final_close.stderr)
     );
-    let not_closed = xclear(&["clearing", "statement", "--operator", &url, "--month", "2031-01"]);
+    let not_closed =
+        xclear_tls(&s.ca, &["clearing", "statement", "--operator", &url, "--key", region_key, "--month", "2031-01"]);
     assert!(String::from_utf8_lossy(&not_closed.stderr).contains("not_closed"));
     server.kill();
     home.kill();
@@ -326,18 +364,21 @@ fn the_persons_command_loads_a_running_node() {
         r#"{"msgid": "r2", "op": "create", "psn_no": "P0002", "kind": "long_term_resident", "target_admdvs": "110000", "begndate": "2026-01-01"}"#,
     );
     let import = |key: &str| {
-        xclear(&[
-            "persons",
-            "import",
-            "--node",
-            &s.home_url,
-            "--admin",
-            "agency",
-            "--key",
-            d.join(key).to_str().expect("p"),
-            "--file",
-            d.join("new.json").to_str().expect("p"),
-        ])
+        xclear_tls(
+            &s.ca,
+            &[
+                "persons",
+                "import",
+                "--node",
+                &s.home_url,
+                "--admin",
+                "agency",
+                "--key",
+                d.join(key).to_str().expect("p"),
+                "--file",
+                d.join("new.json").to_str().expect("p"),
+            ],
+        )
     };
     let before = register(&s, "reg2.json");
     assert!(!before.status.success());
@@ -347,10 +388,11 @@ fn the_persons_command_loads_a_running_node() {
         String::from_utf8_lossy(&before.stderr)
     );
 
+    // Signed by the hospital as "agency", over the hospital's own connection.
     let forged = import("h1.key");
     assert_eq!(forged.status.code(), Some(1), "{}", String::from_utf8_lossy(&forged.stderr));
     assert!(
-        String::from_utf8_lossy(&forged.stderr).contains("bad_signature"),
+        String::from_utf8_lossy(&forged.stderr).contains("not_authorised"),
         "{}",
         String::from_utf8_lossy(&forged.stderr)
     );

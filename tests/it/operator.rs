@@ -721,7 +721,7 @@ async fn the_operator_server_closes_answers_and_defaults_quotas_from_its_stateme
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let stop = xclear::operator::grpc::spawn_serve(Arc::clone(&op), 90, listener);
+    let stop = xclear::operator::grpc::spawn_serve(Arc::clone(&op), 90, listener, None);
     let mut client = OperatorServiceClient::connect(format!("http://{addr}")).await.expect("connect");
     let month = |m: &str| AdvanceRequest { month: m.into() };
 

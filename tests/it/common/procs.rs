@@ -10,6 +10,21 @@ pub(crate) fn xclear(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_xclear")).args(args).output().expect("run xclear")
 }
 
+/// `xclear ARGS` as a client of a TLS federation whose CA is `ca` (`XCLEAR_CA`).
+pub(crate) fn xclear_tls(ca: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xclear")).env("XCLEAR_CA", ca).args(args).output().expect("run xclear")
+}
+
+impl TwoNodes {
+    /// The TLS identity of the holder of `dir/<stem>.key`.
+    pub(crate) fn tls(&self, stem: &str) -> std::sync::Arc<xclear::tls::Tls> {
+        let d = self.dir.path();
+        let key = xclear::crypto::load_signing_key(&d.join(format!("{stem}.key"))).expect("key");
+        let files = xclear::tls::TlsFiles { ca: self.ca.clone(), cert: d.join(format!("{stem}.crt")), server: None };
+        std::sync::Arc::new(xclear::tls::Tls::load(&files, &key).expect("identity"))
+    }
+}
+
 /// How far ahead the operator's clock runs in the process tests: the month
 /// the nodes settle in by the real clock is over for the operator (plus its
 /// grace), so it may close. Debian's libfaketime (`faketime`, which `make
@@ -160,6 +175,8 @@ pub(crate) fn write(path: &Path, text: &str) {
 /// config over both, in a fresh directory.
 pub(crate) struct TwoNodes {
     pub dir: tempfile::TempDir,
+    /// The CA certificate (`xclear tls dev` in `dir`; every key there has its `.crt`).
+    pub ca: std::path::PathBuf,
     pub home_cfg: std::path::PathBuf,
     pub bj_cfg: std::path::PathBuf,
     pub home_url: String,
@@ -177,6 +194,9 @@ pub(crate) fn two_nodes(metrics_port: Option<u16>, quota: Option<&str>) -> TwoNo
     let h1_pub = keygen(&d.join("h1.key"));
     let admin_pub = keygen(&d.join("admin.key"));
     let operator_pub = keygen(&d.join("operator.key"));
+    // A development CA and a certificate for every key: TLS everywhere.
+    let tls = xclear(&["tls", "dev", "--keys", d.to_str().expect("dir"), "--name", "process tests"]);
+    assert!(tls.status.success(), "{}", String::from_utf8_lossy(&tls.stderr));
     let (home_port, bj_port) = (free_port(), free_port());
     let rules = super::rules_dir();
     let rules = rules.to_str().expect("rules");
@@ -185,7 +205,8 @@ pub(crate) fn two_nodes(metrics_port: Option<u16>, quota: Option<&str>) -> TwoNo
         &home_cfg,
         &format!(
             "region = \"611000\"\nlisten = \"127.0.0.1:{home_port}\"\ndata_dir = \"data/611000\"\nkey_file = \"611000.key\"\nrules_dir = \"{rules}\"\noperator_key = \"{operator_pub}\"\n\
-             [[peers]]\nregion = \"110000\"\nendpoint = \"http://127.0.0.1:{bj_port}\"\npublic_key = \"{bj_pub}\"\n\
+             [tls]\nca = \"ca.crt\"\ncert = \"611000.crt\"\nserver_cert = \"611000.server.crt\"\nserver_key = \"611000.server.pem\"\n\
+             [[peers]]\nregion = \"110000\"\nendpoint = \"https://127.0.0.1:{bj_port}\"\npublic_key = \"{bj_pub}\"\n\
              [[admins]]\nname = \"agency\"\npublic_key = \"{admin_pub}\"\n"
         ),
     );
@@ -195,7 +216,8 @@ pub(crate) fn two_nodes(metrics_port: Option<u16>, quota: Option<&str>) -> TwoNo
         &bj_cfg,
         &format!(
             "region = \"110000\"\nlisten = \"127.0.0.1:{bj_port}\"\ndata_dir = \"data/110000\"\nkey_file = \"110000.key\"\nrules_dir = \"{rules}\"\n{metrics}operator_key = \"{operator_pub}\"\n\
-             [[peers]]\nregion = \"611000\"\nendpoint = \"http://127.0.0.1:{home_port}\"\npublic_key = \"{home_pub}\"\n\
+             [tls]\nca = \"ca.crt\"\ncert = \"110000.crt\"\nserver_cert = \"110000.server.crt\"\nserver_key = \"110000.server.pem\"\n\
+             [[peers]]\nregion = \"611000\"\nendpoint = \"https://127.0.0.1:{home_port}\"\npublic_key = \"{home_pub}\"\n\
              [[hospitals]]\ncode = \"H1\"\nlevel = 3\npublic_key = \"{h1_pub}\"\n"
         ),
     );
@@ -204,13 +226,15 @@ pub(crate) fn two_nodes(metrics_port: Option<u16>, quota: Option<&str>) -> TwoNo
         &d.join("operator.toml"),
         &format!(
             "data_dir = \"operator\"\nkey_file = \"operator.key\"\nrules_dir = \"{rules}\"\nlisten = \"127.0.0.1:0\"\n\
-             [[nodes]]\nregion = \"611000\"\nendpoint = \"http://127.0.0.1:{home_port}\"\npublic_key = \"{home_pub}\"\n\
-             [[nodes]]\nregion = \"110000\"\nendpoint = \"http://127.0.0.1:{bj_port}\"\npublic_key = \"{bj_pub}\"\n{quotas}"
+             [tls]\nca = \"ca.crt\"\ncert = \"operator.crt\"\nserver_cert = \"operator.server.crt\"\nserver_key = \"operator.server.pem\"\n\
+             [[nodes]]\nregion = \"611000\"\nendpoint = \"https://127.0.0.1:{home_port}\"\npublic_key = \"{home_pub}\"\n\
+             [[nodes]]\nregion = \"110000\"\nendpoint = \"https://127.0.0.1:{bj_port}\"\npublic_key = \"{bj_pub}\"\n{quotas}"
         ),
     );
     TwoNodes {
-        home_url: format!("http://127.0.0.1:{home_port}"),
-        bj_url: format!("http://127.0.0.1:{bj_port}"),
+        ca: d.join("ca.crt"),
+        home_url: format!("https://127.0.0.1:{home_port}"),
+        bj_url: format!("https://127.0.0.1:{bj_port}"),
         bj_port,
         home_cfg,
         bj_cfg,

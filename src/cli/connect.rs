@@ -1,0 +1,63 @@
+//! How a command reaches a node or the operator: `http://` in plaintext, or
+//! `https://` with the federation's CA (`--ca`, or `XCLEAR_CA`) and the
+//! certificate of the key the command signs with (`--cert`, by default the
+//! key file with `.crt` for its extension), since a node accepts a signed
+//! request only over a connection of its signer.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use ed25519_dalek::SigningKey;
+use tonic::transport::Channel;
+
+use xclear::tls::{Tls, TlsFiles};
+
+use super::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
+
+/// The TLS files of a client command.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub(crate) struct TlsArgs {
+    /// The federation's CA certificate, for https:// addresses.
+    #[arg(long, env = "XCLEAR_CA", global = true)]
+    pub ca: Option<PathBuf>,
+    /// The certificate of the signing key (default: the key file with .crt as its extension).
+    #[arg(long, global = true)]
+    pub cert: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The identity of `key` (read from `key_file`) for an https:// `url`;
+    /// `None` for http://.
+    pub(crate) fn identity(&self, url: &str, key_file: &Path, key: &SigningKey) -> Result<Option<Tls>, ExitCode> {
+        if !url.starts_with("https://") {
+            return Ok(None);
+        }
+        let ca = self.ca.clone().ok_or_else(|| {
+            fail(
+                EXIT_BAD_INPUT,
+                format!("{url} is https: give the federation's CA certificate (--ca FILE or XCLEAR_CA)"),
+            )
+        })?;
+        let cert = self.cert.clone().unwrap_or_else(|| key_file.with_extension("crt"));
+        Tls::load(&TlsFiles { ca, cert, server: None }, key).map(Some).map_err(|e| fail(EXIT_BAD_INPUT, e))
+    }
+
+    /// A connected channel to `url`, as the holder of `key`.
+    pub(crate) async fn channel(&self, url: &str, key_file: &Path, key: &SigningKey) -> Result<Channel, ExitCode> {
+        let tls = self.identity(url, key_file, key)?;
+        let endpoint = xclear::tls::endpoint(url, tls.as_ref(), None).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
+        endpoint.connect().await.map_err(|e| unreachable(url, e))
+    }
+}
+
+/// A node or operator that could not be reached, with the transport's cause
+/// (a refused certificate shows up here).
+pub(crate) fn unreachable(url: &str, e: impl std::error::Error) -> ExitCode {
+    let mut message = format!("{url}: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    fail(EXIT_FAILED, serde_json::json!({"error": "unreachable", "message": message}))
+}
