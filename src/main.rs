@@ -59,7 +59,7 @@ enum Command {
     },
     /// Run a region's node (gRPC), from a TOML config.
     Node {
-        /// The node's TOML config (see the README).
+        /// The node's TOML config (see docs/USAGE.md).
         #[arg(long)]
         config: PathBuf,
         /// Log lines as text for a person (human) or one JSON object a line for a collector (json).
@@ -86,6 +86,11 @@ enum Command {
     Persons {
         #[command(subcommand)]
         command: PersonsCommand,
+    },
+    /// Designated institutions (定点) of a node's region: suspend, revoke or restore one at run time.
+    Institution {
+        #[command(subcommand)]
+        command: InstitutionCommand,
     },
     /// Registrations (备案): `apply` sends an agency's signed request to its node.
     Registration {
@@ -197,6 +202,41 @@ enum PersonsCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum InstitutionCommand {
+    /// Suspend an institution: its requests are refused until it is restored.
+    Suspend {
+        #[command(flatten)]
+        change: DesignationChange,
+    },
+    /// Revoke an institution's designation: it may be restored three years later at the earliest.
+    Revoke {
+        #[command(flatten)]
+        change: DesignationChange,
+    },
+    /// Restore a suspended institution (or a revoked one, three years on).
+    Restore {
+        #[command(flatten)]
+        change: DesignationChange,
+    },
+}
+
+/// One designation change, by an admin of the institution's node.
+#[derive(clap::Args)]
+struct DesignationChange {
+    #[command(flatten)]
+    admin: AdminTarget,
+    /// Unique per admin: the same msgid again is applied once.
+    #[arg(long)]
+    msgid: String,
+    /// The institution (fixmedins_code), as in the node's config.
+    #[arg(long)]
+    code: String,
+    /// Why, for the ledger and the refusals its requests meet.
+    #[arg(long)]
+    reason: String,
+}
+
 /// A running home node and the admin who signs for it.
 #[derive(clap::Args)]
 struct AdminTarget {
@@ -253,6 +293,16 @@ fn main() -> ExitCode {
             (Some(out), None) => keygen(&out),
             (None, None) => fail(EXIT_BAD_INPUT, "give --out FILE, or --public KEYFILE"),
         },
+        Command::Institution { command } => {
+            use xclear::proto::{designation_request::Op, DesignationRequest};
+            let (op, c) = match command {
+                InstitutionCommand::Suspend { change } => (Op::Suspend, change),
+                InstitutionCommand::Revoke { change } => (Op::Revoke, change),
+                InstitutionCommand::Restore { change } => (Op::Restore, change),
+            };
+            let req = DesignationRequest { msgid: c.msgid, fixmedins_code: c.code, op: op as i32, reason: c.reason };
+            cli::node_cmd::run_designation(&c.admin.node, &c.admin.key, &c.admin.tls, &c.admin.admin, req)
+        }
         Command::Ledger { command } => cli::ledger_cmd::run(command),
         Command::Tls { command } => cli::tls_cmd::run(command),
         Command::Bench { command } => cli::bench_cmd::run(command),

@@ -40,6 +40,12 @@ pub trait PeerTransport: Send + Sync {
         to: RegionCode,
         query: Signed,
     ) -> BoxFuture<'_, Result<std::collections::BTreeMap<String, u32>, TransportError>>;
+    /// Delivers a signed sanction notice to a corps–local partner. A
+    /// transport that does not carry them leaves it undelivered (retried).
+    fn sanction(&self, to: RegionCode, notice: Signed) -> BoxFuture<'_, Result<(), TransportError>> {
+        let _ = notice;
+        Box::pin(async move { Err(TransportError::Unreachable(format!("no sanction channel to {to}"))) })
+    }
 }
 
 /// Largest message a node accepts or sends.

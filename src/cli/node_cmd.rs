@@ -133,6 +133,12 @@ pub(crate) fn run_node(config: &Path, log_format: LogFormat) -> ExitCode {
                     Ok(n) => tracing::info!(completed = n, "re-driven intents completed"),
                     Err(e) => tracing::warn!(error = %e, "re-driving intents"),
                 }
+                // Designation changes a corps–local partner does not have yet.
+                match redriver.deliver_sanctions().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(delivered = n, "sanctions delivered to partners"),
+                    Err(e) => tracing::warn!(error = %e, "delivering sanctions"),
+                }
                 tokio::time::sleep(REDRIVE_EVERY).await;
             }
         });
@@ -476,4 +482,39 @@ pub(crate) fn run_registration_query(
 fn registration_json(r: &xclear::proto::RegistrationRecord) -> serde_json::Value {
     json!({"reg_id": r.reg_id, "psn_no": r.psn_no, "kind": r.kind, "target_admdvs": r.target_admdvs,
            "begndate": r.begndate, "enddate": r.enddate, "cancelled": r.cancelled})
+}
+
+/// `xclear institution suspend|revoke|restore`: an admin changes one of
+/// its region's institutions' designation on the running node; prints the
+/// institution's designation after it.
+pub(crate) fn run_designation(
+    node: &str,
+    key_file: &Path,
+    tls: &TlsArgs,
+    admin: &str,
+    req: xclear::proto::DesignationRequest,
+) -> ExitCode {
+    let key = match signing_key(key_file) {
+        Ok(k) => k,
+        Err(c) => return c,
+    };
+    block_on(async {
+        let mut client = match tls.channel(node, key_file, &key).await {
+            Ok(c) => RegistrationServiceClient::new(c),
+            Err(c) => return c,
+        };
+        match client.designate(seal(&key, ADMIN_DOMAIN, admin, &req)).await {
+            Ok(s) => {
+                let s = s.into_inner();
+                let at = |ms: i64| if ms == 0 { String::new() } else { xclear::time::shanghai_date(ms) };
+                println!(
+                    "{}",
+                    json!({"fixmedins_code": s.fixmedins_code, "region": s.region, "status": s.status,
+                           "reason": s.reason, "since": at(s.since_ms), "restorable_from": at(s.restorable_from_ms)})
+                );
+                ExitCode::SUCCESS
+            }
+            Err(s) => rpc_failed(&s),
+        }
+    })
 }

@@ -45,6 +45,25 @@ pub(crate) enum TlsCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Issue a server certificate (a fresh ECDSA P-256 key, written beside it) for a node or the operator.
+    Server {
+        /// The CA certificate (from xclear tls ca).
+        #[arg(long)]
+        ca: PathBuf,
+        /// The CA's key file.
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// A name the certificate carries (repeatable): REGION.node.xclear or operator.xclear, and
+        /// the host names or addresses clients reach it by.
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// Where to write the certificate (PEM); the key goes to --key-out.
+        #[arg(long)]
+        out: PathBuf,
+        /// Where to write the server's key (PKCS#8 PEM, mode 0600).
+        #[arg(long)]
+        key_out: PathBuf,
+    },
     /// A development federation in one directory: for every KEY.key there, KEY.crt (carrying the key;
     /// nodes named by region, the operator as operator.xclear) and KEY.pem (the key as PKCS#8, for grpcurl
     /// and grpcio); for nodes and the operator also KEY.server.crt and KEY.server.pem (ECDSA, what they
@@ -63,6 +82,7 @@ pub(crate) fn run(cmd: TlsCommand) -> ExitCode {
     let result = match cmd {
         TlsCommand::Ca { key, name, out } => ca(&key, &name, &out),
         TlsCommand::Issue { ca, ca_key, public_key, names, out } => issue(&ca, &ca_key, &public_key, &names, &out),
+        TlsCommand::Server { ca, ca_key, names, out, key_out } => server(&ca, &ca_key, &names, &out, &key_out),
         TlsCommand::Dev { keys, name } => dev(&keys, &name),
     };
     result.unwrap_or_else(|c| c)
@@ -93,6 +113,15 @@ fn issue(cert: &Path, ca_key: &Path, public_key: &str, names: &[String], out: &P
     let holder =
         crypto::parse_public_key(public_key).map_err(|e| fail(EXIT_BAD_INPUT, format!("--public-key: {e}")))?;
     let pem = ca.issue(&holder, names).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
+    write(out, &pem)?;
+    println!("{}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn server(cert: &Path, ca_key: &Path, names: &[String], out: &Path, key_out: &Path) -> Result<ExitCode, ExitCode> {
+    let ca = load_ca(cert, ca_key)?;
+    let (pem, key) = ca.issue_server(names).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
+    write_private(key_out, &key)?;
     write(out, &pem)?;
     println!("{}", out.display());
     Ok(ExitCode::SUCCESS)

@@ -59,6 +59,10 @@ impl PeerTransport for LocalNetwork {
             node.handle_contribution_years(query).map_err(refused)
         })
     }
+
+    fn sanction(&self, to: RegionCode, notice: Signed) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(async move { self.node(to)?.handle_sanction(notice).await.map(|_| ()).map_err(refused) })
+    }
 }
 
 impl crate::operator::ReportTransport for LocalNetwork {

@@ -36,6 +36,12 @@ pub enum EntryKind {
     ChronicQualification,
     /// A credit to an employee's personal account (e.g. the monthly allocation).
     AccountCredit,
+    /// An institution suspended, revoked or restored by an admin of its node.
+    Designation,
+    /// A corps–local partner's sanction of one of its institutions, applied here.
+    PartnerSanction,
+    /// A designation change delivered to a corps–local partner.
+    SanctionDelivered,
     SettlementIntent,
     Settlement,
     Reversal,
@@ -55,13 +61,16 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
-    pub const ALL: [EntryKind; 17] = [
+    pub const ALL: [EntryKind; 20] = [
         EntryKind::PersonImport,
         EntryKind::Registration,
         EntryKind::RegistrationChange,
         EntryKind::RegistrationCancel,
         EntryKind::ChronicQualification,
         EntryKind::AccountCredit,
+        EntryKind::Designation,
+        EntryKind::PartnerSanction,
+        EntryKind::SanctionDelivered,
         EntryKind::SettlementIntent,
         EntryKind::Settlement,
         EntryKind::Reversal,
@@ -83,6 +92,9 @@ impl EntryKind {
             EntryKind::RegistrationCancel => 12,
             EntryKind::ChronicQualification => 13,
             EntryKind::AccountCredit => 14,
+            EntryKind::Designation => 15,
+            EntryKind::PartnerSanction => 16,
+            EntryKind::SanctionDelivered => 17,
             EntryKind::SettlementIntent => 20,
             EntryKind::Settlement => 21,
             EntryKind::Reversal => 22,
@@ -109,6 +121,9 @@ impl EntryKind {
             EntryKind::RegistrationCancel => "registration_cancel",
             EntryKind::ChronicQualification => "chronic_qualification",
             EntryKind::AccountCredit => "account_credit",
+            EntryKind::Designation => "designation",
+            EntryKind::PartnerSanction => "partner_sanction",
+            EntryKind::SanctionDelivered => "sanction_delivered",
             EntryKind::SettlementIntent => "settlement_intent",
             EntryKind::Settlement => "settlement",
             EntryKind::Reversal => "reversal",

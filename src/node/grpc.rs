@@ -19,8 +19,8 @@ use crate::proto::peer_service_server::{PeerService, PeerServiceServer};
 use crate::proto::registration_service_server::{RegistrationService, RegistrationServiceServer};
 use crate::proto::report_service_server::{ReportService, ReportServiceServer};
 use crate::proto::{
-    ClaimAnswers, ClaimBatch, ContributionYearsResponse, HospitalResponse, PersonImportResult, PersonState,
-    RegistrationList, RegistrationRecord, Signed,
+    ClaimAnswers, ClaimBatch, ContributionYearsResponse, DesignationState, HospitalResponse, PersonImportResult,
+    PersonState, RegistrationList, RegistrationRecord, Signed,
 };
 use crate::region::RegionCode;
 use crate::tls::Tls;
@@ -136,6 +136,11 @@ impl PeerService for Svc {
         Ok(Response::new(ClaimAnswers { answers }))
     }
 
+    async fn sanction(&self, req: Request<Signed>) -> Result<Response<DesignationState>, Status> {
+        let env = self.checked(req, Caller::Peer)?;
+        self.node.handle_sanction(env).await.map(Response::new).map_err(Status::from)
+    }
+
     async fn contribution_years(&self, req: Request<Signed>) -> Result<Response<ContributionYearsResponse>, Status> {
         let env = self.checked(req, Caller::Peer)?;
         self.node
@@ -165,6 +170,11 @@ impl RegistrationService for Svc {
     async fn credit_account(&self, req: Request<Signed>) -> Result<Response<PersonState>, Status> {
         let env = self.checked(req, Caller::Admin)?;
         self.node.credit_account(env).await.map(Response::new).map_err(Status::from)
+    }
+
+    async fn designate(&self, req: Request<Signed>) -> Result<Response<DesignationState>, Status> {
+        let env = self.checked(req, Caller::Admin)?;
+        self.node.designate(env).await.map(Response::new).map_err(Status::from)
     }
 
     async fn query(&self, req: Request<Signed>) -> Result<Response<RegistrationList>, Status> {
@@ -344,6 +354,13 @@ impl PeerTransport for GrpcTransport {
                 .await
                 .map(|r| r.into_inner().years.into_iter().collect())
                 .map_err(transport_error)
+        })
+    }
+
+    fn sanction(&self, to: RegionCode, notice: Signed) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(async move {
+            let mut c = self.client(to)?;
+            c.sanction(notice).await.map(|_| ()).map_err(transport_error)
         })
     }
 }

@@ -61,6 +61,11 @@ impl Node {
         }
         let key = claim_key(&signer.to_string(), &claim.fixmedins_code, &claim.msgid);
         let action = Action::try_from(claim.action).unwrap_or(Action::Unspecified);
+        // A partner's sanction of the institution, recognised here; a
+        // reversal still gives the fund its money back.
+        if action != Action::Reverse {
+            self.check_partner_designated(signer, &claim.fixmedins_code)?;
+        }
         match action {
             Action::Settle | Action::Reverse => {
                 // To completion: the person's lock, too, is held until the

@@ -60,6 +60,21 @@ pub fn account_credit(admin: &str, msgid: &str) -> String {
     format!("acct:{admin}:{msgid}")
 }
 
+/// A designation change of an admin, by its msgid.
+pub fn designation(admin: &str, msgid: &str) -> String {
+    format!("desig:{admin}:{msgid}")
+}
+
+/// A partner's designation change (its key there), recorded here.
+pub fn partner_sanction(partner: &str, designation_key: &str) -> String {
+    format!("psanction:{partner}:{designation_key}")
+}
+
+/// A designation change (its key) delivered to a partner.
+pub fn sanction_delivered(partner: &str, designation_key: &str) -> String {
+    format!("delivered:{partner}:{designation_key}")
+}
+
 /// A month's seal.
 pub fn seal(month: Month) -> String {
     format!("{SEAL}{month}")

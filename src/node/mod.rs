@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod batch_signer;
 pub mod clearing_side;
 pub mod config;
+pub mod designation;
 pub mod grpc;
 pub mod home;
 pub mod keys;
@@ -99,6 +100,10 @@ pub struct Node {
     limits: Limits,
     /// Requests in flight per hospital.
     hospital_in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Institutions suspended or revoked, here and by corps–local partners.
+    designations: RwLock<designation::Designations>,
+    /// Designation changes one at a time.
+    designation_lock: tokio::sync::Mutex<()>,
 }
 
 impl Node {
@@ -115,6 +120,9 @@ impl Node {
         let mut clearing = clearing_side::ClearingTotals::default();
         let mut pending_intents = std::collections::BTreeMap::new();
         let mut seals = std::collections::BTreeSet::new();
+        let mut designations = designation::Designations::default();
+        let partners: Vec<RegionCode> =
+            config.peers.keys().copied().filter(|p| rules.pairs().are_partners(config.region, *p)).collect();
         ledger.for_each(0, |e| {
             if e.body.kind == crate::ledger::EntryKind::SettlementIntent {
                 pending_intents.insert(e.body.key.clone(), e.frame.timestamp_ms);
@@ -126,6 +134,7 @@ impl Node {
                 }
             }
             home.apply(&e);
+            designations.note(e.body.kind, &e.body.key, &e.body.payload, config.region, &partners);
             clearing.note(e.frame.seq, e.body.kind, &e.body.key, &e.body.payload, config.region);
             Ok(())
         })?;
@@ -150,6 +159,8 @@ impl Node {
             claim_backoff: treatment::CLAIM_BACKOFF,
             limits: Limits::default(),
             hospital_in_flight: std::sync::Mutex::new(std::collections::HashMap::new()),
+            designations: RwLock::new(designations),
+            designation_lock: tokio::sync::Mutex::new(()),
         })
     }
 

@@ -106,6 +106,7 @@ impl Node {
         self.stages.record(Stage::Check, received);
         match action {
             Action::Eligibility | Action::Presettle => {
+                self.check_designated(&hospital.code)?;
                 let claim = self.build_claim(&req, &env, hospital.level, action)?;
                 let claim_env = self.signer.sign(CLAIM_DOMAIN, claim.encode_to_vec()).await?;
                 let result = self.ask_home(peer, &claim_env).await?;
@@ -187,6 +188,10 @@ impl Node {
         let claim_env = match self.intent(&ikey)? {
             Some(intent) => claim_of(intent, &req.msgid, &env)?,
             None => {
+                // Suspended or revoked at run time: nothing new from the
+                // moment that entry is durable (answers given stay given, and
+                // what was accepted before completes).
+                self.check_designated(&hospital)?;
                 let pending = self.pending_intents();
                 if pending >= self.limits.pending_intents {
                     return Err(NodeError::Overloaded(format!(

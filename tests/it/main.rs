@@ -8,6 +8,8 @@ mod clearing_federation;
 mod common;
 mod crash_federation;
 mod demo;
+mod designation;
+mod docs_commands;
 mod examples;
 mod fuzz;
 mod hostile;

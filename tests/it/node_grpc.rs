@@ -473,6 +473,13 @@ impl xclear::proto::peer_service_server::PeerService for PeerWithoutBatches {
     ) -> Result<tonic::Response<xclear::proto::ContributionYearsResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("xclear.v1.PeerService/ContributionYears"))
     }
+
+    async fn sanction(
+        &self,
+        _: tonic::Request<xclear::proto::Signed>,
+    ) -> Result<tonic::Response<xclear::proto::DesignationState>, tonic::Status> {
+        Err(tonic::Status::unimplemented("xclear.v1.PeerService/Sanction"))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
