@@ -458,7 +458,7 @@ async fn visit(
     let mut channels = BTreeMap::new();
     for r in regions() {
         for inst in [hospital_code(r), pharmacy_code(r)] {
-            let tls = ca.client(&crate::federation::key(federation, &inst), &inst, code(r)?)?;
+            let tls = ca.client(&crate::federation::key(federation, &inst), &inst)?;
             let channel = crate::tls::endpoint(&urls[r], Some(&tls), None)?.connect_lazy();
             channels.insert(inst, channel);
         }

@@ -28,6 +28,8 @@ use x509_cert::der::{Decode, DecodePem};
 
 /// The ASN.1 object identifier of Ed25519 keys (RFC 8410).
 const ED25519_OID: &str = "1.3.101.112";
+/// Longest a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Largest certificate file read.
 const MAX_PEM_BYTES: u64 = 64 * 1024;
 
@@ -40,14 +42,10 @@ pub fn node_name(region: &str) -> String {
 /// The operator's certificate name.
 pub const OPERATOR_NAME: &str = "operator.xclear";
 
-/// The name of an institution's (hospital's, pharmacy's) certificate.
-pub fn institution_name(code: &str, region: &str) -> String {
-    format!("{}.{region}.inst.xclear", code.to_ascii_lowercase())
-}
-
-/// The name of an admin's certificate.
-pub fn admin_name(name: &str, region: &str) -> String {
-    format!("{}.{region}.admin.xclear", name.to_ascii_lowercase())
+/// The name of a client's certificate (an institution's, an admin's): its
+/// code or name (what binds it is the key it carries).
+pub fn client_name(tag: &str) -> String {
+    format!("{}.client.xclear", tag.to_ascii_lowercase())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -221,7 +219,8 @@ impl Tls {
     /// certificate of the federation's CA.
     pub fn server(&self) -> ServerTlsConfig {
         let identity = self.server.clone().unwrap_or_else(|| self.identity.clone());
-        ServerTlsConfig::new().identity(identity).client_ca_root(self.ca.clone())
+        // A client that never finishes its handshake does not hold a task for ever.
+        ServerTlsConfig::new().identity(identity).client_ca_root(self.ca.clone()).timeout(HANDSHAKE_TIMEOUT)
     }
 
     /// A client's side: the server must present a certificate of the CA
@@ -346,16 +345,15 @@ impl DevCa {
         &self.pem
     }
 
-    /// A certificate for `holder` under `names` (DNS names, or IP addresses
-    /// such as `127.0.0.1`), usable as server and as client, PEM.
+    /// A client certificate for `holder`'s signing key under `names`, PEM
+    /// (servers present the ECDSA certificate of [`DevCa::issue_server`]).
     pub fn issue(&self, holder: &VerifyingKey, names: &[String]) -> Result<String, TlsError> {
         let cert_err = |e: rcgen::Error| TlsError::Certificate(e.to_string());
         let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(cert_err)?;
         params.distinguished_name = rcgen::DistinguishedName::new();
         params.distinguished_name.push(rcgen::DnType::CommonName, names.first().cloned().unwrap_or_default());
         params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages =
-            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial(holder.as_bytes(), names)));
         let issuer = rcgen::Issuer::from_params(&self.params, &self.key);

@@ -1,8 +1,10 @@
 //! Monthly clearing (清算), pure: settlement lines from both sides, pair
 //! summaries with id commitments, reconciliation by id, national netting and
-//! the corps–local bilateral channel, advance-fund checks, and the statement.
+//! the corps–local bilateral channel, advance-fund checks, the statement, and
+//! each institution's monthly statement with its holdback.
 
 pub mod advance;
+pub mod hospital;
 pub mod lines;
 pub mod month;
 pub mod netting;

@@ -37,10 +37,7 @@ impl Target {
     /// A connected client of the institution `code` (of 110000).
     async fn client(&self, code: &str) -> Result<HospitalServiceClient<Channel>, String> {
         let tls = match &self.ca {
-            Some(ca) => {
-                let region = xclear::region::RegionCode::parse("110000").map_err(|e| e.to_string())?;
-                Some(ca.client(&institution_key(code), code, region)?)
-            }
+            Some(ca) => Some(ca.client(&institution_key(code), code)?),
             None => None,
         };
         let endpoint = xclear::tls::endpoint(&self.url, tls.as_deref(), None)?;

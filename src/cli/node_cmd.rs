@@ -133,8 +133,16 @@ pub(crate) fn run_node(config: &Path, log_format: LogFormat) -> ExitCode {
                     Ok(n) => tracing::info!(completed = n, "re-driven intents completed"),
                     Err(e) => tracing::warn!(error = %e, "re-driving intents"),
                 }
-                // Designation changes a corps–local partner does not have yet.
-                match redriver.deliver_sanctions().await {
+
+                tokio::time::sleep(REDRIVE_EVERY).await;
+            }
+        });
+        // Designation changes a corps–local partner does not have yet, in a
+        // loop of their own (an unreachable partner does not hold up intents).
+        let deliverer = Arc::clone(&node);
+        tokio::spawn(async move {
+            loop {
+                match deliverer.deliver_sanctions().await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(delivered = n, "sanctions delivered to partners"),
                     Err(e) => tracing::warn!(error = %e, "delivering sanctions"),
@@ -503,7 +511,7 @@ pub(crate) fn run_designation(
             Ok(c) => RegistrationServiceClient::new(c),
             Err(c) => return c,
         };
-        match client.designate(seal(&key, ADMIN_DOMAIN, admin, &req)).await {
+        match client.designate(seal(&key, xclear::api::envelope::DESIGNATION_DOMAIN, admin, &req)).await {
             Ok(s) => {
                 let s = s.into_inner();
                 let at = |ms: i64| if ms == 0 { String::new() } else { xclear::time::shanghai_date(ms) };

@@ -141,7 +141,7 @@ fn dev_names(stem: &str) -> Vec<String> {
     } else if stem == "operator" {
         std::iter::once(xclear::tls::OPERATOR_NAME.to_string()).chain(local).collect()
     } else {
-        vec![format!("{}.client.xclear", stem.to_ascii_lowercase())]
+        vec![xclear::tls::client_name(stem)]
     }
 }
 

@@ -61,9 +61,9 @@ impl FederationCa {
     }
 
     /// A client's identity: an institution's or an admin's, by its code or
-    /// name in `region`.
-    pub fn client(&self, key: &SigningKey, tag: &str, region: RegionCode) -> Result<Arc<Tls>, String> {
-        self.ca.identity(key, &[tls::institution_name(tag, &region.to_string())], false).map_err(|e| e.to_string())
+    /// name.
+    pub fn client(&self, key: &SigningKey, tag: &str) -> Result<Arc<Tls>, String> {
+        self.ca.identity(key, &[tls::client_name(tag)], false).map_err(|e| e.to_string())
     }
 }
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::records::{to_payload, EnvelopeRecord};
 use super::{ledger_error, Node};
 use crate::api::convert::msgid;
-use crate::api::envelope::{self, ADMIN_DOMAIN, SANCTION_DOMAIN};
+use crate::api::envelope::{self, DESIGNATION_DOMAIN, SANCTION_DOMAIN};
 use crate::api::NodeError;
 use crate::ledger::EntryKind;
 use crate::proto::{designation_request::Op, DesignationRequest, DesignationState, SanctionNotice, Signed};
@@ -234,13 +234,19 @@ impl Node {
     pub async fn designate(self: &Arc<Self>, env: Signed) -> Result<DesignationState, NodeError> {
         let node = Arc::clone(self);
         let state = super::run_to_completion("designation", async move { node.designate_now(env).await }).await?;
-        // Delivered now if the partners answer; else by the re-drive loop.
-        let _ = self.deliver_sanctions().await;
+        // Delivered now, in the background (the admin does not wait on a
+        // partner), or later by the re-drive loop.
+        let node = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = node.deliver_sanctions().await {
+                tracing::warn!(error = %e, "delivering sanctions");
+            }
+        });
         Ok(state)
     }
 
     async fn designate_now(&self, env: Signed) -> Result<DesignationState, NodeError> {
-        let req: DesignationRequest = self.open_as_admin(&env, ADMIN_DOMAIN)?;
+        let req: DesignationRequest = self.open_as_admin(&env, DESIGNATION_DOMAIN)?;
         msgid("msgid", &req.msgid)?;
         let code = req.fixmedins_code.clone();
         if !self.config.hospitals.contains_key(&code) {
@@ -259,7 +265,10 @@ impl Node {
         reason(&req.reason)?;
         let op = Op::try_from(req.op).unwrap_or(Op::Unspecified);
         let current = self.read_designations(|d| d.own.get(&code).cloned())?;
-        let designation = next(current.as_ref(), op, &req.reason, self.clock.now_ms())?;
+        // Each change of an institution later than the last, even if the
+        // clock stepped back: partners keep the latest by this time.
+        let now = self.clock.now_ms().max(current.as_ref().map_or(i64::MIN, |d| d.since_ms + 1));
+        let designation = next(current.as_ref(), op, &req.reason, now)?;
         let entry = DesignationEntry { request: EnvelopeRecord::from(&env), fixmedins_code: code.clone(), designation };
         let payload = to_payload(&entry);
         self.ledger.append(EntryKind::Designation, &key, payload.clone()).await.map_err(ledger_error)?;
@@ -316,6 +325,10 @@ impl Node {
         // The partner's node vouches for its admin's request (whose key only it holds).
         let req: DesignationRequest = envelope::peek(&request).map_err(|e| NodeError::bad("request", e.to_string()))?;
         msgid("msgid", &req.msgid)?;
+        let max = crate::api::convert::MAX_CODE_LEN;
+        if req.fixmedins_code.is_empty() || req.fixmedins_code.len() > max || request.signer.len() > max {
+            return Err(NodeError::bad("fixmedins_code", format!("must be 1–{max} characters")));
+        }
         let origin = super::keys::designation(&request.signer, &req.msgid);
         let key = super::keys::partner_sanction(&signer.to_string(), &origin);
         let _alone = self.designation_lock.lock().await;
@@ -365,7 +378,12 @@ impl Node {
         // In the order they were made (a partner keeps the latest anyway).
         due.sort_by_key(|(_, n)| n.recorded_ms);
         let mut delivered = 0;
+        let mut unreachable = std::collections::BTreeSet::new();
         for ((partner, key), notice) in due {
+            // A partner that failed this round is tried again next round.
+            if unreachable.contains(&partner) {
+                continue;
+            }
             let env = envelope::seal(&self.key, SANCTION_DOMAIN, &self.region().to_string(), &notice);
             match self.transport.sanction(partner, env).await {
                 Ok(()) => {
@@ -382,7 +400,10 @@ impl Node {
                     })?;
                     delivered += 1;
                 }
-                Err(e) => tracing::warn!(partner = %partner, key = %key, error = %e, "sanction not delivered yet"),
+                Err(e) => {
+                    tracing::warn!(partner = %partner, key = %key, error = %e, "sanction not delivered yet");
+                    unreachable.insert(partner);
+                }
             }
         }
         Ok(delivered)

@@ -61,11 +61,6 @@ impl Node {
         }
         let key = claim_key(&signer.to_string(), &claim.fixmedins_code, &claim.msgid);
         let action = Action::try_from(claim.action).unwrap_or(Action::Unspecified);
-        // A partner's sanction of the institution, recognised here; a
-        // reversal still gives the fund its money back.
-        if action != Action::Reverse {
-            self.check_partner_designated(signer, &claim.fixmedins_code)?;
-        }
         match action {
             Action::Settle | Action::Reverse => {
                 // To completion: the person's lock, too, is held until the
@@ -82,6 +77,7 @@ impl Node {
                 committed
             }
             Action::Presettle | Action::Eligibility => {
+                self.check_partner_designated(signer, &claim.fixmedins_code)?;
                 let extra = self.partner_years(&claim).await;
                 let (result, _) = self.compute_claim(&claim, &env, treatment, &extra)?;
                 self.sign_result(&result).await
@@ -108,6 +104,10 @@ impl Node {
             return Ok(stored);
         }
         if action == Action::Settle {
+            // A partner's sanction of the institution, recognised here: a
+            // settlement not committed yet is refused for good (the treatment
+            // node ends its intent); a reversal still gives the fund its money back.
+            self.check_partner_designated(signer, &claim.fixmedins_code)?;
             self.settle_claim(&claim, &env, &key, signer, &partner_years).await
         } else {
             self.reverse_claim(&claim, &env, &key, signer).await

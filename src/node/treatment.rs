@@ -189,9 +189,12 @@ impl Node {
             Some(intent) => claim_of(intent, &req.msgid, &env)?,
             None => {
                 // Suspended or revoked at run time: nothing new from the
-                // moment that entry is durable (answers given stay given, and
-                // what was accepted before completes).
-                self.check_designated(&hospital)?;
+                // moment that entry is durable (answers given stay given, what
+                // was accepted before completes, and a reversal still gives
+                // the fund its money back).
+                if action != Action::Reverse {
+                    self.check_designated(&hospital)?;
+                }
                 let pending = self.pending_intents();
                 if pending >= self.limits.pending_intents {
                     return Err(NodeError::Overloaded(format!(
@@ -616,8 +619,14 @@ fn same_request(recorded: Option<&Signed>, env: &Signed) -> bool {
 /// A home node's refusal, passed on with its reason and message as they are
 /// (a reason not among the refusals it may give is an invalid answer).
 fn peer_refusal(reason: &str, message: String) -> NodeError {
-    const PASSED_ON: [&str; 5] =
-        ["unknown_person", "already_reversed", "unknown_settlement", "msgid_reused", "bad_request"];
+    const PASSED_ON: [&str; 6] = [
+        "unknown_person",
+        "already_reversed",
+        "unknown_settlement",
+        "msgid_reused",
+        "bad_request",
+        "hospital_not_designated",
+    ];
     match PASSED_ON.iter().find(|r| **r == reason) {
         Some(r) => NodeError::HomeRefused(r, message),
         None => NodeError::BadPeerAnswer(String::new(), format!("{reason}: {message}")),

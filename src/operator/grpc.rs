@@ -35,24 +35,55 @@ struct Svc {
     tls: bool,
 }
 
+/// Who may sign what the operator takes.
+#[derive(Debug, Clone, Copy)]
+enum Signer {
+    /// Close and Adjust: the operator's own key.
+    Operator,
+    /// Answer: the region the envelope's signer names, by its node key.
+    Region,
+}
+
 impl Svc {
-    /// The envelope of `req`, refused when the connection's certificate is
-    /// not its signer's: the operator's own key, or a region's node key.
-    fn checked(&self, req: Request<Signed>) -> Result<Signed, Status> {
+    fn refuse(&self, why: String) -> Status {
+        OperatorError::NotAuthorised(why).into()
+    }
+
+    /// The envelope of `req`, refused over TLS when the connection's
+    /// certificate does not carry the key `signer` requires (a signer that
+    /// names no configured key is refused too).
+    fn checked(&self, req: Request<Signed>, signer: Signer) -> Result<Signed, Status> {
         if self.tls {
             let env = req.get_ref();
-            let key = match RegionCode::parse(&env.signer) {
-                Ok(region) => self.operator.node_key(region),
-                Err(_) => Some(self.operator.key.verifying_key()),
+            let key = match signer {
+                Signer::Operator => Some(self.operator.key.verifying_key()),
+                Signer::Region => RegionCode::parse(&env.signer).ok().and_then(|r| self.operator.node_key(r)),
             };
-            if let Some(key) = key {
-                if !crate::tls::bound(crate::tls::peer_key(&req), true, &key) {
-                    let why = format!("the connection's certificate is not {:?}'s, who signed the request", env.signer);
-                    return Err(OperatorError::NotAuthorised(why).into());
-                }
+            let bound = key.is_some_and(|k| crate::tls::bound(crate::tls::peer_key(&req), true, &k));
+            if !bound {
+                return Err(self.refuse(format!(
+                    "the connection's certificate is not {:?}'s, who signed the request",
+                    env.signer
+                )));
             }
         }
         Ok(req.into_inner())
+    }
+
+    /// Over TLS, reads (statements, advance funds) are for the operator and
+    /// the regions' nodes only, not for every holder of a certificate.
+    fn reader<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        if !self.tls {
+            return Ok(());
+        }
+        let peer = crate::tls::peer_key(req);
+        let own = self.operator.key.verifying_key();
+        let allowed = peer.is_some_and(|p| p == own.to_bytes() || self.operator.is_node_key(&p));
+        if allowed {
+            Ok(())
+        } else {
+            Err(self.refuse("statements and advance funds are for the operator and the regions' nodes".into()))
+        }
     }
 }
 
@@ -104,21 +135,22 @@ impl Svc {
 #[tonic::async_trait]
 impl OperatorService for Arc<Svc> {
     async fn close(&self, req: Request<Signed>) -> Result<Response<Signed>, Status> {
-        let env = self.checked(req)?;
+        let env = self.checked(req, Signer::Operator)?;
         Svc::close(self, env).await.map(Response::new).map_err(Status::from)
     }
 
     async fn statement(&self, req: Request<StatementRequest>) -> Result<Response<Signed>, Status> {
+        self.reader(&req)?;
         Svc::statement(self, req.into_inner()).map(Response::new).map_err(Status::from)
     }
 
     async fn answer(&self, req: Request<Signed>) -> Result<Response<AnswerReceipt>, Status> {
-        let env = self.checked(req)?;
+        let env = self.checked(req, Signer::Region)?;
         Svc::answer(self, env).await.map(Response::new).map_err(Status::from)
     }
 
     async fn adjust(&self, req: Request<Signed>) -> Result<Response<AdjustmentReceipt>, Status> {
-        let env = self.checked(req)?;
+        let env = self.checked(req, Signer::Operator)?;
         self.operator
             .record_adjustment(env)
             .await
@@ -127,6 +159,7 @@ impl OperatorService for Arc<Svc> {
     }
 
     async fn advance(&self, req: Request<AdvanceRequest>) -> Result<Response<AdvanceReport>, Status> {
+        self.reader(&req)?;
         Svc::advance(self, req.into_inner()).await.map(Response::new).map_err(Status::from)
     }
 }

@@ -555,6 +555,11 @@ impl Operator {
     }
 
     /// Records a region's signed confirmation or dispute of a statement.
+    /// Whether `key` is one of the federation's node keys.
+    pub fn is_node_key(&self, key: &[u8; 32]) -> bool {
+        self.nodes.values().any(|k| k.as_bytes() == key)
+    }
+
     /// The node key of `region`, if it is in the federation.
     pub fn node_key(&self, region: RegionCode) -> Option<VerifyingKey> {
         self.nodes.get(&region).copied()

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use xclear::api::envelope::{seal, ADMIN_DOMAIN, CLAIM_DOMAIN};
+use xclear::api::envelope::{open, seal, CLAIM_DOMAIN, CLAIM_RESULT_DOMAIN, DESIGNATION_DOMAIN};
 use xclear::proto::{designation_request::Op, hospital_request::Action, BillItem, DesignationRequest};
 
 use crate::common::fixtures::{
@@ -26,7 +26,7 @@ async fn designate(
     f: &Federation,
     req: &DesignationRequest,
 ) -> Result<xclear::proto::DesignationState, xclear::api::NodeError> {
-    f.nodes["654000"].designate(seal(&admin_key(), ADMIN_DOMAIN, "agency", req)).await
+    f.nodes["654000"].designate(seal(&admin_key(), DESIGNATION_DOMAIN, "agency", req)).await
 }
 
 fn items() -> Vec<BillItem> {
@@ -55,10 +55,18 @@ async fn a_revoked_institution_is_refused_at_once_here_and_at_the_partner_and_wa
     f.nodes["660400"].import_persons(&[person("B0001", "660400", "390")]).await.expect("import");
     let settle = |msgid: &str| request(YILI_HOSPITAL, msgid, Action::Settle, "B0001", "660400", items());
     assert!(submit(&f.nodes["654000"], &settle("d1")).await.expect("settled").settled);
+    // Committed at the partner before any sanction.
+    let before = partner_claim(&f, "p0").await.expect("committed");
+    let committed: xclear::proto::ClaimResult =
+        open(&before, &node_key("660400").verifying_key(), CLAIM_RESULT_DOMAIN).expect("result");
 
     // Only an admin of the institution's node, with a reason.
-    let forged =
-        f.nodes["654000"].designate(seal(&node_key("110000"), ADMIN_DOMAIN, "agency", &change("x", Op::Revoke, "x")));
+    let forged = f.nodes["654000"].designate(seal(
+        &node_key("110000"),
+        DESIGNATION_DOMAIN,
+        "agency",
+        &change("x", Op::Revoke, "x"),
+    ));
     assert_eq!(forged.await.expect_err("forged").reason(), "bad_signature");
     assert_eq!(designate(&f, &change("x", Op::Revoke, " ")).await.expect_err("no reason").reason(), "bad_request");
     let unknown = DesignationRequest { fixmedins_code: "H999".into(), ..change("x", Op::Revoke, "fraud") };
@@ -78,10 +86,32 @@ async fn a_revoked_institution_is_refused_at_once_here_and_at_the_partner_and_wa
     let reused = designate(&f, &change("v1", Op::Suspend, "other")).await.expect_err("reused");
     assert_eq!(reused.reason(), "msgid_reused");
 
-    // The partner has it (delivered as it was made) and refuses the claims of its care.
+    // The partner has it (delivered as it was made, in the background) and
+    // refuses new claims of its care; what it committed before is answered as
+    // before, and reversals still give the funds their money back.
+    f.nodes["654000"].deliver_sanctions().await.expect("delivered");
     assert_eq!(f.nodes["654000"].undelivered_sanctions(), 0);
     let e = partner_claim(&f, "p1").await.expect_err("recognised sanction");
     assert_eq!(e.reason(), "hospital_not_designated");
+    assert_eq!(partner_claim(&f, "p0").await.expect("the stored result"), before);
+    let reversal = xclear::proto::Claim {
+        action: Action::Reverse as i32,
+        reversed_setl_id: committed.setl_id.clone(),
+        mdtrtarea_admvs: "654002".into(),
+        fixmedins_code: YILI_HOSPITAL.into(),
+        psn_no: "B0001".into(),
+        insuplc_admdvs: "660400".into(),
+        ..claim("p0r")
+    };
+    f.nodes["660400"]
+        .handle_claim(seal(&node_key("654000"), CLAIM_DOMAIN, "654000", &reversal))
+        .await
+        .expect("a reversal passes the partner's sanction");
+    let undo = xclear::proto::HospitalRequest {
+        reversed_msgid: "d1".into(),
+        ..request(YILI_HOSPITAL, "d1r", Action::Reverse, "B0001", "660400", vec![])
+    };
+    assert!(submit(&f.nodes["654000"], &undo).await.expect("a revoked institution still reverses").settled);
 
     // Three years, less a day: not yet. On the day: restored, here and there.
     f.clock.set(revoked.restorable_from_ms - 86_400_000);
@@ -91,6 +121,7 @@ async fn a_revoked_institution_is_refused_at_once_here_and_at_the_partner_and_wa
     f.clock.set(revoked.restorable_from_ms);
     let restored = designate(&f, &change("r2", Op::Restore, "served")).await.expect("restored");
     assert_eq!(restored.status, "active");
+    f.nodes["654000"].deliver_sanctions().await.expect("delivered");
     partner_claim(&f, "p2").await.expect("recognised again at the partner");
 }
 
@@ -101,7 +132,7 @@ async fn a_sanction_the_partner_missed_is_delivered_later_and_survives_restarts(
     f.net.detach(xclear::region::RegionCode::parse("660400").expect("code"));
     let s = designate(&f, &change("s1", Op::Suspend, "inspection")).await.expect("suspended");
     assert_eq!(s.status, "suspended");
-    assert_eq!(f.nodes["654000"].undelivered_sanctions(), 1);
+    tokio::task::yield_now().await;
     assert_eq!(f.nodes["654000"].deliver_sanctions().await.expect("tried"), 0);
 
     // Both restart: the suspension and what is undelivered come back from the ledgers.
@@ -132,6 +163,7 @@ async fn a_sanction_the_partner_missed_is_delivered_later_and_survives_restarts(
     assert_eq!(partner_claim(&f, "q3").await.expect_err("kept").reason(), "hospital_not_designated");
     // Suspended, then restored: the institution settles again.
     designate(&f, &change("s2", Op::Restore, "inspection passed")).await.expect("restored");
+    f.nodes["654000"].deliver_sanctions().await.expect("delivered");
     assert_eq!(f.nodes["654000"].undelivered_sanctions(), 0);
     partner_claim(&f, "q4").await.expect("restored at the partner");
     let r = submit(&f.nodes["654000"], &request(YILI_HOSPITAL, "d3", Action::Settle, "B0001", "660400", items()))
@@ -146,7 +178,7 @@ async fn a_sanction_from_anyone_but_the_partner_is_refused() {
     use xclear::api::envelope::SANCTION_DOMAIN;
     use xclear::proto::SanctionNotice;
     let f = federation();
-    let request = seal(&admin_key(), ADMIN_DOMAIN, "agency", &change("z1", Op::Revoke, "x"));
+    let request = seal(&admin_key(), DESIGNATION_DOMAIN, "agency", &change("z1", Op::Revoke, "x"));
     let notice =
         |region: &str| SanctionNotice { region: region.into(), request: Some(request.clone()), recorded_ms: 0 };
     // Beijing is no partner of the 4th division.

@@ -2,9 +2,9 @@
 //! order, as one script (a copy of the repository's examples/,
 //! clearing_rules/, tests/interop/ and tests/cases/, `xclear` on the PATH), so the documented commands cannot
 //! rot. Conventions the documents follow: a command whose trailing comment
-//! starts `# refused` must fail; a server started with `&` is given a moment
-//! to listen; blocks fenced `shell` are shown, not run (the Makefile's
-//! targets, which CI runs, and tools this machine cannot install).
+//! is `# refused: REASON` must fail, saying REASON; a server started with `&`
+//! is given a moment to listen; blocks fenced `shell` are shown, not run (the
+//! Makefile's targets, which CI runs, and tools this machine cannot install).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,8 +31,9 @@ fn sh_blocks(markdown: &str) -> Vec<String> {
     blocks
 }
 
-/// The script that runs `blocks`: `# refused` lines must fail, and after a
-/// background start (a line, or a loop, ending in `&`) the script waits.
+/// The script that runs `blocks`: `# refused: REASON` lines must fail
+/// saying REASON, and after a background start (a line, or a loop, ending in
+/// `&`) the script waits.
 fn script(blocks: &[String]) -> String {
     let mut out = String::from("set -eo pipefail\n");
     for block in blocks {
@@ -53,8 +54,13 @@ fn script(blocks: &[String]) -> String {
             if first == "done" {
                 depth -= 1;
             }
-            if line.contains("# refused") {
-                out.push_str(&format!("if {code}; then echo 'expected a refusal: {code}' >&2; exit 1; fi\n"));
+            if let Some((_, reason)) = line.split_once("# refused: ") {
+                let reason = reason.trim();
+                out.push_str(&format!(
+                    "if out=$({code} 2>&1); then echo 'expected a refusal: {code}' >&2; exit 1; fi\n\
+                     echo \"$out\"\n\
+                     case \"$out\" in *{reason}*) ;; *) echo 'expected {reason}: {code}' >&2; exit 1;; esac\n"
+                ));
             } else {
                 out.push_str(&line);
                 out.push('\n');
@@ -91,6 +97,8 @@ fn run_document(doc: &str, dir: &str) -> String {
     // From a file: a `pkill -f` of the documents must not match the script's own command line.
     let file = root.path().join("documented-commands.sh");
     std::fs::write(&file, &script).expect("script");
+    // To files, not pipes: a chatty step cannot block on a full pipe.
+    let (stdout, stderr) = (root.path().join("stdout"), root.path().join("stderr"));
     let mut child = {
         use std::os::unix::process::CommandExt;
         Command::new("bash")
@@ -98,8 +106,8 @@ fn run_document(doc: &str, dir: &str) -> String {
             .current_dir(root.path().join(dir))
             .env("PATH", path)
             .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .stdout(std::fs::File::create(&stdout).expect("stdout"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr"))
             .process_group(0)
             .spawn()
             .expect("bash")
@@ -111,26 +119,26 @@ fn run_document(doc: &str, dir: &str) -> String {
     }
     // Whatever the script left running (a failed step leaves servers up).
     let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).status();
-    let out = child.wait_with_output().expect("output");
+    let status = child.wait().expect("wait");
+    let (out, err) =
+        (std::fs::read_to_string(&stdout).unwrap_or_default(), std::fs::read_to_string(&stderr).unwrap_or_default());
     assert!(
-        out.status.success(),
-        "{doc}: a documented command failed ({:?})\n--- script\n{script}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        status.success(),
+        "{doc}: a documented command failed ({status:?})\n--- script\n{script}\n--- stdout\n{out}\n--- stderr\n{err}"
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    out
 }
 
 #[test]
 fn the_scripts_conventions() {
     let blocks = sh_blocks(
-        "text\n```sh\nfor r in a b; do\n  x $r &\ndone\ny # refused\nz \\\n  --flag\n```\n```shell\nnot run\n```\n",
+        "text\n```sh\nfor r in a b; do\n  x $r &\ndone\ny   # refused: no_way\nz \\\n  --flag\n```\n```shell\nnot run\n```\n",
     );
     assert_eq!(blocks.len(), 1);
     let s = script(&blocks);
     assert!(s.contains("done\nsleep 2\n"), "{s}");
-    assert!(s.contains("if y; then"), "{s}");
+    assert!(s.contains("if out=$(y 2>&1); then"), "{s}");
+    assert!(s.contains("*no_way*"), "{s}");
     assert!(s.contains("z   --flag\n"), "{s}");
     assert!(!s.contains("not run"), "{s}");
 }

@@ -12,6 +12,7 @@ mod designation;
 mod docs_commands;
 mod examples;
 mod fuzz;
+mod hospital_statement_properties;
 mod hostile;
 mod layers;
 mod ledger;

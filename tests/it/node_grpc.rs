@@ -49,9 +49,7 @@ impl Running {
     /// admin, "operator"): over TLS, carrying `tag`'s certificate.
     async fn channel(&self, region: &str, tag: &str) -> tonic::transport::Channel {
         let key = common::key(tag);
-        let r = RegionCode::parse(region).expect("region");
-        let tls =
-            if tag == "operator" { self.ca.operator(&key) } else { self.ca.client(&key, tag, r) }.expect("identity");
+        let tls = if tag == "operator" { self.ca.operator(&key) } else { self.ca.client(&key, tag) }.expect("identity");
         xclear::tls::endpoint(&self.urls[region], Some(&tls), None).expect("endpoint").connect().await.expect("connect")
     }
 }
@@ -698,7 +696,7 @@ async fn tls_binds_every_connection_to_its_federation_and_its_signer() {
 
     // A certificate of another CA, even for H1's own key: the handshake fails.
     let other = FederationCa::new("another federation").expect("ca");
-    let foreign = other.dev_ca().issue(&key(21).verifying_key(), &["h1.110000.inst.xclear".into()]).expect("issue");
+    let foreign = other.dev_ca().issue(&key(21).verifying_key(), &["h1.client.xclear".into()]).expect("issue");
     let tls = Tls::from_pem(run.ca.cert_pem(), &foreign, &key(21)).expect("identity");
     let channel = xclear::tls::endpoint(&run.urls["110000"], Some(&tls), None).expect("endpoint").connect_lazy();
     refused("another CA's certificate", HospitalServiceClient::new(channel).submit(env.clone()).await);

@@ -841,3 +841,68 @@ async fn no_month_is_skipped_and_no_adjustment_is_lost() {
     op.adjust(march().next(), deduction).await.expect("april is open");
     op.close(march().next()).await.expect("april, with march sealed everywhere");
 }
+
+/// Over TLS the operator binds each signed request to its connection by the
+/// key the request needs (whatever the envelope's `signer` says), and serves
+/// statements and advance funds to the operator and the regions' nodes only.
+#[tokio::test]
+async fn the_operator_over_tls_binds_requests_to_the_keys_they_need() {
+    use tonic::Code;
+    use xclear::api::envelope::CLOSE_DOMAIN;
+    use xclear::proto::operator_service_client::OperatorServiceClient;
+    use xclear::proto::{AdvanceRequest, CloseRequest, StatementRequest};
+
+    let w = world().await;
+    let op = Arc::new(
+        Operator::open(
+            &w._dir.path().join("operator-tls"),
+            key("operator"),
+            Arc::new(ManualClock::new(MARCH_CLOSABLE)),
+            REGIONS.iter().map(|r| (code(r), key(r).verifying_key())).collect(),
+            w.net.clone(),
+            common::rules().pairs().clone(),
+            BTreeMap::new(),
+        )
+        .expect("operator"),
+    );
+    let ca = xclear::federation::FederationCa::new(common::FEDERATION).expect("ca");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("https://{}", listener.local_addr().expect("addr"));
+    let stop = xclear::operator::grpc::spawn_serve(
+        Arc::clone(&op),
+        90,
+        listener,
+        Some(ca.operator(&key("operator")).expect("identity")),
+    );
+    let connect = |tls: Arc<xclear::tls::Tls>| {
+        let url = url.clone();
+        async move {
+            let channel =
+                xclear::tls::endpoint(&url, Some(&tls), None).expect("endpoint").connect().await.expect("connect");
+            OperatorServiceClient::new(channel)
+        }
+    };
+    let mut hospital = connect(ca.client(&key("H110000"), "H110000").expect("identity")).await;
+    let mut region = connect(ca.node(&key("611000"), code("611000")).expect("identity")).await;
+    let mut operator = connect(ca.operator(&key("operator")).expect("identity")).await;
+
+    // The operator's own close, replayed by a hospital under a signer that
+    // names no key: refused, not closed.
+    let close = seal(&key("operator"), CLOSE_DOMAIN, "999999", &CloseRequest { month: "2026-03".into() });
+    let s = hospital.close(close.clone()).await.expect_err("not the operator's connection");
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    let s = region.close(close.clone()).await.expect_err("a region's connection");
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    assert!(op.statement_of(march()).expect("read").is_none(), "nothing closed");
+    // Reads: not for institutions; for the regions' nodes and the operator.
+    let month = || StatementRequest { month: "2026-03".into() };
+    assert_eq!(hospital.statement(month()).await.expect_err("a hospital").code(), Code::PermissionDenied);
+    let advance = || AdvanceRequest { month: "2026-03".into() };
+    assert_eq!(hospital.advance(advance()).await.expect_err("a hospital").code(), Code::PermissionDenied);
+    assert_eq!(region.statement(month()).await.expect_err("not closed yet").code(), Code::NotFound);
+    // Over the operator's own connection the close goes through.
+    operator.close(close).await.expect("closed");
+    region.statement(month()).await.expect("a region reads the statement");
+    region.advance(advance()).await.expect("and the advance funds");
+    let _ = stop.send(());
+}

@@ -1,0 +1,249 @@
+//! A designated institution's monthly statement (医疗机构月度结算单), pure:
+//! what its own region pays it for the month's out-of-region settlements
+//! that cleared, less the quality holdback (质量保证金) on the fund payment,
+//! plus holdback released, less deductions (拒付). The holdback is held one
+//! month and released with the next statement, or kept until the annual
+//! clearing and released then, scaled by the institution's assessment score;
+//! what the score does not release is forfeited. Over any run of months,
+//! `payable + forfeited + outstanding = settled − deducted`, to the fen, and
+//! every fen held is released or forfeited once.
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::Month;
+use crate::med_type::{MedCategory, MedType};
+use crate::money::{Amount, Ratio};
+use crate::region::RegionCode;
+
+/// The highest holdback rate the national rules allow (5% of the fund payment).
+pub const MAX_HOLDBACK_PCT: u32 = 5;
+
+/// When held money comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Release {
+    /// With the next month's statement (伊犁: held one month).
+    NextMonth,
+    /// With December's statement, scaled by the year's assessment score.
+    Annual,
+}
+
+/// A region's holdback rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldbackPolicy {
+    rate: Ratio,
+    release: Release,
+}
+
+impl HoldbackPolicy {
+    /// `rate_pct` of the fund payment, 0–5%.
+    pub fn new(rate_pct: Decimal, release: Release) -> Result<HoldbackPolicy, String> {
+        if rate_pct > Decimal::from(MAX_HOLDBACK_PCT) {
+            return Err(format!("{rate_pct}% is over the {MAX_HOLDBACK_PCT}% the national rules allow"));
+        }
+        let rate = Ratio::from_percent(rate_pct).ok_or_else(|| format!("{rate_pct}% is not a rate"))?;
+        Ok(HoldbackPolicy { rate, release })
+    }
+
+    /// The rate for an institution: halved for one with a good credit rating.
+    pub fn rate_for(&self, credit_rated: bool) -> Ratio {
+        match credit_rated {
+            true => Ratio::from_fraction(self.rate.as_decimal() / Decimal::TWO).unwrap_or(Ratio::ZERO),
+            false => self.rate,
+        }
+    }
+
+    pub fn release(&self) -> Release {
+        self.release
+    }
+}
+
+/// One settlement (or reversal, with negative amounts) of the institution
+/// that cleared in the month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HospitalLine {
+    pub setl_id: String,
+    pub home: RegionCode,
+    pub med_type: MedType,
+    pub medfee_sumamt: Amount,
+    pub fund_pay: Amount,
+    pub acct_pay: Amount,
+}
+
+/// A deduction (拒付) from the institution's payment: an audit's refusal or
+/// an operator's adjustment that concerns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deduction {
+    pub amount: Amount,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setl_id: Option<String>,
+}
+
+/// Holdback held and not yet released or forfeited, as of a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HoldbackAccount {
+    /// Everything held and not yet released or forfeited.
+    pub outstanding: Amount,
+    /// What the last statement held (released by the next under `NextMonth`).
+    pub last_held: Amount,
+}
+
+/// Counts and sums of lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Totals {
+    pub count: i64,
+    pub medfee_sumamt: Amount,
+    pub fund_pay: Amount,
+    pub acct_pay: Amount,
+}
+
+impl Totals {
+    fn add(&mut self, l: &HospitalLine) {
+        // A reversal takes its settlement out of the count.
+        self.count += if l.fund_pay.is_negative() || l.medfee_sumamt.is_negative() { -1 } else { 1 };
+        self.medfee_sumamt = self.medfee_sumamt + l.medfee_sumamt;
+        self.fund_pay = self.fund_pay + l.fund_pay;
+        self.acct_pay = self.acct_pay + l.acct_pay;
+    }
+}
+
+/// What goes into one month's statement of one institution.
+#[derive(Debug, Clone)]
+pub struct HospitalMonth<'a> {
+    pub month: Month,
+    pub fixmedins_code: &'a str,
+    pub credit_rated: bool,
+    pub lines: &'a [HospitalLine],
+    pub deductions: &'a [Deduction],
+    /// The holdback account after the previous statement.
+    pub before: HoldbackAccount,
+    /// The year's assessment score (0–100%), for December under `Annual`;
+    /// `None` there releases everything.
+    pub assessment: Option<Ratio>,
+}
+
+/// The statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HospitalStatement {
+    pub month: Month,
+    pub fixmedins_code: String,
+    pub totals: Totals,
+    pub by_med_type: BTreeMap<MedCategory, Totals>,
+    pub by_home: BTreeMap<RegionCode, Totals>,
+    /// Fund plus account payments of the month's lines.
+    pub settled: Amount,
+    /// The rate applied, as a fraction ("0.05").
+    pub holdback_rate: String,
+    /// Held back this month.
+    pub held: Amount,
+    /// Holdback of earlier months (and, at the annual release, this one) paid now.
+    pub released: Amount,
+    /// Holdback the assessment did not release.
+    pub forfeited: Amount,
+    pub deducted: Amount,
+    /// settled − held + released − deducted (negative: the institution owes).
+    pub payable: Amount,
+    /// The holdback account after this statement.
+    pub after: HoldbackAccount,
+}
+
+/// One institution's statement for one month.
+pub fn hospital_statement(m: &HospitalMonth<'_>, policy: &HoldbackPolicy) -> HospitalStatement {
+    let mut totals = Totals::default();
+    let mut by_med_type: BTreeMap<MedCategory, Totals> = BTreeMap::new();
+    let mut by_home: BTreeMap<RegionCode, Totals> = BTreeMap::new();
+    for l in m.lines {
+        totals.add(l);
+        by_med_type.entry(l.med_type.category()).or_default().add(l);
+        by_home.entry(l.home).or_default().add(l);
+    }
+    let settled = totals.fund_pay + totals.acct_pay;
+    let rate = policy.rate_for(m.credit_rated);
+    // Held on the fund payment only (the account is the person's money), once
+    // rounded; a month of net reversals holds nothing.
+    let held = Amount::round_half_up(totals.fund_pay.positive_part().times(rate));
+    let deducted: Amount = m.deductions.iter().map(|d| d.amount).sum();
+    let (released, forfeited, outstanding) = match policy.release {
+        Release::NextMonth => {
+            let released = m.before.last_held;
+            (released, Amount::ZERO, m.before.outstanding - released + held)
+        }
+        Release::Annual if m.month.number() == 12 => {
+            let due = m.before.outstanding + held;
+            let score = m.assessment.unwrap_or(Ratio::ONE);
+            let released = Amount::round_half_up(due.times(score));
+            (released, due - released, Amount::ZERO)
+        }
+        Release::Annual => (Amount::ZERO, Amount::ZERO, m.before.outstanding + held),
+    };
+    HospitalStatement {
+        month: m.month,
+        fixmedins_code: m.fixmedins_code.to_string(),
+        totals,
+        by_med_type,
+        by_home,
+        settled,
+        holdback_rate: rate.to_string(),
+        held,
+        released,
+        forfeited,
+        deducted,
+        payable: settled - held + released - deducted,
+        after: HoldbackAccount { outstanding, last_held: held },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn line(id: &str, home: &str, med_type: MedType, fund: &str, acct: &str) -> HospitalLine {
+        let a = |s: &str| Amount::round_half_up(s.parse::<Decimal>().expect("decimal"));
+        HospitalLine {
+            setl_id: id.into(),
+            home: RegionCode::parse(home).expect("region"),
+            med_type,
+            medfee_sumamt: a(fund) + a(acct),
+            fund_pay: a(fund),
+            acct_pay: a(acct),
+        }
+    }
+
+    #[test]
+    fn five_percent_held_one_month_halved_for_the_credit_rated() {
+        let policy = HoldbackPolicy::new(dec!(5), Release::NextMonth).expect("policy");
+        assert!(HoldbackPolicy::new(dec!(5.01), Release::NextMonth).is_err());
+        let march = Month::parse("2026-03").expect("month");
+        let lines = [
+            line("S1", "611000", MedType::Inpatient, "31500.00", "0.00"),
+            line("S2", "654000", MedType::Pharmacy, "0.00", "90.00"),
+            line("S3", "611000", MedType::GeneralOutpatient, "240.01", "0.00"),
+        ];
+        let deductions = [Deduction { amount: Amount::yuan(100), reason: "audit".into(), setl_id: Some("S1".into()) }];
+        let m = HospitalMonth {
+            month: march,
+            fixmedins_code: "H1",
+            credit_rated: false,
+            lines: &lines,
+            deductions: &deductions,
+            before: HoldbackAccount { outstanding: Amount::yuan(50), last_held: Amount::yuan(50) },
+            assessment: None,
+        };
+        let s = hospital_statement(&m, &policy);
+        assert_eq!(s.settled.to_string(), "31830.01");
+        // 5% of the fund's 31740.01 = 1587.0005, half up.
+        assert_eq!(s.held.to_string(), "1587.00");
+        assert_eq!((s.released, s.deducted), (Amount::yuan(50), Amount::yuan(100)));
+        assert_eq!(s.payable.to_string(), "30193.01");
+        assert_eq!(s.after, HoldbackAccount { outstanding: s.held, last_held: s.held });
+        assert_eq!(s.by_med_type[&MedCategory::Pharmacy].acct_pay.to_string(), "90.00");
+        assert_eq!(s.by_home.len(), 2);
+        let rated = hospital_statement(&HospitalMonth { credit_rated: true, ..m }, &policy);
+        assert_eq!((rated.holdback_rate.as_str(), rated.held.to_string().as_str()), ("0.025", "793.50"));
+    }
+}
