@@ -237,10 +237,10 @@ struct DesignationChange {
     reason: String,
 }
 
-/// A running home node and the admin who signs for it.
+/// A running node and the admin of it who signs.
 #[derive(clap::Args)]
 struct AdminTarget {
-    /// The home node's gRPC address, e.g. https://127.0.0.1:20061
+    /// The node's gRPC address (the admin's own node), e.g. https://127.0.0.1:20061
     #[arg(long)]
     node: String,
     /// The admin's key file.
@@ -279,6 +279,11 @@ fn main() -> ExitCode {
         eprintln!("note: transparent huge pages stay as the system sets them ({e})");
     }
     let cli = Cli::parse();
+    // Servers set up their own logs; every other command shows warnings
+    // (a key file readable by others, for one) on standard error.
+    if !matches!(cli.command, Command::Node { .. } | Command::Operator { .. }) {
+        cli::node_cmd::init_client_logs();
+    }
     match cli.command {
         Command::Calc { rules, case } => calc(&rules, &case),
         Command::Rules { rules } => check_rules(&rules),
@@ -310,6 +315,13 @@ fn main() -> ExitCode {
         Command::Demo { out, seed, patients, month, rules } => cli::demo_cmd::run(out, seed, patients, &month, rules),
         Command::Operator { config } => cli::clearing_cmd::run_operator(&config),
         Command::Node { config, log_format } => cli::node_cmd::run_node(&config, log_format),
+        Command::Hospital {
+            action: cli::node_cmd::HospitalAction::Reconcile { code, month, file },
+            node,
+            key,
+            tls,
+            ..
+        } => cli::node_cmd::run_reconcile(&node, &key, &tls, &code, &month, &file),
         Command::Hospital { action, node, key, tls, bill } => {
             cli::node_cmd::run_hospital(action, &node, &key, &tls, &bill)
         }

@@ -191,6 +191,10 @@ impl Tls {
     /// Reads `files` for the holder of `key`.
     pub fn load(files: &TlsFiles, key: &SigningKey) -> Result<Tls, TlsError> {
         let ca = read_pem(&files.ca)?;
+        x509_cert::Certificate::from_pem(ca.as_bytes()).map_err(|e| TlsError::File {
+            path: files.ca.display().to_string(),
+            reason: format!("not a CA certificate (PEM): {e}"),
+        })?;
         let cert = read_pem(&files.cert)?;
         fn at(path: &Path) -> impl Fn(TlsError) -> TlsError + '_ {
             move |e| match e {

@@ -197,6 +197,100 @@ pub fn hospital_statement(m: &HospitalMonth<'_>, policy: &HoldbackPolicy) -> Hos
     }
 }
 
+/// One settlement or reversal as an institution and its node each record it
+/// (the national platform's 3202 detail: `setl_id`, `msgid`, amounts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Detail {
+    pub setl_id: String,
+    pub msgid: String,
+    pub medfee_sumamt: Amount,
+    pub fund_pay_sumamt: Amount,
+    pub acct_pay: Amount,
+}
+
+/// A period's totals (the 3201 check): items, and their sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReconTotals {
+    pub count: u64,
+    pub medfee_sumamt: Amount,
+    pub fund_pay_sumamt: Amount,
+    pub acct_pay: Amount,
+}
+
+impl ReconTotals {
+    pub fn of(details: &[Detail]) -> ReconTotals {
+        details.iter().fold(ReconTotals::default(), |t, d| ReconTotals {
+            count: t.count + 1,
+            medfee_sumamt: t.medfee_sumamt + d.medfee_sumamt,
+            fund_pay_sumamt: t.fund_pay_sumamt + d.fund_pay_sumamt,
+            acct_pay: t.acct_pay + d.acct_pay,
+        })
+    }
+}
+
+/// What differs between an institution's records and its node's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Difference {
+    /// A total differs (`field`: count, medfee_sumamt, fund_pay_sumamt, acct_pay).
+    Total { field: String, node: String, institution: String },
+    /// The node holds an item the institution did not list.
+    MissingAtInstitution { setl_id: String, msgid: String },
+    /// The institution lists an item the node does not hold.
+    MissingAtNode { setl_id: String, msgid: String },
+    /// Both hold the item; `field` differs.
+    AmountDiffers { setl_id: String, field: String, node: String, institution: String },
+}
+
+/// Compares an institution's totals (and, if it sent them, its details)
+/// with its node's details for the same period: empty when they balance.
+/// Without details, only the totals are compared (the node then asks for
+/// the detail list); with them, every item is matched by `setl_id`.
+pub fn reconcile(node: &[Detail], totals: &ReconTotals, details: Option<&[Detail]>) -> Vec<Difference> {
+    let mut out = Vec::new();
+    let mine = ReconTotals::of(node);
+    let total = |field: &str, a: String, b: String, out: &mut Vec<Difference>| {
+        if a != b {
+            out.push(Difference::Total { field: field.into(), node: a, institution: b });
+        }
+    };
+    total("count", mine.count.to_string(), totals.count.to_string(), &mut out);
+    total("medfee_sumamt", mine.medfee_sumamt.to_string(), totals.medfee_sumamt.to_string(), &mut out);
+    total("fund_pay_sumamt", mine.fund_pay_sumamt.to_string(), totals.fund_pay_sumamt.to_string(), &mut out);
+    total("acct_pay", mine.acct_pay.to_string(), totals.acct_pay.to_string(), &mut out);
+    let Some(theirs) = details else { return out };
+    let at_node: BTreeMap<&str, &Detail> = node.iter().map(|d| (d.setl_id.as_str(), d)).collect();
+    let at_institution: BTreeMap<&str, &Detail> = theirs.iter().map(|d| (d.setl_id.as_str(), d)).collect();
+    for (id, d) in &at_node {
+        match at_institution.get(id) {
+            None => out.push(Difference::MissingAtInstitution { setl_id: d.setl_id.clone(), msgid: d.msgid.clone() }),
+            Some(t) => {
+                for (field, a, b) in [
+                    ("msgid", d.msgid.clone(), t.msgid.clone()),
+                    ("medfee_sumamt", d.medfee_sumamt.to_string(), t.medfee_sumamt.to_string()),
+                    ("fund_pay_sumamt", d.fund_pay_sumamt.to_string(), t.fund_pay_sumamt.to_string()),
+                    ("acct_pay", d.acct_pay.to_string(), t.acct_pay.to_string()),
+                ] {
+                    if a != b {
+                        out.push(Difference::AmountDiffers {
+                            setl_id: d.setl_id.clone(),
+                            field: field.into(),
+                            node: a,
+                            institution: b,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    for (id, t) in &at_institution {
+        if !at_node.contains_key(id) {
+            out.push(Difference::MissingAtNode { setl_id: t.setl_id.clone(), msgid: t.msgid.clone() });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +339,36 @@ mod tests {
         assert_eq!(s.by_home.len(), 2);
         let rated = hospital_statement(&HospitalMonth { credit_rated: true, ..m }, &policy);
         assert_eq!((rated.holdback_rate.as_str(), rated.held.to_string().as_str()), ("0.025", "793.50"));
+    }
+
+    fn detail(id: &str, fund: i64) -> Detail {
+        Detail {
+            setl_id: id.into(),
+            msgid: format!("m{id}"),
+            medfee_sumamt: Amount::yuan(fund + 10),
+            fund_pay_sumamt: Amount::yuan(fund),
+            acct_pay: Amount::ZERO,
+        }
+    }
+
+    #[test]
+    fn reconciliation_names_each_kind_of_difference() {
+        let node = [detail("S1", 100), detail("S2", 200), detail("S3", 300)];
+        let totals = ReconTotals::of(&node);
+        assert!(reconcile(&node, &totals, None).is_empty(), "balanced totals");
+        assert!(reconcile(&node, &totals, Some(&node)).is_empty(), "balanced details");
+        // Totals off by one item: each differing total is named.
+        let short = ReconTotals::of(&node[..2]);
+        let d = reconcile(&node, &short, None);
+        assert_eq!(d.len(), 3, "{d:?}");
+        assert!(
+            matches!(&d[0], Difference::Total { field, node, institution } if field == "count" && node == "3" && institution == "2")
+        );
+        // Details: S3 missing at the institution, S4 missing at the node, S2's fund differs.
+        let theirs = [detail("S1", 100), detail("S2", 201), detail("S4", 400)];
+        let d = reconcile(&node, &ReconTotals::of(&theirs), Some(&theirs));
+        assert!(d.contains(&Difference::MissingAtInstitution { setl_id: "S3".into(), msgid: "mS3".into() }), "{d:?}");
+        assert!(d.contains(&Difference::MissingAtNode { setl_id: "S4".into(), msgid: "mS4".into() }), "{d:?}");
+        assert!(d.iter().any(|x| matches!(x, Difference::AmountDiffers { setl_id, field, .. } if setl_id == "S2" && field == "fund_pay_sumamt")), "{d:?}");
     }
 }

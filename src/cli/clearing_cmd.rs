@@ -197,9 +197,12 @@ async fn via(t: &Target, signer: Signer) -> Result<Via, ExitCode> {
     }
 }
 
+/// The operator's refusal (exit 3; 2 for bad input), or the call's failure (exit 1).
 fn status(s: tonic::Status) -> ExitCode {
-    let reason = xclear::api::error::reason_of(&s).unwrap_or_else(|| format!("{:?}", s.code()));
-    fail(EXIT_FAILED, format!("{reason}: {}", s.message()))
+    match xclear::api::error::reason_of(&s) {
+        Some(reason) => fail(super::exit_code_of(&reason), format!("{reason}: {}", s.message())),
+        None => super::call_failed(&s),
+    }
 }
 
 /// Opens the operator from its config (its ledger, the nodes' endpoints and keys).

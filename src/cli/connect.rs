@@ -39,6 +39,16 @@ impl TlsArgs {
             )
         })?;
         let cert = self.cert.clone().unwrap_or_else(|| key_file.with_extension("crt"));
+        if !cert.exists() {
+            return Err(fail(
+                EXIT_BAD_INPUT,
+                format!(
+                    "{}: no client certificate for {} (give --cert FILE; xclear tls issue makes one)",
+                    cert.display(),
+                    key_file.display()
+                ),
+            ));
+        }
         Tls::load(&TlsFiles { ca, cert, server: None }, key).map(Some).map_err(|e| fail(EXIT_BAD_INPUT, e))
     }
 
@@ -56,8 +66,17 @@ pub(crate) fn unreachable(url: &str, e: impl std::error::Error) -> ExitCode {
     let mut message = format!("{url}: {e}");
     let mut source = e.source();
     while let Some(s) = source {
-        message.push_str(&format!(": {s}"));
+        let text = s.to_string();
+        // Layers often repeat their cause's text.
+        if !message.ends_with(&text) {
+            message.push_str(&format!(": {text}"));
+        }
         source = s.source();
+    }
+    if message.contains("UnknownIssuer") {
+        message.push_str(" (the server's certificate is not from the CA given by --ca or XCLEAR_CA)");
+    } else if message.contains("NotValidForName") {
+        message.push_str(" (the server's certificate does not name the address dialled)");
     }
     fail(EXIT_FAILED, serde_json::json!({"error": "unreachable", "message": message}))
 }

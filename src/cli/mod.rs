@@ -48,8 +48,27 @@ pub(crate) async fn shutdown_signal() {
 pub(crate) fn exit_code_of(reason: &str) -> u8 {
     match reason {
         "bad_request" => EXIT_BAD_INPUT,
-        "home_unreachable" | "region_unreachable" | "internal" | "bad_peer_answer" | "overloaded" => EXIT_FAILED,
+        "home_unreachable" | "region_unreachable" | "internal" | "bad_peer_answer" | "bad_region_answer"
+        | "overloaded" | "unreachable" => EXIT_FAILED,
         _ => EXIT_REFUSED,
+    }
+}
+
+/// A failed call's exit code and JSON error: the node's or operator's
+/// reason when it answered, else the transport's failure (exit 1), with a
+/// hint when the likely cause is the address's scheme.
+pub(crate) fn call_failed(s: &tonic::Status) -> ExitCode {
+    match xclear::api::error::reason_of(s) {
+        Some(reason) => fail(exit_code_of(&reason), serde_json::json!({"error": reason, "message": s.message()})),
+        None => {
+            let hint = if s.message().contains("transport error") || s.code() == tonic::Code::Unknown {
+                "; if the server speaks TLS, its address is https://"
+            } else {
+                ""
+            };
+            let message = format!("{:?}: {}{hint}", s.code(), s.message());
+            fail(EXIT_FAILED, serde_json::json!({"error": "unreachable", "message": message}))
+        }
     }
 }
 

@@ -49,6 +49,13 @@ pub(crate) fn init_logs(format: LogFormat) {
     };
 }
 
+/// Warnings and errors on standard error, for a command that is not a server.
+pub(crate) fn init_client_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(EXIT_FAILED, e))
 }
@@ -61,12 +68,10 @@ fn block_on(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
-/// A node that could not be reached.
 /// A node's error answer: its reason and message on standard error; exit 2
-/// for bad input, else 1.
+/// for bad input, 3 refused, 1 unanswered.
 fn rpc_failed(s: &tonic::Status) -> ExitCode {
-    let code = if s.code() == tonic::Code::InvalidArgument { EXIT_BAD_INPUT } else { EXIT_FAILED };
-    fail(code, json!({"error": reason_of(s).unwrap_or_else(|| format!("{:?}", s.code())), "message": s.message()}))
+    super::call_failed(s)
 }
 
 /// Loads what a node needs from its config: the node, and its TLS identity
@@ -133,7 +138,6 @@ pub(crate) fn run_node(config: &Path, log_format: LogFormat) -> ExitCode {
                     Ok(n) => tracing::info!(completed = n, "re-driven intents completed"),
                     Err(e) => tracing::warn!(error = %e, "re-driving intents"),
                 }
-
                 tokio::time::sleep(REDRIVE_EVERY).await;
             }
         });
@@ -161,7 +165,7 @@ pub(crate) fn run_node(config: &Path, log_format: LogFormat) -> ExitCode {
     })
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 pub(crate) enum HospitalAction {
     /// Settle a bill (结算).
     Settle,
@@ -171,6 +175,19 @@ pub(crate) enum HospitalAction {
     Reverse,
     /// Ask whether the patient can settle directly here.
     Eligibility,
+    /// Reconcile the institution's month with its node (对账): totals, and the detail list if given.
+    Reconcile {
+        /// The institution (fixmedins_code) whose key signs.
+        #[arg(long)]
+        code: String,
+        /// The clearing month, YYYY-MM (each settlement's answer names it).
+        #[arg(long)]
+        month: String,
+        /// The institution's records (JSON: totals {count, medfee_sumamt, fund_pay_sumamt, acct_pay}
+        /// and, to compare item by item, details [{setl_id, msgid, medfee_sumamt, fund_pay_sumamt, acct_pay}]).
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
 }
 
 /// The bill file a hospital client sends.
@@ -254,6 +271,7 @@ pub(crate) fn run_hospital(
             HospitalAction::Presettle => Action::Presettle,
             HospitalAction::Reverse => Action::Reverse,
             HospitalAction::Eligibility => Action::Eligibility,
+            HospitalAction::Reconcile { .. } => Action::Unspecified,
         } as i32,
         psn_no: b.psn_no,
         insuplc_admdvs: b.insuplc_admdvs,
@@ -283,10 +301,7 @@ pub(crate) fn run_hospital(
                     ExitCode::from(super::EXIT_REFUSED)
                 }
             }
-            Err(s) => {
-                let reason = reason_of(&s).unwrap_or_else(|| format!("{:?}", s.code()));
-                fail(super::exit_code_of(&reason), json!({"error": reason, "message": s.message()}))
-            }
+            Err(s) => super::call_failed(&s),
         }
     })
 }
@@ -521,6 +536,108 @@ pub(crate) fn run_designation(
                            "reason": s.reason, "since": at(s.since_ms), "restorable_from": at(s.restorable_from_ms)})
                 );
                 ExitCode::SUCCESS
+            }
+            Err(s) => rpc_failed(&s),
+        }
+    })
+}
+
+/// The institution's records for `xclear hospital reconcile`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReconcileFile {
+    pub totals: ReconcileTotalsJson,
+    #[serde(default)]
+    pub details: Option<Vec<ReconcileDetailJson>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReconcileTotalsJson {
+    pub count: u64,
+    pub medfee_sumamt: String,
+    pub fund_pay_sumamt: String,
+    pub acct_pay: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReconcileDetailJson {
+    pub setl_id: String,
+    pub msgid: String,
+    pub medfee_sumamt: String,
+    pub fund_pay_sumamt: String,
+    pub acct_pay: String,
+}
+
+/// `xclear hospital reconcile`: the node's answer as JSON; exit 0 balanced,
+/// 3 when anything differs.
+pub(crate) fn run_reconcile(
+    node: &str,
+    key_file: &Path,
+    tls: &TlsArgs,
+    code: &str,
+    month: &str,
+    file: &Path,
+) -> ExitCode {
+    use xclear::proto::{ReconcileDetail, ReconcileRequest, ReconcileTotals};
+    let (key, f): (_, ReconcileFile) = match (signing_key(key_file), read_json(file)) {
+        (Ok(k), Ok(f)) => (k, f),
+        (Err(c), _) | (_, Err(c)) => return c,
+    };
+    let req = ReconcileRequest {
+        fixmedins_code: code.to_string(),
+        month: month.to_string(),
+        totals: Some(ReconcileTotals {
+            count: f.totals.count,
+            medfee_sumamt: f.totals.medfee_sumamt,
+            fund_pay_sumamt: f.totals.fund_pay_sumamt,
+            acct_pay: f.totals.acct_pay,
+        }),
+        with_details: f.details.is_some(),
+        details: f
+            .details
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| ReconcileDetail {
+                setl_id: d.setl_id,
+                msgid: d.msgid,
+                medfee_sumamt: d.medfee_sumamt,
+                fund_pay_sumamt: d.fund_pay_sumamt,
+                acct_pay: d.acct_pay,
+            })
+            .collect(),
+    };
+    let env = seal(&key, xclear::api::envelope::RECONCILE_DOMAIN, code, &req);
+    block_on(async {
+        let mut client = match tls.channel(node, key_file, &key).await {
+            Ok(c) => HospitalServiceClient::new(c),
+            Err(c) => return c,
+        };
+        match client.reconcile(env).await {
+            Ok(a) => {
+                let a = a.into_inner();
+                let t = a.node_totals.unwrap_or_default();
+                let differences: Vec<serde_json::Value> = a
+                    .differences
+                    .iter()
+                    .map(|d| {
+                        json!({"kind": d.kind, "setl_id": d.setl_id, "msgid": d.msgid, "field": d.field,
+                               "node": d.node, "institution": d.institution})
+                    })
+                    .collect();
+                let out = json!({
+                    "balanced": a.balanced,
+                    "node_totals": {"count": t.count, "medfee_sumamt": t.medfee_sumamt,
+                                    "fund_pay_sumamt": t.fund_pay_sumamt, "acct_pay": t.acct_pay},
+                    "differences": differences,
+                });
+                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                if a.balanced {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(super::EXIT_REFUSED)
+                }
             }
             Err(s) => rpc_failed(&s),
         }

@@ -20,7 +20,7 @@ use crate::proto::registration_service_server::{RegistrationService, Registratio
 use crate::proto::report_service_server::{ReportService, ReportServiceServer};
 use crate::proto::{
     ClaimAnswers, ClaimBatch, ContributionYearsResponse, DesignationState, HospitalResponse, PersonImportResult,
-    PersonState, RegistrationList, RegistrationRecord, Signed,
+    PersonState, ReconcileAnswer, RegistrationList, RegistrationRecord, Signed,
 };
 use crate::region::RegionCode;
 use crate::tls::Tls;
@@ -68,10 +68,13 @@ impl Svc {
             Caller::Operator => config.operator_key,
         };
         match key {
-            Some(k) if !crate::tls::bound(crate::tls::peer_key(req), true, &k) => Err(NodeError::NotAuthorised(
-                format!("the connection's certificate is not {:?}'s, who signed the request", env.signer),
-            )
-            .into()),
+            Some(k) if !crate::tls::bound(crate::tls::peer_key(req), true, &k) => {
+                Err(NodeError::NotAuthorised(format!(
+                    "the request names {:?} as its signer, but the connection's certificate is not theirs",
+                    env.signer
+                ))
+                .into())
+            }
             _ => Ok(()),
         }
     }
@@ -97,6 +100,16 @@ impl HospitalService for Svc {
         };
         super::metrics::record(outcome, started.elapsed());
         result.map(Response::new).map_err(Status::from)
+    }
+    async fn reconcile(&self, req: Request<Signed>) -> Result<Response<ReconcileAnswer>, Status> {
+        let env = self.checked(req, Caller::Institution)?;
+        let checked = self.node.reconcile_request(&env).map_err(Status::from)?;
+        // A month's part of the ledger is read: off the runtime's workers.
+        let node = Arc::clone(&self.node);
+        match tokio::task::spawn_blocking(move || node.reconcile(&checked)).await {
+            Ok(answer) => answer.map(Response::new).map_err(Status::from),
+            Err(e) => Err(Status::from(NodeError::Internal(format!("the reconciliation's task failed: {e}")))),
+        }
     }
 }
 

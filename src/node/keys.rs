@@ -32,6 +32,11 @@ pub fn intent_of_outcome(outcome_key: &str) -> Option<String> {
     outcome_key.strip_prefix(OUTCOME).map(|rest| format!("{INTENT}{rest}"))
 }
 
+/// (hospital, msgid) of an outcome key.
+pub fn outcome_parts(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix(OUTCOME)?.split_once(':')
+}
+
 /// (hospital, msgid) of an intent key.
 pub fn parse_intent(key: &str) -> Option<(&str, &str)> {
     key.strip_prefix(INTENT)?.split_once(':')

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod metrics;
 pub mod peer_batch;
 pub mod persons;
+pub mod reconcile;
 pub mod records;
 mod registration;
 pub mod state;

@@ -62,7 +62,7 @@ impl Svc {
             let bound = key.is_some_and(|k| crate::tls::bound(crate::tls::peer_key(&req), true, &k));
             if !bound {
                 return Err(self.refuse(format!(
-                    "the connection's certificate is not {:?}'s, who signed the request",
+                    "the request names {:?} as its signer, but the connection's certificate does not carry the key it needs",
                     env.signer
                 )));
             }

@@ -575,6 +575,28 @@ impl Operator {
             return Err(OperatorError::NotAuthorised(format!("{region} cannot answer for {}", c.region)));
         }
         let month = Month::parse(&c.month).ok_or_else(|| OperatorError::bad("month", "not YYYY-MM"))?;
+        // A line is named by its settlement or reversal id (S or R, then
+        // letters and digits): an empty or malformed one would be recorded
+        // and then hold nothing out.
+        let malformed = |id: &str| {
+            id.len() < 8
+                || id.len() > 64
+                || !(id.starts_with('S') || id.starts_with('R'))
+                || !id.bytes().all(|b| b.is_ascii_alphanumeric())
+        };
+        for (field, id) in c
+            .disputes
+            .iter()
+            .map(|d| ("disputes.setl_id", d.setl_id.as_str()))
+            .chain(c.withdrawn.iter().map(|w| ("withdrawn", w.as_str())))
+        {
+            if malformed(id) {
+                return Err(OperatorError::bad(
+                    field,
+                    format!("{id:?} is not a settlement or reversal id (S... or R...)"),
+                ));
+            }
+        }
         match self.statement_of(month)? {
             Some(closed) if closed.hash == c.statement_hash => {
                 if (!c.disputes.is_empty() || !c.withdrawn.is_empty()) && self.is_final(&closed)? {

@@ -2,9 +2,10 @@
 //! order, as one script (a copy of the repository's examples/,
 //! clearing_rules/, tests/interop/ and tests/cases/, `xclear` on the PATH), so the documented commands cannot
 //! rot. Conventions the documents follow: a command whose trailing comment
-//! is `# refused: REASON` must fail, saying REASON; a server started with `&`
-//! is given a moment to listen; blocks fenced `shell` are shown, not run (the
-//! Makefile's targets, which CI runs, and tools this machine cannot install).
+//! is `# refused: REASON` must fail, saying REASON (the documents themselves
+//! wait for the servers they start); blocks fenced `shell` are shown, not run
+//! (the Makefile's targets, which CI runs, and tools this machine cannot
+//! install).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,13 +32,11 @@ fn sh_blocks(markdown: &str) -> Vec<String> {
     blocks
 }
 
-/// The script that runs `blocks`: `# refused: REASON` lines must fail
-/// saying REASON, and after a background start (a line, or a loop, ending in
-/// `&`) the script waits.
+/// The script that runs `blocks` as written, but that `# refused: REASON`
+/// lines must fail saying REASON.
 fn script(blocks: &[String]) -> String {
     let mut out = String::from("set -eo pipefail\n");
     for block in blocks {
-        let (mut depth, mut started) = (0i32, false);
         let mut pending = String::new();
         for line in block.lines() {
             // A continued command is one command.
@@ -47,13 +46,6 @@ fn script(blocks: &[String]) -> String {
             }
             let line = std::mem::take(&mut pending) + line;
             let code = line.split(" #").next().unwrap_or_default().trim_end();
-            let first = code.split_whitespace().next().unwrap_or_default();
-            if matches!(first, "for" | "while") {
-                depth += 1;
-            }
-            if first == "done" {
-                depth -= 1;
-            }
             if let Some((_, reason)) = line.split_once("# refused: ") {
                 let reason = reason.trim();
                 out.push_str(&format!(
@@ -64,11 +56,6 @@ fn script(blocks: &[String]) -> String {
             } else {
                 out.push_str(&line);
                 out.push('\n');
-            }
-            started |= code.ends_with('&');
-            if started && depth == 0 {
-                out.push_str("sleep 2\n");
-                started = false;
             }
         }
     }
@@ -136,7 +123,7 @@ fn the_scripts_conventions() {
     );
     assert_eq!(blocks.len(), 1);
     let s = script(&blocks);
-    assert!(s.contains("done\nsleep 2\n"), "{s}");
+    assert!(s.contains("done\ny") || s.contains("done\nif"), "{s}");
     assert!(s.contains("if out=$(y 2>&1); then"), "{s}");
     assert!(s.contains("*no_way*"), "{s}");
     assert!(s.contains("z   --flag\n"), "{s}");

@@ -23,6 +23,7 @@ mod node_inprocess;
 mod node_process;
 mod operator;
 mod outpatient;
+mod reconcile;
 mod rules_validation;
 mod settlement_properties;
 mod settlement_rules;

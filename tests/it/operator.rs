@@ -311,8 +311,12 @@ async fn a_withdrawn_dispute_returns_the_line_once_and_a_final_month_is_not_disp
     w.operator.answer(answer("611000", &back.hash, vec![dispute.clone()])).await.expect("dispute again");
     let again = w.operator.close(march()).await.expect("reclosed");
     assert_eq!(again.statement.pending.len(), 1);
-    // A dispute that changes no line still gives a revision to confirm.
-    let nothing = DisputedLine { setl_id: "S-not-a-line".into(), reason: "typo".into() };
+    // A line that is no settlement id is refused; a well-formed id of no
+    // line of the month changes nothing, but gives a revision to confirm.
+    let malformed = DisputedLine { setl_id: String::new(), reason: "typo".into() };
+    let e = w.operator.answer(answer("654000", &again.hash, vec![malformed])).await.expect_err("no id");
+    assert_eq!(e.reason(), "bad_request", "{e}");
+    let nothing = DisputedLine { setl_id: "S654000ffffffffffffffff".into(), reason: "typo".into() };
     w.operator.answer(answer("654000", &again.hash, vec![nothing])).await.expect("dispute of no line");
     let again = w.operator.close(march()).await.expect("reclosed");
     assert_eq!(again.statement.pending.len(), 1, "nothing else moved");

@@ -94,10 +94,13 @@ impl NodeProc {
     }
 
     fn spawn_with(mut cmd: Command, command: &str, config: &Path) -> NodeProc {
+        use std::os::unix::process::CommandExt;
+        // Its own process group: stopping it stops faketime's child too.
         let mut child = cmd
             .args([command, "--config", config.to_str().expect("path")])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .spawn()
             .expect("spawn node");
         let stdout = child.stdout.take().expect("stdout");
@@ -154,7 +157,10 @@ impl NodeProc {
     }
 
     fn stop(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
+        // SIGKILL to the whole group (under faketime the server is its child).
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
