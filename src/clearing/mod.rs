@@ -4,6 +4,7 @@
 //! each institution's monthly statement with its holdback.
 
 pub mod advance;
+pub mod audit;
 pub mod hospital;
 pub mod lines;
 pub mod month;

@@ -1,6 +1,7 @@
 //! The integration tests, in one binary (one link instead of one per file).
 //! Each module is a former `tests/*.rs` file; `common` holds shared helpers.
 
+mod audit_sample_properties;
 mod batch_sig_properties;
 mod calc_bad_input;
 mod clearing_core;
