@@ -268,7 +268,8 @@ impl Statement {
 
     pub fn to_table(&self) -> String {
         let mut out = format!(
-            "Clearing statement {}\n\n{:<8} {:>16} {:>16} {:>16}\n",
+            "Clearing statement {}\n\nNational channel: receivable as treatment region, payable as home region\n\
+             {:<8} {:>16} {:>16} {:>16}\n",
             self.month, "region", "receivable", "payable", "net"
         );
         for (r, p) in &self.positions {
@@ -282,9 +283,14 @@ impl Statement {
         }
         out.push_str(&format!("{:<8} {:>16} {:>16} {:>16}\n", "sum", "", "", self.positions_sum().to_string()));
         let all = self.pairs.iter().fold(Amounts::default(), |t, l| t.plus(&l.amounts));
+        let corps_local: Amount =
+            self.pairs.iter().filter(|l| l.channel == Channel::CorpsLocal).map(|l| l.amounts.owed()).sum();
         out.push_str(&format!(
-            "\nOwed {} = funds {} + personal accounts {}\n  outpatient {}  chronic {}  pharmacy {}  inpatient {}\n",
+            "\nOwed in all {} (national {} + corps–local {}, both ways)\n  = funds {} + personal accounts {}\n  \
+             outpatient {}  chronic {}  pharmacy {}  inpatient {}\n",
             all.owed(),
+            all.owed() - corps_local,
+            corps_local,
             all.fund_pay_sumamt,
             all.acct_pay,
             all.by_type.outpatient,
@@ -293,7 +299,7 @@ impl Statement {
             all.by_type.inpatient
         ));
         if !self.corps_local.is_empty() {
-            out.push_str("\nCorps–local channel (bilateral)\n");
+            out.push_str("\nCorps–local channel (netted between the pair, apart from the national channel)\n");
             for b in &self.corps_local {
                 let (payer, payee, amt) =
                     if b.a_owes_b.is_negative() { (b.b, b.a, -b.a_owes_b) } else { (b.a, b.b, b.a_owes_b) };
@@ -302,7 +308,7 @@ impl Statement {
         }
         let warnings: Vec<&AdvanceStatus> = self.advance.iter().filter(|a| a.warning).collect();
         if !warnings.is_empty() {
-            out.push_str("\nAdvance-fund warnings\n");
+            out.push_str("\nAdvance-fund warnings (uncleared payable, both channels, against the quota)\n");
             for a in warnings {
                 out.push_str(&format!(
                     "  {} uses {} of quota {} (threshold {})\n",
@@ -311,7 +317,9 @@ impl Statement {
             }
         }
         if !self.pending.is_empty() {
-            out.push_str(&format!("\n{} lines held out and carried to {}\n", self.pending.len(), self.month.next()));
+            let n = self.pending.len();
+            let lines = if n == 1 { "line" } else { "lines" };
+            out.push_str(&format!("\n{n} {lines} held out and carried to {}\n", self.month.next()));
         }
         out
     }

@@ -27,7 +27,10 @@ pub(crate) fn run(out: Option<PathBuf>, seed: u64, patients: usize, month: &str,
         Ok(r) => r,
         Err(e) => return fail(EXIT_FAILED, e),
     };
-    println!("xclear demo: 6 reference regions + Beijing + the operator, {patients} insured persons, month {month}, seed {seed}");
+    println!(
+        "xclear demo: 6 reference regions + Beijing + the operator, {patients} insured persons, month {month} \
+         (--month), seed {seed} (--seed)"
+    );
     let report = match rt.block_on(run_demo(DemoOptions {
         out: out.clone(),
         seed,
@@ -44,8 +47,12 @@ pub(crate) fn run(out: Option<PathBuf>, seed: u64, patients: usize, month: &str,
     print!("{}", report.statement.to_table());
     println!();
     println!(
-        "settlements {}  refusals {}  pre-settlements {}  reversals {}  registrations {}",
+        "settlements {}  refusals {}  pre-settlements {}  reversals {}  registrations filed {}",
         report.settled, report.refused, report.presettled, report.reversed, report.registrations
+    );
+    println!(
+        "(refusals on purpose: the traffic includes patients without a registration, bills a hospital may not \
+         settle and other cases the rules refuse)"
     );
     println!("statement sha256 {}  confirmed by every region: {}", report.statement_hash, report.final_confirmed);
     let mut sound = true;
@@ -58,7 +65,11 @@ pub(crate) fn run(out: Option<PathBuf>, seed: u64, patients: usize, month: &str,
             }
         }
     }
-    println!("time {:.1} s; data in {}", report.elapsed.as_secs_f64(), out.display());
+    println!(
+        "time {:.1} s; data kept in {} (ledgers, statements/; remove with rm -r)",
+        report.elapsed.as_secs_f64(),
+        out.display()
+    );
     if sound && report.statement.positions_sum() == xclear::money::Amount::ZERO {
         ExitCode::SUCCESS
     } else {
