@@ -10,7 +10,9 @@ build:
 
 # The whole test suite (unit, integration, property). .ci/run calls this.
 # The interop test drives a node from Python grpcio (PyPI), installed here;
-# the process tests run the operator a month ahead under Debian's faketime.
+# the process tests run the operator a month ahead under Debian's faketime;
+# promtool (Debian's prometheus) checks a live node's metrics; the documented
+# commands' test uses curl and pgrep.
 test: test-deps
 	$(CARGO) test --all-targets -- --skip crash_federation
 	$(MAKE) crash
@@ -34,7 +36,8 @@ fuzz:
 
 test-deps:
 	python3 -m pip install -q --disable-pip-version-check -r tests/interop/requirements.txt
-	@command -v faketime >/dev/null && command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq faketime prometheus; }
+	@for t in faketime promtool curl pgrep; do command -v $$t >/dev/null || missing=1; done; \
+	  [ -z "$$missing" ] || { apt-get update -qq && apt-get install -y -qq faketime prometheus curl procps; }
 
 # Formatting and lints, run by CI after the tests.
 lint:
