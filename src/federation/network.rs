@@ -73,6 +73,10 @@ impl crate::operator::ReportTransport for LocalNetwork {
     fn lines(&self, to: RegionCode, req: Signed) -> BoxFuture<'_, Result<Signed, TransportError>> {
         Box::pin(async move { self.node(to)?.handle_lines_request(req).map_err(refused) })
     }
+
+    fn final_statement(&self, to: RegionCode, notice: Signed) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(async move { self.node(to)?.handle_final_statement(notice).await.map(|_| ()).map_err(refused) })
+    }
 }
 
 /// A node's error, as a peer would have received it over gRPC.

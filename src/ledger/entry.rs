@@ -56,12 +56,14 @@ pub enum EntryKind {
     /// A node's month report, signed as it sealed the month: nothing commits
     /// into a sealed month at that node.
     MonthSeal,
+    /// A month's final statement, as the operator sent it to a node.
+    FinalStatement,
     /// Free-form records (tools, tests, benchmarks).
     Note,
 }
 
 impl EntryKind {
-    pub const ALL: [EntryKind; 20] = [
+    pub const ALL: [EntryKind; 21] = [
         EntryKind::PersonImport,
         EntryKind::Registration,
         EntryKind::RegistrationChange,
@@ -81,6 +83,7 @@ impl EntryKind {
         EntryKind::Dispute,
         EntryKind::Adjustment,
         EntryKind::MonthSeal,
+        EntryKind::FinalStatement,
         EntryKind::Note,
     ];
 
@@ -105,6 +108,7 @@ impl EntryKind {
             EntryKind::Dispute => 33,
             EntryKind::Adjustment => 34,
             EntryKind::MonthSeal => 35,
+            EntryKind::FinalStatement => 36,
             EntryKind::Note => 99,
         }
     }
@@ -134,6 +138,7 @@ impl EntryKind {
             EntryKind::Dispute => "dispute",
             EntryKind::Adjustment => "adjustment",
             EntryKind::MonthSeal => "month_seal",
+            EntryKind::FinalStatement => "final_statement",
             EntryKind::Note => "note",
         }
     }

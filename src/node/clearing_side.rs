@@ -355,3 +355,76 @@ pub struct LinePage {
     /// Where the next page starts, if more lines follow.
     pub next_index: Option<u64>,
 }
+
+/// A month's final statement as a node keeps it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FinalStatementEntry {
+    pub notice: super::records::EnvelopeRecord,
+    pub statement_hash: String,
+}
+
+impl Node {
+    /// The operator's notice that a month's statement is final: checked
+    /// (the operator's signatures on the notice and on the statement, the
+    /// month) and kept once; the same statement again is acknowledged, a
+    /// different one for the same month refused.
+    pub async fn handle_final_statement(
+        &self,
+        env: crate::proto::Signed,
+    ) -> Result<crate::proto::FinalStatementReceipt, NodeError> {
+        use sha2::Digest;
+        let key = self
+            .config
+            .operator_key
+            .as_ref()
+            .ok_or_else(|| NodeError::NotAuthorised("no clearing operator is configured".into()))?;
+        let notice: crate::proto::FinalNotice = envelope::open(&env, key, envelope::FINAL_DOMAIN)
+            .map_err(|e| NodeError::BadSignature(format!("operator: {e}")))?;
+        let statement = notice.statement.as_ref().ok_or_else(|| NodeError::bad("statement", "missing"))?;
+        envelope::verify(statement, key, envelope::STATEMENT_DOMAIN)
+            .map_err(|e| NodeError::BadSignature(format!("the statement: {e}")))?;
+        let parsed: crate::clearing::Statement = serde_json::from_slice(&statement.body)
+            .map_err(|e| NodeError::bad("statement", format!("not a statement: {e}")))?;
+        let month = Month::parse(&notice.month).ok_or_else(|| NodeError::bad("month", "not YYYY-MM"))?;
+        if parsed.month != month {
+            return Err(NodeError::bad("month", format!("the statement is of {}, not {month}", parsed.month)));
+        }
+        let hash = hex::encode(sha2::Sha256::digest(&statement.body));
+        let k = super::keys::final_statement(month);
+        if let Some(held) = self.ledger.entry_by_key(&k).map_err(ledger_error)? {
+            let held: FinalStatementEntry = serde_json::from_slice(&held.body.payload)
+                .map_err(|e| NodeError::Internal(format!("final statement entry: {e}")))?;
+            if held.statement_hash != hash {
+                return Err(NodeError::bad(
+                    "statement",
+                    format!("{month}'s final statement {} is recorded already", &held.statement_hash[..16]),
+                ));
+            }
+        } else {
+            let entry = FinalStatementEntry {
+                notice: super::records::EnvelopeRecord::from(&env),
+                statement_hash: hash.clone(),
+            };
+            self.ledger
+                .append(EntryKind::FinalStatement, &k, super::records::to_payload(&entry))
+                .await
+                .map_err(ledger_error)?;
+        }
+        Ok(crate::proto::FinalStatementReceipt { month: month.to_string(), statement_hash: hash })
+    }
+
+    /// The final statement of `month` this node holds, if the operator has sent it.
+    pub fn final_statement(&self, month: Month) -> Result<Option<crate::proto::Signed>, NodeError> {
+        let Some(e) = self.ledger.entry_by_key(&super::keys::final_statement(month)).map_err(ledger_error)? else {
+            return Ok(None);
+        };
+        let held: FinalStatementEntry = serde_json::from_slice(&e.body.payload)
+            .map_err(|e| NodeError::Internal(format!("final statement entry: {e}")))?;
+        let notice: crate::proto::FinalNotice = held
+            .notice
+            .to_signed()
+            .and_then(|s| envelope::peek(&s).ok())
+            .ok_or_else(|| NodeError::Internal("final statement entry: unreadable notice".into()))?;
+        Ok(notice.statement)
+    }
+}

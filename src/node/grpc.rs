@@ -19,8 +19,8 @@ use crate::proto::peer_service_server::{PeerService, PeerServiceServer};
 use crate::proto::registration_service_server::{RegistrationService, RegistrationServiceServer};
 use crate::proto::report_service_server::{ReportService, ReportServiceServer};
 use crate::proto::{
-    ClaimAnswers, ClaimBatch, ContributionYearsResponse, DesignationState, HospitalResponse, PersonImportResult,
-    PersonState, ReconcileAnswer, RegistrationList, RegistrationRecord, Signed,
+    ClaimAnswers, ClaimBatch, ContributionYearsResponse, DesignationState, FinalStatementReceipt, HospitalResponse,
+    PersonImportResult, PersonState, ReconcileAnswer, RegistrationList, RegistrationRecord, Signed,
 };
 use crate::region::RegionCode;
 use crate::tls::Tls;
@@ -204,6 +204,11 @@ impl ReportService for Svc {
     async fn month_report(&self, req: Request<Signed>) -> Result<Response<Signed>, Status> {
         let env = self.checked(req, Caller::Operator)?;
         self.node.handle_report_request(env).await.map(Response::new).map_err(Status::from)
+    }
+
+    async fn final_statement(&self, req: Request<Signed>) -> Result<Response<FinalStatementReceipt>, Status> {
+        let env = self.checked(req, Caller::Operator)?;
+        self.node.handle_final_statement(env).await.map(Response::new).map_err(Status::from)
     }
 
     async fn lines(&self, req: Request<Signed>) -> Result<Response<Signed>, Status> {

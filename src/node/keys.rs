@@ -80,6 +80,11 @@ pub fn sanction_delivered(partner: &str, designation_key: &str) -> String {
     format!("delivered:{partner}:{designation_key}")
 }
 
+/// A month's final statement, as the operator sent it.
+pub fn final_statement(month: Month) -> String {
+    format!("final:{month}")
+}
+
 /// A month's seal.
 pub fn seal(month: Month) -> String {
     format!("{SEAL}{month}")

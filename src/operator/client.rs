@@ -41,4 +41,11 @@ impl ReportTransport for NodeReports {
             c.lines(req).await.map(Response::into_inner).map_err(status_error)
         })
     }
+
+    fn final_statement(&self, to: RegionCode, notice: Signed) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(async move {
+            let mut c = self.client(to)?;
+            c.final_statement(notice).await.map(|_| ()).map_err(status_error)
+        })
+    }
 }

@@ -37,6 +37,8 @@ pub use error::OperatorError;
 pub trait ReportTransport: Send + Sync {
     fn month_report(&self, to: RegionCode, req: Signed) -> BoxFuture<'_, Result<Signed, TransportError>>;
     fn lines(&self, to: RegionCode, req: Signed) -> BoxFuture<'_, Result<Signed, TransportError>>;
+    /// Tells a node a month's statement is final (a `Signed<FinalNotice>`).
+    fn final_statement(&self, to: RegionCode, notice: Signed) -> BoxFuture<'_, Result<(), TransportError>>;
 }
 
 /// A closed month: the statement and the operator's signature over its canonical bytes.
@@ -427,6 +429,13 @@ impl Operator {
     pub async fn close(&self, month: Month) -> Result<Closed, OperatorError> {
         let _alone = self.month_end.lock().await;
         let carried = self.check_closable(month)?;
+        // Every node holds the previous month's final statement before this
+        // month closes (sent when it became final; again here, once each).
+        if let Some(previous) = self.statement_of(month.previous())? {
+            if self.is_final(&previous)? {
+                self.send_final(&previous).await?;
+            }
+        }
         let disputes = self.disputes_of(month)?;
         let closed = self.close_month(month, &disputes, &carried).await?;
         // On the ledger already: a failed copy is reported, and closing
@@ -437,6 +446,23 @@ impl Operator {
             })?;
         }
         Ok(closed)
+    }
+
+    /// Tells every node that `closed` is its month's final statement.
+    async fn send_final(&self, closed: &Closed) -> Result<(), OperatorError> {
+        let notice = crate::proto::FinalNotice {
+            month: closed.statement.month.to_string(),
+            statement: Some(closed.signed.clone()),
+        };
+        let env = envelope::seal(&self.key, envelope::FINAL_DOMAIN, "operator", &notice);
+        let sends = self.nodes.keys().map(|r| {
+            let env = env.clone();
+            async move { (*r, self.transport.final_statement(*r, env).await) }
+        });
+        for (region, sent) in futures_util::future::join_all(sends).await {
+            sent.map_err(|e| unreachable(region, e))?;
+        }
+        Ok(())
     }
 
     /// Why `month` cannot be closed now, if it cannot; else the items the
@@ -622,6 +648,17 @@ impl Operator {
             ),
             other => ledger_err(other),
         })?;
+        // The last confirmation makes the statement final: the nodes are told
+        // now if they can be, else with the next month's close.
+        if kind == EntryKind::Confirmation {
+            if let Some(closed) = self.statement_of(month)?.filter(|s| s.hash == c.statement_hash) {
+                if self.is_final(&closed)? {
+                    if let Err(e) = self.send_final(&closed).await {
+                        tracing::warn!(month = %month, error = %e, "the final statement will reach the nodes with the next close");
+                    }
+                }
+            }
+        }
         Ok(c)
     }
 

@@ -243,4 +243,8 @@ impl crate::operator::ReportTransport for SimNetwork {
     fn lines(&self, to: RegionCode, req: Signed) -> BoxFuture<'_, Result<Signed, TransportError>> {
         self.nodes.lines(to, req)
     }
+
+    fn final_statement(&self, to: RegionCode, notice: Signed) -> BoxFuture<'_, Result<(), TransportError>> {
+        self.nodes.final_statement(to, notice)
+    }
 }

@@ -605,6 +605,48 @@ impl ReportTransport for FirstPageOnly {
         r.from_index = 0;
         self.0.lines(to, seal(&key("operator"), OPERATOR_DOMAIN, "operator", &r))
     }
+
+    fn final_statement(&self, to: RegionCode, notice: Signed) -> BoxFuture<'_, Result<(), TransportError>> {
+        self.0.final_statement(to, notice)
+    }
+}
+
+/// The nodes hold each month's final statement (the start of their
+/// institutions' statements and audit samples): sent as the last region
+/// confirms, and again before the next month closes; kept once; only the
+/// operator's, for the month it names.
+#[tokio::test]
+async fn every_node_holds_the_final_statement_once() {
+    use xclear::api::envelope::{FINAL_DOMAIN, STATEMENT_DOMAIN};
+    use xclear::proto::FinalNotice;
+    let w = world().await;
+    let closed = w.operator.close(march()).await.expect("closed");
+    for r in REGIONS {
+        assert!(w.nodes[r].final_statement(march()).expect("read").is_none(), "not final yet");
+    }
+    confirm_all(&w.operator, march(), &closed.hash).await;
+    for r in REGIONS {
+        let held = w.nodes[r].final_statement(march()).expect("read").expect("held");
+        assert_eq!(held, closed.signed, "{r} holds the final statement");
+    }
+    // Sent again (the next close does): acknowledged, kept once.
+    let len = w.nodes["611000"].ledger().len();
+    let notice = FinalNotice { month: march().to_string(), statement: Some(closed.signed.clone()) };
+    let again = seal(&key("operator"), FINAL_DOMAIN, "operator", &notice);
+    w.nodes["611000"].handle_final_statement(again).await.expect("the same statement");
+    assert_eq!(w.nodes["611000"].ledger().len(), len);
+    // Another statement for the month, a region's key, a notice for another month: refused.
+    let other = seal(&key("operator"), STATEMENT_DOMAIN, "operator", &FinalNotice::default());
+    let different = FinalNotice { statement: Some(other), ..notice.clone() };
+    let e =
+        w.nodes["611000"].handle_final_statement(seal(&key("operator"), FINAL_DOMAIN, "operator", &different)).await;
+    assert_eq!(e.expect_err("not a statement").reason(), "bad_request");
+    let e = w.nodes["611000"].handle_final_statement(seal(&key("611000"), FINAL_DOMAIN, "operator", &notice)).await;
+    assert_eq!(e.expect_err("a region's key").reason(), "bad_signature");
+    let april = FinalNotice { month: march().next().to_string(), ..notice };
+    let e = w.nodes["611000"].handle_final_statement(seal(&key("operator"), FINAL_DOMAIN, "operator", &april)).await;
+    assert_eq!(e.expect_err("another month").reason(), "bad_request");
+    assert_eq!(w.nodes["611000"].ledger().len(), len);
 }
 
 #[tokio::test]
