@@ -23,6 +23,10 @@ pub(crate) struct TlsArgs {
     /// The certificate of the signing key (default: the key file with .crt as its extension).
     #[arg(long, global = true)]
     pub cert: Option<PathBuf>,
+    /// The name the server's certificate must carry, e.g. 110000.node.xclear or operator.xclear
+    /// (default: the address's host, which every development certificate on 127.0.0.1 carries).
+    #[arg(long, global = true)]
+    pub server_name: Option<String>,
 }
 
 impl TlsArgs {
@@ -55,7 +59,8 @@ impl TlsArgs {
     /// A connected channel to `url`, as the holder of `key`.
     pub(crate) async fn channel(&self, url: &str, key_file: &Path, key: &SigningKey) -> Result<Channel, ExitCode> {
         let tls = self.identity(url, key_file, key)?;
-        let endpoint = xclear::tls::endpoint(url, tls.as_ref(), None).map_err(|e| fail(EXIT_BAD_INPUT, e))?;
+        let endpoint = xclear::tls::endpoint(url, tls.as_ref(), self.server_name.as_deref())
+            .map_err(|e| fail(EXIT_BAD_INPUT, e))?;
         endpoint.connect().await.map_err(|e| unreachable(url, e))
     }
 }
@@ -75,8 +80,10 @@ pub(crate) fn unreachable(url: &str, e: impl std::error::Error) -> ExitCode {
     }
     if message.contains("UnknownIssuer") {
         message.push_str(" (the server's certificate is not from the CA given by --ca or XCLEAR_CA)");
-    } else if message.contains("NotValidForName") {
-        message.push_str(" (the server's certificate does not name the address dialled)");
+    } else if message.contains("NotValidForName") || message.contains("not valid for name") {
+        message.push_str(
+            " (the server's certificate does not carry the name expected: the address's host, or --server-name)",
+        );
     }
     fail(EXIT_FAILED, serde_json::json!({"error": "unreachable", "message": message}))
 }

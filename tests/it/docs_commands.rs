@@ -51,7 +51,7 @@ fn script(blocks: &[String]) -> String {
                 out.push_str(&format!(
                     "if out=$({code} 2>&1); then echo 'expected a refusal: {code}' >&2; exit 1; fi\n\
                      echo \"$out\"\n\
-                     case \"$out\" in *{reason}*) ;; *) echo 'expected {reason}: {code}' >&2; exit 1;; esac\n"
+                     case \"$out\" in *\"{reason}\"*) ;; *) echo 'expected {reason}: {code}' >&2; exit 1;; esac\n"
                 ));
             } else {
                 out.push_str(&line);
@@ -125,7 +125,7 @@ fn the_scripts_conventions() {
     let s = script(&blocks);
     assert!(s.contains("done\ny") || s.contains("done\nif"), "{s}");
     assert!(s.contains("if out=$(y 2>&1); then"), "{s}");
-    assert!(s.contains("*no_way*"), "{s}");
+    assert!(s.contains("*\"no_way\"*"), "{s}");
     assert!(s.contains("z   --flag\n"), "{s}");
     assert!(!s.contains("not run"), "{s}");
 }
