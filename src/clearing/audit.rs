@@ -18,6 +18,11 @@ pub const MIN_SAMPLE_PCT: u32 = 5;
 pub struct SamplePolicy(Ratio);
 
 impl SamplePolicy {
+    /// The least share allowed (5%).
+    pub fn minimum() -> SamplePolicy {
+        SamplePolicy(Ratio::from_fraction(rust_decimal::Decimal::new(5, 2)).unwrap_or(Ratio::ONE))
+    }
+
     /// `pct` percent, from 5 to 100.
     pub fn new(pct: u32) -> Result<SamplePolicy, String> {
         if !(MIN_SAMPLE_PCT..=100).contains(&pct) {
@@ -74,5 +79,6 @@ mod tests {
         assert_eq!((p.size(0), p.size(1), p.size(20), p.size(21), p.size(1000)), (0, 1, 1, 2, 50));
         assert!(SamplePolicy::new(4).is_err() && SamplePolicy::new(101).is_err());
         assert_eq!(SamplePolicy::new(100).expect("all").size(7), 7);
+        assert_eq!(SamplePolicy::minimum(), p);
     }
 }

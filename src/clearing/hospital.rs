@@ -39,6 +39,9 @@ pub struct HoldbackPolicy {
 }
 
 impl HoldbackPolicy {
+    /// No holdback (a region's default until its config sets one).
+    pub const NONE: HoldbackPolicy = HoldbackPolicy { rate: Ratio::ZERO, release: Release::NextMonth };
+
     /// `rate_pct` of the fund payment, 0–5%.
     pub fn new(rate_pct: Decimal, release: Release) -> Result<HoldbackPolicy, String> {
         if rate_pct > Decimal::from(MAX_HOLDBACK_PCT) {

@@ -175,6 +175,8 @@ impl NodePlan {
             operator_key: self.operator.then(|| public("operator")),
             // Where `xclear tls` would write them; in process, the identity
             // comes from `FederationCa::node` instead.
+            holdback: crate::clearing::hospital::HoldbackPolicy::NONE,
+            audit_sample: crate::clearing::audit::SamplePolicy::minimum(),
             tls: if self.tls {
                 TlsSetting::Files(TlsFiles {
                     ca: self.data_dir.join("ca.crt"),
@@ -202,6 +204,7 @@ impl NodePlan {
                         public_key: public(&i.code),
                         designated: i.designated,
                         cross_region: i.cross_region,
+                        credit_rated: false,
                     };
                     (i.code.clone(), h)
                 })

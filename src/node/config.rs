@@ -16,6 +16,11 @@
 //! server_key = "keys/611000.server.pem"
 //! # plaintext = true                  # instead of ca and cert: no TLS (warned in the log)
 //!
+//! [hospital_payment]                  # what the region pays its institutions each month
+//! holdback_pct = "5"                  # quality holdback (质量保证金), 0–5% of the fund payment (default 0)
+//! holdback_release = "next_month"     # or "annual": released at the annual clearing by assessment
+//! audit_sample_pct = 5                # settlements drawn for a second review each month, 5–100 (default 5)
+//!
 //! [[peers]]                           # other regions' nodes
 //! region = "110000"
 //! endpoint = "https://127.0.0.1:20011"
@@ -27,6 +32,7 @@
 //! public_key = "<64 hex>"
 //! designated = true                   # 定点
 //! cross_region = true                 # open for out-of-region direct settlement
+//! credit_rated = false                # a good credit rating halves its holdback
 //!
 //! [[pharmacies]]                      # designated pharmacies (定点药店): level 0, med_type 41 only
 //! code = "P110105001"
@@ -44,6 +50,8 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::VerifyingKey;
 use serde::Deserialize;
 
+use crate::clearing::audit::{SamplePolicy, MIN_SAMPLE_PCT};
+use crate::clearing::hospital::{HoldbackPolicy, Release};
 use crate::crypto;
 use crate::region::RegionCode;
 use crate::settlement::HospitalLevel;
@@ -69,6 +77,8 @@ struct RawConfig {
     #[serde(default)]
     tls: Option<crate::tls::RawTls>,
     #[serde(default)]
+    hospital_payment: Option<RawPayment>,
+    #[serde(default)]
     peers: Vec<RawPeer>,
     #[serde(default)]
     hospitals: Vec<RawHospital>,
@@ -80,6 +90,17 @@ struct RawConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawPayment {
+    #[serde(default)]
+    holdback_pct: Option<String>,
+    #[serde(default)]
+    holdback_release: Option<String>,
+    #[serde(default)]
+    audit_sample_pct: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawPharmacy {
     code: String,
     public_key: String,
@@ -87,6 +108,8 @@ struct RawPharmacy {
     designated: bool,
     #[serde(default = "yes")]
     cross_region: bool,
+    #[serde(default)]
+    credit_rated: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +130,8 @@ struct RawHospital {
     designated: bool,
     #[serde(default = "yes")]
     cross_region: bool,
+    #[serde(default)]
+    credit_rated: bool,
 }
 
 fn yes() -> bool {
@@ -144,6 +169,8 @@ pub struct Hospital {
     pub public_key: VerifyingKey,
     pub designated: bool,
     pub cross_region: bool,
+    /// A good credit rating: its holdback is halved.
+    pub credit_rated: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +183,10 @@ pub struct NodeConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub operator_key: Option<VerifyingKey>,
     pub tls: TlsSetting,
+    /// The quality holdback on institutions' monthly payments.
+    pub holdback: HoldbackPolicy,
+    /// The share of each month's settlements drawn for a second review.
+    pub audit_sample: SamplePolicy,
     pub peers: BTreeMap<RegionCode, Peer>,
     pub hospitals: BTreeMap<String, Hospital>,
     pub admins: BTreeMap<String, VerifyingKey>,
@@ -194,6 +225,7 @@ impl NodeConfig {
         let operator_key = raw.operator_key.as_deref().map(|k| c.key("operator_key", k)).transpose()?;
         let tls = RawTls::setting(raw.tls.as_ref(), base).map_err(|(key, reason)| err(&key, reason))?;
         let peers = c.peers(&raw.peers, region, &tls)?;
+        let (holdback, audit_sample) = c.payment(raw.hospital_payment.as_ref())?;
         let hospitals = c.institutions(&raw.hospitals, &raw.pharmacies)?;
         let mut admins = BTreeMap::new();
         for (i, a) in raw.admins.iter().enumerate() {
@@ -212,6 +244,8 @@ impl NodeConfig {
             metrics_listen,
             operator_key,
             tls,
+            holdback,
+            audit_sample,
             peers,
             hospitals,
             admins,
@@ -231,6 +265,28 @@ impl Checker<'_> {
 
     fn key(&self, key: &str, text: &str) -> Result<VerifyingKey, ConfigError> {
         crypto::parse_public_key(text).map_err(|e| self.err(key, e.to_string()))
+    }
+
+    /// The holdback and the audit sample (defaults: no holdback, 5%).
+    fn payment(&self, raw: Option<&RawPayment>) -> Result<(HoldbackPolicy, SamplePolicy), ConfigError> {
+        let pct = match raw.and_then(|r| r.holdback_pct.as_deref()) {
+            None => rust_decimal::Decimal::ZERO,
+            Some(t) => crate::money::parse_bounded(t, 2)
+                .map_err(|e| self.err("hospital_payment.holdback_pct", e.to_string()))?,
+        };
+        let release = match raw.and_then(|r| r.holdback_release.as_deref()) {
+            None | Some("next_month") => Release::NextMonth,
+            Some("annual") => Release::Annual,
+            Some(other) => {
+                return Err(
+                    self.err("hospital_payment.holdback_release", format!("{other:?} is not next_month or annual"))
+                )
+            }
+        };
+        let holdback = HoldbackPolicy::new(pct, release).map_err(|e| self.err("hospital_payment.holdback_pct", e))?;
+        let sample = SamplePolicy::new(raw.and_then(|r| r.audit_sample_pct).unwrap_or(MIN_SAMPLE_PCT))
+            .map_err(|e| self.err("hospital_payment.audit_sample_pct", e))?;
+        Ok((holdback, sample))
     }
 
     fn code(&self, key: &str, code: &str) -> Result<(), ConfigError> {
@@ -286,6 +342,7 @@ impl Checker<'_> {
                 public_key: self.key(&format!("hospitals[{i}].public_key"), &h.public_key)?,
                 designated: h.designated,
                 cross_region: h.cross_region,
+                credit_rated: h.credit_rated,
             };
             if all.insert(h.code.clone(), hospital).is_some() {
                 return Err(self.err(&format!("hospitals[{i}].code"), format!("hospital {} is listed twice", h.code)));
@@ -300,6 +357,7 @@ impl Checker<'_> {
                 public_key: self.key(&format!("pharmacies[{i}].public_key"), &p.public_key)?,
                 designated: p.designated,
                 cross_region: p.cross_region,
+                credit_rated: p.credit_rated,
             };
             if all.insert(p.code.clone(), pharmacy).is_some() {
                 return Err(self.err(
@@ -335,6 +393,18 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/etc/xclear/d"));
         assert!(c.hospitals["H1"].designated && c.hospitals["H1"].cross_region);
         assert_eq!(c.peers.len(), 1);
+        assert_eq!(c.holdback.rate_for(false), crate::money::Ratio::ZERO, "no holdback unless configured");
+        let paying = base().replace(
+            "[[peers]]",
+            "[hospital_payment]\nholdback_pct = \"5\"\nholdback_release = \"annual\"\naudit_sample_pct = 10\n[[peers]]",
+        ) + "credit_rated = true\n";
+        let c = NodeConfig::parse(&paying, "n.toml", Path::new(".")).unwrap();
+        assert_eq!(
+            (c.holdback.rate_for(false).to_string(), c.holdback.release()),
+            ("0.05".to_string(), Release::Annual)
+        );
+        assert_eq!(c.audit_sample.size(100), 10);
+        assert!(c.hospitals["H1"].credit_rated);
         let with_pharmacy = base() + &format!("[[pharmacies]]\ncode = \"P1\"\npublic_key = \"{KEY}\"\n");
         let c = NodeConfig::parse(&with_pharmacy, "n.toml", Path::new(".")).unwrap();
         assert_eq!(
@@ -362,6 +432,22 @@ mod tests {
             (base().replace("plaintext = true", "ca = \"ca.crt\"\ncert = \"n.crt\""), "tls.server_cert"),
             (base().replace("plaintext = true", "plaintext = true\nca = \"ca.crt\""), "tls.plaintext"),
             (base().replace("http://127.0.0.1:1", "https://127.0.0.1:1"), "peers[0].endpoint"),
+            (
+                base().replace("[[peers]]", "[hospital_payment]\nholdback_pct = \"5.5\"\n[[peers]]"),
+                "hospital_payment.holdback_pct",
+            ),
+            (
+                base().replace("[[peers]]", "[hospital_payment]\nholdback_pct = \"-1\"\n[[peers]]"),
+                "hospital_payment.holdback_pct",
+            ),
+            (
+                base().replace("[[peers]]", "[hospital_payment]\nholdback_release = \"never\"\n[[peers]]"),
+                "hospital_payment.holdback_release",
+            ),
+            (
+                base().replace("[[peers]]", "[hospital_payment]\naudit_sample_pct = 4\n[[peers]]"),
+                "hospital_payment.audit_sample_pct",
+            ),
             (base() + &format!("[[pharmacies]]\ncode = \"H1\"\npublic_key = \"{KEY}\"\n"), "pharmacies[0].code"),
         ];
         for (text, key) in cases {
