@@ -270,14 +270,10 @@ pub fn peer_key<T>(req: &tonic::Request<T>) -> Option<[u8; 32]> {
     certs.first().and_then(|c| cert_key(c.as_ref()))
 }
 
-/// Whether the connection may carry what `signer_key` signed: over TLS, its
-/// client certificate must carry that key; in plaintext (`peer` `None` on
-/// a server without TLS) nothing binds the two.
-pub fn bound(peer: Option<[u8; 32]>, tls_on: bool, signer_key: &VerifyingKey) -> bool {
-    match peer {
-        Some(k) => k == signer_key.to_bytes(),
-        None => !tls_on,
-    }
+/// Whether a TLS connection may carry what `signer_key` signed: its client
+/// certificate (`peer`, from [`peer_key`]) must carry that key.
+pub fn bound(peer: Option<[u8; 32]>, signer_key: &VerifyingKey) -> bool {
+    peer == Some(signer_key.to_bytes())
 }
 
 fn read_pem(path: &Path) -> Result<String, TlsError> {
@@ -352,33 +348,39 @@ impl DevCa {
     /// A client certificate for `holder`'s signing key under `names`, PEM
     /// (servers present the ECDSA certificate of [`DevCa::issue_server`]).
     pub fn issue(&self, holder: &VerifyingKey, names: &[String]) -> Result<String, TlsError> {
-        let cert_err = |e: rcgen::Error| TlsError::Certificate(e.to_string());
-        let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(cert_err)?;
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(rcgen::DnType::CommonName, names.first().cloned().unwrap_or_default());
-        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        params.use_authority_key_identifier_extension = true;
-        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial(holder.as_bytes(), names)));
-        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
-        Ok(params.signed_by(&Subject(holder.to_bytes()), &issuer).map_err(cert_err)?.pem())
+        let subject = Subject(holder.to_bytes());
+        Ok(self.leaf(names, rcgen::ExtendedKeyUsagePurpose::ClientAuth, &subject, holder.as_bytes())?.pem())
     }
 
     /// A server certificate under `names` for a fresh ECDSA P-256 key:
     /// (certificate, PKCS#8 key), PEM.
     pub fn issue_server(&self, names: &[String]) -> Result<(String, String), TlsError> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| TlsError::Certificate(e.to_string()))?;
+        let cert = self.leaf(names, rcgen::ExtendedKeyUsagePurpose::ServerAuth, &key, key.public_key_raw())?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// A certificate of this CA for `subject` (whose raw public key is
+    /// `raw_key`) under `names`, for `usage`; its serial number follows from
+    /// the key and the names, so the same certificate is issued the same way.
+    fn leaf(
+        &self,
+        names: &[String],
+        usage: rcgen::ExtendedKeyUsagePurpose,
+        subject: &impl rcgen::PublicKeyData,
+        raw_key: &[u8],
+    ) -> Result<rcgen::Certificate, TlsError> {
         let cert_err = |e: rcgen::Error| TlsError::Certificate(e.to_string());
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cert_err)?;
         let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(cert_err)?;
         params.distinguished_name = rcgen::DistinguishedName::new();
         params.distinguished_name.push(rcgen::DnType::CommonName, names.first().cloned().unwrap_or_default());
         params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = vec![usage];
         params.use_authority_key_identifier_extension = true;
-        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial(key.public_key_raw(), names)));
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial(raw_key, names)));
         let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer).map_err(cert_err)?;
-        Ok((cert.pem(), key.serialize_pem()))
+        params.signed_by(subject, &issuer).map_err(cert_err)
     }
 
     /// The identity of the holder of `key` under `names`, issued now; a
@@ -451,9 +453,8 @@ mod tests {
         assert_eq!(ed25519_key(&der), Some(holder.verifying_key().to_bytes()));
         // Issued the same way twice: the same certificate.
         assert_eq!(ca.issue(&holder.verifying_key(), &[node_name("110000"), "127.0.0.1".into()]).expect("again"), pem);
-        assert!(bound(Some(holder.verifying_key().to_bytes()), true, &holder.verifying_key()));
-        assert!(!bound(Some(holder.verifying_key().to_bytes()), true, &other.verifying_key()));
-        assert!(!bound(None, true, &holder.verifying_key()));
-        assert!(bound(None, false, &holder.verifying_key()));
+        assert!(bound(Some(holder.verifying_key().to_bytes()), &holder.verifying_key()));
+        assert!(!bound(Some(holder.verifying_key().to_bytes()), &other.verifying_key()));
+        assert!(!bound(None, &holder.verifying_key()), "no certificate binds nothing");
     }
 }

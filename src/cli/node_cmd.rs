@@ -68,12 +68,6 @@ fn block_on(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
-/// A node's error answer: its reason and message on standard error; exit 2
-/// for bad input, 3 refused, 1 unanswered.
-fn rpc_failed(s: &tonic::Status) -> ExitCode {
-    super::call_failed(s)
-}
-
 /// Loads what a node needs from its config: the node, and its TLS identity
 /// unless the config says plaintext.
 fn open_node(config: &Path) -> Result<(Arc<Node>, Option<Arc<Tls>>), ExitCode> {
@@ -422,7 +416,7 @@ pub(crate) fn run_registration(node: &str, key_file: &Path, tls: &TlsArgs, admin
                 println!("{}", registration_json(&r.into_inner()));
                 ExitCode::SUCCESS
             }
-            Err(s) => rpc_failed(&s),
+            Err(s) => super::call_failed(&s),
         }
     })
 }
@@ -466,7 +460,7 @@ pub(crate) fn run_person_change(
                 println!("{}", json!({"psn_no": p.psn_no, "acct_balance": p.acct_balance, "chronic": chronic}));
                 ExitCode::SUCCESS
             }
-            Err(s) => rpc_failed(&s),
+            Err(s) => super::call_failed(&s),
         }
     })
 }
@@ -497,7 +491,7 @@ pub(crate) fn run_registration_query(
                 }
                 ExitCode::SUCCESS
             }
-            Err(s) => rpc_failed(&s),
+            Err(s) => super::call_failed(&s),
         }
     })
 }
@@ -537,7 +531,7 @@ pub(crate) fn run_designation(
                 );
                 ExitCode::SUCCESS
             }
-            Err(s) => rpc_failed(&s),
+            Err(s) => super::call_failed(&s),
         }
     })
 }
@@ -639,7 +633,7 @@ pub(crate) fn run_reconcile(
                     ExitCode::from(super::EXIT_REFUSED)
                 }
             }
-            Err(s) => rpc_failed(&s),
+            Err(s) => super::call_failed(&s),
         }
     })
 }

@@ -68,13 +68,11 @@ impl Svc {
             Caller::Operator => config.operator_key,
         };
         match key {
-            Some(k) if !crate::tls::bound(crate::tls::peer_key(req), true, &k) => {
-                Err(NodeError::NotAuthorised(format!(
-                    "the request names {:?} as its signer, but the connection's certificate is not theirs",
-                    env.signer
-                ))
-                .into())
-            }
+            Some(k) if !crate::tls::bound(crate::tls::peer_key(req), &k) => Err(NodeError::NotAuthorised(format!(
+                "the request names {:?} as its signer, but the connection's certificate is not theirs",
+                env.signer
+            ))
+            .into()),
             _ => Ok(()),
         }
     }

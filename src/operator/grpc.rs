@@ -59,7 +59,7 @@ impl Svc {
                 Signer::Operator => Some(self.operator.key.verifying_key()),
                 Signer::Region => RegionCode::parse(&env.signer).ok().and_then(|r| self.operator.node_key(r)),
             };
-            let bound = key.is_some_and(|k| crate::tls::bound(crate::tls::peer_key(&req), true, &k));
+            let bound = key.is_some_and(|k| crate::tls::bound(crate::tls::peer_key(&req), &k));
             if !bound {
                 return Err(self.refuse(format!(
                     "the request names {:?} as its signer, but the connection's certificate does not carry the key it needs",

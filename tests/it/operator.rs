@@ -899,18 +899,7 @@ async fn the_operator_over_tls_binds_requests_to_the_keys_they_need() {
     use xclear::proto::{AdvanceRequest, CloseRequest, StatementRequest};
 
     let w = world().await;
-    let op = Arc::new(
-        Operator::open(
-            &w._dir.path().join("operator-tls"),
-            key("operator"),
-            Arc::new(ManualClock::new(MARCH_CLOSABLE)),
-            REGIONS.iter().map(|r| (code(r), key(r).verifying_key())).collect(),
-            w.net.clone(),
-            common::rules().pairs().clone(),
-            BTreeMap::new(),
-        )
-        .expect("operator"),
-    );
+    let op = Arc::new(open_operator(&w._dir.path().join("operator-tls"), w.net.clone()));
     let ca = xclear::federation::FederationCa::new(common::FEDERATION).expect("ca");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("https://{}", listener.local_addr().expect("addr"));
