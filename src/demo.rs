@@ -78,6 +78,10 @@ pub struct DemoReport {
     pub elapsed: Duration,
     pub node_dirs: BTreeMap<RegionCode, PathBuf>,
     pub final_confirmed: bool,
+    /// Each institution's statement of the month, as its node issued it.
+    pub hospitals: Vec<crate::clearing::hospital::HospitalStatement>,
+    /// Per region: (settlements drawn for review, settlements of the month).
+    pub samples: BTreeMap<RegionCode, (usize, u64)>,
 }
 
 /// A region's designated pharmacy in the demo.
@@ -281,6 +285,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
     let (persons, registrations) = insure(&opts, &federation, &mut rng, &nodes.nodes).await?;
     let counters = visit(&opts, &federation, &ca, &mut rng, &persons, &nodes.urls).await?;
     let (closed, final_confirmed) = month_end(&opts, &federation, &ca, &rules, &clock, &nodes.urls).await?;
+    let (hospitals, samples) = hospital_statements(&opts, &nodes.nodes)?;
     let Nodes { nodes, stops, dirs, .. } = nodes;
     for s in stops {
         let _ = s.send(());
@@ -301,7 +306,42 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
         elapsed: started.elapsed(),
         node_dirs: dirs,
         final_confirmed,
+        hospitals,
+        samples,
     })
+}
+
+/// Each node's institutions' statements of the month (issued by the nodes
+/// when the statement became final), written as
+/// `hospitals/<region>/<code>/<YYYY-MM>.json` and `.csv`, and each node's
+/// audit sample size.
+#[allow(clippy::type_complexity)]
+fn hospital_statements(
+    opts: &DemoOptions,
+    nodes: &BTreeMap<&'static str, Arc<Node>>,
+) -> Result<(Vec<crate::clearing::hospital::HospitalStatement>, BTreeMap<RegionCode, (usize, u64)>), String> {
+    let mut statements = Vec::new();
+    let mut samples = BTreeMap::new();
+    for (r, node) in nodes {
+        for code in node.config.hospitals.keys() {
+            let Some(signed) = node.hospital_statement(code, opts.month).map_err(|e| e.to_string())? else {
+                return Err(format!("{r}: no statement of {} for {code}", opts.month));
+            };
+            let s = crate::node::hospital_statements::open_statement(&signed, &node.public_key())?;
+            let dir = opts.out.join("hospitals").join(r).join(code);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let json = serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?;
+            let file = dir.join(format!("{}.json", opts.month));
+            std::fs::write(&file, format!("{json}\n")).map_err(|e| format!("{}: {e}", file.display()))?;
+            let file = dir.join(format!("{}.csv", opts.month));
+            std::fs::write(&file, crate::node::hospital_statements::statement_csv(&s))
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            statements.push(s);
+        }
+        let draw = node.audit_draw(opts.month).map_err(|e| e.to_string())?;
+        samples.insert(node.region(), (draw.items.len(), draw.population));
+    }
+    Ok((statements, samples))
 }
 
 fn regions() -> Vec<&'static str> {
@@ -336,7 +376,15 @@ async fn start_nodes(
         let plan = NodePlan::new(federation, code(r)?, dir, opts.rules_dir.clone())
             .with_peers(peers.clone())
             .with([Institution::hospital(hospital_code(r), level), Institution::pharmacy(pharmacy_code(r))]);
-        let cfg = plan.config();
+        let mut cfg = plan.config();
+        // 伊犁 holds 5% of its institutions' fund payments for a month (its
+        // example config); the others hold nothing.
+        if r == "654000" {
+            cfg.holdback = crate::clearing::hospital::HoldbackPolicy::new(
+                rust_decimal::Decimal::from(5),
+                crate::clearing::hospital::Release::NextMonth,
+            )?;
+        }
         let endpoints = cfg.peers.values().map(|p| (p.region, p.endpoint.clone())).collect();
         let c: Arc<dyn Clock> = clock.clone();
         let tls = ca.node(&plan.node_key(), plan.region)?;

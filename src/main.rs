@@ -130,6 +130,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::tls_cmd::TlsCommand,
     },
+    /// Audit samples (抽查复审): a month's sample at a node, reviewers' outcomes, the draw recomputed from an export.
+    Audit {
+        #[command(subcommand)]
+        command: cli::audit_cmd::AuditCommand,
+    },
     /// Ledger tools: verify, export, verify-export, head, prove.
     Ledger {
         #[command(subcommand)]
@@ -309,6 +314,7 @@ fn main() -> ExitCode {
             cli::node_cmd::run_designation(&c.admin.node, &c.admin.key, &c.admin.tls, &c.admin.admin, req)
         }
         Command::Ledger { command } => cli::ledger_cmd::run(command),
+        Command::Audit { command } => cli::audit_cmd::run(command),
         Command::Tls { command } => cli::tls_cmd::run(command),
         Command::Bench { command } => cli::bench_cmd::run(command),
         Command::Clearing { command } => cli::clearing_cmd::run(command),
@@ -322,6 +328,13 @@ fn main() -> ExitCode {
             tls,
             ..
         } => cli::node_cmd::run_reconcile(&node, &key, &tls, &code, &month, &file),
+        Command::Hospital {
+            action: cli::node_cmd::HospitalAction::Statement { code, month, out },
+            node,
+            key,
+            tls,
+            ..
+        } => cli::node_cmd::run_statement(&node, &key, &tls, &code, &month, out.as_deref()),
         Command::Hospital { action, node, key, tls, bill } => {
             cli::node_cmd::run_hospital(action, &node, &key, &tls, &bill)
         }

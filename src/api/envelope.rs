@@ -27,6 +27,9 @@ pub const SANCTION_DOMAIN: &[u8] = b"xclear/sanction/v1\0";
 pub const DESIGNATION_DOMAIN: &[u8] = b"xclear/designation/v1\0";
 pub const RECONCILE_DOMAIN: &[u8] = b"xclear/reconcile/v1\0";
 pub const FINAL_DOMAIN: &[u8] = b"xclear/final-statement/v1\0";
+pub const HOSPITAL_STATEMENT_DOMAIN: &[u8] = b"xclear/hospital-statement/v1\0";
+pub const HOSPITAL_STATEMENT_REQUEST_DOMAIN: &[u8] = b"xclear/hospital-statement-request/v1\0";
+pub const AUDIT_DOMAIN: &[u8] = b"xclear/audit/v1\0";
 
 /// Largest envelope body accepted (a bill of the maximum item count fits).
 pub const MAX_BODY_BYTES: usize = 512 * 1024;

@@ -35,6 +35,12 @@ pub enum NodeError {
     UnknownRegistration(String),
     #[error("{0}")]
     HoldingPeriod(String),
+    #[error("{0}")]
+    NoStatement(String),
+    #[error("{0}")]
+    NotInSample(String),
+    #[error("{0}")]
+    AlreadyReviewed(String),
     // --- the settlement rules ---
     #[error("{0}")]
     Refused(Refusal),
@@ -70,6 +76,9 @@ impl NodeError {
             NodeError::AlreadyReversed(_) => "already_reversed",
             NodeError::UnknownRegistration(_) => "unknown_registration",
             NodeError::HoldingPeriod(_) => "holding_period",
+            NodeError::NoStatement(_) => "no_statement",
+            NodeError::NotInSample(_) => "not_in_sample",
+            NodeError::AlreadyReviewed(_) => "already_reviewed",
             NodeError::Refused(r) => r.code(),
             NodeError::HomeUnreachable(_) => "home_unreachable",
             NodeError::BadPeerAnswer(..) => "bad_peer_answer",
@@ -101,8 +110,13 @@ pub fn code_of(reason: &str) -> Code {
             Code::PermissionDenied
         }
         "bad_request" => Code::InvalidArgument,
-        "msgid_reused" | "already_reversed" => Code::AlreadyExists,
-        "unknown_person" | "unknown_settlement" | "unknown_registration" | "not_closed" => Code::NotFound,
+        "msgid_reused" | "already_reversed" | "already_reviewed" => Code::AlreadyExists,
+        "unknown_person"
+        | "unknown_settlement"
+        | "unknown_registration"
+        | "not_closed"
+        | "no_statement"
+        | "not_in_sample" => Code::NotFound,
         "home_unreachable" | "region_unreachable" => Code::Unavailable,
         "bad_peer_answer" | "bad_region_answer" | "internal" => Code::Internal,
         "overloaded" | "too_large" => Code::ResourceExhausted,
@@ -152,6 +166,9 @@ mod tests {
             NodeError::AlreadyReversed("S".into()),
             NodeError::UnknownRegistration("R".into()),
             NodeError::HoldingPeriod("x".into()),
+            NodeError::NoStatement("x".into()),
+            NodeError::NotInSample("x".into()),
+            NodeError::AlreadyReviewed("x".into()),
             NodeError::Refused(Refusal::RegistrationRequired),
             NodeError::HomeUnreachable("611000".into()),
             NodeError::BadPeerAnswer("611000".into(), "x".into()),

@@ -118,6 +118,8 @@ impl Totals {
 #[derive(Debug, Clone)]
 pub struct HospitalMonth<'a> {
     pub month: Month,
+    /// The institution's (treatment) region.
+    pub region: RegionCode,
     pub fixmedins_code: &'a str,
     pub credit_rated: bool,
     pub lines: &'a [HospitalLine],
@@ -133,6 +135,7 @@ pub struct HospitalMonth<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HospitalStatement {
     pub month: Month,
+    pub region: RegionCode,
     pub fixmedins_code: String,
     pub totals: Totals,
     pub by_med_type: BTreeMap<MedCategory, Totals>,
@@ -141,14 +144,16 @@ pub struct HospitalStatement {
     pub settled: Amount,
     /// The rate applied, as a fraction ("0.05").
     pub holdback_rate: String,
-    /// Held back this month.
-    pub held: Amount,
+    /// Held back this month (质量保证金).
+    pub holdback: Amount,
     /// Holdback of earlier months (and, at the annual release, this one) paid now.
     pub released: Amount,
     /// Holdback the assessment did not release.
     pub forfeited: Amount,
-    pub deducted: Amount,
-    /// settled − held + released − deducted (negative: the institution owes).
+    /// The sum of `deduction_items` (拒付).
+    pub deductions: Amount,
+    pub deduction_items: Vec<Deduction>,
+    /// settled − holdback + released − deductions (negative: the institution owes).
     pub payable: Amount,
     /// The holdback account after this statement.
     pub after: HoldbackAccount,
@@ -185,16 +190,18 @@ pub fn hospital_statement(m: &HospitalMonth<'_>, policy: &HoldbackPolicy) -> Hos
     };
     HospitalStatement {
         month: m.month,
+        region: m.region,
         fixmedins_code: m.fixmedins_code.to_string(),
         totals,
         by_med_type,
         by_home,
         settled,
         holdback_rate: rate.to_string(),
-        held,
+        holdback: held,
         released,
         forfeited,
-        deducted,
+        deductions: deducted,
+        deduction_items: m.deductions.to_vec(),
         payable: settled - held + released - deducted,
         after: HoldbackAccount { outstanding, last_held: held },
     }
@@ -324,6 +331,7 @@ mod tests {
         let deductions = [Deduction { amount: Amount::yuan(100), reason: "audit".into(), setl_id: Some("S1".into()) }];
         let m = HospitalMonth {
             month: march,
+            region: RegionCode::parse("110000").expect("region"),
             fixmedins_code: "H1",
             credit_rated: false,
             lines: &lines,
@@ -334,14 +342,14 @@ mod tests {
         let s = hospital_statement(&m, &policy);
         assert_eq!(s.settled.to_string(), "31830.01");
         // 5% of the fund's 31740.01 = 1587.0005, half up.
-        assert_eq!(s.held.to_string(), "1587.00");
-        assert_eq!((s.released, s.deducted), (Amount::yuan(50), Amount::yuan(100)));
+        assert_eq!(s.holdback.to_string(), "1587.00");
+        assert_eq!((s.released, s.deductions), (Amount::yuan(50), Amount::yuan(100)));
         assert_eq!(s.payable.to_string(), "30193.01");
-        assert_eq!(s.after, HoldbackAccount { outstanding: s.held, last_held: s.held });
+        assert_eq!(s.after, HoldbackAccount { outstanding: s.holdback, last_held: s.holdback });
         assert_eq!(s.by_med_type[&MedCategory::Pharmacy].acct_pay.to_string(), "90.00");
         assert_eq!(s.by_home.len(), 2);
         let rated = hospital_statement(&HospitalMonth { credit_rated: true, ..m }, &policy);
-        assert_eq!((rated.holdback_rate.as_str(), rated.held.to_string().as_str()), ("0.025", "793.50"));
+        assert_eq!((rated.holdback_rate.as_str(), rated.holdback.to_string().as_str()), ("0.025", "793.50"));
     }
 
     fn detail(id: &str, fund: i64) -> Detail {

@@ -123,6 +123,10 @@ pub(crate) enum ClearingCommand {
         /// Why, in a sentence; kept on the ledger with the answer.
         #[arg(long)]
         reason: String,
+        /// The settlement it concerns (S...): a deduction on it is also taken
+        /// from its institution's statement.
+        #[arg(long = "setl-id", default_value = "")]
+        setl_id: String,
     },
     /// Advance funds now: each home region's uncleared payable against its quota.
     Advance {
@@ -253,8 +257,8 @@ pub(crate) fn run(cmd: ClearingCommand) -> ExitCode {
             ClearingCommand::Dispute { by, lines, reason } => answer(&by, Answer::Dispute(lines, reason)).await,
             ClearingCommand::Withdraw { by, lines } => answer(&by, Answer::Withdraw(lines)).await,
             ClearingCommand::Advance { target, month } => advance(&target, &month).await,
-            ClearingCommand::Adjust { target, month, home, treatment, amount, reason } => {
-                let req = AdjustmentRequest { month, home, treatment, amount, reason };
+            ClearingCommand::Adjust { target, month, home, treatment, amount, reason, setl_id } => {
+                let req = AdjustmentRequest { month, home, treatment, amount, reason, setl_id };
                 adjust(&target, req).await
             }
         };

@@ -55,6 +55,9 @@ pub(crate) fn run(out: Option<PathBuf>, seed: u64, patients: usize, month: &str,
          settle and other cases the rules refuse)"
     );
     println!("statement sha256 {}  confirmed by every region: {}", report.statement_hash, report.final_confirmed);
+    println!();
+    print!("{}", hospitals_table(&report));
+
     let mut sound = true;
     for (region, dir) in &report.node_dirs {
         match verify_dir(dir, None) {
@@ -66,7 +69,7 @@ pub(crate) fn run(out: Option<PathBuf>, seed: u64, patients: usize, month: &str,
         }
     }
     println!(
-        "time {:.1} s; data kept in {} (ledgers, statements/; remove with rm -r)",
+        "time {:.1} s; data kept in {} (ledgers, statements/, hospitals/; remove with rm -r)",
         report.elapsed.as_secs_f64(),
         out.display()
     );
@@ -75,6 +78,41 @@ pub(crate) fn run(out: Option<PathBuf>, seed: u64, patients: usize, month: &str,
     } else {
         ExitCode::from(EXIT_FAILED)
     }
+}
+
+/// Each region's institutions' statements, summed: what their region pays them.
+fn hospitals_table(report: &xclear::demo::DemoReport) -> String {
+    use std::collections::BTreeMap;
+    use xclear::money::Amount;
+    let mut by_region: BTreeMap<_, (usize, Amount, Amount, Amount, Amount, Amount)> = BTreeMap::new();
+    for s in &report.hospitals {
+        let e = by_region.entry(s.region).or_default();
+        *e = (e.0 + 1, e.1 + s.settled, e.2 + s.holdback, e.3 + s.released, e.4 + s.deductions, e.5 + s.payable);
+    }
+    let mut out =
+        String::from("Institutions' statements (what each region pays its hospitals and pharmacies for the month):\n");
+    out.push_str(&format!(
+        "{:<8} {:>5} {:>14} {:>12} {:>12} {:>12} {:>14} {:>14}\n",
+        "region", "inst.", "settled", "held", "released", "deducted", "payable", "audit sample"
+    ));
+    for (region, (n, settled, held, released, deducted, payable)) in &by_region {
+        let (drawn, of) = report.samples.get(region).copied().unwrap_or_default();
+        out.push_str(&format!(
+            "{:<8} {:>5} {:>14} {:>12} {:>12} {:>12} {:>14} {:>14}\n",
+            region.to_string(),
+            n,
+            settled.to_string(),
+            held.to_string(),
+            released.to_string(),
+            deducted.to_string(),
+            payable.to_string(),
+            format!("{drawn} of {of}")
+        ));
+    }
+    out.push_str(
+        "(654000 holds 5% of the fund payment for a month; each statement is in hospitals/<region>/<code>/)\n",
+    );
+    out
 }
 
 fn tempfile_dir() -> Result<PathBuf, String> {

@@ -1,5 +1,6 @@
 //! Command-line plumbing shared by the subcommands.
 
+pub(crate) mod audit_cmd;
 pub(crate) mod bench_clearing;
 pub(crate) mod bench_cmd;
 pub(crate) mod bench_e2e;

@@ -148,6 +148,13 @@ pub(crate) fn run_node(config: &Path, log_format: LogFormat) -> ExitCode {
                 tokio::time::sleep(REDRIVE_EVERY).await;
             }
         });
+        // A final month's statements and sample a crash interrupted.
+        let finisher = Arc::clone(&node);
+        tokio::spawn(async move {
+            if let Err(e) = finisher.after_final().await {
+                tracing::warn!(error = %e, "institutions' statements and audit samples");
+            }
+        });
         tracing::info!(region = %node.region(), listen = %addr, entries = node.ledger().len(), "node started");
         // The first line on standard output names the bound address (port 0 picks one).
         println!("xclear node {} listening on {addr}", node.region());
@@ -181,6 +188,19 @@ pub(crate) enum HospitalAction {
         /// and, to compare item by item, details [{setl_id, msgid, medfee_sumamt, fund_pay_sumamt, acct_pay}]).
         #[arg(long)]
         file: std::path::PathBuf,
+    },
+    /// Fetch the institution's statement of a final month (医疗机构月度结算单): printed as JSON,
+    /// and written as DIR/<YYYY-MM>.json and .csv with --out.
+    Statement {
+        /// The institution (fixmedins_code) whose key signs.
+        #[arg(long)]
+        code: String,
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        /// Where to write <YYYY-MM>.json and <YYYY-MM>.csv.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
 }
 
@@ -265,7 +285,7 @@ pub(crate) fn run_hospital(
             HospitalAction::Presettle => Action::Presettle,
             HospitalAction::Reverse => Action::Reverse,
             HospitalAction::Eligibility => Action::Eligibility,
-            HospitalAction::Reconcile { .. } => Action::Unspecified,
+            HospitalAction::Reconcile { .. } | HospitalAction::Statement { .. } => Action::Unspecified,
         } as i32,
         psn_no: b.psn_no,
         insuplc_admdvs: b.insuplc_admdvs,
@@ -533,6 +553,49 @@ pub(crate) fn run_designation(
             }
             Err(s) => super::call_failed(&s),
         }
+    })
+}
+
+/// `xclear hospital statement`: the institution's statement of a month.
+pub(crate) fn run_statement(
+    node: &str,
+    key_file: &Path,
+    tls: &TlsArgs,
+    code: &str,
+    month: &str,
+    out: Option<&Path>,
+) -> ExitCode {
+    use xclear::node::hospital_statements::statement_csv;
+    let key = match signing_key(key_file) {
+        Ok(k) => k,
+        Err(c) => return c,
+    };
+    let req = xclear::proto::HospitalStatementRequest { fixmedins_code: code.to_string(), month: month.to_string() };
+    let env = seal(&key, xclear::api::envelope::HOSPITAL_STATEMENT_REQUEST_DOMAIN, code, &req);
+    block_on(async {
+        let mut client = match tls.channel(node, key_file, &key).await {
+            Ok(c) => HospitalServiceClient::new(c),
+            Err(c) => return c,
+        };
+        let signed = match client.statement(env).await {
+            Ok(s) => s.into_inner(),
+            Err(s) => return super::call_failed(&s),
+        };
+        let statement: xclear::clearing::hospital::HospitalStatement = match serde_json::from_slice(&signed.body) {
+            Ok(s) => s,
+            Err(e) => return fail(EXIT_FAILED, format!("the node's statement is unreadable: {e}")),
+        };
+        let pretty = serde_json::to_string_pretty(&statement).unwrap_or_default();
+        println!("{pretty}");
+        if let Some(dir) = out {
+            let write = std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(dir.join(format!("{month}.json")), format!("{pretty}\n")))
+                .and_then(|()| std::fs::write(dir.join(format!("{month}.csv")), statement_csv(&statement)));
+            if let Err(e) = write {
+                return fail(EXIT_FAILED, format!("{}: {e}", dir.display()));
+            }
+        }
+        ExitCode::SUCCESS
     })
 }
 

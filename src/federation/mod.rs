@@ -205,6 +205,7 @@ impl NodePlan {
                         designated: i.designated,
                         cross_region: i.cross_region,
                         credit_rated: false,
+                        assessment: None,
                     };
                     (i.code.clone(), h)
                 })

@@ -58,12 +58,19 @@ pub enum EntryKind {
     MonthSeal,
     /// A month's final statement, as the operator sent it to a node.
     FinalStatement,
+    /// An institution's monthly statement, signed by its node: its holdback
+    /// held and released, its deductions, what it is paid.
+    HospitalStatement,
+    /// One page of a month's audit sample, drawn at a node.
+    AuditSample,
+    /// A reviewer's outcome for one sampled settlement.
+    AuditReview,
     /// Free-form records (tools, tests, benchmarks).
     Note,
 }
 
 impl EntryKind {
-    pub const ALL: [EntryKind; 21] = [
+    pub const ALL: [EntryKind; 24] = [
         EntryKind::PersonImport,
         EntryKind::Registration,
         EntryKind::RegistrationChange,
@@ -84,6 +91,9 @@ impl EntryKind {
         EntryKind::Adjustment,
         EntryKind::MonthSeal,
         EntryKind::FinalStatement,
+        EntryKind::HospitalStatement,
+        EntryKind::AuditSample,
+        EntryKind::AuditReview,
         EntryKind::Note,
     ];
 
@@ -109,6 +119,9 @@ impl EntryKind {
             EntryKind::Adjustment => 34,
             EntryKind::MonthSeal => 35,
             EntryKind::FinalStatement => 36,
+            EntryKind::HospitalStatement => 37,
+            EntryKind::AuditSample => 38,
+            EntryKind::AuditReview => 39,
             EntryKind::Note => 99,
         }
     }
@@ -139,6 +152,9 @@ impl EntryKind {
             EntryKind::Adjustment => "adjustment",
             EntryKind::MonthSeal => "month_seal",
             EntryKind::FinalStatement => "final_statement",
+            EntryKind::HospitalStatement => "hospital_statement",
+            EntryKind::AuditSample => "audit_sample",
+            EntryKind::AuditReview => "audit_review",
             EntryKind::Note => "note",
         }
     }

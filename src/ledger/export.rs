@@ -79,6 +79,24 @@ pub fn export_dir(dir: &Path, out: &mut dyn Write) -> Result<u64, String> {
     Ok(n)
 }
 
+/// Every entry of an export, decoded from its authoritative `entry` bytes
+/// (checked by [`verify_export`], not here).
+pub fn read_entries(input: &mut dyn BufRead, mut f: impl FnMut(Entry)) -> Result<u64, String> {
+    let mut n = 0;
+    for (i, line) in input.lines().enumerate() {
+        let line = line.map_err(|e| format!("line {}: {e}", i + 1))?;
+        if line.len() > MAX_EXPORT_LINE {
+            return Err(format!("line {}: longer than {MAX_EXPORT_LINE} bytes", i + 1));
+        }
+        let v: Value = serde_json::from_str(&line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        let Some(hex_entry) = v.get("entry").and_then(Value::as_str) else { continue };
+        let bytes = hex::decode(hex_entry).map_err(|e| format!("line {}: entry: {e}", i + 1))?;
+        f(Entry::decode(bytes).map_err(|e| format!("line {}: entry: {e}", i + 1))?);
+        n += 1;
+    }
+    Ok(n)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportReport {
     pub entries: u64,

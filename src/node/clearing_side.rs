@@ -251,6 +251,7 @@ impl Node {
             head_root: hex::encode(head.root),
             head_timestamp_ms: head.timestamp_ms,
             head_signature: hex::encode(head.signature),
+            refusals: self.refusals_clearing_in(month)?,
         };
         Ok(envelope::seal(&self.key, envelope::REPORT_DOMAIN, &self.region().to_string(), &report))
     }
@@ -405,10 +406,18 @@ impl Node {
                 notice: super::records::EnvelopeRecord::from(&env),
                 statement_hash: hash.clone(),
             };
-            self.ledger
-                .append(EntryKind::FinalStatement, &k, super::records::to_payload(&entry))
-                .await
-                .map_err(ledger_error)?;
+            let payload = super::records::to_payload(&entry);
+            self.ledger.append(EntryKind::FinalStatement, &k, payload.clone()).await.map_err(ledger_error)?;
+            self.issued.write().map_err(|_| NodeError::Internal("statements lock poisoned".into()))?.note(
+                EntryKind::FinalStatement,
+                &k,
+                &payload,
+            );
+        }
+        // The final statement is held whatever follows; what it starts is
+        // finished by the next notice or the node's start if it fails here.
+        if let Err(e) = self.after_final().await {
+            tracing::warn!(month = %month, error = %e, "institutions' statements and audit sample");
         }
         Ok(crate::proto::FinalStatementReceipt { month: month.to_string(), statement_hash: hash })
     }

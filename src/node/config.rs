@@ -33,6 +33,7 @@
 //! designated = true                   # 定点
 //! cross_region = true                 # open for out-of-region direct settlement
 //! credit_rated = false                # a good credit rating halves its holdback
+//! assessment_pct = 90                 # the year's assessment: share of the holdback released annually
 //!
 //! [[pharmacies]]                      # designated pharmacies (定点药店): level 0, med_type 41 only
 //! code = "P110105001"
@@ -110,6 +111,8 @@ struct RawPharmacy {
     cross_region: bool,
     #[serde(default)]
     credit_rated: bool,
+    #[serde(default)]
+    assessment_pct: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +135,8 @@ struct RawHospital {
     cross_region: bool,
     #[serde(default)]
     credit_rated: bool,
+    #[serde(default)]
+    assessment_pct: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -171,6 +176,9 @@ pub struct Hospital {
     pub cross_region: bool,
     /// A good credit rating: its holdback is halved.
     pub credit_rated: bool,
+    /// The year's assessment score, 0–100%: how much of the year's holdback
+    /// the annual clearing releases (absent: all of it).
+    pub assessment: Option<crate::money::Ratio>,
 }
 
 #[derive(Debug, Clone)]
@@ -323,6 +331,15 @@ impl Checker<'_> {
         Ok(peers)
     }
 
+    /// An assessment score of 0–100%.
+    fn assessment(&self, key: &str, pct: Option<u32>) -> Result<Option<crate::money::Ratio>, ConfigError> {
+        let Some(pct) = pct else { return Ok(None) };
+        if pct > 100 {
+            return Err(self.err(key, format!("{pct}% is outside 0–100%")));
+        }
+        crate::money::Ratio::from_percent(pct.into()).map(Some).ok_or_else(|| self.err(key, "not a score".into()))
+    }
+
     /// Hospitals and pharmacies, by code (one code names one institution).
     fn institutions(
         &self,
@@ -343,6 +360,7 @@ impl Checker<'_> {
                 designated: h.designated,
                 cross_region: h.cross_region,
                 credit_rated: h.credit_rated,
+                assessment: self.assessment(&format!("hospitals[{i}].assessment_pct"), h.assessment_pct)?,
             };
             if all.insert(h.code.clone(), hospital).is_some() {
                 return Err(self.err(&format!("hospitals[{i}].code"), format!("hospital {} is listed twice", h.code)));
@@ -358,6 +376,7 @@ impl Checker<'_> {
                 designated: p.designated,
                 cross_region: p.cross_region,
                 credit_rated: p.credit_rated,
+                assessment: self.assessment(&format!("pharmacies[{i}].assessment_pct"), p.assessment_pct)?,
             };
             if all.insert(p.code.clone(), pharmacy).is_some() {
                 return Err(self.err(

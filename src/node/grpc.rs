@@ -13,14 +13,16 @@ use tonic::{Request, Response, Status};
 use super::peer_batch::{self, BatchLimits, ClaimBatcher, MAX_CLAIMS_PER_BATCH};
 use super::{BoxFuture, Node, PeerTransport, TransportError};
 use crate::api::NodeError;
+use crate::proto::audit_service_server::{AuditService, AuditServiceServer};
 use crate::proto::hospital_service_server::{HospitalService, HospitalServiceServer};
 use crate::proto::peer_service_client::PeerServiceClient;
 use crate::proto::peer_service_server::{PeerService, PeerServiceServer};
 use crate::proto::registration_service_server::{RegistrationService, RegistrationServiceServer};
 use crate::proto::report_service_server::{ReportService, ReportServiceServer};
 use crate::proto::{
-    ClaimAnswers, ClaimBatch, ContributionYearsResponse, DesignationState, FinalStatementReceipt, HospitalResponse,
-    PersonImportResult, PersonState, ReconcileAnswer, RegistrationList, RegistrationRecord, Signed,
+    AuditItem, AuditSample, ClaimAnswers, ClaimBatch, ContributionYearsResponse, DesignationState,
+    FinalStatementReceipt, HospitalResponse, PersonImportResult, PersonState, ReconcileAnswer, RegistrationList,
+    RegistrationRecord, Signed,
 };
 use crate::region::RegionCode;
 use crate::tls::Tls;
@@ -108,6 +110,24 @@ impl HospitalService for Svc {
             Ok(answer) => answer.map(Response::new).map_err(Status::from),
             Err(e) => Err(Status::from(NodeError::Internal(format!("the reconciliation's task failed: {e}")))),
         }
+    }
+
+    async fn statement(&self, req: Request<Signed>) -> Result<Response<Signed>, Status> {
+        let env = self.checked(req, Caller::Institution)?;
+        self.node.handle_hospital_statement(&env).map(Response::new).map_err(Status::from)
+    }
+}
+
+#[tonic::async_trait]
+impl AuditService for Svc {
+    async fn sample(&self, req: Request<Signed>) -> Result<Response<AuditSample>, Status> {
+        let env = self.checked(req, Caller::Admin)?;
+        self.node.audit_sample(&env).map(Response::new).map_err(Status::from)
+    }
+
+    async fn review(&self, req: Request<Signed>) -> Result<Response<AuditItem>, Status> {
+        let env = self.checked(req, Caller::Admin)?;
+        self.node.review(env).await.map(Response::new).map_err(Status::from)
     }
 }
 
@@ -235,12 +255,14 @@ pub async fn serve(
         <PeerServiceServer<Svc> as NamedService>::NAME,
         <RegistrationServiceServer<Svc> as NamedService>::NAME,
         <ReportServiceServer<Svc> as NamedService>::NAME,
+        <AuditServiceServer<Svc> as NamedService>::NAME,
     ];
     let (health, router) = crate::api::server::router(REQUEST_TIMEOUT, &services, tls.as_deref())?;
     health.set_serving::<HospitalServiceServer<Svc>>().await;
     health.set_serving::<PeerServiceServer<Svc>>().await;
     health.set_serving::<RegistrationServiceServer<Svc>>().await;
     health.set_serving::<ReportServiceServer<Svc>>().await;
+    health.set_serving::<AuditServiceServer<Svc>>().await;
     let svc = Svc { node, tls: tls.is_some() };
     router
         .add_service(
@@ -257,6 +279,11 @@ pub async fn serve(
             ReportServiceServer::new(svc.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_REPORT_BYTES),
+        )
+        .add_service(
+            AuditServiceServer::new(svc.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
             RegistrationServiceServer::new(svc)

@@ -85,6 +85,21 @@ pub fn final_statement(month: Month) -> String {
     format!("final:{month}")
 }
 
+/// An institution's statement of a month.
+pub fn hospital_statement(code: &str, month: Month) -> String {
+    format!("hstmt:{code}:{month}")
+}
+
+/// A page of a month's audit sample.
+pub fn audit_sample(month: Month, page: usize) -> String {
+    format!("{AUDIT_SAMPLE}{month}:{page:05}")
+}
+
+/// A reviewer's outcome for a sampled settlement (one per settlement).
+pub fn audit_review(month: Month, setl_id: &str) -> String {
+    format!("review:{month}:{setl_id}")
+}
+
 /// A month's seal.
 pub fn seal(month: Month) -> String {
     format!("{SEAL}{month}")
@@ -107,6 +122,7 @@ const CLAIM: &str = "claim:";
 const INTENT: &str = "intent:";
 const OUTCOME: &str = "outcome:";
 const SEAL: &str = "seal:";
+const AUDIT_SAMPLE: &str = "sample:";
 
 #[cfg(test)]
 mod tests {

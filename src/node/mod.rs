@@ -5,12 +5,14 @@
 //! tests), and time comes from a [`Clock`].
 
 pub mod accounts;
+pub mod audit;
 pub mod batch_signer;
 pub mod clearing_side;
 pub mod config;
 pub mod designation;
 pub mod grpc;
 pub mod home;
+pub mod hospital_statements;
 pub mod keys;
 pub mod metrics;
 pub mod peer_batch;
@@ -105,6 +107,12 @@ pub struct Node {
     designations: RwLock<designation::Designations>,
     /// Designation changes one at a time.
     designation_lock: tokio::sync::Mutex<()>,
+    /// Institutions' latest statements and the final months held.
+    issued: RwLock<hospital_statements::Issued>,
+    /// Audit samples drawn and refusals by the month they clear in.
+    audits: RwLock<audit::Audits>,
+    /// Statements, samples and reviews are written one at a time.
+    statements_lock: tokio::sync::Mutex<()>,
 }
 
 impl Node {
@@ -122,6 +130,8 @@ impl Node {
         let mut pending_intents = std::collections::BTreeMap::new();
         let mut seals = std::collections::BTreeSet::new();
         let mut designations = designation::Designations::default();
+        let mut issued = hospital_statements::Issued::default();
+        let mut audits = audit::Audits::default();
         let partners: Vec<RegionCode> =
             config.peers.keys().copied().filter(|p| rules.pairs().are_partners(config.region, *p)).collect();
         ledger.for_each(0, |e| {
@@ -136,6 +146,8 @@ impl Node {
             }
             home.apply(&e);
             designations.note(e.body.kind, &e.body.key, &e.body.payload, config.region, &partners);
+            issued.note(e.body.kind, &e.body.key, &e.body.payload);
+            audits.note(e.body.kind, &e.body.payload);
             clearing.note(e.frame.seq, e.body.kind, &e.body.key, &e.body.payload, config.region);
             Ok(())
         })?;
@@ -162,6 +174,9 @@ impl Node {
             hospital_in_flight: std::sync::Mutex::new(std::collections::HashMap::new()),
             designations: RwLock::new(designations),
             designation_lock: tokio::sync::Mutex::new(()),
+            issued: RwLock::new(issued),
+            audits: RwLock::new(audits),
+            statements_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -194,6 +209,11 @@ impl Node {
 
     pub fn region(&self) -> RegionCode {
         self.config.region
+    }
+
+    /// The key this node signs with (its statements, results, reports).
+    pub fn public_key(&self) -> ed25519_dalek::VerifyingKey {
+        self.key.verifying_key()
     }
 
     pub fn ledger(&self) -> &Ledger {

@@ -89,6 +89,48 @@ fn unreachable(region: RegionCode, e: TransportError) -> OperatorError {
 }
 
 /// The month and adjustment an adjustment request names.
+/// A line is named by its settlement or reversal id (S or R, then letters
+/// and digits): an empty or malformed one would be recorded and then hold
+/// nothing out (or deduct from no one).
+fn setl_id(field: &str, id: &str) -> Result<(), OperatorError> {
+    let malformed = id.len() < 8
+        || id.len() > 64
+        || !(id.starts_with('S') || id.starts_with('R'))
+        || !id.bytes().all(|b| b.is_ascii_alphanumeric());
+    match malformed {
+        true => Err(OperatorError::bad(field, format!("{id:?} is not a settlement or reversal id (S... or R...)"))),
+        false => Ok(()),
+    }
+}
+
+/// The adjustments a region's month report asks for: its audit refusals
+/// (拒付) as treatment region, each deducted from what the home owes it.
+fn refusal_adjustments(
+    region: RegionCode,
+    report: &MonthReport,
+) -> Result<Vec<crate::clearing::netting::Adjustment>, OperatorError> {
+    let bad = |e: String| OperatorError::BadRegionAnswer(region.to_string(), e);
+    report
+        .refusals
+        .iter()
+        .map(|r| {
+            setl_id("refusals.setl_id", &r.setl_id).map_err(|e| bad(e.to_string()))?;
+            let home = RegionCode::parse(&r.home).map_err(|e| bad(format!("refusal of {}: {e}", r.setl_id)))?;
+            let amount = Amount::parse_non_negative(&r.amount)
+                .ok()
+                .filter(|a| *a > Amount::ZERO)
+                .ok_or_else(|| bad(format!("refusal of {}: amount {:?}", r.setl_id, r.amount)))?;
+            Ok(crate::clearing::netting::Adjustment {
+                home,
+                treatment: region,
+                amount: -amount,
+                reason: format!("拒付 audit {}: {}", r.month, r.reason),
+                setl_id: Some(r.setl_id.clone()),
+            })
+        })
+        .collect()
+}
+
 fn adjustment_of(req: &AdjustmentRequest) -> Result<(Month, crate::clearing::netting::Adjustment), OperatorError> {
     let month = Month::parse(&req.month).ok_or_else(|| OperatorError::bad("month", "not YYYY-MM"))?;
     Ok((
@@ -98,7 +140,13 @@ fn adjustment_of(req: &AdjustmentRequest) -> Result<(Month, crate::clearing::net
             treatment: crate::api::convert::region("treatment", &req.treatment).map_err(OperatorError::request)?,
             amount: signed_amount("amount", &req.amount).map_err(OperatorError::request)?,
             reason: req.reason.clone(),
-            setl_id: None,
+            setl_id: match req.setl_id.trim() {
+                "" => None,
+                id => {
+                    setl_id("setl_id", id)?;
+                    Some(id.to_string())
+                }
+            },
         },
     ))
 }
@@ -308,8 +356,12 @@ impl Operator {
         for region in self.nodes.keys() {
             reports.insert(*region, self.report(*region, month, true).await?);
         }
+        let mut adjustments = self.adjustments_of(month)?;
+        for (region, report) in &reports {
+            adjustments.extend(refusal_adjustments(*region, report)?);
+        }
         let mut input = ClosingInput {
-            adjustments: self.adjustments_of(month)?,
+            adjustments,
             disputes: disputes.to_vec(),
             carried: carried.to_vec(),
             quotas: self.quotas_for(month)?,
@@ -601,27 +653,13 @@ impl Operator {
             return Err(OperatorError::NotAuthorised(format!("{region} cannot answer for {}", c.region)));
         }
         let month = Month::parse(&c.month).ok_or_else(|| OperatorError::bad("month", "not YYYY-MM"))?;
-        // A line is named by its settlement or reversal id (S or R, then
-        // letters and digits): an empty or malformed one would be recorded
-        // and then hold nothing out.
-        let malformed = |id: &str| {
-            id.len() < 8
-                || id.len() > 64
-                || !(id.starts_with('S') || id.starts_with('R'))
-                || !id.bytes().all(|b| b.is_ascii_alphanumeric())
-        };
         for (field, id) in c
             .disputes
             .iter()
             .map(|d| ("disputes.setl_id", d.setl_id.as_str()))
             .chain(c.withdrawn.iter().map(|w| ("withdrawn", w.as_str())))
         {
-            if malformed(id) {
-                return Err(OperatorError::bad(
-                    field,
-                    format!("{id:?} is not a settlement or reversal id (S... or R...)"),
-                ));
-            }
+            setl_id(field, id)?;
         }
         match self.statement_of(month)? {
             Some(closed) if closed.hash == c.statement_hash => {
@@ -675,6 +713,7 @@ impl Operator {
             treatment: adjustment.treatment.to_string(),
             amount: adjustment.amount.to_string(),
             reason: adjustment.reason,
+            setl_id: adjustment.setl_id.unwrap_or_default(),
         };
         self.record_adjustment(envelope::seal(&self.key, ADJUSTMENT_DOMAIN, "operator", &req)).await
     }

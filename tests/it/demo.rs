@@ -47,6 +47,30 @@ async fn a_short_demo_closes_a_sound_month_and_repeats_with_the_same_seed() {
         verify_dir(dir, None).expect("ledger verifies");
     }
     assert!(a.path().join("statements/2026-03.json").exists() && a.path().join("statements/2026-03.csv").exists());
+    // Every institution's statement, written beside it, adds up to the fen;
+    // a region's institutions are paid what the statement clears to it.
+    assert_eq!(first.hospitals.len(), 14, "a hospital and a pharmacy in each of 7 regions");
+    let mut settled_by_region = std::collections::BTreeMap::new();
+    for h in &first.hospitals {
+        let dir = a.path().join("hospitals").join(h.region.to_string()).join(&h.fixmedins_code);
+        let text = std::fs::read_to_string(dir.join("2026-03.json")).expect("statement JSON");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        let f = |name: &str| -> rust_decimal::Decimal {
+            v[name].as_str().unwrap_or_else(|| panic!("{name} is a decimal string: {text}")).parse().expect("decimal")
+        };
+        assert_eq!(f("payable"), f("settled") - f("holdback") + f("released") - f("deductions"), "{text}");
+        assert!(std::fs::read_to_string(dir.join("2026-03.csv")).expect("CSV").contains("payment,payable,"));
+        let e = settled_by_region.entry(h.region).or_insert(Amount::ZERO);
+        *e = *e + h.settled;
+    }
+    assert!(s.pending.is_empty(), "{:?}", s.pending);
+    for (region, settled) in &settled_by_region {
+        let owed: Amount = s.pairs.iter().filter(|p| p.treatment == *region).map(|p| p.amounts.owed()).sum();
+        assert_eq!(*settled, owed, "{region}'s institutions are paid what clears to it");
+    }
+    let yili: Vec<_> = first.hospitals.iter().filter(|h| h.region.to_string() == "654000").collect();
+    assert!(yili.iter().any(|h| h.holdback > Amount::ZERO), "伊犁 holds 5%");
+    assert!(first.samples.values().all(|(drawn, of)| *drawn as u64 * 20 >= *of), "at least 5% drawn");
     // The same seed: the same figures (ledger roots may differ with interleaving).
     let second = run(options(b.path(), 11)).await.expect("demo again");
     let t = &second.statement;

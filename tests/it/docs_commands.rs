@@ -140,6 +140,9 @@ fn every_command_of_the_examples_readme_runs() {
         "Clearing statement",
         "disputed lines of statement",
         "every region has confirmed: the statement is final",
+        "\"payable\":",
+        "\"outcome\":\"accepted\"",
+        "the same sample",
     ] {
         assert!(out.contains(step), "the walkthrough did not reach {step}:\n{out}");
     }

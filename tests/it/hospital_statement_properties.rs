@@ -69,6 +69,7 @@ proptest! {
                 .collect();
             let m = HospitalMonth {
                 month,
+                region: homes[0],
                 fixmedins_code: "H1",
                 credit_rated: *credit_rated,
                 lines: &lines,
@@ -84,20 +85,20 @@ proptest! {
             let totals = (s.totals.count, s.totals.fund_pay, s.totals.acct_pay);
             prop_assert_eq!(sum(&mut s.by_med_type.values()), totals);
             prop_assert_eq!(sum(&mut s.by_home.values()), totals);
-            prop_assert_eq!(s.payable, s.settled - s.held + s.released - s.deducted);
-            prop_assert!(!s.held.is_negative() && s.held <= s.totals.fund_pay.positive_part());
+            prop_assert_eq!(s.payable, s.settled - s.holdback + s.released - s.deductions);
+            prop_assert!(!s.holdback.is_negative() && s.holdback <= s.totals.fund_pay.positive_part());
             match release {
                 // Exactly what the month before held, once.
                 Release::NextMonth => prop_assert_eq!(s.released, previous_held),
                 Release::Annual if month.number() == 12 => prop_assert_eq!(s.after.outstanding, Amount::ZERO),
                 Release::Annual => prop_assert_eq!(s.released + s.forfeited, Amount::ZERO),
             }
-            previous_held = s.held;
+            previous_held = s.holdback;
             payable = payable + s.payable;
             forfeited = forfeited + s.forfeited;
             settled = settled + s.settled;
-            deducted = deducted + s.deducted;
-            held = held + s.held;
+            deducted = deducted + s.deductions;
+            held = held + s.holdback;
             released = released + s.released;
             before = s.after;
             month = month.next();

@@ -14,6 +14,7 @@ mod docs_commands;
 mod examples;
 mod fuzz;
 mod hospital_statement_properties;
+mod hospital_statements;
 mod hostile;
 mod layers;
 mod ledger;

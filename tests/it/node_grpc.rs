@@ -217,6 +217,7 @@ async fn settlement_over_grpc_with_health_and_reflection() {
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
+        "xclear.v1.AuditService",
         "xclear.v1.HospitalService",
         "xclear.v1.PeerService",
         "xclear.v1.RegistrationService",

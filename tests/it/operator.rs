@@ -801,6 +801,7 @@ async fn the_operator_server_closes_answers_and_defaults_quotas_from_its_stateme
         treatment: "110000".into(),
         amount: "-100.00".into(),
         reason: "audit refusal".into(),
+        setl_id: String::new(),
     };
     let forged = client.adjust(seal(&key("110000"), ADJUSTMENT_DOMAIN, "operator", &adjustment)).await;
     assert_eq!(forged.expect_err("region").code(), Code::PermissionDenied);

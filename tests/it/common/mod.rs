@@ -90,6 +90,17 @@ pub(crate) fn in_process_nodes(
     clock: std::sync::Arc<dyn xclear::clock::Clock>,
     net: &std::sync::Arc<xclear::federation::LocalNetwork>,
 ) -> std::collections::BTreeMap<&'static str, std::sync::Arc<xclear::node::Node>> {
+    in_process_nodes_with(dir, regions, clock, net, |_| {})
+}
+
+/// [`in_process_nodes`], each node's config changed by `tweak` first.
+pub(crate) fn in_process_nodes_with(
+    dir: &std::path::Path,
+    regions: &[&'static str],
+    clock: std::sync::Arc<dyn xclear::clock::Clock>,
+    net: &std::sync::Arc<xclear::federation::LocalNetwork>,
+    tweak: impl Fn(&mut xclear::node::NodeConfig),
+) -> std::collections::BTreeMap<&'static str, std::sync::Arc<xclear::node::Node>> {
     use xclear::federation::{Institution, NodePlan};
     let code = |s: &str| xclear::region::RegionCode::parse(s).expect("region");
     let rules = std::sync::Arc::new(rules());
@@ -101,8 +112,10 @@ pub(crate) fn in_process_nodes(
             Institution::hospital(format!("H{r}-2"), 2),
             Institution::pharmacy(format!("P{r}")),
         ]);
+        let mut config = plan.config();
+        tweak(&mut config);
         let node = xclear::node::Node::open(
-            plan.config(),
+            config,
             plan.node_key(),
             std::sync::Arc::clone(&rules),
             clock.clone(),
