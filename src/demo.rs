@@ -285,7 +285,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
     let (persons, registrations) = insure(&opts, &federation, &mut rng, &nodes.nodes).await?;
     let counters = visit(&opts, &federation, &ca, &mut rng, &persons, &nodes.urls).await?;
     let (closed, final_confirmed) = month_end(&opts, &federation, &ca, &rules, &clock, &nodes.urls).await?;
-    let (hospitals, samples) = hospital_statements(&opts, &nodes.nodes)?;
+    let (hospitals, samples) = hospital_statements(&opts, &nodes.nodes).await?;
     let Nodes { nodes, stops, dirs, .. } = nodes;
     for s in stops {
         let _ = s.send(());
@@ -316,13 +316,15 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
 /// `hospitals/<region>/<code>/<YYYY-MM>.json` and `.csv`, and each node's
 /// audit sample size.
 #[allow(clippy::type_complexity)]
-fn hospital_statements(
+async fn hospital_statements(
     opts: &DemoOptions,
     nodes: &BTreeMap<&'static str, Arc<Node>>,
 ) -> Result<(Vec<crate::clearing::hospital::HospitalStatement>, BTreeMap<RegionCode, (usize, u64)>), String> {
     let mut statements = Vec::new();
     let mut samples = BTreeMap::new();
     for (r, node) in nodes {
+        // Issued as the final notice arrived; finished here if still going.
+        node.after_final().await.map_err(|e| format!("{r}: {e}"))?;
         for code in node.config.hospitals.keys() {
             let Some(signed) = node.hospital_statement(code, opts.month).map_err(|e| e.to_string())? else {
                 return Err(format!("{r}: no statement of {} for {code}", opts.month));

@@ -176,10 +176,9 @@ pub fn hospital_statement(m: &HospitalMonth<'_>, policy: &HoldbackPolicy) -> Hos
     let held = Amount::round_half_up(totals.fund_pay.positive_part().times(rate));
     let deducted: Amount = m.deductions.iter().map(|d| d.amount).sum();
     let (released, forfeited, outstanding) = match policy.release {
-        Release::NextMonth => {
-            let released = m.before.last_held;
-            (released, Amount::ZERO, m.before.outstanding - released + held)
-        }
+        // Everything held before: last month's holdback (and, if the rule
+        // was annual until now, the year's so far).
+        Release::NextMonth => (m.before.outstanding, Amount::ZERO, held),
         Release::Annual if m.month.number() == 12 => {
             let due = m.before.outstanding + held;
             let score = m.assessment.unwrap_or(Ratio::ONE);

@@ -183,7 +183,7 @@ fn recompute(export: &std::path::Path, region: &str, month: &str, pct: u32) -> E
     };
     let mut inputs = DrawInputs::new(region, month);
     let read = xclear::ledger::export::read_entries(&mut std::io::BufReader::new(file), |e| {
-        inputs.note(e.body.kind, &e.body.key, &e.body.payload)
+        inputs.note(e.frame.seq, e.body.kind, &e.body.key, &e.body.payload)
     });
     if let Err(e) = read {
         return fail(EXIT_BAD_INPUT, format!("{}: {e}", export.display()));

@@ -148,11 +148,15 @@ pub(crate) fn run_node(config: &Path, log_format: LogFormat) -> ExitCode {
                 tokio::time::sleep(REDRIVE_EVERY).await;
             }
         });
-        // A final month's statements and sample a crash interrupted.
+        // A final month's statements and sample a crash or a failure
+        // interrupted, until done (nothing to do costs a lock and a lookup).
         let finisher = Arc::clone(&node);
         tokio::spawn(async move {
-            if let Err(e) = finisher.after_final().await {
-                tracing::warn!(error = %e, "institutions' statements and audit samples");
+            loop {
+                if let Err(e) = finisher.after_final().await {
+                    tracing::warn!(error = %e, "institutions' statements and audit samples");
+                }
+                tokio::time::sleep(REDRIVE_EVERY).await;
             }
         });
         tracing::info!(region = %node.region(), listen = %addr, entries = node.ledger().len(), "node started");

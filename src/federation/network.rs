@@ -75,7 +75,15 @@ impl crate::operator::ReportTransport for LocalNetwork {
     }
 
     fn final_statement(&self, to: RegionCode, notice: Signed) -> BoxFuture<'_, Result<(), TransportError>> {
-        Box::pin(async move { self.node(to)?.handle_final_statement(notice).await.map(|_| ()).map_err(refused) })
+        Box::pin(async move {
+            let node = self.node(to)?;
+            node.handle_final_statement(notice).await.map_err(refused)?;
+            // In process, in the caller's time: the statements are there when it returns.
+            if let Err(e) = node.after_final().await {
+                tracing::warn!(error = %e, "institutions' statements and audit sample");
+            }
+            Ok(())
+        })
     }
 }
 

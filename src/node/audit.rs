@@ -75,7 +75,8 @@ pub struct DrawInputs {
     month: Month,
     statement_hash: Option<Vec<u8>>,
     report: Option<Vec<u8>>,
-    population: BTreeMap<String, SampleItem>,
+    /// Each settlement of the month and its ledger index.
+    population: BTreeMap<String, (u64, SampleItem)>,
 }
 
 /// A month's sample.
@@ -92,8 +93,8 @@ impl DrawInputs {
         DrawInputs { region, month, statement_hash: None, report: None, population: BTreeMap::new() }
     }
 
-    /// Takes what the draw needs from one ledger entry.
-    pub fn note(&mut self, kind: EntryKind, key: &str, payload: &[u8]) {
+    /// Takes what the draw needs from one ledger entry, at index `seq`.
+    pub fn note(&mut self, seq: u64, kind: EntryKind, key: &str, payload: &[u8]) {
         match kind {
             EntryKind::FinalStatement if key == super::keys::final_statement(self.month) => {
                 if let Ok(e) = serde_json::from_slice::<FinalStatementEntry>(payload) {
@@ -119,7 +120,7 @@ impl DrawInputs {
                             fund_pay_sumamt: line.amounts.fund_pay_sumamt,
                             acct_pay: line.amounts.acct_pay,
                         };
-                        self.population.insert(line.setl_id, item);
+                        self.population.insert(line.setl_id, (seq, item));
                     }
                 }
             }
@@ -127,13 +128,23 @@ impl DrawInputs {
         }
     }
 
-    /// The sample, once the final statement and the seal are in.
+    /// The sample, once the final statement and the seal are in: drawn from
+    /// the settlements on the ledger when the month was sealed (the sealed
+    /// report's tree head), so an outcome recorded later cannot change it.
     pub fn draw(mut self, policy: SamplePolicy) -> Result<Draw, String> {
+        use prost::Message;
         let hash = self.statement_hash.ok_or_else(|| format!("no final statement of {}", self.month))?;
         let report = self.report.ok_or_else(|| format!("{} is not sealed", self.month))?;
+        let sealed_at = crate::proto::MonthReport::decode(report.as_slice())
+            .map_err(|e| format!("the seal of {}: {e}", self.month))?
+            .head_size;
         let seed = seed(&hash, &report);
+        self.population.retain(|_, (seq, _)| *seq < sealed_at);
         let ids: Vec<String> = self.population.keys().cloned().collect();
-        let items = sample(&seed, &ids, policy).into_iter().filter_map(|id| self.population.remove(&id)).collect();
+        let items = sample(&seed, &ids, policy)
+            .into_iter()
+            .filter_map(|id| self.population.remove(&id).map(|(_, i)| i))
+            .collect();
         Ok(Draw { seed, population: ids.len() as u64, items })
     }
 }
@@ -236,7 +247,7 @@ impl Node {
         let mut inputs = DrawInputs::new(self.region(), month);
         for key in [super::keys::final_statement(month), super::keys::seal(month)] {
             if let Some(e) = self.ledger.entry_by_key(&key).map_err(ledger_error)? {
-                inputs.note(e.body.kind, &e.body.key, &e.body.payload);
+                inputs.note(e.frame.seq, e.body.kind, &e.body.key, &e.body.payload);
             }
         }
         let first = self
@@ -249,7 +260,7 @@ impl Node {
         if let Some(first) = first {
             self.ledger
                 .scan(first, |e| {
-                    inputs.note(e.body.kind, &e.body.key, &e.body.payload);
+                    inputs.note(e.frame.seq, e.body.kind, &e.body.key, &e.body.payload);
                     Ok(ControlFlow::Continue(()))
                 })
                 .map_err(ledger_error)?;
@@ -323,6 +334,7 @@ impl Node {
     pub async fn review(&self, env: Signed) -> Result<AuditItem, NodeError> {
         let req: AuditReviewRequest = self.open_as_admin(&env, AUDIT_DOMAIN)?;
         msgid("msgid", &req.msgid)?;
+        let _alone = self.statements_lock.lock().await;
         let month = Month::parse(&req.month).ok_or_else(|| NodeError::bad("month", "not YYYY-MM"))?;
         let key = super::keys::audit_review(month, &req.setl_id);
         let item = self.sampled_item(month, &req.setl_id)?;
@@ -358,8 +370,12 @@ impl Node {
             false if req.amount.trim().is_empty() => Amount::ZERO,
             false => return Err(NodeError::bad("amount", "an accepted settlement has no amount refused")),
         };
-        // The month it clears in is the first not sealed here; no seal comes
-        // between choosing it and the entry being on the ledger.
+        if req.refused {
+            self.refusable(month, &item.setl_id)?;
+        }
+        // The month it clears in is the first not sealed here (or this
+        // node's month, if later); no seal comes between choosing it and the
+        // entry being on the ledger.
         let _gate = self.seal_gate.read().await;
         let today = Month::parse(&crate::time::month_of(self.clock.now_ms()))
             .ok_or_else(|| NodeError::Internal("clock outside the calendar".into()))?;
@@ -379,6 +395,60 @@ impl Node {
             .map_err(|_| NodeError::Internal("audits lock poisoned".into()))?
             .note(EntryKind::AuditReview, &payload);
         Ok(item_proto(&entry.item, Some(&entry)))
+    }
+
+    /// Refuses a refusal of a settlement the home region has not paid: one
+    /// reversed (the reversal refunded it), or one the latest final
+    /// statement holds out (disputed or unmatched: not paid yet).
+    fn refusable(&self, month: Month, setl_id: &str) -> Result<(), NodeError> {
+        let latest = self.read_issued(|i| i.months_with_finals().last().copied())?;
+        if let Some(latest) = latest {
+            if let Some(signed) = self.final_statement(latest)? {
+                let s: crate::clearing::Statement = serde_json::from_slice(&signed.body)
+                    .map_err(|e| NodeError::Internal(format!("a held final statement: {e}")))?;
+                if s.pending.iter().any(|p| p.setl_id == setl_id) {
+                    return Err(NodeError::bad(
+                        "setl_id",
+                        format!("{setl_id} is held out of {latest}'s statement: the home region has not paid it"),
+                    ));
+                }
+            }
+        }
+        let first = self
+            .clearing
+            .read()
+            .map_err(|_| NodeError::Internal("clearing lock".into()))?
+            .first_index
+            .get(&month)
+            .copied();
+        let mut reversed = false;
+        if let Some(first) = first {
+            self.ledger
+                .scan(first, |e| {
+                    if e.body.kind != EntryKind::Reversal {
+                        return Ok(ControlFlow::Continue(()));
+                    }
+                    let Some(intent) = super::keys::intent_of_outcome(&e.body.key) else {
+                        return Ok(ControlFlow::Continue(()));
+                    };
+                    let claim = self
+                        .ledger
+                        .entry_by_key(&intent)?
+                        .and_then(|i| serde_json::from_slice::<super::records::IntentEntry>(&i.body.payload).ok())
+                        .and_then(|i| i.claim.to_signed())
+                        .and_then(|c| crate::api::envelope::peek::<crate::proto::Claim>(&c).ok());
+                    if claim.is_some_and(|c| c.reversed_setl_id == setl_id) {
+                        reversed = true;
+                        return Ok(ControlFlow::Break(()));
+                    }
+                    Ok(ControlFlow::Continue(()))
+                })
+                .map_err(ledger_error)?;
+        }
+        if reversed {
+            return Err(NodeError::bad("setl_id", format!("{setl_id} was reversed: its reversal refunded it")));
+        }
+        Ok(())
     }
 
     /// The sampled settlement `setl_id` of `month`.

@@ -368,7 +368,9 @@ impl Node {
     /// The operator's notice that a month's statement is final: checked
     /// (the operator's signatures on the notice and on the statement, the
     /// month) and kept once; the same statement again is acknowledged, a
-    /// different one for the same month refused.
+    /// different one for the same month refused. What it starts (the
+    /// institutions' statements, the audit sample: [`Node::after_final`]) is
+    /// the caller's to run, after answering the operator.
     pub async fn handle_final_statement(
         &self,
         env: crate::proto::Signed,
@@ -414,11 +416,7 @@ impl Node {
                 &payload,
             );
         }
-        // The final statement is held whatever follows; what it starts is
-        // finished by the next notice or the node's start if it fails here.
-        if let Err(e) = self.after_final().await {
-            tracing::warn!(month = %month, error = %e, "institutions' statements and audit sample");
-        }
+
         Ok(crate::proto::FinalStatementReceipt { month: month.to_string(), statement_hash: hash })
     }
 

@@ -416,7 +416,7 @@ mod tests {
         let paying = base().replace(
             "[[peers]]",
             "[hospital_payment]\nholdback_pct = \"5\"\nholdback_release = \"annual\"\naudit_sample_pct = 10\n[[peers]]",
-        ) + "credit_rated = true\n";
+        ) + "credit_rated = true\nassessment_pct = 90\n";
         let c = NodeConfig::parse(&paying, "n.toml", Path::new(".")).unwrap();
         assert_eq!(
             (c.holdback.rate_for(false).to_string(), c.holdback.release()),
@@ -424,6 +424,7 @@ mod tests {
         );
         assert_eq!(c.audit_sample.size(100), 10);
         assert!(c.hospitals["H1"].credit_rated);
+        assert_eq!(c.hospitals["H1"].assessment.map(|r| r.to_string()), Some("0.90".to_string()));
         let with_pharmacy = base() + &format!("[[pharmacies]]\ncode = \"P1\"\npublic_key = \"{KEY}\"\n");
         let c = NodeConfig::parse(&with_pharmacy, "n.toml", Path::new(".")).unwrap();
         assert_eq!(
@@ -468,6 +469,7 @@ mod tests {
                 "hospital_payment.audit_sample_pct",
             ),
             (base() + &format!("[[pharmacies]]\ncode = \"H1\"\npublic_key = \"{KEY}\"\n"), "pharmacies[0].code"),
+            (base() + "assessment_pct = 101\n", "hospitals[0].assessment_pct"),
         ];
         for (text, key) in cases {
             let e = NodeConfig::parse(&text, "n.toml", Path::new(".")).unwrap_err();

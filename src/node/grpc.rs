@@ -33,6 +33,9 @@ pub use crate::transport::{
     MAX_MESSAGE_BYTES, MAX_PEER_BATCH_BYTES, MAX_REPORT_BYTES, PEER_CALL_TIMEOUT, PEER_CONNECT_TIMEOUT, REQUEST_TIMEOUT,
 };
 
+/// How long the operator's final notice waits for the statements it starts.
+const AFTER_FINAL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Clone)]
 struct Svc {
     node: Arc<Node>,
@@ -226,7 +229,18 @@ impl ReportService for Svc {
 
     async fn final_statement(&self, req: Request<Signed>) -> Result<Response<FinalStatementReceipt>, Status> {
         let env = self.checked(req, Caller::Operator)?;
-        self.node.handle_final_statement(env).await.map(Response::new).map_err(Status::from)
+        let receipt = self.node.handle_final_statement(env).await.map_err(Status::from)?;
+        // The month's statements and sample (ledger scans): the operator
+        // waits for them a few seconds at most, then they go on in the
+        // background (and the node's loop finishes them if they fail).
+        let node = Arc::clone(&self.node);
+        let work = tokio::spawn(async move {
+            if let Err(e) = node.after_final().await {
+                tracing::warn!(error = %e, "institutions' statements and audit sample");
+            }
+        });
+        let _ = tokio::time::timeout(AFTER_FINAL_WAIT, work).await;
+        Ok(Response::new(receipt))
     }
 
     async fn lines(&self, req: Request<Signed>) -> Result<Response<Signed>, Status> {

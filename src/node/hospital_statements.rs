@@ -91,9 +91,10 @@ impl Node {
     /// statements (each idempotent; run when a final statement arrives and
     /// at start). Returns (statements issued, settlements drawn).
     pub async fn after_final(&self) -> Result<(usize, usize), NodeError> {
-        let drawn = self.draw_audit_samples().await?;
-        let issued = self.issue_hospital_statements().await?;
-        Ok((issued, drawn))
+        // Independent: one failing does not hold up the other.
+        let drawn = self.draw_audit_samples().await;
+        let issued = self.issue_hospital_statements().await;
+        Ok((issued?, drawn?))
     }
 
     /// Issues every statement due: for each final month in order, each
@@ -186,12 +187,14 @@ impl Node {
                     .collect()
             })
             .unwrap_or_default();
-        let adjusted: HashMap<&str, &crate::clearing::netting::Adjustment> = statement
-            .adjustments
-            .iter()
-            .filter(|a| a.treatment == own)
-            .filter_map(|a| a.setl_id.as_deref().map(|id| (id, a)))
-            .collect();
+        // Every adjustment naming a settlement, each one deduction.
+        let mut adjusted: HashMap<&str, Vec<&crate::clearing::netting::Adjustment>> = HashMap::new();
+        for a in statement.adjustments.iter().filter(|a| a.treatment == own) {
+            if let Some(id) = a.setl_id.as_deref() {
+                adjusted.entry(id).or_default().push(a);
+            }
+        }
+        let mut unmatched: HashSet<&str> = adjusted.keys().copied().collect();
         let first = self.read_clearing_first(month, carried.values().copied())?;
         // Adjusted settlements may be of any earlier month.
         let from = if adjusted.is_empty() { first } else { Some(0) };
@@ -217,7 +220,8 @@ impl Node {
                         acct_pay: line.amounts.acct_pay,
                     });
                 }
-                if let Some(a) = adjusted.get(id) {
+                for a in adjusted.get(id).into_iter().flatten() {
+                    unmatched.remove(id);
                     deductions.entry(code.to_string()).or_default().push(Deduction {
                         amount: -a.amount,
                         reason: a.reason.clone(),
@@ -227,6 +231,10 @@ impl Node {
                 Ok(ControlFlow::Continue(()))
             })
             .map_err(ledger_error)?;
+        // The regions settled these; no institution here is charged them.
+        for id in unmatched {
+            tracing::warn!(month = %month, setl_id = id, "an adjustment names a settlement no institution of this node made");
+        }
         Ok((lines, deductions))
     }
 
@@ -234,6 +242,11 @@ impl Node {
     fn read_clearing_first(&self, month: Month, others: impl Iterator<Item = Month>) -> Result<Option<u64>, NodeError> {
         let c = self.clearing.read().map_err(|_| NodeError::Internal("clearing lock poisoned".into()))?;
         Ok(std::iter::once(month).chain(others).filter_map(|m| c.first_index.get(&m).copied()).min())
+    }
+
+    /// The months whose final statement this node holds.
+    pub fn final_months(&self) -> Vec<Month> {
+        self.read_issued(|i| i.months_with_finals()).unwrap_or_default()
     }
 
     /// An institution's statement of a month, as its node signed it.

@@ -111,7 +111,8 @@ pub struct Node {
     issued: RwLock<hospital_statements::Issued>,
     /// Audit samples drawn and refusals by the month they clear in.
     audits: RwLock<audit::Audits>,
-    /// Statements, samples and reviews are written one at a time.
+    /// Statements and samples are written one at a time (and reviews, each
+    /// checked against what is recorded before it is appended).
     statements_lock: tokio::sync::Mutex<()>,
 }
 

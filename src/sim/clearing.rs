@@ -38,6 +38,10 @@ pub struct ClearingCounts {
     pub late_commits: u64,
     /// Settlements and reversals cleared, each exactly once.
     pub cleared_once: u64,
+    /// Audit refusals cleared between the regions, each exactly once.
+    pub refusals_cleared: u64,
+    /// Final months whose institutions' statements were checked.
+    pub statement_months: u64,
 }
 
 impl ClearingCounts {
@@ -47,6 +51,8 @@ impl ClearingCounts {
         self.early_close_refused += o.early_close_refused;
         self.late_commits += o.late_commits;
         self.cleared_once += o.cleared_once;
+        self.refusals_cleared += o.refusals_cleared;
+        self.statement_months += o.statement_months;
     }
 }
 
@@ -54,8 +60,15 @@ impl std::fmt::Display for ClearingCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "disputes={} withdrawn={} early_close_refused={} late_commits={} cleared_once={}",
-            self.disputes, self.withdrawn, self.early_close_refused, self.late_commits, self.cleared_once
+            "disputes={} withdrawn={} early_close_refused={} late_commits={} cleared_once={} refusals_cleared={} \
+             statement_months={}",
+            self.disputes,
+            self.withdrawn,
+            self.early_close_refused,
+            self.late_commits,
+            self.cleared_once,
+            self.refusals_cleared,
+            self.statement_months
         )
     }
 }
@@ -123,6 +136,9 @@ impl Sim {
         }
         if everything {
             self.check_all_cleared()?;
+            self.check_institution_statements(true).await?;
+            self.counts.refusals_cleared = self.books.refusals_cleared;
+            self.counts.statement_months = self.books.statements_checked;
         }
         Ok(())
     }
@@ -152,7 +168,9 @@ impl Sim {
         }
         self.record_final(&current.statement)?;
         self.months_closed += 1;
-        Ok(())
+        self.review_some(month).await?;
+        self.adjust_some(month).await?;
+        self.check_institution_statements(false).await
     }
 
     /// Closes `month` through the operator and checks what any statement
@@ -297,7 +315,8 @@ impl Sim {
     /// channel, recomputed from those alone.
     fn check_positions(&self, s: &Statement) -> Result<(), String> {
         let lines: Vec<Line> = self.expand(s)?.into_values().collect();
-        let adjustments = self.world.operator.adjustments_of(s.month).map_err(|e| e.to_string())?;
+        let mut adjustments = self.world.operator.adjustments_of(s.month).map_err(|e| e.to_string())?;
+        adjustments.extend(self.refusals_clearing_in(s.month));
         let pairs = self.world.rules.pairs().clone();
         let (positions, corps_local) =
             crate::clearing::netting::net(&lines, &adjustments, |a, b| pairs.are_partners(a, b));
@@ -324,7 +343,9 @@ impl Sim {
     /// Files a final statement's lines as cleared (each id once across all
     /// statements) and carries what it holds out.
     fn record_final(&mut self, s: &Statement) -> Result<(), String> {
-        for (id, _) in self.expand(s)? {
+        let cleared = self.expand(s)?;
+        self.record_final_refusals(s, &cleared)?;
+        for id in cleared.into_keys() {
             if let Some(before) = self.cleared.insert(id.clone(), s.month) {
                 return Err(format!("{id} was cleared in {before} and again in {}", s.month));
             }

@@ -12,6 +12,7 @@
 //! seed and step; `make sim SEED=N STEPS=M` replays it.
 
 mod clearing;
+mod hospitals;
 mod model;
 pub mod network;
 pub(crate) mod world;
@@ -187,6 +188,8 @@ struct Sim {
     counts: ClearingCounts,
     months_closed: usize,
     crash_faults: Faults,
+    /// Audit refusals and institutions' statements still to check.
+    books: hospitals::Books,
 }
 
 /// Node clocks behind the operator's: each region, by chance, 30 minutes
@@ -225,6 +228,7 @@ pub async fn run(opts: &SimOptions, dir: &Path, rules: Arc<RuleBook>) -> Result<
         counts: ClearingCounts::default(),
         months_closed: 0,
         crash_faults: Faults::default(),
+        books: hospitals::Books::default(),
     };
     sim.populate().await.map_err(|e| fail(0, e))?;
     for step in 1..=opts.steps {

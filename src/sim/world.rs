@@ -12,6 +12,7 @@ use ed25519_dalek::SigningKey;
 
 use super::network::SimNetwork;
 use super::Crash;
+use crate::clearing::hospital::{HoldbackPolicy, Release};
 use crate::clock::{Clock, ManualClock};
 use crate::federation::{Institution, NodePlan};
 use crate::ledger::{INDEX_DIR, SEGMENT_FILE};
@@ -62,10 +63,15 @@ pub(crate) struct World {
 fn config(dir: &Path, region: &str, rules_dir: &Path) -> NodeConfig {
     let hospitals = HOSPITALS.iter().filter(|(_, r)| *r == region).map(|(h, _)| Institution::hospital(*h, 3));
     let pharmacies = PHARMACIES.iter().filter(|(_, r)| *r == region).map(|(p, _)| Institution::pharmacy(*p));
-    NodePlan::new(FEDERATION, code(region), dir.join("nodes").join(region), rules_dir.to_path_buf())
+    let mut c = NodePlan::new(FEDERATION, code(region), dir.join("nodes").join(region), rules_dir.to_path_buf())
         .with_peers(REGIONS.iter().map(|(p, _)| (code(p), "sim".to_string())))
         .with(hospitals.chain(pharmacies))
-        .config()
+        .config();
+    // Every region holds 5% of its institutions' fund payments for a month.
+    if let Ok(h) = HoldbackPolicy::new(rust_decimal::Decimal::from(5), Release::NextMonth) {
+        c.holdback = h;
+    }
+    c
 }
 
 impl World {

@@ -70,6 +70,11 @@ async fn settle(node: &Arc<Node>, hospital: &str, msgid: &str, psn: &str, home: 
 }
 
 async fn world() -> World {
+    world_sampling(5).await
+}
+
+/// The world, Beijing drawing `pct`% of its settlements for review.
+async fn world_sampling(pct: u32) -> World {
     let dir = tempfile::tempdir().expect("tempdir");
     let net = LocalNetwork::new();
     let node_clock = Arc::new(ManualClock::new(MARCH));
@@ -80,6 +85,7 @@ async fn world() -> World {
         if let Some(h) = c.hospitals.get_mut(BJ2) {
             h.credit_rated = true;
         }
+        c.audit_sample = xclear::clearing::audit::SamplePolicy::new(pct).expect("share");
     });
     let op_clock = Arc::new(ManualClock::new(MARCH_CLOSABLE));
     let operator = Operator::open(
@@ -234,7 +240,7 @@ async fn statements_add_up_holdback_returns_once_and_a_refusal_is_deducted_once(
     xclear::ledger::export::export_dir(bj.ledger().dir(), &mut export).expect("export");
     let mut inputs = xclear::node::audit::DrawInputs::new(code("110000"), march());
     xclear::ledger::export::read_entries(&mut export.as_slice(), |e| {
-        inputs.note(e.body.kind, &e.body.key, &e.body.payload)
+        inputs.note(e.frame.seq, e.body.kind, &e.body.key, &e.body.payload)
     })
     .expect("read");
     let again = inputs.draw(xclear::clearing::audit::SamplePolicy::minimum()).expect("draw");
@@ -297,4 +303,46 @@ async fn statements_add_up_holdback_returns_once_and_a_refusal_is_deducted_once(
     let len = bj.ledger().len();
     assert_eq!(bj.after_final().await.expect("again"), (0, 0));
     assert_eq!(bj.ledger().len(), len);
+}
+
+/// What the home region has not paid cannot be refused: a settlement its
+/// reversal refunded, one the final statement holds out.
+#[tokio::test]
+async fn a_reversed_or_held_out_settlement_is_not_refused() {
+    let w = world_sampling(100).await;
+    let bj = &w.nodes["110000"];
+    let held = settle(bj, BJ, "v0", "P1", "611000", "9000.00").await;
+    let paid = settle(bj, BJ, "v1", "P2", "611000", "4000.00").await;
+    let reversed = settle(bj, BJ, "v2", "P1", "611000", "1000.00").await;
+    let reversal = HospitalRequest {
+        fixmedins_code: BJ.into(),
+        msgid: "v3".into(),
+        action: Action::Reverse as i32,
+        psn_no: "P1".into(),
+        insuplc_admdvs: "611000".into(),
+        setl_date: "2026-03-06".into(),
+        reversed_msgid: "v2".into(),
+        ..Default::default()
+    };
+    assert!(bj.handle_hospital(seal(&key(BJ), HOSPITAL_DOMAIN, BJ, &reversal)).await.expect("reverse").settled);
+    let first = w.operator.close(march()).await.expect("closed");
+    let c = Confirmation {
+        month: march().to_string(),
+        region: "611000".into(),
+        statement_hash: first.hash.clone(),
+        disputes: vec![DisputedLine { setl_id: held.clone(), reason: "not our patient".into() }],
+        withdrawn: vec![],
+    };
+    w.operator.answer(seal(&key("611000"), CONFIRMATION_DOMAIN, "611000", &c)).await.expect("dispute");
+    let s = w.operator.close(march()).await.expect("reclosed");
+    confirm_all(&w.operator, march(), &s.hash).await;
+    for (id, why) in [(&held, "held out"), (&reversed, "reversed")] {
+        let e = bj.review(review(&format!("x{id}"), id, true, "1.00", "x")).await.expect_err(why);
+        assert_eq!(e.reason(), "bad_request", "{why}");
+        assert!(e.to_string().contains(why), "{e}");
+        // Accepting it is fine.
+        bj.review(review(&format!("y{id}"), id, false, "", "")).await.expect("accepted");
+    }
+    let item = bj.review(review("z", &paid, true, "1.00", "x")).await.expect("a paid settlement");
+    assert_eq!(item.outcome, "refused");
 }
