@@ -1,7 +1,7 @@
 # xclear: the two set-up commands are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all build test test-deps lint fmt demo bench sim crash fuzz
+.PHONY: all build test test-deps lint fmt demo demo-console bench sim crash fuzz
 
 all: build
 
@@ -36,8 +36,8 @@ fuzz:
 
 test-deps:
 	python3 -m pip install -q --disable-pip-version-check -r tests/interop/requirements.txt
-	@for t in faketime promtool curl pgrep; do command -v $$t >/dev/null || missing=1; done; \
-	  [ -z "$$missing" ] || { apt-get update -qq && apt-get install -y -qq faketime prometheus curl procps; }
+	@for t in faketime promtool curl pgrep chromium; do command -v $$t >/dev/null || missing=1; done; \
+	  [ -z "$$missing" ] || { apt-get update -qq && apt-get install -y -qq faketime prometheus curl procps chromium; }
 
 # Formatting and lints, run by CI after the tests.
 lint:
@@ -51,6 +51,10 @@ fmt:
 # The whole federation on loopback: nodes, hospitals, a month of traffic, clearing.
 demo:
 	$(CARGO) run --release -- demo
+
+# The demo, then its month in a browser: prints `console: http://ADDR/ token TOKEN`.
+demo-console:
+	$(CARGO) run --release -- demo --serve
 
 # Throughput figures: a table, then `BENCH name=value` lines.
 bench:

@@ -267,6 +267,58 @@ struct Nodes {
 
 /// Runs the demo and returns what happened.
 pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
+    let (report, running) = run_and_keep(opts).await?;
+    running.stop().await?;
+    Ok(report)
+}
+
+/// The federation and the operator of a demo, still running.
+pub struct Running {
+    nodes: BTreeMap<&'static str, Arc<Node>>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    operator: Arc<Operator>,
+    clock: Arc<ManualClock>,
+}
+
+impl Running {
+    /// Serves the operator's console on `listener` to one viewer, whose
+    /// fresh token is returned, until `shutdown`; then stops everything.
+    pub async fn serve_console(
+        self,
+        listener: TcpListener,
+        token: &str,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), String> {
+        let digest: [u8; 32] =
+            sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), token)).into();
+        let access = crate::console::auth::Access::new(vec![crate::console::auth::Viewer {
+            name: "demo".into(),
+            token_sha256: digest,
+        }]);
+        let clock: Arc<dyn Clock> = self.clock.clone();
+        crate::operator::console::serve(listener, Arc::clone(&self.operator), access, clock, shutdown).await?;
+        self.stop().await
+    }
+
+    /// Stops every node and closes its ledger.
+    pub async fn stop(self) -> Result<(), String> {
+        for s in self.stops {
+            let _ = s.send(());
+        }
+        drop(self.operator);
+        // The data directories are read (verified) as soon as this returns:
+        // every ledger closes first, once its server has let go of its node.
+        for (region, node) in self.nodes {
+            close_when_released(node)
+                .await
+                .map_err(|()| format!("node {region} still in use after its server stopped"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the demo and keeps its federation and operator running.
+pub async fn run_and_keep(opts: DemoOptions) -> Result<(DemoReport, Running), String> {
     if opts.patients == 0 || opts.patients > MAX_PATIENTS {
         return Err(format!("--patients must be 1–{MAX_PATIENTS}"));
     }
@@ -284,18 +336,10 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
     let nodes = start_nodes(&opts, &federation, &ca, &rules, &clock).await?;
     let (persons, registrations) = insure(&opts, &federation, &mut rng, &nodes.nodes).await?;
     let counters = visit(&opts, &federation, &ca, &mut rng, &persons, &nodes.urls).await?;
-    let (closed, final_confirmed) = month_end(&opts, &federation, &ca, &rules, &clock, &nodes.urls).await?;
+    let (operator, closed, final_confirmed) = month_end(&opts, &federation, &ca, &rules, &clock, &nodes.urls).await?;
     let (hospitals, samples) = hospital_statements(&opts, &nodes.nodes).await?;
     let Nodes { nodes, stops, dirs, .. } = nodes;
-    for s in stops {
-        let _ = s.send(());
-    }
-    // The data directories are read (verified) as soon as this returns:
-    // every ledger closes first, once its server has let go of its node.
-    for (region, node) in nodes {
-        close_when_released(node).await.map_err(|()| format!("node {region} still in use after its server stopped"))?;
-    }
-    Ok(DemoReport {
+    let report = DemoReport {
         statement: closed.statement,
         statement_hash: closed.hash,
         settled: counters[0],
@@ -308,7 +352,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, String> {
         final_confirmed,
         hospitals,
         samples,
-    })
+    };
+    Ok((report, Running { nodes, stops, operator, clock }))
 }
 
 /// Each node's institutions' statements of the month (issued by the nodes
@@ -611,7 +656,7 @@ impl Desk {
 }
 
 /// Month end: the operator closes, every region confirms. Returns the
-/// statement and whether it is final.
+/// operator, the statement and whether it is final.
 async fn month_end(
     opts: &DemoOptions,
     federation: &str,
@@ -619,7 +664,7 @@ async fn month_end(
     rules: &RuleBook,
     clock: &Arc<ManualClock>,
     urls: &BTreeMap<&'static str, String>,
-) -> Result<(crate::operator::Closed, bool), String> {
+) -> Result<(Arc<Operator>, crate::operator::Closed, bool), String> {
     let key = |tag: &str| crate::federation::key(federation, tag);
     let regions = regions();
     let operator = Operator::open(
@@ -661,5 +706,5 @@ async fn month_end(
     }
     let final_confirmed = operator.is_final(&closed).map_err(|e| e.to_string())?;
     crate::operator::files::write_statement(&opts.out.join("statements"), &closed)?;
-    Ok((closed, final_confirmed))
+    Ok((Arc::new(operator), closed, final_confirmed))
 }

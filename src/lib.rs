@@ -30,6 +30,7 @@ pub mod api;
 pub mod calc;
 pub mod clearing;
 pub mod clock;
+pub mod console;
 pub mod crypto;
 pub mod demo;
 pub mod federation;

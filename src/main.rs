@@ -114,6 +114,18 @@ enum Command {
         /// The rules directory (policies, catalogues, corps–local pairs).
         #[arg(long, default_value = "clearing_rules")]
         rules: PathBuf,
+        /// Keep the federation running afterwards and serve the operator's console
+        /// (prints `console: http://ADDR/ token TOKEN`) until Ctrl-C or SIGTERM.
+        #[arg(long)]
+        serve: bool,
+        /// Where the console listens with --serve.
+        #[arg(long, default_value = "127.0.0.1:20080")]
+        console_listen: String,
+    },
+    /// The web console: make a viewer's token (and the line for the operator's config).
+    Console {
+        #[command(subcommand)]
+        command: ConsoleCommand,
     },
     /// Monthly clearing, run by the national operator: close, statement, confirm, dispute, withdraw, adjust, advance.
     Clearing {
@@ -204,6 +216,16 @@ enum PersonsCommand {
         /// Why, for the ledger (e.g. "2026-03 allocation").
         #[arg(long, default_value = "")]
         reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConsoleCommand {
+    /// A fresh viewer token, and its SHA-256 for `[[console.viewers]]` in operator.toml.
+    Token {
+        /// The viewer's name.
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -318,7 +340,18 @@ fn main() -> ExitCode {
         Command::Tls { command } => cli::tls_cmd::run(command),
         Command::Bench { command } => cli::bench_cmd::run(command),
         Command::Clearing { command } => cli::clearing_cmd::run(command),
-        Command::Demo { out, seed, patients, month, rules } => cli::demo_cmd::run(out, seed, patients, &month, rules),
+        Command::Demo { out, seed, patients, month, rules, serve, console_listen } => {
+            cli::demo_cmd::run(out, seed, patients, &month, rules, serve.then_some(console_listen))
+        }
+        Command::Console { command: ConsoleCommand::Token { name } } => {
+            let token = hex::encode(rand::random::<[u8; 24]>());
+            println!("token: {token}");
+            println!(
+                "[[console.viewers]]\nname = {name:?}\ntoken_sha256 = \"{}\"",
+                xclear::console::auth::token_hash(&token)
+            );
+            ExitCode::SUCCESS
+        }
         Command::Operator { config } => cli::clearing_cmd::run_operator(&config),
         Command::Node { config, log_format } => cli::node_cmd::run_node(&config, log_format),
         Command::Hospital {

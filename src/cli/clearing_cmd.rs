@@ -452,8 +452,19 @@ pub(crate) fn run_operator(config: &Path) -> ExitCode {
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         // The first line on standard output names the bound address (port 0 picks one).
         println!("xclear operator listening on {addr}");
+        let op = Arc::new(op);
+        if let Some(console) = &cfg.console {
+            let l = match tokio::net::TcpListener::bind(console.listen).await {
+                Ok(l) => l,
+                Err(e) => return fail(EXIT_FAILED, format!("console {}: {e}", console.listen)),
+            };
+            tracing::info!(console = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), viewers = console.viewers.len(), "console");
+            let access = xclear::console::auth::Access::new(console.viewers.clone());
+            let clock: Arc<dyn xclear::clock::Clock> = Arc::new(xclear::clock::SystemClock);
+            tokio::spawn(xclear::operator::console::serve(l, Arc::clone(&op), access, clock, super::shutdown_signal()));
+        }
         let shutdown = super::shutdown_signal();
-        match xclear::operator::grpc::serve(Arc::new(op), cfg.warning_pct, listener, tls, shutdown).await {
+        match xclear::operator::grpc::serve(op, cfg.warning_pct, listener, tls, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(EXIT_FAILED, e),
         }

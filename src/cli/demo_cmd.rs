@@ -4,12 +4,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use xclear::clearing::Month;
-use xclear::demo::{run as run_demo, DemoOptions};
+use xclear::demo::{run_and_keep, DemoOptions};
 use xclear::ledger::verify::verify_dir;
 
 use super::{fail, EXIT_BAD_INPUT, EXIT_FAILED};
 
-pub(crate) fn run(out: Option<PathBuf>, seed: u64, patients: usize, month: &str, rules: PathBuf) -> ExitCode {
+pub(crate) fn run(
+    out: Option<PathBuf>,
+    seed: u64,
+    patients: usize,
+    month: &str,
+    rules: PathBuf,
+    console: Option<String>,
+) -> ExitCode {
     let Some(month) = Month::parse(month) else {
         return fail(EXIT_BAD_INPUT, format!("--month: {month:?} is not YYYY-MM"));
     };
@@ -31,7 +38,12 @@ pub(crate) fn run(out: Option<PathBuf>, seed: u64, patients: usize, month: &str,
         "xclear demo: 6 reference regions + Beijing + the operator, {patients} insured persons, month {month} \
          (--month), seed {seed} (--seed)"
     );
-    let report = match rt.block_on(run_demo(DemoOptions {
+    let console = match console.map(|c| c.parse::<std::net::SocketAddr>()) {
+        None => None,
+        Some(Ok(a)) => Some(a),
+        Some(Err(e)) => return fail(EXIT_BAD_INPUT, format!("--console-listen: {e}")),
+    };
+    let (report, running) = match rt.block_on(run_and_keep(DemoOptions {
         out: out.clone(),
         seed,
         patients,
@@ -42,7 +54,18 @@ pub(crate) fn run(out: Option<PathBuf>, seed: u64, patients: usize, month: &str,
         Ok(r) => r,
         Err(e) => return fail(EXIT_FAILED, format!("demo failed: {e}")),
     };
-    drop(rt);
+    let serving = match console {
+        Some(addr) => match rt.block_on(tokio::net::TcpListener::bind(addr)) {
+            Ok(l) => Some((l, running)),
+            Err(e) => return fail(EXIT_FAILED, format!("--console-listen {addr}: {e}")),
+        },
+        None => {
+            if let Err(e) = rt.block_on(running.stop()) {
+                return fail(EXIT_FAILED, format!("demo failed: {e}"));
+            }
+            None
+        }
+    };
     println!();
     print!("{}", report.statement.to_table());
     println!();
@@ -73,10 +96,24 @@ pub(crate) fn run(out: Option<PathBuf>, seed: u64, patients: usize, month: &str,
         report.elapsed.as_secs_f64(),
         out.display()
     );
-    if sound && report.statement.positions_sum() == xclear::money::Amount::ZERO {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_FAILED)
+    if !(sound && report.statement.positions_sum() == xclear::money::Amount::ZERO) {
+        return ExitCode::from(EXIT_FAILED);
+    }
+    match serving {
+        None => {
+            println!("(make demo-console, or xclear demo --serve: the same month in a browser)");
+            ExitCode::SUCCESS
+        }
+        Some((listener, running)) => {
+            let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            let token = hex::encode(rand::random::<[u8; 24]>());
+            println!("console: http://{addr}/ token {token}");
+            println!("(open http://{addr}/login?token={token} in a browser; Ctrl-C stops the federation)");
+            match rt.block_on(running.serve_console(listener, &token, super::shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(EXIT_FAILED, e),
+            }
+        }
     }
 }
 

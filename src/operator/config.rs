@@ -22,6 +22,12 @@
 //! [[quotas]]                          # advance-fund quota per home region (optional)
 //! region = "611000"
 //! amount = "1000000.00"
+//!
+//! [console]                           # the web console (off without this table)
+//! listen = "127.0.0.1:20080"
+//! [[console.viewers]]                 # who may look: a name and the SHA-256 of its token
+//! name = "ops"
+//! token_sha256 = "<64 hex>"           # `xclear console token --name ops` makes one
 //! ```
 
 use std::collections::BTreeMap;
@@ -59,6 +65,23 @@ struct Raw {
     nodes: Vec<RawNode>,
     #[serde(default)]
     quotas: Vec<RawQuota>,
+    #[serde(default)]
+    console: Option<RawConsole>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    listen: String,
+    #[serde(default)]
+    viewers: Vec<RawViewer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawViewer {
+    name: String,
+    token_sha256: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,7 +111,19 @@ pub struct OperatorConfig {
     pub tls: crate::tls::TlsSetting,
     pub nodes: BTreeMap<RegionCode, (String, VerifyingKey)>,
     pub quotas: BTreeMap<RegionCode, Amount>,
+    /// The web console: where it listens and who may look (off when absent).
+    pub console: Option<ConsoleConfig>,
 }
+
+/// The console's address and viewers.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    pub listen: std::net::SocketAddr,
+    pub viewers: Vec<crate::console::auth::Viewer>,
+}
+
+/// Most viewers a console may name.
+pub const MAX_VIEWERS: usize = 100;
 
 impl OperatorConfig {
     pub fn load(path: &Path) -> Result<OperatorConfig, ConfigError> {
@@ -148,7 +183,32 @@ impl OperatorConfig {
                 .map_err(|e| err(&format!("quotas[{i}].amount"), e.to_string()))?;
             quotas.insert(r, a);
         }
+        let console = match &raw.console {
+            None => None,
+            Some(c) => {
+                let listen =
+                    c.listen.parse().map_err(|e: std::net::AddrParseError| err("console.listen", e.to_string()))?;
+                if c.viewers.is_empty() || c.viewers.len() > MAX_VIEWERS {
+                    return Err(err("console.viewers", format!("name 1–{MAX_VIEWERS} viewers: no one else may look")));
+                }
+                let mut viewers = Vec::new();
+                for (i, v) in c.viewers.iter().enumerate() {
+                    let bad = |reason: &str| err(&format!("console.viewers[{i}].token_sha256"), reason.to_string());
+                    let bytes = hex::decode(&v.token_sha256).map_err(|_| bad("not hex"))?;
+                    let token_sha256: [u8; 32] =
+                        bytes.try_into().map_err(|_| bad("a SHA-256 is 64 hex digits (xclear console token)"))?;
+                    if v.name.trim().is_empty()
+                        || viewers.iter().any(|x: &crate::console::auth::Viewer| x.name == v.name)
+                    {
+                        return Err(err(&format!("console.viewers[{i}].name"), "empty or listed twice".into()));
+                    }
+                    viewers.push(crate::console::auth::Viewer { name: v.name.clone(), token_sha256 });
+                }
+                Some(ConsoleConfig { listen, viewers })
+            }
+        };
         Ok(OperatorConfig {
+            console,
             data_dir: abs(raw.data_dir),
             key_file: abs(raw.key_file),
             rules_dir: abs(raw.rules_dir),

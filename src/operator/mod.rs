@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod files;
 pub mod grpc;
@@ -572,7 +573,7 @@ impl Operator {
     }
 
     /// The months with a statement, in order.
-    fn closed_months(&self) -> Result<Vec<Month>, OperatorError> {
+    pub fn closed_months(&self) -> Result<Vec<Month>, OperatorError> {
         let ix = self.index.read().map_err(|_| OperatorError::Internal("operator index lock poisoned".into()))?;
         Ok(ix.closed_months())
     }
@@ -593,6 +594,12 @@ impl Operator {
             Some(s) if self.is_final(&s)? => Ok(last.next()),
             _ => Ok(last),
         }
+    }
+
+    /// The regions that confirmed this exact statement.
+    pub fn confirmed_by(&self, closed: &Closed) -> Result<BTreeSet<String>, OperatorError> {
+        let month = self.month_entries(closed.statement.month)?;
+        Ok(month.confirmations.get(&closed.hash).cloned().unwrap_or_default())
     }
 
     /// Regions in a statement that have not confirmed it.

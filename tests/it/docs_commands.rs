@@ -143,6 +143,8 @@ fn every_command_of_the_examples_readme_runs() {
         "\"payable\":",
         "\"outcome\":\"accepted\"",
         "the same sample",
+        "id=\"state\">final",
+        "401",
     ] {
         assert!(out.contains(step), "the walkthrough did not reach {step}:\n{out}");
     }

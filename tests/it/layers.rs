@@ -12,7 +12,7 @@ fn layer(module: &str) -> Option<u8> {
     Some(match module {
         "money" | "med_type" | "region" | "rules" | "settlement" | "clearing" | "ledger" | "storage" | "clock"
         | "crypto" | "time" | "proto" | "calc" | "memory" => 0,
-        "api" | "transport" | "tls" => 1,
+        "api" | "transport" | "tls" | "console" => 1,
         "node" | "operator" => 2,
         "federation" | "demo" | "sim" | "fuzz" => 3,
         _ => return None,

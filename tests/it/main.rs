@@ -7,6 +7,7 @@ mod calc_bad_input;
 mod clearing_core;
 mod clearing_federation;
 mod common;
+mod console;
 mod crash_federation;
 mod demo;
 mod designation;
