@@ -91,6 +91,7 @@ mod tests {
             node_heads: BTreeMap::new(),
             dispute_rule: String::new(),
             answers_applied: 0,
+            activity: BTreeMap::new(),
         }
     }
 

@@ -62,6 +62,32 @@ pub struct Statement {
     /// Disputes and withdrawals filed for the month when it was closed: an
     /// answer that changes no line still gives a new revision to confirm.
     pub answers_applied: u32,
+    /// What each region's node reported of its hospitals' claims as
+    /// treatment region in the month (for the direct settlement rate).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub activity: BTreeMap<RegionCode, Activity>,
+}
+
+/// A treatment region's claims in a month: settled directly, and refused for
+/// good by the home region.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    pub settled: u64,
+    pub refused: u64,
+}
+
+impl Activity {
+    /// settled ÷ (settled + refused), in percent to 0.1 (none: no claim).
+    pub fn direct_rate_pct(&self) -> Option<rust_decimal::Decimal> {
+        let all = self.settled + self.refused;
+        (all > 0).then(|| {
+            let mut pct = (rust_decimal::Decimal::from(self.settled) * rust_decimal::Decimal::ONE_HUNDRED
+                / rust_decimal::Decimal::from(all))
+            .round_dp_with_strategy(1, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+            pct.rescale(1);
+            pct
+        })
+    }
 }
 
 /// A region's dispute of one line.
@@ -91,6 +117,8 @@ pub struct ClosingInput {
     pub matched_roots: BTreeMap<Pair, String>,
     /// See [`Statement::answers_applied`].
     pub answers_applied: u32,
+    /// See [`Statement::activity`].
+    pub activity: BTreeMap<RegionCode, Activity>,
 }
 
 /// Closes `month`.
@@ -150,6 +178,7 @@ pub fn close(month: Month, input: &ClosingInput, corps_local: impl Fn(RegionCode
         node_heads: input.node_heads.clone(),
         dispute_rule: DISPUTE_RULE.to_string(),
         answers_applied: input.answers_applied,
+        activity: input.activity.clone(),
     }
 }
 
@@ -328,6 +357,15 @@ impl Statement {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_direct_settlement_rate_rounds_to_a_tenth_of_a_percent() {
+        let rate = |settled, refused| Activity { settled, refused }.direct_rate_pct().map(|d| d.to_string());
+        assert_eq!(rate(0, 0), None);
+        assert_eq!(rate(2, 1).as_deref(), Some("66.7"));
+        assert_eq!(rate(7, 3).as_deref(), Some("70.0"));
+        assert_eq!(rate(1, 0).as_deref(), Some("100.0"));
+    }
 
     fn line(id: &str, fund: &str) -> Line {
         let amount = Amount::parse_non_negative(fund).expect("amount");

@@ -114,3 +114,26 @@ pub(super) fn trend(points: &[(String, f64, String)]) -> Markup {
         }
     }
 }
+
+/// A rate in percent per month against a target line; a month below the
+/// target is marked.
+pub(super) fn rate(points: &[(String, Option<f64>, String)], target: f64) -> Markup {
+    let (bw, h) = (52.0, 60.0);
+    let width = bw * points.len().max(1) as f64 + 4.0;
+    let y = |pct: f64| h - pct.clamp(0.0, 100.0) / 100.0 * (h - 14.0);
+    html! {
+        svg class="spark" width=(width) height=(h + 16.0) viewBox={ "0 0 " (width) " " (h + 16.0) } role="img" {
+            @for (i, (month, v, shown)) in points.iter().enumerate() {
+                @if let Some(v) = v {
+                    @let below = *v < target;
+                    rect x=(i as f64 * bw + 2.0) y=(y(*v)) width=(bw - 6.0) height=(h - y(*v))
+                        class={ "bar " @if below { "payable" } @else { "net" } }
+                        data-month=(month) data-rate=(shown) { title { (month) ": " (shown) } }
+                }
+                text x=(i as f64 * bw + 2.0) y="10" class="tiny" { (shown) }
+                text x=(i as f64 * bw + 2.0) y=(h + 12.0) class="tiny" { (month) }
+            }
+            line x1="0" x2=(width) y1=(y(target)) y2=(y(target)) stroke="#b34700" stroke-dasharray="4 3" {}
+        }
+    }
+}

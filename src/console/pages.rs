@@ -323,11 +323,22 @@ pub fn trends(statements: &[(Month, Statement)], months: &[Month]) -> Markup {
             })
             .collect()
     };
+    let rates = |r: RegionCode| -> Vec<(String, Option<f64>, String)> {
+        statements
+            .iter()
+            .map(|(m, s)| {
+                let pct = s.activity.get(&r).and_then(|a| a.direct_rate_pct());
+                let shown = pct.map_or_else(|| "no claims".to_string(), |p| format!("{p}%"));
+                (m.to_string(), pct.and_then(|p| rust_decimal::prelude::ToPrimitive::to_f64(&p)), shown)
+            })
+            .collect()
+    };
     layout(
         "Trends",
         statements.last().map(|(m, _)| *m),
         months,
         html! {
+            p { "Direct settlement rate: of the claims a region's hospitals sent home for out-of-region patients, the share settled on the spot rather than refused by the home region, as each node reports it with its month." }
             @if statements.is_empty() { p class="empty" { "No month has been closed yet." } }
             @for r in &regions {
                 section class="trend" data-region=(r) {
@@ -335,6 +346,10 @@ pub fn trends(statements: &[(Month, Statement)], months: &[Month]) -> Markup {
                     div class="pair" {
                         div { p { "Settlements cleared as treatment region" } (charts::trend(&settled(*r))) }
                         div { p { "Fund paid as home region (yuan)" } (charts::trend(&paid(*r))) }
+                        div {
+                            p { "Direct settlement rate (target " (DIRECT_SETTLEMENT_TARGET_PCT) "%)" }
+                            (charts::rate(&rates(*r), f64::from(DIRECT_SETTLEMENT_TARGET_PCT)))
+                        }
                     }
                 }
             }

@@ -39,6 +39,10 @@ pub struct ClearingTotals {
     /// The ledger index of each month's first line: scans for a month's
     /// lines start there.
     pub first_index: BTreeMap<Month, u64>,
+    /// Per month, the hospitals' claims here as treatment region: settled
+    /// (by the month the home committed them), refused by the home region
+    /// (by the month the refusal was recorded).
+    pub activity: BTreeMap<Month, crate::clearing::statement::Activity>,
 }
 
 impl ClearingTotals {
@@ -58,6 +62,34 @@ impl ClearingTotals {
         let first = self.first_index.entry(line.month).or_insert(index);
         *first = (*first).min(index);
         self.add(side, line);
+        // Settlements (S…), not their reversals (R…).
+        if side == Side::AsTreatment && line.setl_id.starts_with('S') {
+            self.activity.entry(line.month).or_default().settled += 1;
+        }
+    }
+
+    /// Counts the refusal a ledger entry records, if it is one: a claim
+    /// the home region refused by its rules (a settlement outcome that did
+    /// not settle) or for good (`settlement_ended`).
+    pub fn note_refusal_entry(&mut self, kind: EntryKind, key: &str, payload: &[u8], ms: i64) {
+        let refused = match kind {
+            EntryKind::SettlementEnded => true,
+            EntryKind::Settlement if super::keys::is_outcome(key) => serde_json::from_slice::<OutcomeEntry>(payload)
+                .ok()
+                .and_then(|o| result_of(&o.result))
+                .is_some_and(|r| !r.settled && !r.refusal.is_empty()),
+            _ => false,
+        };
+        if refused {
+            self.note_ended(ms);
+        }
+    }
+
+    /// Counts a claim the home region refused, recorded at `ms`.
+    pub fn note_ended(&mut self, ms: i64) {
+        if let Some(m) = Month::parse(&crate::time::month_of(ms)) {
+            self.activity.entry(m).or_default().refused += 1;
+        }
     }
 }
 
@@ -128,6 +160,13 @@ impl Node {
     /// Moves the running totals with the line of a settlement or reversal
     /// just committed at ledger index `index` (the line [`line_of`] reads
     /// from that entry: `tests/it/clearing_federation.rs` compares the two).
+    /// Counts a claim the home region refused, just recorded at `ms`.
+    pub(crate) fn note_ended(&self, ms: i64) {
+        if let Ok(mut c) = self.clearing.write() {
+            c.note_ended(ms);
+        }
+    }
+
     pub(crate) fn note_for_clearing(&self, index: u64, side: Side, line: Option<Line>) {
         let Some(line) = line else { return };
         if let Ok(mut c) = self.clearing.write() {
@@ -243,6 +282,7 @@ impl Node {
             })
             .collect();
         let head = self.ledger.head();
+        let activity = self.read_clearing(|c| c.activity.get(&month).copied().unwrap_or_default())?;
         let report = crate::proto::MonthReport {
             region: self.region().to_string(),
             month: month.to_string(),
@@ -252,6 +292,8 @@ impl Node {
             head_timestamp_ms: head.timestamp_ms,
             head_signature: hex::encode(head.signature),
             refusals: self.refusals_clearing_in(month)?,
+            settled_count: activity.settled,
+            refused_count: activity.refused,
         };
         Ok(envelope::seal(&self.key, envelope::REPORT_DOMAIN, &self.region().to_string(), &report))
     }

@@ -150,6 +150,7 @@ impl Node {
             issued.note(e.body.kind, &e.body.key, &e.body.payload);
             audits.note(e.body.kind, &e.body.payload);
             clearing.note(e.frame.seq, e.body.kind, &e.body.key, &e.body.payload, config.region);
+            clearing.note_refusal_entry(e.body.kind, &e.body.key, &e.body.payload, e.frame.timestamp_ms);
             Ok(())
         })?;
         let signer = batch_signer::BatchSigner::new(key.clone(), config.region.to_string());

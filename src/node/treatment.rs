@@ -324,6 +324,9 @@ impl Node {
                         .ok()
                         .and_then(|home| line_from(&result, home, self.region()));
                     self.note_for_clearing(appended.seq, Side::AsTreatment, line);
+                    if kind == EntryKind::Settlement && !result.settled && !result.refusal.is_empty() {
+                        self.note_ended(appended.timestamp_ms);
+                    }
                 }
                 (result_env, result)
             }
@@ -365,7 +368,10 @@ impl Node {
         };
         let key = outcome_key(hospital, msgid);
         match self.ledger.append(EntryKind::SettlementEnded, &key, to_payload(&ended)).await {
-            Ok(_) => {
+            Ok(appended) => {
+                if !appended.existing {
+                    self.note_ended(appended.timestamp_ms);
+                }
                 self.forget_intent(ikey);
                 tracing::info!(intent = ikey, reason = refusal.reason(), "intent ended: refused by the home node");
                 refusal

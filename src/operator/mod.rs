@@ -361,7 +361,15 @@ impl Operator {
         for (region, report) in &reports {
             adjustments.extend(refusal_adjustments(*region, report)?);
         }
+        let activity = reports
+            .iter()
+            .map(|(r, rep)| {
+                (*r, crate::clearing::statement::Activity { settled: rep.settled_count, refused: rep.refused_count })
+            })
+            .filter(|(_, a)| a.settled + a.refused > 0)
+            .collect();
         let mut input = ClosingInput {
+            activity,
             adjustments,
             disputes: disputes.to_vec(),
             carried: carried.to_vec(),

@@ -185,7 +185,15 @@ async fn every_page_in_a_browser_shows_the_statement() {
     let doc = Html::parse_document(&doms["/advance/2026-03"]);
     let warned = select(&doc, "#advance tr.warning").len();
     assert_eq!(warned, s.advance.iter().filter(|a| a.warning).count());
-    // Trends and the index list the month.
+    // Trends: each region's direct settlement rate, as its node reported it.
+    let doc = Html::parse_document(&doms["/trends"]);
+    assert!(s.activity.values().any(|a| a.refused > 0), "the demo's home regions refuse some: {:?}", s.activity);
+    for (r, a) in &s.activity {
+        let rates = select(&doc, &format!("section[data-region=\"{r}\"] rect[data-rate]"));
+        let expected = format!("{}%", a.direct_rate_pct().expect("claims"));
+        assert_eq!(rates.len(), 1, "{r}");
+        assert_eq!(rates[0].value().attr("data-rate"), Some(expected.as_str()), "{r}");
+    }
     assert!(doms["/trends"].contains("Settlements cleared as treatment region"));
     assert!(doms["/"].contains("/month/2026-03"));
     // No page shows a person's identity (the demo's persons are D…).
