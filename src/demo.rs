@@ -281,6 +281,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// The node of `region`, still serving.
+    pub fn node(&self, region: &str) -> Option<Arc<Node>> {
+        self.nodes.get(region).cloned()
+    }
+
     /// Serves the operator's console on `listener` to one viewer, whose
     /// fresh token is returned, until `shutdown`; then stops everything.
     pub async fn serve_console(

@@ -122,6 +122,23 @@ pub(crate) fn run_node(config: &Path, log_format: LogFormat) -> ExitCode {
                 Err(e) => return fail(EXIT_FAILED, format!("metrics {m}: {e}")),
             }
         }
+        if let Some(console) = &node.config.console {
+            match tokio::net::TcpListener::bind(console.listen).await {
+                Ok(l) => {
+                    tracing::info!(console = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "console");
+                    let access = xclear::console::auth::Access::new(console.viewers.clone());
+                    let clock: Arc<dyn xclear::clock::Clock> = Arc::new(SystemClock);
+                    tokio::spawn(xclear::node::console::serve(
+                        l,
+                        Arc::clone(&node),
+                        access,
+                        clock,
+                        super::shutdown_signal(),
+                    ));
+                }
+                Err(e) => return fail(EXIT_FAILED, format!("console {}: {e}", console.listen)),
+            }
+        }
         // Intents without an outcome are re-driven until their home answers
         // (or refuses them for good), each backing off while it fails.
         let redriver = Arc::clone(&node);

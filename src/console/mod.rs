@@ -5,6 +5,9 @@
 //! no page runs a script. Viewers are named in the config by their token's
 //! SHA-256 ([`auth`]). The HTTP edge is `operator::console`.
 
+pub mod agency;
 pub mod auth;
 mod charts;
+pub mod config;
+pub mod http;
 pub mod pages;

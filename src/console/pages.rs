@@ -30,11 +30,8 @@ pub struct MonthStatus {
     pub disputes: Vec<Dispute>,
 }
 
-/// The pages' navigation for `month`, among the months closed.
-fn layout(title: &str, month: Option<Month>, months: &[Month], body: Markup) -> Markup {
-    let nav = |path: &str, label: &str| {
-        html! { a href=(path) { (label) } }
-    };
+/// A page: the console's header (its navigation and month links) and body.
+pub(super) fn frame(title: &str, nav: Markup, months: Markup, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -45,30 +42,39 @@ fn layout(title: &str, month: Option<Month>, months: &[Month], body: Markup) -> 
                 style { (PreEscaped(STYLE)) }
             }
             body {
-                header {
-                    strong { "xclear clearing console" }
-                    nav {
-                        @if let Some(m) = month {
-                            (nav(&format!("/month/{m}"), "Month"))
-                            (nav(&format!("/heatmap/{m}"), "Heat map"))
-                            (nav(&format!("/advance/{m}"), "Advance funds"))
-                            (nav(&format!("/reconciliation/{m}"), "Reconciliation"))
-                        }
-                        (nav("/trends", "Trends"))
-                    }
-                    @if !months.is_empty() {
-                        div class="months" {
-                            "Months: "
-                            @for m in months {
-                                a href={ "/month/" (m) } class=[(Some(*m) == month).then_some("current")] { (m) } " "
-                            }
-                        }
-                    }
-                }
+                header { strong { "xclear clearing console" } nav { (nav) } (months) }
                 main { h1 { (title) } (body) }
             }
         }
     }
+}
+
+/// Links to `months` under `base` (e.g. "/month/"), `current` marked.
+pub(super) fn month_links(base: &str, months: &[Month], current: Option<Month>) -> Markup {
+    html! {
+        @if !months.is_empty() {
+            div class="months" {
+                "Months: "
+                @for m in months {
+                    a href={ (base) (m) } class=[(Some(*m) == current).then_some("current")] { (m) } " "
+                }
+            }
+        }
+    }
+}
+
+/// The operator's pages' frame, for `month` among the months closed.
+fn layout(title: &str, month: Option<Month>, months: &[Month], body: Markup) -> Markup {
+    let nav = html! {
+        @if let Some(m) = month {
+            a href={ "/month/" (m) } { "Month" }
+            a href={ "/heatmap/" (m) } { "Heat map" }
+            a href={ "/advance/" (m) } { "Advance funds" }
+            a href={ "/reconciliation/" (m) } { "Reconciliation" }
+        }
+        a href="/trends" { "Trends" }
+    };
+    frame(title, nav, month_links("/month/", months, month), body)
 }
 
 /// A month with no statement on the operator's ledger.

@@ -211,6 +211,7 @@ impl NodePlan {
                 })
                 .collect(),
             admins: self.admins.iter().map(|a| (a.clone(), public(a))).collect(),
+            console: None,
         }
     }
 }

@@ -329,6 +329,19 @@ impl Node {
         })
     }
 
+    /// A month's sample (its first page: at most 1,000 items) with each
+    /// item's outcome, and the month's settlements drawn from; `None` before
+    /// it is drawn.
+    pub fn sample_view(&self, month: Month) -> Result<Option<(u64, Vec<AuditItem>)>, NodeError> {
+        let Some(p) = self.sample_page(month, 0)? else { return Ok(None) };
+        let items = p
+            .items
+            .iter()
+            .map(|i| Ok(item_proto(i, self.review_of(month, &i.setl_id)?.as_ref())))
+            .collect::<Result<Vec<_>, NodeError>>()?;
+        Ok(Some((p.population, items)))
+    }
+
     /// Records a reviewer's outcome for a sampled settlement, once: the same
     /// request again is answered as before; another outcome for it refused.
     pub async fn review(&self, env: Signed) -> Result<AuditItem, NodeError> {

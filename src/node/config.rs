@@ -35,6 +35,12 @@
 //! credit_rated = false                # a good credit rating halves its holdback
 //! assessment_pct = 90                 # the year's assessment: share of the holdback released annually
 //!
+//! [console]                           # the agency's web console (off without this table)
+//! listen = "127.0.0.1:21111"
+//! [[console.viewers]]                 # `xclear console token --name NAME` prints one
+//! name = "agency"
+//! token_sha256 = "<64 hex>"
+//!
 //! [[pharmacies]]                      # designated pharmacies (定点药店): level 0, med_type 41 only
 //! code = "P110105001"
 //! public_key = "<64 hex>"
@@ -87,6 +93,8 @@ struct RawConfig {
     pharmacies: Vec<RawPharmacy>,
     #[serde(default)]
     admins: Vec<RawAdmin>,
+    #[serde(default)]
+    console: Option<crate::console::config::RawConsole>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +206,8 @@ pub struct NodeConfig {
     pub peers: BTreeMap<RegionCode, Peer>,
     pub hospitals: BTreeMap<String, Hospital>,
     pub admins: BTreeMap<String, VerifyingKey>,
+    /// The agency's web console (off when absent).
+    pub console: Option<crate::console::config::ConsoleConfig>,
 }
 
 impl NodeConfig {
@@ -242,8 +252,13 @@ impl NodeConfig {
                 return Err(c.err(&format!("admins[{i}].name"), format!("admin {} is listed twice", a.name)));
             }
         }
+        let console = match &raw.console {
+            None => None,
+            Some(con) => Some(con.check().map_err(|(key, reason)| c.err(&key, reason))?),
+        };
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         Ok(NodeConfig {
+            console,
             region,
             listen,
             data_dir: abs(raw.data_dir),

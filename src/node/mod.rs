@@ -9,6 +9,7 @@ pub mod audit;
 pub mod batch_signer;
 pub mod clearing_side;
 pub mod config;
+pub mod console;
 pub mod designation;
 pub mod grpc;
 pub mod home;
@@ -237,6 +238,26 @@ impl Node {
     pub fn oldest_pending_intent_ms(&self) -> i64 {
         let oldest = self.pending_intents.lock().ok().and_then(|p| p.values().min().copied());
         oldest.map(|t| (self.clock.now_ms() - t).max(0)).unwrap_or(0)
+    }
+
+    /// The months with a settlement here, either side.
+    pub fn months_with_lines(&self) -> Vec<crate::clearing::Month> {
+        self.clearing.read().map(|c| c.months.keys().copied().collect()).unwrap_or_default()
+    }
+
+    /// Up to `limit` intents awaiting their home node (institution, msgid,
+    /// how long, ms), oldest first, and how many there are.
+    pub fn waiting(&self, limit: usize) -> (Vec<(String, String, i64)>, usize) {
+        let now = self.clock.now_ms();
+        let Ok(p) = self.pending_intents.lock() else { return (Vec::new(), 0) };
+        let mut all: Vec<(String, String, i64)> = p
+            .iter()
+            .filter_map(|(k, t)| keys::parse_intent(k).map(|(h, m)| (h.to_string(), m.to_string(), (now - t).max(0))))
+            .collect();
+        all.sort_by_key(|w| std::cmp::Reverse(w.2));
+        let total = all.len();
+        all.truncate(limit);
+        (all, total)
     }
 
     /// The months sealed at this node.

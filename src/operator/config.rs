@@ -66,22 +66,7 @@ struct Raw {
     #[serde(default)]
     quotas: Vec<RawQuota>,
     #[serde(default)]
-    console: Option<RawConsole>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConsole {
-    listen: String,
-    #[serde(default)]
-    viewers: Vec<RawViewer>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawViewer {
-    name: String,
-    token_sha256: String,
+    console: Option<crate::console::config::RawConsole>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,15 +100,7 @@ pub struct OperatorConfig {
     pub console: Option<ConsoleConfig>,
 }
 
-/// The console's address and viewers.
-#[derive(Debug, Clone)]
-pub struct ConsoleConfig {
-    pub listen: std::net::SocketAddr,
-    pub viewers: Vec<crate::console::auth::Viewer>,
-}
-
-/// Most viewers a console may name.
-pub const MAX_VIEWERS: usize = 100;
+pub use crate::console::config::ConsoleConfig;
 
 impl OperatorConfig {
     pub fn load(path: &Path) -> Result<OperatorConfig, ConfigError> {
@@ -185,27 +162,7 @@ impl OperatorConfig {
         }
         let console = match &raw.console {
             None => None,
-            Some(c) => {
-                let listen =
-                    c.listen.parse().map_err(|e: std::net::AddrParseError| err("console.listen", e.to_string()))?;
-                if c.viewers.is_empty() || c.viewers.len() > MAX_VIEWERS {
-                    return Err(err("console.viewers", format!("name 1–{MAX_VIEWERS} viewers: no one else may look")));
-                }
-                let mut viewers = Vec::new();
-                for (i, v) in c.viewers.iter().enumerate() {
-                    let bad = |reason: &str| err(&format!("console.viewers[{i}].token_sha256"), reason.to_string());
-                    let bytes = hex::decode(&v.token_sha256).map_err(|_| bad("not hex"))?;
-                    let token_sha256: [u8; 32] =
-                        bytes.try_into().map_err(|_| bad("a SHA-256 is 64 hex digits (xclear console token)"))?;
-                    if v.name.trim().is_empty()
-                        || viewers.iter().any(|x: &crate::console::auth::Viewer| x.name == v.name)
-                    {
-                        return Err(err(&format!("console.viewers[{i}].name"), "empty or listed twice".into()));
-                    }
-                    viewers.push(crate::console::auth::Viewer { name: v.name.clone(), token_sha256 });
-                }
-                Some(ConsoleConfig { listen, viewers })
-            }
+            Some(c) => Some(c.check().map_err(|(key, reason)| err(&key, reason))?),
         };
         Ok(OperatorConfig {
             console,

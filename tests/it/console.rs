@@ -78,6 +78,26 @@ async fn every_page_in_a_browser_shows_the_statement() {
         progress: false,
     };
     let (report, running) = run_and_keep(opts).await.expect("demo");
+    // Beijing's agency console on its node, beside the operator's.
+    let beijing = running.node("110000").expect("Beijing");
+    let agency_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let agency_addr = agency_listener.local_addr().expect("addr");
+    let (agency_stop, agency_stopped) = tokio::sync::oneshot::channel::<()>();
+    let digest: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), TOKEN)).into();
+    let access = xclear::console::auth::Access::new(vec![xclear::console::auth::Viewer {
+        name: "agency".into(),
+        token_sha256: digest,
+    }]);
+    let agency = tokio::spawn(xclear::node::console::serve(
+        agency_listener,
+        std::sync::Arc::clone(&beijing),
+        access,
+        std::sync::Arc::new(xclear::clock::SystemClock),
+        async move {
+            let _ = agency_stopped.await;
+        },
+    ));
+    drop(beijing);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -200,6 +220,47 @@ async fn every_page_in_a_browser_shows_the_statement() {
     for (p, dom) in &doms {
         assert!(!dom.contains("psn_no") && !dom.contains("\"D0"), "{p} shows a person");
     }
+
+    // The agency's pages on Beijing's node: its month by counterpart, its
+    // institutions' statements and its audit sample, as the demo reports them.
+    let agency_base = format!("http://{agency_addr}");
+    let (agency_index, agency_month) = tokio::task::spawn_blocking({
+        let shots = shots.clone();
+        let profile = dir.path().join("agency");
+        move || {
+            std::fs::create_dir_all(&profile).expect("profile");
+            assert_eq!(curl(&format!("{agency_base}/month/2026-03"), &[]).0, 401, "no token");
+            let url = |p: &str| format!("{agency_base}/login?token={TOKEN}&next={p}");
+            let file = shots.join("agency-110000-2026-03.png");
+            chromium(&url("/month/2026-03"), &[&format!("--screenshot={}", file.display())], &profile);
+            (
+                chromium(&url("/"), &["--dump-dom"], &profile),
+                chromium(&url("/month/2026-03"), &["--dump-dom"], &profile),
+            )
+        }
+    })
+    .await
+    .expect("agency pages");
+    assert!(agency_index.contains("/month/2026-03") && agency_index.contains("0 pending"), "{agency_index}");
+    let doc = Html::parse_document(&agency_month);
+    let beijing = xclear::region::RegionCode::parse("110000").expect("region");
+    let counts: u64 = select(&doc, "#as-treatment tbody tr td.num:nth-child(2)")
+        .iter()
+        .map(|td| td.text().collect::<String>().parse::<u64>().expect("count"))
+        .sum();
+    let cleared: u64 = s.pairs.iter().filter(|p| p.treatment == beijing).map(|p| p.count).sum();
+    assert_eq!(counts, cleared, "Beijing's settlements as treatment region");
+    let payable: Amount =
+        select(&doc, "#statements td.payable").iter().map(|td| amount(&td.text().collect::<String>())).sum();
+    let reported: Amount = report.hospitals.iter().filter(|h| h.region == beijing).map(|h| h.payable).sum();
+    assert_eq!(payable, reported, "Beijing's institutions' statements");
+    let (drawn, of) = report.samples[&beijing];
+    assert_eq!(
+        select(&doc, "#sample-size")[0].text().collect::<String>(),
+        format!("{drawn} drawn of {of} settlements")
+    );
+    let _ = agency_stop.send(());
+    agency.await.expect("agency task").expect("stopped");
 
     if std::env::var_os("XCLEAR_UPDATE_SCREENSHOTS").is_some() {
         let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs").join("console");
