@@ -12,7 +12,7 @@ build:
 # The interop test drives a node from Python grpcio (PyPI), installed here;
 # the process tests run the operator a month ahead under Debian's faketime;
 # promtool (Debian's prometheus) checks a live node's metrics; the documented
-# commands' test uses curl and pgrep.
+# commands' test uses curl and pgrep; the console's test, Debian's chromium.
 test: test-deps
 	$(CARGO) test --all-targets -- --skip crash_federation
 	$(MAKE) crash
