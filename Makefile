@@ -37,7 +37,8 @@ fuzz:
 test-deps:
 	python3 -m pip install -q --disable-pip-version-check -r tests/interop/requirements.txt
 	@for t in faketime promtool curl pgrep chromium; do command -v $$t >/dev/null || missing=1; done; \
-	  [ -z "$$missing" ] || { apt-get update -qq && apt-get install -y -qq faketime prometheus curl procps chromium; }
+	  [ -n "$$(fc-list :lang=zh 2>/dev/null)" ] || missing=1; \
+	  [ -z "$$missing" ] || { apt-get update -qq && apt-get install -y -qq faketime prometheus curl procps chromium fonts-wqy-microhei; }
 
 # Formatting and lints, run by CI after the tests.
 lint:
