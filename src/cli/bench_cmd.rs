@@ -15,8 +15,21 @@ use xclear::storage::SledStore;
 
 use super::{fail, EXIT_FAILED};
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 pub(crate) enum BenchCommand {
+    /// A region's population on one node: import rate, then a restart's time and memory (issue 25's baseline).
+    Scale {
+        /// Insured persons imported.
+        #[arg(long, default_value_t = 200_000)]
+        persons: u64,
+    },
+    /// The restart half of `scale`, in its own process (run by `scale`).
+    #[command(hide = true)]
+    ScaleRestart {
+        /// The node's data directory.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
     /// End to end: hospitals -> treatment node -> home node over gRPC, both ledgers durable.
     E2e {
         /// Length of the main phase, in seconds.
@@ -65,6 +78,13 @@ pub(crate) struct Figure {
 
 pub(crate) fn run(cmd: BenchCommand) -> ExitCode {
     let figures = match cmd {
+        BenchCommand::Scale { persons } => super::bench_scale::run(persons),
+        BenchCommand::ScaleRestart { dir } => {
+            return match super::bench_scale::restart(&dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(EXIT_FAILED, e),
+            }
+        }
         BenchCommand::Ledger { entries, concurrency } => ledger(entries, concurrency),
         BenchCommand::E2e { seconds, hospitals, persons, rate } => {
             super::bench_e2e::run(seconds, hospitals, persons, rate)

@@ -5,6 +5,7 @@ pub(crate) mod bench_clearing;
 pub(crate) mod bench_cmd;
 pub(crate) mod bench_e2e;
 mod bench_load;
+mod bench_scale;
 pub(crate) mod clearing_cmd;
 pub(crate) mod connect;
 pub(crate) mod demo_cmd;
