@@ -277,7 +277,6 @@ pub struct Running {
     nodes: BTreeMap<&'static str, Arc<Node>>,
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
     operator: Arc<Operator>,
-    clock: Arc<ManualClock>,
 }
 
 impl Running {
@@ -300,9 +299,12 @@ impl Running {
             name: "demo".into(),
             token_sha256: digest,
         }]);
-        let clock: Arc<dyn Clock> = self.clock.clone();
-        crate::operator::console::serve(listener, Arc::clone(&self.operator), access, clock, shutdown).await?;
-        self.stop().await
+        // Sessions expire by the wall clock, not the demo's (it stands still).
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
+        let served =
+            crate::operator::console::serve(listener, Arc::clone(&self.operator), access, clock, shutdown).await;
+        let stopped = self.stop().await;
+        served.and(stopped)
     }
 
     /// Stops every node and closes its ledger.
@@ -358,7 +360,7 @@ pub async fn run_and_keep(opts: DemoOptions) -> Result<(DemoReport, Running), St
         hospitals,
         samples,
     };
-    Ok((report, Running { nodes, stops, operator, clock }))
+    Ok((report, Running { nodes, stops, operator }))
 }
 
 /// Each node's institutions' statements of the month (issued by the nodes

@@ -119,7 +119,7 @@ enum Command {
         #[arg(long)]
         serve: bool,
         /// Where the console listens with --serve.
-        #[arg(long, default_value = "127.0.0.1:20080")]
+        #[arg(long, default_value = "127.0.0.1:20090")]
         console_listen: String,
     },
     /// The web console: make a viewer's token (and the line for the operator's config).

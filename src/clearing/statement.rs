@@ -68,8 +68,8 @@ pub struct Statement {
     pub activity: BTreeMap<RegionCode, Activity>,
 }
 
-/// A treatment region's claims in a month: settled directly, and refused for
-/// good by the home region.
+/// A treatment region's claims in a month: settled directly, and refused by
+/// the home region's rules or for good.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Activity {
     pub settled: u64,

@@ -57,7 +57,10 @@ pub(crate) fn run(
     let serving = match console {
         Some(addr) => match rt.block_on(tokio::net::TcpListener::bind(addr)) {
             Ok(l) => Some((l, running)),
-            Err(e) => return fail(EXIT_FAILED, format!("--console-listen {addr}: {e}")),
+            Err(e) => {
+                let _ = rt.block_on(running.stop());
+                return fail(EXIT_FAILED, format!("--console-listen {addr}: {e}"));
+            }
         },
         None => {
             if let Err(e) = rt.block_on(running.stop()) {
@@ -81,39 +84,43 @@ pub(crate) fn run(
     println!();
     print!("{}", hospitals_table(&report));
 
-    let mut sound = true;
-    for (region, dir) in &report.node_dirs {
-        match verify_dir(dir, None) {
-            Ok(v) => println!("ledger {region}: {} entries, verified", v.entries),
-            Err(e) => {
-                sound = false;
-                println!("ledger {region}: NOT sound: {e}");
-            }
-        }
-    }
     println!(
         "time {:.1} s; data kept in {} (ledgers, statements/, hospitals/; remove with rm -r)",
         report.elapsed.as_secs_f64(),
         out.display()
     );
-    if !(sound && report.statement.positions_sum() == xclear::money::Amount::ZERO) {
-        return ExitCode::from(EXIT_FAILED);
-    }
-    match serving {
-        None => {
-            println!("(make demo-console, or xclear demo --serve: the same month in a browser)");
-            ExitCode::SUCCESS
-        }
-        Some((listener, running)) => {
-            let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-            let token = hex::encode(rand::random::<[u8; 24]>());
-            println!("console: http://{addr}/ token {token}");
-            println!("(open http://{addr}/login?token={token} in a browser; Ctrl-C stops the federation)");
-            match rt.block_on(running.serve_console(listener, &token, super::shutdown_signal())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(EXIT_FAILED, e),
+    let verify = |report: &xclear::demo::DemoReport| -> bool {
+        let mut sound = true;
+        for (region, dir) in &report.node_dirs {
+            match verify_dir(dir, None) {
+                Ok(v) => println!("ledger {region}: {} entries, verified", v.entries),
+                Err(e) => {
+                    sound = false;
+                    println!("ledger {region}: NOT sound: {e}");
+                }
             }
         }
+        sound && report.statement.positions_sum() == xclear::money::Amount::ZERO
+    };
+    let Some((listener, running)) = serving else {
+        if !verify(&report) {
+            return ExitCode::from(EXIT_FAILED);
+        }
+        println!("(make demo-console, or xclear demo --serve: the same month in a browser)");
+        return ExitCode::SUCCESS;
+    };
+    // Served: the ledgers are verified once the nodes have stopped.
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let token = hex::encode(rand::random::<[u8; 24]>());
+    println!("console: http://{addr}/ token {token}");
+    println!("(open http://{addr}/login?token={token} in a browser; Ctrl-C stops the federation)");
+    if let Err(e) = rt.block_on(running.serve_console(listener, &token, super::shutdown_signal())) {
+        return fail(EXIT_FAILED, e);
+    }
+    if verify(&report) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
     }
 }
 

@@ -44,8 +44,31 @@ pub trait Gated: Send + Sync + 'static {
     fn gate(&self) -> &Gate;
 }
 
+/// A page, not cached, not framed, running nothing and loading nothing
+/// (its one style sheet is inline).
 pub fn page(m: Markup) -> Response {
-    Html(m.into_string()).into_response()
+    let mut r = Html(m.into_string()).into_response();
+    for (k, v) in [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ] {
+        if let Ok(v) = v.parse() {
+            r.headers_mut().insert(k, v);
+        }
+    }
+    r
+}
+
+/// Where a login may go next: a path of this console, of plain characters
+/// only (no scheme, host, backslash or control character sneaks through).
+fn next_path(next: &str) -> &str {
+    let plain = next.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-".contains(&b));
+    if plain && next.starts_with('/') && !next.starts_with("//") {
+        next
+    } else {
+        "/"
+    }
 }
 
 pub fn status_page(code: StatusCode, text: &str) -> Response {
@@ -83,7 +106,7 @@ pub async fn login<S: Gated>(State(ctx): State<Arc<S>>, Query(q): Query<Login>) 
     let id = hex::encode(rand::random::<[u8; 32]>());
     gate.access.open_session(id.clone(), &name, gate.clock.now_ms());
     tracing::info!(viewer = %name, "console: session opened");
-    let next = if q.next.starts_with('/') && !q.next.starts_with("//") { q.next.as_str() } else { "/" };
+    let next = next_path(&q.next);
     let cookie = cookie::Cookie::build((COOKIE, id))
         .path("/")
         .http_only(true)
@@ -102,5 +125,24 @@ pub async fn fallback<S: Gated>(State(ctx): State<Arc<S>>, headers: HeaderMap, u
     match ctx.gate().viewer(&headers) {
         None => refused(uri.path()),
         Some(_) => status_page(StatusCode::NOT_FOUND, "No such page."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_login_goes_only_to_a_plain_path_here() {
+        for (next, to) in [
+            ("/month/2026-03", "/month/2026-03"),
+            ("", "/"),
+            ("//evil.example", "/"),
+            ("/\\evil.example", "/"),
+            ("/\t/evil.example", "/"),
+            ("https://evil.example", "/"),
+            ("/a?b=c", "/"),
+            ("/x\r\nSet-Cookie: a=b", "/"),
+        ] {
+            assert_eq!(super::next_path(next), to, "{next:?}");
+        }
     }
 }

@@ -40,9 +40,13 @@ pub struct ClearingTotals {
     /// lines start there.
     pub first_index: BTreeMap<Month, u64>,
     /// Per month, the hospitals' claims here as treatment region: settled
-    /// (by the month the home committed them), refused by the home region
-    /// (by the month the refusal was recorded).
+    /// (by the month the home committed them), refused by the home region's
+    /// rules or for good (by the month the refusal was recorded); a count
+    /// for a month already sealed goes to the first month not sealed.
     pub activity: BTreeMap<Month, crate::clearing::statement::Activity>,
+    /// The first month after every month sealed so far: counts that would
+    /// fall into a sealed month (already reported) go here instead.
+    pub floor: Option<Month>,
 }
 
 impl ClearingTotals {
@@ -55,6 +59,21 @@ impl ClearingTotals {
         if let Some((side, line)) = line_of(kind, key, payload, own) {
             self.note_line(index, side, &line);
         }
+        if kind == EntryKind::MonthSeal {
+            if let Some(m) = super::keys::sealed_month(key) {
+                self.note_seal(m);
+            }
+        }
+    }
+
+    /// `month` is sealed: later counts go to the months after it.
+    pub fn note_seal(&mut self, month: Month) {
+        self.floor = Some(self.floor.map_or(month.next(), |f| f.max(month.next())));
+    }
+
+    /// The month a count made now for `month` is reported in.
+    fn reported_in(&self, month: Month) -> Month {
+        self.floor.map_or(month, |f| f.max(month))
     }
 
     /// Adds `line`, recorded at ledger index `index`.
@@ -64,7 +83,8 @@ impl ClearingTotals {
         self.add(side, line);
         // Settlements (S…), not their reversals (R…).
         if side == Side::AsTreatment && line.setl_id.starts_with('S') {
-            self.activity.entry(line.month).or_default().settled += 1;
+            let m = self.reported_in(line.month);
+            self.activity.entry(m).or_default().settled += 1;
         }
     }
 
@@ -73,7 +93,9 @@ impl ClearingTotals {
     /// not settle) or for good (`settlement_ended`).
     pub fn note_refusal_entry(&mut self, kind: EntryKind, key: &str, payload: &[u8], ms: i64) {
         let refused = match kind {
-            EntryKind::SettlementEnded => true,
+            EntryKind::SettlementEnded => {
+                serde_json::from_slice::<super::records::EndedEntry>(payload).is_ok_and(|e| !e.reversal)
+            }
             EntryKind::Settlement if super::keys::is_outcome(key) => serde_json::from_slice::<OutcomeEntry>(payload)
                 .ok()
                 .and_then(|o| result_of(&o.result))
@@ -88,6 +110,7 @@ impl ClearingTotals {
     /// Counts a claim the home region refused, recorded at `ms`.
     pub fn note_ended(&mut self, ms: i64) {
         if let Some(m) = Month::parse(&crate::time::month_of(ms)) {
+            let m = self.reported_in(m);
             self.activity.entry(m).or_default().refused += 1;
         }
     }
@@ -251,6 +274,9 @@ impl Node {
             }
         };
         self.seals.write().map_err(|_| NodeError::Internal("seals lock poisoned".into()))?.insert(month);
+        if let Ok(mut c) = self.clearing.write() {
+            c.note_seal(month);
+        }
         let Some(report) = report else {
             return self.sealed_report(month)?.ok_or_else(|| NodeError::Internal(format!("seal of {month}")));
         };

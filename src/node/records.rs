@@ -79,6 +79,9 @@ pub struct EndedEntry {
     pub intent_key: String,
     pub reason: String,
     pub message: String,
+    /// The intent was a reversal's (not counted as a refused claim).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reversal: bool,
 }
 
 /// A settlement or reversal committed by the home node.

@@ -239,7 +239,8 @@ impl Node {
         let (result_env, result) = match asked {
             Ok(answer) => answer,
             Err(e) if ends_intent(&e) => {
-                let refusal = self.end_intent(&ikey, &hospital, &req.msgid, e).await;
+                let reversal = req.action == Action::Reverse as i32;
+                let refusal = self.end_intent(&ikey, &hospital, &req.msgid, reversal, e).await;
                 // Another attempt may have recorded a result first: it stands.
                 return self.stored_outcome(&hospital, &req.msgid, &env)?.ok_or(refusal);
             }
@@ -360,16 +361,24 @@ impl Node {
     /// recorded under the outcome's key, so the intent is no longer
     /// re-driven and the hospital asking again gets the same refusal.
     /// Returns the refusal to answer with.
-    async fn end_intent(&self, ikey: &str, hospital: &str, msgid: &str, refusal: NodeError) -> NodeError {
+    async fn end_intent(
+        &self,
+        ikey: &str,
+        hospital: &str,
+        msgid: &str,
+        reversal: bool,
+        refusal: NodeError,
+    ) -> NodeError {
         let ended = EndedEntry {
             intent_key: ikey.to_string(),
             reason: refusal.reason().to_string(),
             message: refusal.to_string(),
+            reversal,
         };
         let key = outcome_key(hospital, msgid);
         match self.ledger.append(EntryKind::SettlementEnded, &key, to_payload(&ended)).await {
             Ok(appended) => {
-                if !appended.existing {
+                if !appended.existing && !reversal {
                     self.note_ended(appended.timestamp_ms);
                 }
                 self.forget_intent(ikey);
@@ -526,7 +535,9 @@ impl Node {
         let action = Action::try_from(claim.action).unwrap_or(Action::Settle);
         let (result_env, result) = match self.ask_home(home, &claim_env).await {
             Ok(answer) => answer,
-            Err(e) if ends_intent(&e) => return Err(self.end_intent(ikey, hospital, msgid, e).await),
+            Err(e) if ends_intent(&e) => {
+                return Err(self.end_intent(ikey, hospital, msgid, action == Action::Reverse, e).await)
+            }
             Err(e) => return Err(e),
         };
         self.record_outcome(ikey, hospital, msgid, action, result_env, result).await.map(|_| ())

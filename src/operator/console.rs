@@ -41,10 +41,9 @@ fn internal(e: OperatorError) -> Response {
     status_page(StatusCode::INTERNAL_SERVER_ERROR, "The operator's ledger could not be read; see its log.")
 }
 
-/// Every month with a statement (none, if the index cannot be read: the
-/// page itself then says what failed).
-fn months(ctx: &Ctx) -> Vec<Month> {
-    ctx.operator.closed_months().unwrap_or_default()
+/// Every month with a statement.
+fn months(ctx: &Ctx) -> Result<Vec<Month>, OperatorError> {
+    ctx.operator.closed_months()
 }
 
 /// A closed month's status, or `None` when it has no statement.
@@ -56,12 +55,25 @@ fn status(ctx: &Ctx, month: Month) -> Result<Option<MonthStatus>, OperatorError>
     Ok(Some(MonthStatus { statement: closed.statement, hash: closed.hash, is_final, confirmed, disputes }))
 }
 
+/// Builds a page from the operator's ledger off the runtime's workers (the
+/// operator's gRPC shares them).
+async fn off_runtime(ctx: &Shared, build: impl FnOnce(&Ctx) -> Response + Send + 'static) -> Response {
+    let ctx = Arc::clone(ctx);
+    match tokio::task::spawn_blocking(move || build(&ctx)).await {
+        Ok(r) => r,
+        Err(e) => internal(OperatorError::Internal(format!("the page's task failed: {e}"))),
+    }
+}
+
 /// Renders a month's page, or says plainly that the month has no statement.
 fn month_page(ctx: &Ctx, month: &str, render: impl FnOnce(&MonthStatus, &[Month]) -> Markup) -> Response {
     let Some(month) = Month::parse(month) else {
         return status_page(StatusCode::BAD_REQUEST, "A month is written YYYY-MM.");
     };
-    let all = months(ctx);
+    let all = match months(ctx) {
+        Ok(all) => all,
+        Err(e) => return internal(e),
+    };
     match status(ctx, month) {
         Ok(Some(s)) => page(render(&s, &all)),
         Ok(None) => (StatusCode::NOT_FOUND, Html(pages::no_statement(month, &all).into_string())).into_response(),
@@ -73,7 +85,11 @@ async fn index(State(ctx): State<Shared>, headers: HeaderMap) -> Response {
     if ctx.gate.viewer(&headers).is_none() {
         return refused("/");
     }
-    page(pages::index(&months(&ctx)))
+    off_runtime(&ctx, |ctx| match months(ctx) {
+        Ok(all) => page(pages::index(&all)),
+        Err(e) => internal(e),
+    })
+    .await
 }
 
 async fn month_route(
@@ -85,29 +101,36 @@ async fn month_route(
     if ctx.gate.viewer(&headers).is_none() {
         return refused(uri.path());
     }
-    match what.as_str() {
-        "month" => month_page(&ctx, &month, pages::month),
-        "heatmap" => month_page(&ctx, &month, pages::heat_map),
-        "advance" => month_page(&ctx, &month, pages::advance),
-        "reconciliation" => month_page(&ctx, &month, |s, all| pages::reconciliation(s, &s.statement.adjustments, all)),
+    off_runtime(&ctx, move |ctx| match what.as_str() {
+        "month" => month_page(ctx, &month, pages::month),
+        "heatmap" => month_page(ctx, &month, pages::heat_map),
+        "advance" => month_page(ctx, &month, pages::advance),
+        "reconciliation" => month_page(ctx, &month, |s, all| pages::reconciliation(s, &s.statement.adjustments, all)),
         _ => status_page(StatusCode::NOT_FOUND, "No such page."),
-    }
+    })
+    .await
 }
 
 async fn trends(State(ctx): State<Shared>, headers: HeaderMap) -> Response {
     if ctx.gate.viewer(&headers).is_none() {
         return refused("/trends");
     }
-    let all = months(&ctx);
-    let mut statements = Vec::new();
-    for m in all.iter().rev().take(MAX_TREND_MONTHS).rev() {
-        match ctx.operator.statement_of(*m) {
-            Ok(Some(c)) => statements.push((*m, c.statement)),
-            Ok(None) => {}
+    off_runtime(&ctx, |ctx| {
+        let all = match months(ctx) {
+            Ok(all) => all,
             Err(e) => return internal(e),
+        };
+        let mut statements = Vec::new();
+        for m in all.iter().rev().take(MAX_TREND_MONTHS).rev() {
+            match ctx.operator.statement_of(*m) {
+                Ok(Some(c)) => statements.push((*m, c.statement)),
+                Ok(None) => {}
+                Err(e) => return internal(e),
+            }
         }
-    }
-    page(pages::trends(&statements, &all))
+        page(pages::trends(&statements, &all))
+    })
+    .await
 }
 
 /// The console's routes.
