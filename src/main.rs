@@ -264,21 +264,7 @@ struct DesignationChange {
     reason: String,
 }
 
-/// A running node and the admin of it who signs.
-#[derive(clap::Args)]
-struct AdminTarget {
-    /// The node's gRPC address (the admin's own node), e.g. https://127.0.0.1:20061
-    #[arg(long)]
-    node: String,
-    /// The admin's key file.
-    #[arg(long)]
-    key: PathBuf,
-    /// The admin's name, as in the node's config.
-    #[arg(long)]
-    admin: String,
-    #[command(flatten)]
-    tls: cli::connect::TlsArgs,
-}
+use cli::connect::AdminTarget;
 
 #[derive(Subcommand)]
 enum RegistrationCommand {

@@ -16,31 +16,15 @@ use xclear::proto::audit_service_client::AuditServiceClient;
 use xclear::proto::{AuditItem, AuditReviewRequest, AuditSampleRequest};
 use xclear::region::RegionCode;
 
-use super::connect::TlsArgs;
+use super::connect::AdminTarget;
 use super::{fail, EXIT_BAD_INPUT};
-
-/// A running node and the admin (reviewer) of it who signs.
-#[derive(clap::Args, Clone)]
-pub(crate) struct Reviewer {
-    /// The node's gRPC address, e.g. https://127.0.0.1:20061
-    #[arg(long)]
-    node: String,
-    /// The admin's key file.
-    #[arg(long)]
-    key: PathBuf,
-    /// The admin's name, as in the node's config.
-    #[arg(long)]
-    admin: String,
-    #[command(flatten)]
-    tls: TlsArgs,
-}
 
 #[derive(Subcommand, Clone)]
 pub(crate) enum AuditCommand {
     /// A month's sample at the node, with each item's outcome (JSON lines, one per item).
     Sample {
         #[command(flatten)]
-        reviewer: Reviewer,
+        reviewer: AdminTarget,
         /// The month sampled, YYYY-MM (its clearing statement final).
         #[arg(long)]
         month: String,
@@ -51,7 +35,7 @@ pub(crate) enum AuditCommand {
     /// Record a reviewer's outcome for a sampled settlement: accepted, or refused with an amount (拒付).
     Review {
         #[command(flatten)]
-        reviewer: Reviewer,
+        reviewer: AdminTarget,
         /// Unique per admin.
         #[arg(long)]
         msgid: String,
@@ -143,7 +127,7 @@ pub(crate) fn run(cmd: AuditCommand) -> ExitCode {
 }
 
 /// Signs `req` as the reviewer and runs `f` with a client of the node.
-fn call<M, F, Fut>(r: &Reviewer, f: F, req: &M) -> ExitCode
+fn call<M, F, Fut>(r: &AdminTarget, f: F, req: &M) -> ExitCode
 where
     M: prost::Message,
     F: FnOnce(AuditServiceClient<tonic::transport::Channel>, xclear::proto::Signed) -> Fut,

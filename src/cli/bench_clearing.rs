@@ -17,11 +17,16 @@ use super::bench_cmd::Figure;
 
 /// Peak resident memory of this process (VmHWM), in MiB.
 pub(crate) fn peak_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// A memory figure of this process's /proc/self/status (e.g. "VmRSS:"), in MiB.
+pub(crate) fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })

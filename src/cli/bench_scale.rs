@@ -37,15 +37,7 @@ fn open(dir: &Path) -> Result<Node, String> {
 
 /// Resident memory of this process now (VmRSS), in MiB.
 fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    super::bench_clearing::status_mib("VmRSS:")
 }
 
 /// The restart half, in its own process: open the node's data, report.

@@ -87,3 +87,20 @@ pub(crate) fn unreachable(url: &str, e: impl std::error::Error) -> ExitCode {
     }
     fail(EXIT_FAILED, serde_json::json!({"error": "unreachable", "message": message}))
 }
+
+/// A running node and the admin of it who signs (registrations, persons,
+/// designations, audit reviews).
+#[derive(clap::Args, Clone)]
+pub(crate) struct AdminTarget {
+    /// The node's gRPC address (the admin's own node), e.g. https://127.0.0.1:20061
+    #[arg(long)]
+    pub node: String,
+    /// The admin's key file.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The admin's name, as in the node's config.
+    #[arg(long)]
+    pub admin: String,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}

@@ -22,6 +22,13 @@ pub struct Viewer {
     pub token_sha256: [u8; 32],
 }
 
+impl Viewer {
+    /// A viewer admitted by `token` (only its SHA-256 is kept).
+    pub fn with_token(name: &str, token: &str) -> Viewer {
+        Viewer { name: name.to_string(), token_sha256: Sha256::digest(token.as_bytes()).into() }
+    }
+}
+
 /// The SHA-256 of a token, as a config holds it (hex).
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))

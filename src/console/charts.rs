@@ -17,13 +17,9 @@ pub(super) fn value(a: Amount) -> f64 {
     a.as_decimal().to_f64().unwrap_or(0.0)
 }
 
-fn f(a: Amount) -> f64 {
-    value(a)
-}
-
 /// Receivable, payable and net per region, bars from a shared zero line.
 pub(super) fn positions(rows: &[(String, Amount, Amount, Amount)]) -> Markup {
-    let max = rows.iter().flat_map(|(_, r, p, n)| [f(*r), f(*p), f(*n).abs()]).fold(1.0, f64::max);
+    let max = rows.iter().flat_map(|(_, r, p, n)| [value(*r), value(*p), value(*n).abs()]).fold(1.0, f64::max);
     let half = (WIDTH - LABEL) / 2.0;
     let zero = LABEL + half;
     let scale = |v: f64| v / max * (half - 10.0);
@@ -36,7 +32,7 @@ pub(super) fn positions(rows: &[(String, Amount, Amount, Amount)]) -> Markup {
             @for (i, (region, receivable, payable, net)) in rows.iter().enumerate() {
                 @let y = i as f64 * band + 4.0;
                 text x="4" y=(y + ROW * 2.0) class="label" { (region) }
-                @for (j, (kind, v)) in [("receivable", f(*receivable)), ("payable", -f(*payable)), ("net", f(*net))].iter().enumerate() {
+                @for (j, (kind, v)) in [("receivable", value(*receivable)), ("payable", -value(*payable)), ("net", value(*net))].iter().enumerate() {
                     @let w = scale(v.abs());
                     @let x = if *v < 0.0 { zero - w } else { zero };
                     rect class={ "bar " (kind) } x=(x) y=(y + j as f64 * ROW) width=(w) height=(ROW - 2.0)
@@ -64,7 +60,7 @@ pub(super) struct Cell {
 /// Home regions (rows) by treatment regions (columns), each cell shaded by
 /// its amount.
 pub(super) fn heat_map(homes: &[String], treatments: &[String], cells: &[Cell]) -> Markup {
-    let max = cells.iter().map(|c| f(c.amount)).fold(1.0, f64::max);
+    let max = cells.iter().map(|c| value(c.amount)).fold(1.0, f64::max);
     let (cw, ch, left, top) = (96.0, 40.0, 80.0, 30.0);
     let width = left + cw * treatments.len() as f64 + 10.0;
     let height = top + ch * homes.len() as f64 + 10.0;
@@ -78,7 +74,7 @@ pub(super) fn heat_map(homes: &[String], treatments: &[String], cells: &[Cell]) 
                 text x="4" y=(top + ch * i as f64 + 25.0) class="label" { (h) }
                 @for (j, t) in treatments.iter().enumerate() {
                     @let cell = cells.iter().find(|c| &c.home == h && &c.treatment == t);
-                    @let share = cell.map_or(0.0, |c| f(c.amount) / max);
+                    @let share = cell.map_or(0.0, |c| value(c.amount) / max);
                     @let light = 96.0 - 56.0 * share;
                     rect x=(left + cw * j as f64) y=(top + ch * i as f64) width=(cw - 2.0) height=(ch - 2.0)
                         fill={ "hsl(210, 70%, " (format!("{light:.0}")) "%)" } class="cell"

@@ -250,13 +250,7 @@ impl Node {
                 inputs.note(e.frame.seq, e.body.kind, &e.body.key, &e.body.payload);
             }
         }
-        let first = self
-            .clearing
-            .read()
-            .map_err(|_| NodeError::Internal("clearing lock".into()))?
-            .first_index
-            .get(&month)
-            .copied();
+        let first = self.first_line_index(month, [])?;
         if let Some(first) = first {
             self.ledger
                 .scan(first, |e| {
@@ -417,8 +411,7 @@ impl Node {
         let latest = self.read_issued(|i| i.months_with_finals().last().copied())?;
         if let Some(latest) = latest {
             if let Some(signed) = self.final_statement(latest)? {
-                let s: crate::clearing::Statement = serde_json::from_slice(&signed.body)
-                    .map_err(|e| NodeError::Internal(format!("a held final statement: {e}")))?;
+                let s = super::hospital_statements::parse_statement(&signed)?;
                 if s.pending.iter().any(|p| p.setl_id == setl_id) {
                     return Err(NodeError::bad(
                         "setl_id",
@@ -427,13 +420,7 @@ impl Node {
                 }
             }
         }
-        let first = self
-            .clearing
-            .read()
-            .map_err(|_| NodeError::Internal("clearing lock".into()))?
-            .first_index
-            .get(&month)
-            .copied();
+        let first = self.first_line_index(month, [])?;
         let mut reversed = false;
         if let Some(first) = first {
             self.ledger

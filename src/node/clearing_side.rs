@@ -371,7 +371,7 @@ impl Node {
         from: u64,
         limit: usize,
     ) -> Result<LinePage, NodeError> {
-        let first = self.read_clearing(|c| c.first_index.get(&month).copied())?;
+        let first = self.first_line_index(month, [])?;
         let mut page = LinePage::default();
         let Some(first) = first else { return Ok(page) };
         let own = self.region();
@@ -392,6 +392,18 @@ impl Node {
             })
             .map_err(ledger_error)?;
         Ok(page)
+    }
+
+    /// The ledger index of the first line of `month` or of any of `others`
+    /// (scans for those months' lines start there); `None`: no such line.
+    pub(crate) fn first_line_index(
+        &self,
+        month: Month,
+        others: impl IntoIterator<Item = Month>,
+    ) -> Result<Option<u64>, NodeError> {
+        self.read_clearing(|c| {
+            std::iter::once(month).chain(others).filter_map(|m| c.first_index.get(&m).copied()).min()
+        })
     }
 
     fn read_clearing<T>(&self, f: impl FnOnce(&ClearingTotals) -> T) -> Result<T, NodeError> {

@@ -78,7 +78,7 @@ impl Issued {
 }
 
 /// Decodes a clearing statement the operator signed (its JSON body).
-fn parse_statement(signed: &Signed) -> Result<Statement, NodeError> {
+pub(super) fn parse_statement(signed: &Signed) -> Result<Statement, NodeError> {
     serde_json::from_slice(&signed.body).map_err(|e| NodeError::Internal(format!("a held final statement: {e}")))
 }
 
@@ -195,7 +195,7 @@ impl Node {
             }
         }
         let mut unmatched: HashSet<&str> = adjusted.keys().copied().collect();
-        let first = self.read_clearing_first(month, carried.values().copied())?;
+        let first = self.first_line_index(month, carried.values().copied())?;
         // Adjusted settlements may be of any earlier month.
         let from = if adjusted.is_empty() { first } else { Some(0) };
         let mut lines: HashMap<String, Vec<HospitalLine>> = HashMap::new();
@@ -236,12 +236,6 @@ impl Node {
             tracing::warn!(month = %month, setl_id = id, "an adjustment names a settlement no institution of this node made");
         }
         Ok((lines, deductions))
-    }
-
-    /// The ledger index of the first line of `month` or of any of `others`.
-    fn read_clearing_first(&self, month: Month, others: impl Iterator<Item = Month>) -> Result<Option<u64>, NodeError> {
-        let c = self.clearing.read().map_err(|_| NodeError::Internal("clearing lock poisoned".into()))?;
-        Ok(std::iter::once(month).chain(others).filter_map(|m| c.first_index.get(&m).copied()).min())
     }
 
     /// The months whose final statement this node holds.

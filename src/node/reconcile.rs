@@ -124,13 +124,7 @@ impl Node {
     /// The institution's settlements and reversals cleared in `month`, as
     /// this (treatment) node recorded them, in ledger order.
     pub fn institution_details(&self, code: &str, month: Month) -> Result<Vec<Detail>, NodeError> {
-        let first = self
-            .clearing
-            .read()
-            .map_err(|_| NodeError::Internal("clearing lock poisoned".into()))?
-            .first_index
-            .get(&month)
-            .copied();
+        let first = self.first_line_index(month, [])?;
         let Some(first) = first else { return Ok(Vec::new()) };
         let own = self.region();
         let mut out = Vec::new();

@@ -78,7 +78,8 @@ impl Sim {
     ) -> Result<(), String> {
         let mut expected = Expected::new();
         for l in cleared.values() {
-            expected.entry(l.treatment).or_default().0 = expected.entry(l.treatment).or_default().0 + l.amounts.owed();
+            let e = expected.entry(l.treatment).or_default();
+            e.0 = e.0 + l.amounts.owed();
         }
         let mut by_operator = self.books.operator_adjusted.remove(&s.month).unwrap_or_default();
         for a in s.adjustments.iter().filter(|a| a.setl_id.is_some()) {

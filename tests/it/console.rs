@@ -83,11 +83,7 @@ async fn every_page_in_a_browser_shows_the_statement() {
     let agency_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let agency_addr = agency_listener.local_addr().expect("addr");
     let (agency_stop, agency_stopped) = tokio::sync::oneshot::channel::<()>();
-    let digest: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), TOKEN)).into();
-    let access = xclear::console::auth::Access::new(vec![xclear::console::auth::Viewer {
-        name: "agency".into(),
-        token_sha256: digest,
-    }]);
+    let access = xclear::console::auth::Access::new(vec![xclear::console::auth::Viewer::with_token("agency", TOKEN)]);
     let agency = tokio::spawn(xclear::node::console::serve(
         agency_listener,
         std::sync::Arc::clone(&beijing),

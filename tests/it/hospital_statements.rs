@@ -69,6 +69,22 @@ async fn settle(node: &Arc<Node>, hospital: &str, msgid: &str, psn: &str, home: 
     r.setl_id
 }
 
+/// Beijing's first hospital reverses its settlement `reversed` of `psn` by `msgid`.
+async fn reverse(node: &Arc<Node>, msgid: &str, psn: &str, reversed: &str) {
+    let req = HospitalRequest {
+        fixmedins_code: BJ.into(),
+        msgid: msgid.into(),
+        action: Action::Reverse as i32,
+        psn_no: psn.into(),
+        insuplc_admdvs: "611000".into(),
+        setl_date: "2026-03-06".into(),
+        reversed_msgid: reversed.into(),
+        ..Default::default()
+    };
+    let r = node.handle_hospital(seal(&key(BJ), HOSPITAL_DOMAIN, BJ, &req)).await.expect("reverse");
+    assert!(r.settled, "{r:?}");
+}
+
 async fn world() -> World {
     world_sampling(5).await
 }
@@ -172,18 +188,7 @@ async fn statements_add_up_holdback_returns_once_and_a_refusal_is_deducted_once(
     settle(bj, BJ, "v2", "P1", "611000", "2500.00").await;
     settle(bj, BJ2, "v3", "P2", "611000", "3000.00").await;
     settle(bj, BJ, "v4", "P1", "611000", "1000.00").await;
-    let reversal = HospitalRequest {
-        fixmedins_code: BJ.into(),
-        msgid: "v5".into(),
-        action: Action::Reverse as i32,
-        psn_no: "P1".into(),
-        insuplc_admdvs: "611000".into(),
-        setl_date: "2026-03-06".into(),
-        reversed_msgid: "v4".into(),
-        ..Default::default()
-    };
-    let r = bj.handle_hospital(seal(&key(BJ), HOSPITAL_DOMAIN, BJ, &reversal)).await.expect("reverse");
-    assert!(r.settled, "{r:?}");
+    reverse(bj, "v5", "P1", "v4").await;
     settle(&w.nodes["660400"], "H660400", "c1", "Y1", "654000", "3000.00").await;
 
     // Closed; 商洛 disputes one of Beijing's lines; closed again, final.
@@ -314,17 +319,7 @@ async fn a_reversed_or_held_out_settlement_is_not_refused() {
     let held = settle(bj, BJ, "v0", "P1", "611000", "9000.00").await;
     let paid = settle(bj, BJ, "v1", "P2", "611000", "4000.00").await;
     let reversed = settle(bj, BJ, "v2", "P1", "611000", "1000.00").await;
-    let reversal = HospitalRequest {
-        fixmedins_code: BJ.into(),
-        msgid: "v3".into(),
-        action: Action::Reverse as i32,
-        psn_no: "P1".into(),
-        insuplc_admdvs: "611000".into(),
-        setl_date: "2026-03-06".into(),
-        reversed_msgid: "v2".into(),
-        ..Default::default()
-    };
-    assert!(bj.handle_hospital(seal(&key(BJ), HOSPITAL_DOMAIN, BJ, &reversal)).await.expect("reverse").settled);
+    reverse(bj, "v3", "P1", "v2").await;
     let first = w.operator.close(march()).await.expect("closed");
     let c = Confirmation {
         month: march().to_string(),
