@@ -253,7 +253,7 @@ async fn close_when_released(mut node: Arc<Node>) -> Result<(), ()> {
 }
 
 /// The demo's generated federation: its keys, in [`crate::federation::key`]'s scheme.
-fn federation_name(seed: u64) -> String {
+pub fn federation_name(seed: u64) -> String {
     format!("demo-{seed}")
 }
 

@@ -87,6 +87,13 @@ enum Command {
         #[command(subcommand)]
         command: PersonsCommand,
     },
+    /// A stopped node's state store: brought up to its ledger (rebuilt if
+    /// missing or another ledger's), then its position, rows and digest.
+    State {
+        /// The node's config (the node stopped).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Designated institutions (定点) of a node's region: suspend, revoke or restore one at run time.
     Institution {
         #[command(subcommand)]
@@ -357,6 +364,7 @@ fn main() -> ExitCode {
         Command::Hospital { action, node, key, tls, bill } => {
             cli::node_cmd::run_hospital(action, &node, &key, &tls, &bill)
         }
+        Command::State { config } => cli::node_cmd::run_state(&config),
         Command::Persons { command: PersonsCommand::Import { config, node, admin, key, tls, file } } => {
             match (config, node, admin, key) {
                 (Some(config), _, _, _) => cli::node_cmd::run_import(&config, &file),

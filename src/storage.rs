@@ -50,7 +50,20 @@ pub trait KvStore: Send + Sync {
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError>;
     /// Asks the store to write out what it holds (not a durability point).
     fn flush(&self) -> Result<(), StoreError>;
+    /// The smallest key held, if any.
+    fn first_key(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Removes everything.
+    fn clear(&self) -> Result<(), StoreError>;
+    /// Every (key, value) from `start` on, in key order.
+    fn iter_from(&self, start: &[u8]) -> Result<Box<dyn Iterator<Item = KvResult> + '_>, StoreError>;
 }
+
+/// One (key, value) of a scan.
+pub type KvResult = Result<(Vec<u8>, Vec<u8>), StoreError>;
+
+/// sled's page cache, by default: what the store keeps in memory is bounded
+/// by it, whatever the store holds.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 pub struct SledStore {
     db: sled::Db,
@@ -73,9 +86,14 @@ impl StoreError {
 impl SledStore {
     /// Opens the store, waiting up to [`LOCK_WAIT`] for its lock.
     pub fn open(path: &Path) -> Result<SledStore, StoreError> {
+        SledStore::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens the store with a page cache of at most `cache_bytes`.
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         loop {
-            match sled::Config::new().path(path).cache_capacity(64 * 1024 * 1024).open() {
+            match sled::Config::new().path(path).cache_capacity(cache_bytes).open() {
                 Ok(db) => return Ok(SledStore { db }),
                 Err(e) => {
                     let e = StoreError::from(e);
@@ -122,5 +140,19 @@ impl KvStore for SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+
+    fn first_key(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.first()?.map(|(k, _)| k.to_vec()))
+    }
+
+    fn clear(&self) -> Result<(), StoreError> {
+        Ok(self.db.clear()?)
+    }
+
+    fn iter_from(&self, start: &[u8]) -> Result<Box<dyn Iterator<Item = KvResult> + '_>, StoreError> {
+        Ok(Box::new(
+            self.db.range(start.to_vec()..).map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(StoreError::from)),
+        ))
     }
 }

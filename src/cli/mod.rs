@@ -11,6 +11,7 @@ pub(crate) mod connect;
 pub(crate) mod demo_cmd;
 pub(crate) mod ledger_cmd;
 pub(crate) mod node_cmd;
+mod person_file;
 pub(crate) mod tls_cmd;
 
 use std::process::ExitCode;

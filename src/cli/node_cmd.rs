@@ -166,12 +166,17 @@ pub(crate) fn run_node(config: &Path, log_format: LogFormat) -> ExitCode {
             }
         });
         // A final month's statements and sample a crash or a failure
-        // interrupted, until done (nothing to do costs a lock and a lookup).
+        // interrupted, until done (nothing to do costs a lock and a lookup);
+        // and the state store's position brought to the ledger's end (entries
+        // that moved nothing of it), so a restart replays little.
         let finisher = Arc::clone(&node);
         tokio::spawn(async move {
             loop {
                 if let Err(e) = finisher.after_final().await {
                     tracing::warn!(error = %e, "institutions' statements and audit samples");
+                }
+                if let Err(e) = finisher.apply_home() {
+                    tracing::error!(error = %e, "node state");
                 }
                 tokio::time::sleep(REDRIVE_EVERY).await;
             }
@@ -341,12 +346,41 @@ pub(crate) fn run_hospital(
     })
 }
 
-/// Loads insured persons from a JSON array into a (stopped) node's ledger.
-pub(crate) fn run_import(config: &Path, file: &Path) -> ExitCode {
-    let persons: Vec<PersonRecord> = match read_json(file) {
-        Ok(p) => p,
+/// `xclear state --config`: opens a stopped node (its state store caught
+/// up, or rebuilt, from its ledger) and prints where the store stands.
+pub(crate) fn run_state(config: &Path) -> ExitCode {
+    let rt = match runtime() {
+        Ok(r) => r,
         Err(c) => return c,
     };
+    rt.block_on(async {
+        let started = std::time::Instant::now();
+        let (node, _) = match open_node(config) {
+            Ok(n) => n,
+            Err(c) => return c,
+        };
+        let opened_s = started.elapsed().as_secs_f64();
+        match node.state_digest() {
+            Ok((rows, digest)) => {
+                let out = json!({"region": node.region().to_string(), "ledger_entries": node.ledger().len(),
+                                 "state_position": node.state_position(), "state_rows": rows,
+                                 "state_digest": hex::encode(digest), "open_seconds": opened_s});
+                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(EXIT_FAILED, e),
+        }
+    })
+}
+
+/// Records handed to the node at a time by an offline import.
+const IMPORT_CHUNK: usize = 20_000;
+
+/// Loads insured persons from a JSON array into a (stopped) node's ledger,
+/// streaming the file: a chunk is parsed while the one before it is
+/// appended. Stopped part-way (a bad record, a crash), the file can be
+/// loaded again whole: records the node holds already add nothing.
+pub(crate) fn run_import(config: &Path, file: &Path) -> ExitCode {
     let rt = match runtime() {
         Ok(r) => r,
         Err(c) => return c,
@@ -356,30 +390,81 @@ pub(crate) fn run_import(config: &Path, file: &Path) -> ExitCode {
             Ok(n) => n,
             Err(c) => return c,
         };
-        match node.import_persons(&persons).await {
-            Ok(added) => {
-                println!("{added} persons added ({} in the file)", persons.len());
+        let bar = import_progress();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<PersonRecord>>(2);
+        let path = file.to_path_buf();
+        let reader = tokio::task::spawn_blocking(move || {
+            super::person_file::stream(&path, IMPORT_CHUNK, |chunk| {
+                tx.blocking_send(chunk).map_err(|_| "the import stopped".to_string())
+            })
+        });
+        let (mut sent, mut added) = (0u64, 0u64);
+        let mut failed = None;
+        while let Some(chunk) = rx.recv().await {
+            match node.import_persons(&chunk).await {
+                Ok(n) => {
+                    added += n as u64;
+                    sent += chunk.len() as u64;
+                    bar.set_position(sent);
+                }
+                Err(e) => {
+                    failed = Some(json!({"error": e.reason(), "message": e.to_string(),
+                                         "persons_loaded_before": sent}));
+                    break;
+                }
+            }
+        }
+        drop(rx);
+        let read = reader.await;
+        bar.finish_and_clear();
+        if let Some(f) = failed {
+            return fail(EXIT_BAD_INPUT, f);
+        }
+        match read {
+            Ok(Ok(n)) => {
+                println!("{added} persons added ({n} in the file)");
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(EXIT_BAD_INPUT, e),
+            Ok(Err(e)) => {
+                fail(EXIT_BAD_INPUT, json!({"error": "bad_input", "message": e, "persons_loaded_before": sent}))
+            }
+            Err(e) => fail(EXIT_FAILED, e.to_string()),
         }
     })
 }
 
+/// A count of the persons loaded, on a terminal only.
+fn import_progress() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {human_pos} persons loaded ({per_sec}, {elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
 /// `xclear persons import --node`: the file's persons to a running node, in
-/// signed batches.
+/// signed batches, streaming the file.
 pub(crate) fn run_import_remote(node: &str, admin: &str, key_file: &Path, tls: &TlsArgs, file: &Path) -> ExitCode {
-    let (key, persons): (_, Vec<PersonRecord>) = match (signing_key(key_file), read_json(file)) {
-        (Ok(k), Ok(p)) => (k, p),
-        (Err(c), _) | (_, Err(c)) => return c,
+    let key = match signing_key(key_file) {
+        Ok(k) => k,
+        Err(c) => return c,
     };
     block_on(async {
         let mut client = match tls.channel(node, key_file, &key).await {
             Ok(c) => RegistrationServiceClient::new(c),
             Err(c) => return c,
         };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<PersonRecord>>(2);
+        let path = file.to_path_buf();
+        let reader = tokio::task::spawn_blocking(move || {
+            super::person_file::stream(&path, MAX_PERSONS_PER_IMPORT, |chunk| {
+                tx.blocking_send(chunk).map_err(|_| "the import stopped".to_string())
+            })
+        });
         let (mut received, mut added) = (0u64, 0u64);
-        for chunk in persons.chunks(MAX_PERSONS_PER_IMPORT) {
+        while let Some(chunk) = rx.recv().await {
             let batch = PersonImport { persons: chunk.iter().map(insured_person).collect() };
             match client.import_persons(seal(&key, PERSONS_DOMAIN, admin, &batch)).await {
                 Ok(r) => {
@@ -398,8 +483,17 @@ pub(crate) fn run_import_remote(node: &str, admin: &str, key_file: &Path, tls: &
                 }
             }
         }
-        println!("{added} persons added ({received} in the file)");
-        ExitCode::SUCCESS
+        drop(rx);
+        match reader.await {
+            Ok(Ok(_)) => {
+                println!("{added} persons added ({received} in the file)");
+                ExitCode::SUCCESS
+            }
+            Ok(Err(e)) => {
+                fail(EXIT_BAD_INPUT, json!({"error": "bad_input", "message": e, "persons_sent_before": received}))
+            }
+            Err(e) => fail(EXIT_FAILED, e.to_string()),
+        }
     })
 }
 

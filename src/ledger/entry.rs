@@ -29,6 +29,8 @@ pub const MAX_ENTRY_BYTES: usize = FRAME_LEN + 2 + 2 + MAX_KEY_BYTES + 4 + MAX_P
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EntryKind {
     PersonImport,
+    /// Insured persons loaded in bulk: a batch of person records.
+    PersonBatch,
     Registration,
     RegistrationChange,
     RegistrationCancel,
@@ -70,8 +72,9 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
-    pub const ALL: [EntryKind; 24] = [
+    pub const ALL: [EntryKind; 25] = [
         EntryKind::PersonImport,
+        EntryKind::PersonBatch,
         EntryKind::Registration,
         EntryKind::RegistrationChange,
         EntryKind::RegistrationCancel,
@@ -100,6 +103,7 @@ impl EntryKind {
     pub fn code(self) -> u16 {
         match self {
             EntryKind::PersonImport => 1,
+            EntryKind::PersonBatch => 2,
             EntryKind::Registration => 10,
             EntryKind::RegistrationChange => 11,
             EntryKind::RegistrationCancel => 12,
@@ -133,6 +137,7 @@ impl EntryKind {
     pub fn name(self) -> &'static str {
         match self {
             EntryKind::PersonImport => "person_import",
+            EntryKind::PersonBatch => "person_batch",
             EntryKind::Registration => "registration",
             EntryKind::RegistrationChange => "registration_change",
             EntryKind::RegistrationCancel => "registration_cancel",

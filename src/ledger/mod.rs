@@ -546,7 +546,7 @@ pub(crate) fn read_u64(b: Option<&[u8]>) -> Option<u64> {
 
 /// Opens the index; one that cannot be opened is moved aside and rebuilt. A
 /// locked one is not: another process may be using this ledger.
-fn open_store(path: &Path) -> Result<(Arc<dyn KvStore>, bool), LedgerError> {
+pub(crate) fn open_store(path: &Path) -> Result<(Arc<dyn KvStore>, bool), LedgerError> {
     match SledStore::open(path) {
         Ok(s) => Ok((Arc::new(s), false)),
         Err(e) if e.is_locked() => Err(LedgerError::Store(StoreError(format!(

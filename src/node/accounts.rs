@@ -86,7 +86,7 @@ impl Node {
             QualificationEntry { request: EnvelopeRecord::from(&env), psn_no: req.psn_no.clone(), qualification };
         let key = super::keys::qualification(&env.signer, &req.msgid);
         if self.append_once(EntryKind::ChronicQualification, &key, to_payload(&entry), &env, &req.msgid).await? {
-            self.write_home(|h| h.apply_qualification(&req.psn_no, parsed))?;
+            self.apply_home()?;
         }
         self.person_state(&req.psn_no)
     }
@@ -153,7 +153,7 @@ impl Node {
         };
         let key = super::keys::account_credit(&env.signer, &req.msgid);
         if self.append_once(EntryKind::AccountCredit, &key, to_payload(&entry), &env, &req.msgid).await? {
-            self.write_home(|h| h.apply_credit(&req.psn_no, credit))?;
+            self.apply_home()?;
         }
         self.person_state(&req.psn_no)
     }
@@ -183,12 +183,16 @@ impl Node {
 
     /// An insured person as the node holds them now.
     pub fn read_person(&self, psn_no: &str) -> Result<Person, NodeError> {
-        self.read_home(|h| h.persons.get(psn_no).cloned())?.ok_or_else(|| NodeError::UnknownPerson(psn_no.to_string()))
+        self.home()
+            .person(psn_no)
+            .map_err(super::state_error)?
+            .ok_or_else(|| NodeError::UnknownPerson(psn_no.to_string()))
     }
 
     /// A person's qualifications and balance, as the node holds them now.
     pub fn person_state(&self, psn_no: &str) -> Result<PersonState, NodeError> {
-        let (person, balance) = self.read_home(|h| (h.persons.get(psn_no).cloned(), h.balance(psn_no)))?;
+        let person = self.home().person(psn_no).map_err(super::state_error)?;
+        let balance = self.home().balance(psn_no).map_err(super::state_error)?;
         let person = person.ok_or_else(|| NodeError::UnknownPerson(psn_no.to_string()))?;
         Ok(PersonState {
             psn_no: psn_no.to_string(),

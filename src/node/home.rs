@@ -15,7 +15,7 @@ use super::clearing_side::{line_from, Side};
 use super::metrics::Stage;
 use super::records::{to_payload, EnvelopeRecord, HomeSettlementEntry, PersonRecord};
 use super::state::person_from_record;
-use super::{ledger_error, Node};
+use super::{ledger_error, state_error, Node};
 use crate::api::convert::{claim_totals, date, dise_codg, figures_to_proto, med_type, msgid, region, settlement_date};
 use crate::api::envelope::{self, CLAIM_DOMAIN, CLAIM_RESULT_DOMAIN};
 use crate::api::NodeError;
@@ -177,12 +177,11 @@ impl Node {
         let dise_codg = dise_codg("dise_codg", &claim.dise_codg, med_type)?;
         // The flag's filing waiver is for stays; a 13 visit has its own rule.
         let emergency = claim.emergency && med_type.category() == crate::med_type::MedCategory::Inpatient;
-        let (person, registration, counters, balance) = self.read_home(|h| {
-            let person = h.persons.get(&claim.psn_no).cloned();
-            let reg = h.registration_for(&claim.psn_no, treatment, setl_date, emergency);
-            let counters = h.counters(&claim.psn_no, setl_date.year());
-            (person, reg, counters, h.balance(&claim.psn_no))
-        })?;
+        let h = self.home();
+        let person = h.person(&claim.psn_no).map_err(state_error)?;
+        let registration = h.registration_for(&claim.psn_no, treatment, setl_date, emergency).map_err(state_error)?;
+        let counters = h.counters(&claim.psn_no, setl_date.year()).map_err(state_error)?;
+        let balance = h.balance(&claim.psn_no).map_err(state_error)?;
         let mut person = person.ok_or_else(|| NodeError::UnknownPerson(claim.psn_no.clone()))?;
         for (region, years) in partner_years {
             let y = person.contribution_years.entry(*region).or_insert(0);
@@ -260,7 +259,7 @@ impl Node {
         treatment: RegionCode,
     ) -> Result<Signed, NodeError> {
         let original = claim.reversed_setl_id.clone();
-        let state = self.read_home(|h| h.settlements.get(&original).cloned())?;
+        let state = self.home().settlement(&original).map_err(state_error)?;
         let state = state.ok_or_else(|| NodeError::UnknownSettlement(original.clone()))?;
         if state.treatment != treatment.to_string()
             || state.fixmedins_code != claim.fixmedins_code
@@ -273,7 +272,7 @@ impl Node {
         if state.reversed {
             return Err(NodeError::AlreadyReversed(original));
         }
-        let entry = self.ledger.entry_by_key(&self.settlement_key(&original)?).map_err(ledger_error)?;
+        let entry = self.ledger.entry_by_key(&state.key).map_err(ledger_error)?;
         let original_rec: HomeSettlementEntry = entry
             .and_then(|e| serde_json::from_slice(&e.body.payload).ok())
             .ok_or_else(|| NodeError::Internal(format!("settlement {original} missing from the ledger")))?;
@@ -289,7 +288,7 @@ impl Node {
         result.setl_id = format!("R{}{}", self.region(), &hex::encode(Sha256::digest(key.as_bytes()))[..16]);
         let negated = state.delta.negated();
         // The account gets back what it paid: the balance after the reversal.
-        let balc = self.read_home(|h| h.balance(&claim.psn_no))? - negated.acct_pay;
+        let balc = self.home().balance(&claim.psn_no).map_err(state_error)? - negated.acct_pay;
         result.figures = original_result.figures.map(|f| negate_figures(f, balc));
         let result_env = self.sign_result(&result).await?;
         let rec = HomeSettlementEntry {
@@ -305,12 +304,6 @@ impl Node {
         };
         self.commit_home(EntryKind::Reversal, key, &rec, &result).await?;
         Ok(result_env)
-    }
-
-    /// The ledger key of a committed settlement, from its id.
-    fn settlement_key(&self, setl_id: &str) -> Result<String, NodeError> {
-        self.read_home(|h| h.settlement_keys.get(setl_id).cloned())?
-            .ok_or_else(|| NodeError::UnknownSettlement(setl_id.to_string()))
     }
 
     /// Appends a home entry and moves the derived state with it (the caller
@@ -332,10 +325,7 @@ impl Node {
             Ok(a) => {
                 let line = RegionCode::parse(&rec.treatment).ok().and_then(|t| line_from(result, self.region(), t));
                 self.note_for_clearing(a.seq, Side::AsHome, line);
-                self.write_home(|h| {
-                    h.apply_settlement(rec);
-                    h.settlement_keys.insert(rec.setl_id.clone(), key.to_string());
-                })
+                self.apply_home()
             }
             Err(LedgerError::IdempotencyConflict { .. }) => Err(NodeError::MsgidReused(key.to_string())),
             Err(e) => Err(ledger_error(e)),
@@ -347,7 +337,7 @@ impl Node {
     /// the partner cannot be asked (the bonus then rests on the home record).
     async fn partner_years(&self, claim: &Claim) -> BTreeMap<RegionCode, u32> {
         let Ok(setl_date) = date("setl_date", &claim.setl_date) else { return BTreeMap::new() };
-        let Ok(Some(person)) = self.read_home(|h| h.persons.get(&claim.psn_no).cloned()) else {
+        let Ok(Some(person)) = self.home().person(&claim.psn_no) else {
             return BTreeMap::new();
         };
         let Ok(policy) = self.rules.policy_for(person.insuplc_admdvs, person.insutype, setl_date) else {
@@ -401,44 +391,86 @@ impl Node {
         years
     }
 
-    /// Loads insured persons (idempotent: the same record twice is one
-    /// entry). Every record is checked before any is appended: a bad one
-    /// refuses the whole import.
+    /// Loads insured persons (idempotent: a record the node holds already
+    /// changes nothing). Every record is checked before any is appended: a
+    /// bad one refuses the whole call. The records go to the ledger as
+    /// [`EntryKind::PersonBatch`] entries of up to [`PERSON_BATCH_RECORDS`],
+    /// each keyed by what it changes, so an import run again after a crash
+    /// adds only what the first run did not.
     pub async fn import_persons(&self, records: &[PersonRecord]) -> Result<usize, NodeError> {
-        let mut persons = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
-            let (p, balance) = person_from_record(r).map_err(|m| NodeError::bad(format!("persons[{i}]"), m))?;
+            let (p, _) = person_from_record(r).map_err(|m| NodeError::bad(format!("persons[{i}]"), m))?;
             if !self.region().covers(p.insuplc_admdvs) {
                 return Err(NodeError::bad(
                     format!("persons[{i}].insuplc_admdvs"),
                     format!("not in this node's region {}", self.region()),
                 ));
             }
-            persons.push((p, balance));
         }
-        let mut added = 0;
-        for (r, (p, balance)) in records.iter().zip(persons) {
+        // What each record replaces: the one held, or one earlier in this call.
+        let mut latest: BTreeMap<&str, [u8; 32]> = BTreeMap::new();
+        let mut changes: Vec<PersonChange> = Vec::new();
+        for r in records {
             let payload = to_payload(r);
             let digest = super::state::record_digest(&payload);
-            // The person's lock: the record lands between settlements, in
-            // ledger order, as a replay applies it.
-            let _lock = self.person_lock(&r.psn_no).lock().await;
-            let held = self.read_home(|h| h.record_of(&r.psn_no))?;
+            let held = match latest.get(r.psn_no.as_str()) {
+                Some(d) => Some(*d),
+                None => self.home().record_of(&r.psn_no).map_err(state_error)?,
+            };
             if held == Some(digest) {
                 continue; // the record held already: nothing changes
             }
-            // Keyed by the record and the one it follows: a retry is the same
-            // entry, while restating an earlier record (A, B, then A) is a new one.
-            let key = super::keys::person(&r.psn_no, &hex::encode(digest), held.map(hex::encode).as_deref());
-            let a = self.ledger.append(EntryKind::PersonImport, &key, payload).await.map_err(ledger_error)?;
-            if !a.existing {
-                added += 1;
-                self.write_home(|h| h.apply_person(p, balance, digest))?;
-            }
+            latest.insert(&r.psn_no, digest);
+            changes.push(PersonChange { record: r, payload, digest, held });
         }
+        let mut added = 0;
+        let mut at = 0;
+        while at < changes.len() {
+            let mut bytes = 0;
+            let mut end = at;
+            while end < changes.len()
+                && end - at < PERSON_BATCH_RECORDS
+                && bytes + changes[end].payload.len() < PERSON_BATCH_BYTES
+            {
+                bytes += changes[end].payload.len() + 1;
+                end += 1;
+            }
+            let chunk = &changes[at..end.max(at + 1)];
+            // Keyed by each record and the one it replaces: a retry is the
+            // same entry; restating an earlier record (A, B, then A) is new.
+            let mut h = Sha256::new();
+            for c in chunk {
+                h.update((c.record.psn_no.len() as u32).to_be_bytes());
+                h.update(c.record.psn_no.as_bytes());
+                h.update(c.digest);
+                h.update(c.held.unwrap_or([0u8; 32]));
+            }
+            let key = super::keys::person_batch(&hex::encode(h.finalize()));
+            let entry = super::records::PersonBatchEntry { records: chunk.iter().map(|c| c.record.clone()).collect() };
+            let a = self.ledger.append(EntryKind::PersonBatch, &key, to_payload(&entry)).await.map_err(ledger_error)?;
+            if !a.existing {
+                added += chunk.len();
+            }
+            at += chunk.len();
+        }
+        self.apply_home()?;
         Ok(added)
     }
 }
+
+/// A person record that changes what the node holds.
+struct PersonChange<'a> {
+    record: &'a PersonRecord,
+    payload: Vec<u8>,
+    digest: [u8; 32],
+    /// The digest of the record it replaces (`None`: a new person).
+    held: Option<[u8; 32]>,
+}
+
+/// Most person records in one ledger entry.
+pub const PERSON_BATCH_RECORDS: usize = 4_000;
+/// Most bytes of person records in one ledger entry (under the entry limit).
+const PERSON_BATCH_BYTES: usize = crate::ledger::entry::MAX_PAYLOAD_BYTES - 64 * 1024;
 
 /// A reversal's figures: every flow negated, the same route and medical
 /// type, and the account balance after the reversal.

@@ -50,6 +50,12 @@ pub fn person(psn_no: &str, digest_hex: &str, replaces_hex: Option<&str>) -> Str
     format!("person:{psn_no}:{}:{}", short(digest_hex), replaces_hex.map_or_else(|| "new".to_string(), short))
 }
 
+/// A batch of person records, by a digest of each record and the record it
+/// replaces.
+pub fn person_batch(digest_hex: &str) -> String {
+    format!("persons:{}", digest_hex.get(..32).unwrap_or(digest_hex))
+}
+
 /// A registration request of an admin, by its msgid.
 pub fn registration(admin: &str, msgid: &str) -> String {
     format!("reg:{admin}:{msgid}")

@@ -78,7 +78,9 @@ pub struct Node {
     key: SigningKey,
     rules: Arc<RuleBook>,
     ledger: Arc<Ledger>,
-    home: RwLock<HomeState>,
+    /// Persons, registrations, counters, balances, settlements: in the
+    /// node's state store, applied in ledger order.
+    home: HomeState,
     clearing: RwLock<clearing_side::ClearingTotals>,
     /// Intent keys that have no outcome yet (re-driven until answered), with
     /// the time each intent was recorded.
@@ -127,7 +129,7 @@ impl Node {
         transport: Arc<dyn PeerTransport>,
     ) -> Result<Node, LedgerError> {
         let ledger = Ledger::open(&config.data_dir, key.clone(), Arc::clone(&clock))?;
-        let mut home = HomeState::default();
+        let home = open_home(&config.data_dir, &ledger)?;
         let mut clearing = clearing_side::ClearingTotals::default();
         let mut pending_intents = std::collections::BTreeMap::new();
         let mut seals = std::collections::BTreeSet::new();
@@ -146,7 +148,6 @@ impl Node {
                     seals.insert(m);
                 }
             }
-            home.apply(&e);
             designations.note(e.body.kind, &e.body.key, &e.body.payload, config.region, &partners);
             issued.note(e.body.kind, &e.body.key, &e.body.payload);
             audits.note(e.body.kind, &e.body.payload);
@@ -160,7 +161,7 @@ impl Node {
             key,
             rules,
             ledger: Arc::new(ledger),
-            home: RwLock::new(home),
+            home,
             clearing: RwLock::new(clearing),
             pending_intents: std::sync::Mutex::new(pending_intents),
             redrive_backoff: std::sync::Mutex::new(std::collections::BTreeMap::new()),
@@ -274,12 +275,25 @@ impl Node {
         &self.rules
     }
 
-    fn read_home<T>(&self, f: impl FnOnce(&HomeState) -> T) -> Result<T, NodeError> {
-        self.home.read().map(|h| f(&h)).map_err(|_| NodeError::Internal("state lock poisoned".into()))
+    /// The home state, to read.
+    fn home(&self) -> &HomeState {
+        &self.home
     }
 
-    fn write_home<T>(&self, f: impl FnOnce(&mut HomeState) -> T) -> Result<T, NodeError> {
-        self.home.write().map(|mut h| f(&mut h)).map_err(|_| NodeError::Internal("state lock poisoned".into()))
+    /// Brings the home state up to the ledger: called after every append
+    /// that moves it, before the caller answers or lets go of the person.
+    pub fn apply_home(&self) -> Result<(), NodeError> {
+        self.home.catch_up(&self.ledger).map(|_| ()).map_err(state_error)
+    }
+
+    /// Entries the node's state store holds the effects of.
+    pub fn state_position(&self) -> u64 {
+        self.home.at()
+    }
+
+    /// The rows of the node's state and a digest over them.
+    pub fn state_digest(&self) -> Result<(u64, [u8; 32]), NodeError> {
+        self.home.digest().map_err(state_error)
     }
 
     fn person_lock(&self, psn_no: &str) -> &tokio::sync::Mutex<()> {
@@ -291,6 +305,16 @@ impl Node {
     /// The peer whose region covers `region`.
     fn peer_for(&self, region: RegionCode) -> Option<&config::Peer> {
         region.lineage().find_map(|r| self.config.peers.get(&r))
+    }
+}
+
+impl Drop for Node {
+    /// The state store at the ledger's end, written out: the next start
+    /// replays nothing.
+    fn drop(&mut self) {
+        if let Err(e) = self.home.catch_up(&self.ledger).and_then(|_| self.home.flush()) {
+            tracing::warn!(error = %e, "node state at close");
+        }
     }
 }
 
@@ -327,13 +351,55 @@ impl Node {
         let q: crate::proto::ContributionYearsRequest =
             crate::api::envelope::open(&env, &peer.public_key, crate::api::envelope::PEER_QUERY_DOMAIN)
                 .map_err(|e| NodeError::BadSignature(format!("{signer}: {e}")))?;
-        self.read_home(|h| {
-            h.persons
-                .get(&q.psn_no)
-                .map(|p| p.contribution_years.iter().map(|(r, y)| (r.to_string(), *y)).collect())
-                .unwrap_or_default()
-        })
+        Ok(self
+            .home()
+            .person(&q.psn_no)
+            .map_err(state_error)?
+            .map(|p| p.contribution_years.iter().map(|(r, y)| (r.to_string(), *y)).collect())
+            .unwrap_or_default())
     }
+}
+
+/// Where a node keeps its state store, in its data directory.
+pub const STATE_DIR: &str = "state";
+
+/// Opens the node's state store and brings it up to the ledger; a store
+/// with a bad record is rebuilt from the ledger.
+fn open_home(dir: &std::path::Path, ledger: &Ledger) -> Result<HomeState, LedgerError> {
+    let (kv, _) = crate::ledger::open_store(&dir.join(STATE_DIR))?;
+    let started = std::time::Instant::now();
+    let caught_up = |kv: Arc<dyn crate::storage::KvStore>| {
+        let (home, mut opened) = HomeState::open(kv, ledger)?;
+        opened.replayed = home.catch_up(ledger)?;
+        Ok::<_, state::StateError>((home, opened))
+    };
+    let opened = match caught_up(Arc::clone(&kv)) {
+        Err(state::StateError::Corrupt { key, why }) => {
+            tracing::warn!(key, why, "the node state has a bad record; rebuilding it from the ledger");
+            kv.clear()?;
+            caught_up(kv)
+        }
+        other => other,
+    };
+    let (home, opened) = opened.map_err(|e| match e {
+        state::StateError::Ledger(l) => l,
+        state::StateError::Store(s) => LedgerError::Store(s),
+        other => LedgerError::Corrupt { seq: 0, reason: other.to_string() },
+    })?;
+    if opened.replayed > 0 || opened.rebuilt {
+        tracing::info!(
+            was_at = opened.was_at,
+            replayed = opened.replayed,
+            rebuilt = opened.rebuilt,
+            seconds = started.elapsed().as_secs_f64(),
+            "node state caught up with the ledger"
+        );
+    }
+    Ok(home)
+}
+
+pub(crate) fn state_error(e: state::StateError) -> NodeError {
+    NodeError::Internal(e.to_string())
 }
 
 pub(crate) fn ledger_error(e: LedgerError) -> NodeError {

@@ -41,6 +41,14 @@ pub struct QualificationRecord {
 }
 
 /// A qualification granted or ended at run time by an admin's signed request.
+/// Insured persons loaded in bulk: each record applies as a person import
+/// does, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonBatchEntry {
+    pub records: Vec<PersonRecord>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QualificationEntry {
     pub request: EnvelopeRecord,

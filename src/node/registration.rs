@@ -55,7 +55,7 @@ impl Node {
             return Ok(record(&stored));
         }
         let _lock = self.person_lock(&req.psn_no).lock().await;
-        if !self.read_home(|h| h.persons.contains_key(&req.psn_no))? {
+        if !self.home().has_person(&req.psn_no).map_err(super::state_error)? {
             return Err(NodeError::UnknownPerson(req.psn_no));
         }
         let op = Op::try_from(req.op).unwrap_or(Op::Unspecified);
@@ -65,7 +65,7 @@ impl Node {
                 (self.validated(&req, &env, "create", reg_id, false)?, EntryKind::Registration)
             }
             Op::Change | Op::Cancel => {
-                let current = self.read_home(|h| h.registrations.get(&req.reg_id).cloned())?;
+                let current = self.home().registration(&req.reg_id).map_err(super::state_error)?;
                 let current = current.ok_or_else(|| NodeError::UnknownRegistration(req.reg_id.clone()))?;
                 if current.psn_no != req.psn_no {
                     return Err(NodeError::bad("psn_no", "the registration belongs to another person"));
@@ -90,7 +90,7 @@ impl Node {
             Err(LedgerError::IdempotencyConflict { .. }) => return Err(NodeError::MsgidReused(req.msgid)),
             Err(e) => return Err(ledger_error(e)),
         }
-        self.write_home(|h| h.apply_registration(&entry))?;
+        self.apply_home()?;
         Ok(record(&entry))
     }
 
@@ -174,7 +174,9 @@ impl Node {
         let on = date("on_date", &req.on_date)?;
         let Some(beg) = current.begndate else { return Ok(()) };
         let person = self
-            .read_home(|h| h.persons.get(&req.psn_no).cloned())?
+            .home()
+            .person(&req.psn_no)
+            .map_err(super::state_error)?
             .ok_or_else(|| NodeError::UnknownPerson(req.psn_no.clone()))?;
         let policy = self
             .rules
@@ -215,37 +217,31 @@ impl Node {
             }
             q
         };
-        if !self.read_home(|h| h.persons.contains_key(&q.psn_no))? {
+        if !self.home().has_person(&q.psn_no).map_err(super::state_error)? {
             return Err(NodeError::UnknownPerson(q.psn_no));
         }
         self.registrations_of(&q.psn_no)
     }
 
     pub fn registrations_of(&self, psn_no: &str) -> Result<Vec<RegistrationRecord>, NodeError> {
-        self.read_home(|h| {
-            h.by_person
-                .get(psn_no)
-                .map(|ids| {
-                    ids.iter()
-                        .filter_map(|id| h.registrations.get(id))
-                        .map(|r| RegistrationRecord {
-                            reg_id: r.reg_id.clone(),
-                            psn_no: r.psn_no.clone(),
-                            kind: r.registration.kind.as_str().to_string(),
-                            target_admdvs: r.registration.target_admdvs.map(|t| t.to_string()).unwrap_or_default(),
-                            begndate: r.registration.begndate.map(|d| d.to_string()).unwrap_or_default(),
-                            enddate: r.registration.enddate.map(|d| d.to_string()).unwrap_or_default(),
-                            cancelled: r.cancelled,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
+        let regs = self.home().registrations(psn_no).map_err(super::state_error)?;
+        Ok(regs
+            .into_iter()
+            .map(|r| RegistrationRecord {
+                kind: r.registration.kind.as_str().to_string(),
+                target_admdvs: r.registration.target_admdvs.map(|t| t.to_string()).unwrap_or_default(),
+                begndate: r.registration.begndate.map(|d| d.to_string()).unwrap_or_default(),
+                enddate: r.registration.enddate.map(|d| d.to_string()).unwrap_or_default(),
+                cancelled: r.cancelled,
+                reg_id: r.reg_id,
+                psn_no: r.psn_no,
+            })
+            .collect())
     }
 
     /// A person's year-to-date counters (for operators and tests).
     pub fn counters_of(&self, psn_no: &str, year: i32) -> Result<crate::settlement::Counters, NodeError> {
-        self.read_home(|h| h.counters(psn_no, year))
+        self.home().counters(psn_no, year).map_err(super::state_error)
     }
 }
 

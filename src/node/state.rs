@@ -1,22 +1,42 @@
 //! The home node's derived state: insured persons, registrations, year-to-date
-//! counters and committed settlements. Rebuilt from the ledger on start and
-//! moved only together with a durable ledger entry.
+//! counters, account balances and committed settlements. It grows with the
+//! region's population, so it lives in a store (sled, whose cache is bounded),
+//! not in memory. It is a function of the ledger: entries are applied in
+//! ledger order, each group in one atomic store batch with the position it
+//! brings the store to, so a start replays only the entries after that
+//! position, and a store that is missing or disagrees with the ledger is
+//! rebuilt from it (the ledger stays the source of truth).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
 
 use super::records::{
-    AccountCreditEntry, HomeSettlementEntry, PersonRecord, QualificationEntry, QualificationRecord, RegistrationEntry,
+    AccountCreditEntry, HomeSettlementEntry, PersonBatchEntry, PersonRecord, QualificationEntry, QualificationRecord,
+    RegistrationEntry,
 };
-use crate::ledger::{Entry, EntryKind};
+use crate::ledger::{Entry, EntryKind, Ledger, LedgerError};
 use crate::money::Amount;
 use crate::region::RegionCode;
 use crate::rules::Insutype;
 use crate::settlement::{ChronicQualification, CounterDelta, Counters, Person, Registration, RegistrationKind};
+use crate::storage::{KvStore, StoreError, WriteBatch};
 
 /// Most chronic-disease qualifications one person may hold.
 pub const MAX_QUALIFICATIONS: usize = crate::calc::MAX_QUALIFICATIONS;
+/// Most registrations kept for one person (older cancelled ones beyond it
+/// are dropped from the person's list; the ledger keeps them all).
+pub const MAX_REGISTRATIONS_PER_PERSON: usize = 64;
+/// Entries applied per store batch while catching up.
+const CATCH_UP_ENTRIES: usize = 2_000;
+/// Store writes gathered before a batch is applied while catching up.
+const CATCH_UP_OPS: usize = 200_000;
+/// How often a long catch-up reports its progress.
+const PROGRESS_EVERY: u64 = 250_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegState {
@@ -26,7 +46,7 @@ pub struct RegState {
     pub cancelled: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SettlementState {
     pub psn_no: String,
     pub year: i32,
@@ -34,25 +54,540 @@ pub struct SettlementState {
     pub treatment: String,
     pub fixmedins_code: String,
     pub reversed: bool,
+    /// The ledger key of the committed settlement.
+    pub key: String,
 }
 
-/// Ordered maps, not hash maps: these grow with every settlement, and a hash
-/// map's rehash of the whole table, under the node's write lock, stalled
-/// every settlement of the moment (docs/PERFORMANCE.md, "B-trees").
-#[derive(Debug, Default)]
+/// Why the state could not be read or moved.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Ledger(#[from] LedgerError),
+    #[error("node state: bad record under {key}: {why}")]
+    Corrupt { key: String, why: String },
+    #[error("node state stopped after a store failure; restart the node to rebuild it")]
+    Failed,
+}
+
+/// Store keys, by what they hold.
+mod keys {
+    /// Entries applied (u64) and the hash of the last one applied.
+    pub(super) const AT: &[u8] = b"m/at";
+
+    fn with(prefix: &[u8], id: &str) -> Vec<u8> {
+        [prefix, id.as_bytes()].concat()
+    }
+    pub(super) fn person(psn_no: &str) -> Vec<u8> {
+        with(b"p/", psn_no)
+    }
+    pub(super) fn balance(psn_no: &str) -> Vec<u8> {
+        with(b"b/", psn_no)
+    }
+    /// The year first, fixed width: no person's number can run into it.
+    pub(super) fn counters(psn_no: &str, year: i32) -> Vec<u8> {
+        [b"c/".as_slice(), &year.to_be_bytes(), psn_no.as_bytes()].concat()
+    }
+    pub(super) fn settlement(setl_id: &str) -> Vec<u8> {
+        with(b"s/", setl_id)
+    }
+    pub(super) fn registration(reg_id: &str) -> Vec<u8> {
+        with(b"r/", reg_id)
+    }
+    pub(super) fn person_registrations(psn_no: &str) -> Vec<u8> {
+        with(b"q/", psn_no)
+    }
+}
+
+/// A person as stored: the record last applied (with the qualifications
+/// held, merged) and that record's digest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PersonRow {
+    digest: String,
+    record: PersonRecord,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RegRow {
+    psn_no: String,
+    kind: String,
+    target_admdvs: String,
+    begndate: String,
+    enddate: Option<String>,
+    cancelled: bool,
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Result<T, StateError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StateError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), why: e.to_string() })
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// Reads of the store: straight, or through a batch being built (which
+/// sees its own writes).
+trait Rows {
+    fn row(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
+
+    fn person_row(&self, psn_no: &str) -> Result<Option<PersonRow>, StateError> {
+        let k = keys::person(psn_no);
+        self.row(&k)?.map(|b| decode(&k, &b)).transpose()
+    }
+
+    fn balance(&self, psn_no: &str) -> Result<Amount, StateError> {
+        let k = keys::balance(psn_no);
+        Ok(self.row(&k)?.map(|b| decode(&k, &b)).transpose()?.unwrap_or(Amount::ZERO))
+    }
+
+    fn counters(&self, psn_no: &str, year: i32) -> Result<Counters, StateError> {
+        let k = keys::counters(psn_no, year);
+        Ok(self.row(&k)?.map(|b| decode(&k, &b)).transpose()?.unwrap_or_default())
+    }
+
+    fn settlement(&self, setl_id: &str) -> Result<Option<SettlementState>, StateError> {
+        let k = keys::settlement(setl_id);
+        self.row(&k)?.map(|b| decode(&k, &b)).transpose()
+    }
+
+    fn reg_ids(&self, psn_no: &str) -> Result<Vec<String>, StateError> {
+        let k = keys::person_registrations(psn_no);
+        Ok(self.row(&k)?.map(|b| decode(&k, &b)).transpose()?.unwrap_or_default())
+    }
+
+    fn registration(&self, reg_id: &str) -> Result<Option<RegState>, StateError> {
+        let k = keys::registration(reg_id);
+        let Some(row) = self.row(&k)?.map(|b| decode::<RegRow>(&k, &b)).transpose()? else { return Ok(None) };
+        let registration =
+            registration_of(&row.kind, &row.target_admdvs, &row.begndate, row.enddate.as_deref()).ok_or_else(|| {
+                StateError::Corrupt { key: String::from_utf8_lossy(&k).into_owned(), why: "not a registration".into() }
+            })?;
+        Ok(Some(RegState { reg_id: reg_id.to_string(), psn_no: row.psn_no, registration, cancelled: row.cancelled }))
+    }
+}
+
+struct Direct<'a>(&'a dyn KvStore);
+
+impl Rows for Direct<'_> {
+    fn row(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self.0.get(key)?)
+    }
+}
+
+/// A store batch being built from ledger entries.
+struct Tx<'a> {
+    kv: &'a dyn KvStore,
+    batch: WriteBatch,
+    written: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Rows for Tx<'_> {
+    fn row(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        match self.written.get(key) {
+            Some(v) => Ok(Some(v.clone())),
+            None => Ok(self.kv.get(key)?),
+        }
+    }
+}
+
+impl<'a> Tx<'a> {
+    fn new(kv: &'a dyn KvStore) -> Tx<'a> {
+        Tx { kv, batch: WriteBatch::default(), written: HashMap::new() }
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.batch.put(key.clone(), value.clone());
+        self.written.insert(key, value);
+    }
+
+    /// Applies one ledger entry (home-side entries; others change nothing).
+    fn apply(&mut self, entry: &Entry) -> Result<(), StateError> {
+        let key = entry.body.key.as_str();
+        let payload = entry.body.payload.as_slice();
+        match entry.body.kind {
+            EntryKind::PersonImport => {
+                if let Ok(r) = serde_json::from_slice::<PersonRecord>(payload) {
+                    if let Ok((_, balance)) = person_from_record(&r) {
+                        self.apply_person(&r, balance, record_digest(payload))?;
+                    }
+                }
+            }
+            EntryKind::PersonBatch => {
+                if let Ok(b) = serde_json::from_slice::<PersonBatchEntry>(payload) {
+                    for r in &b.records {
+                        if let Ok((_, balance)) = person_from_record(r) {
+                            self.apply_person(r, balance, record_digest(&crate::api::record::to_payload(r)))?;
+                        }
+                    }
+                }
+            }
+            EntryKind::ChronicQualification => {
+                if let Ok(q) = serde_json::from_slice::<QualificationEntry>(payload) {
+                    if qualification_from_record(&q.qualification).is_ok() {
+                        self.apply_qualification(&q.psn_no, &q.qualification)?;
+                    }
+                }
+            }
+            EntryKind::AccountCredit => {
+                if let Ok(c) = serde_json::from_slice::<AccountCreditEntry>(payload) {
+                    let b = self.balance(&c.psn_no)? + c.amount;
+                    self.put(keys::balance(&c.psn_no), encode(&b));
+                }
+            }
+            EntryKind::Registration | EntryKind::RegistrationChange | EntryKind::RegistrationCancel => {
+                if let Ok(r) = serde_json::from_slice::<RegistrationEntry>(payload) {
+                    self.apply_registration(&r)?;
+                }
+            }
+            EntryKind::Settlement | EntryKind::Reversal if super::keys::is_claim(key) => {
+                if let Ok(s) = serde_json::from_slice::<HomeSettlementEntry>(payload) {
+                    self.apply_settlement(&s, key)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A person record: replaces the person's attributes. Qualifications
+    /// the record names replace those held for the same diseases; others
+    /// stay (they end by a qualification request). A stated balance opens a
+    /// new person's account; an existing account moves only with credits
+    /// and settlements, which an agency's figure could not know of.
+    fn apply_person(&mut self, r: &PersonRecord, balance: Option<Amount>, digest: [u8; 32]) -> Result<(), StateError> {
+        let mut record = r.clone();
+        record.acct_balance = None;
+        match self.person_row(&r.psn_no)? {
+            Some(held) => {
+                let named: Vec<&str> = r.chronic.iter().map(|q| q.dise_codg.as_str()).collect();
+                let mut chronic: Vec<QualificationRecord> =
+                    held.record.chronic.into_iter().filter(|q| !named.contains(&q.dise_codg.as_str())).collect();
+                chronic.extend(r.chronic.iter().cloned());
+                chronic.truncate(MAX_QUALIFICATIONS);
+                record.chronic = chronic;
+            }
+            None => {
+                if let Some(b) = balance {
+                    self.put(keys::balance(&r.psn_no), encode(&b));
+                }
+            }
+        }
+        let row = PersonRow { digest: hex::encode(digest), record };
+        self.put(keys::person(&r.psn_no), encode(&row));
+        Ok(())
+    }
+
+    /// A disease's qualification replaces the one held for that disease.
+    fn apply_qualification(&mut self, psn_no: &str, q: &QualificationRecord) -> Result<(), StateError> {
+        if let Some(mut row) = self.person_row(psn_no)? {
+            row.record.chronic.retain(|c| c.dise_codg != q.dise_codg);
+            row.record.chronic.push(q.clone());
+            self.put(keys::person(psn_no), encode(&row));
+        }
+        Ok(())
+    }
+
+    fn apply_registration(&mut self, r: &RegistrationEntry) -> Result<(), StateError> {
+        if registration_from_entry(r).is_none() {
+            return Ok(());
+        }
+        let mut ids = self.reg_ids(&r.psn_no)?;
+        if !ids.contains(&r.reg_id) {
+            ids.push(r.reg_id.clone());
+            if ids.len() > MAX_REGISTRATIONS_PER_PERSON {
+                // Bounded: drop the oldest cancelled one (the ledger keeps it).
+                let mut oldest_cancelled = None;
+                for (i, id) in ids.iter().enumerate() {
+                    if self.registration(id)?.is_some_and(|s| s.cancelled) {
+                        oldest_cancelled = Some(i);
+                        break;
+                    }
+                }
+                if let Some(i) = oldest_cancelled {
+                    ids.remove(i);
+                }
+            }
+            self.put(keys::person_registrations(&r.psn_no), encode(&ids));
+        }
+        let row = RegRow {
+            psn_no: r.psn_no.clone(),
+            kind: r.kind.clone(),
+            target_admdvs: r.target_admdvs.clone(),
+            begndate: r.begndate.clone(),
+            enddate: r.enddate.clone(),
+            cancelled: r.cancelled,
+        };
+        self.put(keys::registration(&r.reg_id), encode(&row));
+        Ok(())
+    }
+
+    fn apply_settlement(&mut self, s: &HomeSettlementEntry, key: &str) -> Result<(), StateError> {
+        let counters = self.counters(&s.psn_no, s.year)?.plus(&s.delta);
+        self.put(keys::counters(&s.psn_no, s.year), encode(&counters));
+        if s.delta.acct_pay != Amount::ZERO {
+            let b = self.balance(&s.psn_no)? - s.delta.acct_pay;
+            self.put(keys::balance(&s.psn_no), encode(&b));
+        }
+        if let Some(original) = &s.reversed_setl_id {
+            if let Some(mut o) = self.settlement(original)? {
+                o.reversed = true;
+                self.put(keys::settlement(original), encode(&o));
+            }
+            return Ok(());
+        }
+        let state = SettlementState {
+            psn_no: s.psn_no.clone(),
+            year: s.year,
+            delta: s.delta.clone(),
+            treatment: s.treatment.clone(),
+            fixmedins_code: s.fixmedins_code.clone(),
+            reversed: false,
+            key: key.to_string(),
+        };
+        self.put(keys::settlement(&s.setl_id), encode(&state));
+        Ok(())
+    }
+
+    /// Applies the batch with the position it brings the store to.
+    fn commit(self, at: u64, last_hash: [u8; 32]) -> Result<(), StateError> {
+        let mut batch = self.batch;
+        batch.put(keys::AT.to_vec(), [at.to_be_bytes().as_slice(), &last_hash].concat());
+        Ok(self.kv.apply(batch)?)
+    }
+}
+
+/// The home state in its store, and the ledger position it is at.
 pub struct HomeState {
-    pub persons: BTreeMap<String, Person>,
-    pub registrations: BTreeMap<String, RegState>,
-    pub by_person: BTreeMap<String, Vec<String>>,
-    pub counters: BTreeMap<(String, i32), Counters>,
-    pub settlements: BTreeMap<String, SettlementState>,
-    /// setl_id -> ledger key of the committed settlement.
-    pub settlement_keys: BTreeMap<String, String>,
-    /// Employees' personal-account balances.
-    pub balances: BTreeMap<String, Amount>,
-    /// psn_no -> digest of the person record last applied (an import of
-    /// that same record again changes nothing).
-    pub records: BTreeMap<String, [u8; 32]>,
+    kv: Arc<dyn KvStore>,
+    /// Entries applied; held while applying, so entries go in one at a time.
+    at: Mutex<u64>,
+    /// Set when a batch failed: the store may be behind the ledger, and
+    /// answering from it could pay on stale counters.
+    failed: AtomicBool,
+}
+
+/// What opening found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    /// Entries the store was at.
+    pub was_at: u64,
+    /// Entries replayed to catch up.
+    pub replayed: u64,
+    /// The store did not match the ledger and was rebuilt from it.
+    pub rebuilt: bool,
+}
+
+impl HomeState {
+    /// Opens the state in `kv` for `ledger`: at the position it records,
+    /// or empty when that position is not one of this ledger's (a store of
+    /// another ledger, or ahead of it), to be rebuilt. [`HomeState::catch_up`]
+    /// then brings it to the ledger's end.
+    pub fn open(kv: Arc<dyn KvStore>, ledger: &Ledger) -> Result<(HomeState, Opened), StateError> {
+        let recorded = kv.get(keys::AT)?;
+        let (at, hash) = match recorded.as_deref() {
+            None => (0, None),
+            Some(v) if v.len() == 40 => {
+                let at = crate::ledger::read_u64(Some(v)).unwrap_or(0);
+                let mut h = [0u8; 32];
+                h.copy_from_slice(&v[8..40]);
+                (at, Some(h))
+            }
+            Some(_) => (u64::MAX, None),
+        };
+        let fits = match (at, hash) {
+            (0, None) => kv.first_key()?.is_none(),
+            (u64::MAX, _) | (_, None) => false,
+            (0, Some(_)) => true,
+            (at, Some(h)) => ledger.entry(at - 1)?.is_some_and(|e| e.hash() == h),
+        };
+        if !fits {
+            tracing::warn!(
+                was_at = at,
+                ledger_entries = ledger.len(),
+                "the node state does not match the ledger; rebuilding it from the ledger"
+            );
+            kv.clear()?;
+        }
+        let start = if fits { at } else { 0 };
+        let state = HomeState { kv, at: Mutex::new(start), failed: AtomicBool::new(false) };
+        Ok((state, Opened { was_at: at, replayed: 0, rebuilt: !fits }))
+    }
+
+    /// Entries applied.
+    pub fn at(&self) -> u64 {
+        self.at.lock().map(|a| *a).unwrap_or(0)
+    }
+
+    /// Applies the ledger's entries after the store's position, in order,
+    /// in batches each with its position; returns how many were applied.
+    pub fn catch_up(&self, ledger: &Ledger) -> Result<u64, StateError> {
+        self.catch_up_until(ledger, u64::MAX)
+    }
+
+    /// [`HomeState::catch_up`], up to entry `until` at most.
+    pub fn catch_up_until(&self, ledger: &Ledger, until: u64) -> Result<u64, StateError> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(StateError::Failed);
+        }
+        let mut at = self.at.lock().map_err(|_| StateError::Failed)?;
+        let (from, end) = (*at, ledger.len().min(until));
+        if from >= end {
+            return Ok(0);
+        }
+        let long = end - from > PROGRESS_EVERY;
+        if long {
+            tracing::info!(from, to = end, "bringing the node state up to the ledger");
+        }
+        let started = std::time::Instant::now();
+        let mut tx = Tx::new(self.kv.as_ref());
+        let mut in_tx = 0usize;
+        let mut failure: Option<StateError> = None;
+        let kv = self.kv.as_ref();
+        let scanned = ledger.scan(from, |e| {
+            let seq = e.seq();
+            if seq >= end {
+                return Ok(ControlFlow::Break(()));
+            }
+            if let Err(err) = tx.apply(&e) {
+                failure = Some(err);
+                return Ok(ControlFlow::Break(()));
+            }
+            in_tx += 1;
+            if in_tx >= CATCH_UP_ENTRIES || tx.batch.len() >= CATCH_UP_OPS || seq + 1 == end {
+                let done = std::mem::replace(&mut tx, Tx::new(kv));
+                if let Err(err) = done.commit(seq + 1, e.hash()) {
+                    failure = Some(err);
+                    return Ok(ControlFlow::Break(()));
+                }
+                in_tx = 0;
+                *at = seq + 1;
+                if long && (seq + 1 - from) % PROGRESS_EVERY < CATCH_UP_ENTRIES as u64 {
+                    tracing::info!(
+                        applied = seq + 1 - from,
+                        of = end - from,
+                        per_s = ((seq + 1 - from) as f64 / started.elapsed().as_secs_f64().max(1e-9)) as u64,
+                        "node state"
+                    );
+                }
+            }
+            Ok(ControlFlow::Continue(()))
+        });
+        let err = match (scanned, failure) {
+            (Err(e), _) => Some(StateError::from(e)),
+            (Ok(()), Some(e)) => Some(e),
+            (Ok(()), None) => None,
+        };
+        if let Some(e) = err {
+            self.failed.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+        Ok(*at - from)
+    }
+
+    fn rows(&self) -> Result<Direct<'_>, StateError> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(StateError::Failed);
+        }
+        Ok(Direct(self.kv.as_ref()))
+    }
+
+    pub fn person(&self, psn_no: &str) -> Result<Option<Person>, StateError> {
+        let Some(row) = self.rows()?.person_row(psn_no)? else { return Ok(None) };
+        let (person, _) =
+            person_from_record(&row.record).map_err(|why| StateError::Corrupt { key: format!("p/{psn_no}"), why })?;
+        Ok(Some(person))
+    }
+
+    pub fn has_person(&self, psn_no: &str) -> Result<bool, StateError> {
+        Ok(self.rows()?.row(&keys::person(psn_no))?.is_some())
+    }
+
+    /// The digest of the record last applied for a person.
+    pub fn record_of(&self, psn_no: &str) -> Result<Option<[u8; 32]>, StateError> {
+        let Some(row) = self.rows()?.person_row(psn_no)? else { return Ok(None) };
+        let mut d = [0u8; 32];
+        hex::decode_to_slice(&row.digest, &mut d)
+            .map_err(|e| StateError::Corrupt { key: format!("p/{psn_no}"), why: e.to_string() })?;
+        Ok(Some(d))
+    }
+
+    pub fn balance(&self, psn_no: &str) -> Result<Amount, StateError> {
+        self.rows()?.balance(psn_no)
+    }
+
+    pub fn counters(&self, psn_no: &str, year: i32) -> Result<Counters, StateError> {
+        self.rows()?.counters(psn_no, year)
+    }
+
+    /// A committed settlement (not a reversal), by its id.
+    pub fn settlement(&self, setl_id: &str) -> Result<Option<SettlementState>, StateError> {
+        self.rows()?.settlement(setl_id)
+    }
+
+    pub fn registration(&self, reg_id: &str) -> Result<Option<RegState>, StateError> {
+        self.rows()?.registration(reg_id)
+    }
+
+    /// A person's registrations, in the order they were filed.
+    pub fn registrations(&self, psn_no: &str) -> Result<Vec<RegState>, StateError> {
+        let rows = self.rows()?;
+        let mut out = Vec::new();
+        for id in rows.reg_ids(psn_no)? {
+            if let Some(r) = rows.registration(&id)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The registration that governs care in `treatment` on `date`: one in
+    /// force covering the area; else, for an emergency, the unfiled emergency;
+    /// else the latest filed one (so the refusal names what is wrong with it).
+    pub fn registration_for(
+        &self,
+        psn_no: &str,
+        treatment: RegionCode,
+        date: NaiveDate,
+        emergency: bool,
+    ) -> Result<Option<Registration>, StateError> {
+        let regs: Vec<RegState> = self.registrations(psn_no)?.into_iter().filter(|r| !r.cancelled).collect();
+        if let Some(r) = regs.iter().find(|r| r.registration.covers_area(treatment) && r.registration.in_force_on(date))
+        {
+            return Ok(Some(r.registration.clone()));
+        }
+        if emergency {
+            return Ok(Some(Registration::emergency_unfiled()));
+        }
+        Ok(regs.last().map(|r| r.registration.clone()))
+    }
+
+    /// Every row of the state (not its position), in key order, and a
+    /// SHA-256 over them: two stores holding the same state agree.
+    pub fn digest(&self) -> Result<(u64, [u8; 32]), StateError> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut rows = 0u64;
+        for kv in self.kv.iter_from(b"")? {
+            let (k, v) = kv?;
+            if k.starts_with(b"m/") {
+                continue;
+            }
+            h.update((k.len() as u64).to_be_bytes());
+            h.update(&k);
+            h.update((v.len() as u64).to_be_bytes());
+            h.update(&v);
+            rows += 1;
+        }
+        Ok((rows, h.finalize().into()))
+    }
+
+    /// Asks the store to write out what it holds (not a durability point:
+    /// the ledger is).
+    pub fn flush(&self) -> Result<(), StateError> {
+        Ok(self.kv.flush()?)
+    }
 }
 
 /// Converts a person record, validating it: the person, and the account
@@ -126,172 +661,18 @@ pub fn qualification_from_record(q: &QualificationRecord) -> Result<ChronicQuali
 }
 
 pub fn registration_from_entry(e: &RegistrationEntry) -> Option<Registration> {
+    registration_of(&e.kind, &e.target_admdvs, &e.begndate, e.enddate.as_deref())
+}
+
+fn registration_of(kind: &str, target: &str, begndate: &str, enddate: Option<&str>) -> Option<Registration> {
     let date = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
     Some(Registration {
-        kind: RegistrationKind::parse(&e.kind)?,
-        target_admdvs: Some(RegionCode::parse(&e.target_admdvs).ok()?),
-        begndate: Some(date(&e.begndate)?),
-        enddate: match &e.enddate {
+        kind: RegistrationKind::parse(kind)?,
+        target_admdvs: Some(RegionCode::parse(target).ok()?),
+        begndate: Some(date(begndate)?),
+        enddate: match enddate {
             Some(d) => Some(date(d)?),
             None => None,
         },
     })
-}
-
-impl HomeState {
-    /// Applies one ledger entry (home-side entries only; others are ignored).
-    pub fn apply(&mut self, entry: &Entry) {
-        let key = entry.body.key.as_str();
-        let payload = entry.body.payload.as_slice();
-        match entry.body.kind {
-            EntryKind::PersonImport => {
-                if let Ok(r) = serde_json::from_slice::<PersonRecord>(payload) {
-                    if let Ok((p, balance)) = person_from_record(&r) {
-                        self.apply_person(p, balance, record_digest(payload));
-                    }
-                }
-            }
-            EntryKind::ChronicQualification => {
-                if let Ok(q) = serde_json::from_slice::<QualificationEntry>(payload) {
-                    if let Ok(qualification) = qualification_from_record(&q.qualification) {
-                        self.apply_qualification(&q.psn_no, qualification);
-                    }
-                }
-            }
-            EntryKind::AccountCredit => {
-                if let Ok(c) = serde_json::from_slice::<AccountCreditEntry>(payload) {
-                    self.apply_credit(&c.psn_no, c.amount);
-                }
-            }
-            EntryKind::Registration | EntryKind::RegistrationChange | EntryKind::RegistrationCancel => {
-                if let Ok(r) = serde_json::from_slice::<RegistrationEntry>(payload) {
-                    self.apply_registration(&r);
-                }
-            }
-            EntryKind::Settlement | EntryKind::Reversal if super::keys::is_claim(key) => {
-                if let Ok(s) = serde_json::from_slice::<HomeSettlementEntry>(payload) {
-                    self.apply_settlement(&s);
-                    self.settlement_keys.insert(s.setl_id.clone(), key.to_string());
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// A person record: replaces the person's attributes. Qualifications
-    /// the record names replace those held for the same diseases; others
-    /// stay (they end by a qualification request). A stated balance opens a
-    /// new person's account; an existing account moves only with credits
-    /// and settlements, which an agency's figure could not know of.
-    pub fn apply_person(&mut self, mut p: Person, balance: Option<Amount>, digest: [u8; 32]) {
-        self.records.insert(p.psn_no.clone(), digest);
-        match self.persons.get(&p.psn_no) {
-            Some(held) => {
-                let named: Vec<String> = p.chronic.iter().map(|q| q.dise_codg.clone()).collect();
-                let kept = held.chronic.iter().filter(|q| !named.contains(&q.dise_codg)).cloned();
-                let mut chronic: Vec<ChronicQualification> = kept.collect();
-                chronic.append(&mut p.chronic);
-                chronic.truncate(MAX_QUALIFICATIONS);
-                p.chronic = chronic;
-            }
-            None => {
-                if let Some(b) = balance {
-                    self.balances.insert(p.psn_no.clone(), b);
-                }
-            }
-        }
-        self.persons.insert(p.psn_no.clone(), p);
-    }
-
-    /// The digest of the record last applied for a person.
-    pub fn record_of(&self, psn_no: &str) -> Option<[u8; 32]> {
-        self.records.get(psn_no).copied()
-    }
-
-    /// A disease's qualification replaces the one held for that disease.
-    pub fn apply_qualification(&mut self, psn_no: &str, q: ChronicQualification) {
-        if let Some(p) = self.persons.get_mut(psn_no) {
-            p.chronic.retain(|c| c.dise_codg != q.dise_codg);
-            p.chronic.push(q);
-        }
-    }
-
-    pub fn apply_credit(&mut self, psn_no: &str, amount: Amount) {
-        let b = self.balances.entry(psn_no.to_string()).or_insert(Amount::ZERO);
-        *b = *b + amount;
-    }
-
-    pub fn balance(&self, psn_no: &str) -> Amount {
-        self.balances.get(psn_no).copied().unwrap_or(Amount::ZERO)
-    }
-
-    pub fn apply_registration(&mut self, r: &RegistrationEntry) {
-        let Some(registration) = registration_from_entry(r) else { return };
-        let ids = self.by_person.entry(r.psn_no.clone()).or_default();
-        if !ids.contains(&r.reg_id) {
-            ids.push(r.reg_id.clone());
-        }
-        self.registrations.insert(
-            r.reg_id.clone(),
-            RegState { reg_id: r.reg_id.clone(), psn_no: r.psn_no.clone(), registration, cancelled: r.cancelled },
-        );
-    }
-
-    pub fn apply_settlement(&mut self, s: &HomeSettlementEntry) {
-        let counters = self.counters.entry((s.psn_no.clone(), s.year)).or_default();
-        *counters = counters.plus(&s.delta);
-        if s.delta.acct_pay != Amount::ZERO {
-            let b = self.balances.entry(s.psn_no.clone()).or_insert(Amount::ZERO);
-            *b = *b - s.delta.acct_pay;
-        }
-        match &s.reversed_setl_id {
-            Some(original) => {
-                if let Some(o) = self.settlements.get_mut(original) {
-                    o.reversed = true;
-                }
-            }
-            None => {
-                self.settlements.insert(
-                    s.setl_id.clone(),
-                    SettlementState {
-                        psn_no: s.psn_no.clone(),
-                        year: s.year,
-                        delta: s.delta.clone(),
-                        treatment: s.treatment.clone(),
-                        fixmedins_code: s.fixmedins_code.clone(),
-                        reversed: false,
-                    },
-                );
-            }
-        }
-    }
-
-    pub fn counters(&self, psn_no: &str, year: i32) -> Counters {
-        self.counters.get(&(psn_no.to_string(), year)).cloned().unwrap_or_default()
-    }
-
-    /// The registration that governs care in `treatment` on `date`: one in
-    /// force covering the area; else, for an emergency, the unfiled emergency;
-    /// else the latest filed one (so the refusal names what is wrong with it).
-    pub fn registration_for(
-        &self,
-        psn_no: &str,
-        treatment: RegionCode,
-        date: NaiveDate,
-        emergency: bool,
-    ) -> Option<Registration> {
-        let regs: Vec<&RegState> = self
-            .by_person
-            .get(psn_no)
-            .map(|ids| ids.iter().filter_map(|id| self.registrations.get(id)).filter(|r| !r.cancelled).collect())
-            .unwrap_or_default();
-        if let Some(r) = regs.iter().find(|r| r.registration.covers_area(treatment) && r.registration.in_force_on(date))
-        {
-            return Some(r.registration.clone());
-        }
-        if emergency {
-            return Some(Registration::emergency_unfiled());
-        }
-        regs.last().map(|r| r.registration.clone())
-    }
 }

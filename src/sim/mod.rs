@@ -72,6 +72,11 @@ pub struct Faults {
     pub crashes: u64,
     pub torn_tails: u64,
     pub lost_indexes: u64,
+    /// The node's state store deleted: rebuilt from the ledger.
+    pub lost_states: u64,
+    /// The node's state store put back as an earlier stop left it: caught up
+    /// from the position it records.
+    pub stale_states: u64,
 }
 
 impl Faults {
@@ -85,6 +90,8 @@ impl Faults {
             + self.crashes
             + self.torn_tails
             + self.lost_indexes
+            + self.lost_states
+            + self.stale_states
     }
 
     pub fn add(&mut self, o: &Faults) {
@@ -97,6 +104,8 @@ impl Faults {
         self.crashes += o.crashes;
         self.torn_tails += o.torn_tails;
         self.lost_indexes += o.lost_indexes;
+        self.lost_states += o.lost_states;
+        self.stale_states += o.stale_states;
     }
 }
 
@@ -104,7 +113,7 @@ impl std::fmt::Display for Faults {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "dropped_requests={} dropped_replies={} duplicated={} replayed={} delayed={} partitions={} crashes={} torn_tails={} lost_indexes={}",
+            "dropped_requests={} dropped_replies={} duplicated={} replayed={} delayed={} partitions={} crashes={} torn_tails={} lost_indexes={} lost_states={} stale_states={}",
             self.dropped_requests,
             self.dropped_replies,
             self.duplicated,
@@ -113,7 +122,9 @@ impl std::fmt::Display for Faults {
             self.partitions,
             self.crashes,
             self.torn_tails,
-            self.lost_indexes
+            self.lost_indexes,
+            self.lost_states,
+            self.stale_states
         )
     }
 }
@@ -151,6 +162,11 @@ pub enum Crash {
     TornTail,
     /// The sled index is gone; the node rebuilds it from its log.
     LostIndex,
+    /// The node's state store is gone; the node rebuilds it from its log.
+    LostState,
+    /// The node's state store is as an earlier stop left it (a store behind
+    /// its ledger); the node replays the entries after its position.
+    StaleState,
 }
 
 /// A request a hospital has sent and not yet had a final answer to.
@@ -550,10 +566,12 @@ impl Sim {
         let all: Vec<RegionCode> = self.world.nodes.keys().copied().collect();
         let pool = if !lost.is_empty() && self.rng.gen_bool(0.7) { lost } else { all };
         let Some(region) = pool.choose(&mut self.rng).copied() else { return Ok(()) };
-        let how = match self.rng.gen_range(0..3) {
+        let how = match self.rng.gen_range(0..5) {
             0 => Crash::Clean,
             1 => Crash::TornTail,
-            _ => Crash::LostIndex,
+            2 => Crash::LostIndex,
+            3 => Crash::LostState,
+            _ => Crash::StaleState,
         };
         let mut garbage = Vec::new();
         if how == Crash::TornTail {
@@ -567,6 +585,8 @@ impl Sim {
         match how {
             Crash::TornTail => self.crash_faults.torn_tails += 1,
             Crash::LostIndex => self.crash_faults.lost_indexes += 1,
+            Crash::LostState => self.crash_faults.lost_states += 1,
+            Crash::StaleState => self.crash_faults.stale_states += 1,
             Crash::Clean => {}
         }
         self.world.crash(region, how, &garbage).await?;

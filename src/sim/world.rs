@@ -16,6 +16,7 @@ use crate::clearing::hospital::{HoldbackPolicy, Release};
 use crate::clock::{Clock, ManualClock};
 use crate::federation::{Institution, NodePlan};
 use crate::ledger::{INDEX_DIR, SEGMENT_FILE};
+use crate::node::STATE_DIR;
 use crate::node::{Node, NodeConfig};
 use crate::operator::Operator;
 use crate::region::RegionCode;
@@ -164,6 +165,20 @@ impl World {
             Crash::LostIndex => {
                 std::fs::remove_dir_all(dir.join(INDEX_DIR)).map_err(|e| format!("{region}: {e}"))?;
             }
+            Crash::LostState => {
+                std::fs::remove_dir_all(dir.join(STATE_DIR)).map_err(|e| format!("{region}: {e}"))?;
+            }
+            Crash::StaleState => {
+                let earlier = dir.join(STALE_STATE_DIR);
+                if earlier.exists() {
+                    std::fs::remove_dir_all(dir.join(STATE_DIR)).map_err(|e| format!("{region}: {e}"))?;
+                    std::fs::rename(&earlier, dir.join(STATE_DIR)).map_err(|e| format!("{region}: {e}"))?;
+                }
+            }
+        }
+        // The state as this stop leaves it, for a later stale-state crash.
+        if how != Crash::StaleState {
+            copy_dir(&dir.join(STATE_DIR), &dir.join(STALE_STATE_DIR)).map_err(|e| format!("{region}: {e}"))?;
         }
         self.verify_stopped(region)?;
         let cfg = self.configs.get(&region).cloned().ok_or_else(|| format!("no config {region}"))?;
@@ -188,6 +203,28 @@ impl World {
             .map_err(|e| format!("operator ledger: {e}"))?;
         Ok(entries + report.entries)
     }
+}
+
+/// A copy of a node's state store as an earlier stop left it.
+const STALE_STATE_DIR: &str = "state.earlier";
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    if !from.exists() {
+        return Ok(());
+    }
+    if to.exists() {
+        std::fs::remove_dir_all(to)?;
+    }
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()))?;
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
 }
 
 fn open_node(

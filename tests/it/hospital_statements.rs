@@ -85,10 +85,6 @@ async fn reverse(node: &Arc<Node>, msgid: &str, psn: &str, reversed: &str) {
     assert!(r.settled, "{r:?}");
 }
 
-async fn world() -> World {
-    world_sampling(5).await
-}
-
 /// The world, Beijing drawing `pct`% of its settlements for review.
 async fn world_sampling(pct: u32) -> World {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -179,7 +175,9 @@ fn review(msgid: &str, setl_id: &str, refused: bool, amount: &str, reason: &str)
 
 #[tokio::test]
 async fn statements_add_up_holdback_returns_once_and_a_refusal_is_deducted_once() {
-    let w = world().await;
+    // 40%: two of March's five, so at least one is not the disputed line
+    // (which cannot be refused), whatever the draw.
+    let w = world_sampling(40).await;
     let bj = &w.nodes["110000"];
     // March at Beijing: three bills at its first hospital, one at its
     // second, one settled and reversed; corps–local care beside.
@@ -229,7 +227,7 @@ async fn statements_add_up_holdback_returns_once_and_a_refusal_is_deducted_once(
     let e = bj.handle_hospital_statement(&statement_request(BJ, BJ, march().next())).expect_err("not issued");
     assert_eq!(e.reason(), "no_statement");
 
-    // The audit sample: 5% of Beijing's five March settlements is one.
+    // The audit sample: 40% of Beijing's five March settlements is two.
     let page = bj
         .audit_sample(&seal(
             &key("agency"),
@@ -238,8 +236,8 @@ async fn statements_add_up_holdback_returns_once_and_a_refusal_is_deducted_once(
             &AuditSampleRequest { month: march().to_string(), page: 0 },
         ))
         .expect("sample");
-    assert_eq!((page.population, page.items.len(), page.pages), (5, 1, 1));
-    let sampled = page.items[0].clone();
+    assert_eq!((page.population, page.items.len(), page.pages), (5, 2, 1));
+    let sampled = page.items.iter().find(|i| i.setl_id != disputed).expect("a cleared line sampled").clone();
     // The same draw from the exported ledger, by anyone holding it.
     let mut export = Vec::new();
     xclear::ledger::export::export_dir(bj.ledger().dir(), &mut export).expect("export");
@@ -248,15 +246,16 @@ async fn statements_add_up_holdback_returns_once_and_a_refusal_is_deducted_once(
         inputs.note(e.frame.seq, e.body.kind, &e.body.key, &e.body.payload)
     })
     .expect("read");
-    let again = inputs.draw(xclear::clearing::audit::SamplePolicy::minimum()).expect("draw");
+    let again = inputs.draw(xclear::clearing::audit::SamplePolicy::new(40).expect("40%")).expect("draw");
     assert_eq!(again, bj.audit_draw(march()).expect("node's draw"));
     assert_eq!(hex::encode(again.seed), page.seed);
-    assert_eq!(again.items[0].setl_id, sampled.setl_id);
+    let drawn: Vec<&str> = again.items.iter().map(|i| i.setl_id.as_str()).collect();
+    assert_eq!(drawn, page.items.iter().map(|i| i.setl_id.as_str()).collect::<Vec<_>>());
 
     // Reviews: only a sampled settlement, at most what was paid, once.
     let paid = Amount::parse_non_negative(&sampled.fund_pay_sumamt).expect("amount")
         + Amount::parse_non_negative(&sampled.acct_pay).expect("amount");
-    let other = details.iter().find(|d| d.setl_id != sampled.setl_id).expect("another settlement");
+    let other = details.iter().find(|d| page.items.iter().all(|i| i.setl_id != d.setl_id)).expect("not sampled");
     let e = bj.review(review("a0", &other.setl_id, true, "1.00", "x")).await.expect_err("not sampled");
     assert_eq!(e.reason(), "not_in_sample");
     let too_much = (paid + Amount::yuan(1)).to_string();

@@ -3,6 +3,7 @@
 
 mod audit_sample_properties;
 mod batch_sig_properties;
+mod bulk_import;
 mod calc_bad_input;
 mod clearing_core;
 mod clearing_federation;
@@ -24,6 +25,7 @@ mod merkle_properties;
 mod node_grpc;
 mod node_inprocess;
 mod node_process;
+mod node_state;
 mod operator;
 mod outpatient;
 mod reconcile;

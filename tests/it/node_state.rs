@@ -1,0 +1,93 @@
+//! The node's state store (issue 25): a function of its ledger. Deleted, it
+//! is rebuilt the same; left behind, it catches up from the position it
+//! records to the same state; from another ledger, it is rebuilt.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use xclear::clearing::Month;
+use xclear::clock::{Clock, ManualClock};
+use xclear::demo::{federation_name, run, DemoOptions};
+use xclear::ledger::Ledger;
+use xclear::node::state::HomeState;
+use xclear::node::STATE_DIR;
+use xclear::region::RegionCode;
+use xclear::storage::{KvStore, SledStore};
+
+use crate::common;
+
+struct Opened {
+    ledger: Ledger,
+    home: HomeState,
+    was_at: u64,
+    rebuilt: bool,
+}
+
+fn open(dir: &Path, seed: u64, region: RegionCode) -> Opened {
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(0));
+    let key = xclear::federation::key(&federation_name(seed), &region.to_string());
+    let ledger = Ledger::open(dir, key, clock).expect("ledger");
+    let kv: Arc<dyn KvStore> = Arc::new(SledStore::open(&dir.join(STATE_DIR)).expect("store"));
+    let (home, opened) = HomeState::open(kv, &ledger).expect("state");
+    Opened { ledger, home, was_at: opened.was_at, rebuilt: opened.rebuilt }
+}
+
+#[test]
+fn the_state_store_is_rebuilt_caught_up_or_replaced_to_the_same_state() {
+    let out = tempfile::tempdir().expect("tmp");
+    let seed = 7;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let report = rt
+        .block_on(run(DemoOptions {
+            out: out.path().to_path_buf(),
+            seed,
+            patients: 120,
+            month: Month::parse("2026-03").expect("month"),
+            rules_dir: common::rules_dir(),
+            progress: false,
+        }))
+        .expect("demo");
+    drop(rt);
+    let mut digests = std::collections::BTreeMap::new();
+    for (region, dir) in &report.node_dirs {
+        // As the demo left it: at the ledger's end, nothing to replay.
+        let o = open(dir, seed, *region);
+        let len = o.ledger.len();
+        assert_eq!((o.was_at, o.rebuilt), (len, false), "{region}");
+        assert_eq!(o.home.catch_up(&o.ledger).expect("nothing to do"), 0);
+        let full = o.home.digest().expect("digest");
+        drop(o);
+
+        // Deleted: rebuilt from the ledger, the same rows.
+        std::fs::remove_dir_all(dir.join(STATE_DIR)).expect("delete the store");
+        let o = open(dir, seed, *region);
+        assert_eq!(o.was_at, 0);
+        assert_eq!(o.home.catch_up(&o.ledger).expect("rebuild"), len);
+        assert_eq!(o.home.digest().expect("digest"), full, "{region}: rebuilt from the ledger");
+        drop(o);
+
+        // Behind: stopped half-way, it replays only the rest.
+        std::fs::remove_dir_all(dir.join(STATE_DIR)).expect("delete the store");
+        let o = open(dir, seed, *region);
+        let half = len / 2;
+        assert_eq!(o.home.catch_up_until(&o.ledger, half).expect("half"), half);
+        drop(o);
+        let o = open(dir, seed, *region);
+        assert_eq!((o.was_at, o.rebuilt), (half, false));
+        assert_eq!(o.home.catch_up(&o.ledger).expect("the rest"), len - half);
+        assert_eq!(o.home.digest().expect("digest"), full, "{region}: caught up from half-way");
+        digests.insert(*region, (len, full));
+    }
+    assert!(digests.values().filter(|(_, (rows, _))| *rows > 50).count() >= 5, "homes hold persons: {digests:?}");
+    // Another node's store in this node's place: its position is not one of
+    // this ledger's, so it is thrown away and rebuilt.
+    let regions: Vec<RegionCode> = report.node_dirs.keys().copied().collect();
+    let (a, b) = (regions[0], regions[1]);
+    let (dir_a, dir_b) = (&report.node_dirs[&a], &report.node_dirs[&b]);
+    std::fs::remove_dir_all(dir_a.join(STATE_DIR)).expect("delete");
+    common::copy_dir(&dir_b.join(STATE_DIR), &dir_a.join(STATE_DIR));
+    let o = open(dir_a, seed, a);
+    assert!(o.rebuilt, "{a} holding {b}'s store");
+    assert_eq!(o.home.catch_up(&o.ledger).expect("rebuild"), digests[&a].0);
+    assert_eq!(o.home.digest().expect("digest"), digests[&a].1);
+}
