@@ -17,18 +17,27 @@ use super::{fail, EXIT_FAILED};
 
 #[derive(Subcommand, Clone)]
 pub(crate) enum BenchCommand {
-    /// A region's population on one node: import rate, then a restart's time and memory (issue 25's baseline).
+    /// A region's population and year on one node: import rate, bulk settlements, a restart's time and memory, end to end against it.
     Scale {
         /// Insured persons imported.
         #[arg(long, default_value_t = 200_000)]
         persons: u64,
+        /// Committed settlements written to the home node's ledger in bulk.
+        #[arg(long, default_value_t = 200_000)]
+        settlements: u64,
+        /// Length of each end-to-end phase (against the loaded node, then an empty one), in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// The restart half of `scale`, in its own process (run by `scale`).
     #[command(hide = true)]
     ScaleRestart {
-        /// The node's data directory.
+        /// The directory holding the node's data directory.
         #[arg(long)]
         dir: std::path::PathBuf,
+        /// Length of each end-to-end phase (0: none).
+        #[arg(long, default_value_t = 0)]
+        seconds: u64,
     },
     /// End to end: hospitals -> treatment node -> home node over gRPC, both ledgers durable.
     E2e {
@@ -78,9 +87,9 @@ pub(crate) struct Figure {
 
 pub(crate) fn run(cmd: BenchCommand) -> ExitCode {
     let figures = match cmd {
-        BenchCommand::Scale { persons } => super::bench_scale::run(persons),
-        BenchCommand::ScaleRestart { dir } => {
-            return match super::bench_scale::restart(&dir) {
+        BenchCommand::Scale { persons, settlements, seconds } => super::bench_scale::run(persons, settlements, seconds),
+        BenchCommand::ScaleRestart { dir, seconds } => {
+            return match super::bench_scale::restart(&dir, seconds) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(EXIT_FAILED, e),
             }

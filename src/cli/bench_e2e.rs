@@ -116,15 +116,15 @@ pub(super) const FEDERATION: &str = "bench";
 
 /// A treatment node (110000) with the simulated hospitals, and the patients'
 /// home node (611000), serving gRPC on loopback.
-struct Pair {
-    nodes: BTreeMap<&'static str, Arc<Node>>,
+pub(super) struct Pair {
+    pub(super) nodes: BTreeMap<&'static str, Arc<Node>>,
     /// The treatment node, as the hospitals reach it.
-    target: Target,
+    pub(super) target: Target,
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// What the whole run left on the nodes.
-struct Totals {
+pub(super) struct Totals {
     treatment_entries_per_seal: f64,
     home_entries_per_seal: f64,
     batches: u64,
@@ -133,7 +133,12 @@ struct Totals {
 
 impl Pair {
     /// Over TLS when `tls`, else plaintext.
-    async fn start(dir: &std::path::Path, hospitals: usize, rules: &Arc<RuleBook>, tls: bool) -> Result<Pair, String> {
+    pub(super) async fn start(
+        dir: &std::path::Path,
+        hospitals: usize,
+        rules: &Arc<RuleBook>,
+        tls: bool,
+    ) -> Result<Pair, String> {
         let code = |s: &str| RegionCode::parse(s).map_err(|e| e.to_string());
         let ca = if tls { Some(Arc::new(FederationCa::new(FEDERATION)?)) } else { None };
         let scheme = if tls { "https" } else { "http" };
@@ -176,24 +181,9 @@ impl Pair {
 
     /// `persons` residents of 611000, each registered for Beijing and
     /// qualified for the mix's chronic-disease visits.
-    async fn insure(&self, persons: usize) -> Result<(), String> {
+    pub(super) async fn insure(&self, persons: usize) -> Result<(), String> {
         let home = &self.nodes["611000"];
-        let recs: Vec<PersonRecord> = (0..persons)
-            .map(|i| PersonRecord {
-                psn_no: format!("P{i}"),
-                insuplc_admdvs: "611000".into(),
-                insutype: "390".into(),
-                retired: false,
-                special_group: None,
-                contribution_years: BTreeMap::new(),
-                acct_balance: None,
-                chronic: vec![QualificationRecord {
-                    dise_codg: BENCH_DISEASE.into(),
-                    begndate: "2026-01-01".into(),
-                    enddate: None,
-                }],
-            })
-            .collect();
+        let recs: Vec<PersonRecord> = (0..persons as u64).map(bench_person).collect();
         home.import_persons(&recs).await.map_err(|e| e.to_string())?;
         let admin = xclear::federation::key(FEDERATION, "agency");
         for i in 0..persons {
@@ -213,7 +203,7 @@ impl Pair {
 
     /// Stops both servers; entries per seal (group commit) on each node and
     /// the claim batches over the whole run.
-    fn stop(self) -> Totals {
+    pub(super) fn stop(self) -> Totals {
         for s in self.stops {
             let _ = s.send(());
         }
@@ -228,6 +218,25 @@ impl Pair {
             batches,
             claims,
         }
+    }
+}
+
+/// The bench's insured person `i` (`P{i}`, a resident of 611000 qualified for
+/// the mix's chronic-disease visits).
+pub(super) fn bench_person(i: u64) -> PersonRecord {
+    PersonRecord {
+        psn_no: format!("P{i}"),
+        insuplc_admdvs: "611000".into(),
+        insutype: "390".into(),
+        retired: false,
+        special_group: None,
+        contribution_years: BTreeMap::new(),
+        acct_balance: None,
+        chronic: vec![QualificationRecord {
+            dise_codg: BENCH_DISEASE.into(),
+            begndate: "2026-01-01".into(),
+            enddate: None,
+        }],
     }
 }
 

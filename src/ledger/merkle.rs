@@ -243,6 +243,40 @@ impl Frontier {
         self.size += 1;
     }
 
+    /// `size u64 | peaks u32 | (height u32, hash)*`, big-endian.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = self.size.to_be_bytes().to_vec();
+        b.extend_from_slice(&(self.peaks.len() as u32).to_be_bytes());
+        for (h, hash) in &self.peaks {
+            b.extend_from_slice(&h.to_be_bytes());
+            b.extend_from_slice(hash);
+        }
+        b
+    }
+
+    /// The frontier [`Frontier::encode`] wrote, and the bytes after it.
+    pub fn decode(b: &[u8]) -> Option<(Frontier, &[u8])> {
+        let size = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+        let n = u32::from_be_bytes(b.get(8..12)?.try_into().ok()?) as usize;
+        if n > 64 {
+            return None;
+        }
+        let mut peaks = Vec::with_capacity(n);
+        let mut at = 12;
+        for _ in 0..n {
+            let h = u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?);
+            let hash: Hash = b.get(at + 4..at + 36)?.try_into().ok()?;
+            peaks.push((h, hash));
+            at += 36;
+        }
+        // The peaks of a tree of `size` leaves are its set bits, highest first.
+        let heights: Vec<u32> = (0..64u32).rev().filter(|i| size >> i & 1 == 1).collect();
+        if peaks.iter().map(|p| p.0).collect::<Vec<_>>() != heights {
+            return None;
+        }
+        Some((Frontier { size, peaks }, &b[at..]))
+    }
+
     pub fn root(&self) -> Hash {
         let mut iter = self.peaks.iter().rev();
         let Some(&(_, mut acc)) = iter.next() else {

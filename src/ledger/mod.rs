@@ -9,6 +9,7 @@
 //!   group-commits (many appends, one seal, one write, one `fdatasync`).
 //! - [`verify`] and [`export`]: checking a ledger at rest or an export.
 
+pub mod checkpoint;
 mod chunked;
 pub mod entry;
 pub mod export;
@@ -189,6 +190,8 @@ pub struct Recovery {
     pub torn_tail: Option<TornTail>,
     /// The index could not be opened and was rebuilt from the log.
     pub index_rebuilt: bool,
+    /// Entries taken from the tree checkpoint rather than read again.
+    pub checkpointed: u64,
 }
 
 /// The tree rebuilt from the segment on open: entries are kept once their
@@ -208,6 +211,12 @@ struct Replay {
     group: Vec<Recovered>,
     batch: WriteBatch,
     reindexed: u64,
+    /// Entries the tree checkpoint covers (read from it, not the segment).
+    checkpointed: u64,
+    /// Where reading the segment starts.
+    start: u64,
+    /// Key digests of the entries after the checkpoint, in order.
+    digests: Vec<u64>,
 }
 
 impl Replay {
@@ -225,7 +234,33 @@ impl Replay {
             group: Vec::new(),
             batch: WriteBatch::default(),
             reindexed: 0,
+            checkpointed: 0,
+            start: 0,
+            digests: Vec::new(),
         })
+    }
+
+    /// Starts from a tree checkpoint, if it can be used: the index must hold
+    /// every entry it covers (those entries are not read again).
+    fn resume(mut self, c: checkpoint::Loaded) -> Replay {
+        if self.applied < c.entries {
+            tracing::warn!(
+                indexed = self.applied,
+                checkpointed = c.entries,
+                "the index is behind the ledger's checkpoint; reading the whole segment"
+            );
+            return self;
+        }
+        self.leaves = c.leaves;
+        self.offsets = c.offsets;
+        self.key_digests = c.key_digests;
+        self.frontier = c.frontier;
+        self.last_hash = c.last_hash;
+        self.sealed_hash = c.last_hash;
+        self.last_seal = Some(c.head);
+        self.checkpointed = c.entries;
+        self.start = c.end;
+        self
     }
 
     /// One record of the segment: an entry joins the open group; a seal
@@ -267,7 +302,9 @@ impl Replay {
             }
             self.leaves.push(g.leaf);
             self.offsets.push(g.offset);
-            self.key_digests.insert(key_digest(&g.key));
+            let digest = key_digest(&g.key);
+            self.key_digests.insert(digest);
+            self.digests.push(digest);
         }
         if self.batch.len() >= CATCH_UP_BATCH {
             let mut b = std::mem::take(&mut self.batch);
@@ -293,8 +330,9 @@ impl Replay {
         Ok(Some(tail))
     }
 
-    /// The tree state, once the index holds every entry.
-    fn finish(mut self, key: &SigningKey, clock: &dyn Clock) -> Result<TreeState, LedgerError> {
+    /// The tree state, once the index holds every entry, and the key digests
+    /// of the entries after the checkpoint.
+    fn finish(mut self, key: &SigningKey, clock: &dyn Clock) -> Result<(TreeState, Vec<u64>), LedgerError> {
         let len = self.leaves.len() as u64;
         if self.applied > len {
             return Err(LedgerError::Corrupt {
@@ -310,7 +348,7 @@ impl Replay {
         self.batch.put(keys::APPLIED.to_vec(), len.to_be_bytes().to_vec());
         self.store.apply(self.batch)?;
         self.store.flush()?;
-        Ok(TreeState {
+        let state = TreeState {
             leaves: self.leaves,
             offsets: self.offsets,
             key_digests: self.key_digests,
@@ -318,7 +356,8 @@ impl Replay {
             last_hash: self.sealed_hash,
             last_timestamp_ms,
             head,
-        })
+        };
+        Ok((state, self.digests))
     }
 }
 
@@ -337,17 +376,23 @@ impl Ledger {
         let public = key.verifying_key();
         let (store, index_rebuilt) = open_store(&dir.join(INDEX_DIR))?;
         let mut replay = Replay::new(Arc::clone(&store))?;
-        let (mut segment, torn_tail) =
-            Segment::open(&dir.join(SEGMENT_FILE), public.as_bytes(), |rec| replay.record(rec)).map_err(
-                |e| match e {
-                    SegmentError::BadHeader => LedgerError::WrongKey,
-                    other => LedgerError::Segment(other),
-                },
-            )?;
+        let seg_path = dir.join(SEGMENT_FILE);
+        if let Some(loaded) = File::open(&seg_path).ok().and_then(|f| checkpoint::load(dir, &f)) {
+            replay = replay.resume(loaded);
+        }
+        let (mut segment, torn_tail) = Segment::open_from(&seg_path, public.as_bytes(), replay.start, |rec| {
+            replay.record(rec)
+        })
+        .map_err(|e| match e {
+            SegmentError::BadHeader => LedgerError::WrongKey,
+            other => LedgerError::Segment(other),
+        })?;
         let torn_tail = replay.cut_unsealed(&mut segment, torn_tail)?;
         let reindexed = replay.reindexed;
-        let state = replay.finish(&key, clock.as_ref())?;
+        let checkpointed = replay.checkpointed;
+        let (state, digests) = replay.finish(&key, clock.as_ref())?;
         let len = state.leaves.len() as u64;
+        let checkpointer = checkpoint::Checkpointer::new(dir, checkpointed, digests)?;
         let reader = segment.try_clone_file()?;
         let shared = Arc::new(Shared {
             key,
@@ -360,12 +405,12 @@ impl Ledger {
             failed: std::sync::atomic::AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = writer::spawn(segment, Arc::clone(&shared), clock, rx)?;
+        let writer = writer::spawn(segment, Arc::clone(&shared), clock, rx, checkpointer)?;
         Ok(Ledger {
             tx: Some(tx),
             shared,
             writer: Some(writer),
-            recovery: Recovery { entries: len, reindexed, torn_tail, index_rebuilt },
+            recovery: Recovery { entries: len, reindexed, torn_tail, index_rebuilt, checkpointed },
             dir: dir.to_path_buf(),
         })
     }

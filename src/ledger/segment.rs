@@ -122,12 +122,22 @@ pub struct Record {
 /// so the damage is not from a crash).
 pub fn scan(
     file: &File,
+    f: impl FnMut(Record) -> Result<(), SegmentError>,
+) -> Result<(u64, Option<TornTail>), SegmentError> {
+    scan_from(file, HEADER_LEN, f)
+}
+
+/// [`scan`] from the record at `start` (the end of a record read before).
+pub fn scan_from(
+    file: &File,
+    start: u64,
     mut f: impl FnMut(Record) -> Result<(), SegmentError>,
 ) -> Result<(u64, Option<TornTail>), SegmentError> {
     let len = file.metadata()?.len();
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
-    reader.seek(SeekFrom::Start(HEADER_LEN))?;
-    let mut offset = HEADER_LEN;
+    let start = start.max(HEADER_LEN);
+    reader.seek(SeekFrom::Start(start))?;
+    let mut offset = start;
     let mut rh = [0u8; RECORD_HEADER_LEN as usize];
     while offset < len {
         let bad = |reason: &str| {
@@ -232,6 +242,17 @@ impl Segment {
         public_key: &[u8; 32],
         f: impl FnMut(Record) -> Result<(), SegmentError>,
     ) -> Result<(Segment, Option<TornTail>), SegmentError> {
+        Segment::open_from(path, public_key, HEADER_LEN, f)
+    }
+
+    /// [`Segment::open`], reading the records from `start` on (those before
+    /// it were read before: see the tree checkpoint).
+    pub fn open_from(
+        path: &Path,
+        public_key: &[u8; 32],
+        start: u64,
+        f: impl FnMut(Record) -> Result<(), SegmentError>,
+    ) -> Result<(Segment, Option<TornTail>), SegmentError> {
         let fresh = !path.exists();
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         if fresh || file.metadata()?.len() == 0 {
@@ -244,7 +265,7 @@ impl Segment {
         if &read_header(&mut file)? != public_key {
             return Err(SegmentError::BadHeader);
         }
-        let (end, torn) = scan(&file, f)?;
+        let (end, torn) = scan_from(&file, start, f)?;
         if torn.is_some() {
             file.set_len(end)?;
             file.sync_all()?;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::checkpoint::Checkpointer;
 use super::entry::{self, Frame};
 use super::head::SignedTreeHead;
 use super::seal::Seal;
@@ -27,8 +28,11 @@ pub(crate) fn spawn(
     shared: Arc<Shared>,
     clock: Arc<dyn Clock>,
     rx: mpsc::Receiver<Pending>,
+    checkpointer: Checkpointer,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("ledger-writer".into()).spawn(move || run(segment, shared, clock, rx))
+    std::thread::Builder::new()
+        .name("ledger-writer".into())
+        .spawn(move || run(segment, shared, clock, rx, checkpointer))
 }
 
 /// Index batches waiting for the indexer; the writer waits when it is full.
@@ -40,7 +44,13 @@ struct IndexJob {
     keys: Vec<String>,
 }
 
-fn run(mut segment: Segment, shared: Arc<Shared>, clock: Arc<dyn Clock>, mut rx: mpsc::Receiver<Pending>) {
+fn run(
+    mut segment: Segment,
+    shared: Arc<Shared>,
+    clock: Arc<dyn Clock>,
+    mut rx: mpsc::Receiver<Pending>,
+    mut checkpointer: Checkpointer,
+) {
     let (index_tx, index_rx) = std::sync::mpsc::sync_channel::<IndexJob>(INDEX_QUEUE);
     let indexer_shared = Arc::clone(&shared);
     let indexer =
@@ -56,9 +66,13 @@ fn run(mut segment: Segment, shared: Arc<Shared>, clock: Arc<dyn Clock>, mut rx:
             return;
         }
     };
-    write_loop(&mut segment, &shared, clock.as_ref(), &mut rx, &index_tx);
+    let failed = write_loop(&mut segment, &shared, clock.as_ref(), &mut rx, &index_tx, &mut checkpointer);
     drop(index_tx);
     let _ = indexer.join();
+    // Closed: a checkpoint of everything, so the next open reads nothing.
+    if !failed {
+        checkpoint(&mut checkpointer, &shared, &segment);
+    }
     // Closed: the file keeps its records and sheds the zeros written ahead.
     if let Err(e) = segment.trim() {
         tracing::warn!(error = %e, "could not cut the space reserved ahead of the ledger's records");
@@ -119,7 +133,8 @@ fn write_loop(
     clock: &dyn Clock,
     rx: &mut mpsc::Receiver<Pending>,
     index_tx: &std::sync::mpsc::SyncSender<IndexJob>,
-) {
+    checkpointer: &mut Checkpointer,
+) -> bool {
     let mut failed = false;
     let mut reserving = true;
     let mut last_len = 0usize;
@@ -145,10 +160,13 @@ fn write_loop(
             }
             continue;
         }
-        if let Err(e) = commit(segment, shared, clock, group, index_tx) {
+        if let Err(e) = commit(segment, shared, clock, group, index_tx, checkpointer) {
             tracing::error!(error = %e, "ledger append failed; refusing further appends until restart");
             failed = true;
             continue;
+        }
+        if checkpointer.due() {
+            checkpoint(checkpointer, shared, segment);
         }
         // Between groups, with every caller of this one answered: space for
         // the next groups (see `Segment::reserve_ahead`). Without it appends
@@ -159,6 +177,15 @@ fn write_loop(
                 reserving = false;
             }
         }
+    }
+    failed
+}
+
+/// Writes a tree checkpoint (a failure is logged: the next open reads more).
+fn checkpoint(checkpointer: &mut Checkpointer, shared: &Shared, segment: &Segment) {
+    let Ok(state) = shared.state.read() else { return };
+    if let Err(e) = checkpointer.write(&state, segment.end()) {
+        tracing::warn!(error = %e, "cannot write the ledger's checkpoint; the next open reads the segment further");
     }
 }
 
@@ -181,6 +208,7 @@ fn commit(
     clock: &dyn Clock,
     group: Vec<Pending>,
     index_tx: &std::sync::mpsc::SyncSender<IndexJob>,
+    checkpointer: &mut Checkpointer,
 ) -> Result<(), LedgerError> {
     let (mut next_seq, mut prev_hash, mut last_ts) = {
         let s = shared.state.read().map_err(|_| LedgerError::Failed)?;
@@ -256,7 +284,9 @@ fn commit(
         for (a, offset) in accepted.iter().zip(&offsets) {
             s.leaves.push(a.leaf);
             s.offsets.push(*offset);
-            s.key_digests.insert(key_digest(&a.key));
+            let digest = key_digest(&a.key);
+            s.key_digests.insert(digest);
+            checkpointer.note(digest);
         }
         s.frontier = frontier;
         s.last_hash = prev_hash;

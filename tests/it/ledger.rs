@@ -562,3 +562,73 @@ fn a_ledger_open_elsewhere_is_refused_and_its_index_left_alone() {
     assert!(!entries.iter().any(|n| n.contains("broken")), "the live index was not moved aside: {entries:?}");
     assert_eq!(first.entry_by_key("x").expect("read").expect("still there").frame.seq, 0);
 }
+
+/// What a ledger shows of its tree: size, root, a proof, the next append.
+fn tree_view(l: &Ledger) -> (u64, merkle::Hash, Option<(merkle::Hash, Vec<merkle::Hash>)>) {
+    let head = l.head();
+    (head.size, head.root, l.inclusion_proof(head.size / 3, head.size))
+}
+
+#[test]
+fn a_checkpoint_opens_without_reading_the_segment_and_a_bad_one_is_ignored() {
+    use xclear::ledger::checkpoint::{CHECKPOINT_FILE, TREE_FILE};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = Arc::new(open(dir.path()));
+    fill(Arc::clone(&ledger), 0, 3_000);
+    let whole = tree_view(&ledger);
+    drop(Arc::try_unwrap(ledger).ok().expect("one owner"));
+
+    // Closed cleanly: a checkpoint of everything; opening reads no entry.
+    let l = open(dir.path());
+    assert_eq!(l.recovery().checkpointed, 3_000);
+    assert_eq!(tree_view(&l), whole);
+    // Appends go on from it: the chain and the tree verify whole.
+    let l = Arc::new(l);
+    fill(Arc::clone(&l), 3_000, 500);
+    assert_eq!(l.entry_by_key("k-10").expect("read").expect("found").body.payload, payload(10));
+    assert!(l.append_blocking(EntryKind::Note, "k-10", payload(10)).expect("again").existing);
+    let grown = tree_view(&l);
+    drop(Arc::try_unwrap(l).ok().expect("one owner"));
+    assert_eq!(verify_dir(dir.path(), Some(&key().verifying_key())).expect("verifies").entries, 3_500);
+
+    // Damaged, missing its tree, or another ledger's: ignored, the segment
+    // read whole, the same tree.
+    let damage = |f: &dyn Fn(&Path)| {
+        f(dir.path());
+        let l = open(dir.path());
+        assert_eq!(l.recovery().checkpointed, 0);
+        assert_eq!(tree_view(&l), grown);
+        drop(l); // writes a good checkpoint again
+        assert_eq!(open(dir.path()).recovery().checkpointed, 3_500);
+    };
+    damage(&|d| {
+        let p = d.join(CHECKPOINT_FILE);
+        let mut b = std::fs::read(&p).expect("read");
+        b[20] ^= 1;
+        std::fs::write(&p, b).expect("write");
+    });
+    damage(&|d| std::fs::write(d.join(TREE_FILE), b"").expect("truncate"));
+    let other = tempfile::tempdir().expect("tempdir");
+    let l = Arc::new(open(other.path()));
+    fill(Arc::clone(&l), 0, 200);
+    drop(Arc::try_unwrap(l).ok().expect("one owner"));
+    damage(&|d| {
+        for f in [CHECKPOINT_FILE, TREE_FILE] {
+            std::fs::copy(other.path().join(f), d.join(f)).expect("copy");
+        }
+    });
+
+    // A torn tail after the checkpoint is cut as ever.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(xclear::ledger::SEGMENT_FILE))
+            .expect("segment");
+        f.write_all(&[0, 0, 1, 0, 9, 9, 9, 9, 1, 2, 3]).expect("garbage");
+    }
+    let l = open(dir.path());
+    assert!(l.recovery().torn_tail.is_some());
+    assert_eq!(l.recovery().checkpointed, 3_500);
+    assert_eq!(tree_view(&l), grown);
+}

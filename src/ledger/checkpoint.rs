@@ -1,0 +1,193 @@
+//! The tree checkpoint: what opening a ledger would rebuild by reading its
+//! whole segment (every entry's leaf hash, offset and key digest, the
+//! frontier, the last hash and seal), kept so that opening reads only the
+//! records after it. Two files beside the segment:
+//!
+//! - `ledger.tree`: 48 bytes per entry, in order (leaf hash, segment offset,
+//!   key digest), append-only, synced before the checkpoint that counts them;
+//! - `ledger.ckpt`: the count of entries it covers, the segment offset after
+//!   their last seal, the last entry's hash, the seal's signed head and the
+//!   frontier, with a CRC; replaced atomically (write, sync, rename, sync).
+//!
+//! A checkpoint that is missing, damaged, not this segment's (the entry it
+//! ends at hashes otherwise) or ahead of the index is ignored: the ledger is
+//! read whole, as before, and a new checkpoint written from it. The entries it
+//! covers are not re-hashed on open; `xclear ledger verify` checks them all.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::chunked::Chunked;
+use super::head::SignedTreeHead;
+use super::merkle::{Frontier, Hash};
+use super::{read_entry, TreeState};
+
+pub const TREE_FILE: &str = "ledger.tree";
+pub const CHECKPOINT_FILE: &str = "ledger.ckpt";
+const MAGIC: &[u8; 8] = b"XCKPT\x00\x00\x01";
+const RECORD: u64 = 48;
+/// A checkpoint is written after this many new entries …
+pub const EVERY_ENTRIES: usize = 100_000;
+/// … or this long after the last one, whichever is first.
+pub const EVERY: Duration = Duration::from_secs(30);
+/// Records read from the tree file at a time on open.
+const READ_RECORDS: u64 = 65_536;
+
+/// A checkpoint as read on open.
+pub(crate) struct Loaded {
+    pub entries: u64,
+    /// Segment offset after the seal of the last entry covered.
+    pub end: u64,
+    pub last_hash: Hash,
+    pub head: SignedTreeHead,
+    pub frontier: Frontier,
+    pub leaves: Chunked<Hash>,
+    pub offsets: Chunked<u64>,
+    pub key_digests: BTreeSet<u64>,
+}
+
+fn encode(entries: u64, end: u64, last_hash: &Hash, head: &SignedTreeHead, frontier: &Frontier) -> Vec<u8> {
+    let mut b = MAGIC.to_vec();
+    b.extend_from_slice(&entries.to_be_bytes());
+    b.extend_from_slice(&end.to_be_bytes());
+    b.extend_from_slice(last_hash);
+    b.extend_from_slice(&head.encode());
+    b.extend_from_slice(&frontier.encode());
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// Reads the checkpoint in `dir` and the tree it counts, checking it against
+/// the segment (`segment`, opened for reading). `None`, said why in the log,
+/// when there is none to use.
+pub(crate) fn load(dir: &Path, segment: &File) -> Option<Loaded> {
+    let bytes = std::fs::read(dir.join(CHECKPOINT_FILE)).ok()?;
+    match load_checked(dir, segment, &bytes) {
+        Ok(l) => Some(l),
+        Err(why) => {
+            tracing::warn!(why, "the ledger's checkpoint is not used; reading the whole segment");
+            None
+        }
+    }
+}
+
+fn load_checked(dir: &Path, segment: &File, b: &[u8]) -> Result<Loaded, String> {
+    let (body, crc) = b.split_at_checked(b.len().saturating_sub(4)).ok_or("too short")?;
+    if crc32fast::hash(body).to_be_bytes() != crc || !body.starts_with(MAGIC) {
+        return Err("bad checksum or magic".into());
+    }
+    let u64_at = |at: usize| body.get(at..at + 8).and_then(|s| s.try_into().ok()).map(u64::from_be_bytes);
+    let entries = u64_at(8).ok_or("short")?;
+    let end = u64_at(16).ok_or("short")?;
+    let last_hash: Hash = body.get(24..56).and_then(|s| s.try_into().ok()).ok_or("short")?;
+    let head = body.get(56..168).and_then(SignedTreeHead::decode).ok_or("bad head")?;
+    let (frontier, rest) = Frontier::decode(body.get(168..).ok_or("short")?).ok_or("bad frontier")?;
+    if !rest.is_empty() || entries == 0 || frontier.size() != entries || head.size != entries {
+        return Err("sizes disagree".into());
+    }
+    if frontier.root() != head.root {
+        return Err("the frontier's root is not the head's".into());
+    }
+    if segment.metadata().map_err(|e| e.to_string())?.len() < end {
+        return Err("the segment is shorter than the checkpoint".into());
+    }
+    let tree = File::open(dir.join(TREE_FILE)).map_err(|e| e.to_string())?;
+    if tree.metadata().map_err(|e| e.to_string())?.len() < entries * RECORD {
+        return Err("the tree file is shorter than the checkpoint".into());
+    }
+    let (mut leaves, mut offsets, mut digests) = (Chunked::new(), Chunked::new(), Vec::new());
+    let mut buf = Vec::new();
+    let mut at = 0u64;
+    while at < entries {
+        let n = (entries - at).min(READ_RECORDS);
+        buf.resize((n * RECORD) as usize, 0);
+        tree.read_exact_at(&mut buf, at * RECORD).map_err(|e| e.to_string())?;
+        for r in buf.chunks_exact(RECORD as usize) {
+            leaves.push(r[..32].try_into().map_err(|_| "record")?);
+            offsets.push(u64::from_be_bytes(r[32..40].try_into().map_err(|_| "record")?));
+            digests.push(u64::from_be_bytes(r[40..48].try_into().map_err(|_| "record")?));
+        }
+        at += n;
+    }
+    // The segment is the one checkpointed: its entry at the edge hashes so.
+    let last_offset = offsets.get((entries - 1) as usize).ok_or("no offsets")?;
+    let last = read_entry(segment, entries - 1, last_offset).map_err(|e| e.to_string())?;
+    if last.hash() != last_hash {
+        return Err("the segment's entry at the checkpoint hashes otherwise".into());
+    }
+    digests.sort_unstable();
+    Ok(Loaded { entries, end, last_hash, head, frontier, leaves, offsets, key_digests: digests.into_iter().collect() })
+}
+
+/// Writes checkpoints from the ledger's writer thread.
+pub(crate) struct Checkpointer {
+    dir: PathBuf,
+    tree: File,
+    /// Entries whose records are in the tree file (and a checkpoint counts).
+    on_disk: u64,
+    /// Key digests of the entries after `on_disk`, in order.
+    digests: Vec<u64>,
+    last: Instant,
+}
+
+impl Checkpointer {
+    /// `on_disk` entries are counted by the checkpoint in force (0: none);
+    /// `digests` are the key digests of the entries after them.
+    pub(crate) fn new(dir: &Path, on_disk: u64, digests: Vec<u64>) -> std::io::Result<Checkpointer> {
+        let tree = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join(TREE_FILE))?;
+        if on_disk == 0 {
+            // No checkpoint in force: an old one must not count this file.
+            match std::fs::remove_file(dir.join(CHECKPOINT_FILE)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(Checkpointer { dir: dir.to_path_buf(), tree, on_disk, digests, last: Instant::now() })
+    }
+
+    pub(crate) fn note(&mut self, digest: u64) {
+        self.digests.push(digest);
+    }
+
+    pub(crate) fn due(&self) -> bool {
+        self.digests.len() >= EVERY_ENTRIES || (!self.digests.is_empty() && self.last.elapsed() >= EVERY)
+    }
+
+    /// Writes the records of the entries since the last checkpoint, syncs
+    /// them, then replaces the checkpoint. `end` is the segment's end, just
+    /// after the last group of `state`.
+    pub(crate) fn write(&mut self, state: &TreeState, end: u64) -> std::io::Result<()> {
+        let entries = self.on_disk + self.digests.len() as u64;
+        if entries == self.on_disk || state.leaves.len() as u64 != entries {
+            return Ok(());
+        }
+        let range = self.on_disk as usize..entries as usize;
+        let (Some(leaves), Some(offsets)) = (state.leaves.to_vec(range.clone()), state.offsets.to_vec(range)) else {
+            return Ok(());
+        };
+        let mut buf = Vec::with_capacity(leaves.len() * RECORD as usize);
+        for ((leaf, offset), digest) in leaves.iter().zip(&offsets).zip(&self.digests) {
+            buf.extend_from_slice(leaf);
+            buf.extend_from_slice(&offset.to_be_bytes());
+            buf.extend_from_slice(&digest.to_be_bytes());
+        }
+        self.tree.set_len(self.on_disk * RECORD)?;
+        self.tree.write_all_at(&buf, self.on_disk * RECORD)?;
+        self.tree.sync_data()?;
+        let tmp = self.dir.join(format!("{CHECKPOINT_FILE}.tmp"));
+        let mut f = File::create(&tmp)?;
+        f.write_all(&encode(entries, end, &state.last_hash, &state.head, &state.frontier))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, self.dir.join(CHECKPOINT_FILE))?;
+        File::open(&self.dir)?.sync_all()?;
+        self.on_disk = entries;
+        self.digests.clear();
+        self.last = Instant::now();
+        Ok(())
+    }
+}
