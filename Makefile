@@ -64,4 +64,4 @@ bench:
 	./target/release/xclear bench ledger
 	./target/release/xclear bench clearing-report
 	./target/release/xclear bench clearing-netting
-	./target/release/xclear bench scale --persons 200000
+	./target/release/xclear bench scale --persons 1000000 --settlements 200000 --seconds 10

@@ -238,19 +238,29 @@ fn bulk_load(dir: &Path, persons: u64, settlements: u64) -> Result<Loaded, Strin
     rt.block_on(async {
         let node = Arc::new(open(dir)?);
         let started = Instant::now();
-        let mut done = 0u64;
-        while done < persons {
-            let n = (persons - done).min(IMPORT_CHUNK);
-            let batch: Vec<_> = (done..done + n).map(bench_person).collect();
-            node.import_persons(&batch).await.map_err(|e| e.to_string())?;
-            done += n;
+        // Generated beside the load, as `xclear persons import` parses its file.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let generator = tokio::task::spawn_blocking(move || {
+            let mut done = 0u64;
+            while done < persons {
+                let n = (persons - done).min(IMPORT_CHUNK);
+                if tx.blocking_send((done..done + n).map(bench_person).collect::<Vec<_>>()).is_err() {
+                    break;
+                }
+                done += n;
+            }
+        });
+        node.load_persons(&mut rx, |done| {
             if done % 1_000_000 < IMPORT_CHUNK {
                 eprintln!(
                     "bench scale: {done} persons imported, {:.0}/s",
                     done as f64 / started.elapsed().as_secs_f64()
                 );
             }
-        }
+        })
+        .await
+        .map_err(|(e, _)| e.to_string())?;
+        generator.await.map_err(|e| e.to_string())?;
         let import_s = started.elapsed().as_secs_f64();
 
         let treatment_key = xclear::federation::key(FEDERATION, "110000");

@@ -398,22 +398,14 @@ pub(crate) fn run_import(config: &Path, file: &Path) -> ExitCode {
                 tx.blocking_send(chunk).map_err(|_| "the import stopped".to_string())
             })
         });
-        let (mut sent, mut added) = (0u64, 0u64);
-        let mut failed = None;
-        while let Some(chunk) = rx.recv().await {
-            match node.import_persons(&chunk).await {
-                Ok(n) => {
-                    added += n as u64;
-                    sent += chunk.len() as u64;
-                    bar.set_position(sent);
-                }
-                Err(e) => {
-                    failed = Some(json!({"error": e.reason(), "message": e.to_string(),
-                                         "persons_loaded_before": sent}));
-                    break;
-                }
+        let loaded = node.load_persons(&mut rx, |n| bar.set_position(n)).await;
+        let (sent, failed) = match loaded {
+            Ok((sent, added)) => ((sent, added), None),
+            Err((e, sent)) => {
+                ((sent, 0), Some(json!({"error": e.reason(), "message": e.to_string(), "persons_loaded_before": sent})))
             }
-        }
+        };
+        let (sent, added) = sent;
         drop(rx);
         let read = reader.await;
         bar.finish_and_clear();

@@ -41,6 +41,46 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Loads chunks of person records in order, as they arrive: each chunk
+    /// is appended while the state applies the one before it. Returns the
+    /// records loaded and those that changed something; on an error, that
+    /// error and the records loaded before it (the state is brought up to
+    /// them first).
+    pub async fn load_persons(
+        self: &Arc<Self>,
+        chunks: &mut tokio::sync::mpsc::Receiver<Vec<PersonRecord>>,
+        mut loaded: impl FnMut(u64),
+    ) -> Result<(u64, u64), (NodeError, u64)> {
+        let (mut read, mut added) = (0u64, 0u64);
+        let mut applying: Option<tokio::task::JoinHandle<Result<(), NodeError>>> = None;
+        let applied = |h: Option<tokio::task::JoinHandle<Result<(), NodeError>>>| async move {
+            match h {
+                Some(h) => h.await.map_err(|e| NodeError::Internal(format!("applying persons: {e}")))?,
+                None => Ok(()),
+            }
+        };
+        while let Some(chunk) = chunks.recv().await {
+            let appended = self.append_persons(&chunk).await;
+            let before = applied(applying.take()).await;
+            let n = match (appended, before) {
+                (Ok(n), Ok(())) => n,
+                (Err(e), _) | (_, Err(e)) => {
+                    let _ = self.apply_home();
+                    return Err((e, read));
+                }
+            };
+            let node = Arc::clone(self);
+            applying = Some(tokio::task::spawn_blocking(move || node.apply_home()));
+            read += chunk.len() as u64;
+            added += n as u64;
+            loaded(read);
+        }
+        applied(applying).await.map_err(|e| (e, read))?;
+        Ok((read, added))
+    }
+}
+
 /// The wire form of a person as the record the node keeps.
 pub fn person_record(p: InsuredPerson) -> Result<PersonRecord, String> {
     let special_group = match p.special_group.as_str() {

@@ -16,8 +16,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use super::records::{
-    AccountCreditEntry, HomeSettlementEntry, PersonBatchEntry, PersonRecord, QualificationEntry, QualificationRecord,
-    RegistrationEntry,
+    AccountCreditEntry, HomeSettlementEntry, PersonRecord, QualificationEntry, QualificationRecord, RegistrationEntry,
 };
 use crate::ledger::{Entry, EntryKind, Ledger, LedgerError};
 use crate::money::Amount;
@@ -100,6 +99,13 @@ mod keys {
     }
 }
 
+/// A person batch entry, its records as they are written in it.
+#[derive(Deserialize)]
+struct RawBatch<'a> {
+    #[serde(borrow)]
+    records: Vec<&'a serde_json::value::RawValue>,
+}
+
 /// A person as stored: the record last applied (with the qualifications
 /// held, merged) and that record's digest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,10 +182,10 @@ impl Rows for Direct<'_> {
     }
 }
 
-/// A store batch being built from ledger entries.
+/// A store batch being built from ledger entries: the rows written, each
+/// once (the last write of a key is the one that counts).
 struct Tx<'a> {
     kv: &'a dyn KvStore,
-    batch: WriteBatch,
     written: HashMap<Vec<u8>, Vec<u8>>,
 }
 
@@ -194,11 +200,10 @@ impl Rows for Tx<'_> {
 
 impl<'a> Tx<'a> {
     fn new(kv: &'a dyn KvStore) -> Tx<'a> {
-        Tx { kv, batch: WriteBatch::default(), written: HashMap::new() }
+        Tx { kv, written: HashMap::new() }
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.batch.put(key.clone(), value.clone());
         self.written.insert(key, value);
     }
 
@@ -215,10 +220,13 @@ impl<'a> Tx<'a> {
                 }
             }
             EntryKind::PersonBatch => {
-                if let Ok(b) = serde_json::from_slice::<PersonBatchEntry>(payload) {
-                    for r in &b.records {
-                        if let Ok((_, balance)) = person_from_record(r) {
-                            self.apply_person(r, balance, record_digest(&crate::api::record::to_payload(r)))?;
+                // Each record's digest is of its bytes as the batch holds them
+                // (compact JSON, as `to_payload` writes a record alone).
+                if let Ok(b) = serde_json::from_slice::<RawBatch>(payload) {
+                    for raw in b.records {
+                        let Ok(r) = serde_json::from_str::<PersonRecord>(raw.get()) else { continue };
+                        if let Ok((_, balance)) = person_from_record(&r) {
+                            self.apply_person(&r, balance, record_digest(raw.get().as_bytes()))?;
                         }
                     }
                 }
@@ -352,7 +360,10 @@ impl<'a> Tx<'a> {
 
     /// Applies the batch with the position it brings the store to.
     fn commit(self, at: u64, last_hash: [u8; 32]) -> Result<(), StateError> {
-        let mut batch = self.batch;
+        let mut batch = WriteBatch::default();
+        for (k, v) in self.written {
+            batch.put(k, v);
+        }
         batch.put(keys::AT.to_vec(), [at.to_be_bytes().as_slice(), &last_hash].concat());
         Ok(self.kv.apply(batch)?)
     }
@@ -455,7 +466,7 @@ impl HomeState {
                 return Ok(ControlFlow::Break(()));
             }
             in_tx += 1;
-            if in_tx >= CATCH_UP_ENTRIES || tx.batch.len() >= CATCH_UP_OPS || seq + 1 == end {
+            if in_tx >= CATCH_UP_ENTRIES || tx.written.len() >= CATCH_UP_OPS || seq + 1 == end {
                 let done = std::mem::replace(&mut tx, Tx::new(kv));
                 if let Err(err) = done.commit(seq + 1, e.hash()) {
                     failure = Some(err);
