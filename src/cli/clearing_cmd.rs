@@ -152,6 +152,7 @@ pub(crate) struct Answering {
 }
 
 /// The operator, reached one way or the other.
+#[allow(clippy::large_enum_variant)] // one per command run: boxing saves nothing
 enum Via {
     Local(Box<OperatorConfig>, Operator),
     Remote(OperatorServiceClient<Channel>, Option<SigningKey>),

@@ -6,8 +6,9 @@
 //! - `ledger.tree`: 48 bytes per entry, in order (leaf hash, segment offset,
 //!   key digest), append-only, synced before the checkpoint that counts them;
 //! - `ledger.ckpt`: the count of entries it covers, the segment offset after
-//!   their last seal, the last entry's hash, the seal's signed head and the
-//!   frontier, with a CRC; replaced atomically (write, sync, rename, sync).
+//!   their last seal, the last entry's hash, the seal's signed head, the
+//!   frontier and a CRC of the tree records it counts, with a CRC of its own;
+//!   replaced atomically (write, sync, rename, sync).
 //!
 //! A checkpoint that is missing, damaged, not this segment's (the entry it
 //! ends at hashes otherwise) or ahead of the index is ignored: the ledger is
@@ -34,6 +35,8 @@ const RECORD: u64 = 48;
 pub const EVERY_ENTRIES: usize = 100_000;
 /// … or this long after the last one, whichever is first.
 pub const EVERY: Duration = Duration::from_secs(30);
+/// The least time between two checkpoints of `EVERY_ENTRIES`.
+const MIN_GAP: Duration = Duration::from_secs(1);
 /// Records read from the tree file at a time on open.
 const READ_RECORDS: u64 = 65_536;
 
@@ -48,10 +51,20 @@ pub(crate) struct Loaded {
     pub leaves: Chunked<Hash>,
     pub offsets: Chunked<u64>,
     pub key_digests: BTreeSet<u64>,
+    /// CRC of the tree records read, to go on from.
+    pub tree_crc: crc32fast::Hasher,
 }
 
-fn encode(entries: u64, end: u64, last_hash: &Hash, head: &SignedTreeHead, frontier: &Frontier) -> Vec<u8> {
+fn encode(
+    entries: u64,
+    end: u64,
+    last_hash: &Hash,
+    head: &SignedTreeHead,
+    frontier: &Frontier,
+    tree_crc: u32,
+) -> Vec<u8> {
     let mut b = MAGIC.to_vec();
+    b.extend_from_slice(&tree_crc.to_be_bytes());
     b.extend_from_slice(&entries.to_be_bytes());
     b.extend_from_slice(&end.to_be_bytes());
     b.extend_from_slice(last_hash);
@@ -81,12 +94,14 @@ fn load_checked(dir: &Path, segment: &File, b: &[u8]) -> Result<Loaded, String> 
     if crc32fast::hash(body).to_be_bytes() != crc || !body.starts_with(MAGIC) {
         return Err("bad checksum or magic".into());
     }
+    let tree_crc = body.get(8..12).and_then(|s| s.try_into().ok()).map(u32::from_be_bytes).ok_or("short")?;
+    let body = &body[12..];
     let u64_at = |at: usize| body.get(at..at + 8).and_then(|s| s.try_into().ok()).map(u64::from_be_bytes);
-    let entries = u64_at(8).ok_or("short")?;
-    let end = u64_at(16).ok_or("short")?;
-    let last_hash: Hash = body.get(24..56).and_then(|s| s.try_into().ok()).ok_or("short")?;
-    let head = body.get(56..168).and_then(SignedTreeHead::decode).ok_or("bad head")?;
-    let (frontier, rest) = Frontier::decode(body.get(168..).ok_or("short")?).ok_or("bad frontier")?;
+    let entries = u64_at(0).ok_or("short")?;
+    let end = u64_at(8).ok_or("short")?;
+    let last_hash: Hash = body.get(16..48).and_then(|s| s.try_into().ok()).ok_or("short")?;
+    let head = body.get(48..160).and_then(SignedTreeHead::decode).ok_or("bad head")?;
+    let (frontier, rest) = Frontier::decode(body.get(160..).ok_or("short")?).ok_or("bad frontier")?;
     if !rest.is_empty() || entries == 0 || frontier.size() != entries || head.size != entries {
         return Err("sizes disagree".into());
     }
@@ -101,18 +116,23 @@ fn load_checked(dir: &Path, segment: &File, b: &[u8]) -> Result<Loaded, String> 
         return Err("the tree file is shorter than the checkpoint".into());
     }
     let (mut leaves, mut offsets, mut digests) = (Chunked::new(), Chunked::new(), Vec::new());
+    let mut crc = crc32fast::Hasher::new();
     let mut buf = Vec::new();
     let mut at = 0u64;
     while at < entries {
         let n = (entries - at).min(READ_RECORDS);
         buf.resize((n * RECORD) as usize, 0);
         tree.read_exact_at(&mut buf, at * RECORD).map_err(|e| e.to_string())?;
+        crc.update(&buf);
         for r in buf.chunks_exact(RECORD as usize) {
             leaves.push(r[..32].try_into().map_err(|_| "record")?);
             offsets.push(u64::from_be_bytes(r[32..40].try_into().map_err(|_| "record")?));
             digests.push(u64::from_be_bytes(r[40..48].try_into().map_err(|_| "record")?));
         }
         at += n;
+    }
+    if crc.clone().finalize() != tree_crc {
+        return Err("the tree file's records are not the ones checkpointed".into());
     }
     // The segment is the one checkpointed: its entry at the edge hashes so.
     let last_offset = offsets.get((entries - 1) as usize).ok_or("no offsets")?;
@@ -121,7 +141,75 @@ fn load_checked(dir: &Path, segment: &File, b: &[u8]) -> Result<Loaded, String> 
         return Err("the segment's entry at the checkpoint hashes otherwise".into());
     }
     digests.sort_unstable();
-    Ok(Loaded { entries, end, last_hash, head, frontier, leaves, offsets, key_digests: digests.into_iter().collect() })
+    Ok(Loaded {
+        entries,
+        end,
+        last_hash,
+        head,
+        frontier,
+        leaves,
+        offsets,
+        key_digests: digests.into_iter().collect(),
+        tree_crc: crc,
+    })
+}
+
+/// What reading the checkpointed part of the segment again found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrefixCheck {
+    /// Nothing was taken from a checkpoint: the open read everything.
+    NotNeeded,
+    Running,
+    Passed,
+    Failed(String),
+}
+
+/// Reads the segment's records before `end` (the part a checkpoint let the
+/// open skip) and checks them against the tree in memory: each record's
+/// CRC and format, the chain, each entry's leaf hash, each seal's signature.
+/// Run in the background after the open; returns the first disagreement.
+pub(crate) fn check_prefix(
+    segment: &File,
+    end: u64,
+    entries: u64,
+    public: &ed25519_dalek::VerifyingKey,
+    leaf_of: impl Fn(u64) -> Option<Hash>,
+    stop: impl Fn() -> bool,
+) -> Result<(), String> {
+    use super::seal::Record;
+    let mut offset = super::segment::HEADER_LEN;
+    let (mut seq, mut prev) = (0u64, [0u8; 32]);
+    while offset < end {
+        if stop() {
+            return Ok(());
+        }
+        let bytes =
+            super::segment::read_record(segment, offset).map_err(|e| format!("entry {seq} at byte {offset}: {e}"))?;
+        let len = bytes.len() as u64;
+        match Record::decode(bytes) {
+            Ok(Record::Entry(e)) => {
+                if e.frame.seq != seq || e.frame.prev_hash != prev {
+                    return Err(format!("entry {seq} is out of sequence or breaks the hash chain"));
+                }
+                if leaf_of(seq) != Some(super::merkle::leaf_hash(&e.bytes)) {
+                    return Err(format!("entry {seq} is not the entry checkpointed"));
+                }
+                prev = e.hash();
+                seq += 1;
+            }
+            Ok(Record::Seal(s)) => {
+                if !s.head.verify(public) || s.head.size != seq {
+                    return Err(format!("the seal after entry {seq} does not verify"));
+                }
+            }
+            Err(e) => return Err(format!("entry {seq}: {e}")),
+        }
+        offset += super::segment::RECORD_HEADER_LEN + len;
+    }
+    if seq != entries {
+        return Err(format!("{seq} entries before the checkpoint's end, which counts {entries}"));
+    }
+    Ok(())
 }
 
 /// Writes checkpoints from the ledger's writer thread.
@@ -132,13 +220,20 @@ pub(crate) struct Checkpointer {
     on_disk: u64,
     /// Key digests of the entries after `on_disk`, in order.
     digests: Vec<u64>,
+    /// CRC of the `on_disk` records.
+    crc: crc32fast::Hasher,
     last: Instant,
 }
 
 impl Checkpointer {
     /// `on_disk` entries are counted by the checkpoint in force (0: none);
     /// `digests` are the key digests of the entries after them.
-    pub(crate) fn new(dir: &Path, on_disk: u64, digests: Vec<u64>) -> std::io::Result<Checkpointer> {
+    pub(crate) fn new(
+        dir: &Path,
+        on_disk: u64,
+        digests: Vec<u64>,
+        crc: crc32fast::Hasher,
+    ) -> std::io::Result<Checkpointer> {
         let tree = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join(TREE_FILE))?;
         if on_disk == 0 {
             // No checkpoint in force: an old one must not count this file.
@@ -147,7 +242,7 @@ impl Checkpointer {
                 _ => {}
             }
         }
-        Ok(Checkpointer { dir: dir.to_path_buf(), tree, on_disk, digests, last: Instant::now() })
+        Ok(Checkpointer { dir: dir.to_path_buf(), tree, on_disk, digests, crc, last: Instant::now() })
     }
 
     pub(crate) fn note(&mut self, digest: u64) {
@@ -155,13 +250,17 @@ impl Checkpointer {
     }
 
     pub(crate) fn due(&self) -> bool {
-        self.digests.len() >= EVERY_ENTRIES || (!self.digests.is_empty() && self.last.elapsed() >= EVERY)
+        let since = self.last.elapsed();
+        (self.digests.len() >= EVERY_ENTRIES && since >= MIN_GAP) || (!self.digests.is_empty() && since >= EVERY)
     }
 
     /// Writes the records of the entries since the last checkpoint, syncs
     /// them, then replaces the checkpoint. `end` is the segment's end, just
     /// after the last group of `state`.
     pub(crate) fn write(&mut self, state: &TreeState, end: u64) -> std::io::Result<()> {
+        // Tried now, whatever comes of it: a failing disk is not retried
+        // after every group.
+        self.last = Instant::now();
         let entries = self.on_disk + self.digests.len() as u64;
         if entries == self.on_disk || state.leaves.len() as u64 != entries {
             return Ok(());
@@ -176,16 +275,19 @@ impl Checkpointer {
             buf.extend_from_slice(&offset.to_be_bytes());
             buf.extend_from_slice(&digest.to_be_bytes());
         }
+        let mut crc = self.crc.clone();
+        crc.update(&buf);
         self.tree.set_len(self.on_disk * RECORD)?;
         self.tree.write_all_at(&buf, self.on_disk * RECORD)?;
         self.tree.sync_data()?;
         let tmp = self.dir.join(format!("{CHECKPOINT_FILE}.tmp"));
         let mut f = File::create(&tmp)?;
-        f.write_all(&encode(entries, end, &state.last_hash, &state.head, &state.frontier))?;
+        f.write_all(&encode(entries, end, &state.last_hash, &state.head, &state.frontier, crc.clone().finalize()))?;
         f.sync_all()?;
         std::fs::rename(&tmp, self.dir.join(CHECKPOINT_FILE))?;
         File::open(&self.dir)?.sync_all()?;
         self.on_disk = entries;
+        self.crc = crc;
         self.digests.clear();
         self.last = Instant::now();
         Ok(())

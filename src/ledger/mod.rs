@@ -142,6 +142,11 @@ pub(crate) struct Shared {
     pub unindexed: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
     /// Set when the store failed: appends stop until a restart recovers.
     pub failed: std::sync::atomic::AtomicBool,
+    /// The background check of the part of the segment a checkpoint let
+    /// the open skip.
+    pub prefix: std::sync::Mutex<checkpoint::PrefixCheck>,
+    /// Set when the ledger closes: the background check stops.
+    pub closing: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -194,6 +199,13 @@ pub struct Recovery {
     pub checkpointed: u64,
 }
 
+/// What opening hands on: the tree, and what the checkpointer goes on from.
+struct Finished {
+    state: TreeState,
+    digests: Vec<u64>,
+    tree_crc: crc32fast::Hasher,
+}
+
 /// The tree rebuilt from the segment on open: entries are kept once their
 /// group's seal is read, and the index catches up on the ones it lacks.
 struct Replay {
@@ -217,6 +229,8 @@ struct Replay {
     start: u64,
     /// Key digests of the entries after the checkpoint, in order.
     digests: Vec<u64>,
+    /// CRC of the checkpoint's tree records.
+    tree_crc: crc32fast::Hasher,
 }
 
 impl Replay {
@@ -237,6 +251,7 @@ impl Replay {
             checkpointed: 0,
             start: 0,
             digests: Vec::new(),
+            tree_crc: crc32fast::Hasher::new(),
         })
     }
 
@@ -260,6 +275,7 @@ impl Replay {
         self.last_seal = Some(c.head);
         self.checkpointed = c.entries;
         self.start = c.end;
+        self.tree_crc = c.tree_crc;
         self
     }
 
@@ -332,7 +348,7 @@ impl Replay {
 
     /// The tree state, once the index holds every entry, and the key digests
     /// of the entries after the checkpoint.
-    fn finish(mut self, key: &SigningKey, clock: &dyn Clock) -> Result<(TreeState, Vec<u64>), LedgerError> {
+    fn finish(mut self, key: &SigningKey, clock: &dyn Clock) -> Result<Finished, LedgerError> {
         let len = self.leaves.len() as u64;
         if self.applied > len {
             return Err(LedgerError::Corrupt {
@@ -357,7 +373,7 @@ impl Replay {
             last_timestamp_ms,
             head,
         };
-        Ok((state, self.digests))
+        Ok(Finished { state, digests: self.digests, tree_crc: self.tree_crc })
     }
 }
 
@@ -365,6 +381,8 @@ pub struct Ledger {
     tx: Option<mpsc::Sender<Pending>>,
     shared: Arc<Shared>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// The background check of the checkpointed part of the segment.
+    checker: Option<std::thread::JoinHandle<()>>,
     recovery: Recovery,
     dir: PathBuf,
 }
@@ -390,9 +408,10 @@ impl Ledger {
         let torn_tail = replay.cut_unsealed(&mut segment, torn_tail)?;
         let reindexed = replay.reindexed;
         let checkpointed = replay.checkpointed;
-        let (state, digests) = replay.finish(&key, clock.as_ref())?;
+        let checkpoint_end = replay.start;
+        let Finished { state, digests, tree_crc } = replay.finish(&key, clock.as_ref())?;
         let len = state.leaves.len() as u64;
-        let checkpointer = checkpoint::Checkpointer::new(dir, checkpointed, digests)?;
+        let checkpointer = checkpoint::Checkpointer::new(dir, checkpointed, digests, tree_crc)?;
         let reader = segment.try_clone_file()?;
         let shared = Arc::new(Shared {
             key,
@@ -403,13 +422,25 @@ impl Ledger {
             commits: std::sync::atomic::AtomicU64::new(0),
             unindexed: std::sync::Mutex::new(std::collections::HashMap::new()),
             failed: std::sync::atomic::AtomicBool::new(false),
+            prefix: std::sync::Mutex::new(if checkpointed > 0 {
+                checkpoint::PrefixCheck::Running
+            } else {
+                checkpoint::PrefixCheck::NotNeeded
+            }),
+            closing: std::sync::atomic::AtomicBool::new(false),
         });
+        let checker = if checkpointed > 0 {
+            Some(spawn_prefix_check(Arc::clone(&shared), checkpoint_end, checkpointed)?)
+        } else {
+            None
+        };
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let writer = writer::spawn(segment, Arc::clone(&shared), clock, rx, checkpointer)?;
         Ok(Ledger {
             tx: Some(tx),
             shared,
             writer: Some(writer),
+            checker,
             recovery: Recovery { entries: len, reindexed, torn_tail, index_rebuilt, checkpointed },
             dir: dir.to_path_buf(),
         })
@@ -417,6 +448,12 @@ impl Ledger {
 
     pub fn recovery(&self) -> Recovery {
         self.recovery
+    }
+
+    /// The background check of what the open took from the checkpoint. On a
+    /// disagreement the ledger refuses appends (as after a storage failure).
+    pub fn prefix_check(&self) -> checkpoint::PrefixCheck {
+        self.shared.prefix.lock().map(|p| p.clone()).unwrap_or(checkpoint::PrefixCheck::Running)
     }
 
     pub fn dir(&self) -> &Path {
@@ -529,6 +566,38 @@ impl Ledger {
         Ok(())
     }
 
+    /// [`Ledger::for_each`] over the entries whose kind `wanted` accepts: the
+    /// others' kinds are read (two bytes each) but not their records, so
+    /// skipping a bulk load's entries costs nothing of their size.
+    pub fn for_each_of(
+        &self,
+        from: u64,
+        wanted: impl Fn(EntryKind) -> bool,
+        mut f: impl FnMut(Entry) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        use std::os::unix::fs::FileExt;
+        let end = self.read_state(|s| s.offsets.len());
+        let mut at = usize::try_from(from).unwrap_or(usize::MAX);
+        while at < end {
+            let until = at.saturating_add(SCAN_OFFSETS).min(end);
+            let offsets = self.read_state(|s| s.offsets.to_vec(at..until)).unwrap_or_default();
+            for (i, offset) in offsets.into_iter().enumerate() {
+                let seq = (at + i) as u64;
+                let mut code = [0u8; 2];
+                self.shared
+                    .reader
+                    .read_exact_at(&mut code, offset + segment::RECORD_HEADER_LEN + entry::FRAME_LEN as u64)?;
+                let kind = EntryKind::from_code(u16::from_be_bytes(code))
+                    .ok_or(LedgerError::Corrupt { seq, reason: format!("unknown kind {code:?}") })?;
+                if wanted(kind) {
+                    f(read_entry(&self.shared.reader, seq, offset)?)?;
+                }
+            }
+            at = until;
+        }
+        Ok(())
+    }
+
     /// Leaf hash of `seq` and its audit path in the tree of `size` entries.
     pub fn inclusion_proof(&self, seq: u64, size: u64) -> Option<(Hash, Vec<Hash>)> {
         let leaves = self.leaves(size)?;
@@ -560,6 +629,10 @@ impl Ledger {
     }
 
     fn shutdown(&mut self) -> Result<(), LedgerError> {
+        self.shared.closing.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(c) = self.checker.take() {
+            let _ = c.join();
+        }
         self.tx.take();
         if let Some(w) = self.writer.take() {
             let _ = w.join();
@@ -573,6 +646,31 @@ impl Drop for Ledger {
     fn drop(&mut self) {
         let _ = self.shutdown();
     }
+}
+
+/// Reads the checkpointed part of the segment again, beside the running
+/// ledger; a segment that disagrees stops the appends.
+fn spawn_prefix_check(shared: Arc<Shared>, end: u64, entries: u64) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("ledger-check".into()).spawn(move || {
+        let leaf_of = |seq: u64| {
+            let s = shared.state.read().ok()?;
+            s.leaves.get(usize::try_from(seq).ok()?)
+        };
+        let closing = || shared.closing.load(std::sync::atomic::Ordering::SeqCst);
+        let found = checkpoint::check_prefix(&shared.reader, end, entries, &shared.public, leaf_of, closing);
+        let outcome = match found {
+            Ok(()) if closing() => checkpoint::PrefixCheck::Running,
+            Ok(()) => checkpoint::PrefixCheck::Passed,
+            Err(why) => {
+                tracing::error!(why, "the ledger's segment is not what its checkpoint says; refusing appends");
+                shared.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                checkpoint::PrefixCheck::Failed(why)
+            }
+        };
+        if let Ok(mut p) = shared.prefix.lock() {
+            *p = outcome;
+        }
+    })
 }
 
 /// Reads and decodes the entry at `offset`, which must be entry `seq`.

@@ -398,15 +398,31 @@ impl Node {
     /// each keyed by what it changes, so an import run again after a crash
     /// adds only what the first run did not.
     pub async fn import_persons(&self, records: &[PersonRecord]) -> Result<usize, NodeError> {
-        let added = self.append_persons(records).await?;
+        // The persons' locks, in stripe order: a record lands between a
+        // claim's reading of the person and its commit, never inside it.
+        let mut stripes: Vec<usize> = records.iter().map(|r| self.person_stripe(&r.psn_no)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(self.person_locks[i].lock().await);
+        }
+        let (added, _) = self.append_persons(records, &BTreeMap::new()).await?;
         self.apply_home()?;
         Ok(added)
     }
 
-    /// [`Node::import_persons`] without bringing the state up to the ledger:
-    /// a bulk load applies one chunk while it appends the next (the state
-    /// applies entries in ledger order whoever calls [`Node::apply_home`]).
-    pub async fn append_persons(&self, records: &[PersonRecord]) -> Result<usize, NodeError> {
+    /// [`Node::import_persons`] without the persons' locks and without
+    /// bringing the state up to the ledger: a bulk load into a stopped node
+    /// applies one chunk while it appends the next. `pending` holds the
+    /// digests the chunk before this one appended (not applied yet: they are
+    /// what its persons hold). Returns the records that changed something and
+    /// the digests this chunk leaves each of its persons with.
+    pub async fn append_persons(
+        &self,
+        records: &[PersonRecord],
+        pending: &BTreeMap<String, [u8; 32]>,
+    ) -> Result<(usize, BTreeMap<String, [u8; 32]>), NodeError> {
         for (i, r) in records.iter().enumerate() {
             let (p, _) = person_from_record(r).map_err(|m| NodeError::bad(format!("persons[{i}]"), m))?;
             if !self.region().covers(p.insuplc_admdvs) {
@@ -422,7 +438,7 @@ impl Node {
         for r in records {
             let payload = to_payload(r);
             let digest = super::state::record_digest(&payload);
-            let held = match latest.get(r.psn_no.as_str()) {
+            let held = match latest.get(r.psn_no.as_str()).or_else(|| pending.get(&r.psn_no)) {
                 Some(d) => Some(*d),
                 None => self.home().record_of(&r.psn_no).map_err(state_error)?,
             };
@@ -462,7 +478,8 @@ impl Node {
             }
             at += chunk.len();
         }
-        Ok(added)
+        let left = latest.into_iter().map(|(p, d)| (p.to_string(), d)).collect();
+        Ok((added, left))
     }
 }
 

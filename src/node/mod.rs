@@ -138,23 +138,29 @@ impl Node {
         let mut audits = audit::Audits::default();
         let partners: Vec<RegionCode> =
             config.peers.keys().copied().filter(|p| rules.pairs().are_partners(config.region, *p)).collect();
-        ledger.for_each(0, |e| {
-            if e.body.kind == crate::ledger::EntryKind::SettlementIntent {
-                pending_intents.insert(e.body.key.clone(), e.frame.timestamp_ms);
-            } else if let Some(intent) = keys::intent_of_outcome(&e.body.key) {
-                pending_intents.remove(&intent);
-            } else if e.body.kind == crate::ledger::EntryKind::MonthSeal {
-                if let Some(m) = keys::sealed_month(&e.body.key) {
-                    seals.insert(m);
+        // Persons, registrations and accounts are the state store's (caught
+        // up above); their entries, a bulk load's bulk, are not read here.
+        ledger.for_each_of(
+            0,
+            |k| !state::is_home_only(k),
+            |e| {
+                if e.body.kind == crate::ledger::EntryKind::SettlementIntent {
+                    pending_intents.insert(e.body.key.clone(), e.frame.timestamp_ms);
+                } else if let Some(intent) = keys::intent_of_outcome(&e.body.key) {
+                    pending_intents.remove(&intent);
+                } else if e.body.kind == crate::ledger::EntryKind::MonthSeal {
+                    if let Some(m) = keys::sealed_month(&e.body.key) {
+                        seals.insert(m);
+                    }
                 }
-            }
-            designations.note(e.body.kind, &e.body.key, &e.body.payload, config.region, &partners);
-            issued.note(e.body.kind, &e.body.key, &e.body.payload);
-            audits.note(e.body.kind, &e.body.payload);
-            clearing.note(e.frame.seq, e.body.kind, &e.body.key, &e.body.payload, config.region);
-            clearing.note_refusal_entry(e.body.kind, &e.body.key, &e.body.payload, e.frame.timestamp_ms);
-            Ok(())
-        })?;
+                designations.note(e.body.kind, &e.body.key, &e.body.payload, config.region, &partners);
+                issued.note(e.body.kind, &e.body.key, &e.body.payload);
+                audits.note(e.body.kind, &e.body.payload);
+                clearing.note(e.frame.seq, e.body.kind, &e.body.key, &e.body.payload, config.region);
+                clearing.note_refusal_entry(e.body.kind, &e.body.key, &e.body.payload, e.frame.timestamp_ms);
+                Ok(())
+            },
+        )?;
         let signer = batch_signer::BatchSigner::new(key.clone(), config.region.to_string());
         Ok(Node {
             config,
@@ -297,9 +303,12 @@ impl Node {
     }
 
     fn person_lock(&self, psn_no: &str) -> &tokio::sync::Mutex<()> {
+        &self.person_locks[self.person_stripe(psn_no)]
+    }
+
+    fn person_stripe(&self, psn_no: &str) -> usize {
         let d = crate::ledger::entry::entry_hash(psn_no.as_bytes());
-        let i = u16::from_be_bytes([d[0], d[1]]) as usize % self.person_locks.len();
-        &self.person_locks[i]
+        u16::from_be_bytes([d[0], d[1]]) as usize % self.person_locks.len()
     }
 
     /// The peer whose region covers `region`.
@@ -376,7 +385,7 @@ fn open_home(dir: &std::path::Path, ledger: &Ledger) -> Result<HomeState, Ledger
     let opened = match caught_up(Arc::clone(&kv)) {
         Err(state::StateError::Corrupt { key, why }) => {
             tracing::warn!(key, why, "the node state has a bad record; rebuilding it from the ledger");
-            kv.clear()?;
+            state::clear(kv.as_ref())?;
             caught_up(kv)
         }
         other => other,

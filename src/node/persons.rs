@@ -53,6 +53,8 @@ impl Node {
         mut loaded: impl FnMut(u64),
     ) -> Result<(u64, u64), (NodeError, u64)> {
         let (mut read, mut added) = (0u64, 0u64);
+        // What the chunk being applied leaves its persons with.
+        let mut pending = std::collections::BTreeMap::new();
         let mut applying: Option<tokio::task::JoinHandle<Result<(), NodeError>>> = None;
         let applied = |h: Option<tokio::task::JoinHandle<Result<(), NodeError>>>| async move {
             match h {
@@ -61,10 +63,13 @@ impl Node {
             }
         };
         while let Some(chunk) = chunks.recv().await {
-            let appended = self.append_persons(&chunk).await;
+            let appended = self.append_persons(&chunk, &pending).await;
             let before = applied(applying.take()).await;
             let n = match (appended, before) {
-                (Ok(n), Ok(())) => n,
+                (Ok((n, left)), Ok(())) => {
+                    pending = left;
+                    n
+                }
                 (Err(e), _) | (_, Err(e)) => {
                     let _ = self.apply_home();
                     return Err((e, read));

@@ -40,7 +40,6 @@ pub struct QualificationRecord {
     pub enddate: Option<String>,
 }
 
-/// A qualification granted or ended at run time by an admin's signed request.
 /// Insured persons loaded in bulk: each record applies as a person import
 /// does, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +48,7 @@ pub struct PersonBatchEntry {
     pub records: Vec<PersonRecord>,
 }
 
+/// A qualification granted or ended at run time by an admin's signed request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QualificationEntry {
     pub request: EnvelopeRecord,

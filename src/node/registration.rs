@@ -5,7 +5,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 use super::records::{to_payload, EnvelopeRecord, RegistrationEntry};
-use super::state::registration_from_entry;
+use super::state::{registration_from_entry, MAX_ACTIVE_REGISTRATIONS};
 use super::{ledger_error, Node};
 use crate::api::convert::{date, msgid, region};
 use crate::api::envelope::{self, ADMIN_DOMAIN};
@@ -61,6 +61,15 @@ impl Node {
         let op = Op::try_from(req.op).unwrap_or(Op::Unspecified);
         let (entry, kind) = match op {
             Op::Create => {
+                // Bounded: the person's list of filings is kept whole in one row.
+                let held = self.home().registrations(&req.psn_no).map_err(super::state_error)?;
+                let active = held.iter().filter(|r| !r.cancelled).count();
+                if active >= MAX_ACTIVE_REGISTRATIONS {
+                    return Err(NodeError::bad(
+                        "psn_no",
+                        format!("{} already has {active} registrations not cancelled; cancel one first", req.psn_no),
+                    ));
+                }
                 let reg_id = format!("B{}", &hex::encode(Sha256::digest(key.as_bytes()))[..16]);
                 (self.validated(&req, &env, "create", reg_id, false)?, EntryKind::Registration)
             }

@@ -27,9 +27,12 @@ use crate::storage::{KvStore, StoreError, WriteBatch};
 
 /// Most chronic-disease qualifications one person may hold.
 pub const MAX_QUALIFICATIONS: usize = crate::calc::MAX_QUALIFICATIONS;
-/// Most registrations kept for one person (older cancelled ones beyond it
-/// are dropped from the person's list; the ledger keeps them all).
+/// Most registrations kept in one person's list (older cancelled ones beyond
+/// it are dropped from the list; the ledger keeps them all).
 pub const MAX_REGISTRATIONS_PER_PERSON: usize = 64;
+/// Most registrations one person may have not cancelled (half the list, so
+/// the list never drops one in force).
+pub const MAX_ACTIVE_REGISTRATIONS: usize = MAX_REGISTRATIONS_PER_PERSON / 2;
 /// Entries applied per store batch while catching up.
 const CATCH_UP_ENTRIES: usize = 2_000;
 /// Store writes gathered before a batch is applied while catching up.
@@ -55,6 +58,20 @@ pub struct SettlementState {
     pub reversed: bool,
     /// The ledger key of the committed settlement.
     pub key: String,
+}
+
+/// Kinds only the home state reads (nothing else a node derives does).
+pub fn is_home_only(kind: EntryKind) -> bool {
+    matches!(
+        kind,
+        EntryKind::PersonImport
+            | EntryKind::PersonBatch
+            | EntryKind::Registration
+            | EntryKind::RegistrationChange
+            | EntryKind::RegistrationCancel
+            | EntryKind::ChronicQualification
+            | EntryKind::AccountCredit
+    )
 }
 
 /// Why the state could not be read or moved.
@@ -313,9 +330,9 @@ impl<'a> Tx<'a> {
                         break;
                     }
                 }
-                if let Some(i) = oldest_cancelled {
-                    ids.remove(i);
-                }
+                // A person's filings are refused past the limit; an older
+                // ledger may hold more: its oldest then goes from the list.
+                ids.remove(oldest_cancelled.unwrap_or(0));
             }
             self.put(keys::person_registrations(&r.psn_no), encode(&ids));
         }
@@ -369,6 +386,17 @@ impl<'a> Tx<'a> {
     }
 }
 
+/// Empties a store: its position first, in a batch of its own, so a crash
+/// part-way through leaves a store that is rebuilt, never one that trusts a
+/// position whose rows are gone.
+pub fn clear(kv: &dyn KvStore) -> Result<(), StoreError> {
+    let mut b = WriteBatch::default();
+    b.delete(keys::AT.to_vec());
+    kv.apply(b)?;
+    kv.flush()?;
+    kv.clear()
+}
+
 /// The home state in its store, and the ledger position it is at.
 pub struct HomeState {
     kv: Arc<dyn KvStore>,
@@ -419,7 +447,7 @@ impl HomeState {
                 ledger_entries = ledger.len(),
                 "the node state does not match the ledger; rebuilding it from the ledger"
             );
-            kv.clear()?;
+            clear(kv.as_ref())?;
         }
         let start = if fits { at } else { 0 };
         let state = HomeState { kv, at: Mutex::new(start), failed: AtomicBool::new(false) };
@@ -431,6 +459,12 @@ impl HomeState {
         self.at.lock().map(|a| *a).unwrap_or(0)
     }
 
+    /// Lets go of a failure once a catch-up has gone through (the batches are
+    /// atomic with their position, so a retry starts where the store is).
+    fn recovered(&self) {
+        self.failed.store(false, Ordering::SeqCst);
+    }
+
     /// Applies the ledger's entries after the store's position, in order,
     /// in batches each with its position; returns how many were applied.
     pub fn catch_up(&self, ledger: &Ledger) -> Result<u64, StateError> {
@@ -439,9 +473,6 @@ impl HomeState {
 
     /// [`HomeState::catch_up`], up to entry `until` at most.
     pub fn catch_up_until(&self, ledger: &Ledger, until: u64) -> Result<u64, StateError> {
-        if self.failed.load(Ordering::SeqCst) {
-            return Err(StateError::Failed);
-        }
         let mut at = self.at.lock().map_err(|_| StateError::Failed)?;
         let (from, end) = (*at, ledger.len().min(until));
         if from >= end {
@@ -490,10 +521,19 @@ impl HomeState {
             (Ok(()), Some(e)) => Some(e),
             (Ok(()), None) => None,
         };
+        let err = err.or_else(|| {
+            (*at != end).then(|| StateError::Corrupt {
+                key: "m/at".into(),
+                why: format!("the ledger ended at entry {} of {end} while the state caught up", *at),
+            })
+        });
         if let Some(e) = err {
+            // Reads refuse until a catch-up goes through: answering from a
+            // store behind the ledger could pay on stale counters.
             self.failed.store(true, Ordering::SeqCst);
             return Err(e);
         }
+        self.recovered();
         Ok(*at - from)
     }
 

@@ -223,7 +223,9 @@ async fn registrations_for_impossible_areas() {
 }
 
 #[tokio::test]
-async fn a_node_will_not_open_a_tampered_ledger() {
+async fn a_node_will_not_write_to_a_tampered_ledger() {
+    use xclear::ledger::checkpoint::PrefixCheck;
+    use xclear::ledger::EntryKind;
     let (f, _) = secured().await;
     let dir = f.nodes["611000"].config.data_dir.clone();
     let rules = Arc::new(common::rules());
@@ -235,6 +237,26 @@ async fn a_node_will_not_open_a_tampered_ledger() {
     std::fs::write(&seg, &bytes).expect("tamper");
     let clock: Arc<dyn Clock> = Arc::new(xclear::clock::ManualClock::new(T0));
     let cfg = config("611000", dir.parent().expect("parent"));
+    // The ledger's checkpoint (written at the clean stop) lets the open skip
+    // that entry; the check of the skipped part, run beside the open node,
+    // finds it and stops every append.
+    let node = Node::open(cfg.clone(), node_key("611000"), Arc::clone(&rules), clock.clone(), LocalNetwork::new())
+        .expect("opens from its checkpoint");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let found = loop {
+        match node.ledger().prefix_check() {
+            PrefixCheck::Running if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+            }
+            other => break other,
+        }
+    };
+    assert!(matches!(found, PrefixCheck::Failed(ref why) if why.contains("entry 0")), "{found:?}");
+    let e = node.ledger().append(EntryKind::Note, "after", b"x".to_vec()).await.expect_err("appends stop");
+    assert!(e.to_string().contains("stopped accepting appends"), "{e}");
+    drop(node);
+    // Without the checkpoint, the open itself reads the entry and refuses.
+    std::fs::remove_file(dir.join(xclear::ledger::checkpoint::CHECKPOINT_FILE)).expect("no checkpoint");
     match Node::open(cfg, node_key("611000"), rules, clock, LocalNetwork::new()) {
         Ok(_) => panic!("a tampered ledger opened"),
         Err(e) => assert!(e.to_string().contains("corrupt") || e.to_string().contains("damaged"), "{e}"),

@@ -91,3 +91,102 @@ fn the_state_store_is_rebuilt_caught_up_or_replaced_to_the_same_state() {
     assert_eq!(o.home.catch_up(&o.ledger).expect("rebuild"), digests[&a].0);
     assert_eq!(o.home.digest().expect("digest"), digests[&a].1);
 }
+
+/// A store whose `clear` dies part-way (after what `state::clear` does first).
+struct DiesClearing(SledStore);
+
+impl KvStore for DiesClearing {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, xclear::storage::StoreError> {
+        self.0.get(key)
+    }
+    fn apply(&self, batch: xclear::storage::WriteBatch) -> Result<(), xclear::storage::StoreError> {
+        self.0.apply(batch)
+    }
+    fn flush(&self) -> Result<(), xclear::storage::StoreError> {
+        self.0.flush()
+    }
+    fn first_key(&self) -> Result<Option<Vec<u8>>, xclear::storage::StoreError> {
+        self.0.first_key()
+    }
+    fn clear(&self) -> Result<(), xclear::storage::StoreError> {
+        Err(xclear::storage::StoreError("killed while clearing".into()))
+    }
+    fn iter_from(
+        &self,
+        start: &[u8],
+    ) -> Result<Box<dyn Iterator<Item = xclear::storage::KvResult> + '_>, xclear::storage::StoreError> {
+        self.0.iter_from(start)
+    }
+}
+
+#[test]
+fn a_store_whose_clearing_died_part_way_is_rebuilt_not_trusted() {
+    let out = tempfile::tempdir().expect("tmp");
+    let seed = 9;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let report = rt
+        .block_on(run(DemoOptions {
+            out: out.path().to_path_buf(),
+            seed,
+            patients: 60,
+            month: Month::parse("2026-03").expect("month"),
+            rules_dir: common::rules_dir(),
+            progress: false,
+        }))
+        .expect("demo");
+    drop(rt);
+    let (region, dir) = report.node_dirs.iter().find(|(r, _)| r.to_string() == "611000").expect("611000");
+    let full = {
+        let o = open(dir, seed, *region);
+        o.home.digest().expect("digest")
+    };
+    {
+        let kv = DiesClearing(SledStore::open(&dir.join(STATE_DIR)).expect("store"));
+        assert!(xclear::node::state::clear(&kv).is_err(), "died");
+    }
+    // Its rows are all there but its position is gone: rebuilt, the same.
+    let o = open(dir, seed, *region);
+    assert!(o.rebuilt);
+    o.home.catch_up(&o.ledger).expect("rebuild");
+    assert_eq!(o.home.digest().expect("digest"), full);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_restated_in_later_chunks_ends_on_the_last_record() {
+    use xclear::node::records::PersonRecord;
+    let dir = tempfile::tempdir().expect("tmp");
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_773_100_800_000));
+    let net = xclear::federation::LocalNetwork::new();
+    let nodes = common::in_process_nodes(dir.path(), &["611000"], clock, &net);
+    let node = &nodes["611000"];
+    let person = |psn: &str, retired: bool| PersonRecord {
+        psn_no: psn.into(),
+        insuplc_admdvs: "611000".into(),
+        insutype: "390".into(),
+        retired,
+        special_group: None,
+        contribution_years: Default::default(),
+        acct_balance: None,
+        chronic: Vec::new(),
+    };
+    // A, then B, then A again, each in its own chunk among others: the
+    // chunk before is being applied while the next is appended.
+    let filler = |c: u32| (0..3_000).map(move |i| person(&format!("F{c}-{i}"), false));
+    let chunks: Vec<Vec<PersonRecord>> = [true, false, true]
+        .into_iter()
+        .enumerate()
+        .map(|(c, retired)| std::iter::once(person("P1", retired)).chain(filler(c as u32)).collect())
+        .collect();
+    for round in 0..2 {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let feed = chunks.clone();
+        tokio::spawn(async move {
+            for c in feed {
+                let _ = tx.send(c).await;
+            }
+        });
+        let (read, _) = node.load_persons(&mut rx, |_| {}).await.map_err(|(e, _)| e).expect("load");
+        assert_eq!(read, 9_003);
+        assert!(node.read_person("P1").expect("P1").retired, "round {round}: the last record stands");
+    }
+}
