@@ -46,6 +46,9 @@ pub const MAX_HOSPITAL_IN_FLIGHT: usize = 64;
 /// Settlements awaiting their home nodes, by default.
 pub const MAX_PENDING_INTENTS: usize = 100_000;
 
+/// Entries between two progress lines of a node's opening scan.
+const SCAN_PROGRESS_EVERY: u64 = 500_000;
+
 /// What one node takes on at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -140,10 +143,19 @@ impl Node {
             config.peers.keys().copied().filter(|p| rules.pairs().are_partners(config.region, *p)).collect();
         // Persons, registrations and accounts are the state store's (caught
         // up above); their entries, a bulk load's bulk, are not read here.
+        // Still the whole ledger's settlements (docs/PERFORMANCE.md, "A region
+        // on one node"): a long one says how far it is.
+        let (started, total, mut read) = (std::time::Instant::now(), ledger.len(), 0u64);
         ledger.for_each_of(
             0,
             |k| !state::is_home_only(k),
             |e| {
+                read += 1;
+                if read % SCAN_PROGRESS_EVERY == 0 {
+                    let per_s = (read as f64 / started.elapsed().as_secs_f64().max(1e-9)) as u64;
+                    let at = e.frame.seq;
+                    tracing::info!(at, of = total, per_s, "node opening: month totals, intents, statements");
+                }
                 if e.body.kind == crate::ledger::EntryKind::SettlementIntent {
                     pending_intents.insert(e.body.key.clone(), e.frame.timestamp_ms);
                 } else if let Some(intent) = keys::intent_of_outcome(&e.body.key) {
