@@ -411,7 +411,14 @@ impl Ledger {
         let checkpoint_end = replay.start;
         let Finished { state, digests, tree_crc } = replay.finish(&key, clock.as_ref())?;
         let len = state.leaves.len() as u64;
-        let checkpointer = checkpoint::Checkpointer::new(dir, checkpointed, digests, tree_crc)?;
+        let mut checkpointer = checkpoint::Checkpointer::new(dir, checkpointed, digests, tree_crc)?;
+        // A long read (no checkpoint, or an old one) is checkpointed here,
+        // not by the writer, whose appends it would hold up.
+        if len - checkpointed >= checkpoint::EVERY_ENTRIES as u64 {
+            if let Err(e) = checkpointer.write(&state, segment.end()) {
+                tracing::warn!(error = %e, "cannot write the ledger's checkpoint; the next open reads the segment further");
+            }
+        }
         let reader = segment.try_clone_file()?;
         let shared = Arc::new(Shared {
             key,

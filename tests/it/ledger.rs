@@ -646,3 +646,19 @@ fn a_checkpoint_opens_without_reading_the_segment_and_a_bad_one_is_ignored() {
     assert_eq!(l.recovery().checkpointed, 3_500);
     assert_eq!(tree_view(&l), grown);
 }
+
+#[test]
+fn a_long_read_is_checkpointed_at_the_open_not_by_the_writer() {
+    use xclear::ledger::checkpoint::{CHECKPOINT_FILE, EVERY_ENTRIES};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = Arc::new(open(dir.path()));
+    fill(Arc::clone(&ledger), 0, EVERY_ENTRIES as u64);
+    drop(Arc::try_unwrap(ledger).ok().expect("one owner"));
+    std::fs::remove_file(dir.path().join(CHECKPOINT_FILE)).expect("no checkpoint");
+    let l = open(dir.path());
+    assert_eq!(l.recovery().checkpointed, 0, "read whole");
+    // Written before the open returned, with no append since.
+    assert!(dir.path().join(CHECKPOINT_FILE).exists());
+    drop(l);
+    assert_eq!(open(dir.path()).recovery().checkpointed, EVERY_ENTRIES as u64);
+}
