@@ -38,9 +38,14 @@ const HOSPITALS: usize = 64;
 /// Registered persons the end-to-end phases settle for.
 const E2E_PERSONS: usize = 2_000;
 
-fn open(dir: &Path) -> Result<Node, String> {
+/// The home node whose data is in `dir`.
+fn plan(dir: &Path) -> Result<NodePlan, String> {
     let region = RegionCode::parse(HOME).map_err(|e| e.to_string())?;
-    let plan = NodePlan::new(FEDERATION, region, dir.to_path_buf(), PathBuf::from("clearing_rules"));
+    Ok(NodePlan::new(FEDERATION, region, dir.to_path_buf(), PathBuf::from("clearing_rules")))
+}
+
+fn open(dir: &Path) -> Result<Node, String> {
+    let plan = plan(dir)?;
     let rules = Arc::new(RuleBook::load(Path::new("clearing_rules")).map_err(|e| e.to_string())?);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     Node::open(plan.config(), plan.node_key(), rules, clock, LocalNetwork::new()).map_err(|e| e.to_string())
@@ -131,11 +136,10 @@ pub(crate) fn restart(dir: &Path, seconds: u64) -> Result<(), String> {
     );
     drop(node);
     // The ledger's share of that: opened alone.
-    let region = RegionCode::parse(HOME).map_err(|e| e.to_string())?;
-    let plan = NodePlan::new(FEDERATION, region, dir.join(HOME), PathBuf::from("clearing_rules"));
+    let key = plan(&dir.join(HOME))?.node_key();
     let started = Instant::now();
-    let ledger = xclear::ledger::Ledger::open(&dir.join(HOME), plan.node_key(), Arc::new(SystemClock))
-        .map_err(|e| e.to_string())?;
+    let ledger =
+        xclear::ledger::Ledger::open(&dir.join(HOME), key, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
     println!("ledger_open_seconds={:.3}", started.elapsed().as_secs_f64());
     drop(ledger);
     if seconds == 0 {

@@ -14,7 +14,6 @@ use xclear::clock::SystemClock;
 use xclear::crypto;
 use xclear::node::grpc::{self, GrpcTransport};
 use xclear::node::persons::{insured_person, MAX_PERSONS_PER_IMPORT};
-use xclear::node::records::PersonRecord;
 use xclear::node::{metrics, Node, NodeConfig};
 use xclear::proto::hospital_service_client::HospitalServiceClient;
 use xclear::proto::registration_service_client::RegistrationServiceClient;
@@ -391,27 +390,18 @@ pub(crate) fn run_import(config: &Path, file: &Path) -> ExitCode {
             Err(c) => return c,
         };
         let bar = import_progress();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<PersonRecord>>(2);
-        let path = file.to_path_buf();
-        let reader = tokio::task::spawn_blocking(move || {
-            super::person_file::stream(&path, IMPORT_CHUNK, |chunk| {
-                tx.blocking_send(chunk).map_err(|_| "the import stopped".to_string())
-            })
-        });
+        let (mut rx, reader) = super::person_file::spawn(file, IMPORT_CHUNK);
         let loaded = node.load_persons(&mut rx, |n| bar.set_position(n)).await;
-        let (sent, failed) = match loaded {
-            Ok((sent, added)) => ((sent, added), None),
-            Err((e, sent)) => {
-                ((sent, 0), Some(json!({"error": e.reason(), "message": e.to_string(), "persons_loaded_before": sent})))
-            }
-        };
-        let (sent, added) = sent;
         drop(rx);
         let read = reader.await;
         bar.finish_and_clear();
-        if let Some(f) = failed {
-            return fail(EXIT_BAD_INPUT, f);
-        }
+        let (sent, added) = match loaded {
+            Ok(done) => done,
+            Err((e, sent)) => {
+                let f = json!({"error": e.reason(), "message": e.to_string(), "persons_loaded_before": sent});
+                return fail(EXIT_BAD_INPUT, f);
+            }
+        };
         match read {
             Ok(Ok(n)) => {
                 println!("{added} persons added ({n} in the file)");
@@ -448,13 +438,7 @@ pub(crate) fn run_import_remote(node: &str, admin: &str, key_file: &Path, tls: &
             Ok(c) => RegistrationServiceClient::new(c),
             Err(c) => return c,
         };
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<PersonRecord>>(2);
-        let path = file.to_path_buf();
-        let reader = tokio::task::spawn_blocking(move || {
-            super::person_file::stream(&path, MAX_PERSONS_PER_IMPORT, |chunk| {
-                tx.blocking_send(chunk).map_err(|_| "the import stopped".to_string())
-            })
-        });
+        let (mut rx, reader) = super::person_file::spawn(file, MAX_PERSONS_PER_IMPORT);
         let (mut received, mut added) = (0u64, 0u64);
         while let Some(chunk) = rx.recv().await {
             let batch = PersonImport { persons: chunk.iter().map(insured_person).collect() };

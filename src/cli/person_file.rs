@@ -24,6 +24,21 @@ pub(crate) fn stream(
     Ok(read)
 }
 
+/// [`stream`] on a blocking thread, its chunks sent to the receiver (two
+/// ahead at most); the handle gives what `stream` returns. Dropping the
+/// receiver stops the reading.
+pub(crate) fn spawn(
+    path: &Path,
+    chunk: usize,
+) -> (tokio::sync::mpsc::Receiver<Vec<PersonRecord>>, tokio::task::JoinHandle<Result<u64, String>>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let path = path.to_path_buf();
+    let reader = tokio::task::spawn_blocking(move || {
+        stream(&path, chunk, |c| tx.blocking_send(c).map_err(|_| "the import stopped".to_string()))
+    });
+    (rx, reader)
+}
+
 struct Chunks<F> {
     chunk: usize,
     f: F,

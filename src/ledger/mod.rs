@@ -558,13 +558,23 @@ impl Ledger {
         from: u64,
         mut f: impl FnMut(Entry) -> Result<ControlFlow<()>, LedgerError>,
     ) -> Result<(), LedgerError> {
+        self.scan_offsets(from, |seq, offset| f(read_entry(&self.shared.reader, seq, offset)?))
+    }
+
+    /// Calls `f` with (seq, segment offset) of every entry durable now from
+    /// `from` on, copying the offsets [`SCAN_OFFSETS`] at a time.
+    fn scan_offsets(
+        &self,
+        from: u64,
+        mut f: impl FnMut(u64, u64) -> Result<ControlFlow<()>, LedgerError>,
+    ) -> Result<(), LedgerError> {
         let end = self.read_state(|s| s.offsets.len());
         let mut at = usize::try_from(from).unwrap_or(usize::MAX);
         while at < end {
             let until = at.saturating_add(SCAN_OFFSETS).min(end);
             let offsets = self.read_state(|s| s.offsets.to_vec(at..until)).unwrap_or_default();
             for (i, offset) in offsets.into_iter().enumerate() {
-                if f(read_entry(&self.shared.reader, (at + i) as u64, offset)?)?.is_break() {
+                if f((at + i) as u64, offset)?.is_break() {
                     return Ok(());
                 }
             }
@@ -583,26 +593,18 @@ impl Ledger {
         mut f: impl FnMut(Entry) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError> {
         use std::os::unix::fs::FileExt;
-        let end = self.read_state(|s| s.offsets.len());
-        let mut at = usize::try_from(from).unwrap_or(usize::MAX);
-        while at < end {
-            let until = at.saturating_add(SCAN_OFFSETS).min(end);
-            let offsets = self.read_state(|s| s.offsets.to_vec(at..until)).unwrap_or_default();
-            for (i, offset) in offsets.into_iter().enumerate() {
-                let seq = (at + i) as u64;
-                let mut code = [0u8; 2];
-                self.shared
-                    .reader
-                    .read_exact_at(&mut code, offset + segment::RECORD_HEADER_LEN + entry::FRAME_LEN as u64)?;
-                let kind = EntryKind::from_code(u16::from_be_bytes(code))
-                    .ok_or(LedgerError::Corrupt { seq, reason: format!("unknown kind {code:?}") })?;
-                if wanted(kind) {
-                    f(read_entry(&self.shared.reader, seq, offset)?)?;
-                }
+        self.scan_offsets(from, |seq, offset| {
+            let mut code = [0u8; 2];
+            self.shared
+                .reader
+                .read_exact_at(&mut code, offset + segment::RECORD_HEADER_LEN + entry::FRAME_LEN as u64)?;
+            let kind = EntryKind::from_code(u16::from_be_bytes(code))
+                .ok_or(LedgerError::Corrupt { seq, reason: format!("unknown kind {code:?}") })?;
+            if wanted(kind) {
+                f(read_entry(&self.shared.reader, seq, offset)?)?;
             }
-            at = until;
-        }
-        Ok(())
+            Ok(ControlFlow::Continue(()))
+        })
     }
 
     /// Leaf hash of `seq` and its audit path in the tree of `size` entries.

@@ -32,22 +32,27 @@ fn open(dir: &Path, seed: u64, region: RegionCode) -> Opened {
     Opened { ledger, home, was_at: opened.was_at, rebuilt: opened.rebuilt }
 }
 
-#[test]
-fn the_state_store_is_rebuilt_caught_up_or_replaced_to_the_same_state() {
+/// A demo month of `patients` with `seed`, its data kept in the directory.
+fn demo(seed: u64, patients: usize) -> (tempfile::TempDir, xclear::demo::DemoReport) {
     let out = tempfile::tempdir().expect("tmp");
-    let seed = 7;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
     let report = rt
         .block_on(run(DemoOptions {
             out: out.path().to_path_buf(),
             seed,
-            patients: 120,
+            patients,
             month: Month::parse("2026-03").expect("month"),
             rules_dir: common::rules_dir(),
             progress: false,
         }))
         .expect("demo");
-    drop(rt);
+    (out, report)
+}
+
+#[test]
+fn the_state_store_is_rebuilt_caught_up_or_replaced_to_the_same_state() {
+    let seed = 7;
+    let (_out, report) = demo(seed, 120);
     let mut digests = std::collections::BTreeMap::new();
     for (region, dir) in &report.node_dirs {
         // As the demo left it: at the ledger's end, nothing to replay.
@@ -121,20 +126,8 @@ impl KvStore for DiesClearing {
 
 #[test]
 fn a_store_whose_clearing_died_part_way_is_rebuilt_not_trusted() {
-    let out = tempfile::tempdir().expect("tmp");
     let seed = 9;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
-    let report = rt
-        .block_on(run(DemoOptions {
-            out: out.path().to_path_buf(),
-            seed,
-            patients: 60,
-            month: Month::parse("2026-03").expect("month"),
-            rules_dir: common::rules_dir(),
-            progress: false,
-        }))
-        .expect("demo");
-    drop(rt);
+    let (_out, report) = demo(seed, 60);
     let (region, dir) = report.node_dirs.iter().find(|(r, _)| r.to_string() == "611000").expect("611000");
     let full = {
         let o = open(dir, seed, *region);
