@@ -22,7 +22,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::chunked::Chunked;
+use super::chunked::{Chunked, CHUNK};
 use super::head::SignedTreeHead;
 use super::merkle::{Frontier, Hash};
 use super::{read_entry, TreeState};
@@ -39,6 +39,8 @@ pub const EVERY: Duration = Duration::from_secs(30);
 const MIN_GAP: Duration = Duration::from_secs(1);
 /// Records read from the tree file at a time on open.
 const READ_RECORDS: u64 = 65_536;
+/// Leaves the background check takes at a time.
+pub(crate) const CHECK_BLOCK: usize = 65_536;
 
 /// A checkpoint as read on open.
 pub(crate) struct Loaded {
@@ -115,19 +117,27 @@ fn load_checked(dir: &Path, segment: &File, b: &[u8]) -> Result<Loaded, String> 
     if tree.metadata().map_err(|e| e.to_string())?.len() < entries * RECORD {
         return Err("the tree file is shorter than the checkpoint".into());
     }
-    let (mut leaves, mut offsets, mut digests) = (Chunked::new(), Chunked::new(), Vec::new());
+    // Memory holds the leaves and offsets of the last, partial chunk; those
+    // before it are read from the tree file when asked for.
+    let held_from = usize::try_from(entries).map_err(|_| "too many entries")? / CHUNK * CHUNK;
+    let (mut leaves, mut offsets) = (Chunked::spilled_to(held_from), Chunked::spilled_to(held_from));
+    let mut digests = Vec::new();
     let mut crc = crc32fast::Hasher::new();
     let mut buf = Vec::new();
-    let mut at = 0u64;
+    let (mut at, mut last_offset) = (0u64, 0u64);
     while at < entries {
         let n = (entries - at).min(READ_RECORDS);
         buf.resize((n * RECORD) as usize, 0);
         tree.read_exact_at(&mut buf, at * RECORD).map_err(|e| e.to_string())?;
         crc.update(&buf);
-        for r in buf.chunks_exact(RECORD as usize) {
-            leaves.push(r[..32].try_into().map_err(|_| "record")?);
-            offsets.push(u64::from_be_bytes(r[32..40].try_into().map_err(|_| "record")?));
-            digests.push(u64::from_be_bytes(r[40..48].try_into().map_err(|_| "record")?));
+        for (i, r) in buf.chunks_exact(RECORD as usize).enumerate() {
+            let (leaf, offset, digest) = record(r).ok_or("record")?;
+            if at as usize + i >= held_from {
+                leaves.push(leaf);
+                offsets.push(offset);
+            }
+            last_offset = offset;
+            digests.push(digest);
         }
         at += n;
     }
@@ -135,7 +145,6 @@ fn load_checked(dir: &Path, segment: &File, b: &[u8]) -> Result<Loaded, String> 
         return Err("the tree file's records are not the ones checkpointed".into());
     }
     // The segment is the one checkpointed: its entry at the edge hashes so.
-    let last_offset = offsets.get((entries - 1) as usize).ok_or("no offsets")?;
     let last = read_entry(segment, entries - 1, last_offset).map_err(|e| e.to_string())?;
     if last.hash() != last_hash {
         return Err("the segment's entry at the checkpoint hashes otherwise".into());
@@ -152,6 +161,26 @@ fn load_checked(dir: &Path, segment: &File, b: &[u8]) -> Result<Loaded, String> 
         key_digests: digests.into_iter().collect(),
         tree_crc: crc,
     })
+}
+
+/// (leaf, offset, key digest) of a tree record.
+fn record(r: &[u8]) -> Option<(Hash, u64, u64)> {
+    let leaf: Hash = r.get(..32)?.try_into().ok()?;
+    let offset = u64::from_be_bytes(r.get(32..40)?.try_into().ok()?);
+    let digest = u64::from_be_bytes(r.get(40..48)?.try_into().ok()?);
+    Some((leaf, offset, digest))
+}
+
+/// (leaf, offset) of the entries in `range` from the tree file, which must
+/// hold them (a checkpoint counts them).
+pub(crate) fn read_tree(tree: &File, range: std::ops::Range<u64>) -> std::io::Result<Vec<(Hash, u64)>> {
+    let n = range.end.saturating_sub(range.start);
+    let mut buf = vec![0u8; (n * RECORD) as usize];
+    tree.read_exact_at(&mut buf, range.start * RECORD)?;
+    buf.chunks_exact(RECORD as usize)
+        .map(|r| record(r).map(|(leaf, offset, _)| (leaf, offset)))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| std::io::Error::other("short tree record"))
 }
 
 /// What reading the checkpointed part of the segment again found.
@@ -173,7 +202,7 @@ pub(crate) fn check_prefix(
     end: u64,
     entries: u64,
     public: &ed25519_dalek::VerifyingKey,
-    leaf_of: impl Fn(u64) -> Option<Hash>,
+    mut leaf_of: impl FnMut(u64) -> Option<Hash>,
     stop: impl Fn() -> bool,
 ) -> Result<(), String> {
     use super::seal::Record;
@@ -243,6 +272,11 @@ impl Checkpointer {
             }
         }
         Ok(Checkpointer { dir: dir.to_path_buf(), tree, on_disk, digests, crc, last: Instant::now() })
+    }
+
+    /// Entries the tree file holds and a checkpoint counts.
+    pub(crate) fn on_disk(&self) -> u64 {
+        self.on_disk
     }
 
     pub(crate) fn note(&mut self, digest: u64) {

@@ -2,21 +2,46 @@
 //! figures a ledger holds in memory (leaf hashes, segment offsets): growing
 //! adds a chunk and copies nothing, where a `Vec` would copy everything under
 //! the tree's write lock (docs/PERFORMANCE.md, "Chunked in-memory sequences").
+//! Its leading chunks can be let go once the tree file holds them: memory
+//! then holds the tail since the last checkpoint, not every entry.
 
 use std::ops::Range;
 
 /// Items per chunk: 2 MiB of 32-byte hashes.
-const CHUNK: usize = 1 << 16;
+pub(crate) const CHUNK: usize = 1 << 16;
 
 #[derive(Debug, Default)]
 pub(crate) struct Chunked<T: Copy> {
     chunks: Vec<Vec<T>>,
     len: usize,
+    /// Items let go (whole chunks, from the start): kept elsewhere.
+    spilled: usize,
 }
 
 impl<T: Copy> Chunked<T> {
     pub(crate) fn new() -> Chunked<T> {
-        Chunked { chunks: Vec::new(), len: 0 }
+        Chunked { chunks: Vec::new(), len: 0, spilled: 0 }
+    }
+
+    /// A sequence whose first `n` items are kept elsewhere (rounded down to
+    /// whole chunks: the items after that are to be pushed).
+    pub(crate) fn spilled_to(n: usize) -> Chunked<T> {
+        let chunks = n / CHUNK;
+        Chunked { chunks: (0..chunks).map(|_| Vec::new()).collect(), len: chunks * CHUNK, spilled: chunks * CHUNK }
+    }
+
+    /// Items before this are not held (a multiple of the chunk size).
+    pub(crate) fn spilled(&self) -> usize {
+        self.spilled
+    }
+
+    /// Lets go of the whole chunks before item `n`.
+    pub(crate) fn spill_before(&mut self, n: usize) {
+        let upto = (n.min(self.len) / CHUNK).min(self.chunks.len());
+        for c in self.chunks.iter_mut().take(upto).skip(self.spilled / CHUNK) {
+            *c = Vec::new();
+        }
+        self.spilled = self.spilled.max(upto * CHUNK);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -33,13 +58,15 @@ impl<T: Copy> Chunked<T> {
         }
     }
 
+    /// Item `i`; `None` past the end or when spilled.
     pub(crate) fn get(&self, i: usize) -> Option<T> {
         self.chunks.get(i / CHUNK)?.get(i % CHUNK).copied()
     }
 
-    /// A copy of the items in `range`, or `None` if it runs past the end.
+    /// A copy of the items in `range`, or `None` if it runs past the end or
+    /// into the items spilled.
     pub(crate) fn to_vec(&self, range: Range<usize>) -> Option<Vec<T>> {
-        if range.start > range.end || range.end > self.len {
+        if range.start > range.end || range.end > self.len || (range.start < self.spilled && range.start < range.end) {
             return None;
         }
         let mut out = Vec::with_capacity(range.end - range.start);
@@ -80,6 +107,21 @@ mod tests {
         );
         assert_eq!(c.to_vec(n..n), Some(vec![]));
         assert_eq!(c.to_vec(0..n + 1), None);
+
+        // Spilled: the whole chunks before the item go, the rest reads on.
+        c.spill_before(CHUNK + 5);
+        assert_eq!(c.spilled(), CHUNK);
+        assert_eq!(c.get(CHUNK - 1), None);
+        assert_eq!(c.to_vec(CHUNK - 1..CHUNK + 1), None);
+        assert_eq!(c.to_vec(CHUNK..CHUNK + 2).unwrap(), vec![CHUNK as u64, CHUNK as u64 + 1]);
+        assert_eq!(c.len(), n);
+        assert!(c.chunks[0].capacity() == 0);
+
+        let mut d: Chunked<u64> = Chunked::spilled_to(CHUNK + 7);
+        assert_eq!((d.len(), d.spilled()), (CHUNK, CHUNK));
+        d.push(9);
+        assert_eq!(d.get(CHUNK), Some(9));
+        assert_eq!(d.to_vec(CHUNK..CHUNK + 1), Some(vec![9]));
     }
 
     proptest! {

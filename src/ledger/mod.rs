@@ -130,11 +130,23 @@ pub(crate) struct TreeState {
     pub head: SignedTreeHead,
 }
 
+impl TreeState {
+    /// Lets go of the leaves and offsets of the entries before `n` (whole
+    /// chunks), which the tree file holds.
+    pub(crate) fn spill_before(&mut self, n: u64) {
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        self.leaves.spill_before(n);
+        self.offsets.spill_before(n);
+    }
+}
+
 pub(crate) struct Shared {
     pub key: SigningKey,
     pub public: VerifyingKey,
     pub store: Arc<dyn KvStore>,
     pub reader: File,
+    /// The tree file, read for the leaves and offsets memory let go of.
+    pub tree: File,
     pub state: RwLock<TreeState>,
     /// Group commits (write + fdatasync) since open.
     pub commits: std::sync::atomic::AtomicU64,
@@ -150,6 +162,43 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The offsets of the entries in `range`; `None` past the end.
+    pub(crate) fn offsets(&self, range: std::ops::Range<usize>) -> Result<Option<Vec<u64>>, LedgerError> {
+        self.held(range, |s| &s.offsets, |(_, offset)| offset)
+    }
+
+    /// The leaf hashes of the entries in `range`; `None` past the end.
+    pub(crate) fn leaves(&self, range: std::ops::Range<usize>) -> Result<Option<Vec<Hash>>, LedgerError> {
+        self.held(range, |s| &s.leaves, |(leaf, _)| leaf)
+    }
+
+    /// Items of `range` from memory, and for those memory let go of, from
+    /// the tree file (which holds them for good: it is only appended to).
+    fn held<T: Copy>(
+        &self,
+        range: std::ops::Range<usize>,
+        field: impl Fn(&TreeState) -> &Chunked<T>,
+        from_file: impl Fn((Hash, u64)) -> T,
+    ) -> Result<Option<Vec<T>>, LedgerError> {
+        let (split, tail) = {
+            let s = self.state.read().map_err(|_| LedgerError::Failed)?;
+            let c = field(&s);
+            if range.start > range.end || range.end > c.len() {
+                return Ok(None);
+            }
+            let split = c.spilled().clamp(range.start, range.end);
+            (split, c.to_vec(split..range.end))
+        };
+        let Some(tail) = tail else { return Ok(None) };
+        if split == range.start {
+            return Ok(Some(tail));
+        }
+        let mut out: Vec<T> =
+            checkpoint::read_tree(&self.tree, range.start as u64..split as u64)?.into_iter().map(from_file).collect();
+        out.extend(tail);
+        Ok(Some(out))
+    }
+
     /// (seq, offset) of a key, from the not-yet-indexed keys or the store.
     /// A key whose digest was never appended is absent without a lookup:
     /// most lookups are of new keys (a first msgid).
@@ -409,22 +458,28 @@ impl Ledger {
         let reindexed = replay.reindexed;
         let checkpointed = replay.checkpointed;
         let checkpoint_end = replay.start;
-        let Finished { state, digests, tree_crc } = replay.finish(&key, clock.as_ref())?;
+        let Finished { mut state, digests, tree_crc } = replay.finish(&key, clock.as_ref())?;
         let len = state.leaves.len() as u64;
         let mut checkpointer = checkpoint::Checkpointer::new(dir, checkpointed, digests, tree_crc)?;
         // A long read (no checkpoint, or an old one) is checkpointed here,
         // not by the writer, whose appends it would hold up.
         if len - checkpointed >= checkpoint::EVERY_ENTRIES as u64 {
-            if let Err(e) = checkpointer.write(&state, segment.end()) {
-                tracing::warn!(error = %e, "cannot write the ledger's checkpoint; the next open reads the segment further");
+            match checkpointer.write(&state, segment.end()) {
+                Ok(()) => state.spill_before(checkpointer.on_disk()),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot write the ledger's checkpoint; the next open reads the segment further"
+                ),
             }
         }
         let reader = segment.try_clone_file()?;
+        let tree = File::open(dir.join(checkpoint::TREE_FILE))?;
         let shared = Arc::new(Shared {
             key,
             public,
             store,
             reader,
+            tree,
             state: RwLock::new(state),
             commits: std::sync::atomic::AtomicU64::new(0),
             unindexed: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -512,6 +567,12 @@ impl Ledger {
         self.len() == 0
     }
 
+    /// Entries whose leaf and offset memory let go of (the tree file holds
+    /// them): all but the tail since the last checkpoint, in whole chunks.
+    pub fn spilled(&self) -> u64 {
+        self.read_state(|s| s.leaves.spilled().min(s.offsets.spilled()) as u64)
+    }
+
     fn read_state<T>(&self, f: impl FnOnce(&TreeState) -> T) -> T {
         match self.shared.state.read() {
             Ok(s) => f(&s),
@@ -530,8 +591,13 @@ impl Ledger {
     }
 
     pub fn entry(&self, seq: u64) -> Result<Option<Entry>, LedgerError> {
-        let Some(offset) = self.read_state(|s| usize::try_from(seq).ok().and_then(|i| s.offsets.get(i))) else {
-            return Ok(None);
+        let Ok(i) = usize::try_from(seq) else { return Ok(None) };
+        let offset = match self.read_state(|s| s.offsets.get(i)) {
+            Some(o) => o,
+            None => match self.shared.offsets(i..i + 1)?.and_then(|o| o.first().copied()) {
+                Some(o) => o,
+                None => return Ok(None),
+            },
         };
         read_entry(&self.shared.reader, seq, offset).map(Some)
     }
@@ -572,7 +638,10 @@ impl Ledger {
         let mut at = usize::try_from(from).unwrap_or(usize::MAX);
         while at < end {
             let until = at.saturating_add(SCAN_OFFSETS).min(end);
-            let offsets = self.read_state(|s| s.offsets.to_vec(at..until)).unwrap_or_default();
+            let offsets = self.shared.offsets(at..until)?.ok_or(LedgerError::Corrupt {
+                seq: at as u64,
+                reason: "the ledger's offsets end before its length".into(),
+            })?;
             for (i, offset) in offsets.into_iter().enumerate() {
                 if f((at + i) as u64, offset)?.is_break() {
                     return Ok(());
@@ -629,7 +698,7 @@ impl Ledger {
     /// no lock the writer needs.
     fn leaves(&self, size: u64) -> Option<Vec<Hash>> {
         let size = usize::try_from(size).ok()?;
-        self.read_state(|s| s.leaves.to_vec(0..size))
+        self.shared.leaves(0..size).ok().flatten()
     }
 
     /// Stops the writer after the queued appends and flushes the index.
@@ -661,9 +730,15 @@ impl Drop for Ledger {
 /// ledger; a segment that disagrees stops the appends.
 fn spawn_prefix_check(shared: Arc<Shared>, end: u64, entries: u64) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("ledger-check".into()).spawn(move || {
+        // The leaves checkpointed, a block at a time from wherever they are.
+        let mut block: (u64, Vec<Hash>) = (0, Vec::new());
         let leaf_of = |seq: u64| {
-            let s = shared.state.read().ok()?;
-            s.leaves.get(usize::try_from(seq).ok()?)
+            if seq < block.0 || seq >= block.0 + block.1.len() as u64 {
+                let from = usize::try_from(seq).ok()?;
+                let until = (from + checkpoint::CHECK_BLOCK).min(usize::try_from(entries).ok()?);
+                block = (seq, shared.leaves(from..until).ok()??);
+            }
+            block.1.get(usize::try_from(seq - block.0).ok()?).copied()
         };
         let closing = || shared.closing.load(std::sync::atomic::Ordering::SeqCst);
         let found = checkpoint::check_prefix(&shared.reader, end, entries, &shared.public, leaf_of, closing);

@@ -182,10 +182,17 @@ fn write_loop(
 }
 
 /// Writes a tree checkpoint (a failure is logged: the next open reads more).
+/// Memory then lets go of the leaves and offsets the tree file holds.
 fn checkpoint(checkpointer: &mut Checkpointer, shared: &Shared, segment: &Segment) {
-    let Ok(state) = shared.state.read() else { return };
-    if let Err(e) = checkpointer.write(&state, segment.end()) {
-        tracing::warn!(error = %e, "cannot write the ledger's checkpoint; the next open reads the segment further");
+    {
+        let Ok(state) = shared.state.read() else { return };
+        if let Err(e) = checkpointer.write(&state, segment.end()) {
+            tracing::warn!(error = %e, "cannot write the ledger's checkpoint; the next open reads the segment further");
+            return;
+        }
+    }
+    if let Ok(mut state) = shared.state.write() {
+        state.spill_before(checkpointer.on_disk());
     }
 }
 

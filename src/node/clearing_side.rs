@@ -10,7 +10,7 @@ use super::records::{HomeSettlementEntry, OutcomeEntry};
 use super::{ledger_error, Node};
 use crate::api::envelope;
 use crate::api::NodeError;
-use crate::clearing::{Line, Month, PairSummary, RunningPair};
+use crate::clearing::{Line, Month, PairSummary};
 use crate::ledger::EntryKind;
 use crate::proto::ClaimResult;
 use crate::region::RegionCode;
@@ -32,87 +32,19 @@ impl Side {
     }
 }
 
-/// Running totals: month -> (side, counterpart region) -> totals and ids.
-#[derive(Debug, Default)]
-pub struct ClearingTotals {
-    pub months: BTreeMap<Month, BTreeMap<(Side, RegionCode), RunningPair>>,
-    /// The ledger index of each month's first line: scans for a month's
-    /// lines start there.
-    pub first_index: BTreeMap<Month, u64>,
-    /// Per month, the hospitals' claims here as treatment region: settled
-    /// (by the month the home committed them), refused by the home region's
-    /// rules or for good (by the month the refusal was recorded); a count
-    /// for a month already sealed goes to the first month not sealed.
-    pub activity: BTreeMap<Month, crate::clearing::statement::Activity>,
-    /// The first month after every month sealed so far: counts that would
-    /// fall into a sealed month (already reported) go here instead.
-    pub floor: Option<Month>,
-}
-
-impl ClearingTotals {
-    pub fn add(&mut self, side: Side, line: &Line) {
-        self.months.entry(line.month).or_default().entry((side, side.counterpart(line))).or_default().add(line);
-    }
-
-    /// Adds the line of the ledger entry at `index`, if it carries one.
-    pub fn note(&mut self, index: u64, kind: EntryKind, key: &str, payload: &[u8], own: RegionCode) {
-        if let Some((side, line)) = line_of(kind, key, payload, own) {
-            self.note_line(index, side, &line);
+/// Whether a ledger entry records a claim the home region refused: by its
+/// rules (a settlement outcome that did not settle) or for good
+/// (`settlement_ended`).
+pub fn is_refusal(kind: EntryKind, key: &str, payload: &[u8]) -> bool {
+    match kind {
+        EntryKind::SettlementEnded => {
+            serde_json::from_slice::<super::records::EndedEntry>(payload).is_ok_and(|e| !e.reversal)
         }
-        if kind == EntryKind::MonthSeal {
-            if let Some(m) = super::keys::sealed_month(key) {
-                self.note_seal(m);
-            }
-        }
-    }
-
-    /// `month` is sealed: later counts go to the months after it.
-    pub fn note_seal(&mut self, month: Month) {
-        self.floor = Some(self.floor.map_or(month.next(), |f| f.max(month.next())));
-    }
-
-    /// The month a count made now for `month` is reported in.
-    fn reported_in(&self, month: Month) -> Month {
-        self.floor.map_or(month, |f| f.max(month))
-    }
-
-    /// Adds `line`, recorded at ledger index `index`.
-    pub fn note_line(&mut self, index: u64, side: Side, line: &Line) {
-        let first = self.first_index.entry(line.month).or_insert(index);
-        *first = (*first).min(index);
-        self.add(side, line);
-        // Settlements (S…), not their reversals (R…).
-        if side == Side::AsTreatment && line.setl_id.starts_with('S') {
-            let m = self.reported_in(line.month);
-            self.activity.entry(m).or_default().settled += 1;
-        }
-    }
-
-    /// Counts the refusal a ledger entry records, if it is one: a claim
-    /// the home region refused by its rules (a settlement outcome that did
-    /// not settle) or for good (`settlement_ended`).
-    pub fn note_refusal_entry(&mut self, kind: EntryKind, key: &str, payload: &[u8], ms: i64) {
-        let refused = match kind {
-            EntryKind::SettlementEnded => {
-                serde_json::from_slice::<super::records::EndedEntry>(payload).is_ok_and(|e| !e.reversal)
-            }
-            EntryKind::Settlement if super::keys::is_outcome(key) => serde_json::from_slice::<OutcomeEntry>(payload)
-                .ok()
-                .and_then(|o| result_of(&o.result))
-                .is_some_and(|r| !r.settled && !r.refusal.is_empty()),
-            _ => false,
-        };
-        if refused {
-            self.note_ended(ms);
-        }
-    }
-
-    /// Counts a claim the home region refused, recorded at `ms`.
-    pub fn note_ended(&mut self, ms: i64) {
-        if let Some(m) = Month::parse(&crate::time::month_of(ms)) {
-            let m = self.reported_in(m);
-            self.activity.entry(m).or_default().refused += 1;
-        }
+        EntryKind::Settlement if super::keys::is_outcome(key) => serde_json::from_slice::<OutcomeEntry>(payload)
+            .ok()
+            .and_then(|o| result_of(&o.result))
+            .is_some_and(|r| !r.settled && !r.refusal.is_empty()),
+        _ => false,
     }
 }
 
@@ -144,9 +76,7 @@ pub fn line_of(kind: EntryKind, key: &str, payload: &[u8], own: RegionCode) -> O
 }
 
 /// The clearing line of `result` between `home` and `treatment`, if it
-/// settled. [`line_of`] reads the same from a ledger entry; the nodes call
-/// this one as they commit, with the result they have just recorded (checked
-/// by [`crate::api::convert::line_of_result`] before it was).
+/// settled (what [`line_of`] reads from a ledger entry).
 pub(crate) fn line_from(result: &ClaimResult, home: RegionCode, treatment: RegionCode) -> Option<Line> {
     crate::api::convert::line_of_result(result, home, treatment).ok().flatten()
 }
@@ -173,28 +103,20 @@ impl Node {
         Ok((t, h))
     }
 
-    /// Summaries of `month` per (side, counterpart), from the running totals.
+    /// Summaries of `month` per (side, counterpart) and its activity as
+    /// treatment region, from the state store caught up to the ledger.
     pub fn month_summaries(&self, month: Month) -> Result<BTreeMap<(Side, RegionCode), PairSummary>, NodeError> {
-        self.read_clearing(|totals| {
-            totals.months.get(&month).map(|m| m.iter().map(|(k, p)| (*k, p.summary())).collect()).unwrap_or_default()
-        })
+        Ok(self.home.month_report(&self.ledger, month).map_err(super::state_error)?.0)
     }
 
-    /// Moves the running totals with the line of a settlement or reversal
-    /// just committed at ledger index `index` (the line [`line_of`] reads
-    /// from that entry: `tests/it/clearing_federation.rs` compares the two).
-    /// Counts a claim the home region refused, just recorded at `ms`.
-    pub(crate) fn note_ended(&self, ms: i64) {
-        if let Ok(mut c) = self.clearing.write() {
-            c.note_ended(ms);
-        }
-    }
-
-    pub(crate) fn note_for_clearing(&self, index: u64, side: Side, line: Option<Line>) {
-        let Some(line) = line else { return };
-        if let Ok(mut c) = self.clearing.write() {
-            c.note_line(index, side, &line);
-        }
+    /// `month`'s count and sums per (side, counterpart), without the roots
+    /// over the ids (for display).
+    pub fn month_totals(
+        &self,
+        month: Month,
+    ) -> Result<BTreeMap<(Side, RegionCode), super::state::PairTotals>, NodeError> {
+        self.apply_home()?;
+        self.home.month_totals(month).map_err(super::state_error)
     }
 }
 
@@ -257,8 +179,7 @@ impl Node {
                 // Months are sealed in order: a skipped month with lines
                 // here would never be cleared.
                 let sealed = self.sealed_months();
-                let skipped =
-                    self.read_clearing(|c| c.months.keys().copied().find(|m| *m < month && !sealed.contains(m)))?;
+                let skipped = self.lines_months()?.into_iter().find(|m| *m < month && !sealed.contains(m));
                 if let Some(earlier) = skipped {
                     return Err(NodeError::bad(
                         "month",
@@ -274,9 +195,6 @@ impl Node {
             }
         };
         self.seals.write().map_err(|_| NodeError::Internal("seals lock poisoned".into()))?.insert(month);
-        if let Ok(mut c) = self.clearing.write() {
-            c.note_seal(month);
-        }
         let Some(report) = report else {
             return self.sealed_report(month)?.ok_or_else(|| NodeError::Internal(format!("seal of {month}")));
         };
@@ -300,15 +218,14 @@ impl Node {
 
     /// This node's report of `month` as its running totals stand now, signed.
     fn month_report(&self, month: Month) -> Result<crate::proto::Signed, NodeError> {
-        let pairs = self
-            .month_summaries(month)?
+        let (summaries, activity) = self.home.month_report(&self.ledger, month).map_err(super::state_error)?;
+        let pairs = summaries
             .iter()
             .map(|((side, counterpart), s)| {
                 crate::api::convert::pair_report(*side == Side::AsTreatment, *counterpart, s)
             })
             .collect();
         let head = self.ledger.head();
-        let activity = self.read_clearing(|c| c.activity.get(&month).copied().unwrap_or_default())?;
         let report = crate::proto::MonthReport {
             region: self.region().to_string(),
             month: month.to_string(),
@@ -401,14 +318,22 @@ impl Node {
         month: Month,
         others: impl IntoIterator<Item = Month>,
     ) -> Result<Option<u64>, NodeError> {
-        self.read_clearing(|c| {
-            std::iter::once(month).chain(others).filter_map(|m| c.first_index.get(&m).copied()).min()
-        })
+        self.apply_home()?;
+        let mut first = None;
+        for m in std::iter::once(month).chain(others) {
+            let at = self.home.first_line(m).map_err(super::state_error)?;
+            if let Some(i) = at {
+                first = Some(first.map_or(i, |f: u64| f.min(i)));
+            }
+        }
+        Ok(first)
     }
 
-    fn read_clearing<T>(&self, f: impl FnOnce(&ClearingTotals) -> T) -> Result<T, NodeError> {
-        let totals = self.clearing.read().map_err(|_| NodeError::Internal("clearing lock poisoned".into()))?;
-        Ok(f(&totals))
+    /// The months with a clearing line here, either side, caught up to the
+    /// ledger.
+    pub(crate) fn lines_months(&self) -> Result<Vec<Month>, NodeError> {
+        self.apply_home()?;
+        self.home.months_with_lines().map_err(super::state_error)
     }
 }
 

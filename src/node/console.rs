@@ -61,7 +61,7 @@ async fn month(State(ctx): State<Shared>, headers: HeaderMap, Path(month): Path<
     // The sample and statements read the ledger: off the runtime's workers.
     let built = tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
         let rows: Vec<PairRow> = node
-            .month_summaries(m)?
+            .month_totals(m)?
             .into_iter()
             .map(|((side, counterpart), s)| PairRow {
                 as_treatment: side == Side::AsTreatment,

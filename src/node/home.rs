@@ -11,7 +11,6 @@ use chrono::Datelike;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use super::clearing_side::{line_from, Side};
 use super::metrics::Stage;
 use super::records::{to_payload, EnvelopeRecord, HomeSettlementEntry, PersonRecord};
 use super::state::person_from_record;
@@ -247,7 +246,7 @@ impl Node {
             fixmedins_code: claim.fixmedins_code.clone(),
             reversed_setl_id: None,
         };
-        self.commit_home(EntryKind::Settlement, key, &rec, &result).await?;
+        self.commit_home(EntryKind::Settlement, key, &rec).await?;
         Ok(result_env)
     }
 
@@ -302,31 +301,20 @@ impl Node {
             fixmedins_code: claim.fixmedins_code.clone(),
             reversed_setl_id: Some(original),
         };
-        self.commit_home(EntryKind::Reversal, key, &rec, &result).await?;
+        self.commit_home(EntryKind::Reversal, key, &rec).await?;
         Ok(result_env)
     }
 
     /// Appends a home entry and moves the derived state with it (the caller
     /// holds the person's lock, so nobody computes on stale counters).
-    /// `result` is the result `rec` holds, signed.
-    async fn commit_home(
-        &self,
-        kind: EntryKind,
-        key: &str,
-        rec: &HomeSettlementEntry,
-        result: &ClaimResult,
-    ) -> Result<(), NodeError> {
+    async fn commit_home(&self, kind: EntryKind, key: &str, rec: &HomeSettlementEntry) -> Result<(), NodeError> {
         let payload = to_payload(rec);
         let started = Instant::now();
         let appended = self.ledger.append(kind, key, payload).await;
         self.stages.record(Stage::HomeAppend, started);
         match appended {
             Ok(a) if a.existing => Ok(()),
-            Ok(a) => {
-                let line = RegionCode::parse(&rec.treatment).ok().and_then(|t| line_from(result, self.region(), t));
-                self.note_for_clearing(a.seq, Side::AsHome, line);
-                self.apply_home()
-            }
+            Ok(_) => self.apply_home(),
             Err(LedgerError::IdempotencyConflict { .. }) => Err(NodeError::MsgidReused(key.to_string())),
             Err(e) => Err(ledger_error(e)),
         }

@@ -46,9 +46,6 @@ pub const MAX_HOSPITAL_IN_FLIGHT: usize = 64;
 /// Settlements awaiting their home nodes, by default.
 pub const MAX_PENDING_INTENTS: usize = 100_000;
 
-/// Entries between two progress lines of a node's opening scan.
-const SCAN_PROGRESS_EVERY: u64 = 500_000;
-
 /// What one node takes on at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -84,7 +81,6 @@ pub struct Node {
     /// Persons, registrations, counters, balances, settlements: in the
     /// node's state store, applied in ledger order.
     home: HomeState,
-    clearing: RwLock<clearing_side::ClearingTotals>,
     /// Intent keys that have no outcome yet (re-driven until answered), with
     /// the time each intent was recorded.
     pending_intents: std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
@@ -132,47 +128,11 @@ impl Node {
         transport: Arc<dyn PeerTransport>,
     ) -> Result<Node, LedgerError> {
         let ledger = Ledger::open(&config.data_dir, key.clone(), Arc::clone(&clock))?;
-        let home = open_home(&config.data_dir, &ledger)?;
-        let mut clearing = clearing_side::ClearingTotals::default();
-        let mut pending_intents = std::collections::BTreeMap::new();
-        let mut seals = std::collections::BTreeSet::new();
-        let mut designations = designation::Designations::default();
-        let mut issued = hospital_statements::Issued::default();
-        let mut audits = audit::Audits::default();
+        let home = open_home(&config.data_dir, &ledger, config.region)?;
         let partners: Vec<RegionCode> =
             config.peers.keys().copied().filter(|p| rules.pairs().are_partners(config.region, *p)).collect();
-        // Persons, registrations and accounts are the state store's (caught
-        // up above); their entries, a bulk load's bulk, are not read here.
-        // Still the whole ledger's settlements (docs/PERFORMANCE.md, "A region
-        // on one node"): a long one says how far it is.
-        let (started, total, mut read) = (std::time::Instant::now(), ledger.len(), 0u64);
-        ledger.for_each_of(
-            0,
-            |k| !state::is_home_only(k),
-            |e| {
-                read += 1;
-                if read % SCAN_PROGRESS_EVERY == 0 {
-                    let per_s = (read as f64 / started.elapsed().as_secs_f64().max(1e-9)) as u64;
-                    let at = e.frame.seq;
-                    tracing::info!(at, of = total, per_s, "node opening: month totals, intents, statements");
-                }
-                if e.body.kind == crate::ledger::EntryKind::SettlementIntent {
-                    pending_intents.insert(e.body.key.clone(), e.frame.timestamp_ms);
-                } else if let Some(intent) = keys::intent_of_outcome(&e.body.key) {
-                    pending_intents.remove(&intent);
-                } else if e.body.kind == crate::ledger::EntryKind::MonthSeal {
-                    if let Some(m) = keys::sealed_month(&e.body.key) {
-                        seals.insert(m);
-                    }
-                }
-                designations.note(e.body.kind, &e.body.key, &e.body.payload, config.region, &partners);
-                issued.note(e.body.kind, &e.body.key, &e.body.payload);
-                audits.note(e.body.kind, &e.body.payload);
-                clearing.note(e.frame.seq, e.body.kind, &e.body.key, &e.body.payload, config.region);
-                clearing.note_refusal_entry(e.body.kind, &e.body.key, &e.body.payload, e.frame.timestamp_ms);
-                Ok(())
-            },
-        )?;
+        let (pending_intents, seals, designations, issued, audits) =
+            read_at_open(&home, &ledger, config.region, &partners)?;
         let signer = batch_signer::BatchSigner::new(key.clone(), config.region.to_string());
         Ok(Node {
             config,
@@ -180,7 +140,6 @@ impl Node {
             rules,
             ledger: Arc::new(ledger),
             home,
-            clearing: RwLock::new(clearing),
             pending_intents: std::sync::Mutex::new(pending_intents),
             redrive_backoff: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             seals: RwLock::new(seals),
@@ -261,7 +220,7 @@ impl Node {
 
     /// The months with a settlement here, either side.
     pub fn months_with_lines(&self) -> Vec<crate::clearing::Month> {
-        self.clearing.read().map(|c| c.months.keys().copied().collect()).unwrap_or_default()
+        self.lines_months().unwrap_or_default()
     }
 
     /// Up to `limit` intents awaiting their home node (institution, msgid,
@@ -384,13 +343,57 @@ impl Node {
 /// Where a node keeps its state store, in its data directory.
 pub const STATE_DIR: &str = "state";
 
+type ReadAtOpen = (
+    std::collections::BTreeMap<String, i64>,
+    std::collections::BTreeSet<crate::clearing::Month>,
+    designation::Designations,
+    hospital_statements::Issued,
+    audit::Audits,
+);
+
+/// What a node holds in memory, from its state store (caught up): the
+/// intents awaiting their home node, and from the few entries that move
+/// them, its seals, designations, statements and audits.
+fn read_at_open(
+    home: &HomeState,
+    ledger: &Ledger,
+    region: RegionCode,
+    partners: &[RegionCode],
+) -> Result<ReadAtOpen, LedgerError> {
+    let as_ledger = |e: state::StateError| match e {
+        state::StateError::Ledger(l) => l,
+        state::StateError::Store(s) => LedgerError::Store(s),
+        other => LedgerError::Corrupt { seq: 0, reason: other.to_string() },
+    };
+    let pending = home.pending_intents().map_err(as_ledger)?;
+    let mut seals = std::collections::BTreeSet::new();
+    let mut designations = designation::Designations::default();
+    let mut issued = hospital_statements::Issued::default();
+    let mut audits = audit::Audits::default();
+    for seq in home.read_at_open().map_err(as_ledger)? {
+        let e = ledger.entry(seq)?.ok_or_else(|| LedgerError::Corrupt {
+            seq,
+            reason: "the state store names an entry past the ledger".into(),
+        })?;
+        if e.body.kind == crate::ledger::EntryKind::MonthSeal {
+            if let Some(m) = keys::sealed_month(&e.body.key) {
+                seals.insert(m);
+            }
+        }
+        designations.note(e.body.kind, &e.body.key, &e.body.payload, region, partners);
+        issued.note(e.body.kind, &e.body.key, &e.body.payload);
+        audits.note(e.body.kind, &e.body.payload);
+    }
+    Ok((pending, seals, designations, issued, audits))
+}
+
 /// Opens the node's state store and brings it up to the ledger; a store
 /// with a bad record is rebuilt from the ledger.
-fn open_home(dir: &std::path::Path, ledger: &Ledger) -> Result<HomeState, LedgerError> {
+fn open_home(dir: &std::path::Path, ledger: &Ledger, region: RegionCode) -> Result<HomeState, LedgerError> {
     let (kv, _) = crate::ledger::open_store(&dir.join(STATE_DIR))?;
     let started = std::time::Instant::now();
     let caught_up = |kv: Arc<dyn crate::storage::KvStore>| {
-        let (home, mut opened) = HomeState::open(kv, ledger)?;
+        let (home, mut opened) = HomeState::open(kv, ledger, region)?;
         opened.replayed = home.catch_up(ledger)?;
         Ok::<_, state::StateError>((home, opened))
     };

@@ -1,7 +1,9 @@
-//! The home node's derived state: insured persons, registrations, year-to-date
-//! counters, account balances and committed settlements. It grows with the
-//! region's population, so it lives in a store (sled, whose cache is bounded),
-//! not in memory. It is a function of the ledger: entries are applied in
+//! The node's derived state: insured persons, registrations, year-to-date
+//! counters, account balances and committed settlements (the home side);
+//! each month's clearing totals and settlement ids, the intents awaiting
+//! their home node, and where the rarer entries a node's open reads are. It
+//! grows with the region's population and its year of settlements, so it
+//! lives in a store (sled, whose cache is bounded), not in memory. It is a function of the ledger: entries are applied in
 //! ledger order, each group in one atomic store batch with the position it
 //! brings the store to, so a start replays only the entries after that
 //! position, and a store that is missing or disagrees with the ledger is
@@ -15,9 +17,12 @@ use std::sync::{Arc, Mutex};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+use super::clearing_side::{self, Side};
 use super::records::{
     AccountCreditEntry, HomeSettlementEntry, PersonRecord, QualificationEntry, QualificationRecord, RegistrationEntry,
 };
+use crate::clearing::statement::Activity;
+use crate::clearing::{Amounts, Line, Month, PairSummary};
 use crate::ledger::{Entry, EntryKind, Ledger, LedgerError};
 use crate::money::Amount;
 use crate::region::RegionCode;
@@ -74,6 +79,36 @@ pub fn is_home_only(kind: EntryKind) -> bool {
     )
 }
 
+/// Kinds a node's open reads one by one (designations, sanctions,
+/// statements, audit samples and reviews, seals): few, so the store keeps
+/// where each is, and the open reads those entries rather than the ledger.
+pub fn is_read_at_open(kind: EntryKind) -> bool {
+    matches!(
+        kind,
+        EntryKind::Designation
+            | EntryKind::PartnerSanction
+            | EntryKind::SanctionDelivered
+            | EntryKind::MonthSeal
+            | EntryKind::FinalStatement
+            | EntryKind::HospitalStatement
+            | EntryKind::AuditSample
+            | EntryKind::AuditReview
+    )
+}
+
+/// The rows' layout: a store written in another is rebuilt.
+const FORMAT: &[u8] = b"2";
+
+/// A month's summaries per (side, counterpart).
+pub type MonthSummaries = std::collections::BTreeMap<(Side, RegionCode), PairSummary>;
+
+/// One side's running totals with one counterpart in a month.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairTotals {
+    pub count: u64,
+    pub amounts: Amounts,
+}
+
 /// Why the state could not be read or moved.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -89,8 +124,14 @@ pub enum StateError {
 
 /// Store keys, by what they hold.
 mod keys {
+    use super::{Month, RegionCode, Side};
+
     /// Entries applied (u64) and the hash of the last one applied.
     pub(super) const AT: &[u8] = b"m/at";
+    /// The rows' layout ([`super::FORMAT`]).
+    pub(super) const FORMAT: &[u8] = b"m/format";
+    /// The first month after every month sealed.
+    pub(super) const FLOOR: &[u8] = b"n/floor";
 
     fn with(prefix: &[u8], id: &str) -> Vec<u8> {
         [prefix, id.as_bytes()].concat()
@@ -113,6 +154,52 @@ mod keys {
     }
     pub(super) fn person_registrations(psn_no: &str) -> Vec<u8> {
         with(b"q/", psn_no)
+    }
+    /// Month and pair fixed width ("YYYY-MM", a side letter, six digits):
+    /// a month's rows, and a pair's, are one prefix each.
+    pub(super) fn month_pairs(prefix: &[u8], month: Month) -> Vec<u8> {
+        [prefix, month.to_string().as_bytes()].concat()
+    }
+    fn pair(prefix: &[u8], month: Month, side: Side, counterpart: RegionCode) -> Vec<u8> {
+        let s = match side {
+            Side::AsTreatment => b"t",
+            Side::AsHome => b"h",
+        };
+        [month_pairs(prefix, month).as_slice(), s, counterpart.to_string().as_bytes()].concat()
+    }
+    pub(super) fn pair_totals(month: Month, side: Side, counterpart: RegionCode) -> Vec<u8> {
+        pair(b"t/", month, side, counterpart)
+    }
+    pub(super) fn pair_ids(month: Month, side: Side, counterpart: RegionCode) -> Vec<u8> {
+        pair(b"l/", month, side, counterpart)
+    }
+    pub(super) fn line_id(month: Month, side: Side, counterpart: RegionCode, setl_id: &str) -> Vec<u8> {
+        [pair_ids(month, side, counterpart).as_slice(), setl_id.as_bytes()].concat()
+    }
+    /// (side, counterpart) of a pair row's key after its month's prefix.
+    pub(super) fn parse_pair(rest: &[u8]) -> Option<(Side, RegionCode)> {
+        let side = match rest.first()? {
+            b't' => Side::AsTreatment,
+            b'h' => Side::AsHome,
+            _ => return None,
+        };
+        let code = std::str::from_utf8(rest.get(1..7)?).ok()?;
+        Some((side, RegionCode::parse(code).ok()?))
+    }
+    pub(super) const FIRST_LINE: &[u8] = b"f/";
+    pub(super) fn first_line(month: Month) -> Vec<u8> {
+        month_pairs(FIRST_LINE, month)
+    }
+    pub(super) fn activity(month: Month) -> Vec<u8> {
+        month_pairs(b"a/", month)
+    }
+    pub(super) const INTENT: &[u8] = b"i/";
+    pub(super) fn intent(key: &str) -> Vec<u8> {
+        with(INTENT, key)
+    }
+    pub(super) const READ_AT_OPEN: &[u8] = b"k/";
+    pub(super) fn read_at_open(seq: u64) -> Vec<u8> {
+        [READ_AT_OPEN, &seq.to_be_bytes()].concat()
     }
 }
 
@@ -144,6 +231,10 @@ struct RegRow {
 fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Result<T, StateError> {
     serde_json::from_slice(bytes)
         .map_err(|e| StateError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), why: e.to_string() })
+}
+
+fn corrupt(prefix: &[u8], rest: &[u8], why: &str) -> StateError {
+    StateError::Corrupt { key: String::from_utf8_lossy(&[prefix, rest].concat()).into_owned(), why: why.into() }
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -180,6 +271,17 @@ trait Rows {
         Ok(self.row(&k)?.map(|b| decode(&k, &b)).transpose()?.unwrap_or_default())
     }
 
+    fn floor(&self) -> Result<Option<Month>, StateError> {
+        let Some(v) = self.row(keys::FLOOR)? else { return Ok(None) };
+        let m = std::str::from_utf8(&v).ok().and_then(Month::parse);
+        m.map(Some).ok_or_else(|| StateError::Corrupt { key: "n/floor".into(), why: "not a month".into() })
+    }
+
+    fn activity(&self, month: Month) -> Result<Activity, StateError> {
+        let k = keys::activity(month);
+        Ok(self.row(&k)?.map(|b| decode(&k, &b)).transpose()?.unwrap_or_default())
+    }
+
     fn registration(&self, reg_id: &str) -> Result<Option<RegState>, StateError> {
         let k = keys::registration(reg_id);
         let Some(row) = self.row(&k)?.map(|b| decode::<RegRow>(&k, &b)).transpose()? else { return Ok(None) };
@@ -199,33 +301,41 @@ impl Rows for Direct<'_> {
     }
 }
 
-/// A store batch being built from ledger entries: the rows written, each
-/// once (the last write of a key is the one that counts).
+/// A store batch being built from ledger entries: the rows written or
+/// deleted (`None`), each once (the last write of a key is the one that counts).
 struct Tx<'a> {
     kv: &'a dyn KvStore,
-    written: HashMap<Vec<u8>, Vec<u8>>,
+    /// The node's region: the side it sees a clearing line from.
+    own: RegionCode,
+    written: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl Rows for Tx<'_> {
     fn row(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         match self.written.get(key) {
-            Some(v) => Ok(Some(v.clone())),
+            Some(v) => Ok(v.clone()),
             None => Ok(self.kv.get(key)?),
         }
     }
 }
 
 impl<'a> Tx<'a> {
-    fn new(kv: &'a dyn KvStore) -> Tx<'a> {
-        Tx { kv, written: HashMap::new() }
+    fn new(kv: &'a dyn KvStore, own: RegionCode) -> Tx<'a> {
+        Tx { kv, own, written: HashMap::new() }
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.written.insert(key, value);
+        self.written.insert(key, Some(value));
     }
 
-    /// Applies one ledger entry (home-side entries; others change nothing).
+    fn delete(&mut self, key: Vec<u8>) {
+        self.written.insert(key, None);
+    }
+
+    /// Applies one ledger entry: what the node's clearing and open read of
+    /// it, and the home side's state.
     fn apply(&mut self, entry: &Entry) -> Result<(), StateError> {
+        self.apply_node(entry)?;
         let key = entry.body.key.as_str();
         let payload = entry.body.payload.as_slice();
         match entry.body.kind {
@@ -274,6 +384,71 @@ impl<'a> Tx<'a> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// An entry's clearing line (totals, id, the month's first line), the
+    /// month floor a seal moves, a refusal counted, an intent awaiting its
+    /// home node or answered, and where an entry the open reads is.
+    fn apply_node(&mut self, e: &Entry) -> Result<(), StateError> {
+        let (kind, key, payload) = (e.body.kind, e.body.key.as_str(), e.body.payload.as_slice());
+        if let Some((side, line)) = clearing_side::line_of(kind, key, payload, self.own) {
+            self.note_line(e.frame.seq, side, &line)?;
+        }
+        match kind {
+            EntryKind::SettlementIntent => self.put(keys::intent(key), e.frame.timestamp_ms.to_be_bytes().to_vec()),
+            EntryKind::MonthSeal => {
+                if let Some(m) = super::keys::sealed_month(key) {
+                    let floor = self.floor()?.map_or(m.next(), |f| f.max(m.next()));
+                    self.put(keys::FLOOR.to_vec(), floor.to_string().into_bytes());
+                }
+            }
+            _ => {}
+        }
+        if let Some(intent) = super::keys::intent_of_outcome(key) {
+            self.delete(keys::intent(&intent));
+        }
+        if clearing_side::is_refusal(kind, key, payload) {
+            if let Some(m) = Month::parse(&crate::time::month_of(e.frame.timestamp_ms)) {
+                let m = self.reported_in(m)?;
+                let mut a = self.activity(m)?;
+                a.refused += 1;
+                self.put(keys::activity(m), encode(&a));
+            }
+        }
+        if is_read_at_open(kind) {
+            self.put(keys::read_at_open(e.frame.seq), Vec::new());
+        }
+        Ok(())
+    }
+
+    /// Adds a line recorded at ledger index `seq` (applied in ledger order:
+    /// a month's first line is its least index).
+    fn note_line(&mut self, seq: u64, side: Side, line: &Line) -> Result<(), StateError> {
+        let counterpart = side.counterpart(line);
+        let first = keys::first_line(line.month);
+        if self.row(&first)?.is_none() {
+            self.put(first, seq.to_be_bytes().to_vec());
+        }
+        let k = keys::pair_totals(line.month, side, counterpart);
+        let mut t: PairTotals = self.row(&k)?.map(|b| decode(&k, &b)).transpose()?.unwrap_or_default();
+        t.count += line.count;
+        t.amounts = t.amounts.plus(&line.amounts);
+        self.put(k, encode(&t));
+        self.put(keys::line_id(line.month, side, counterpart, &line.setl_id), Vec::new());
+        // The hospitals' settlements here (S…), not their reversals (R…).
+        if side == Side::AsTreatment && line.setl_id.starts_with('S') {
+            let m = self.reported_in(line.month)?;
+            let mut a = self.activity(m)?;
+            a.settled += 1;
+            self.put(keys::activity(m), encode(&a));
+        }
+        Ok(())
+    }
+
+    /// The month a count made now for `month` is reported in: a sealed
+    /// month's report is signed, so its late counts go to the first one open.
+    fn reported_in(&self, month: Month) -> Result<Month, StateError> {
+        Ok(self.floor()?.map_or(month, |f| f.max(month)))
     }
 
     /// A person record: replaces the person's attributes. Qualifications
@@ -379,8 +554,12 @@ impl<'a> Tx<'a> {
     fn commit(self, at: u64, last_hash: [u8; 32]) -> Result<(), StateError> {
         let mut batch = WriteBatch::default();
         for (k, v) in self.written {
-            batch.put(k, v);
+            match v {
+                Some(v) => batch.put(k, v),
+                None => batch.delete(k),
+            }
         }
+        batch.put(keys::FORMAT.to_vec(), FORMAT.to_vec());
         batch.put(keys::AT.to_vec(), [at.to_be_bytes().as_slice(), &last_hash].concat());
         Ok(self.kv.apply(batch)?)
     }
@@ -400,6 +579,8 @@ pub fn clear(kv: &dyn KvStore) -> Result<(), StoreError> {
 /// The home state in its store, and the ledger position it is at.
 pub struct HomeState {
     kv: Arc<dyn KvStore>,
+    /// The node's region.
+    own: RegionCode,
     /// Entries applied; held while applying, so entries go in one at a time.
     at: Mutex<u64>,
     /// Set when a batch failed: the store may be behind the ledger, and
@@ -423,8 +604,9 @@ impl HomeState {
     /// or empty when that position is not one of this ledger's (a store of
     /// another ledger, or ahead of it), to be rebuilt. [`HomeState::catch_up`]
     /// then brings it to the ledger's end.
-    pub fn open(kv: Arc<dyn KvStore>, ledger: &Ledger) -> Result<(HomeState, Opened), StateError> {
+    pub fn open(kv: Arc<dyn KvStore>, ledger: &Ledger, own: RegionCode) -> Result<(HomeState, Opened), StateError> {
         let recorded = kv.get(keys::AT)?;
+        let format_fits = kv.get(keys::FORMAT)?.is_none_or(|f| f == FORMAT);
         let (at, hash) = match recorded.as_deref() {
             None => (0, None),
             Some(v) if v.len() == 40 => {
@@ -435,12 +617,13 @@ impl HomeState {
             }
             Some(_) => (u64::MAX, None),
         };
-        let fits = match (at, hash) {
-            (0, None) => kv.first_key()?.is_none(),
-            (u64::MAX, _) | (_, None) => false,
-            (0, Some(_)) => true,
-            (at, Some(h)) => ledger.entry(at - 1)?.is_some_and(|e| e.hash() == h),
-        };
+        let fits = format_fits
+            && match (at, hash) {
+                (0, None) => kv.first_key()?.is_none(),
+                (u64::MAX, _) | (_, None) => false,
+                (0, Some(_)) => true,
+                (at, Some(h)) => ledger.entry(at - 1)?.is_some_and(|e| e.hash() == h),
+            };
         if !fits {
             tracing::warn!(
                 was_at = at,
@@ -450,7 +633,7 @@ impl HomeState {
             clear(kv.as_ref())?;
         }
         let start = if fits { at } else { 0 };
-        let state = HomeState { kv, at: Mutex::new(start), failed: AtomicBool::new(false) };
+        let state = HomeState { kv, own, at: Mutex::new(start), failed: AtomicBool::new(false) };
         Ok((state, Opened { was_at: at, replayed: 0, rebuilt: !fits }))
     }
 
@@ -474,6 +657,22 @@ impl HomeState {
     /// [`HomeState::catch_up`], up to entry `until` at most.
     pub fn catch_up_until(&self, ledger: &Ledger, until: u64) -> Result<u64, StateError> {
         let mut at = self.at.lock().map_err(|_| StateError::Failed)?;
+        self.catch_up_locked(&mut at, ledger, until)
+    }
+
+    /// Catches up, then reads with the position held: what `read` sees is
+    /// the state of one ledger position, none of it moved meanwhile.
+    fn read_caught_up<T>(
+        &self,
+        ledger: &Ledger,
+        read: impl FnOnce(&Direct<'_>) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let mut at = self.at.lock().map_err(|_| StateError::Failed)?;
+        self.catch_up_locked(&mut at, ledger, u64::MAX)?;
+        read(&self.rows()?)
+    }
+
+    fn catch_up_locked(&self, at: &mut u64, ledger: &Ledger, until: u64) -> Result<u64, StateError> {
         let (from, end) = (*at, ledger.len().min(until));
         if from >= end {
             return Ok(0);
@@ -483,7 +682,8 @@ impl HomeState {
             tracing::info!(from, to = end, "bringing the node state up to the ledger");
         }
         let started = std::time::Instant::now();
-        let mut tx = Tx::new(self.kv.as_ref());
+        let own = self.own;
+        let mut tx = Tx::new(self.kv.as_ref(), own);
         let mut in_tx = 0usize;
         let mut failure: Option<StateError> = None;
         let kv = self.kv.as_ref();
@@ -498,7 +698,7 @@ impl HomeState {
             }
             in_tx += 1;
             if in_tx >= CATCH_UP_ENTRIES || tx.written.len() >= CATCH_UP_OPS || seq + 1 == end {
-                let done = std::mem::replace(&mut tx, Tx::new(kv));
+                let done = std::mem::replace(&mut tx, Tx::new(kv, own));
                 if let Err(err) = done.commit(seq + 1, e.hash()) {
                     failure = Some(err);
                     return Ok(ControlFlow::Break(()));
@@ -612,6 +812,100 @@ impl HomeState {
             return Ok(Some(Registration::emergency_unfiled()));
         }
         Ok(regs.last().map(|r| r.registration.clone()))
+    }
+
+    /// Calls `f` with each row under `prefix`, in key order (the key after
+    /// the prefix).
+    fn each_under(
+        &self,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        self.rows()?;
+        for kv in self.kv.iter_from(prefix)? {
+            let (k, v) = kv?;
+            let Some(rest) = k.strip_prefix(prefix) else { break };
+            f(rest, &v)?;
+        }
+        Ok(())
+    }
+
+    /// The months with a clearing line here, either side, as applied.
+    pub fn months_with_lines(&self) -> Result<Vec<Month>, StateError> {
+        let mut months = Vec::new();
+        self.each_under(keys::FIRST_LINE, |rest, _| {
+            let m = std::str::from_utf8(rest).ok().and_then(Month::parse);
+            months.push(m.ok_or_else(|| corrupt(keys::FIRST_LINE, rest, "not a month"))?);
+            Ok(())
+        })?;
+        Ok(months)
+    }
+
+    /// The ledger index of `month`'s first clearing line, as applied.
+    pub fn first_line(&self, month: Month) -> Result<Option<u64>, StateError> {
+        let k = keys::first_line(month);
+        let v = self.rows()?.row(&k)?;
+        v.map(|v| crate::ledger::read_u64(Some(&v)).ok_or_else(|| corrupt(&k, b"", "not an index"))).transpose()
+    }
+
+    /// `month`'s totals per (side, counterpart), as applied.
+    pub fn month_totals(
+        &self,
+        month: Month,
+    ) -> Result<std::collections::BTreeMap<(Side, RegionCode), PairTotals>, StateError> {
+        let prefix = keys::month_pairs(b"t/", month);
+        let mut out = std::collections::BTreeMap::new();
+        self.each_under(&prefix, |rest, v| {
+            let pair = keys::parse_pair(rest).ok_or_else(|| corrupt(&prefix, rest, "not a pair"))?;
+            out.insert(pair, decode::<PairTotals>(&[prefix.as_slice(), rest].concat(), v)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// `month`'s summaries per (side, counterpart): totals and the root
+    /// over the sorted settlement ids, and its activity as treatment region,
+    /// all of one ledger position, caught up to the ledger's end.
+    pub fn month_report(&self, ledger: &Ledger, month: Month) -> Result<(MonthSummaries, Activity), StateError> {
+        self.read_caught_up(ledger, |rows| {
+            let mut out = std::collections::BTreeMap::new();
+            for ((side, counterpart), t) in self.month_totals(month)? {
+                // The store keeps the ids sorted: the root is folded as they come.
+                let mut ids = crate::ledger::merkle::Frontier::default();
+                self.each_under(&keys::pair_ids(month, side, counterpart), |id, _| {
+                    ids.push(crate::ledger::merkle::leaf_hash(id));
+                    Ok(())
+                })?;
+                let summary = PairSummary { count: t.count, amounts: t.amounts, ids_root: ids.root() };
+                out.insert((side, counterpart), summary);
+            }
+            Ok((out, rows.activity(month)?))
+        })
+    }
+
+    /// The intents awaiting their home node (key, when recorded), as applied.
+    pub fn pending_intents(&self) -> Result<std::collections::BTreeMap<String, i64>, StateError> {
+        let mut out = std::collections::BTreeMap::new();
+        self.each_under(keys::INTENT, |rest, v| {
+            let key = String::from_utf8(rest.to_vec()).map_err(|_| corrupt(keys::INTENT, rest, "not UTF-8"))?;
+            let ms = v.try_into().map(i64::from_be_bytes).map_err(|_| corrupt(keys::INTENT, rest, "not a time"))?;
+            out.insert(key, ms);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The ledger indexes of the entries a node's open reads
+    /// ([`is_read_at_open`]), in ledger order, as applied.
+    pub fn read_at_open(&self) -> Result<Vec<u64>, StateError> {
+        let mut out = Vec::new();
+        self.each_under(keys::READ_AT_OPEN, |rest, _| {
+            out.push(
+                crate::ledger::read_u64(Some(rest)).ok_or_else(|| corrupt(keys::READ_AT_OPEN, rest, "not an index"))?,
+            );
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Every row of the state (not its position), in key order, and a

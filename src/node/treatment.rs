@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use super::clearing_side::{line_from, Side};
 use super::config::InstitutionKind;
 use super::metrics::Stage;
 use super::records::{to_payload, EndedEntry, EnvelopeRecord, IntentEntry, OutcomeEntry};
@@ -318,19 +317,9 @@ impl Node {
         let appended = self.ledger.append(kind, &key, to_payload(&outcome)).await;
         self.stages.record(Stage::OutcomeAppend, started);
         let recorded = match appended {
-            Ok(appended) => {
-                if !appended.existing {
-                    // The home region is the result's signer, as `line_of` reads it.
-                    let line = RegionCode::parse(&result_env.signer)
-                        .ok()
-                        .and_then(|home| line_from(&result, home, self.region()));
-                    self.note_for_clearing(appended.seq, Side::AsTreatment, line);
-                    if kind == EntryKind::Settlement && !result.settled && !result.refusal.is_empty() {
-                        self.note_ended(appended.timestamp_ms);
-                    }
-                }
-                (result_env, result)
-            }
+            // Its clearing line and any refusal count are the state store's,
+            // read from the ledger.
+            Ok(_) => (result_env, result),
             // Another attempt recorded its answer first (a refusal carries
             // its computation time, so two differ): that one stands.
             Err(LedgerError::IdempotencyConflict { .. }) => {
@@ -377,10 +366,7 @@ impl Node {
         };
         let key = outcome_key(hospital, msgid);
         match self.ledger.append(EntryKind::SettlementEnded, &key, to_payload(&ended)).await {
-            Ok(appended) => {
-                if !appended.existing && !reversal {
-                    self.note_ended(appended.timestamp_ms);
-                }
+            Ok(_) => {
                 self.forget_intent(ikey);
                 tracing::info!(intent = ikey, reason = refusal.reason(), "intent ended: refused by the home node");
                 refusal

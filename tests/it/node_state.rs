@@ -28,7 +28,7 @@ fn open(dir: &Path, seed: u64, region: RegionCode) -> Opened {
     let key = xclear::federation::key(&federation_name(seed), &region.to_string());
     let ledger = Ledger::open(dir, key, clock).expect("ledger");
     let kv: Arc<dyn KvStore> = Arc::new(SledStore::open(&dir.join(STATE_DIR)).expect("store"));
-    let (home, opened) = HomeState::open(kv, &ledger).expect("state");
+    let (home, opened) = HomeState::open(kv, &ledger, region).expect("state");
     Opened { ledger, home, was_at: opened.was_at, rebuilt: opened.rebuilt }
 }
 
