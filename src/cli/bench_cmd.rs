@@ -28,6 +28,9 @@ pub(crate) enum BenchCommand {
         /// Length of each end-to-end phase (against the loaded node, then an empty one), in seconds.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Keep the data in this directory (to open it again with `scale-restart --dir`), not in a temporary one.
+        #[arg(long, hide = true)]
+        keep: Option<std::path::PathBuf>,
     },
     /// The restart half of `scale`, in its own process (run by `scale`).
     #[command(hide = true)]
@@ -87,7 +90,9 @@ pub(crate) struct Figure {
 
 pub(crate) fn run(cmd: BenchCommand) -> ExitCode {
     let figures = match cmd {
-        BenchCommand::Scale { persons, settlements, seconds } => super::bench_scale::run(persons, settlements, seconds),
+        BenchCommand::Scale { persons, settlements, seconds, keep } => {
+            super::bench_scale::run(persons, settlements, seconds, keep)
+        }
         BenchCommand::ScaleRestart { dir, seconds } => {
             return match super::bench_scale::restart(&dir, seconds) {
                 Ok(()) => ExitCode::SUCCESS,

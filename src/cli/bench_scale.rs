@@ -166,8 +166,9 @@ pub(crate) fn restart(dir: &Path, seconds: u64) -> Result<(), String> {
     })
 }
 
-pub(crate) fn run(persons: u64, settlements: u64, seconds: u64) -> Result<Vec<Figure>, String> {
-    let tmp = std::env::temp_dir().join(format!("xclear-bench-scale-{}", std::process::id()));
+pub(crate) fn run(persons: u64, settlements: u64, seconds: u64, keep: Option<PathBuf>) -> Result<Vec<Figure>, String> {
+    let tmp =
+        keep.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("xclear-bench-scale-{}", std::process::id())));
     let dir = tmp.join(HOME);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let result = bulk_load(&dir, persons, settlements);
@@ -184,7 +185,9 @@ pub(crate) fn run(persons: u64, settlements: u64, seconds: u64) -> Result<Vec<Fi
         }
         Ok((loaded, String::from_utf8_lossy(&out.stdout).into_owned()))
     });
-    let _ = std::fs::remove_dir_all(&tmp);
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
     let (loaded, text) = measured?;
     let field = |name: &str| -> f64 {
         text.split_whitespace()

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use super::chunked::{Chunked, CHUNK};
 use super::head::SignedTreeHead;
 use super::merkle::{Frontier, Hash};
+use super::segment::SegmentFiles;
 use super::{read_entry, TreeState};
 
 pub const TREE_FILE: &str = "ledger.tree";
@@ -80,7 +81,7 @@ fn encode(
 /// Reads the checkpoint in `dir` and the tree it counts, checking it against
 /// the segment (`segment`, opened for reading). `None`, said why in the log,
 /// when there is none to use.
-pub(crate) fn load(dir: &Path, segment: &File) -> Option<Loaded> {
+pub(crate) fn load(dir: &Path, segment: &SegmentFiles) -> Option<Loaded> {
     let bytes = std::fs::read(dir.join(CHECKPOINT_FILE)).ok()?;
     match load_checked(dir, segment, &bytes) {
         Ok(l) => Some(l),
@@ -91,7 +92,7 @@ pub(crate) fn load(dir: &Path, segment: &File) -> Option<Loaded> {
     }
 }
 
-fn load_checked(dir: &Path, segment: &File, b: &[u8]) -> Result<Loaded, String> {
+fn load_checked(dir: &Path, segment: &SegmentFiles, b: &[u8]) -> Result<Loaded, String> {
     let (body, crc) = b.split_at_checked(b.len().saturating_sub(4)).ok_or("too short")?;
     if crc32fast::hash(body).to_be_bytes() != crc || !body.starts_with(MAGIC) {
         return Err("bad checksum or magic".into());
@@ -110,7 +111,9 @@ fn load_checked(dir: &Path, segment: &File, b: &[u8]) -> Result<Loaded, String> 
     if frontier.root() != head.root {
         return Err("the frontier's root is not the head's".into());
     }
-    if segment.metadata().map_err(|e| e.to_string())?.len() < end {
+    let (end_file, end_at) = super::segment::split(end);
+    let end_len = segment.file(end_file).and_then(|f| f.metadata()).map_err(|e| e.to_string())?.len();
+    if end_len < end_at {
         return Err("the segment is shorter than the checkpoint".into());
     }
     let tree = File::open(dir.join(TREE_FILE)).map_err(|e| e.to_string())?;
@@ -198,7 +201,7 @@ pub enum PrefixCheck {
 /// CRC and format, the chain, each entry's leaf hash, each seal's signature.
 /// Run in the background after the open; returns the first disagreement.
 pub(crate) fn check_prefix(
-    segment: &File,
+    segments: &SegmentFiles,
     end: u64,
     entries: u64,
     public: &ed25519_dalek::VerifyingKey,
@@ -206,14 +209,24 @@ pub(crate) fn check_prefix(
     stop: impl Fn() -> bool,
 ) -> Result<(), String> {
     use super::seal::Record;
-    let mut offset = super::segment::HEADER_LEN;
+    use super::segment::{global, split, HEADER_LEN};
+    let (last_file, _) = split(end);
+    let mut offset = HEADER_LEN;
     let (mut seq, mut prev) = (0u64, [0u8; 32]);
     while offset < end {
         if stop() {
             return Ok(());
         }
-        let bytes =
-            super::segment::read_record(segment, offset).map_err(|e| format!("entry {seq} at byte {offset}: {e}"))?;
+        // A file before the last ends where its records do: the next begins.
+        let (file, at) = split(offset);
+        if file < last_file {
+            let len = segments.file(file).and_then(|f| f.metadata()).map_err(|e| e.to_string())?.len();
+            if at >= len {
+                offset = global(file + 1, HEADER_LEN);
+                continue;
+            }
+        }
+        let bytes = segments.read_record(offset).map_err(|e| format!("entry {seq} at byte {offset}: {e}"))?;
         let len = bytes.len() as u64;
         match Record::decode(bytes) {
             Ok(Record::Entry(e)) => {

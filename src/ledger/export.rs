@@ -60,7 +60,7 @@ pub fn export_dir(dir: &Path, out: &mut dyn Write) -> Result<u64, String> {
         .map_err(|e| e.to_string())?;
     let mut n = 0u64;
     let mut group: Vec<String> = Vec::new();
-    segment::scan(&file, |rec| {
+    segment::scan_dir(dir, segment::HEADER_LEN, |rec| {
         let offset = rec.offset;
         match Record::decode(rec.bytes) {
             Ok(Record::Entry(e)) => group.push(entry_json(&e).to_string()),

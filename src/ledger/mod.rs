@@ -45,7 +45,7 @@ pub const MAX_BATCH_ENTRIES: usize = 8_192;
 /// Entries indexed per store batch while catching up on open.
 const CATCH_UP_BATCH: usize = 10_000;
 
-pub const SEGMENT_FILE: &str = "ledger.seg";
+pub const SEGMENT_FILE: &str = segment::FIRST_SEGMENT;
 pub const INDEX_DIR: &str = "index";
 
 /// Why an append or a read failed.
@@ -144,7 +144,8 @@ pub(crate) struct Shared {
     pub key: SigningKey,
     pub public: VerifyingKey,
     pub store: Arc<dyn KvStore>,
-    pub reader: File,
+    /// Every segment file, to read entries from.
+    pub segments: segment::SegmentFiles,
     /// The tree file, read for the leaves and offsets memory let go of.
     pub tree: File,
     pub state: RwLock<TreeState>,
@@ -426,6 +427,19 @@ impl Replay {
     }
 }
 
+/// How a ledger is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Past this length a segment file is closed and the next begun.
+    pub max_segment_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { max_segment_bytes: segment::DEFAULT_MAX_SEGMENT_BYTES }
+    }
+}
+
 pub struct Ledger {
     tx: Option<mpsc::Sender<Pending>>,
     shared: Arc<Shared>,
@@ -439,21 +453,31 @@ pub struct Ledger {
 impl Ledger {
     /// Opens the ledger in `dir` (creating it), recovering from the segment.
     pub fn open(dir: &Path, key: SigningKey, clock: Arc<dyn Clock>) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(dir, key, clock, Options::default())
+    }
+
+    /// [`Ledger::open`] with `options`.
+    pub fn open_with(
+        dir: &Path,
+        key: SigningKey,
+        clock: Arc<dyn Clock>,
+        options: Options,
+    ) -> Result<Ledger, LedgerError> {
         std::fs::create_dir_all(dir)?;
         let public = key.verifying_key();
         let (store, index_rebuilt) = open_store(&dir.join(INDEX_DIR))?;
         let mut replay = Replay::new(Arc::clone(&store))?;
-        let seg_path = dir.join(SEGMENT_FILE);
-        if let Some(loaded) = File::open(&seg_path).ok().and_then(|f| checkpoint::load(dir, &f)) {
+        if let Some(loaded) = segment::SegmentFiles::open(dir).ok().and_then(|f| checkpoint::load(dir, &f)) {
             replay = replay.resume(loaded);
         }
-        let (mut segment, torn_tail) = Segment::open_from(&seg_path, public.as_bytes(), replay.start, |rec| {
-            replay.record(rec)
-        })
-        .map_err(|e| match e {
-            SegmentError::BadHeader => LedgerError::WrongKey,
-            other => LedgerError::Segment(other),
-        })?;
+        let (mut segment, torn_tail) =
+            Segment::open_dir(dir, public.as_bytes(), replay.start, options.max_segment_bytes, |rec| {
+                replay.record(rec)
+            })
+            .map_err(|e| match e {
+                SegmentError::BadHeader => LedgerError::WrongKey,
+                other => LedgerError::Segment(other),
+            })?;
         let torn_tail = replay.cut_unsealed(&mut segment, torn_tail)?;
         let reindexed = replay.reindexed;
         let checkpointed = replay.checkpointed;
@@ -472,13 +496,13 @@ impl Ledger {
                 ),
             }
         }
-        let reader = segment.try_clone_file()?;
+        let segments = segment::SegmentFiles::open(dir)?;
         let tree = File::open(dir.join(checkpoint::TREE_FILE))?;
         let shared = Arc::new(Shared {
             key,
             public,
             store,
-            reader,
+            segments,
             tree,
             state: RwLock::new(state),
             commits: std::sync::atomic::AtomicU64::new(0),
@@ -599,12 +623,12 @@ impl Ledger {
                 None => return Ok(None),
             },
         };
-        read_entry(&self.shared.reader, seq, offset).map(Some)
+        read_entry(&self.shared.segments, seq, offset).map(Some)
     }
 
     pub fn entry_by_key(&self, key: &str) -> Result<Option<Entry>, LedgerError> {
         match self.shared.locate_key(key)? {
-            Some((seq, offset)) => read_entry(&self.shared.reader, seq, offset).map(Some),
+            Some((seq, offset)) => read_entry(&self.shared.segments, seq, offset).map(Some),
             None => Ok(None),
         }
     }
@@ -624,7 +648,7 @@ impl Ledger {
         from: u64,
         mut f: impl FnMut(Entry) -> Result<ControlFlow<()>, LedgerError>,
     ) -> Result<(), LedgerError> {
-        self.scan_offsets(from, |seq, offset| f(read_entry(&self.shared.reader, seq, offset)?))
+        self.scan_offsets(from, |seq, offset| f(read_entry(&self.shared.segments, seq, offset)?))
     }
 
     /// Calls `f` with (seq, segment offset) of every entry durable now from
@@ -661,16 +685,15 @@ impl Ledger {
         wanted: impl Fn(EntryKind) -> bool,
         mut f: impl FnMut(Entry) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError> {
-        use std::os::unix::fs::FileExt;
         self.scan_offsets(from, |seq, offset| {
             let mut code = [0u8; 2];
             self.shared
-                .reader
+                .segments
                 .read_exact_at(&mut code, offset + segment::RECORD_HEADER_LEN + entry::FRAME_LEN as u64)?;
             let kind = EntryKind::from_code(u16::from_be_bytes(code))
                 .ok_or(LedgerError::Corrupt { seq, reason: format!("unknown kind {code:?}") })?;
             if wanted(kind) {
-                f(read_entry(&self.shared.reader, seq, offset)?)?;
+                f(read_entry(&self.shared.segments, seq, offset)?)?;
             }
             Ok(ControlFlow::Continue(()))
         })
@@ -741,7 +764,7 @@ fn spawn_prefix_check(shared: Arc<Shared>, end: u64, entries: u64) -> std::io::R
             block.1.get(usize::try_from(seq - block.0).ok()?).copied()
         };
         let closing = || shared.closing.load(std::sync::atomic::Ordering::SeqCst);
-        let found = checkpoint::check_prefix(&shared.reader, end, entries, &shared.public, leaf_of, closing);
+        let found = checkpoint::check_prefix(&shared.segments, end, entries, &shared.public, leaf_of, closing);
         let outcome = match found {
             Ok(()) if closing() => checkpoint::PrefixCheck::Running,
             Ok(()) => checkpoint::PrefixCheck::Passed,
@@ -758,8 +781,8 @@ fn spawn_prefix_check(shared: Arc<Shared>, end: u64, entries: u64) -> std::io::R
 }
 
 /// Reads and decodes the entry at `offset`, which must be entry `seq`.
-pub(crate) fn read_entry(file: &File, seq: u64, offset: u64) -> Result<Entry, LedgerError> {
-    let bytes = segment::read_record(file, offset)?;
+pub(crate) fn read_entry(segments: &segment::SegmentFiles, seq: u64, offset: u64) -> Result<Entry, LedgerError> {
+    let bytes = segments.read_record(offset)?;
     let e = Entry::decode(bytes).map_err(|err| LedgerError::Corrupt { seq, reason: err.to_string() })?;
     if e.frame.seq != seq {
         return Err(LedgerError::Corrupt { seq, reason: format!("index points at entry {}", e.frame.seq) });

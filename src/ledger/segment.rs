@@ -8,6 +8,13 @@
 //! record = len u32 | crc32 u32 (of the bytes) | stored entry or seal [len]
 //! ```
 //!
+//! A ledger's records run through numbered segment files (`ledger.seg`, then
+//! `ledger.seg.000001`, …), each with its header and at most
+//! [`DEFAULT_MAX_SEGMENT_BYTES`] or so long: the writer starts the next file
+//! after a group that took the current one past its bound (a group is never
+//! split). An offset names a record in any of them: the file's number in its
+//! top bits ([`global`]), its place in the file in the low [`LOCAL_BITS`].
+//!
 //! While the ledger is open, zeros are written ahead of the last record
 //! ([`Segment::reserve_ahead`]): a group then overwrites blocks the file
 //! already has, so its `fdatasync` writes the data alone, not the file's new
@@ -71,8 +78,152 @@ impl TornTail {
     }
 }
 
+/// Bits of an offset that are the place in its segment file (1 TiB).
+pub const LOCAL_BITS: u32 = 40;
+/// Where a segment file is closed and the next begun, by default.
+pub const DEFAULT_MAX_SEGMENT_BYTES: u64 = 1 << 30;
+/// The name of the first segment file; the next are `<it>.000001`, ….
+pub const FIRST_SEGMENT: &str = "ledger.seg";
+
+/// The offset of `local` in segment file `index`.
+pub fn global(index: u32, local: u64) -> u64 {
+    (u64::from(index) << LOCAL_BITS) | local
+}
+
+/// (segment file, place in it) of an offset.
+pub fn split(offset: u64) -> (u32, u64) {
+    ((offset >> LOCAL_BITS) as u32, offset & ((1 << LOCAL_BITS) - 1))
+}
+
+/// The path of segment file `index` in `dir`.
+pub fn path_of(dir: &Path, index: u32) -> std::path::PathBuf {
+    match index {
+        0 => dir.join(FIRST_SEGMENT),
+        i => dir.join(format!("{FIRST_SEGMENT}.{i:06}")),
+    }
+}
+
+/// The segment files in `dir`, in order (numbered from 0 without a gap: a
+/// file after a missing one is not read, and [`check_files`] says so).
+pub fn paths(dir: &Path) -> Vec<std::path::PathBuf> {
+    (0u32..).map(|i| path_of(dir, i)).take_while(|p| p.exists()).collect()
+}
+
+/// Refuses a directory whose segment files have a gap: one missing in the
+/// middle would drop entries without a word.
+pub fn check_files(dir: &Path) -> Result<(), SegmentError> {
+    let n = paths(dir).len() as u32;
+    let after = std::fs::read_dir(dir)?.filter_map(|e| e.ok()).find_map(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let i: u32 = name.strip_prefix(FIRST_SEGMENT)?.strip_prefix('.')?.parse().ok()?;
+        (i > n || (i == n && n > 0)).then_some(name)
+    });
+    match after {
+        Some(name) => Err(SegmentError::Corrupt {
+            offset: global(n, 0),
+            reason: format!("segment file {name} follows a missing one"),
+            tail: 0,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Reads the records of every segment file in `dir` from offset `start`
+/// on, as [`scan_from`] reads one: a damaged record is a torn tail only in
+/// the last file. Returns where the records end and any torn tail, as
+/// offsets ([`global`]).
+pub fn scan_dir(
+    dir: &Path,
+    start: u64,
+    mut f: impl FnMut(Record) -> Result<(), SegmentError>,
+) -> Result<(u64, Option<TornTail>), SegmentError> {
+    check_files(dir)?;
+    let files = paths(dir);
+    let (first, local) = split(start);
+    let mut end = (start, None);
+    let mut owner = None;
+    for (i, path) in files.iter().enumerate() {
+        let i = i as u32;
+        let mut file = File::open(path)?;
+        // Every file is the same owner's.
+        let key = read_header(&mut file)?;
+        if *owner.get_or_insert(key) != key {
+            return Err(SegmentError::BadHeader);
+        }
+        if i < first {
+            continue;
+        }
+        let from = if i == first { local } else { HEADER_LEN };
+        let (e, torn) = scan_from(&file, from, |mut r| {
+            r.offset = global(i, r.offset);
+            f(r)
+        })?;
+        let torn = torn.map(|t| TornTail { offset: global(i, t.offset), bytes: t.bytes });
+        if torn.is_some() && (i as usize) + 1 < files.len() {
+            let t = torn.map_or(0, |t| t.bytes);
+            return Err(SegmentError::Corrupt {
+                offset: global(i, e),
+                reason: "a damaged record in a segment file that is not the last".into(),
+                tail: t,
+            });
+        }
+        end = (global(i, e), torn);
+    }
+    Ok(end)
+}
+
+/// Every segment file of a ledger, open to read; the writer adds each new
+/// one before it writes into it.
+pub struct SegmentFiles {
+    files: std::sync::RwLock<Vec<std::sync::Arc<File>>>,
+}
+
+impl SegmentFiles {
+    pub fn open(dir: &Path) -> std::io::Result<SegmentFiles> {
+        let files = paths(dir).iter().map(|p| File::open(p).map(std::sync::Arc::new)).collect::<Result<_, _>>()?;
+        Ok(SegmentFiles { files: std::sync::RwLock::new(files) })
+    }
+
+    /// Adds the next segment file (the writer has just begun it).
+    pub fn push(&self, file: File) {
+        if let Ok(mut f) = self.files.write() {
+            f.push(std::sync::Arc::new(file));
+        }
+    }
+
+    /// The file of segment `index`.
+    pub fn file(&self, index: u32) -> std::io::Result<std::sync::Arc<File>> {
+        let files = self.files.read().map_err(|_| std::io::Error::other("segment files lock"))?;
+        files.get(index as usize).cloned().ok_or_else(|| std::io::Error::other(format!("no segment file {index}")))
+    }
+
+    /// Segment files open.
+    pub fn count(&self) -> u32 {
+        self.files.read().map(|f| f.len() as u32).unwrap_or(0)
+    }
+
+    /// Reads and checks the record at `offset`.
+    pub fn read_record(&self, offset: u64) -> Result<Vec<u8>, SegmentError> {
+        let (i, local) = split(offset);
+        read_record_in(&*self.file(i)?, local, offset)
+    }
+
+    /// Reads `buf.len()` bytes at `offset`.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let (i, local) = split(offset);
+        self.file(i)?.read_exact_at(buf, local)
+    }
+}
+
 pub struct Segment {
     file: File,
+    /// The directory of the segment files ([`Segment::open_dir`]), where the
+    /// next one goes; `None`: one file, never rotated.
+    dir: Option<std::path::PathBuf>,
+    /// This file's number.
+    index: u32,
+    /// Past this length the next group goes to a new file.
+    max_bytes: u64,
     /// Where the records end: the next group is written here.
     end: u64,
     /// The file's length: `end` plus the zeros written ahead (never less
@@ -253,36 +404,130 @@ impl Segment {
         start: u64,
         f: impl FnMut(Record) -> Result<(), SegmentError>,
     ) -> Result<(Segment, Option<TornTail>), SegmentError> {
-        let fresh = !path.exists();
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
-        if fresh || file.metadata()?.len() == 0 {
-            file.write_all_at(&header(public_key), 0)?;
-            file.sync_all()?;
-            if let Some(dir) = path.parent() {
-                File::open(dir)?.sync_all()?;
-            }
-        }
-        if &read_header(&mut file)? != public_key {
-            return Err(SegmentError::BadHeader);
-        }
-        let (end, torn) = scan_from(&file, start, f)?;
-        if torn.is_some() {
-            file.set_len(end)?;
-            file.sync_all()?;
-        }
+        let (file, end, torn) = open_file(path, public_key, start, f)?;
         let allocated = file.metadata()?.len();
-        Ok((Segment { file, end, allocated }, torn))
+        Ok((Segment { file, dir: None, index: 0, max_bytes: u64::MAX, end, allocated }, torn))
     }
 
+    /// Opens the ledger's segment files in `dir` for appending (creating the
+    /// first), reading their records from offset `start` on ([`global`];
+    /// those before it were read before: see the tree checkpoint) and
+    /// cutting a torn tail in the last. `f` sees every valid record, its
+    /// offset global; past `max_bytes` a file is closed for the next.
+    pub fn open_dir(
+        dir: &Path,
+        public_key: &[u8; 32],
+        start: u64,
+        max_bytes: u64,
+        mut f: impl FnMut(Record) -> Result<(), SegmentError>,
+    ) -> Result<(Segment, Option<TornTail>), SegmentError> {
+        check_files(dir)?;
+        let last = paths(dir).len().saturating_sub(1) as u32;
+        let (first, local) = split(start);
+        for i in first..last {
+            let mut file = File::open(path_of(dir, i))?;
+            if &read_header(&mut file)? != public_key {
+                return Err(SegmentError::BadHeader);
+            }
+            let from = if i == first { local } else { HEADER_LEN };
+            let (e, torn) = scan_from(&file, from, |mut r| {
+                r.offset = global(i, r.offset);
+                f(r)
+            })?;
+            if let Some(t) = torn {
+                return Err(SegmentError::Corrupt {
+                    offset: global(i, e),
+                    reason: "a damaged record in a segment file that is not the last".into(),
+                    tail: t.bytes,
+                });
+            }
+        }
+        let from = if first == last { local } else { HEADER_LEN };
+        if last > 0 {
+            // Begun by a rotation that died before its header was synced:
+            // it holds no record yet, and is begun again.
+            let f = OpenOptions::new().write(true).open(path_of(dir, last))?;
+            if f.metadata()?.len() < HEADER_LEN {
+                f.set_len(0)?;
+            }
+        }
+        let (file, end, torn) = open_file(&path_of(dir, last), public_key, from, |mut r| {
+            r.offset = global(last, r.offset);
+            f(r)
+        })?;
+        let torn = torn.map(|t| TornTail { offset: global(last, t.offset), bytes: t.bytes });
+        let allocated = file.metadata()?.len();
+        let segment = Segment { file, dir: Some(dir.to_path_buf()), index: last, max_bytes, end, allocated };
+        Ok((segment, torn))
+    }
+
+    /// After a group: when this file is past its bound, closes it (its
+    /// zeros cut, synced) and begins the next, returning it to read. Each
+    /// file ends with a sealed group; a crash between the two leaves either
+    /// the old file last, or a new one with its header alone.
+    pub fn rotate_if_full(&mut self, public_key: &[u8; 32]) -> std::io::Result<Option<File>> {
+        let Some(dir) = &self.dir else { return Ok(None) };
+        if self.end < self.max_bytes {
+            return Ok(None);
+        }
+        self.file.set_len(self.end)?;
+        self.allocated = self.end;
+        self.file.sync_all()?;
+        let path = path_of(dir, self.index + 1);
+        // No record is in it yet (this file is the one written to).
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+        file.write_all_at(&header(public_key), 0)?;
+        file.sync_all()?;
+        File::open(dir)?.sync_all()?;
+        let reader = File::open(&path)?;
+        self.file = file;
+        self.index += 1;
+        self.end = HEADER_LEN;
+        self.allocated = HEADER_LEN;
+        Ok(Some(reader))
+    }
+}
+
+/// Opens one segment file for appending (writing its header if it has
+/// none yet) and reads its records from `start` (a place in it), cutting a
+/// torn tail. Returns the file and where its records end.
+fn open_file(
+    path: &Path,
+    public_key: &[u8; 32],
+    start: u64,
+    f: impl FnMut(Record) -> Result<(), SegmentError>,
+) -> Result<(File, u64, Option<TornTail>), SegmentError> {
+    let fresh = !path.exists();
+    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+    if fresh || file.metadata()?.len() == 0 {
+        file.write_all_at(&header(public_key), 0)?;
+        file.sync_all()?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+    }
+    if &read_header(&mut file)? != public_key {
+        return Err(SegmentError::BadHeader);
+    }
+    let (end, torn) = scan_from(&file, start, f)?;
+    if torn.is_some() {
+        file.set_len(end)?;
+        file.sync_all()?;
+    }
+    Ok((file, end, torn))
+}
+
+impl Segment {
     /// Appends framed records in one write and makes them durable with one
     /// `fdatasync`. Returns each record's offset.
     pub fn append_durable(&mut self, entries: &[&[u8]]) -> std::io::Result<Vec<u64>> {
+        let index = self.index;
         let total: usize = entries.iter().map(|e| e.len() + RECORD_HEADER_LEN as usize).sum();
         let mut buf = Vec::with_capacity(total);
         let mut offsets = Vec::with_capacity(entries.len());
         let mut at = self.end;
         for e in entries {
-            offsets.push(at);
+            offsets.push(global(index, at));
             buf.extend_from_slice(&(e.len() as u32).to_be_bytes());
             buf.extend_from_slice(&crc32fast::hash(e).to_be_bytes());
             buf.extend_from_slice(e);
@@ -335,9 +580,9 @@ impl Segment {
         Ok(())
     }
 
-    /// Where the records end: where the next group is written.
+    /// Where the records end: where the next group is written ([`global`]).
     pub fn end(&self) -> u64 {
-        self.end
+        global(self.index, self.end)
     }
 
     /// The file's length: the records and the zeros written ahead.
@@ -348,6 +593,10 @@ impl Segment {
     /// Cuts the file at `offset` (a group written without its seal, never
     /// acknowledged) and makes the cut durable.
     pub fn cut(&mut self, offset: u64) -> std::io::Result<()> {
+        let (index, offset) = split(offset);
+        if index != self.index {
+            return Err(std::io::Error::other(format!("a cut in segment file {index}, not the last ({})", self.index)));
+        }
         self.file.set_len(offset)?;
         self.file.sync_all()?;
         self.end = offset;
@@ -355,27 +604,29 @@ impl Segment {
         Ok(())
     }
 
-    /// Reads the stored entry of the record at `offset`.
+    /// Reads the stored entry of the record at `offset` (in this file).
     pub fn read(&self, offset: u64) -> Result<Vec<u8>, SegmentError> {
-        read_record(&self.file, offset)
-    }
-
-    pub fn try_clone_file(&self) -> std::io::Result<File> {
-        self.file.try_clone()
+        read_record_in(&self.file, split(offset).1, offset)
     }
 }
 
-/// Reads and checks one record.
+/// Reads and checks one record of a single segment file.
 pub fn read_record(file: &File, offset: u64) -> Result<Vec<u8>, SegmentError> {
+    read_record_in(file, offset, offset)
+}
+
+/// Reads and checks the record at `local` in `file` (`offset` names it in
+/// errors).
+fn read_record_in(file: &File, local: u64, offset: u64) -> Result<Vec<u8>, SegmentError> {
     let mut rh = [0u8; RECORD_HEADER_LEN as usize];
-    file.read_exact_at(&mut rh, offset)?;
+    file.read_exact_at(&mut rh, local)?;
     let n = u32::from_be_bytes([rh[0], rh[1], rh[2], rh[3]]) as usize;
     let crc = u32::from_be_bytes([rh[4], rh[5], rh[6], rh[7]]);
     if n == 0 || n > MAX_ENTRY_BYTES {
         return Err(SegmentError::Corrupt { offset, reason: "impossible record length".into(), tail: 0 });
     }
     let mut bytes = vec![0u8; n];
-    file.read_exact_at(&mut bytes, offset + RECORD_HEADER_LEN)?;
+    file.read_exact_at(&mut bytes, local + RECORD_HEADER_LEN)?;
     if crc32fast::hash(&bytes) != crc {
         return Err(SegmentError::Corrupt { offset, reason: "checksum mismatch".into(), tail: 0 });
     }

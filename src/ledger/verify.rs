@@ -227,7 +227,7 @@ pub fn verify_dir(dir: &Path, expected: Option<&VerifyingKey>) -> Result<VerifyR
     let mut chain = ChainVerifier::new(key);
     let mut failure = None;
     let mut unsealed_from = None;
-    let scanned = segment::scan(&file, |rec| {
+    let scanned = segment::scan_dir(dir, segment::HEADER_LEN, |rec| {
         let offset = rec.offset;
         let pushed = match Record::decode(rec.bytes) {
             Ok(Record::Entry(e)) => {

@@ -168,6 +168,13 @@ fn write_loop(
         if checkpointer.due() {
             checkpoint(checkpointer, shared, segment);
         }
+        // Between groups: a full segment file is closed and the next begun,
+        // readable before anything is written to it.
+        match segment.rotate_if_full(shared.public.as_bytes()) {
+            Ok(Some(next)) => shared.segments.push(next),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot begin the next segment file; the current one grows on"),
+        }
         // Between groups, with every caller of this one answered: space for
         // the next groups (see `Segment::reserve_ahead`). Without it appends
         // still work, each sync writing the file's size too.
@@ -335,7 +342,7 @@ fn existing(shared: &Shared, p: &Pending) -> Result<Option<Result<Appended, Ledg
     let Some((seq, offset)) = shared.locate_key(&p.body.key)? else {
         return Ok(None);
     };
-    let e = read_entry(&shared.reader, seq, offset)?;
+    let e = read_entry(&shared.segments, seq, offset)?;
     if e.body_bytes() == p.body_bytes.as_slice() {
         Ok(Some(Ok(Appended { seq, hash: e.hash(), timestamp_ms: e.frame.timestamp_ms, existing: true })))
     } else {
