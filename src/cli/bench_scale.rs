@@ -307,7 +307,7 @@ fn bulk_load(dir: &Path, persons: u64, settlements: u64) -> Result<Loaded, Strin
             while let Some(r) = tasks.join_next().await {
                 r.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
             }
-            node.apply_home().map_err(|e| e.to_string())?;
+            node.maintain_state().map_err(|e| e.to_string())?;
             i += wave;
             if i % 1_000_000 < APPEND_WAVE {
                 eprintln!("bench scale: {i} settlements written, {:.0}/s", i as f64 / started.elapsed().as_secs_f64());

@@ -174,7 +174,9 @@ pub(crate) fn run_node(config: &Path, log_format: LogFormat) -> ExitCode {
                 if let Err(e) = finisher.after_final().await {
                     tracing::warn!(error = %e, "institutions' statements and audit samples");
                 }
-                if let Err(e) = finisher.apply_home() {
+                let state = Arc::clone(&finisher);
+                let maintained = tokio::task::spawn_blocking(move || state.maintain_state()).await;
+                if let Ok(Err(e)) = maintained {
                     tracing::error!(error = %e, "node state");
                 }
                 tokio::time::sleep(REDRIVE_EVERY).await;

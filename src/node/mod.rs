@@ -263,6 +263,14 @@ impl Node {
         self.home.catch_up(&self.ledger).map(|_| ()).map_err(state_error)
     }
 
+    /// [`Node::apply_home`], and the state store reopened when it is due
+    /// ([`state::HomeState::reopen_if_due`]): for the node's own loop and
+    /// bulk loads, not a request's path (a reopening waits about a second).
+    pub fn maintain_state(&self) -> Result<(), NodeError> {
+        self.apply_home()?;
+        self.home.reopen_if_due().map(|_| ()).map_err(state_error)
+    }
+
     /// Entries the node's state store holds the effects of.
     pub fn state_position(&self) -> u64 {
         self.home.at()
@@ -405,6 +413,10 @@ fn open_home(dir: &std::path::Path, ledger: &Ledger, region: RegionCode) -> Resu
         }
         other => other,
     };
+    let path = dir.join(STATE_DIR);
+    let opener: state::Opener =
+        Arc::new(move || Ok(Arc::new(crate::storage::SledStore::open(&path)?) as Arc<dyn crate::storage::KvStore>));
+    let opened = opened.map(|(home, o)| (home.with_opener(opener, state::REOPEN_EVERY), o));
     let (home, opened) = opened.map_err(|e| match e {
         state::StateError::Ledger(l) => l,
         state::StateError::Store(s) => LedgerError::Store(s),

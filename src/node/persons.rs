@@ -76,7 +76,7 @@ impl Node {
                 }
             };
             let node = Arc::clone(self);
-            applying = Some(tokio::task::spawn_blocking(move || node.apply_home()));
+            applying = Some(tokio::task::spawn_blocking(move || node.maintain_state()));
             read += chunk.len() as u64;
             added += n as u64;
             loaded(read);

@@ -38,6 +38,10 @@ pub const MAX_REGISTRATIONS_PER_PERSON: usize = 64;
 /// Most registrations one person may have not cancelled (half the list, so
 /// the list never drops one in force).
 pub const MAX_ACTIVE_REGISTRATIONS: usize = MAX_REGISTRATIONS_PER_PERSON / 2;
+/// Entries applied between two reopenings of the store ([`HomeState::reopen`]).
+pub const REOPEN_EVERY: u64 = 1_000_000;
+/// Opens a node's state store (again).
+pub type Opener = Arc<dyn Fn() -> Result<Arc<dyn KvStore>, StoreError> + Send + Sync>;
 /// Entries applied per store batch while catching up.
 const CATCH_UP_ENTRIES: usize = 2_000;
 /// Store writes gathered before a batch is applied while catching up.
@@ -293,9 +297,9 @@ trait Rows {
     }
 }
 
-struct Direct<'a>(&'a dyn KvStore);
+struct Direct(Arc<dyn KvStore>);
 
-impl Rows for Direct<'_> {
+impl Rows for Direct {
     fn row(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         Ok(self.0.get(key)?)
     }
@@ -578,7 +582,14 @@ pub fn clear(kv: &dyn KvStore) -> Result<(), StoreError> {
 
 /// The home state in its store, and the ledger position it is at.
 pub struct HomeState {
-    kv: Arc<dyn KvStore>,
+    /// The store; `None` only when a reopening failed.
+    kv: std::sync::RwLock<Option<Arc<dyn KvStore>>>,
+    /// Opens the store again ([`HomeState::reopen`]); `None`: never reopened.
+    opener: Option<Opener>,
+    /// The position the store was last opened at.
+    opened_at: std::sync::atomic::AtomicU64,
+    /// Entries applied between two reopenings.
+    reopen_every: u64,
     /// The node's region.
     own: RegionCode,
     /// Entries applied; held while applying, so entries go in one at a time.
@@ -633,8 +644,73 @@ impl HomeState {
             clear(kv.as_ref())?;
         }
         let start = if fits { at } else { 0 };
-        let state = HomeState { kv, own, at: Mutex::new(start), failed: AtomicBool::new(false) };
+        let state = HomeState {
+            kv: std::sync::RwLock::new(Some(kv)),
+            opener: None,
+            opened_at: std::sync::atomic::AtomicU64::new(start),
+            reopen_every: REOPEN_EVERY,
+            own,
+            at: Mutex::new(start),
+            failed: AtomicBool::new(false),
+        };
         Ok((state, Opened { was_at: at, replayed: 0, rebuilt: !fits }))
+    }
+
+    /// Lets [`HomeState::reopen`] open the store again with `opener`, due
+    /// every `every` entries applied ([`REOPEN_EVERY`] by default).
+    pub fn with_opener(mut self, opener: Opener, every: u64) -> HomeState {
+        self.opener = Some(opener);
+        self.reopen_every = every.max(1);
+        self
+    }
+
+    /// The position the store was last opened (or reopened) at.
+    pub fn opened_at(&self) -> u64 {
+        self.opened_at.load(Ordering::SeqCst)
+    }
+
+    fn kv(&self) -> Result<Arc<dyn KvStore>, StateError> {
+        let kv = self.kv.read().map_err(|_| StateError::Failed)?;
+        kv.clone().ok_or(StateError::Failed)
+    }
+
+    /// Reopens the store once its due count of entries were applied since
+    /// it was last opened; returns whether it did.
+    pub fn reopen_if_due(&self) -> Result<bool, StateError> {
+        let since = self.at().saturating_sub(self.opened_at());
+        if self.opener.is_none() || since < self.reopen_every {
+            return Ok(false);
+        }
+        self.reopen()?;
+        Ok(true)
+    }
+
+    /// Closes the store and opens it again. sled writes the snapshot of its
+    /// page table only as it opens, and an open replays its log since that
+    /// snapshot: without this, a restart after a year's run reads a year of
+    /// writes. Reads and catch-ups wait meanwhile (about a second a million
+    /// entries applied since the last open). A store that cannot be opened
+    /// again refuses reads until the node restarts.
+    pub fn reopen(&self) -> Result<(), StateError> {
+        let Some(opener) = &self.opener else { return Ok(()) };
+        let at = self.at.lock().map_err(|_| StateError::Failed)?;
+        let mut kv = self.kv.write().map_err(|_| StateError::Failed)?;
+        if let Some(old) = kv.take() {
+            old.flush()?;
+        }
+        let started = std::time::Instant::now();
+        match opener() {
+            Ok(store) => {
+                *kv = Some(store);
+                self.opened_at.store(*at, Ordering::SeqCst);
+                tracing::info!(at = *at, seconds = started.elapsed().as_secs_f64(), "node state store reopened");
+                Ok(())
+            }
+            Err(e) => {
+                self.failed.store(true, Ordering::SeqCst);
+                Err(e.into())
+            }
+        }
     }
 
     /// Entries applied.
@@ -665,7 +741,7 @@ impl HomeState {
     fn read_caught_up<T>(
         &self,
         ledger: &Ledger,
-        read: impl FnOnce(&Direct<'_>) -> Result<T, StateError>,
+        read: impl FnOnce(&Direct) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
         let mut at = self.at.lock().map_err(|_| StateError::Failed)?;
         self.catch_up_locked(&mut at, ledger, u64::MAX)?;
@@ -683,10 +759,11 @@ impl HomeState {
         }
         let started = std::time::Instant::now();
         let own = self.own;
-        let mut tx = Tx::new(self.kv.as_ref(), own);
+        let store = self.kv()?;
+        let mut tx = Tx::new(store.as_ref(), own);
         let mut in_tx = 0usize;
         let mut failure: Option<StateError> = None;
-        let kv = self.kv.as_ref();
+        let kv = store.as_ref();
         let scanned = ledger.scan(from, |e| {
             let seq = e.seq();
             if seq >= end {
@@ -737,11 +814,11 @@ impl HomeState {
         Ok(*at - from)
     }
 
-    fn rows(&self) -> Result<Direct<'_>, StateError> {
+    fn rows(&self) -> Result<Direct, StateError> {
         if self.failed.load(Ordering::SeqCst) {
             return Err(StateError::Failed);
         }
-        Ok(Direct(self.kv.as_ref()))
+        Ok(Direct(self.kv()?))
     }
 
     pub fn person(&self, psn_no: &str) -> Result<Option<Person>, StateError> {
@@ -821,8 +898,8 @@ impl HomeState {
         prefix: &[u8],
         mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StateError>,
     ) -> Result<(), StateError> {
-        self.rows()?;
-        for kv in self.kv.iter_from(prefix)? {
+        let store = self.rows()?.0;
+        for kv in store.iter_from(prefix)? {
             let (k, v) = kv?;
             let Some(rest) = k.strip_prefix(prefix) else { break };
             f(rest, &v)?;
@@ -914,7 +991,8 @@ impl HomeState {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         let mut rows = 0u64;
-        for kv in self.kv.iter_from(b"")? {
+        let store = self.kv()?;
+        for kv in store.iter_from(b"")? {
             let (k, v) = kv?;
             if k.starts_with(b"m/") {
                 continue;
@@ -931,7 +1009,7 @@ impl HomeState {
     /// Asks the store to write out what it holds (not a durability point:
     /// the ledger is).
     pub fn flush(&self) -> Result<(), StateError> {
-        Ok(self.kv.flush()?)
+        Ok(self.kv()?.flush()?)
     }
 }
 

@@ -183,3 +183,49 @@ async fn a_person_restated_in_later_chunks_ends_on_the_last_record() {
         assert!(node.read_person("P1").expect("P1").retired, "round {round}: the last record stands");
     }
 }
+
+#[test]
+fn a_reopened_state_store_holds_the_same_state_and_reads_wait_for_it() {
+    let seed = 11;
+    let (_out, report) = demo(seed, 60);
+    let (region, dir) = report.node_dirs.iter().next().expect("a node");
+    let o = open(dir, seed, *region);
+    let path = dir.join(STATE_DIR);
+    let opener: xclear::node::state::Opener =
+        Arc::new(move || Ok(Arc::new(SledStore::open(&path)?) as Arc<dyn KvStore>));
+    let home = o.home.with_opener(opener, u64::MAX);
+    let before = home.digest().expect("digest");
+    let months = home.months_with_lines().expect("months");
+    assert!(!months.is_empty());
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            for _ in 0..300 {
+                assert_eq!(home.months_with_lines().expect("a read waits for the reopening"), months);
+            }
+        });
+        for _ in 0..5 {
+            home.reopen().expect("reopen");
+        }
+        reader.join().expect("reader");
+    });
+    assert_eq!(home.digest().expect("digest"), before);
+    assert_eq!((home.at(), home.opened_at()), (o.ledger.len(), o.ledger.len()));
+    assert!(!home.reopen_if_due().expect("not due"));
+    drop(home);
+
+    // Rebuilt from nothing, due every 10 entries applied since the last open.
+    drop(o.ledger);
+    std::fs::remove_dir_all(dir.join(STATE_DIR)).expect("state gone");
+    let o = open(dir, seed, *region);
+    let path = dir.join(STATE_DIR);
+    let opener: xclear::node::state::Opener =
+        Arc::new(move || Ok(Arc::new(SledStore::open(&path)?) as Arc<dyn KvStore>));
+    let home = o.home.with_opener(opener, 10);
+    assert_eq!(home.opened_at(), 0);
+    home.catch_up_until(&o.ledger, 9).expect("nine");
+    assert!(!home.reopen_if_due().expect("not yet"));
+    home.catch_up(&o.ledger).expect("the rest");
+    assert!(home.reopen_if_due().expect("due"));
+    assert_eq!(home.opened_at(), o.ledger.len());
+    assert_eq!(home.digest().expect("digest"), before);
+}
