@@ -226,7 +226,7 @@ pub(crate) fn run(persons: u64, settlements: u64, seconds: u64, keep: Option<Pat
             name: "scale_restart_ledger_seconds",
             value: field("ledger_open_seconds"),
             unit: "s",
-            note: "of a restart, the ledger alone (from its tree checkpoint); the rest is the node's scan of its ledger for its month totals, intents and statements".into(),
+            note: "of a restart, the ledger alone (from its tree checkpoint), opened again after the node; the rest is opening the state store (sled replays its log since its last open) and reading the intents and the few entries the store names".into(),
         },
         Figure {
             name: "scale_rss_after_restart_mib",

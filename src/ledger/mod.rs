@@ -130,6 +130,50 @@ pub(crate) struct TreeState {
     pub head: SignedTreeHead,
 }
 
+/// The ledger's index store, closed and opened again by the indexer every
+/// [`Options::index_reopen_every`] records: sled writes its page-table
+/// snapshot only as it opens, and an open replays its log since then, so an
+/// index never reopened would make a restart read every index write since
+/// the last start.
+pub(crate) struct IndexStore {
+    path: PathBuf,
+    kv: RwLock<Option<Arc<dyn KvStore>>>,
+    pub reopen_every: u64,
+    reopened: std::sync::atomic::AtomicU64,
+}
+
+impl IndexStore {
+    fn kv(&self) -> Result<Arc<dyn KvStore>, StoreError> {
+        let kv = self.kv.read().map_err(|_| StoreError("index lock".into()))?;
+        kv.clone().ok_or_else(|| StoreError("the index could not be opened again".into()))
+    }
+
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.kv()?.get(key)
+    }
+
+    pub(crate) fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.kv()?.apply(batch)
+    }
+
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        self.kv()?.flush()
+    }
+
+    /// Closes the store and opens it again (lookups wait meanwhile).
+    pub(crate) fn reopen(&self) -> Result<(), StoreError> {
+        let mut kv = self.kv.write().map_err(|_| StoreError("index lock".into()))?;
+        if let Some(old) = kv.take() {
+            old.flush()?;
+        }
+        let started = std::time::Instant::now();
+        *kv = Some(Arc::new(SledStore::open(&self.path)?));
+        self.reopened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(seconds = started.elapsed().as_secs_f64(), "ledger index reopened");
+        Ok(())
+    }
+}
+
 impl TreeState {
     /// Lets go of the leaves and offsets of the entries before `n` (whole
     /// chunks), which the tree file holds.
@@ -143,7 +187,8 @@ impl TreeState {
 pub(crate) struct Shared {
     pub key: SigningKey,
     pub public: VerifyingKey,
-    pub store: Arc<dyn KvStore>,
+    /// The index (key -> seq, offset), reopened now and then.
+    pub store: IndexStore,
     /// Every segment file, to read entries from.
     pub segments: segment::SegmentFiles,
     /// The tree file, read for the leaves and offsets memory let go of.
@@ -432,11 +477,16 @@ impl Replay {
 pub struct Options {
     /// Past this length a segment file is closed and the next begun.
     pub max_segment_bytes: u64,
+    /// Index records applied between two reopenings of the index store.
+    pub index_reopen_every: u64,
 }
+
+/// Index records applied between two reopenings of the index, by default.
+pub const INDEX_REOPEN_EVERY: u64 = 1_000_000;
 
 impl Default for Options {
     fn default() -> Self {
-        Options { max_segment_bytes: segment::DEFAULT_MAX_SEGMENT_BYTES }
+        Options { max_segment_bytes: segment::DEFAULT_MAX_SEGMENT_BYTES, index_reopen_every: INDEX_REOPEN_EVERY }
     }
 }
 
@@ -501,7 +551,12 @@ impl Ledger {
         let shared = Arc::new(Shared {
             key,
             public,
-            store,
+            store: IndexStore {
+                path: dir.join(INDEX_DIR),
+                kv: RwLock::new(Some(store)),
+                reopen_every: options.index_reopen_every.max(1),
+                reopened: std::sync::atomic::AtomicU64::new(0),
+            },
             segments,
             tree,
             state: RwLock::new(state),
@@ -534,6 +589,11 @@ impl Ledger {
 
     pub fn recovery(&self) -> Recovery {
         self.recovery
+    }
+
+    /// Times the index store was closed and opened again since open.
+    pub fn index_reopened(&self) -> u64 {
+        self.shared.store.reopened.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The background check of what the open took from the checkpoint. On a

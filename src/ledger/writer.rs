@@ -89,6 +89,7 @@ const INDEX_MAX_OPS: usize = 16_384;
 /// Applies index batches in order, gathering the groups of up to
 /// `INDEX_INTERVAL` into one store batch.
 fn index(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<IndexJob>) {
+    let mut since_open = 0u64;
     while let Ok(first) = rx.recv() {
         let mut batch = first.batch;
         let mut keys = first.keys;
@@ -103,11 +104,21 @@ fn index(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<IndexJob>) {
                 Err(_) => break,
             }
         }
+        let records = batch.ops.len() as u64;
         match shared.store.apply(batch) {
             Ok(()) => {
                 if let Ok(mut u) = shared.unindexed.lock() {
                     for k in &keys {
                         u.remove(k);
+                    }
+                }
+                since_open += records;
+                if since_open >= shared.store.reopen_every {
+                    since_open = 0;
+                    if let Err(e) = shared.store.reopen() {
+                        tracing::error!(error = %e, "ledger index cannot be opened again; refusing further appends until restart");
+                        shared.failed.store(true, Ordering::SeqCst);
+                        return;
                     }
                 }
             }

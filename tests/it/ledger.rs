@@ -699,7 +699,7 @@ fn assert_tree_reads_whole(l: &Ledger, how: &str) {
 }
 
 fn open_small(dir: &Path) -> Ledger {
-    let options = xclear::ledger::Options { max_segment_bytes: 64 * 1024 };
+    let options = xclear::ledger::Options { max_segment_bytes: 64 * 1024, ..Default::default() };
     Ledger::open_with(dir, key(), clock(), options).expect("open ledger")
 }
 
@@ -787,16 +787,43 @@ fn segments_rotate_and_the_ledger_reads_verifies_exports_and_proves_across_them(
     let at = bytes.len() - 200;
     bytes[at] ^= 0xff;
     std::fs::write(&first, &bytes).expect("write");
-    let opened =
-        Ledger::open_with(broken.path(), key(), clock(), xclear::ledger::Options { max_segment_bytes: 64 * 1024 });
+    let opened = Ledger::open_with(
+        broken.path(),
+        key(),
+        clock(),
+        xclear::ledger::Options { max_segment_bytes: 64 * 1024, ..Default::default() },
+    );
     assert!(opened.is_err(), "damage in the first of several files is refused");
     assert!(verify_dir(broken.path(), None).is_err());
     let gap = tempfile::tempdir().expect("tempdir");
     for p in xclear::ledger::segment::paths(dir.path()).iter().filter(|p| !p.ends_with("ledger.seg.000001")) {
         std::fs::copy(p, gap.path().join(p.file_name().expect("name"))).expect("copy");
     }
-    let refused =
-        Ledger::open_with(gap.path(), key(), clock(), xclear::ledger::Options { max_segment_bytes: 64 * 1024 });
+    let refused = Ledger::open_with(
+        gap.path(),
+        key(),
+        clock(),
+        xclear::ledger::Options { max_segment_bytes: 64 * 1024, ..Default::default() },
+    );
     assert!(refused.is_err(), "a missing segment file is refused");
     assert!(verify_dir(gap.path(), None).is_err());
+}
+
+#[test]
+fn the_index_is_reopened_as_it_grows_and_keeps_every_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = xclear::ledger::Options { index_reopen_every: 500, ..Default::default() };
+    let ledger = Arc::new(Ledger::open_with(dir.path(), key(), clock(), options).expect("open"));
+    fill(Arc::clone(&ledger), 0, 5_000);
+    let reopened = ledger.index_reopened();
+    assert!(reopened >= 2, "5,000 index records, reopened every 500 (whole batches): {reopened} times");
+    for i in (0..5_000u64).step_by(37) {
+        let e = ledger.entry_by_key(&format!("k-{i}")).expect("read").expect("indexed");
+        assert_eq!(e.body.payload, payload(i));
+    }
+    assert!(ledger.append_blocking(EntryKind::Note, "k-10", payload(10)).expect("again").existing);
+    drop(Arc::try_unwrap(ledger).ok().expect("one owner"));
+    let l = open(dir.path());
+    assert!(!l.recovery().index_rebuilt);
+    assert_eq!(l.entry_by_key("k-4999").expect("read").expect("indexed").body.payload, payload(4_999));
 }
