@@ -153,6 +153,17 @@ pub(crate) fn restart(dir: &Path, seconds: u64) -> Result<(), String> {
         for (name, at) in [("loaded", dir), ("empty", empty.as_path())] {
             let pair = Pair::start(at, HOSPITALS, &rules, true).await?;
             pair.insure(E2E_PERSONS).await?;
+            if name == "loaded" {
+                // A restarted node reads its segment back against its
+                // checkpoint in the background (yielding to traffic); the
+                // phase measures the node once that is done.
+                let started = Instant::now();
+                let home = &pair.nodes[HOME];
+                while matches!(home.ledger().prefix_check(), xclear::ledger::checkpoint::PrefixCheck::Running) {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                println!("check_seconds={:.3}", started.elapsed().as_secs_f64());
+            }
             let latencies = drive(&pair.target, HOSPITALS, seconds, E2E_PERSONS, "s", Traffic::Inpatient).await?;
             let rate = latencies.len() as f64 / seconds as f64;
             if name == "loaded" {
@@ -227,6 +238,12 @@ pub(crate) fn run(persons: u64, settlements: u64, seconds: u64, keep: Option<Pat
             value: field("ledger_open_seconds"),
             unit: "s",
             note: "of a restart, the ledger alone (from its tree checkpoint), opened again after the node; the rest is opening the state store (sled replays its log since its last open) and reading the intents and the few entries the store names".into(),
+        },
+        Figure {
+            name: "scale_restart_check_seconds",
+            value: field("check_seconds"),
+            unit: "s",
+            note: "after the restart, until the node had read its segment back against its checkpoint in the background (the end-to-end phase against the loaded node starts then)".into(),
         },
         Figure {
             name: "scale_rss_after_restart_mib",

@@ -15,7 +15,6 @@
 //! read whole, as before, and a new checkpoint written from it. The entries it
 //! covers are not re-hashed on open; `xclear ledger verify` checks them all.
 
-use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -53,7 +52,7 @@ pub(crate) struct Loaded {
     pub frontier: Frontier,
     pub leaves: Chunked<Hash>,
     pub offsets: Chunked<u64>,
-    pub key_digests: BTreeSet<u64>,
+    pub key_digests: super::digests::DigestSet,
     /// CRC of the tree records read, to go on from.
     pub tree_crc: crc32fast::Hasher,
 }
@@ -206,7 +205,7 @@ pub(crate) fn check_prefix(
     entries: u64,
     public: &ed25519_dalek::VerifyingKey,
     mut leaf_of: impl FnMut(u64) -> Option<Hash>,
-    stop: impl Fn() -> bool,
+    mut stop: impl FnMut() -> bool,
 ) -> Result<(), String> {
     use super::seal::Record;
     use super::segment::{global, split, HEADER_LEN};

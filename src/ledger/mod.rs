@@ -11,6 +11,7 @@
 
 pub mod checkpoint;
 mod chunked;
+mod digests;
 pub mod entry;
 pub mod export;
 pub mod head;
@@ -84,10 +85,91 @@ pub struct Appended {
 /// Index keys in the store.
 pub(crate) mod keys {
     pub(crate) const APPLIED: &[u8] = b"m/applied";
-
-    /// Idempotency key (the fact's id) -> seq u64 || segment offset u64.
+    /// The rows' layout: an index written in another is rebuilt.
+    pub(crate) const FORMAT: &[u8] = b"m/format";
+    pub(crate) const INDEX_FORMAT: &[u8] = b"2";
+    /// An index record as the writer and the replay produce it (idempotency
+    /// key -> seq u64 || segment offset u64); [`super::apply_index`] files it
+    /// in its key's bucket.
+    pub(crate) const IDEM: &[u8] = b"k/";
     pub(crate) fn idem(key: &str) -> Vec<u8> {
-        [b"k/".as_slice(), key.as_bytes()].concat()
+        [IDEM, key.as_bytes()].concat()
+    }
+    /// Bits of a key's digest that name its bucket: sled keeps ~35 bytes of
+    /// memory per row however small, so keys share rows, at most 2^20 of them.
+    const BUCKET_BITS: u32 = 20;
+    pub(crate) fn bucket(key: &[u8]) -> Vec<u8> {
+        let b = (super::key_digest_bytes(key) >> (64 - BUCKET_BITS)) as u32;
+        [b"b/".as_slice(), &b.to_be_bytes()].concat()
+    }
+}
+
+/// A bucket row: records of key length u16, key, seq u64, offset u64.
+fn bucket_find(row: &[u8], key: &[u8]) -> Option<Option<(u64, u64)>> {
+    let mut rest = row;
+    while !rest.is_empty() {
+        let len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+        let k = rest.get(2..2 + len)?;
+        let at = read_index(rest.get(2 + len..18 + len)?)?;
+        if k == key {
+            return Some(Some(at));
+        }
+        rest = &rest[18 + len..];
+    }
+    Some(None)
+}
+
+/// Files a key's record in its bucket row (replacing one for the same key).
+fn bucket_put(row: &mut Vec<u8>, key: &[u8], value: &[u8]) -> Option<()> {
+    let mut i = 0;
+    while i < row.len() {
+        let len = usize::from(u16::from_be_bytes(row.get(i..i + 2)?.try_into().ok()?));
+        if row.get(i + 2..i + 2 + len)? == key {
+            row.get_mut(i + 2 + len..i + 18 + len)?.copy_from_slice(value.get(..16)?);
+            return Some(());
+        }
+        i += 18 + len;
+    }
+    row.extend_from_slice(&u16::try_from(key.len()).ok()?.to_be_bytes());
+    row.extend_from_slice(key);
+    row.extend_from_slice(value.get(..16)?);
+    Some(())
+}
+
+/// Applies an index batch: each record into its key's bucket row (read,
+/// added to, written back in the same store batch); other rows as they are.
+/// One writer at a time (the replay, then the indexer).
+pub(crate) fn apply_index(kv: &dyn KvStore, batch: WriteBatch) -> Result<(), StoreError> {
+    let mut buckets: std::collections::HashMap<Vec<u8>, Vec<u8>> = std::collections::HashMap::new();
+    let mut out = WriteBatch::default();
+    for (k, v) in batch.ops {
+        match (k.strip_prefix(keys::IDEM), v) {
+            (Some(key), Some(v)) => {
+                let b = keys::bucket(key);
+                let row = match buckets.entry(b) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let held = kv.get(e.key())?.unwrap_or_default();
+                        e.insert(held)
+                    }
+                };
+                bucket_put(row, key, &v).ok_or_else(|| StoreError(format!("bad index bucket for {key:?}")))?;
+            }
+            (_, v) => out.ops.push((k, v)),
+        }
+    }
+    for (b, row) in buckets {
+        out.put(b, row);
+    }
+    kv.apply(out)
+}
+
+/// (seq, offset) of a key in the index store.
+fn index_lookup(kv: &dyn KvStore, key: &str) -> Result<Option<(u64, u64)>, LedgerError> {
+    let bad = || LedgerError::Corrupt { seq: 0, reason: format!("bad index record for {key:?}") };
+    match kv.get(&keys::bucket(key.as_bytes()))? {
+        Some(row) => bucket_find(&row, key.as_bytes()).ok_or_else(bad),
+        None => Ok(None),
     }
 }
 
@@ -107,7 +189,11 @@ pub(crate) fn read_index(v: &[u8]) -> Option<(u64, u64)> {
 /// A 64-bit digest of an idempotency key, for the in-memory filter that lets
 /// a new key skip the store lookup.
 pub(crate) fn key_digest(key: &str) -> u64 {
-    let d = sha2::Sha256::digest(key.as_bytes());
+    key_digest_bytes(key.as_bytes())
+}
+
+fn key_digest_bytes(key: &[u8]) -> u64 {
+    let d = sha2::Sha256::digest(key);
     u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
@@ -120,10 +206,10 @@ pub(crate) struct TreeState {
     /// Segment offset of each entry, by seq.
     pub offsets: Chunked<u64>,
     /// Digests of every key in the ledger (collisions are resolved in the
-    /// store). A B-tree, not a hash set: it grows with every entry, and a hash
-    /// set's growth rehashes all of it at once under the state's write lock,
-    /// which every key lookup waits on.
-    pub key_digests: std::collections::BTreeSet<u64>,
+    /// index). Not a hash set: it grows with every entry, and a hash set's
+    /// growth rehashes all of it at once under the state's write lock, which
+    /// every key lookup waits on.
+    pub key_digests: digests::DigestSet,
     pub frontier: Frontier,
     pub last_hash: Hash,
     pub last_timestamp_ms: i64,
@@ -148,12 +234,13 @@ impl IndexStore {
         kv.clone().ok_or_else(|| StoreError("the index could not be opened again".into()))
     }
 
-    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.kv()?.get(key)
+    /// (seq, offset) of a key.
+    pub(crate) fn locate(&self, key: &str) -> Result<Option<(u64, u64)>, LedgerError> {
+        index_lookup(self.kv()?.as_ref(), key)
     }
 
     pub(crate) fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        self.kv()?.apply(batch)
+        apply_index(self.kv()?.as_ref(), batch)
     }
 
     pub(crate) fn flush(&self) -> Result<(), StoreError> {
@@ -250,19 +337,14 @@ impl Shared {
     /// most lookups are of new keys (a first msgid).
     pub(crate) fn locate_key(&self, key: &str) -> Result<Option<(u64, u64)>, LedgerError> {
         let digest = key_digest(key);
-        if !self.state.read().map_err(|_| LedgerError::Failed)?.key_digests.contains(&digest) {
+        if !self.state.read().map_err(|_| LedgerError::Failed)?.key_digests.contains(digest) {
             return Ok(None);
         }
         let recent = self.unindexed.lock().map_err(|_| LedgerError::Failed)?.get(key).copied();
         if recent.is_some() {
             return Ok(recent);
         }
-        match self.store.get(&keys::idem(key))? {
-            Some(v) => read_index(&v)
-                .map(Some)
-                .ok_or(LedgerError::Corrupt { seq: 0, reason: format!("bad index record for {key:?}") }),
-            None => Ok(None),
-        }
+        self.store.locate(key)
     }
 }
 
@@ -309,7 +391,7 @@ struct Replay {
     applied: u64,
     leaves: Chunked<Hash>,
     offsets: Chunked<u64>,
-    key_digests: std::collections::BTreeSet<u64>,
+    key_digests: digests::DigestSet,
     frontier: Frontier,
     last_hash: Hash,
     sealed_hash: Hash,
@@ -335,7 +417,7 @@ impl Replay {
             store,
             leaves: Chunked::new(),
             offsets: Chunked::new(),
-            key_digests: std::collections::BTreeSet::new(),
+            key_digests: digests::DigestSet::default(),
             frontier: Frontier::default(),
             last_hash: [0u8; 32],
             sealed_hash: [0u8; 32],
@@ -420,7 +502,7 @@ impl Replay {
         if self.batch.len() >= CATCH_UP_BATCH {
             let mut b = std::mem::take(&mut self.batch);
             b.put(keys::APPLIED.to_vec(), seq.to_be_bytes().to_vec());
-            self.store.apply(b).map_err(|e| e.to_string())?;
+            apply_index(self.store.as_ref(), b).map_err(|e| e.to_string())?;
         }
         self.frontier = grown;
         self.sealed_hash = self.last_hash;
@@ -457,7 +539,8 @@ impl Replay {
             None => SignedTreeHead::sign(key, 0, self.frontier.root(), clock.now_ms()),
         };
         self.batch.put(keys::APPLIED.to_vec(), len.to_be_bytes().to_vec());
-        self.store.apply(self.batch)?;
+        self.batch.put(keys::FORMAT.to_vec(), keys::INDEX_FORMAT.to_vec());
+        apply_index(self.store.as_ref(), self.batch)?;
         self.store.flush()?;
         let state = TreeState {
             leaves: self.leaves,
@@ -515,7 +598,7 @@ impl Ledger {
     ) -> Result<Ledger, LedgerError> {
         std::fs::create_dir_all(dir)?;
         let public = key.verifying_key();
-        let (store, index_rebuilt) = open_store(&dir.join(INDEX_DIR))?;
+        let (store, index_rebuilt) = open_index(&dir.join(INDEX_DIR))?;
         let mut replay = Replay::new(Arc::clone(&store))?;
         if let Some(loaded) = segment::SegmentFiles::open(dir).ok().and_then(|f| checkpoint::load(dir, &f)) {
             replay = replay.resume(loaded);
@@ -811,6 +894,11 @@ impl Drop for Ledger {
 
 /// Reads the checkpointed part of the segment again, beside the running
 /// ledger; a segment that disagrees stops the appends.
+/// Records the background check reads between two looks at the ledger's
+/// traffic, and how long it pauses when groups were committed meanwhile.
+const CHECK_YIELD_RECORDS: u64 = 256;
+const CHECK_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 fn spawn_prefix_check(shared: Arc<Shared>, end: u64, entries: u64) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("ledger-check".into()).spawn(move || {
         // The leaves checkpointed, a block at a time from wherever they are.
@@ -824,7 +912,22 @@ fn spawn_prefix_check(shared: Arc<Shared>, end: u64, entries: u64) -> std::io::R
             block.1.get(usize::try_from(seq - block.0).ok()?).copied()
         };
         let closing = || shared.closing.load(std::sync::atomic::Ordering::SeqCst);
-        let found = checkpoint::check_prefix(&shared.segments, end, entries, &shared.public, leaf_of, closing);
+        // The check yields to traffic: while groups are being committed it
+        // pauses after every few records, so a restarted node serves at its
+        // full rate while it reads the segment back.
+        let (mut records, mut commits) = (0u64, shared.commits.load(std::sync::atomic::Ordering::SeqCst));
+        let pause_or_stop = || {
+            records += 1;
+            if records % CHECK_YIELD_RECORDS == 0 {
+                let now = shared.commits.load(std::sync::atomic::Ordering::SeqCst);
+                if now != commits {
+                    commits = now;
+                    std::thread::sleep(CHECK_PAUSE);
+                }
+            }
+            closing()
+        };
+        let found = checkpoint::check_prefix(&shared.segments, end, entries, &shared.public, leaf_of, pause_or_stop);
         let outcome = match found {
             Ok(()) if closing() => checkpoint::PrefixCheck::Running,
             Ok(()) => checkpoint::PrefixCheck::Passed,
@@ -854,8 +957,26 @@ pub(crate) fn read_u64(b: Option<&[u8]>) -> Option<u64> {
     b.and_then(|b| b.get(..8)).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
 }
 
-/// Opens the index; one that cannot be opened is moved aside and rebuilt. A
-/// locked one is not: another process may be using this ledger.
+/// Opens the index store; one that cannot be opened, or is in another
+/// layout, is set aside or emptied to be rebuilt from the log (`true`).
+fn open_index(path: &Path) -> Result<(Arc<dyn KvStore>, bool), LedgerError> {
+    let (store, rebuilt) = open_store(path)?;
+    let fits = match store.get(keys::FORMAT)? {
+        Some(f) => f == keys::INDEX_FORMAT,
+        None => store.first_key()?.is_none(),
+    };
+    if fits {
+        return Ok((store, rebuilt));
+    }
+    tracing::warn!(path = %path.display(), "the index is in another layout; rebuilding it from the log");
+    drop(store);
+    std::fs::remove_dir_all(path)?;
+    Ok((Arc::new(SledStore::open(path)?), true))
+}
+
+/// Opens a store; one that cannot be opened is set aside and begun again
+/// (`true`): what it held is derived, rebuilt from the log. A locked one is
+/// not: another process may be using this ledger.
 pub(crate) fn open_store(path: &Path) -> Result<(Arc<dyn KvStore>, bool), LedgerError> {
     match SledStore::open(path) {
         Ok(s) => Ok((Arc::new(s), false)),
@@ -870,5 +991,57 @@ pub(crate) fn open_store(path: &Path) -> Result<(Arc<dyn KvStore>, bool), Ledger
             std::fs::rename(path, &aside)?;
             Ok((Arc::new(SledStore::open(path)?), true))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SledStore;
+
+    /// Keys that share a bucket row, found by trying.
+    fn colliding(n: usize) -> Vec<String> {
+        let first = "key-0".to_string();
+        let bucket = keys::bucket(first.as_bytes());
+        let mut out = vec![first];
+        let mut i = 1u64;
+        while out.len() < n {
+            let k = format!("key-{i}");
+            if keys::bucket(k.as_bytes()) == bucket {
+                out.push(k);
+            }
+            i += 1;
+        }
+        out
+    }
+
+    #[test]
+    fn keys_sharing_a_bucket_are_each_found_and_replaced_in_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = SledStore::open(dir.path()).expect("store");
+        let keys = colliding(3);
+        let mut b = WriteBatch::default();
+        index_entry(&mut b, 0, 100, &keys[0]);
+        index_entry(&mut b, 1, 200, &keys[1]);
+        apply_index(&kv, b).expect("first batch");
+        // A later batch adds to the row the store holds; one key is written
+        // again (a reindex after a crash) and keeps one record.
+        let mut b = WriteBatch::default();
+        index_entry(&mut b, 2, 300, &keys[2]);
+        index_entry(&mut b, 1, 250, &keys[1]);
+        b.put(keys::APPLIED.to_vec(), 3u64.to_be_bytes().to_vec());
+        apply_index(&kv, b).expect("second batch");
+        assert_eq!(index_lookup(&kv, &keys[0]).expect("read"), Some((0, 100)));
+        assert_eq!(index_lookup(&kv, &keys[1]).expect("read"), Some((1, 250)));
+        assert_eq!(index_lookup(&kv, &keys[2]).expect("read"), Some((2, 300)));
+        assert_eq!(index_lookup(&kv, "key-absent").expect("read"), None);
+        let row = kv.get(&keys::bucket(keys[0].as_bytes())).expect("read").expect("row");
+        assert_eq!(row.len(), keys.iter().map(|k| 18 + k.len()).sum::<usize>(), "one record a key");
+        assert_eq!(read_u64(kv.get(keys::APPLIED).expect("read").as_deref()), Some(3), "other rows as they are");
+        // A damaged row is an error, not a miss.
+        let mut b = WriteBatch::default();
+        b.put(keys::bucket(keys[0].as_bytes()), vec![0, 40, 1, 2]);
+        kv.apply(b).expect("damage");
+        assert!(index_lookup(&kv, &keys[0]).is_err());
     }
 }

@@ -177,11 +177,9 @@ impl Node {
         // The flag's filing waiver is for stays; a 13 visit has its own rule.
         let emergency = claim.emergency && med_type.category() == crate::med_type::MedCategory::Inpatient;
         let h = self.home();
-        let person = h.person(&claim.psn_no).map_err(state_error)?;
+        let account = h.person_account(&claim.psn_no, setl_date.year()).map_err(state_error)?;
         let registration = h.registration_for(&claim.psn_no, treatment, setl_date, emergency).map_err(state_error)?;
-        let counters = h.counters(&claim.psn_no, setl_date.year()).map_err(state_error)?;
-        let balance = h.balance(&claim.psn_no).map_err(state_error)?;
-        let mut person = person.ok_or_else(|| NodeError::UnknownPerson(claim.psn_no.clone()))?;
+        let (mut person, counters, balance) = account.ok_or_else(|| NodeError::UnknownPerson(claim.psn_no.clone()))?;
         for (region, years) in partner_years {
             let y = person.contribution_years.entry(*region).or_insert(0);
             *y = (*y).max(*years);
@@ -260,9 +258,13 @@ impl Node {
         let original = claim.reversed_setl_id.clone();
         let state = self.home().settlement(&original).map_err(state_error)?;
         let state = state.ok_or_else(|| NodeError::UnknownSettlement(original.clone()))?;
-        if state.treatment != treatment.to_string()
-            || state.fixmedins_code != claim.fixmedins_code
-            || state.psn_no != claim.psn_no
+        let entry = self.ledger.entry_by_key(&state.key).map_err(ledger_error)?;
+        let original_rec: HomeSettlementEntry = entry
+            .and_then(|e| serde_json::from_slice(&e.body.payload).ok())
+            .ok_or_else(|| NodeError::Internal(format!("settlement {original} missing from the ledger")))?;
+        if original_rec.treatment != treatment.to_string()
+            || original_rec.fixmedins_code != claim.fixmedins_code
+            || original_rec.psn_no != claim.psn_no
         {
             return Err(NodeError::NotAuthorised(format!(
                 "settlement {original} was not made by this hospital for this person"
@@ -271,10 +273,6 @@ impl Node {
         if state.reversed {
             return Err(NodeError::AlreadyReversed(original));
         }
-        let entry = self.ledger.entry_by_key(&state.key).map_err(ledger_error)?;
-        let original_rec: HomeSettlementEntry = entry
-            .and_then(|e| serde_json::from_slice(&e.body.payload).ok())
-            .ok_or_else(|| NodeError::Internal(format!("settlement {original} missing from the ledger")))?;
         let original_result: ClaimResult = original_rec
             .result
             .to_signed()
@@ -285,7 +283,7 @@ impl Node {
         result.settled = true;
         result.eligible = true;
         result.setl_id = format!("R{}{}", self.region(), &hex::encode(Sha256::digest(key.as_bytes()))[..16]);
-        let negated = state.delta.negated();
+        let negated = original_rec.delta.negated();
         // The account gets back what it paid: the balance after the reversal.
         let balc = self.home().balance(&claim.psn_no).map_err(state_error)? - negated.acct_pay;
         result.figures = original_result.figures.map(|f| negate_figures(f, balc));
@@ -295,7 +293,7 @@ impl Node {
             result: EnvelopeRecord::from(&result_env),
             setl_id: result.setl_id.clone(),
             psn_no: claim.psn_no.clone(),
-            year: state.year,
+            year: original_rec.year,
             delta: negated,
             treatment: treatment.to_string(),
             fixmedins_code: claim.fixmedins_code.clone(),

@@ -27,7 +27,7 @@ use crate::ledger::{Entry, EntryKind, Ledger, LedgerError};
 use crate::money::Amount;
 use crate::region::RegionCode;
 use crate::rules::Insutype;
-use crate::settlement::{ChronicQualification, CounterDelta, Counters, Person, Registration, RegistrationKind};
+use crate::settlement::{ChronicQualification, Counters, Person, Registration, RegistrationKind};
 use crate::storage::{KvStore, StoreError, WriteBatch};
 
 /// Most chronic-disease qualifications one person may hold.
@@ -55,18 +55,6 @@ pub struct RegState {
     pub psn_no: String,
     pub registration: Registration,
     pub cancelled: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SettlementState {
-    pub psn_no: String,
-    pub year: i32,
-    pub delta: CounterDelta,
-    pub treatment: String,
-    pub fixmedins_code: String,
-    pub reversed: bool,
-    /// The ledger key of the committed settlement.
-    pub key: String,
 }
 
 /// Kinds only the home state reads (nothing else a node derives does).
@@ -101,7 +89,10 @@ pub fn is_read_at_open(kind: EntryKind) -> bool {
 }
 
 /// The rows' layout: a store written in another is rebuilt.
-const FORMAT: &[u8] = b"2";
+const FORMAT: &[u8] = b"3";
+/// Settlement ids per row of a month's pair (fewer rows: sled's memory is
+/// per row; a longer block costs more bytes rewritten per line).
+const LINE_BLOCK: u64 = 32;
 
 /// A month's summaries per (side, counterpart).
 pub type MonthSummaries = std::collections::BTreeMap<(Side, RegionCode), PairSummary>;
@@ -111,6 +102,9 @@ pub type MonthSummaries = std::collections::BTreeMap<(Side, RegionCode), PairSum
 pub struct PairTotals {
     pub count: u64,
     pub amounts: Amounts,
+    /// Settlement ids noted (in blocks of [`LINE_BLOCK`]).
+    #[serde(default)]
+    pub ids: u64,
 }
 
 /// Why the state could not be read or moved.
@@ -140,18 +134,17 @@ mod keys {
     fn with(prefix: &[u8], id: &str) -> Vec<u8> {
         [prefix, id.as_bytes()].concat()
     }
+    /// A person's row: their record, account balance and counters.
     pub(super) fn person(psn_no: &str) -> Vec<u8> {
         with(b"p/", psn_no)
     }
-    pub(super) fn balance(psn_no: &str) -> Vec<u8> {
-        with(b"b/", psn_no)
-    }
-    /// The year first, fixed width: no person's number can run into it.
-    pub(super) fn counters(psn_no: &str, year: i32) -> Vec<u8> {
-        [b"c/".as_slice(), &year.to_be_bytes(), psn_no.as_bytes()].concat()
-    }
-    pub(super) fn settlement(setl_id: &str) -> Vec<u8> {
-        with(b"s/", setl_id)
+    /// Settlements are kept in buckets of their id's digest (sled keeps
+    /// ~35 bytes of memory per row, however small): at most 2^20 rows.
+    pub(super) fn settlement_bucket(setl_id: &str) -> Vec<u8> {
+        use sha2::{Digest, Sha256};
+        let d = Sha256::digest(setl_id.as_bytes());
+        let bucket = u32::from_be_bytes([d[0], d[1], d[2], d[3]]) >> 12;
+        [b"s/".as_slice(), &bucket.to_be_bytes()].concat()
     }
     pub(super) fn registration(reg_id: &str) -> Vec<u8> {
         with(b"r/", reg_id)
@@ -177,8 +170,10 @@ mod keys {
     pub(super) fn pair_ids(month: Month, side: Side, counterpart: RegionCode) -> Vec<u8> {
         pair(b"l/", month, side, counterpart)
     }
-    pub(super) fn line_id(month: Month, side: Side, counterpart: RegionCode, setl_id: &str) -> Vec<u8> {
-        [pair_ids(month, side, counterpart).as_slice(), setl_id.as_bytes()].concat()
+    /// A pair's settlement ids, [`super::LINE_BLOCK`] to a row, by the
+    /// block's number.
+    pub(super) fn line_block(month: Month, side: Side, counterpart: RegionCode, block: u64) -> Vec<u8> {
+        [pair_ids(month, side, counterpart).as_slice(), &block.to_be_bytes()].concat()
     }
     /// (side, counterpart) of a pair row's key after its month's prefix.
     pub(super) fn parse_pair(rest: &[u8]) -> Option<(Side, RegionCode)> {
@@ -215,11 +210,39 @@ struct RawBatch<'a> {
 }
 
 /// A person as stored: the record last applied (with the qualifications
-/// held, merged) and that record's digest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// held, merged) and that record's digest, the account's balance and the
+/// year-to-date counters, in one row (sled's memory is per row). A row
+/// without a record holds what a ledger credited to a person not imported.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct PersonRow {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     digest: String,
-    record: PersonRecord,
+    /// Kept as written: a settlement's update does not parse it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    record: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    balance: Amount,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    counters: std::collections::BTreeMap<i32, Counters>,
+}
+
+impl PersonRow {
+    fn record(&self, psn_no: &str) -> Result<Option<PersonRecord>, StateError> {
+        let Some(raw) = &self.record else { return Ok(None) };
+        let r = serde_json::from_str(raw.get())
+            .map_err(|e| StateError::Corrupt { key: format!("p/{psn_no}"), why: e.to_string() })?;
+        Ok(Some(r))
+    }
+}
+
+/// A committed settlement's id, the ledger key of its entry (which holds the
+/// rest) and whether it was reversed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementRef {
+    pub setl_id: String,
+    pub key: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reversed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -230,6 +253,16 @@ struct RegRow {
     begndate: String,
     enddate: Option<String>,
     cancelled: bool,
+}
+
+fn is_zero(a: &Amount) -> bool {
+    *a == Amount::ZERO
+}
+
+/// A record as a row holds it.
+fn raw<T: Serialize>(psn_no: &str, v: &T) -> Result<Box<serde_json::value::RawValue>, StateError> {
+    serde_json::value::to_raw_value(v)
+        .map_err(|e| StateError::Corrupt { key: format!("p/{psn_no}"), why: e.to_string() })
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Result<T, StateError> {
@@ -256,18 +289,23 @@ trait Rows {
     }
 
     fn balance(&self, psn_no: &str) -> Result<Amount, StateError> {
-        let k = keys::balance(psn_no);
-        Ok(self.row(&k)?.map(|b| decode(&k, &b)).transpose()?.unwrap_or(Amount::ZERO))
+        Ok(self.person_row(psn_no)?.map_or(Amount::ZERO, |r| r.balance))
     }
 
     fn counters(&self, psn_no: &str, year: i32) -> Result<Counters, StateError> {
-        let k = keys::counters(psn_no, year);
-        Ok(self.row(&k)?.map(|b| decode(&k, &b)).transpose()?.unwrap_or_default())
+        Ok(self.person_row(psn_no)?.and_then(|mut r| r.counters.remove(&year)).unwrap_or_default())
     }
 
-    fn settlement(&self, setl_id: &str) -> Result<Option<SettlementState>, StateError> {
-        let k = keys::settlement(setl_id);
-        self.row(&k)?.map(|b| decode(&k, &b)).transpose()
+    /// The bucket a settlement id falls in, its refs sorted by id.
+    fn settlement_bucket(&self, setl_id: &str) -> Result<(Vec<u8>, Vec<SettlementRef>), StateError> {
+        let k = keys::settlement_bucket(setl_id);
+        let refs = self.row(&k)?.map(|b| decode(&k, &b)).transpose()?.unwrap_or_default();
+        Ok((k, refs))
+    }
+
+    fn settlement(&self, setl_id: &str) -> Result<Option<SettlementRef>, StateError> {
+        let (_, refs) = self.settlement_bucket(setl_id)?;
+        Ok(refs.into_iter().find(|r| r.setl_id == setl_id))
     }
 
     fn reg_ids(&self, psn_no: &str) -> Result<Vec<String>, StateError> {
@@ -371,8 +409,9 @@ impl<'a> Tx<'a> {
             }
             EntryKind::AccountCredit => {
                 if let Ok(c) = serde_json::from_slice::<AccountCreditEntry>(payload) {
-                    let b = self.balance(&c.psn_no)? + c.amount;
-                    self.put(keys::balance(&c.psn_no), encode(&b));
+                    let mut row = self.person_row(&c.psn_no)?.unwrap_or_default();
+                    row.balance = row.balance + c.amount;
+                    self.put(keys::person(&c.psn_no), encode(&row));
                 }
             }
             EntryKind::Registration | EntryKind::RegistrationChange | EntryKind::RegistrationCancel => {
@@ -437,8 +476,12 @@ impl<'a> Tx<'a> {
         let mut t: PairTotals = self.row(&k)?.map(|b| decode(&k, &b)).transpose()?.unwrap_or_default();
         t.count += line.count;
         t.amounts = t.amounts.plus(&line.amounts);
+        let block = keys::line_block(line.month, side, counterpart, t.ids / LINE_BLOCK);
+        t.ids += 1;
         self.put(k, encode(&t));
-        self.put(keys::line_id(line.month, side, counterpart, &line.setl_id), Vec::new());
+        let mut ids: Vec<String> = self.row(&block)?.map(|b| decode(&block, &b)).transpose()?.unwrap_or_default();
+        ids.push(line.setl_id.clone());
+        self.put(block, encode(&ids));
         // The hospitals' settlements here (S…), not their reversals (R…).
         if side == Side::AsTreatment && line.setl_id.starts_with('S') {
             let m = self.reported_in(line.month)?;
@@ -463,31 +506,35 @@ impl<'a> Tx<'a> {
     fn apply_person(&mut self, r: &PersonRecord, balance: Option<Amount>, digest: [u8; 32]) -> Result<(), StateError> {
         let mut record = r.clone();
         record.acct_balance = None;
-        match self.person_row(&r.psn_no)? {
+        let mut row = self.person_row(&r.psn_no)?.unwrap_or_default();
+        match row.record(&r.psn_no)? {
             Some(held) => {
                 let named: Vec<&str> = r.chronic.iter().map(|q| q.dise_codg.as_str()).collect();
                 let mut chronic: Vec<QualificationRecord> =
-                    held.record.chronic.into_iter().filter(|q| !named.contains(&q.dise_codg.as_str())).collect();
+                    held.chronic.into_iter().filter(|q| !named.contains(&q.dise_codg.as_str())).collect();
                 chronic.extend(r.chronic.iter().cloned());
                 chronic.truncate(MAX_QUALIFICATIONS);
                 record.chronic = chronic;
             }
             None => {
                 if let Some(b) = balance {
-                    self.put(keys::balance(&r.psn_no), encode(&b));
+                    row.balance = b;
                 }
             }
         }
-        let row = PersonRow { digest: hex::encode(digest), record };
+        row.digest = hex::encode(digest);
+        row.record = Some(raw(&r.psn_no, &record)?);
         self.put(keys::person(&r.psn_no), encode(&row));
         Ok(())
     }
 
     /// A disease's qualification replaces the one held for that disease.
     fn apply_qualification(&mut self, psn_no: &str, q: &QualificationRecord) -> Result<(), StateError> {
-        if let Some(mut row) = self.person_row(psn_no)? {
-            row.record.chronic.retain(|c| c.dise_codg != q.dise_codg);
-            row.record.chronic.push(q.clone());
+        let Some(mut row) = self.person_row(psn_no)? else { return Ok(()) };
+        if let Some(mut record) = row.record(psn_no)? {
+            record.chronic.retain(|c| c.dise_codg != q.dise_codg);
+            record.chronic.push(q.clone());
+            row.record = Some(raw(psn_no, &record)?);
             self.put(keys::person(psn_no), encode(&row));
         }
         Ok(())
@@ -528,29 +575,28 @@ impl<'a> Tx<'a> {
     }
 
     fn apply_settlement(&mut self, s: &HomeSettlementEntry, key: &str) -> Result<(), StateError> {
-        let counters = self.counters(&s.psn_no, s.year)?.plus(&s.delta);
-        self.put(keys::counters(&s.psn_no, s.year), encode(&counters));
+        let mut row = self.person_row(&s.psn_no)?.unwrap_or_default();
+        let counters = row.counters.remove(&s.year).unwrap_or_default().plus(&s.delta);
+        row.counters.insert(s.year, counters);
         if s.delta.acct_pay != Amount::ZERO {
-            let b = self.balance(&s.psn_no)? - s.delta.acct_pay;
-            self.put(keys::balance(&s.psn_no), encode(&b));
+            row.balance = row.balance - s.delta.acct_pay;
         }
+        self.put(keys::person(&s.psn_no), encode(&row));
         if let Some(original) = &s.reversed_setl_id {
-            if let Some(mut o) = self.settlement(original)? {
+            let (k, mut refs) = self.settlement_bucket(original)?;
+            if let Some(o) = refs.iter_mut().find(|r| &r.setl_id == original) {
                 o.reversed = true;
-                self.put(keys::settlement(original), encode(&o));
+                self.put(k, encode(&refs));
             }
             return Ok(());
         }
-        let state = SettlementState {
-            psn_no: s.psn_no.clone(),
-            year: s.year,
-            delta: s.delta.clone(),
-            treatment: s.treatment.clone(),
-            fixmedins_code: s.fixmedins_code.clone(),
-            reversed: false,
-            key: key.to_string(),
-        };
-        self.put(keys::settlement(&s.setl_id), encode(&state));
+        let (k, mut refs) = self.settlement_bucket(&s.setl_id)?;
+        let new = SettlementRef { setl_id: s.setl_id.clone(), key: key.to_string(), reversed: false };
+        match refs.binary_search_by(|r| r.setl_id.cmp(&s.setl_id)) {
+            Ok(i) => refs[i] = new,
+            Err(i) => refs.insert(i, new),
+        }
+        self.put(k, encode(&refs));
         Ok(())
     }
 
@@ -823,18 +869,32 @@ impl HomeState {
 
     pub fn person(&self, psn_no: &str) -> Result<Option<Person>, StateError> {
         let Some(row) = self.rows()?.person_row(psn_no)? else { return Ok(None) };
+        let Some(record) = row.record(psn_no)? else { return Ok(None) };
         let (person, _) =
-            person_from_record(&row.record).map_err(|why| StateError::Corrupt { key: format!("p/{psn_no}"), why })?;
+            person_from_record(&record).map_err(|why| StateError::Corrupt { key: format!("p/{psn_no}"), why })?;
         Ok(Some(person))
     }
 
+    /// A person with their counters of `year` and their balance, from one
+    /// read of their row.
+    pub fn person_account(&self, psn_no: &str, year: i32) -> Result<Option<(Person, Counters, Amount)>, StateError> {
+        let Some(mut row) = self.rows()?.person_row(psn_no)? else { return Ok(None) };
+        let Some(record) = row.record(psn_no)? else { return Ok(None) };
+        let (person, _) =
+            person_from_record(&record).map_err(|why| StateError::Corrupt { key: format!("p/{psn_no}"), why })?;
+        Ok(Some((person, row.counters.remove(&year).unwrap_or_default(), row.balance)))
+    }
+
     pub fn has_person(&self, psn_no: &str) -> Result<bool, StateError> {
-        Ok(self.rows()?.row(&keys::person(psn_no))?.is_some())
+        Ok(self.rows()?.person_row(psn_no)?.is_some_and(|r| r.record.is_some()))
     }
 
     /// The digest of the record last applied for a person.
     pub fn record_of(&self, psn_no: &str) -> Result<Option<[u8; 32]>, StateError> {
         let Some(row) = self.rows()?.person_row(psn_no)? else { return Ok(None) };
+        if row.record.is_none() {
+            return Ok(None);
+        }
         let mut d = [0u8; 32];
         hex::decode_to_slice(&row.digest, &mut d)
             .map_err(|e| StateError::Corrupt { key: format!("p/{psn_no}"), why: e.to_string() })?;
@@ -849,8 +909,8 @@ impl HomeState {
         self.rows()?.counters(psn_no, year)
     }
 
-    /// A committed settlement (not a reversal), by its id.
-    pub fn settlement(&self, setl_id: &str) -> Result<Option<SettlementState>, StateError> {
+    /// A committed settlement (not a reversal), by its id: its entry's key.
+    pub fn settlement(&self, setl_id: &str) -> Result<Option<SettlementRef>, StateError> {
         self.rows()?.settlement(setl_id)
     }
 
@@ -947,13 +1007,21 @@ impl HomeState {
         self.read_caught_up(ledger, |rows| {
             let mut out = std::collections::BTreeMap::new();
             for ((side, counterpart), t) in self.month_totals(month)? {
-                // The store keeps the ids sorted: the root is folded as they come.
-                let mut ids = crate::ledger::merkle::Frontier::default();
-                self.each_under(&keys::pair_ids(month, side, counterpart), |id, _| {
-                    ids.push(crate::ledger::merkle::leaf_hash(id));
+                // The root is over the ids sorted, each once (a month's pair
+                // holds them in blocks, in the order they were noted).
+                let mut ids: Vec<String> = Vec::new();
+                let prefix = keys::pair_ids(month, side, counterpart);
+                self.each_under(&prefix, |rest, v| {
+                    ids.extend(decode::<Vec<String>>(&[prefix.as_slice(), rest].concat(), v)?);
                     Ok(())
                 })?;
-                let summary = PairSummary { count: t.count, amounts: t.amounts, ids_root: ids.root() };
+                ids.sort_unstable();
+                ids.dedup();
+                let mut root = crate::ledger::merkle::Frontier::default();
+                for id in &ids {
+                    root.push(crate::ledger::merkle::leaf_hash(id.as_bytes()));
+                }
+                let summary = PairSummary { count: t.count, amounts: t.amounts, ids_root: root.root() };
                 out.insert((side, counterpart), summary);
             }
             Ok((out, rows.activity(month)?))

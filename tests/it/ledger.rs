@@ -827,3 +827,29 @@ fn the_index_is_reopened_as_it_grows_and_keeps_every_key() {
     assert!(!l.recovery().index_rebuilt);
     assert_eq!(l.entry_by_key("k-4999").expect("read").expect("indexed").body.payload, payload(4_999));
 }
+
+#[test]
+fn an_index_in_another_layout_is_rebuilt_from_the_log() {
+    use xclear::storage::{KvStore, WriteBatch};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = Arc::new(open(dir.path()));
+    fill(Arc::clone(&ledger), 0, 300);
+    drop(Arc::try_unwrap(ledger).ok().expect("one owner"));
+    {
+        // The layout before keys shared bucket rows: a row per key, no format.
+        let store = xclear::storage::SledStore::open(&dir.path().join(xclear::ledger::INDEX_DIR)).expect("index");
+        let mut b = WriteBatch::default();
+        b.delete(b"m/format".to_vec());
+        b.put(b"k/k-1".to_vec(), [1u64.to_be_bytes(), 0u64.to_be_bytes()].concat());
+        store.apply(b).expect("old rows");
+        store.flush().expect("flush");
+    }
+    let l = open(dir.path());
+    assert!(l.recovery().index_rebuilt, "an index of another layout is not trusted");
+    for i in [0u64, 1, 150, 299] {
+        assert_eq!(l.entry_by_key(&format!("k-{i}")).expect("read").expect("indexed").body.payload, payload(i));
+    }
+    assert!(l.entry_by_key("k-300").expect("read").is_none());
+    drop(l);
+    assert!(!open(dir.path()).recovery().index_rebuilt, "rebuilt once, then trusted");
+}

@@ -229,3 +229,39 @@ fn a_reopened_state_store_holds_the_same_state_and_reads_wait_for_it() {
     assert_eq!(home.opened_at(), o.ledger.len());
     assert_eq!(home.digest().expect("digest"), before);
 }
+
+/// The month report the store keeps (totals per pair, the ids in blocks)
+/// is what a scan of the ledger's lines gives, pairs of more ids than a
+/// block holds among them.
+#[test]
+fn the_month_report_is_the_ledger_lines_summarized() {
+    use xclear::clearing::RunningPair;
+    use xclear::node::clearing_side::{line_of, Side};
+    let seed = 13;
+    let (_out, report) = demo(seed, 600);
+    let mut most_ids = 0;
+    for (region, dir) in &report.node_dirs {
+        let o = open(dir, seed, *region);
+        let months = o.home.months_with_lines().expect("months");
+        let mut scanned: std::collections::BTreeMap<(Month, Side, RegionCode), RunningPair> = Default::default();
+        o.ledger
+            .for_each(0, |e| {
+                if let Some((side, line)) = line_of(e.body.kind, &e.body.key, &e.body.payload, *region) {
+                    scanned.entry((line.month, side, side.counterpart(&line))).or_default().add(&line);
+                }
+                Ok(())
+            })
+            .expect("scan");
+        for month in months {
+            let (summaries, _) = o.home.month_report(&o.ledger, month).expect("report");
+            let expected: std::collections::BTreeMap<(Side, RegionCode), xclear::clearing::PairSummary> = scanned
+                .iter()
+                .filter(|((m, _, _), _)| *m == month)
+                .map(|((_, side, counterpart), running)| ((*side, *counterpart), running.summary()))
+                .collect();
+            assert_eq!(summaries, expected, "{region} {month}");
+        }
+        most_ids = most_ids.max(scanned.values().map(|r| r.ids.len()).max().unwrap_or(0));
+    }
+    assert!(most_ids > 64, "a pair spans blocks: at most {most_ids} ids");
+}
