@@ -84,7 +84,10 @@ pub struct Appended {
 
 /// Index keys in the store.
 pub(crate) mod keys {
-    pub(crate) const APPLIED: &[u8] = b"m/applied";
+    /// Entries indexed. Not the name the layout before buckets used: a
+    /// binary of that layout finds no count and reindexes everything, never
+    /// trusting rows it cannot read.
+    pub(crate) const APPLIED: &[u8] = b"m/indexed";
     /// The rows' layout: an index written in another is rebuilt.
     pub(crate) const FORMAT: &[u8] = b"m/format";
     pub(crate) const INDEX_FORMAT: &[u8] = b"2";
@@ -502,6 +505,8 @@ impl Replay {
         if self.batch.len() >= CATCH_UP_BATCH {
             let mut b = std::mem::take(&mut self.batch);
             b.put(keys::APPLIED.to_vec(), seq.to_be_bytes().to_vec());
+            // A rebuild cut short resumes, not starts again.
+            b.put(keys::FORMAT.to_vec(), keys::INDEX_FORMAT.to_vec());
             apply_index(self.store.as_ref(), b).map_err(|e| e.to_string())?;
         }
         self.frontier = grown;
@@ -892,13 +897,13 @@ impl Drop for Ledger {
     }
 }
 
-/// Reads the checkpointed part of the segment again, beside the running
-/// ledger; a segment that disagrees stops the appends.
 /// Records the background check reads between two looks at the ledger's
 /// traffic, and how long it pauses when groups were committed meanwhile.
 const CHECK_YIELD_RECORDS: u64 = 256;
 const CHECK_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// Reads the checkpointed part of the segment again, beside the running
+/// ledger; a segment that disagrees stops the appends.
 fn spawn_prefix_check(shared: Arc<Shared>, end: u64, entries: u64) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("ledger-check".into()).spawn(move || {
         // The leaves checkpointed, a block at a time from wherever they are.
