@@ -265,3 +265,73 @@ fn the_month_report_is_the_ledger_lines_summarized() {
     }
     assert!(most_ids > 64, "a pair spans blocks: at most {most_ids} ids");
 }
+
+/// What a ledger credits to a person not yet imported is held for them,
+/// but they are not a person until imported; the import's stated balance
+/// then opens the account, a later one does not move it, and a rebuilt
+/// store holds the same.
+#[test]
+fn a_credit_before_the_import_is_held_and_the_person_absent_until_imported() {
+    use xclear::api::record::EnvelopeRecord;
+    use xclear::ledger::EntryKind;
+    use xclear::money::Amount;
+    use xclear::node::records::{AccountCreditEntry, PersonRecord};
+    let dir = tempfile::tempdir().expect("tmp");
+    let region = RegionCode::parse("611000").expect("region");
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_773_100_800_000));
+    let ledger = Ledger::open(dir.path(), ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]), clock).expect("ledger");
+    let yuan = |s: &str| Amount::parse_non_negative(s).expect("amount");
+    let request =
+        EnvelopeRecord { body: String::new(), signature: String::new(), signer: "agency".into(), batch: None };
+    let credit = |n: u32, amount: &str| {
+        let e = AccountCreditEntry {
+            request: request.clone(),
+            psn_no: "X1".into(),
+            amount: yuan(amount),
+            reason: "t".into(),
+        };
+        ledger.append_blocking(EntryKind::AccountCredit, &format!("credit:{n}"), serde_json::to_vec(&e).expect("json"))
+    };
+    let import = |n: u32, balance: &str| {
+        let r = PersonRecord {
+            psn_no: "X1".into(),
+            insuplc_admdvs: "611000".into(),
+            insutype: "310".into(),
+            retired: false,
+            special_group: None,
+            contribution_years: Default::default(),
+            acct_balance: Some(balance.into()),
+            chronic: Vec::new(),
+        };
+        ledger.append_blocking(EntryKind::PersonImport, &format!("person:{n}"), serde_json::to_vec(&r).expect("json"))
+    };
+    let kv: Arc<dyn KvStore> = Arc::new(SledStore::open(&dir.path().join(STATE_DIR)).expect("store"));
+    let (home, _) = HomeState::open(kv, &ledger, region).expect("state");
+
+    credit(1, "20.00").expect("credit");
+    home.catch_up(&ledger).expect("apply");
+    assert!(!home.has_person("X1").expect("read"));
+    assert!(home.person("X1").expect("read").is_none());
+    assert!(home.record_of("X1").expect("read").is_none());
+    assert_eq!(home.balance("X1").expect("read"), yuan("20.00"), "the credit is held");
+
+    import(1, "100.00").expect("import");
+    home.catch_up(&ledger).expect("apply");
+    assert!(home.has_person("X1").expect("read"));
+    assert!(home.record_of("X1").expect("read").is_some());
+    assert_eq!(home.balance("X1").expect("read"), yuan("100.00"), "the first import's figure opens the account");
+
+    credit(2, "5.00").expect("credit");
+    import(2, "1.00").expect("re-import");
+    home.catch_up(&ledger).expect("apply");
+    assert_eq!(home.balance("X1").expect("read"), yuan("105.00"), "a later import does not move the balance");
+    let (rows, digest) = home.digest().expect("digest");
+    drop(home);
+
+    std::fs::remove_dir_all(dir.path().join(STATE_DIR)).expect("delete the store");
+    let kv: Arc<dyn KvStore> = Arc::new(SledStore::open(&dir.path().join(STATE_DIR)).expect("store"));
+    let (home, _) = HomeState::open(kv, &ledger, region).expect("state");
+    home.catch_up(&ledger).expect("rebuild");
+    assert_eq!(home.digest().expect("digest"), (rows, digest));
+    assert_eq!(home.balance("X1").expect("read"), yuan("105.00"));
+}
