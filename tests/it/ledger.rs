@@ -853,3 +853,35 @@ fn an_index_in_another_layout_is_rebuilt_from_the_log() {
     drop(l);
     assert!(!open(dir.path()).recovery().index_rebuilt, "rebuilt once, then trusted");
 }
+
+/// The background check of a checkpointed prefix yields to appends but still
+/// ends while they go on without a break.
+#[test]
+fn the_prefix_check_ends_under_continuous_appends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = Arc::new(open(dir.path()));
+    fill(Arc::clone(&ledger), 0, 3_000);
+    drop(Arc::try_unwrap(ledger).ok().expect("one owner"));
+    let l = Arc::new(open(dir.path()));
+    assert_eq!(l.recovery().checkpointed, 3_000);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appender = {
+        let (l, stop) = (Arc::clone(&l), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut i = 3_000u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                l.append_blocking(EntryKind::Note, &format!("k-{i}"), payload(i)).expect("append");
+                i += 1;
+            }
+            i - 3_000
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while l.prefix_check() == xclear::ledger::checkpoint::PrefixCheck::Running && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let appended = appender.join().expect("appender");
+    assert_eq!(l.prefix_check(), xclear::ledger::checkpoint::PrefixCheck::Passed);
+    assert!(appended > 0, "appends went on during the check");
+}
