@@ -158,12 +158,11 @@ pub(crate) fn restart(dir: &Path, seconds: u64) -> Result<(), String> {
                 // A restarted node reads its segment back against its
                 // checkpoint in the background (yielding to traffic); the
                 // phase measures the node once that is done.
-                let started = opened;
                 let home = &pair.nodes[HOME];
                 while matches!(home.ledger().prefix_check(), xclear::ledger::checkpoint::PrefixCheck::Running) {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
-                println!("check_seconds={:.3}", started.elapsed().as_secs_f64());
+                println!("check_seconds={:.3}", opened.elapsed().as_secs_f64());
             }
             let latencies = drive(&pair.target, HOSPITALS, seconds, E2E_PERSONS, "s", Traffic::Inpatient).await?;
             let rate = latencies.len() as f64 / seconds as f64;

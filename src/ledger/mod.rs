@@ -107,35 +107,40 @@ pub(crate) mod keys {
     }
 }
 
-/// A bucket row: records of key length u16, key, seq u64, offset u64.
-fn bucket_find(row: &[u8], key: &[u8]) -> Option<Option<(u64, u64)>> {
-    let mut rest = row;
-    while !rest.is_empty() {
-        let len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
-        let k = rest.get(2..2 + len)?;
-        let at = read_index(rest.get(2 + len..18 + len)?)?;
-        if k == key {
-            return Some(Some(at));
+/// A bucket row: records of key length u16, key, seq u64, offset u64. Where
+/// `key`'s (seq, offset) is in the row, if it is there; `None` for a row
+/// that does not parse.
+fn bucket_value_at(row: &[u8], key: &[u8]) -> Option<Option<usize>> {
+    let mut i = 0;
+    while i < row.len() {
+        let len = usize::from(u16::from_be_bytes(row.get(i..i + 2)?.try_into().ok()?));
+        row.get(i + 2 + len..i + 18 + len)?;
+        if row.get(i + 2..i + 2 + len)? == key {
+            return Some(Some(i + 2 + len));
         }
-        rest = &rest[18 + len..];
+        i += 18 + len;
     }
     Some(None)
 }
 
+fn bucket_find(row: &[u8], key: &[u8]) -> Option<Option<(u64, u64)>> {
+    match bucket_value_at(row, key)? {
+        Some(at) => read_index(row.get(at..at + 16)?).map(Some),
+        None => Some(None),
+    }
+}
+
 /// Files a key's record in its bucket row (replacing one for the same key).
 fn bucket_put(row: &mut Vec<u8>, key: &[u8], value: &[u8]) -> Option<()> {
-    let mut i = 0;
-    while i < row.len() {
-        let len = usize::from(u16::from_be_bytes(row.get(i..i + 2)?.try_into().ok()?));
-        if row.get(i + 2..i + 2 + len)? == key {
-            row.get_mut(i + 2 + len..i + 18 + len)?.copy_from_slice(value.get(..16)?);
-            return Some(());
+    let value = value.get(..16)?;
+    match bucket_value_at(row, key)? {
+        Some(at) => row.get_mut(at..at + 16)?.copy_from_slice(value),
+        None => {
+            row.extend_from_slice(&u16::try_from(key.len()).ok()?.to_be_bytes());
+            row.extend_from_slice(key);
+            row.extend_from_slice(value);
         }
-        i += 18 + len;
     }
-    row.extend_from_slice(&u16::try_from(key.len()).ok()?.to_be_bytes());
-    row.extend_from_slice(key);
-    row.extend_from_slice(value.get(..16)?);
     Some(())
 }
 

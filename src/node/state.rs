@@ -141,9 +141,7 @@ mod keys {
     /// Settlements are kept in buckets of their id's digest (sled keeps
     /// ~35 bytes of memory per row, however small): at most 2^20 rows.
     pub(super) fn settlement_bucket(setl_id: &str) -> Vec<u8> {
-        use sha2::{Digest, Sha256};
-        let d = Sha256::digest(setl_id.as_bytes());
-        let bucket = u32::from_be_bytes([d[0], d[1], d[2], d[3]]) >> 12;
+        let bucket = (crate::ledger::key_digest(setl_id) >> 44) as u32;
         [b"s/".as_slice(), &bucket.to_be_bytes()].concat()
     }
     pub(super) fn registration(reg_id: &str) -> Vec<u8> {
@@ -232,6 +230,14 @@ impl PersonRow {
         let r = serde_json::from_str(raw.get())
             .map_err(|e| StateError::Corrupt { key: format!("p/{psn_no}"), why: e.to_string() })?;
         Ok(Some(r))
+    }
+
+    /// The person the record describes (none in a row without a record).
+    fn person(&self, psn_no: &str) -> Result<Option<Person>, StateError> {
+        let Some(record) = self.record(psn_no)? else { return Ok(None) };
+        let (person, _) =
+            person_from_record(&record).map_err(|why| StateError::Corrupt { key: format!("p/{psn_no}"), why })?;
+        Ok(Some(person))
     }
 }
 
@@ -869,19 +875,14 @@ impl HomeState {
 
     pub fn person(&self, psn_no: &str) -> Result<Option<Person>, StateError> {
         let Some(row) = self.rows()?.person_row(psn_no)? else { return Ok(None) };
-        let Some(record) = row.record(psn_no)? else { return Ok(None) };
-        let (person, _) =
-            person_from_record(&record).map_err(|why| StateError::Corrupt { key: format!("p/{psn_no}"), why })?;
-        Ok(Some(person))
+        row.person(psn_no)
     }
 
     /// A person with their counters of `year` and their balance, from one
     /// read of their row.
     pub fn person_account(&self, psn_no: &str, year: i32) -> Result<Option<(Person, Counters, Amount)>, StateError> {
         let Some(mut row) = self.rows()?.person_row(psn_no)? else { return Ok(None) };
-        let Some(record) = row.record(psn_no)? else { return Ok(None) };
-        let (person, _) =
-            person_from_record(&record).map_err(|why| StateError::Corrupt { key: format!("p/{psn_no}"), why })?;
+        let Some(person) = row.person(psn_no)? else { return Ok(None) };
         Ok(Some((person, row.counters.remove(&year).unwrap_or_default(), row.balance)))
     }
 

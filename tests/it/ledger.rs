@@ -48,6 +48,25 @@ fn fill(ledger: Arc<Ledger>, from: u64, n: u64) {
     });
 }
 
+/// A ledger of `n` entries from [`fill`], closed.
+fn filled(n: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = Arc::new(open(dir.path()));
+    fill(Arc::clone(&ledger), 0, n);
+    drop(Arc::try_unwrap(ledger).ok().expect("one owner"));
+    dir
+}
+
+/// How the background check of a checkpointed prefix ended, waiting up to
+/// `seconds` for it.
+fn checked(l: &Ledger, seconds: u64) -> xclear::ledger::checkpoint::PrefixCheck {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while l.prefix_check() == xclear::ledger::checkpoint::PrefixCheck::Running && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    l.prefix_check()
+}
+
 #[test]
 fn thousands_of_entries_chain_and_tree_verify() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -583,11 +602,7 @@ fn a_checkpoint_opens_without_reading_the_segment_and_a_bad_one_is_ignored() {
     assert_eq!(l.recovery().checkpointed, 3_000);
     assert_eq!(tree_view(&l), whole);
     // What it skipped is read again beside it, and agrees.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while l.prefix_check() == xclear::ledger::checkpoint::PrefixCheck::Running && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    assert_eq!(l.prefix_check(), xclear::ledger::checkpoint::PrefixCheck::Passed);
+    assert_eq!(checked(&l, 20), xclear::ledger::checkpoint::PrefixCheck::Passed);
     // Appends go on from it: the chain and the tree verify whole.
     let l = Arc::new(l);
     fill(Arc::clone(&l), 3_000, 500);
@@ -650,10 +665,7 @@ fn a_checkpoint_opens_without_reading_the_segment_and_a_bad_one_is_ignored() {
 #[test]
 fn a_long_read_is_checkpointed_at_the_open_not_by_the_writer() {
     use xclear::ledger::checkpoint::{CHECKPOINT_FILE, EVERY_ENTRIES};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ledger = Arc::new(open(dir.path()));
-    fill(Arc::clone(&ledger), 0, EVERY_ENTRIES as u64);
-    drop(Arc::try_unwrap(ledger).ok().expect("one owner"));
+    let dir = filled(EVERY_ENTRIES as u64);
     std::fs::remove_file(dir.path().join(CHECKPOINT_FILE)).expect("no checkpoint");
     let l = open(dir.path());
     assert_eq!(l.recovery().checkpointed, 0, "read whole");
@@ -665,11 +677,7 @@ fn a_long_read_is_checkpointed_at_the_open_not_by_the_writer() {
     assert_eq!(l.recovery().checkpointed, EVERY_ENTRIES as u64);
     assert_tree_reads_whole(&l, "opened from the checkpoint");
     // The background check reads the checkpointed leaves from the tree file.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while l.prefix_check() == xclear::ledger::checkpoint::PrefixCheck::Running && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    assert_eq!(l.prefix_check(), xclear::ledger::checkpoint::PrefixCheck::Passed);
+    assert_eq!(checked(&l, 60), xclear::ledger::checkpoint::PrefixCheck::Passed);
 }
 
 /// Memory has let go of the leaves and offsets of the checkpointed entries,
@@ -742,11 +750,7 @@ fn segments_rotate_and_the_ledger_reads_verifies_exports_and_proves_across_them(
     let l = open_small(dir.path());
     assert_eq!(l.recovery().checkpointed, 6_000);
     assert_eq!(tree_view(&l), whole);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while l.prefix_check() == xclear::ledger::checkpoint::PrefixCheck::Running && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    assert_eq!(l.prefix_check(), xclear::ledger::checkpoint::PrefixCheck::Passed);
+    assert_eq!(checked(&l, 30), xclear::ledger::checkpoint::PrefixCheck::Passed);
     drop(l);
     std::fs::remove_file(dir.path().join(CHECKPOINT_FILE)).expect("no checkpoint");
     let l = Arc::new(open_small(dir.path()));
@@ -831,10 +835,7 @@ fn the_index_is_reopened_as_it_grows_and_keeps_every_key() {
 #[test]
 fn an_index_in_another_layout_is_rebuilt_from_the_log() {
     use xclear::storage::{KvStore, WriteBatch};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ledger = Arc::new(open(dir.path()));
-    fill(Arc::clone(&ledger), 0, 300);
-    drop(Arc::try_unwrap(ledger).ok().expect("one owner"));
+    let dir = filled(300);
     {
         // The layout before keys shared bucket rows: a row per key, no format.
         let store = xclear::storage::SledStore::open(&dir.path().join(xclear::ledger::INDEX_DIR)).expect("index");
@@ -858,10 +859,7 @@ fn an_index_in_another_layout_is_rebuilt_from_the_log() {
 /// ends while they go on without a break.
 #[test]
 fn the_prefix_check_ends_under_continuous_appends() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ledger = Arc::new(open(dir.path()));
-    fill(Arc::clone(&ledger), 0, 3_000);
-    drop(Arc::try_unwrap(ledger).ok().expect("one owner"));
+    let dir = filled(3_000);
     let l = Arc::new(open(dir.path()));
     assert_eq!(l.recovery().checkpointed, 3_000);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -876,12 +874,9 @@ fn the_prefix_check_ends_under_continuous_appends() {
             i - 3_000
         })
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while l.prefix_check() == xclear::ledger::checkpoint::PrefixCheck::Running && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let outcome = checked(&l, 60);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let appended = appender.join().expect("appender");
-    assert_eq!(l.prefix_check(), xclear::ledger::checkpoint::PrefixCheck::Passed);
+    assert_eq!(outcome, xclear::ledger::checkpoint::PrefixCheck::Passed);
     assert!(appended > 0, "appends went on during the check");
 }
