@@ -35,6 +35,9 @@ const IMPORT_CHUNK: u64 = 20_000;
 const APPEND_WAVE: u64 = 4_096;
 /// Hospitals settling at once in the end-to-end phases.
 const HOSPITALS: usize = 64;
+/// The longest the loaded phase waits for the restarted ledger's
+/// background check before measuring beside it.
+const CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 /// Registered persons the end-to-end phases settle for.
 const E2E_PERSONS: usize = 2_000;
 
@@ -158,9 +161,22 @@ pub(crate) fn restart(dir: &Path, seconds: u64) -> Result<(), String> {
                 // A restarted node reads its segment back against its
                 // checkpoint in the background (yielding to traffic); the
                 // phase measures the node once that is done.
+                use xclear::ledger::checkpoint::PrefixCheck;
                 let home = &pair.nodes[HOME];
-                while matches!(home.ledger().prefix_check(), xclear::ledger::checkpoint::PrefixCheck::Running) {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                loop {
+                    match home.ledger().prefix_check() {
+                        PrefixCheck::Running if opened.elapsed() < CHECK_WAIT => {
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                        }
+                        PrefixCheck::Running => {
+                            eprintln!("bench scale: the background check is still running; measuring beside it");
+                            break;
+                        }
+                        PrefixCheck::Failed(why) => {
+                            return Err(format!("the restarted ledger failed its check: {why}"))
+                        }
+                        PrefixCheck::NotNeeded | PrefixCheck::Passed => break,
+                    }
                 }
                 println!("check_seconds={:.3}", opened.elapsed().as_secs_f64());
             }

@@ -173,6 +173,7 @@ impl NodePlan {
             rules_dir: self.rules_dir.clone(),
             metrics_listen: None,
             operator_key: self.operator.then(|| public("operator")),
+            store_cache_bytes: crate::node::config::DEFAULT_STORE_CACHE_MIB * 1024 * 1024,
             // Where `xclear tls` would write them; in process, the identity
             // comes from `FederationCa::node` instead.
             holdback: crate::clearing::hospital::HoldbackPolicy::NONE,

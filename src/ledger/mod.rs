@@ -233,6 +233,7 @@ pub(crate) struct IndexStore {
     path: PathBuf,
     kv: RwLock<Option<Arc<dyn KvStore>>>,
     pub reopen_every: u64,
+    cache_bytes: u64,
     reopened: std::sync::atomic::AtomicU64,
 }
 
@@ -262,7 +263,7 @@ impl IndexStore {
             old.flush()?;
         }
         let started = std::time::Instant::now();
-        *kv = Some(Arc::new(SledStore::open(&self.path)?));
+        *kv = Some(Arc::new(SledStore::open_with_cache(&self.path, self.cache_bytes)?));
         self.reopened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(seconds = started.elapsed().as_secs_f64(), "ledger index reopened");
         Ok(())
@@ -572,6 +573,9 @@ pub struct Options {
     pub max_segment_bytes: u64,
     /// Index records applied between two reopenings of the index store.
     pub index_reopen_every: u64,
+    /// The index store's page cache: its memory, and how much of a large
+    /// index a write or lookup finds without reading the disk.
+    pub index_cache_bytes: u64,
 }
 
 /// Index records applied between two reopenings of the index, by default.
@@ -579,7 +583,11 @@ pub const INDEX_REOPEN_EVERY: u64 = 1_000_000;
 
 impl Default for Options {
     fn default() -> Self {
-        Options { max_segment_bytes: segment::DEFAULT_MAX_SEGMENT_BYTES, index_reopen_every: INDEX_REOPEN_EVERY }
+        Options {
+            max_segment_bytes: segment::DEFAULT_MAX_SEGMENT_BYTES,
+            index_reopen_every: INDEX_REOPEN_EVERY,
+            index_cache_bytes: crate::storage::DEFAULT_CACHE_BYTES,
+        }
     }
 }
 
@@ -608,7 +616,7 @@ impl Ledger {
     ) -> Result<Ledger, LedgerError> {
         std::fs::create_dir_all(dir)?;
         let public = key.verifying_key();
-        let (store, index_rebuilt) = open_index(&dir.join(INDEX_DIR))?;
+        let (store, index_rebuilt) = open_index(&dir.join(INDEX_DIR), options.index_cache_bytes)?;
         let mut replay = Replay::new(Arc::clone(&store))?;
         if let Some(loaded) = segment::SegmentFiles::open(dir).ok().and_then(|f| checkpoint::load(dir, &f)) {
             replay = replay.resume(loaded);
@@ -648,6 +656,7 @@ impl Ledger {
                 path: dir.join(INDEX_DIR),
                 kv: RwLock::new(Some(store)),
                 reopen_every: options.index_reopen_every.max(1),
+                cache_bytes: options.index_cache_bytes,
                 reopened: std::sync::atomic::AtomicU64::new(0),
             },
             segments,
@@ -969,8 +978,8 @@ pub(crate) fn read_u64(b: Option<&[u8]>) -> Option<u64> {
 
 /// Opens the index store; one that cannot be opened, or is in another
 /// layout, is set aside or emptied to be rebuilt from the log (`true`).
-fn open_index(path: &Path) -> Result<(Arc<dyn KvStore>, bool), LedgerError> {
-    let (store, rebuilt) = open_store(path)?;
+fn open_index(path: &Path, cache_bytes: u64) -> Result<(Arc<dyn KvStore>, bool), LedgerError> {
+    let (store, rebuilt) = open_store(path, cache_bytes)?;
     let fits = match store.get(keys::FORMAT)? {
         Some(f) => f == keys::INDEX_FORMAT,
         None => store.first_key()?.is_none(),
@@ -981,14 +990,14 @@ fn open_index(path: &Path) -> Result<(Arc<dyn KvStore>, bool), LedgerError> {
     tracing::warn!(path = %path.display(), "the index is in another layout; rebuilding it from the log");
     drop(store);
     std::fs::remove_dir_all(path)?;
-    Ok((Arc::new(SledStore::open(path)?), true))
+    Ok((Arc::new(SledStore::open_with_cache(path, cache_bytes)?), true))
 }
 
 /// Opens a store; one that cannot be opened is set aside and begun again
 /// (`true`): what it held is derived, rebuilt from the log. A locked one is
 /// not: another process may be using this ledger.
-pub(crate) fn open_store(path: &Path) -> Result<(Arc<dyn KvStore>, bool), LedgerError> {
-    match SledStore::open(path) {
+pub(crate) fn open_store(path: &Path, cache_bytes: u64) -> Result<(Arc<dyn KvStore>, bool), LedgerError> {
+    match SledStore::open_with_cache(path, cache_bytes) {
         Ok(s) => Ok((Arc::new(s), false)),
         Err(e) if e.is_locked() => Err(LedgerError::Store(StoreError(format!(
             "{} is locked; is another process using this ledger? ({})",
@@ -999,7 +1008,7 @@ pub(crate) fn open_store(path: &Path) -> Result<(Arc<dyn KvStore>, bool), Ledger
             tracing::warn!(error = %e, path = %path.display(), "index cannot be opened; rebuilding it from the log");
             let aside = path.with_extension(format!("broken-{}", std::process::id()));
             std::fs::rename(path, &aside)?;
-            Ok((Arc::new(SledStore::open(path)?), true))
+            Ok((Arc::new(SledStore::open_with_cache(path, cache_bytes)?), true))
         }
     }
 }

@@ -8,6 +8,7 @@
 //! rules_dir = "clearing_rules"
 //! metrics_listen = "127.0.0.1:9161"   # optional Prometheus endpoint
 //! operator_key = "<64 hex>"           # the clearing operator (may ask for reports)
+//! store_cache_mib = 1024              # memory for the ledger index's and state store's caches (default 1024)
 //!
 //! [tls]                               # every connection over TLS (xclear tls makes these)
 //! ca = "keys/ca.crt"                  # the federation's CA
@@ -66,6 +67,13 @@ use crate::tls::{RawTls, TlsSetting};
 
 /// Most peers, hospitals and admins one config may list.
 pub const MAX_CONFIG_ENTRIES: usize = 100_000;
+
+/// The node's two sled stores' page caches together, by default (MiB): at
+/// ten million persons and settlements a smaller cache reads the disk for
+/// most settlements' index and state rows (docs/PERFORMANCE.md).
+pub const DEFAULT_STORE_CACHE_MIB: u64 = 1024;
+/// The bounds of `store_cache_mib`.
+pub const STORE_CACHE_MIB: std::ops::RangeInclusive<u64> = 16..=65_536;
 pub use crate::api::config_error::{ConfigError, MAX_CONFIG_BYTES};
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +89,8 @@ struct RawConfig {
     /// The national clearing operator's public key: only it may ask for reports.
     #[serde(default)]
     operator_key: Option<String>,
+    #[serde(default)]
+    store_cache_mib: Option<u64>,
     #[serde(default)]
     tls: Option<crate::tls::RawTls>,
     #[serde(default)]
@@ -198,6 +208,8 @@ pub struct NodeConfig {
     pub rules_dir: PathBuf,
     pub metrics_listen: Option<SocketAddr>,
     pub operator_key: Option<VerifyingKey>,
+    /// The ledger index's and the state store's page caches together.
+    pub store_cache_bytes: u64,
     pub tls: TlsSetting,
     /// The quality holdback on institutions' monthly payments.
     pub holdback: HoldbackPolicy,
@@ -241,6 +253,13 @@ impl NodeConfig {
         }
         let c = Checker { file };
         let operator_key = raw.operator_key.as_deref().map(|k| c.key("operator_key", k)).transpose()?;
+        let cache_mib = raw.store_cache_mib.unwrap_or(DEFAULT_STORE_CACHE_MIB);
+        if !STORE_CACHE_MIB.contains(&cache_mib) {
+            return Err(c.err(
+                "store_cache_mib",
+                format!("{cache_mib} is outside {}..={}", STORE_CACHE_MIB.start(), STORE_CACHE_MIB.end()),
+            ));
+        }
         let tls = RawTls::setting(raw.tls.as_ref(), base).map_err(|(key, reason)| err(&key, reason))?;
         let peers = c.peers(&raw.peers, region, &tls)?;
         let (holdback, audit_sample) = c.payment(raw.hospital_payment.as_ref())?;
@@ -266,6 +285,7 @@ impl NodeConfig {
             rules_dir: abs(raw.rules_dir),
             metrics_listen,
             operator_key,
+            store_cache_bytes: cache_mib * 1024 * 1024,
             tls,
             holdback,
             audit_sample,
@@ -427,6 +447,9 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/etc/xclear/d"));
         assert!(c.hospitals["H1"].designated && c.hospitals["H1"].cross_region);
         assert_eq!(c.peers.len(), 1);
+        assert_eq!(c.store_cache_bytes, DEFAULT_STORE_CACHE_MIB << 20);
+        let small = base().replace("rules_dir = \"r\"\n", "rules_dir = \"r\"\nstore_cache_mib = 64\n");
+        assert_eq!(NodeConfig::parse(&small, "n.toml", Path::new(".")).unwrap().store_cache_bytes, 64 << 20);
         assert_eq!(c.holdback.rate_for(false), crate::money::Ratio::ZERO, "no holdback unless configured");
         let paying = base().replace(
             "[[peers]]",
@@ -485,6 +508,8 @@ mod tests {
             ),
             (base() + &format!("[[pharmacies]]\ncode = \"H1\"\npublic_key = \"{KEY}\"\n"), "pharmacies[0].code"),
             (base() + "assessment_pct = 101\n", "hospitals[0].assessment_pct"),
+            (base().replace("rules_dir = \"r\"\n", "rules_dir = \"r\"\nstore_cache_mib = 8\n"), "store_cache_mib"),
+            (base().replace("rules_dir = \"r\"\n", "rules_dir = \"r\"\nstore_cache_mib = -1\n"), "store_cache_mib"),
         ];
         for (text, key) in cases {
             let e = NodeConfig::parse(&text, "n.toml", Path::new(".")).unwrap_err();

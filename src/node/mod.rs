@@ -127,8 +127,11 @@ impl Node {
         clock: Arc<dyn Clock>,
         transport: Arc<dyn PeerTransport>,
     ) -> Result<Node, LedgerError> {
-        let ledger = Ledger::open(&config.data_dir, key.clone(), Arc::clone(&clock))?;
-        let home = open_home(&config.data_dir, &ledger, config.region)?;
+        // Half the cache each: every settlement writes to both stores.
+        let cache = config.store_cache_bytes / 2;
+        let options = crate::ledger::Options { index_cache_bytes: cache, ..Default::default() };
+        let ledger = Ledger::open_with(&config.data_dir, key.clone(), Arc::clone(&clock), options)?;
+        let home = open_home(&config.data_dir, &ledger, config.region, cache)?;
         let partners: Vec<RegionCode> =
             config.peers.keys().copied().filter(|p| rules.pairs().are_partners(config.region, *p)).collect();
         let (pending_intents, seals, designations, issued, audits) =
@@ -397,8 +400,13 @@ fn read_at_open(
 
 /// Opens the node's state store and brings it up to the ledger; a store
 /// with a bad record is rebuilt from the ledger.
-fn open_home(dir: &std::path::Path, ledger: &Ledger, region: RegionCode) -> Result<HomeState, LedgerError> {
-    let (kv, _) = crate::ledger::open_store(&dir.join(STATE_DIR))?;
+fn open_home(
+    dir: &std::path::Path,
+    ledger: &Ledger,
+    region: RegionCode,
+    cache_bytes: u64,
+) -> Result<HomeState, LedgerError> {
+    let (kv, _) = crate::ledger::open_store(&dir.join(STATE_DIR), cache_bytes)?;
     let started = std::time::Instant::now();
     let caught_up = |kv: Arc<dyn crate::storage::KvStore>| {
         let (home, mut opened) = HomeState::open(kv, ledger, region)?;
@@ -414,8 +422,10 @@ fn open_home(dir: &std::path::Path, ledger: &Ledger, region: RegionCode) -> Resu
         other => other,
     };
     let path = dir.join(STATE_DIR);
-    let opener: state::Opener =
-        Arc::new(move || Ok(Arc::new(crate::storage::SledStore::open(&path)?) as Arc<dyn crate::storage::KvStore>));
+    let opener: state::Opener = Arc::new(move || {
+        Ok(Arc::new(crate::storage::SledStore::open_with_cache(&path, cache_bytes)?)
+            as Arc<dyn crate::storage::KvStore>)
+    });
     let opened = opened.map(|(home, o)| (home.with_opener(opener, state::REOPEN_EVERY), o));
     let (home, opened) = opened.map_err(|e| match e {
         state::StateError::Ledger(l) => l,

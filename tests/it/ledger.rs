@@ -1,6 +1,8 @@
 //! The ledger: chain and tree over thousands of entries, idempotency, proofs,
 //! group commit, tamper detection of exports and segments, torn tails.
 
+use crate::common;
+
 use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
@@ -853,6 +855,30 @@ fn an_index_in_another_layout_is_rebuilt_from_the_log() {
     assert!(l.entry_by_key("k-300").expect("read").is_none());
     drop(l);
     assert!(!open(dir.path()).recovery().index_rebuilt, "rebuilt once, then trusted");
+}
+
+/// An index left behind its log (a rebuild or a run cut short by a crash,
+/// whose last applied batch names how far it got) goes on from there: only
+/// the entries after it are indexed again, and every key is found once.
+#[test]
+fn an_index_cut_short_goes_on_from_where_it_stopped() {
+    let dir = filled(100);
+    let index = dir.path().join(xclear::ledger::INDEX_DIR);
+    let aside = dir.path().join("index-at-100");
+    common::copy_dir(&index, &aside);
+    let l = Arc::new(open(dir.path()));
+    fill(Arc::clone(&l), 100, 200);
+    drop(Arc::try_unwrap(l).ok().expect("one owner"));
+    std::fs::remove_dir_all(&index).expect("rm index");
+    std::fs::rename(&aside, &index).expect("the index as it stood at 100");
+    let l = open(dir.path());
+    assert!(!l.recovery().index_rebuilt, "an index behind is caught up, not rebuilt");
+    assert_eq!(l.recovery().reindexed, 200);
+    for i in [0u64, 99, 100, 299] {
+        assert_eq!(l.entry_by_key(&format!("k-{i}")).expect("read").expect("indexed").body.payload, payload(i));
+        assert!(l.append_blocking(EntryKind::Note, &format!("k-{i}"), payload(i)).expect("again").existing);
+    }
+    assert_eq!(l.len(), 300, "nothing appended twice");
 }
 
 /// The background check of a checkpointed prefix yields to appends but still

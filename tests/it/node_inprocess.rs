@@ -782,6 +782,48 @@ async fn a_request_the_home_refuses_for_good_ends_its_intent() {
     assert_eq!(bj.pending_intents(), 0);
 }
 
+/// The reversal of a settlement whose home entry cannot be read (its bytes
+/// damaged on disk) is refused and changes nothing at the home; once the
+/// bytes read again, the same request reverses it once.
+#[tokio::test]
+async fn a_reversal_whose_original_cannot_be_read_changes_nothing() {
+    let f = federation();
+    shangluo_patient(&f).await;
+    let (bj, home) = (&f.nodes["110000"], &f.nodes["611000"]);
+    let settled = submit(bj, &request(BJ_HOSPITAL, "s1", Action::Settle, "P0001", "611000", example_items()))
+        .await
+        .expect("settled");
+    let segment = f._dir.path().join("611000").join(xclear::ledger::segment::FIRST_SEGMENT);
+    let bytes = std::fs::read(&segment).expect("segment");
+    let at = bytes.windows(settled.setl_id.len()).position(|w| w == settled.setl_id.as_bytes()).expect("the entry");
+    let flip = |path: &std::path::Path| {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("open");
+        let mut b = [0u8; 1];
+        file.read_exact_at(&mut b, at as u64).expect("read");
+        file.write_all_at(&[b[0] ^ 0x01], at as u64).expect("write");
+        file.sync_all().expect("sync");
+    };
+    flip(&segment);
+    let (len, counters) = (home.ledger().len(), home.counters_of("P0001", 2026).expect("c"));
+    assert_ne!(counters, Default::default());
+    let reverse = |m: &str| HospitalRequest {
+        reversed_msgid: "s1".into(),
+        ..request(BJ_HOSPITAL, m, Action::Reverse, "P0001", "611000", vec![])
+    };
+    let e = submit(bj, &reverse("r1")).await.expect_err("the original cannot be read");
+    assert!(!matches!(e, NodeError::AlreadyReversed(_)), "{e}");
+    assert_eq!(home.ledger().len(), len, "nothing recorded at the home");
+    assert_eq!(home.counters_of("P0001", 2026).expect("c"), counters, "the counters stay");
+
+    flip(&segment);
+    bj.redrive_intents().await.expect("redrive");
+    let reversed = submit(bj, &reverse("r1")).await.expect("reversed");
+    assert!(reversed.settled, "{reversed:?}");
+    assert_eq!(home.counters_of("P0001", 2026).expect("c"), Default::default(), "restored once");
+    assert_eq!(submit(bj, &reverse("r2")).await.expect_err("twice").reason(), "already_reversed");
+}
+
 /// Refused requests do not count against the pending-intent limit, and a
 /// failing re-drive backs off (5 s, then 10 s, ...) instead of hammering.
 #[tokio::test]
