@@ -102,7 +102,11 @@ pub(crate) mod keys {
     /// memory per row however small, so keys share rows, at most 2^20 of them.
     const BUCKET_BITS: u32 = 20;
     pub(crate) fn bucket(key: &[u8]) -> Vec<u8> {
-        let b = (super::key_digest_bytes(key) >> (64 - BUCKET_BITS)) as u32;
+        bucket_of(super::key_digest_bytes(key))
+    }
+    /// The bucket of the keys whose digest is `digest`.
+    pub(crate) fn bucket_of(digest: u64) -> Vec<u8> {
+        let b = (digest >> (64 - BUCKET_BITS)) as u32;
         [b"b/".as_slice(), &b.to_be_bytes()].concat()
     }
 }
@@ -121,6 +125,20 @@ fn bucket_value_at(row: &[u8], key: &[u8]) -> Option<Option<usize>> {
         i += 18 + len;
     }
     Some(None)
+}
+
+/// (seq, offset) of every record in a bucket row whose key has `digest`;
+/// `None` for a row that does not parse.
+fn bucket_find_digest(row: &[u8], digest: u64) -> Option<Vec<(u64, u64)>> {
+    let (mut i, mut found) = (0, Vec::new());
+    while i < row.len() {
+        let len = usize::from(u16::from_be_bytes(row.get(i..i + 2)?.try_into().ok()?));
+        if key_digest_bytes(row.get(i + 2..i + 2 + len)?) == digest {
+            found.push(read_index(row.get(i + 2 + len..i + 18 + len)?)?);
+        }
+        i += 18 + len;
+    }
+    Some(found)
 }
 
 fn bucket_find(row: &[u8], key: &[u8]) -> Option<Option<(u64, u64)>> {
@@ -178,6 +196,15 @@ fn index_lookup(kv: &dyn KvStore, key: &str) -> Result<Option<(u64, u64)>, Ledge
     match kv.get(&keys::bucket(key.as_bytes()))? {
         Some(row) => bucket_find(&row, key.as_bytes()).ok_or_else(bad),
         None => Ok(None),
+    }
+}
+
+/// (seq, offset) of the keys in the index store whose digest is `digest`.
+fn index_lookup_digest(kv: &dyn KvStore, digest: u64) -> Result<Vec<(u64, u64)>, LedgerError> {
+    let bad = || LedgerError::Corrupt { seq: 0, reason: format!("bad index bucket for digest {digest:016x}") };
+    match kv.get(&keys::bucket_of(digest))? {
+        Some(row) => bucket_find_digest(&row, digest).ok_or_else(bad),
+        None => Ok(Vec::new()),
     }
 }
 
@@ -246,6 +273,11 @@ impl IndexStore {
     /// (seq, offset) of a key.
     pub(crate) fn locate(&self, key: &str) -> Result<Option<(u64, u64)>, LedgerError> {
         index_lookup(self.kv()?.as_ref(), key)
+    }
+
+    /// (seq, offset) of the keys whose digest is `digest`.
+    pub(crate) fn locate_digest(&self, digest: u64) -> Result<Vec<(u64, u64)>, LedgerError> {
+        index_lookup_digest(self.kv()?.as_ref(), digest)
     }
 
     pub(crate) fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
@@ -354,6 +386,21 @@ impl Shared {
             return Ok(recent);
         }
         self.store.locate(key)
+    }
+
+    /// (seq, offset) of every entry whose key's digest is `digest`.
+    pub(crate) fn locate_digest(&self, digest: u64) -> Result<Vec<(u64, u64)>, LedgerError> {
+        if !self.state.read().map_err(|_| LedgerError::Failed)?.key_digests.contains(digest) {
+            return Ok(Vec::new());
+        }
+        let mut found: Vec<(u64, u64)> = {
+            let recent = self.unindexed.lock().map_err(|_| LedgerError::Failed)?;
+            recent.iter().filter(|(k, _)| key_digest(k) == digest).map(|(_, at)| *at).collect()
+        };
+        found.extend(self.store.locate_digest(digest)?);
+        found.sort_unstable();
+        found.dedup();
+        Ok(found)
     }
 }
 
@@ -793,6 +840,15 @@ impl Ledger {
             Some((seq, offset)) => read_entry(&self.shared.segments, seq, offset).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The entries whose key's digest (the first 64 bits of its SHA-256,
+    /// big-endian) is `digest`: an id derived from a key finds its entry
+    /// through the key index, with no table of its own. Most often one;
+    /// keys that share a digest are each returned.
+    pub fn entries_by_digest(&self, digest: u64) -> Result<Vec<Entry>, LedgerError> {
+        let found = self.shared.locate_digest(digest)?;
+        found.into_iter().map(|(seq, offset)| read_entry(&self.shared.segments, seq, offset)).collect()
     }
 
     /// Calls `f` with every entry from `from` on, in order (for rebuilding

@@ -230,7 +230,7 @@ impl Node {
         let Some((settlement, year)) = computed else {
             return self.sign_result(&result).await; // refused: nothing recorded
         };
-        let setl_id = format!("S{}{}", self.region(), &hex::encode(Sha256::digest(key.as_bytes()))[..16]);
+        let setl_id = super::keys::setl_id('S', &self.region().to_string(), key);
         result.setl_id = setl_id.clone();
         let result_env = self.sign_result(&result).await?;
         let rec = HomeSettlementEntry {
@@ -256,12 +256,7 @@ impl Node {
         treatment: RegionCode,
     ) -> Result<Signed, NodeError> {
         let original = claim.reversed_setl_id.clone();
-        let state = self.home().settlement(&original).map_err(state_error)?;
-        let state = state.ok_or_else(|| NodeError::UnknownSettlement(original.clone()))?;
-        let entry = self.ledger.entry_by_key(&state.key).map_err(ledger_error)?;
-        let original_rec: HomeSettlementEntry = entry
-            .and_then(|e| serde_json::from_slice(&e.body.payload).ok())
-            .ok_or_else(|| NodeError::Internal(format!("settlement {original} missing from the ledger")))?;
+        let original_rec = self.settlement(&original)?.ok_or_else(|| NodeError::UnknownSettlement(original.clone()))?;
         if original_rec.treatment != treatment.to_string()
             || original_rec.fixmedins_code != claim.fixmedins_code
             || original_rec.psn_no != claim.psn_no
@@ -270,7 +265,7 @@ impl Node {
                 "settlement {original} was not made by this hospital for this person"
             )));
         }
-        if state.reversed {
+        if self.home().is_reversed(&original).map_err(state_error)? {
             return Err(NodeError::AlreadyReversed(original));
         }
         let original_result: ClaimResult = original_rec
@@ -282,7 +277,7 @@ impl Node {
         let mut result = self.base_result(claim, env, now);
         result.settled = true;
         result.eligible = true;
-        result.setl_id = format!("R{}{}", self.region(), &hex::encode(Sha256::digest(key.as_bytes()))[..16]);
+        result.setl_id = super::keys::setl_id('R', &self.region().to_string(), key);
         let negated = original_rec.delta.negated();
         // The account gets back what it paid: the balance after the reversal.
         let balc = self.home().balance(&claim.psn_no).map_err(state_error)? - negated.acct_pay;
@@ -301,6 +296,25 @@ impl Node {
         };
         self.commit_home(EntryKind::Reversal, key, &rec).await?;
         Ok(result_env)
+    }
+
+    /// A settlement this node committed, found by the key digest its id
+    /// carries ([`super::keys::setl_id`]).
+    fn settlement(&self, setl_id: &str) -> Result<Option<HomeSettlementEntry>, NodeError> {
+        let Some(digest) = super::keys::setl_id_digest(&self.region().to_string(), setl_id) else {
+            return Ok(None);
+        };
+        for e in self.ledger.entries_by_digest(digest).map_err(ledger_error)? {
+            if e.body.kind != EntryKind::Settlement || !super::keys::is_claim(&e.body.key) {
+                continue;
+            }
+            let rec: HomeSettlementEntry = serde_json::from_slice(&e.body.payload)
+                .map_err(|err| NodeError::Internal(format!("settlement entry {}: {err}", e.body.key)))?;
+            if rec.setl_id == setl_id {
+                return Ok(Some(rec));
+            }
+        }
+        Ok(None)
     }
 
     /// Appends a home entry and moves the derived state with it (the caller

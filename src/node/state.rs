@@ -89,7 +89,7 @@ pub fn is_read_at_open(kind: EntryKind) -> bool {
 }
 
 /// The rows' layout: a store written in another is rebuilt.
-const FORMAT: &[u8] = b"3";
+const FORMAT: &[u8] = b"4";
 /// Settlement ids per row of a month's pair (fewer rows: sled's memory is
 /// per row; a longer block costs more bytes rewritten per line).
 const LINE_BLOCK: u64 = 32;
@@ -138,11 +138,10 @@ mod keys {
     pub(super) fn person(psn_no: &str) -> Vec<u8> {
         with(b"p/", psn_no)
     }
-    /// Settlements are kept in buckets of their id's digest (sled keeps
-    /// ~35 bytes of memory per row, however small): at most 2^20 rows.
-    pub(super) fn settlement_bucket(setl_id: &str) -> Vec<u8> {
-        let bucket = (crate::ledger::key_digest(setl_id) >> 44) as u32;
-        [b"s/".as_slice(), &bucket.to_be_bytes()].concat()
+    /// A settlement that was reversed (a settlement is found by its id in
+    /// the ledger's key index: the id carries its key's digest).
+    pub(super) fn reversed(setl_id: &str) -> Vec<u8> {
+        with(b"v/", setl_id)
     }
     pub(super) fn registration(reg_id: &str) -> Vec<u8> {
         with(b"r/", reg_id)
@@ -241,16 +240,6 @@ impl PersonRow {
     }
 }
 
-/// A committed settlement's id, the ledger key of its entry (which holds the
-/// rest) and whether it was reversed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SettlementRef {
-    pub setl_id: String,
-    pub key: String,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub reversed: bool,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RegRow {
     psn_no: String,
@@ -300,18 +289,6 @@ trait Rows {
 
     fn counters(&self, psn_no: &str, year: i32) -> Result<Counters, StateError> {
         Ok(self.person_row(psn_no)?.and_then(|mut r| r.counters.remove(&year)).unwrap_or_default())
-    }
-
-    /// The bucket a settlement id falls in, its refs sorted by id.
-    fn settlement_bucket(&self, setl_id: &str) -> Result<(Vec<u8>, Vec<SettlementRef>), StateError> {
-        let k = keys::settlement_bucket(setl_id);
-        let refs = self.row(&k)?.map(|b| decode(&k, &b)).transpose()?.unwrap_or_default();
-        Ok((k, refs))
-    }
-
-    fn settlement(&self, setl_id: &str) -> Result<Option<SettlementRef>, StateError> {
-        let (_, refs) = self.settlement_bucket(setl_id)?;
-        Ok(refs.into_iter().find(|r| r.setl_id == setl_id))
     }
 
     fn reg_ids(&self, psn_no: &str) -> Result<Vec<String>, StateError> {
@@ -427,7 +404,7 @@ impl<'a> Tx<'a> {
             }
             EntryKind::Settlement | EntryKind::Reversal if super::keys::is_claim(key) => {
                 if let Ok(s) = serde_json::from_slice::<HomeSettlementEntry>(payload) {
-                    self.apply_settlement(&s, key)?;
+                    self.apply_settlement(&s)?;
                 }
             }
             _ => {}
@@ -580,7 +557,7 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    fn apply_settlement(&mut self, s: &HomeSettlementEntry, key: &str) -> Result<(), StateError> {
+    fn apply_settlement(&mut self, s: &HomeSettlementEntry) -> Result<(), StateError> {
         let mut row = self.person_row(&s.psn_no)?.unwrap_or_default();
         let counters = row.counters.remove(&s.year).unwrap_or_default().plus(&s.delta);
         row.counters.insert(s.year, counters);
@@ -589,20 +566,8 @@ impl<'a> Tx<'a> {
         }
         self.put(keys::person(&s.psn_no), encode(&row));
         if let Some(original) = &s.reversed_setl_id {
-            let (k, mut refs) = self.settlement_bucket(original)?;
-            if let Some(o) = refs.iter_mut().find(|r| &r.setl_id == original) {
-                o.reversed = true;
-                self.put(k, encode(&refs));
-            }
-            return Ok(());
+            self.put(keys::reversed(original), Vec::new());
         }
-        let (k, mut refs) = self.settlement_bucket(&s.setl_id)?;
-        let new = SettlementRef { setl_id: s.setl_id.clone(), key: key.to_string(), reversed: false };
-        match refs.binary_search_by(|r| r.setl_id.cmp(&s.setl_id)) {
-            Ok(i) => refs[i] = new,
-            Err(i) => refs.insert(i, new),
-        }
-        self.put(k, encode(&refs));
         Ok(())
     }
 
@@ -910,9 +875,9 @@ impl HomeState {
         self.rows()?.counters(psn_no, year)
     }
 
-    /// A committed settlement (not a reversal), by its id: its entry's key.
-    pub fn settlement(&self, setl_id: &str) -> Result<Option<SettlementRef>, StateError> {
-        self.rows()?.settlement(setl_id)
+    /// Whether a settlement was reversed.
+    pub fn is_reversed(&self, setl_id: &str) -> Result<bool, StateError> {
+        Ok(self.rows()?.row(&keys::reversed(setl_id))?.is_some())
     }
 
     pub fn registration(&self, reg_id: &str) -> Result<Option<RegState>, StateError> {

@@ -881,6 +881,31 @@ fn an_index_cut_short_goes_on_from_where_it_stopped() {
     assert_eq!(l.len(), 300, "nothing appended twice");
 }
 
+/// An entry is found by its key's digest (the first 64 bits of the key's
+/// SHA-256) as soon as it is appended, once indexed, and after a reopen;
+/// a digest no key has finds nothing.
+#[test]
+fn entries_are_found_by_their_keys_digest() {
+    use sha2::Digest;
+    let digest = |key: &str| {
+        let d = sha2::Sha256::digest(key.as_bytes());
+        u64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
+    };
+    let dir = filled(300);
+    let l = open(dir.path());
+    l.append_blocking(EntryKind::Note, "fresh", payload(1_000)).expect("append");
+    for (key, p) in [("k-0", 0u64), ("k-150", 150), ("k-299", 299), ("fresh", 1_000)] {
+        let found = l.entries_by_digest(digest(key)).expect("read");
+        assert_eq!(found.len(), 1, "{key}");
+        assert_eq!((found[0].body.key.as_str(), &found[0].body.payload), (key, &payload(p)));
+    }
+    assert!(l.entries_by_digest(digest("k-300")).expect("read").is_empty());
+    assert!(l.entries_by_digest(digest("k-0") ^ 1).expect("read").is_empty());
+    drop(l);
+    let l = open(dir.path());
+    assert_eq!(l.entries_by_digest(digest("fresh")).expect("read").len(), 1, "indexed and reopened");
+}
+
 /// The background check of a checkpointed prefix yields to appends but still
 /// ends while they go on without a break.
 #[test]

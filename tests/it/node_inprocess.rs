@@ -281,6 +281,49 @@ async fn security_replayed_claim_with_a_changed_amount() {
     assert_eq!((home.ledger().len(), home.counters_of("P0001", 2026).expect("c")), (len, counters));
 }
 
+/// A reversal names the settlement by the id the home gave it, which carries
+/// its ledger key's digest: an id of no settlement here (unknown, misspelt,
+/// another region's, a reversal's) is `unknown_settlement` and records
+/// nothing; the right one reverses it once.
+#[tokio::test]
+async fn a_reversal_finds_its_settlement_by_the_id_alone() {
+    let (f, _) = secured().await;
+    let home = &f.nodes["611000"];
+    let settled =
+        home.handle_claim(seal(&node_key("110000"), CLAIM_DOMAIN, "110000", &claim("f5"))).await.expect("settled");
+    let settled: xclear::proto::ClaimResult = xclear::api::envelope::peek(&settled).expect("result");
+    let id = settled.setl_id.clone();
+    let reverse = |msgid: &str, setl_id: &str| {
+        let c = xclear::proto::Claim {
+            action: Action::Reverse as i32,
+            reversed_setl_id: setl_id.to_string(),
+            ..claim(msgid)
+        };
+        seal(&node_key("110000"), CLAIM_DOMAIN, "110000", &c)
+    };
+    let (len, counters) = (home.ledger().len(), home.counters_of("P0001", 2026).expect("c"));
+    let unknown = [
+        "S6110000123456789abcdef".to_string(),
+        id.to_uppercase(),
+        id.replacen("611000", "110000", 1),
+        id[..id.len() - 1].to_string(),
+        "R".to_string() + &id[1..],
+    ];
+    for (i, wrong) in unknown.iter().filter(|w| **w != id).enumerate() {
+        let e = home.handle_claim(reverse(&format!("w{i}"), wrong)).await.expect_err("no such settlement");
+        assert_eq!(e.reason(), "unknown_settlement", "{wrong}");
+    }
+    assert_eq!((home.ledger().len(), home.counters_of("P0001", 2026).expect("c")), (len, counters));
+    let reversed = home.handle_claim(reverse("r1", &id)).await.expect("reversed");
+    let reversed: xclear::proto::ClaimResult = xclear::api::envelope::peek(&reversed).expect("result");
+    assert!(reversed.settled && reversed.setl_id.starts_with("R611000"), "{reversed:?}");
+    assert_eq!(home.counters_of("P0001", 2026).expect("c"), Default::default());
+    let again = home.handle_claim(reverse("r2", &id)).await.expect_err("once");
+    assert_eq!(again.reason(), "already_reversed");
+    let of_reversal = home.handle_claim(reverse("r3", &reversed.setl_id)).await.expect_err("a reversal's id");
+    assert_eq!(of_reversal.reason(), "unknown_settlement");
+}
+
 #[tokio::test]
 async fn security_home_unreachable() {
     let (f, _) = secured().await;
