@@ -265,7 +265,7 @@ impl Node {
                 "settlement {original} was not made by this hospital for this person"
             )));
         }
-        if self.home().is_reversed(&original).map_err(state_error)? {
+        if self.home().is_reversed(&self.ledger, &original).map_err(state_error)? {
             return Err(NodeError::AlreadyReversed(original));
         }
         let original_result: ClaimResult = original_rec

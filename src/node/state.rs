@@ -875,9 +875,11 @@ impl HomeState {
         self.rows()?.counters(psn_no, year)
     }
 
-    /// Whether a settlement was reversed.
-    pub fn is_reversed(&self, setl_id: &str) -> Result<bool, StateError> {
-        Ok(self.rows()?.row(&keys::reversed(setl_id))?.is_some())
+    /// Whether a settlement was reversed, with every entry of `ledger`
+    /// applied first: a reversal appended but not yet applied (its apply
+    /// failed) still counts.
+    pub fn is_reversed(&self, ledger: &Ledger, setl_id: &str) -> Result<bool, StateError> {
+        self.read_caught_up(ledger, |rows| Ok(rows.row(&keys::reversed(setl_id))?.is_some()))
     }
 
     pub fn registration(&self, reg_id: &str) -> Result<Option<RegState>, StateError> {

@@ -324,6 +324,39 @@ async fn a_reversal_finds_its_settlement_by_the_id_alone() {
     assert_eq!(of_reversal.reason(), "unknown_settlement");
 }
 
+/// A reversal already in the home's ledger but not yet applied to its state
+/// (its apply failed after the append) still makes a second one
+/// `already_reversed`: the check catches the state up first.
+#[tokio::test]
+async fn a_reversal_not_yet_applied_still_refuses_a_second() {
+    use xclear::node::records::{to_payload, HomeSettlementEntry};
+    let (f, _) = secured().await;
+    let home = &f.nodes["611000"];
+    home.handle_claim(seal(&node_key("110000"), CLAIM_DOMAIN, "110000", &claim("f6"))).await.expect("settled");
+    let key = xclear::node::keys::claim("110000", BJ_HOSPITAL, "f6");
+    let entry = home.ledger().entry_by_key(&key).expect("read").expect("the settlement");
+    let original: HomeSettlementEntry = serde_json::from_slice(&entry.body.payload).expect("entry");
+    let counters = home.counters_of("P0001", 2026).expect("c");
+    // The reversal as the node writes it, appended without the state's apply.
+    let r_key = xclear::node::keys::claim("110000", BJ_HOSPITAL, "r-direct");
+    let reversal = HomeSettlementEntry {
+        setl_id: xclear::node::keys::setl_id('R', "611000", &r_key),
+        delta: original.delta.negated(),
+        reversed_setl_id: Some(original.setl_id.clone()),
+        ..original.clone()
+    };
+    home.ledger().append(xclear::ledger::EntryKind::Reversal, &r_key, to_payload(&reversal)).await.expect("append");
+    assert_eq!(home.counters_of("P0001", 2026).expect("c"), counters, "not applied yet");
+    let c = xclear::proto::Claim {
+        action: Action::Reverse as i32,
+        reversed_setl_id: original.setl_id.clone(),
+        ..claim("r2")
+    };
+    let e = home.handle_claim(seal(&node_key("110000"), CLAIM_DOMAIN, "110000", &c)).await.expect_err("twice");
+    assert_eq!(e.reason(), "already_reversed");
+    assert_eq!(home.counters_of("P0001", 2026).expect("c"), Default::default(), "reversed once");
+}
+
 #[tokio::test]
 async fn security_home_unreachable() {
     let (f, _) = secured().await;
