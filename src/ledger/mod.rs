@@ -133,6 +133,7 @@ fn bucket_find_digest(row: &[u8], digest: u64) -> Option<Vec<(u64, u64)>> {
     let (mut i, mut found) = (0, Vec::new());
     while i < row.len() {
         let len = usize::from(u16::from_be_bytes(row.get(i..i + 2)?.try_into().ok()?));
+        row.get(i + 2 + len..i + 18 + len)?;
         if key_digest_bytes(row.get(i + 2..i + 2 + len)?) == digest {
             found.push(read_index(row.get(i + 2 + len..i + 18 + len)?)?);
         }
@@ -325,7 +326,7 @@ pub(crate) struct Shared {
     /// Group commits (write + fdatasync) since open.
     pub commits: std::sync::atomic::AtomicU64,
     /// Keys durable in the segment but not yet in the store: (seq, offset).
-    pub unindexed: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
+    pub unindexed: std::sync::Mutex<std::collections::HashMap<String, Unindexed>>,
     /// Set when the store failed: appends stop until a restart recovers.
     pub failed: std::sync::atomic::AtomicBool,
     /// The background check of the part of the segment a checkpoint let
@@ -381,7 +382,7 @@ impl Shared {
         if !self.state.read().map_err(|_| LedgerError::Failed)?.key_digests.contains(digest) {
             return Ok(None);
         }
-        let recent = self.unindexed.lock().map_err(|_| LedgerError::Failed)?.get(key).copied();
+        let recent = self.unindexed.lock().map_err(|_| LedgerError::Failed)?.get(key).map(|u| (u.seq, u.offset));
         if recent.is_some() {
             return Ok(recent);
         }
@@ -395,13 +396,21 @@ impl Shared {
         }
         let mut found: Vec<(u64, u64)> = {
             let recent = self.unindexed.lock().map_err(|_| LedgerError::Failed)?;
-            recent.iter().filter(|(k, _)| key_digest(k) == digest).map(|(_, at)| *at).collect()
+            recent.values().filter(|u| u.digest == digest).map(|u| (u.seq, u.offset)).collect()
         };
         found.extend(self.store.locate_digest(digest)?);
         found.sort_unstable();
         found.dedup();
         Ok(found)
     }
+}
+
+/// Where a key appended but not yet in the index store is, and its digest.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Unindexed {
+    seq: u64,
+    offset: u64,
+    digest: u64,
 }
 
 /// An entry read on open, kept once its group's seal is found.

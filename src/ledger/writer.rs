@@ -297,19 +297,20 @@ fn commit(
     // index batch, answer.
     shared.commits.fetch_add(1, Ordering::Relaxed);
     let mut batch = WriteBatch::default();
+    let digests: Vec<u64> = accepted.iter().map(|a| key_digest(&a.key)).collect();
     {
         let mut u = shared.unindexed.lock().map_err(|_| LedgerError::Failed)?;
-        for (a, offset) in accepted.iter().zip(&offsets) {
+        for ((a, offset), digest) in accepted.iter().zip(&offsets).zip(&digests) {
             index_entry(&mut batch, a.seq, *offset, &a.key);
-            u.insert(a.key.clone(), (a.seq, *offset));
+            u.insert(a.key.clone(), super::Unindexed { seq: a.seq, offset: *offset, digest: *digest });
         }
     }
     {
         let mut s = shared.state.write().map_err(|_| LedgerError::Failed)?;
-        for (a, offset) in accepted.iter().zip(&offsets) {
+        for ((a, offset), digest) in accepted.iter().zip(&offsets).zip(&digests) {
             s.leaves.push(a.leaf);
             s.offsets.push(*offset);
-            let digest = key_digest(&a.key);
+            let digest = *digest;
             s.key_digests.insert(digest);
             checkpointer.note(digest);
         }
