@@ -111,18 +111,33 @@ pub(crate) mod keys {
     }
 }
 
-/// A bucket row: records of key length u16, key, seq u64, offset u64. Where
-/// `key`'s (seq, offset) is in the row, if it is there; `None` for a row
-/// that does not parse.
-fn bucket_value_at(row: &[u8], key: &[u8]) -> Option<Option<usize>> {
+/// A bucket row's records (key length u16, key, seq u64, offset u64), each
+/// as its key and where its (seq, offset) is; a last `None` for a row that
+/// does not parse.
+fn bucket_records(row: &[u8]) -> impl Iterator<Item = Option<(&[u8], usize)>> + '_ {
     let mut i = 0;
-    while i < row.len() {
-        let len = usize::from(u16::from_be_bytes(row.get(i..i + 2)?.try_into().ok()?));
-        row.get(i + 2 + len..i + 18 + len)?;
-        if row.get(i + 2..i + 2 + len)? == key {
-            return Some(Some(i + 2 + len));
+    std::iter::from_fn(move || {
+        if i >= row.len() {
+            return None;
         }
-        i += 18 + len;
+        let record = (|| {
+            let len = usize::from(u16::from_be_bytes(row.get(i..i + 2)?.try_into().ok()?));
+            row.get(i + 2 + len..i + 18 + len)?;
+            Some((row.get(i + 2..i + 2 + len)?, i + 2 + len))
+        })();
+        i = record.map_or(row.len(), |(_, at)| at + 16);
+        Some(record)
+    })
+}
+
+/// Where `key`'s (seq, offset) is in a bucket row, if it is there; `None`
+/// for a row that does not parse.
+fn bucket_value_at(row: &[u8], key: &[u8]) -> Option<Option<usize>> {
+    for record in bucket_records(row) {
+        let (k, at) = record?;
+        if k == key {
+            return Some(Some(at));
+        }
     }
     Some(None)
 }
@@ -130,14 +145,12 @@ fn bucket_value_at(row: &[u8], key: &[u8]) -> Option<Option<usize>> {
 /// (seq, offset) of every record in a bucket row whose key has `digest`;
 /// `None` for a row that does not parse.
 fn bucket_find_digest(row: &[u8], digest: u64) -> Option<Vec<(u64, u64)>> {
-    let (mut i, mut found) = (0, Vec::new());
-    while i < row.len() {
-        let len = usize::from(u16::from_be_bytes(row.get(i..i + 2)?.try_into().ok()?));
-        row.get(i + 2 + len..i + 18 + len)?;
-        if key_digest_bytes(row.get(i + 2..i + 2 + len)?) == digest {
-            found.push(read_index(row.get(i + 2 + len..i + 18 + len)?)?);
+    let mut found = Vec::new();
+    for record in bucket_records(row) {
+        let (k, at) = record?;
+        if key_digest_bytes(k) == digest {
+            found.push(read_index(row.get(at..at + 16)?)?);
         }
-        i += 18 + len;
     }
     Some(found)
 }
@@ -379,7 +392,7 @@ impl Shared {
     /// most lookups are of new keys (a first msgid).
     pub(crate) fn locate_key(&self, key: &str) -> Result<Option<(u64, u64)>, LedgerError> {
         let digest = key_digest(key);
-        if !self.state.read().map_err(|_| LedgerError::Failed)?.key_digests.contains(digest) {
+        if !self.may_hold(digest)? {
             return Ok(None);
         }
         let recent = self.unindexed.lock().map_err(|_| LedgerError::Failed)?.get(key).map(|u| (u.seq, u.offset));
@@ -389,9 +402,15 @@ impl Shared {
         self.store.locate(key)
     }
 
+    /// Whether a key of `digest` may have been appended (the in-memory
+    /// filter: never a wrong no, sometimes a wrong yes).
+    fn may_hold(&self, digest: u64) -> Result<bool, LedgerError> {
+        Ok(self.state.read().map_err(|_| LedgerError::Failed)?.key_digests.contains(digest))
+    }
+
     /// (seq, offset) of every entry whose key's digest is `digest`.
     pub(crate) fn locate_digest(&self, digest: u64) -> Result<Vec<(u64, u64)>, LedgerError> {
-        if !self.state.read().map_err(|_| LedgerError::Failed)?.key_digests.contains(digest) {
+        if !self.may_hold(digest)? {
             return Ok(Vec::new());
         }
         let mut found: Vec<(u64, u64)> = {

@@ -310,9 +310,8 @@ fn commit(
         for ((a, offset), digest) in accepted.iter().zip(&offsets).zip(&digests) {
             s.leaves.push(a.leaf);
             s.offsets.push(*offset);
-            let digest = *digest;
-            s.key_digests.insert(digest);
-            checkpointer.note(digest);
+            s.key_digests.insert(*digest);
+            checkpointer.note(*digest);
         }
         s.frontier = frontier;
         s.last_hash = prev_hash;
