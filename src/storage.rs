@@ -42,12 +42,21 @@ impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+
+    /// The writes, in the order they were added.
+    pub fn into_ops(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.ops
+    }
 }
 
 /// A key-value store with atomic batches.
 pub trait KvStore: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// Writes each row on its own, in order. sled applies a batch with every
+    /// reader and writer of every store in the process stopped; rows written
+    /// one by one go beside them. A crash may keep any prefix of the rows.
+    fn put_each(&self, rows: WriteBatch) -> Result<(), StoreError>;
     /// Asks the store to write out what it holds (not a durability point).
     fn flush(&self) -> Result<(), StoreError>;
     /// The smallest key held, if any.
@@ -135,6 +144,16 @@ impl KvStore for SledStore {
             }
         }
         Ok(self.db.apply_batch(b)?)
+    }
+
+    fn put_each(&self, rows: WriteBatch) -> Result<(), StoreError> {
+        for (k, v) in rows.ops {
+            match v {
+                Some(v) => self.db.insert(k, v)?,
+                None => self.db.remove(k)?,
+            };
+        }
+        Ok(())
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -44,8 +44,10 @@ pub const REOPEN_EVERY: u64 = 1_000_000;
 pub type Opener = Arc<dyn Fn() -> Result<Arc<dyn KvStore>, StoreError> + Send + Sync>;
 /// Entries applied per store batch while catching up.
 const CATCH_UP_ENTRIES: usize = 2_000;
-/// Store writes gathered before a batch is applied while catching up.
-const CATCH_UP_OPS: usize = 200_000;
+/// Store writes gathered before a batch is applied while catching up: under
+/// a person batch entry's, so each is a batch of its own and a bulk load's
+/// batches commit while the next is built.
+const CATCH_UP_OPS: usize = 2_000;
 /// How often a long catch-up reports its progress.
 const PROGRESS_EVERY: u64 = 250_000;
 
@@ -332,12 +334,22 @@ struct Tx<'a> {
     kv: &'a dyn KvStore,
     /// The node's region: the side it sees a clearing line from.
     own: RegionCode,
-    written: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    written: Written,
+    /// The batch before this one while it is being committed: its rows are
+    /// read from here, the store may hold only some of them yet.
+    committing: Option<Arc<Written>>,
+    /// Every entry applied is one whose rows come out the same applied again
+    /// over any part of themselves: the batch may be written row by row.
+    idempotent: bool,
 }
+
+/// A batch's rows: each key's last write, `None` a deletion.
+type Written = HashMap<Vec<u8>, Option<Vec<u8>>>;
 
 impl Rows for Tx<'_> {
     fn row(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        match self.written.get(key) {
+        let before = self.committing.as_deref().and_then(|c| c.get(key));
+        match self.written.get(key).or(before) {
             Some(v) => Ok(v.clone()),
             None => Ok(self.kv.get(key)?),
         }
@@ -346,7 +358,7 @@ impl Rows for Tx<'_> {
 
 impl<'a> Tx<'a> {
     fn new(kv: &'a dyn KvStore, own: RegionCode) -> Tx<'a> {
-        Tx { kv, own, written: HashMap::new() }
+        Tx { kv, own, written: HashMap::new(), committing: None, idempotent: true }
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
@@ -360,6 +372,10 @@ impl<'a> Tx<'a> {
     /// Applies one ledger entry: what the node's clearing and open read of
     /// it, and the home side's state.
     fn apply(&mut self, entry: &Entry) -> Result<(), StateError> {
+        // A person's record replaces the one held and merges qualifications
+        // by disease, last write winning: applied again over rows that hold
+        // it (or a later record of the same batch), the rows end the same.
+        self.idempotent &= matches!(entry.body.kind, EntryKind::PersonImport | EntryKind::PersonBatch);
         self.apply_node(entry)?;
         let key = entry.body.key.as_str();
         let payload = entry.body.payload.as_slice();
@@ -573,16 +589,84 @@ impl<'a> Tx<'a> {
 
     /// Applies the batch with the position it brings the store to.
     fn commit(self, at: u64, last_hash: [u8; 32]) -> Result<(), StateError> {
-        let mut batch = WriteBatch::default();
-        for (k, v) in self.written {
-            match v {
-                Some(v) => batch.put(k, v),
-                None => batch.delete(k),
-            }
+        let idempotent = self.idempotent;
+        store_batch(self.written, idempotent, at, last_hash).write(self.kv)
+    }
+}
+
+/// A batch's rows as the store writes them, and the position they bring the
+/// store to.
+struct StoreBatch {
+    rows: WriteBatch,
+    /// Rows that may be written one by one ([`Tx::idempotent`]).
+    idempotent: bool,
+    position: WriteBatch,
+}
+
+fn store_batch(
+    written: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    idempotent: bool,
+    at: u64,
+    last_hash: [u8; 32],
+) -> StoreBatch {
+    let mut rows = WriteBatch::default();
+    for (k, v) in written {
+        match v {
+            Some(v) => rows.put(k, v),
+            None => rows.delete(k),
         }
-        batch.put(keys::FORMAT.to_vec(), FORMAT.to_vec());
-        batch.put(keys::AT.to_vec(), [at.to_be_bytes().as_slice(), &last_hash].concat());
-        Ok(self.kv.apply(batch)?)
+    }
+    let mut position = WriteBatch::default();
+    position.put(keys::FORMAT.to_vec(), FORMAT.to_vec());
+    position.put(keys::AT.to_vec(), [at.to_be_bytes().as_slice(), &last_hash].concat());
+    StoreBatch { rows, idempotent, position }
+}
+
+impl StoreBatch {
+    /// The rows and the position in one atomic batch; rows that may be
+    /// written one by one go first, the position after them (a crash in
+    /// between keeps the old position, and the entries are applied again).
+    fn write(self, kv: &dyn KvStore) -> Result<(), StateError> {
+        let StoreBatch { mut rows, idempotent, position } = self;
+        if idempotent {
+            kv.put_each(rows)?;
+            return Ok(kv.apply(position)?);
+        }
+        rows.ops.extend(position.ops);
+        Ok(kv.apply(rows)?)
+    }
+}
+
+/// The thread committing a catch-up's batches in order, and the handoff to
+/// it (a rendezvous: a batch is taken once the one before it is committed).
+struct Committer<'scope> {
+    batches: std::sync::mpsc::SyncSender<(StoreBatch, u64)>,
+    /// The position committed last, and the failure that stopped it.
+    thread: std::thread::ScopedJoinHandle<'scope, (u64, Option<StateError>)>,
+}
+
+impl<'scope> Committer<'scope> {
+    fn start<'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        kv: &'env dyn KvStore,
+        progress: impl Fn(u64) + Send + 'env,
+    ) -> Result<Committer<'scope>, StateError> {
+        let (batches, taken) = std::sync::mpsc::sync_channel::<(StoreBatch, u64)>(0);
+        let thread = std::thread::Builder::new()
+            .name("state-commit".into())
+            .spawn_scoped(scope, move || {
+                let mut committed = 0;
+                for (batch, at) in taken {
+                    if let Err(e) = batch.write(kv) {
+                        return (committed, Some(e));
+                    }
+                    committed = at;
+                    progress(at);
+                }
+                (committed, None)
+            })
+            .map_err(|e| StateError::Store(StoreError(format!("starting the state's commit thread: {e}"))))?;
+        Ok(Committer { batches, thread })
     }
 }
 
@@ -765,6 +849,11 @@ impl HomeState {
         read(&self.rows()?)
     }
 
+    /// Applies entries `*at..until` in batches. A catch-up of more than one
+    /// batch commits each on a second thread while the next is built (the
+    /// store's writes are most of a bulk load's time): the batch being built
+    /// reads the one being committed through `committing`, and the handoff
+    /// waits for the commit before, so at most one batch is in flight.
     fn catch_up_locked(&self, at: &mut u64, ledger: &Ledger, until: u64) -> Result<u64, StateError> {
         let (from, end) = (*at, ledger.len().min(until));
         if from >= end {
@@ -775,40 +864,77 @@ impl HomeState {
             tracing::info!(from, to = end, "bringing the node state up to the ledger");
         }
         let started = std::time::Instant::now();
+        let progress = move |done: u64| {
+            if long && (done - from) % PROGRESS_EVERY < CATCH_UP_ENTRIES as u64 {
+                tracing::info!(
+                    applied = done - from,
+                    of = end - from,
+                    per_s = ((done - from) as f64 / started.elapsed().as_secs_f64().max(1e-9)) as u64,
+                    "node state"
+                );
+            }
+        };
         let own = self.own;
         let store = self.kv()?;
-        let mut tx = Tx::new(store.as_ref(), own);
-        let mut in_tx = 0usize;
-        let mut failure: Option<StateError> = None;
         let kv = store.as_ref();
-        let scanned = ledger.scan(from, |e| {
-            let seq = e.seq();
-            if seq >= end {
-                return Ok(ControlFlow::Break(()));
-            }
-            if let Err(err) = tx.apply(&e) {
-                failure = Some(err);
-                return Ok(ControlFlow::Break(()));
-            }
-            in_tx += 1;
-            if in_tx >= CATCH_UP_ENTRIES || tx.written.len() >= CATCH_UP_OPS || seq + 1 == end {
-                let done = std::mem::replace(&mut tx, Tx::new(kv, own));
-                if let Err(err) = done.commit(seq + 1, e.hash()) {
+        let (scanned, failure) = std::thread::scope(|scope| {
+            let mut tx = Tx::new(kv, own);
+            let mut in_tx = 0usize;
+            let mut failure: Option<StateError> = None;
+            let mut committer: Option<Committer<'_>> = None;
+            let scanned = ledger.scan(from, |e| {
+                let seq = e.seq();
+                if seq >= end {
+                    return Ok(ControlFlow::Break(()));
+                }
+                if let Err(err) = tx.apply(&e) {
                     failure = Some(err);
                     return Ok(ControlFlow::Break(()));
                 }
+                in_tx += 1;
+                if !(in_tx >= CATCH_UP_ENTRIES || tx.written.len() >= CATCH_UP_OPS || seq + 1 == end) {
+                    return Ok(ControlFlow::Continue(()));
+                }
                 in_tx = 0;
-                *at = seq + 1;
-                if long && (seq + 1 - from) % PROGRESS_EVERY < CATCH_UP_ENTRIES as u64 {
-                    tracing::info!(
-                        applied = seq + 1 - from,
-                        of = end - from,
-                        per_s = ((seq + 1 - from) as f64 / started.elapsed().as_secs_f64().max(1e-9)) as u64,
-                        "node state"
-                    );
+                let done = std::mem::replace(&mut tx, Tx::new(kv, own));
+                if committer.is_none() && seq + 1 == end {
+                    // One batch in all: committed here, no thread.
+                    if let Err(err) = done.commit(seq + 1, e.hash()) {
+                        failure = Some(err);
+                        return Ok(ControlFlow::Break(()));
+                    }
+                    *at = seq + 1;
+                    progress(*at);
+                    return Ok(ControlFlow::Continue(()));
+                }
+                if committer.is_none() {
+                    match Committer::start(scope, kv, progress) {
+                        Ok(c) => committer = Some(c),
+                        Err(err) => {
+                            failure = Some(err);
+                            return Ok(ControlFlow::Break(()));
+                        }
+                    }
+                }
+                let written = Arc::new(done.written);
+                let rows = written.iter().map(|(k, v)| (k.clone(), v.clone()));
+                let batch = store_batch(rows, done.idempotent, seq + 1, e.hash());
+                tx.committing = Some(Arc::clone(&written));
+                let sent = committer.as_ref().is_some_and(|c| c.batches.send((batch, seq + 1)).is_ok());
+                // Not taken: the committer stopped on a failure it returns.
+                Ok(if sent { ControlFlow::Continue(()) } else { ControlFlow::Break(()) })
+            });
+            if let Some(c) = committer {
+                drop(c.batches);
+                match c.thread.join() {
+                    Ok((committed, err)) => {
+                        *at = (*at).max(committed);
+                        failure = failure.or(err);
+                    }
+                    Err(_) => failure = failure.or(Some(StateError::Failed)),
                 }
             }
-            Ok(ControlFlow::Continue(()))
+            (scanned, failure)
         });
         let err = match (scanned, failure) {
             (Err(e), _) => Some(StateError::from(e)),

@@ -107,6 +107,9 @@ impl KvStore for DiesClearing {
     fn apply(&self, batch: xclear::storage::WriteBatch) -> Result<(), xclear::storage::StoreError> {
         self.0.apply(batch)
     }
+    fn put_each(&self, rows: xclear::storage::WriteBatch) -> Result<(), xclear::storage::StoreError> {
+        self.0.put_each(rows)
+    }
     fn flush(&self) -> Result<(), xclear::storage::StoreError> {
         self.0.flush()
     }
@@ -334,4 +337,141 @@ fn a_credit_before_the_import_is_held_and_the_person_absent_until_imported() {
     home.catch_up(&ledger).expect("rebuild");
     assert_eq!(home.digest().expect("digest"), (rows, digest));
     assert_eq!(home.balance("X1").expect("read"), yuan("105.00"));
+}
+
+/// A store whose row-by-row writes stop half-way on the calls numbered in
+/// `stop_on` (what a crash in the middle of them leaves).
+struct StopsHalfWay {
+    inner: SledStore,
+    calls: std::sync::atomic::AtomicU32,
+    stop_on: &'static [u32],
+}
+
+impl KvStore for StopsHalfWay {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, xclear::storage::StoreError> {
+        self.inner.get(key)
+    }
+    fn apply(&self, batch: xclear::storage::WriteBatch) -> Result<(), xclear::storage::StoreError> {
+        self.inner.apply(batch)
+    }
+    fn put_each(&self, rows: xclear::storage::WriteBatch) -> Result<(), xclear::storage::StoreError> {
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if !self.stop_on.contains(&call) {
+            return self.inner.put_each(rows);
+        }
+        let mut half = xclear::storage::WriteBatch::default();
+        for (k, v) in rows.into_ops().into_iter().step_by(2) {
+            match v {
+                Some(v) => half.put(k, v),
+                None => half.delete(k),
+            }
+        }
+        self.inner.put_each(half)?;
+        Err(xclear::storage::StoreError("killed half-way".into()))
+    }
+    fn flush(&self) -> Result<(), xclear::storage::StoreError> {
+        self.inner.flush()
+    }
+    fn first_key(&self) -> Result<Option<Vec<u8>>, xclear::storage::StoreError> {
+        self.inner.first_key()
+    }
+    fn clear(&self) -> Result<(), xclear::storage::StoreError> {
+        self.inner.clear()
+    }
+    fn iter_from(
+        &self,
+        start: &[u8],
+    ) -> Result<Box<dyn Iterator<Item = xclear::storage::KvResult> + '_>, xclear::storage::StoreError> {
+        self.inner.iter_from(start)
+    }
+}
+
+/// A long catch-up commits each batch on a second thread while it builds
+/// the next, and writes batches of person records row by row. Person
+/// batches alternate with account credits that read the rows the batch
+/// before wrote (while it may still be being committed): applied in one
+/// catch-up, one entry at a time, or after row-by-row writes that stopped
+/// half-way, the state is the same, and the balances are the sums.
+#[test]
+fn a_long_catch_up_reaches_the_state_applied_one_entry_at_a_time() {
+    use xclear::api::record::EnvelopeRecord;
+    use xclear::ledger::EntryKind;
+    use xclear::money::Amount;
+    use xclear::node::records::{AccountCreditEntry, PersonBatchEntry, PersonRecord, QualificationRecord};
+    const PERSONS: usize = 2_500;
+    const ROUNDS: usize = 6;
+    const CREDITED: usize = 40;
+    let dir = tempfile::tempdir().expect("tmp");
+    let region = RegionCode::parse("611000").expect("region");
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_773_100_800_000));
+    let ledger = Ledger::open(dir.path(), ed25519_dalek::SigningKey::from_bytes(&[4u8; 32]), clock).expect("ledger");
+    let yuan = |s: &str| Amount::parse_non_negative(s).expect("amount");
+    let request =
+        EnvelopeRecord { body: String::new(), signature: String::new(), signer: "agency".into(), batch: None };
+    for round in 0..ROUNDS {
+        // Everyone restated twice a round, with a disease of the round added:
+        // the first batch after the credits, the second a batch of its own.
+        for (n, shift) in [(0, 0), (1, 2)] {
+            let records = (0..PERSONS)
+                .map(|i| PersonRecord {
+                    psn_no: format!("P{i}"),
+                    insuplc_admdvs: "611000".into(),
+                    insutype: "310".into(),
+                    retired: round % 2 == 1,
+                    special_group: None,
+                    contribution_years: Default::default(),
+                    acct_balance: Some("100.00".into()),
+                    chronic: vec![QualificationRecord {
+                        dise_codg: format!("D{}", (i + round + shift) % 4),
+                        begndate: format!("2026-0{}-01", round + 1),
+                        enddate: None,
+                    }],
+                })
+                .collect();
+            let batch = serde_json::to_vec(&PersonBatchEntry { records }).expect("json");
+            ledger.append_blocking(EntryKind::PersonBatch, &format!("persons:{round}:{n}"), batch).expect("append");
+        }
+        for c in 0..CREDITED {
+            let e = AccountCreditEntry {
+                request: request.clone(),
+                psn_no: format!("P{}", c * 7),
+                amount: yuan("2.50"),
+                reason: "t".into(),
+            };
+            let key = format!("credit:{round}:{c}");
+            ledger.append_blocking(EntryKind::AccountCredit, &key, serde_json::to_vec(&e).expect("json")).expect("a");
+        }
+    }
+    let len = ledger.len();
+    let fresh = |name: &str, stop_on: &'static [u32]| -> HomeState {
+        let inner = SledStore::open(&dir.path().join(name)).expect("store");
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let kv: Arc<dyn KvStore> = Arc::new(StopsHalfWay { inner, calls, stop_on });
+        HomeState::open(kv, &ledger, region).expect("state").0
+    };
+
+    let one_by_one = fresh("one", &[]);
+    for until in 1..=len {
+        assert_eq!(one_by_one.catch_up_until(&ledger, until).expect("one entry"), 1);
+    }
+    let expected = one_by_one.digest().expect("digest");
+    let credited = yuan("115.00"); // 100.00 imported, 2.50 credited in each of the 6 rounds
+    assert_eq!(one_by_one.balance("P0").expect("read"), credited);
+    assert_eq!(one_by_one.balance("P1").expect("read"), yuan("100.00"));
+
+    let at_once = fresh("once", &[]);
+    assert_eq!(at_once.catch_up(&ledger).expect("catch up"), len);
+    assert_eq!(at_once.digest().expect("digest"), expected, "one catch-up");
+    assert_eq!(at_once.balance("P0").expect("read"), credited);
+
+    // Stopped half-way through writing rows twice (the first batch, then
+    // the first batch of its own after credits): each catch-up fails and the
+    // next starts again from the position the store holds.
+    let stopped = fresh("stopped", &[1, 4]);
+    assert!(stopped.catch_up(&ledger).is_err());
+    assert!(stopped.catch_up(&ledger).is_err());
+    assert!(stopped.at() < len);
+    stopped.catch_up(&ledger).expect("catch up");
+    assert_eq!(stopped.digest().expect("digest"), expected, "after writes stopped half-way");
+    assert_eq!(stopped.balance("P0").expect("read"), credited);
 }
