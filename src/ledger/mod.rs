@@ -177,8 +177,12 @@ fn bucket_put(row: &mut Vec<u8>, key: &[u8], value: &[u8]) -> Option<()> {
 }
 
 /// Applies an index batch: each record into its key's bucket row (read,
-/// added to, written back in the same store batch); other rows as they are.
-/// One writer at a time (the replay, then the indexer).
+/// added to, written back); other rows (the position) as they are, after the
+/// buckets. One writer at a time (the replay, then the indexer). Bucket rows
+/// are written one by one, not in one atomic batch (sled stops every reader
+/// of every store in the process while a batch applies): filing a record
+/// again in a bucket that holds it changes nothing, so a crash part-way
+/// leaves the position behind and the replay files the same records again.
 pub(crate) fn apply_index(kv: &dyn KvStore, batch: WriteBatch) -> Result<(), StoreError> {
     let mut buckets: std::collections::HashMap<Vec<u8>, Vec<u8>> = std::collections::HashMap::new();
     let mut out = WriteBatch::default();
@@ -198,9 +202,11 @@ pub(crate) fn apply_index(kv: &dyn KvStore, batch: WriteBatch) -> Result<(), Sto
             (_, v) => out.ops.push((k, v)),
         }
     }
+    let mut rows = WriteBatch::default();
     for (b, row) in buckets {
-        out.put(b, row);
+        rows.put(b, row);
     }
+    kv.put_each(rows)?;
     kv.apply(out)
 }
 
@@ -1146,5 +1152,73 @@ mod tests {
         b.put(keys::bucket(keys[0].as_bytes()), vec![0, 40, 1, 2]);
         kv.apply(b).expect("damage");
         assert!(index_lookup(&kv, &keys[0]).is_err());
+    }
+
+    /// A store whose row-by-row writes keep every other row and fail, as a
+    /// crash part-way through them would.
+    struct StopsHalfWay(SledStore);
+
+    impl KvStore for StopsHalfWay {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.0.get(key)
+        }
+        fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+            self.0.apply(batch)
+        }
+        fn put_each(&self, rows: WriteBatch) -> Result<(), StoreError> {
+            let half = WriteBatch { ops: rows.ops.into_iter().step_by(2).collect() };
+            self.0.put_each(half)?;
+            Err(StoreError("stopped half-way".into()))
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            self.0.flush()
+        }
+        fn first_key(&self) -> Result<Option<Vec<u8>>, StoreError> {
+            self.0.first_key()
+        }
+        fn clear(&self) -> Result<(), StoreError> {
+            self.0.clear()
+        }
+        fn iter_from(
+            &self,
+            start: &[u8],
+        ) -> Result<Box<dyn Iterator<Item = crate::storage::KvResult> + '_>, StoreError> {
+            self.0.iter_from(start)
+        }
+    }
+
+    #[test]
+    fn an_index_batch_stopped_part_way_is_filed_again_to_the_same_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let batch = || {
+            let mut b = WriteBatch::default();
+            for i in 0..200u64 {
+                index_entry(&mut b, i, 1000 + i, &format!("key-{i}"));
+            }
+            b.put(keys::APPLIED.to_vec(), 200u64.to_be_bytes().to_vec());
+            b
+        };
+        let stops = StopsHalfWay(SledStore::open(dir.path()).expect("store"));
+        assert!(apply_index(&stops, batch()).is_err());
+        let kv = stops.0;
+        assert_eq!(kv.get(keys::APPLIED).expect("read"), None, "the position is not moved");
+        let filed = (0..200u64).filter(|i| index_lookup(&kv, &format!("key-{i}")).expect("read").is_some()).count();
+        assert!(filed > 0 && filed < 200, "{filed} filed before the stop");
+        apply_index(&kv, batch()).expect("again");
+        let mut bytes = 0;
+        for i in 0..200u64 {
+            let key = format!("key-{i}");
+            assert_eq!(index_lookup(&kv, &key).expect("read"), Some((i, 1000 + i)));
+            bytes += 18 + key.len();
+        }
+        let rows: usize = kv
+            .iter_from(b"b/")
+            .expect("scan")
+            .map(|r| r.expect("row"))
+            .take_while(|(k, _)| k.starts_with(b"b/"))
+            .map(|(_, v)| v.len())
+            .sum();
+        assert_eq!(rows, bytes, "one record a key");
+        assert_eq!(read_u64(kv.get(keys::APPLIED).expect("read").as_deref()), Some(200));
     }
 }

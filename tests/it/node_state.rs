@@ -97,6 +97,33 @@ fn the_state_store_is_rebuilt_caught_up_or_replaced_to_the_same_state() {
     assert_eq!(o.home.digest().expect("digest"), digests[&a].1);
 }
 
+/// A ledger of region 611000's with no node around it.
+fn bare_ledger(dir: &Path) -> Ledger {
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_773_100_800_000));
+    Ledger::open(dir, ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]), clock).expect("ledger")
+}
+
+fn yuan(s: &str) -> xclear::money::Amount {
+    xclear::money::Amount::parse_non_negative(s).expect("amount")
+}
+
+/// An agency's credit to a person's account, as its ledger entry holds it.
+fn credit_payload(psn_no: &str, amount: &str) -> Vec<u8> {
+    let request = xclear::api::record::EnvelopeRecord {
+        body: String::new(),
+        signature: String::new(),
+        signer: "agency".into(),
+        batch: None,
+    };
+    let e = xclear::node::records::AccountCreditEntry {
+        request,
+        psn_no: psn_no.into(),
+        amount: yuan(amount),
+        reason: "t".into(),
+    };
+    serde_json::to_vec(&e).expect("json")
+}
+
 /// A store whose `clear` dies part-way (after what `state::clear` does first).
 struct DiesClearing(SledStore);
 
@@ -275,25 +302,13 @@ fn the_month_report_is_the_ledger_lines_summarized() {
 /// store holds the same.
 #[test]
 fn a_credit_before_the_import_is_held_and_the_person_absent_until_imported() {
-    use xclear::api::record::EnvelopeRecord;
     use xclear::ledger::EntryKind;
-    use xclear::money::Amount;
-    use xclear::node::records::{AccountCreditEntry, PersonRecord};
+    use xclear::node::records::PersonRecord;
     let dir = tempfile::tempdir().expect("tmp");
     let region = RegionCode::parse("611000").expect("region");
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_773_100_800_000));
-    let ledger = Ledger::open(dir.path(), ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]), clock).expect("ledger");
-    let yuan = |s: &str| Amount::parse_non_negative(s).expect("amount");
-    let request =
-        EnvelopeRecord { body: String::new(), signature: String::new(), signer: "agency".into(), batch: None };
+    let ledger = bare_ledger(dir.path());
     let credit = |n: u32, amount: &str| {
-        let e = AccountCreditEntry {
-            request: request.clone(),
-            psn_no: "X1".into(),
-            amount: yuan(amount),
-            reason: "t".into(),
-        };
-        ledger.append_blocking(EntryKind::AccountCredit, &format!("credit:{n}"), serde_json::to_vec(&e).expect("json"))
+        ledger.append_blocking(EntryKind::AccountCredit, &format!("credit:{n}"), credit_payload("X1", amount))
     };
     let import = |n: u32, balance: &str| {
         let r = PersonRecord {
@@ -394,20 +409,14 @@ impl KvStore for StopsHalfWay {
 /// half-way, the state is the same, and the balances are the sums.
 #[test]
 fn a_long_catch_up_reaches_the_state_applied_one_entry_at_a_time() {
-    use xclear::api::record::EnvelopeRecord;
     use xclear::ledger::EntryKind;
-    use xclear::money::Amount;
-    use xclear::node::records::{AccountCreditEntry, PersonBatchEntry, PersonRecord, QualificationRecord};
+    use xclear::node::records::{PersonBatchEntry, PersonRecord, QualificationRecord};
     const PERSONS: usize = 2_500;
     const ROUNDS: usize = 6;
     const CREDITED: usize = 40;
     let dir = tempfile::tempdir().expect("tmp");
     let region = RegionCode::parse("611000").expect("region");
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_773_100_800_000));
-    let ledger = Ledger::open(dir.path(), ed25519_dalek::SigningKey::from_bytes(&[4u8; 32]), clock).expect("ledger");
-    let yuan = |s: &str| Amount::parse_non_negative(s).expect("amount");
-    let request =
-        EnvelopeRecord { body: String::new(), signature: String::new(), signer: "agency".into(), batch: None };
+    let ledger = bare_ledger(dir.path());
     for round in 0..ROUNDS {
         // Everyone restated twice a round, with a disease of the round added:
         // the first batch after the credits, the second a batch of its own.
@@ -432,14 +441,8 @@ fn a_long_catch_up_reaches_the_state_applied_one_entry_at_a_time() {
             ledger.append_blocking(EntryKind::PersonBatch, &format!("persons:{round}:{n}"), batch).expect("append");
         }
         for c in 0..CREDITED {
-            let e = AccountCreditEntry {
-                request: request.clone(),
-                psn_no: format!("P{}", c * 7),
-                amount: yuan("2.50"),
-                reason: "t".into(),
-            };
-            let key = format!("credit:{round}:{c}");
-            ledger.append_blocking(EntryKind::AccountCredit, &key, serde_json::to_vec(&e).expect("json")).expect("a");
+            let (key, payload) = (format!("credit:{round}:{c}"), credit_payload(&format!("P{}", c * 7), "2.50"));
+            ledger.append_blocking(EntryKind::AccountCredit, &key, payload).expect("append");
         }
     }
     let len = ledger.len();
