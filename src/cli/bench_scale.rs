@@ -86,7 +86,7 @@ fn bulk_settlement(
     let psn_no = format!("P{}", i % persons.max(1));
     let msgid = format!("bulk-{i}");
     let ikey = xclear::node::keys::claim("110000", "HB", &msgid);
-    let setl_id = xclear::node::keys::setl_id('S', HOME, &ikey);
+    let setl_id = xclear::node::keys::setl_id('S', HOME, &ikey, false);
     let fund = Amount::yuan(120);
     let result = ClaimResult {
         msgid: msgid.clone(),

@@ -230,7 +230,7 @@ impl Node {
         let Some((settlement, year)) = computed else {
             return self.sign_result(&result).await; // refused: nothing recorded
         };
-        let setl_id = super::keys::setl_id('S', &self.region().to_string(), key);
+        let setl_id = self.new_setl_id('S', key)?;
         result.setl_id = setl_id.clone();
         let result_env = self.sign_result(&result).await?;
         let rec = HomeSettlementEntry {
@@ -277,7 +277,7 @@ impl Node {
         let mut result = self.base_result(claim, env, now);
         result.settled = true;
         result.eligible = true;
-        result.setl_id = super::keys::setl_id('R', &self.region().to_string(), key);
+        result.setl_id = self.new_setl_id('R', key)?;
         let negated = original_rec.delta.negated();
         // The account gets back what it paid: the balance after the reversal.
         let balc = self.home().balance(&claim.psn_no).map_err(state_error)? - negated.acct_pay;
@@ -296,6 +296,17 @@ impl Node {
         };
         self.commit_home(EntryKind::Reversal, key, &rec).await?;
         Ok(result_env)
+    }
+
+    /// The id of what is committed under a new claim `key`
+    /// ([`super::keys::setl_id`]): the long form when an entry of another key
+    /// shares the key's digest, so a reversal by id names one settlement and
+    /// a month's ids count each once.
+    fn new_setl_id(&self, prefix: char, key: &str) -> Result<String, NodeError> {
+        let digest = crate::ledger::key_digest(key);
+        let others = self.ledger.entries_by_digest(digest).map_err(ledger_error)?;
+        let taken = others.iter().any(|e| e.body.key != key);
+        Ok(super::keys::setl_id(prefix, &self.region().to_string(), key, taken))
     }
 
     /// A settlement this node committed, found by the key digest its id

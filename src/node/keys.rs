@@ -14,20 +14,24 @@ pub fn claim(treatment: &str, hospital: &str, msgid: &str) -> String {
 /// The id a home node gives what it commits under a claim `key`: `S` (a
 /// settlement) or `R` (a reversal), its region, and the first 64 bits of the
 /// key's SHA-256 in hex, which is the digest the ledger's key index files
-/// the entry under: the id finds its entry with no table of its own.
-pub fn setl_id(prefix: char, region: &str, key: &str) -> String {
+/// the entry under: the id finds its entry with no table of its own. When
+/// the ledger holds another key with that digest already (`digest_taken`;
+/// about 3 in a million at 10 million claims), the first 128 bits, so no two
+/// commits share an id.
+pub fn setl_id(prefix: char, region: &str, key: &str, digest_taken: bool) -> String {
     use sha2::Digest;
-    format!("{prefix}{region}{}", &hex::encode(sha2::Sha256::digest(key.as_bytes()))[..16])
+    let hex = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    format!("{prefix}{region}{}", &hex[..if digest_taken { 32 } else { 16 }])
 }
 
 /// The key digest a settlement id of `region` carries ([`setl_id`]).
 pub fn setl_id_digest(region: &str, setl_id: &str) -> Option<u64> {
     let hex = setl_id.strip_prefix('S')?.strip_prefix(region)?;
     let lower = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
-    if hex.len() != 16 || !hex.bytes().all(lower) {
+    if !matches!(hex.len(), 16 | 32) || !hex.bytes().all(lower) {
         return None;
     }
-    u64::from_str_radix(hex, 16).ok()
+    u64::from_str_radix(&hex[..16], 16).ok()
 }
 
 /// A treatment node's intent to settle a hospital's msgid.
@@ -174,21 +178,28 @@ mod tests {
     #[test]
     fn a_settlement_id_carries_its_keys_index_digest() {
         let key = claim("110000", "H1", "m1");
-        let id = setl_id('S', "611000", &key);
+        let id = setl_id('S', "611000", &key, false);
         assert_eq!(id.len(), 1 + 6 + 16);
         assert_eq!(setl_id_digest("611000", &id), Some(crate::ledger::key_digest(&key)));
         assert_eq!(
-            setl_id_digest("611000", &setl_id('S', "611000", "another")),
+            setl_id_digest("611000", &setl_id('S', "611000", "another", false)),
             Some(crate::ledger::key_digest("another"))
         );
+        // Its digest taken by another key: longer, the same digest, another id.
+        let long = setl_id('S', "611000", &key, true);
+        assert_eq!(long.len(), 1 + 6 + 32);
+        assert!(long.starts_with(&id) && long != id);
+        assert_eq!(setl_id_digest("611000", &long), Some(crate::ledger::key_digest(&key)));
         let hex = &id[7..];
         for other in [
-            setl_id('R', "611000", &key),
-            setl_id('S', "110000", &key),
+            setl_id('R', "611000", &key, false),
+            setl_id('S', "110000", &key, false),
             format!("S611000{}", hex.to_uppercase()),
             format!("S611000{}", &hex[..15]),
             format!("S611000{hex}0"),
             format!("S611000{}g", &hex[..15]),
+            format!("{long}0"),
+            long[..long.len() - 1].to_string(),
             String::new(),
         ] {
             assert_eq!(setl_id_digest("611000", &other), None, "{other}");

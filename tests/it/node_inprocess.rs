@@ -340,7 +340,7 @@ async fn a_reversal_not_yet_applied_still_refuses_a_second() {
     // The reversal as the node writes it, appended without the state's apply.
     let r_key = xclear::node::keys::claim("110000", BJ_HOSPITAL, "r-direct");
     let reversal = HomeSettlementEntry {
-        setl_id: xclear::node::keys::setl_id('R', "611000", &r_key),
+        setl_id: xclear::node::keys::setl_id('R', "611000", &r_key, false),
         delta: original.delta.negated(),
         reversed_setl_id: Some(original.setl_id.clone()),
         ..original.clone()
