@@ -303,10 +303,9 @@ impl Node {
     /// shares the key's digest, so a reversal by id names one settlement and
     /// a month's ids count each once.
     fn new_setl_id(&self, prefix: char, key: &str) -> Result<String, NodeError> {
-        let digest = crate::ledger::key_digest(key);
-        let others = self.ledger.entries_by_digest(digest).map_err(ledger_error)?;
-        let taken = others.iter().any(|e| e.body.key != key);
-        Ok(super::keys::setl_id(prefix, &self.region().to_string(), key, taken))
+        let sharing = self.ledger.entries_by_digest(crate::ledger::key_digest(key)).map_err(ledger_error)?;
+        let keys = sharing.iter().map(|e| e.body.key.as_str());
+        Ok(super::keys::new_setl_id(prefix, &self.region().to_string(), key, keys))
     }
 
     /// A settlement this node committed, found by the key digest its id

@@ -24,6 +24,20 @@ pub fn setl_id(prefix: char, region: &str, key: &str, digest_taken: bool) -> Str
     format!("{prefix}{region}{}", &hex[..if digest_taken { 32 } else { 16 }])
 }
 
+/// [`setl_id`] for a new claim `key`, given the keys of the entries the
+/// ledger holds under its digest: the long form if one of them is another
+/// key. (Two such keys committed at the same moment could both miss the
+/// other; at 2^-64 a pair, not guarded against.)
+pub fn new_setl_id<'a>(
+    prefix: char,
+    region: &str,
+    key: &str,
+    sharing_digest: impl IntoIterator<Item = &'a str>,
+) -> String {
+    let taken = sharing_digest.into_iter().any(|k| k != key);
+    setl_id(prefix, region, key, taken)
+}
+
 /// The key digest a settlement id of `region` carries ([`setl_id`]).
 pub fn setl_id_digest(region: &str, setl_id: &str) -> Option<u64> {
     let hex = setl_id.strip_prefix('S')?.strip_prefix(region)?;
@@ -190,6 +204,9 @@ mod tests {
         assert_eq!(long.len(), 1 + 6 + 32);
         assert!(long.starts_with(&id) && long != id);
         assert_eq!(setl_id_digest("611000", &long), Some(crate::ledger::key_digest(&key)));
+        assert_eq!(new_setl_id('S', "611000", &key, []), id, "a key no entry holds");
+        assert_eq!(new_setl_id('S', "611000", &key, [key.as_str()]), id, "the key's own entry");
+        assert_eq!(new_setl_id('S', "611000", &key, [key.as_str(), "other"]), long, "another key's entry");
         let hex = &id[7..];
         for other in [
             setl_id('R', "611000", &key, false),

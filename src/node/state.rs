@@ -374,7 +374,8 @@ impl<'a> Tx<'a> {
     fn apply(&mut self, entry: &Entry) -> Result<(), StateError> {
         // A person's record replaces the one held and merges qualifications
         // by disease, last write winning: applied again over rows that hold
-        // it (or a later record of the same batch), the rows end the same.
+        // it (or a later record of the same batch), the rows end the same
+        // (unless the merge cuts qualifications: `apply_person`).
         self.idempotent &= matches!(entry.body.kind, EntryKind::PersonImport | EntryKind::PersonBatch);
         self.apply_node(entry)?;
         let key = entry.body.key.as_str();
@@ -512,6 +513,12 @@ impl<'a> Tx<'a> {
                 let mut chronic: Vec<QualificationRecord> =
                     held.chronic.into_iter().filter(|q| !named.contains(&q.dise_codg.as_str())).collect();
                 chronic.extend(r.chronic.iter().cloned());
+                // Which qualifications a cut keeps depends on what the row
+                // held: applied again over a later record's row, it would
+                // keep others. Such a group goes in one atomic batch.
+                if chronic.len() > MAX_QUALIFICATIONS {
+                    self.idempotent = false;
+                }
                 chronic.truncate(MAX_QUALIFICATIONS);
                 record.chronic = chronic;
             }
@@ -641,29 +648,30 @@ impl StoreBatch {
 /// it (a rendezvous: a batch is taken once the one before it is committed).
 struct Committer<'scope> {
     batches: std::sync::mpsc::SyncSender<(StoreBatch, u64)>,
-    /// The position committed last, and the failure that stopped it.
-    thread: std::thread::ScopedJoinHandle<'scope, (u64, Option<StateError>)>,
+    /// The failure that stopped it, if one did.
+    thread: std::thread::ScopedJoinHandle<'scope, Option<StateError>>,
 }
 
 impl<'scope> Committer<'scope> {
+    /// Starts the thread; it stores each position it has written in `committed`.
     fn start<'env>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
         kv: &'env dyn KvStore,
+        committed: &'env std::sync::atomic::AtomicU64,
         progress: impl Fn(u64) + Send + 'env,
     ) -> Result<Committer<'scope>, StateError> {
         let (batches, taken) = std::sync::mpsc::sync_channel::<(StoreBatch, u64)>(0);
         let thread = std::thread::Builder::new()
             .name("state-commit".into())
             .spawn_scoped(scope, move || {
-                let mut committed = 0;
                 for (batch, at) in taken {
                     if let Err(e) = batch.write(kv) {
-                        return (committed, Some(e));
+                        return Some(e);
                     }
-                    committed = at;
+                    committed.store(at, Ordering::SeqCst);
                     progress(at);
                 }
-                (committed, None)
+                None
             })
             .map_err(|e| StateError::Store(StoreError(format!("starting the state's commit thread: {e}"))))?;
         Ok(Committer { batches, thread })
@@ -819,14 +827,15 @@ impl HomeState {
         self.at.lock().map(|a| *a).unwrap_or(0)
     }
 
-    /// Lets go of a failure once a catch-up has gone through (the batches are
-    /// atomic with their position, so a retry starts where the store is).
+    /// Lets go of a failure once a catch-up has gone through (a batch's
+    /// position is written with it or after it, so a retry starts where the
+    /// store is, or re-applies rows that come out the same).
     fn recovered(&self) {
         self.failed.store(false, Ordering::SeqCst);
     }
 
     /// Applies the ledger's entries after the store's position, in order,
-    /// in batches each with its position; returns how many were applied.
+    /// in batches each followed by its position; returns how many were applied.
     pub fn catch_up(&self, ledger: &Ledger) -> Result<u64, StateError> {
         self.catch_up_until(ledger, u64::MAX)
     }
@@ -877,6 +886,9 @@ impl HomeState {
         let own = self.own;
         let store = self.kv()?;
         let kv = store.as_ref();
+        // What the committer has written, kept here so a panic on its
+        // thread does not lose it (a retry must not apply those entries again).
+        let committed = std::sync::atomic::AtomicU64::new(from);
         let (scanned, failure) = std::thread::scope(|scope| {
             let mut tx = Tx::new(kv, own);
             let mut in_tx = 0usize;
@@ -908,7 +920,7 @@ impl HomeState {
                     return Ok(ControlFlow::Continue(()));
                 }
                 if committer.is_none() {
-                    match Committer::start(scope, kv, progress) {
+                    match Committer::start(scope, kv, &committed, progress) {
                         Ok(c) => committer = Some(c),
                         Err(err) => {
                             failure = Some(err);
@@ -926,13 +938,9 @@ impl HomeState {
             });
             if let Some(c) = committer {
                 drop(c.batches);
-                match c.thread.join() {
-                    Ok((committed, err)) => {
-                        *at = (*at).max(committed);
-                        failure = failure.or(err);
-                    }
-                    Err(_) => failure = failure.or(Some(StateError::Failed)),
-                }
+                let stopped = c.thread.join().unwrap_or(Some(StateError::Failed));
+                *at = (*at).max(committed.load(Ordering::SeqCst));
+                failure = failure.or(stopped);
             }
             (scanned, failure)
         });

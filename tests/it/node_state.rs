@@ -355,11 +355,21 @@ fn a_credit_before_the_import_is_held_and_the_person_absent_until_imported() {
 }
 
 /// A store whose row-by-row writes stop half-way on the calls numbered in
-/// `stop_on` (what a crash in the middle of them leaves).
+/// `stop_on` (what a crash in the middle of them leaves), and whose atomic
+/// batches panic, unwritten, on those numbered in `panic_on`.
 struct StopsHalfWay {
     inner: SledStore,
     calls: std::sync::atomic::AtomicU32,
     stop_on: &'static [u32],
+    applies: std::sync::atomic::AtomicU32,
+    panic_on: &'static [u32],
+}
+
+impl StopsHalfWay {
+    fn new(inner: SledStore, stop_on: &'static [u32], panic_on: &'static [u32]) -> StopsHalfWay {
+        let zero = || std::sync::atomic::AtomicU32::new(0);
+        StopsHalfWay { inner, calls: zero(), stop_on, applies: zero(), panic_on }
+    }
 }
 
 impl KvStore for StopsHalfWay {
@@ -367,6 +377,8 @@ impl KvStore for StopsHalfWay {
         self.inner.get(key)
     }
     fn apply(&self, batch: xclear::storage::WriteBatch) -> Result<(), xclear::storage::StoreError> {
+        let call = self.applies.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        assert!(!self.panic_on.contains(&call), "store batch {call} panics");
         self.inner.apply(batch)
     }
     fn put_each(&self, rows: xclear::storage::WriteBatch) -> Result<(), xclear::storage::StoreError> {
@@ -446,14 +458,13 @@ fn a_long_catch_up_reaches_the_state_applied_one_entry_at_a_time() {
         }
     }
     let len = ledger.len();
-    let fresh = |name: &str, stop_on: &'static [u32]| -> HomeState {
+    let fresh = |name: &str, stop_on: &'static [u32], panic_on: &'static [u32]| -> HomeState {
         let inner = SledStore::open(&dir.path().join(name)).expect("store");
-        let calls = std::sync::atomic::AtomicU32::new(0);
-        let kv: Arc<dyn KvStore> = Arc::new(StopsHalfWay { inner, calls, stop_on });
+        let kv: Arc<dyn KvStore> = Arc::new(StopsHalfWay::new(inner, stop_on, panic_on));
         HomeState::open(kv, &ledger, region).expect("state").0
     };
 
-    let one_by_one = fresh("one", &[]);
+    let one_by_one = fresh("one", &[], &[]);
     for until in 1..=len {
         assert_eq!(one_by_one.catch_up_until(&ledger, until).expect("one entry"), 1);
     }
@@ -462,7 +473,7 @@ fn a_long_catch_up_reaches_the_state_applied_one_entry_at_a_time() {
     assert_eq!(one_by_one.balance("P0").expect("read"), credited);
     assert_eq!(one_by_one.balance("P1").expect("read"), yuan("100.00"));
 
-    let at_once = fresh("once", &[]);
+    let at_once = fresh("once", &[], &[]);
     assert_eq!(at_once.catch_up(&ledger).expect("catch up"), len);
     assert_eq!(at_once.digest().expect("digest"), expected, "one catch-up");
     assert_eq!(at_once.balance("P0").expect("read"), credited);
@@ -470,11 +481,71 @@ fn a_long_catch_up_reaches_the_state_applied_one_entry_at_a_time() {
     // Stopped half-way through writing rows twice (the first batch, then
     // the first batch of its own after credits): each catch-up fails and the
     // next starts again from the position the store holds.
-    let stopped = fresh("stopped", &[1, 4]);
+    let stopped = fresh("stopped", &[1, 4], &[]);
     assert!(stopped.catch_up(&ledger).is_err());
     assert!(stopped.catch_up(&ledger).is_err());
     assert!(stopped.at() < len);
     stopped.catch_up(&ledger).expect("catch up");
     assert_eq!(stopped.digest().expect("digest"), expected, "after writes stopped half-way");
     assert_eq!(stopped.balance("P0").expect("read"), credited);
+
+    // The commit thread panics on its fifth batch (the first four, credits
+    // among them, written): the next catch-up goes on after them.
+    let panicked = fresh("panicked", &[], &[5]);
+    assert!(panicked.catch_up(&ledger).is_err());
+    assert!(panicked.at() > 0 && panicked.at() < len, "{} of {len}", panicked.at());
+    panicked.catch_up(&ledger).expect("catch up");
+    assert_eq!(panicked.digest().expect("digest"), expected, "after the commit thread panicked");
+    assert_eq!(panicked.balance("P0").expect("read"), credited);
+}
+
+/// A person named again with a new disease while holding the most
+/// qualifications they may: the merge cuts the newest, and which ones it
+/// keeps depends on what the row held, so applying the group again over its
+/// own rows would keep others. Such a group is one atomic batch: a store
+/// stopped part-way through row-by-row writes ends as one that was not.
+#[test]
+fn a_group_that_cuts_qualifications_is_never_left_half_written() {
+    use xclear::ledger::EntryKind;
+    use xclear::node::records::{PersonBatchEntry, PersonRecord, QualificationRecord};
+    use xclear::node::state::MAX_QUALIFICATIONS;
+    let dir = tempfile::tempdir().expect("tmp");
+    let region = RegionCode::parse("611000").expect("region");
+    let ledger = bare_ledger(dir.path());
+    let q = |code: &str| QualificationRecord { dise_codg: code.into(), begndate: "2026-01-01".into(), enddate: None };
+    let person = |chronic: Vec<QualificationRecord>| PersonRecord {
+        psn_no: "X1".into(),
+        insuplc_admdvs: "611000".into(),
+        insutype: "390".into(),
+        retired: false,
+        special_group: None,
+        contribution_years: Default::default(),
+        acct_balance: None,
+        chronic,
+    };
+    let others: Vec<String> = (1..=MAX_QUALIFICATIONS - 2).map(|i| format!("P{i}")).collect();
+    let mut full = vec![q("B"), q("A")];
+    full.extend(others.iter().map(|c| q(c)));
+    let records = vec![person(full), person(vec![q("C"), q("B")])];
+    let payload = serde_json::to_vec(&PersonBatchEntry { records }).expect("json");
+    ledger.append_blocking(EntryKind::PersonBatch, "persons:cut", payload).expect("append");
+    let fresh = |name: &str, stop_on: &'static [u32]| -> HomeState {
+        let inner = SledStore::open(&dir.path().join(name)).expect("store");
+        let kv: Arc<dyn KvStore> = Arc::new(StopsHalfWay::new(inner, stop_on, &[]));
+        HomeState::open(kv, &ledger, region).expect("state").0
+    };
+
+    let whole = fresh("whole", &[]);
+    whole.catch_up(&ledger).expect("apply");
+    let held: Vec<String> =
+        whole.person("X1").expect("read").expect("X1").chronic.into_iter().map(|c| c.dise_codg).collect();
+    let mut expected = vec!["A".to_string()];
+    expected.extend(others.iter().cloned());
+    expected.push("C".into());
+    assert_eq!(held, expected, "B named again is cut, as the newest");
+
+    let stopped = fresh("stopped", &[1]);
+    let _ = stopped.catch_up(&ledger);
+    stopped.catch_up(&ledger).expect("apply");
+    assert_eq!(stopped.digest().expect("digest"), whole.digest().expect("digest"));
 }
