@@ -42,10 +42,12 @@ impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+}
 
-    /// The writes, in the order they were added.
-    pub fn into_ops(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        self.ops
+impl FromIterator<(Vec<u8>, Option<Vec<u8>>)> for WriteBatch {
+    /// Writes (`None`: a deletion), in order.
+    fn from_iter<I: IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>>(ops: I) -> WriteBatch {
+        WriteBatch { ops: ops.into_iter().collect() }
     }
 }
 
@@ -56,7 +58,7 @@ pub trait KvStore: Send + Sync {
     /// Writes each row on its own, in order. sled applies a batch with every
     /// reader and writer of every store in the process stopped; rows written
     /// one by one go beside them. A crash may keep any prefix of the rows.
-    fn put_each(&self, rows: WriteBatch) -> Result<(), StoreError>;
+    fn put_each(&self, rows: &mut dyn Iterator<Item = RowRef<'_>>) -> Result<(), StoreError>;
     /// Asks the store to write out what it holds (not a durability point).
     fn flush(&self) -> Result<(), StoreError>;
     /// The smallest key held, if any.
@@ -66,6 +68,9 @@ pub trait KvStore: Send + Sync {
     /// Every (key, value) from `start` on, in key order.
     fn iter_from(&self, start: &[u8]) -> Result<Box<dyn Iterator<Item = KvResult> + '_>, StoreError>;
 }
+
+/// A row to write: its key and its value (`None`: removed).
+pub type RowRef<'a> = (&'a [u8], Option<&'a [u8]>);
 
 /// One (key, value) of a scan.
 pub type KvResult = Result<(Vec<u8>, Vec<u8>), StoreError>;
@@ -146,8 +151,8 @@ impl KvStore for SledStore {
         Ok(self.db.apply_batch(b)?)
     }
 
-    fn put_each(&self, rows: WriteBatch) -> Result<(), StoreError> {
-        for (k, v) in rows.ops {
+    fn put_each(&self, rows: &mut dyn Iterator<Item = RowRef<'_>>) -> Result<(), StoreError> {
+        for (k, v) in rows {
             match v {
                 Some(v) => self.db.insert(k, v)?,
                 None => self.db.remove(k)?,

@@ -202,11 +202,7 @@ pub(crate) fn apply_index(kv: &dyn KvStore, batch: WriteBatch) -> Result<(), Sto
             (_, v) => out.ops.push((k, v)),
         }
     }
-    let mut rows = WriteBatch::default();
-    for (b, row) in buckets {
-        rows.put(b, row);
-    }
-    kv.put_each(rows)?;
+    kv.put_each(&mut buckets.iter().map(|(b, row)| (b.as_slice(), Some(row.as_slice()))))?;
     kv.apply(out)
 }
 
@@ -1165,9 +1161,8 @@ mod tests {
         fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
             self.0.apply(batch)
         }
-        fn put_each(&self, rows: WriteBatch) -> Result<(), StoreError> {
-            let half = WriteBatch { ops: rows.ops.into_iter().step_by(2).collect() };
-            self.0.put_each(half)?;
+        fn put_each(&self, rows: &mut dyn Iterator<Item = crate::storage::RowRef<'_>>) -> Result<(), StoreError> {
+            self.0.put_each(&mut rows.step_by(2))?;
             Err(StoreError("stopped half-way".into()))
         }
         fn flush(&self) -> Result<(), StoreError> {

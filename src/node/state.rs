@@ -596,51 +596,62 @@ impl<'a> Tx<'a> {
 
     /// Applies the batch with the position it brings the store to.
     fn commit(self, at: u64, last_hash: [u8; 32]) -> Result<(), StateError> {
-        let idempotent = self.idempotent;
-        store_batch(self.written, idempotent, at, last_hash).write(self.kv)
+        let rows = if self.idempotent {
+            StoreRows::OneByOne(Arc::new(self.written))
+        } else {
+            StoreRows::Atomic(self.written.into_iter().collect())
+        };
+        StoreBatch::new(rows, at, last_hash).write(self.kv)
     }
 }
 
-/// A batch's rows as the store writes them, and the position they bring the
-/// store to.
+/// A batch's rows as the store writes them.
+enum StoreRows {
+    /// Rows that may be written one by one ([`Tx::idempotent`]), shared
+    /// with the batch built next, which reads them until they are written.
+    OneByOne(Arc<Written>),
+    /// Rows written in one atomic batch with their position.
+    Atomic(WriteBatch),
+}
+
+impl StoreRows {
+    /// The rows of a batch the next one reads while they are written.
+    fn shared(written: &Arc<Written>, idempotent: bool) -> StoreRows {
+        if idempotent {
+            return StoreRows::OneByOne(Arc::clone(written));
+        }
+        StoreRows::Atomic(written.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+}
+
+/// A batch's rows and the position they bring the store to.
 struct StoreBatch {
-    rows: WriteBatch,
-    /// Rows that may be written one by one ([`Tx::idempotent`]).
-    idempotent: bool,
+    rows: StoreRows,
     position: WriteBatch,
 }
 
-fn store_batch(
-    written: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
-    idempotent: bool,
-    at: u64,
-    last_hash: [u8; 32],
-) -> StoreBatch {
-    let mut rows = WriteBatch::default();
-    for (k, v) in written {
-        match v {
-            Some(v) => rows.put(k, v),
-            None => rows.delete(k),
-        }
-    }
-    let mut position = WriteBatch::default();
-    position.put(keys::FORMAT.to_vec(), FORMAT.to_vec());
-    position.put(keys::AT.to_vec(), [at.to_be_bytes().as_slice(), &last_hash].concat());
-    StoreBatch { rows, idempotent, position }
-}
-
 impl StoreBatch {
+    fn new(rows: StoreRows, at: u64, last_hash: [u8; 32]) -> StoreBatch {
+        let mut position = WriteBatch::default();
+        position.put(keys::FORMAT.to_vec(), FORMAT.to_vec());
+        position.put(keys::AT.to_vec(), [at.to_be_bytes().as_slice(), &last_hash].concat());
+        StoreBatch { rows, position }
+    }
+
     /// The rows and the position in one atomic batch; rows that may be
     /// written one by one go first, the position after them (a crash in
     /// between keeps the old position, and the entries are applied again).
     fn write(self, kv: &dyn KvStore) -> Result<(), StateError> {
-        let StoreBatch { mut rows, idempotent, position } = self;
-        if idempotent {
-            kv.put_each(rows)?;
-            return Ok(kv.apply(position)?);
+        match self.rows {
+            StoreRows::OneByOne(rows) => {
+                kv.put_each(&mut rows.iter().map(|(k, v)| (k.as_slice(), v.as_deref())))?;
+                Ok(kv.apply(self.position)?)
+            }
+            StoreRows::Atomic(mut rows) => {
+                rows.ops.extend(self.position.ops);
+                Ok(kv.apply(rows)?)
+            }
         }
-        rows.ops.extend(position.ops);
-        Ok(kv.apply(rows)?)
     }
 }
 
@@ -929,9 +940,8 @@ impl HomeState {
                     }
                 }
                 let written = Arc::new(done.written);
-                let rows = written.iter().map(|(k, v)| (k.clone(), v.clone()));
-                let batch = store_batch(rows, done.idempotent, seq + 1, e.hash());
-                tx.committing = Some(Arc::clone(&written));
+                let batch = StoreBatch::new(StoreRows::shared(&written, done.idempotent), seq + 1, e.hash());
+                tx.committing = Some(written);
                 let sent = committer.as_ref().is_some_and(|c| c.batches.send((batch, seq + 1)).is_ok());
                 // Not taken: the committer stopped on a failure it returns.
                 Ok(if sent { ControlFlow::Continue(()) } else { ControlFlow::Break(()) })

@@ -134,7 +134,10 @@ impl KvStore for DiesClearing {
     fn apply(&self, batch: xclear::storage::WriteBatch) -> Result<(), xclear::storage::StoreError> {
         self.0.apply(batch)
     }
-    fn put_each(&self, rows: xclear::storage::WriteBatch) -> Result<(), xclear::storage::StoreError> {
+    fn put_each(
+        &self,
+        rows: &mut dyn Iterator<Item = xclear::storage::RowRef<'_>>,
+    ) -> Result<(), xclear::storage::StoreError> {
         self.0.put_each(rows)
     }
     fn flush(&self) -> Result<(), xclear::storage::StoreError> {
@@ -381,19 +384,15 @@ impl KvStore for StopsHalfWay {
         assert!(!self.panic_on.contains(&call), "store batch {call} panics");
         self.inner.apply(batch)
     }
-    fn put_each(&self, rows: xclear::storage::WriteBatch) -> Result<(), xclear::storage::StoreError> {
+    fn put_each(
+        &self,
+        rows: &mut dyn Iterator<Item = xclear::storage::RowRef<'_>>,
+    ) -> Result<(), xclear::storage::StoreError> {
         let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         if !self.stop_on.contains(&call) {
             return self.inner.put_each(rows);
         }
-        let mut half = xclear::storage::WriteBatch::default();
-        for (k, v) in rows.into_ops().into_iter().step_by(2) {
-            match v {
-                Some(v) => half.put(k, v),
-                None => half.delete(k),
-            }
-        }
-        self.inner.put_each(half)?;
+        self.inner.put_each(&mut rows.step_by(2))?;
         Err(xclear::storage::StoreError("killed half-way".into()))
     }
     fn flush(&self) -> Result<(), xclear::storage::StoreError> {
