@@ -196,12 +196,11 @@ pub(crate) fn restart(dir: &Path, seconds: u64) -> Result<(), String> {
             v[v.len() / 2]
         };
         let rounds = |v: &[f64]| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join("/");
+        let (loaded_rounds, empty_rounds) = (rounds(&on_loaded), rounds(&on_empty));
         println!(
-            "loaded_rounds={} empty_rounds={} loaded_per_s={:.1} empty_per_s={:.1}",
-            rounds(&on_loaded),
-            rounds(&on_empty),
-            median(on_loaded.clone()),
-            median(on_empty.clone())
+            "loaded_rounds={loaded_rounds} empty_rounds={empty_rounds} loaded_per_s={:.1} empty_per_s={:.1}",
+            median(on_loaded),
+            median(on_empty)
         );
         let _ = loaded.stop();
         let _ = empty.stop();

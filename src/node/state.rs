@@ -348,8 +348,8 @@ type Written = HashMap<Vec<u8>, Option<Vec<u8>>>;
 
 impl Rows for Tx<'_> {
     fn row(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        let before = self.committing.as_deref().and_then(|c| c.get(key));
-        match self.written.get(key).or(before) {
+        let before = || self.committing.as_deref().and_then(|c| c.get(key));
+        match self.written.get(key).or_else(before) {
             Some(v) => Ok(v.clone()),
             None => Ok(self.kv.get(key)?),
         }
@@ -627,6 +627,8 @@ impl StoreRows {
 /// A batch's rows and the position they bring the store to.
 struct StoreBatch {
     rows: StoreRows,
+    /// Entries applied once the batch is written.
+    at: u64,
     position: WriteBatch,
 }
 
@@ -635,7 +637,7 @@ impl StoreBatch {
         let mut position = WriteBatch::default();
         position.put(keys::FORMAT.to_vec(), FORMAT.to_vec());
         position.put(keys::AT.to_vec(), [at.to_be_bytes().as_slice(), &last_hash].concat());
-        StoreBatch { rows, position }
+        StoreBatch { rows, at, position }
     }
 
     /// The rows and the position in one atomic batch; rows that may be
@@ -658,7 +660,7 @@ impl StoreBatch {
 /// The thread committing a catch-up's batches in order, and the handoff to
 /// it (a rendezvous: a batch is taken once the one before it is committed).
 struct Committer<'scope> {
-    batches: std::sync::mpsc::SyncSender<(StoreBatch, u64)>,
+    batches: std::sync::mpsc::SyncSender<StoreBatch>,
     /// The failure that stopped it, if one did.
     thread: std::thread::ScopedJoinHandle<'scope, Option<StateError>>,
 }
@@ -671,11 +673,12 @@ impl<'scope> Committer<'scope> {
         committed: &'env std::sync::atomic::AtomicU64,
         progress: impl Fn(u64) + Send + 'env,
     ) -> Result<Committer<'scope>, StateError> {
-        let (batches, taken) = std::sync::mpsc::sync_channel::<(StoreBatch, u64)>(0);
+        let (batches, taken) = std::sync::mpsc::sync_channel::<StoreBatch>(0);
         let thread = std::thread::Builder::new()
             .name("state-commit".into())
             .spawn_scoped(scope, move || {
-                for (batch, at) in taken {
+                for batch in taken {
+                    let at = batch.at;
                     if let Err(e) = batch.write(kv) {
                         return Some(e);
                     }
@@ -942,7 +945,7 @@ impl HomeState {
                 let written = Arc::new(done.written);
                 let batch = StoreBatch::new(StoreRows::shared(&written, done.idempotent), seq + 1, e.hash());
                 tx.committing = Some(written);
-                let sent = committer.as_ref().is_some_and(|c| c.batches.send((batch, seq + 1)).is_ok());
+                let sent = committer.as_ref().is_some_and(|c| c.batches.send(batch).is_ok());
                 // Not taken: the committer stopped on a failure it returns.
                 Ok(if sent { ControlFlow::Continue(()) } else { ControlFlow::Break(()) })
             });
